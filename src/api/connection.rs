@@ -1,0 +1,313 @@
+//! `S3Connection`: a bucket/prefix, the credentials to reach it, and what the labelling
+//! platform will use it for. Validation that the API server can do lives in the schema
+//! (enums, bounds, CEL), so bad input is refused at `kubectl apply`, not in status.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::{DEFAULT_ORIGIN, SecretName};
+
+/// The bucket and prefix must be reachable with the credentials for every `usage`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "s3connect.io",
+    version = "v1alpha1",
+    kind = "S3Connection",
+    namespaced,
+    status = "S3ConnectionStatus",
+    shortname = "s3c",
+    category = "s3connect",
+    doc = "An S3 bucket/prefix that the Labellerr platform reads (Import) and/or writes (Export), validated against the permissions that usage needs.",
+    printcolumn = r#"{"name":"Bucket","type":"string","jsonPath":".status.bucket"}"#,
+    printcolumn = r#"{"name":"Region","type":"string","jsonPath":".status.region"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct S3ConnectionSpec {
+    /// Bucket and optional prefix: `s3://bucket/prefix/`, `bucket/prefix/` or `bucket`.
+    #[schemars(length(min = 3, max = 1024))]
+    #[x_kube(validation = Rule::new(URI_RULE).message(URI_MESSAGE).reason(Reason::FieldValueInvalid))]
+    pub uri: String,
+
+    /// What the platform uses the bucket for; decides which permissions are required.
+    /// Import needs list and read; Export also needs write and delete.
+    #[serde(default = "default_usage")]
+    #[schemars(length(min = 1, max = 2), extend("x-kubernetes-list-type" = "set"))]
+    pub usage: Vec<Usage>,
+
+    /// Where the S3 access keys are.
+    pub credentials: Credentials,
+
+    /// The bucket's region. When unset it is discovered with GetBucketLocation; when set
+    /// and different from the bucket's, the connection reports RegionMismatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"))]
+    pub region: Option<String>,
+
+    /// Endpoint of an S3-compatible store (`https://host[:port]`). Only endpoints the
+    /// operator's allow-list admits are used. Unset means AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new(ENDPOINT_RULE).message(ENDPOINT_MESSAGE).reason(Reason::FieldValueInvalid))]
+    pub endpoint: Option<String>,
+
+    /// Address buckets as `endpoint/bucket` instead of `bucket.endpoint`; most
+    /// S3-compatible stores need this.
+    #[serde(default)]
+    pub force_path_style: bool,
+
+    /// The bucket CORS rule the labelling UI needs to load objects in the browser.
+    #[serde(default)]
+    pub cors: Cors,
+
+    /// The kind of files in the bucket, as the platform classifies them.
+    #[serde(default)]
+    pub data_type: DataType,
+
+    /// How often a Ready connection is validated again, as a duration (`30s` to `24h`,
+    /// for example `10m` or `1h30m`). Spec and Secret changes re-validate at once.
+    #[serde(default = "default_revalidate_interval")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new(INTERVAL_RULE).message(INTERVAL_MESSAGE).reason(Reason::FieldValueInvalid))]
+    pub revalidate_interval: String,
+
+    /// Register the connection with the Labellerr platform once every probe passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+}
+
+const URI_RULE: &str = "self.matches('^(s3://)?[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^/]+)*/?$')";
+const URI_MESSAGE: &str = "uri must be s3://bucket/prefix/, bucket/prefix/ or bucket: a bucket name is 3-63 lowercase letters, digits, dots or hyphens, starting and ending with a letter or digit, and the prefix has no empty segments (//)";
+const ENDPOINT_RULE: &str = "self.matches('^https?://[^/?#@ ]+/?$')";
+const ENDPOINT_MESSAGE: &str =
+    "endpoint must be http(s)://host[:port] with no path, query or user info, for example https://s3.example.com";
+const INTERVAL_RULE: &str =
+    "self.matches('^([0-9]+[smh])+$') && duration(self) >= duration('30s') && duration(self) <= duration('24h')";
+const INTERVAL_MESSAGE: &str =
+    "revalidateInterval must be a duration of s, m and h parts between 30s and 24h, for example 10m or 1h30m";
+
+/// What the platform does with the bucket.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, schemars::JsonSchema)]
+pub enum Usage {
+    /// The platform lists and reads objects to build datasets.
+    Import,
+    /// The platform writes exported annotations.
+    Export,
+}
+
+fn default_usage() -> Vec<Usage> {
+    vec![Usage::Import]
+}
+
+fn default_revalidate_interval() -> String {
+    "10m".to_owned()
+}
+
+/// A Secret in the connection's namespace holding S3 access keys. There is no namespace
+/// field on purpose: a cross-namespace reference would let anyone who may create an
+/// S3Connection read any Secret through the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Credentials {
+    pub secret_ref: CredentialsSecretRef,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    /// Name of the Secret, in the same namespace.
+    pub name: SecretName,
+    /// Key of the access key id in the Secret.
+    #[serde(default = "default_access_key_id_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub access_key_id_key: String,
+    /// Key of the secret access key in the Secret.
+    #[serde(default = "default_secret_access_key_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_access_key_key: String,
+    /// Key of an optional session token; used when the Secret has it.
+    #[serde(default = "default_session_token_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub session_token_key: String,
+}
+
+fn default_access_key_id_key() -> String {
+    "AWS_ACCESS_KEY_ID".to_owned()
+}
+fn default_secret_access_key_key() -> String {
+    "AWS_SECRET_ACCESS_KEY".to_owned()
+}
+fn default_session_token_key() -> String {
+    "AWS_SESSION_TOKEN".to_owned()
+}
+
+/// How the operator treats the bucket's CORS configuration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Cors {
+    /// `Apply` adds the rule when missing (other rules are kept), `Verify` only checks
+    /// it, `Ignore` skips CORS.
+    #[serde(default)]
+    pub mode: CorsMode,
+    /// Origins the labelling UI is served from.
+    #[serde(default = "default_origins")]
+    #[schemars(
+        length(min = 1, max = 16),
+        inner(length(min = 1, max = 256), regex(pattern = r"^(\*|https?://[^/?#@ ]+)$"))
+    )]
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Cors {
+    fn default() -> Self {
+        Self { mode: CorsMode::default(), allowed_origins: default_origins() }
+    }
+}
+
+fn default_origins() -> Vec<String> {
+    vec![DEFAULT_ORIGIN.to_owned()]
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum CorsMode {
+    #[default]
+    Apply,
+    Verify,
+    Ignore,
+}
+
+/// The platform's data types.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    #[default]
+    Image,
+    Video,
+    Audio,
+    Document,
+    Text,
+}
+
+impl DataType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::Image => "image",
+            DataType::Video => "video",
+            DataType::Audio => "audio",
+            DataType::Document => "document",
+            DataType::Text => "text",
+        }
+    }
+}
+
+/// Registration with the Labellerr platform.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Platform {
+    pub secret_ref: PlatformSecretRef,
+}
+
+/// A Secret in the same namespace with the platform's API key, API secret and client id.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformSecretRef {
+    pub name: SecretName,
+    #[serde(default = "default_api_key_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub api_key_key: String,
+    #[serde(default = "default_api_secret_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub api_secret_key: String,
+    #[serde(default = "default_client_id_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub client_id_key: String,
+}
+
+fn default_api_key_key() -> String {
+    "LABELLERR_API_KEY".to_owned()
+}
+fn default_api_secret_key() -> String {
+    "LABELLERR_API_SECRET".to_owned()
+}
+fn default_client_id_key() -> String {
+    "LABELLERR_CLIENT_ID".to_owned()
+}
+
+/// What the operator last observed. Never holds secret material: the Secret appears only
+/// as its resourceVersion.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3ConnectionStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Bucket name, normalised from `uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// Key prefix, normalised from `uri` (empty, or ending in `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// The bucket's region, as S3 reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The endpoint requests were sent to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Each action the usage needs, and whether the credentials are allowed it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["action"]))]
+    pub permissions: Vec<PermissionCheck>,
+    /// An IAM policy (JSON) with exactly the statements that would allow every denied
+    /// action, scoped to this bucket and prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_policy: Option<String>,
+    /// Key of one object found under the prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_object: Option<String>,
+    /// What the operator found or did about the bucket's CORS rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsState>,
+    /// The connection's id on the Labellerr platform, once registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_connection_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_validated_time: Option<Time>,
+    /// resourceVersion of the credentials Secret that was validated (never its content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_version: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionCheck {
+    /// IAM action, for example `s3:GetObject`.
+    pub action: String,
+    pub result: PermissionResult,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum PermissionResult {
+    Allowed,
+    Denied,
+    /// Not probed, because an earlier failure made the probe meaningless.
+    Untested,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum CorsState {
+    /// The operator added the managed rule.
+    Applied,
+    /// The rule was there already (Apply mode).
+    AlreadyPresent,
+    /// The rule is there (Verify mode).
+    Verified,
+    /// The rule is not there and the operator did not or could not add it.
+    Missing,
+    /// CORS mode is Ignore.
+    Ignored,
+}

@@ -1,0 +1,111 @@
+//! `DatasetExport`: export the annotations of a Labellerr project to a folder of an
+//! Export connection, once. The spec is immutable, like a Job's: a different export is a
+//! new object, which is what makes "a restart never submits twice" checkable.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::ObjectName;
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "s3connect.io",
+    version = "v1alpha1",
+    kind = "DatasetExport",
+    namespaced,
+    status = "DatasetExportStatus",
+    shortname = "dsx",
+    category = "s3connect",
+    doc = "An export of a Labellerr project's annotations to a folder of an S3Connection with Export usage, run once.",
+    printcolumn = r#"{"name":"Connection","type":"string","jsonPath":".spec.connectionRef.name"}"#,
+    printcolumn = r#"{"name":"Format","type":"string","jsonPath":".spec.format"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: delete and re-create the DatasetExport to run a different export"))]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetExportSpec {
+    /// The S3Connection (same namespace) to write to; it needs Export usage and platform
+    /// registration.
+    pub connection_ref: ConnectionRef,
+    /// The Labellerr project whose annotations are exported.
+    #[schemars(length(min = 1, max = 256))]
+    pub project_id: String,
+    pub format: ExportFormat,
+    /// Export the files in any of these workflow statuses.
+    #[schemars(length(min = 1, max = 5), extend("x-kubernetes-list-type" = "set"))]
+    pub statuses: Vec<FileStatus>,
+    /// Folder under the connection's prefix, for example `exports/2026-11/`.
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(FOLDER_RULE).message(FOLDER_MESSAGE).reason(Reason::FieldValueInvalid))]
+    pub folder: String,
+    /// Name of the export on the platform (default: the object's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+}
+
+const FOLDER_RULE: &str = "!self.startsWith('/') && !self.contains('//') && !self.matches('(^|/)[.][.]?(/|$)')";
+const FOLDER_MESSAGE: &str = "folder must be a relative path under the connection's prefix, without a leading '/', empty segments or '.'/'..' segments, for example exports/run-1/";
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+pub struct ConnectionRef {
+    /// Name of the S3Connection, in the same namespace.
+    pub name: ObjectName,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    Json,
+    CocoJson,
+    Csv,
+    Png,
+}
+
+/// Workflow statuses of a file on the platform. Exports usually take `review`,
+/// `client_review` and/or `accepted`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    Review,
+    RAssigned,
+    ClientReview,
+    CrAssigned,
+    Accepted,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetExportStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ExportPhase>,
+    /// The platform's id of this export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_id: Option<String>,
+    /// Where the export is written: `s3://bucket/prefix/folder/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ExportPhase {
+    Pending,
+    Submitted,
+    Running,
+    Succeeded,
+    Failed,
+}

@@ -1,0 +1,5 @@
+//! s3connect: a Kubernetes operator that connects S3 buckets to the Labellerr
+//! data-labelling platform and says, in status, exactly what to fix when it cannot.
+
+pub mod api;
+pub mod s3;
