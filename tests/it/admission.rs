@@ -1,0 +1,208 @@
+//! Bad manifests are refused by the real API server at admission, with a message that
+//! says what is wrong; good ones get the documented defaults.
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
+use s3connect::api::{DatasetExport, S3Connection};
+use serde_json::{Value, json};
+
+use crate::support;
+
+fn connection(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": name}, "spec": spec})
+}
+
+fn valid_connection_spec() -> Value {
+    json!({"uri": "s3://my-bucket/images/", "credentials": {"secretRef": {"name": "s3-keys"}}})
+}
+
+fn export(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "DatasetExport", "metadata": {"name": name}, "spec": spec})
+}
+
+fn valid_export_spec() -> Value {
+    json!({
+        "connectionRef": {"name": "exports"},
+        "projectId": "proj-1",
+        "format": "coco_json",
+        "statuses": ["review", "accepted"],
+        "folder": "exports/run-1/",
+    })
+}
+
+/// Returns a spec with `field` set to `value`.
+fn with(mut spec: Value, field: &str, value: Value) -> Value {
+    spec[field] = value;
+    spec
+}
+
+async fn api<K: kube::Resource<DynamicType = ()>>(ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(support::client().await, ns, &ApiResource::erase::<K>(&()))
+}
+
+/// Creates the object and returns the API server's error message, or panics if it was
+/// accepted.
+async fn rejected(api: &Api<DynamicObject>, object: Value) -> String {
+    let object: DynamicObject = serde_json::from_value(object).expect("a well-formed object");
+    match api.create(&PostParams::default(), &object).await {
+        Ok(created) => panic!("accepted, but should have been refused: {:?}", created.data["spec"]),
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "expected 422 Invalid, got {status:?}");
+            status.message
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+async fn accepted(api: &Api<DynamicObject>, object: Value) -> DynamicObject {
+    let object: DynamicObject = serde_json::from_value(object).expect("a well-formed object");
+    api.create(&PostParams::default(), &object).await.unwrap_or_else(|e| panic!("refused: {e}"))
+}
+
+#[tokio::test]
+async fn malformed_uris_are_refused_with_the_accepted_forms() {
+    let ns = support::namespace(&support::client().await, "uri").await;
+    let api = api::<S3Connection>(&ns).await;
+    for (i, uri) in [
+        "S3://Bucket/images/",
+        "s3://ab",
+        "my-bucket//images/",
+        "s3://my_bucket/",
+        "https://my-bucket/",
+        "-bucket-",
+        "",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let message =
+            rejected(&api, connection(&format!("bad-{i}"), with(valid_connection_spec(), "uri", json!(uri)))).await;
+        assert!(message.contains("spec.uri"), "{uri:?}: message does not name the field: {message}");
+        assert!(
+            message.contains("uri must be s3://bucket/prefix/, bucket/prefix/ or bucket")
+                || message.contains("at least 3 chars"),
+            "{uri:?}: message does not say what a uri looks like: {message}"
+        );
+    }
+    for (i, uri) in ["s3://my-bucket/images/", "my-bucket/images/", "my-bucket", "my.bucket/a/b", "s3://abc/"]
+        .into_iter()
+        .enumerate()
+    {
+        accepted(&api, connection(&format!("good-{i}"), with(valid_connection_spec(), "uri", json!(uri)))).await;
+    }
+}
+
+#[tokio::test]
+async fn unknown_usage_is_refused_naming_the_supported_values() {
+    let ns = support::namespace(&support::client().await, "usage").await;
+    let api = api::<S3Connection>(&ns).await;
+    let message =
+        rejected(&api, connection("c", with(valid_connection_spec(), "usage", json!(["Import", "Delete"])))).await;
+    assert!(message.contains(r#"Unsupported value: "Delete""#), "{message}");
+    assert!(message.contains(r#""Import", "Export""#), "supported values missing: {message}");
+
+    let message =
+        rejected(&api, connection("c", with(valid_connection_spec(), "usage", json!(["Import", "Import"])))).await;
+    assert!(message.contains("Duplicate value"), "{message}");
+}
+
+#[tokio::test]
+async fn bad_interval_endpoint_and_origin_are_refused() {
+    let ns = support::namespace(&support::client().await, "fields").await;
+    let api = api::<S3Connection>(&ns).await;
+    for interval in ["5s", "25h", "10x", "soon"] {
+        let message =
+            rejected(&api, connection("c", with(valid_connection_spec(), "revalidateInterval", json!(interval)))).await;
+        assert!(message.contains("revalidateInterval must be a duration"), "{interval}: {message}");
+    }
+    for endpoint in ["s3.example.com", "https://user:pw@s3.example.com", "https://s3.example.com/path"] {
+        let message = rejected(&api, connection("c", with(valid_connection_spec(), "endpoint", json!(endpoint)))).await;
+        assert!(message.contains("endpoint must be http(s)://host[:port]"), "{endpoint}: {message}");
+    }
+    // Credentials in an endpoint URL are refused, so they are never stored. (The API
+    // server echoes the refused value to whoever sent it; that is upstream behaviour.)
+    assert!(api.get_opt("c").await.expect("GET").is_none(), "a refused object was stored");
+    let message = rejected(
+        &api,
+        connection("c", with(valid_connection_spec(), "cors", json!({"allowedOrigins": ["pro.labellerr.com"]}))),
+    )
+    .await;
+    assert!(message.contains("spec.cors.allowedOrigins[0]"), "{message}");
+    let message = rejected(&api, connection("c", with(valid_connection_spec(), "dataType", json!("pdf")))).await;
+    assert!(message.contains(r#"Unsupported value: "pdf""#), "{message}");
+}
+
+#[tokio::test]
+async fn a_minimal_connection_gets_the_documented_defaults() {
+    let ns = support::namespace(&support::client().await, "defaults").await;
+    let api = api::<S3Connection>(&ns).await;
+    let created = accepted(&api, connection("minimal", valid_connection_spec())).await;
+    let spec = &created.data["spec"];
+    assert_eq!(spec["usage"], json!(["Import"]));
+    assert_eq!(spec["cors"], json!({"mode": "Apply", "allowedOrigins": ["https://pro.labellerr.com"]}));
+    assert_eq!(spec["dataType"], json!("image"));
+    assert_eq!(spec["revalidateInterval"], json!("10m"));
+    assert_eq!(spec["forcePathStyle"], json!(false));
+    assert_eq!(
+        spec["credentials"]["secretRef"],
+        json!({"name": "s3-keys", "accessKeyIdKey": "AWS_ACCESS_KEY_ID", "secretAccessKeyKey": "AWS_SECRET_ACCESS_KEY", "sessionTokenKey": "AWS_SESSION_TOKEN"})
+    );
+    // And the typed API reads what the server stored.
+    let typed: S3Connection =
+        serde_json::from_value(serde_json::to_value(&created).unwrap()).expect("typed S3Connection");
+    assert_eq!(typed.spec.usage, vec![s3connect::api::connection::Usage::Import]);
+}
+
+#[tokio::test]
+async fn export_statuses_must_be_known_non_empty_and_unique() {
+    let ns = support::namespace(&support::client().await, "statuses").await;
+    let api = api::<DatasetExport>(&ns).await;
+
+    let message = rejected(&api, export("e", with(valid_export_spec(), "statuses", json!([])))).await;
+    assert!(message.contains("spec.statuses"), "{message}");
+    assert!(message.contains("should have at least 1 items"), "{message}");
+
+    let message = rejected(&api, export("e", with(valid_export_spec(), "statuses", json!(["review", "done"])))).await;
+    assert!(message.contains(r#"Unsupported value: "done""#), "{message}");
+    assert!(message.contains(r#""review", "r_assigned", "client_review", "cr_assigned", "accepted""#), "{message}");
+
+    let message = rejected(&api, export("e", with(valid_export_spec(), "statuses", json!(["review", "review"])))).await;
+    assert!(message.contains("Duplicate value"), "{message}");
+}
+
+#[tokio::test]
+async fn unknown_export_format_and_bad_folder_are_refused() {
+    let ns = support::namespace(&support::client().await, "format").await;
+    let api = api::<DatasetExport>(&ns).await;
+    let message = rejected(&api, export("e", with(valid_export_spec(), "format", json!("xml")))).await;
+    assert!(message.contains(r#"Unsupported value: "xml""#), "{message}");
+    assert!(message.contains(r#""json", "coco_json", "csv", "png""#), "{message}");
+
+    for folder in ["/abs/", "a//b/", "../up/", "a/./b"] {
+        let message = rejected(&api, export("e", with(valid_export_spec(), "folder", json!(folder)))).await;
+        assert!(message.contains("folder must be a relative path"), "{folder}: {message}");
+    }
+    accepted(&api, export("e", valid_export_spec())).await;
+}
+
+#[tokio::test]
+async fn export_spec_is_immutable() {
+    let ns = support::namespace(&support::client().await, "immutable").await;
+    let api = api::<DatasetExport>(&ns).await;
+    accepted(&api, export("once", valid_export_spec())).await;
+    for (field, value) in
+        [("folder", json!("exports/other/")), ("format", json!("csv")), ("statuses", json!(["accepted"]))]
+    {
+        let patch = json!({"spec": {field: value}});
+        let err = api
+            .patch("once", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect_err("changing the spec of a DatasetExport must be refused");
+        let kube::Error::Api(status) = err else { panic!("unexpected error: {err}") };
+        assert!(status.message.contains("spec is immutable"), "{field}: {}", status.message);
+        assert!(status.message.contains("delete and re-create"), "no remedy: {}", status.message);
+    }
+    // Metadata is not part of the spec: labelling an export stays possible.
+    let patch = json!({"metadata": {"labels": {"team": "vision"}}});
+    api.patch("once", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("labels can change");
+}

@@ -1,0 +1,69 @@
+//! The committed CRDs are what `s3connect crd` prints, and they install and explain
+//! themselves in the real API server.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::Api;
+
+use crate::support;
+
+#[test]
+fn committed_crds_are_fresh() {
+    let path = support::repo_root().join("crds/s3connect.yaml");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == s3connect::api::crds_yaml(),
+        "{} is stale: regenerate it with `make crds` and commit it",
+        path.display()
+    );
+}
+
+#[tokio::test]
+async fn crds_are_established_with_status_subresource_and_printer_columns() {
+    let crds = Api::<CustomResourceDefinition>::all(support::client().await);
+    for (name, columns) in [
+        ("s3connections.s3connect.io", vec!["Bucket", "Region", "Ready", "Reason", "Age"]),
+        ("datasetexports.s3connect.io", vec!["Connection", "Format", "Phase", "Age"]),
+    ] {
+        let crd = crds.get(name).await.unwrap_or_else(|e| panic!("{name} is not installed: {e}"));
+        let established = crd
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+        assert!(established, "{name} is not Established");
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha1");
+        assert!(
+            version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+            "{name} has no status subresource"
+        );
+        let got: Vec<&str> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+        assert_eq!(got, columns, "{name} printer columns");
+        assert_eq!(crd.spec.scope, "Namespaced");
+    }
+}
+
+#[test]
+fn kubectl_explain_describes_the_spec() {
+    let (ok, out) = support::kubectl(&["explain", "s3connection.spec"]);
+    assert!(ok, "kubectl explain failed: {out}");
+    for field in [
+        "uri",
+        "usage",
+        "credentials",
+        "region",
+        "endpoint",
+        "forcePathStyle",
+        "cors",
+        "dataType",
+        "revalidateInterval",
+        "platform",
+    ] {
+        assert!(out.contains(field), "kubectl explain s3connection.spec does not list {field}:\n{out}");
+    }
+    assert!(out.contains("s3://bucket/prefix/"), "the uri field is not described:\n{out}");
+
+    let (ok, out) = support::kubectl(&["explain", "datasetexport.spec.statuses"]);
+    assert!(ok, "kubectl explain failed: {out}");
+    assert!(out.contains("workflow statuses"), "statuses is not described:\n{out}");
+}

@@ -1,0 +1,9 @@
+//! Integration tests against a real control plane (etcd + kube-apiserver) and a real
+//! S3/IAM server. One binary, so that every test shares one build and one environment.
+
+mod support;
+
+mod admission;
+mod crds;
+mod launcher;
+mod testenv;

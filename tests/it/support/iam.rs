@@ -1,0 +1,98 @@
+//! IAM fixtures: users with a given policy and their access keys, made through the S3
+//! server's IAM Query API, signed with the admin's keys (IAM enforcement is on).
+
+use std::time::SystemTime;
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use bytes::Bytes;
+use http_body_util::Full;
+use s3connect::s3::client::Keys;
+
+use super::{env, http::send, unique};
+
+/// Calls one IAM action and returns the XML response; panics on an error status.
+pub async fn call(params: &[(&str, &str)]) -> String {
+    let admin = &env().s3_admin;
+    let mut form = String::from("Version=2010-05-08");
+    for (k, v) in params {
+        form.push('&');
+        form.push_str(k);
+        form.push('=');
+        form.push_str(&percent_encode(v));
+    }
+    let endpoint = format!("{}/", env().s3_endpoint);
+    let headers = [("content-type", "application/x-www-form-urlencoded; charset=utf-8")];
+    let identity: Identity =
+        Credentials::new(&admin.access_key_id, &admin.secret_access_key, None, None, "testenv").into();
+    let signing = v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("iam")
+        .time(SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .expect("signing params")
+        .into();
+    let signable =
+        SignableRequest::new("POST", &endpoint, headers.iter().copied(), SignableBody::Bytes(form.as_bytes()))
+            .expect("signable request");
+    let (instructions, _) = sign(signable, &signing).expect("signing an IAM request").into_parts();
+    let mut request = http::Request::post(&endpoint)
+        .header(headers[0].0, headers[0].1)
+        .body(Full::new(Bytes::from(form)))
+        .expect("an IAM request");
+    instructions.apply_to_request_http1x(&mut request);
+    let (status, body) = send(request).await;
+    let action = params.iter().find(|(k, _)| *k == "Action").map_or("?", |(_, v)| *v);
+    assert!(status.is_success(), "IAM {action} failed with {status}: {body}");
+    body
+}
+
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn xml_value<'a>(doc: &'a str, tag: &str) -> &'a str {
+    let open = format!("<{tag}>");
+    let start = doc.find(&open).unwrap_or_else(|| panic!("<{tag}> missing in {doc}")) + open.len();
+    let end = doc[start..].find(&format!("</{tag}>")).expect("closing tag") + start;
+    &doc[start..end]
+}
+
+/// Creates an IAM user whose only permissions are `policy` (a JSON policy document) and
+/// returns its new access keys.
+pub async fn user_with_policy(hint: &str, policy: &serde_json::Value) -> Keys {
+    let name = unique(hint);
+    call(&[("Action", "CreateUser"), ("UserName", &name)]).await;
+    call(&[
+        ("Action", "PutUserPolicy"),
+        ("UserName", &name),
+        ("PolicyName", "s3connect-test"),
+        ("PolicyDocument", &policy.to_string()),
+    ])
+    .await;
+    let key = call(&[("Action", "CreateAccessKey"), ("UserName", &name)]).await;
+    Keys {
+        access_key_id: xml_value(&key, "AccessKeyId").to_owned(),
+        secret_access_key: xml_value(&key, "SecretAccessKey").to_owned(),
+        session_token: None,
+    }
+}
+
+/// A policy document allowing `actions` on `resources`.
+pub fn allow(actions: &[&str], resources: &[String]) -> serde_json::Value {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": actions, "Resource": resources}],
+    })
+}

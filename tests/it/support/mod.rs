@@ -1,0 +1,132 @@
+//! Shared by every integration test: one real test environment per test run (etcd,
+//! kube-apiserver, the S3/IAM server), a namespace per test, and S3/IAM fixtures.
+//!
+//! The environment is started by `testenv/launch.py` on first use. Its stdin is a pipe
+//! that this process holds until it exits, so the launcher tears everything down however
+//! the run ends (success, panic, Ctrl-C, SIGKILL). Set `S3CONNECT_TESTENV=<env file>` to
+//! reuse an environment started by hand instead.
+
+pub mod http;
+pub mod iam;
+pub mod s3;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// What the launcher wrote to its env file.
+pub struct TestEnv {
+    pub kubeconfig: PathBuf,
+    pub apiserver_version: String,
+    pub s3_endpoint: String,
+    pub s3_admin: s3connect::s3::client::Keys,
+}
+
+/// Keeps the launcher's stdin open for the life of this process.
+static LAUNCHER: Mutex<Option<Child>> = Mutex::new(None);
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test environment, started on first use.
+pub fn env() -> &'static TestEnv {
+    static ENV: OnceLock<TestEnv> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let env_file = match std::env::var_os("S3CONNECT_TESTENV") {
+            Some(path) => PathBuf::from(path),
+            None => launch(),
+        };
+        let text = std::fs::read_to_string(&env_file)
+            .unwrap_or_else(|e| panic!("reading the test environment file {}: {e}", env_file.display()));
+        let vars: HashMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+        let var =
+            |k: &str| vars.get(k).unwrap_or_else(|| panic!("{k} missing from {}", env_file.display())).to_string();
+        TestEnv {
+            kubeconfig: PathBuf::from(var("KUBECONFIG")),
+            apiserver_version: var("S3CONNECT_TEST_APISERVER_VERSION"),
+            s3_endpoint: var("S3CONNECT_TEST_S3_ENDPOINT"),
+            s3_admin: s3connect::s3::client::Keys {
+                access_key_id: var("S3CONNECT_TEST_S3_ADMIN_ACCESS_KEY_ID"),
+                secret_access_key: var("S3CONNECT_TEST_S3_ADMIN_SECRET_ACCESS_KEY"),
+                session_token: None,
+            },
+        }
+    })
+}
+
+fn launch() -> PathBuf {
+    let script = repo_root().join("testenv/launch.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg("--until-stdin-closes")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut ready = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("reading the launcher's output");
+        if let Some(path) = line.strip_prefix("READY ") {
+            ready = Some(PathBuf::from(path));
+            break;
+        }
+    }
+    let Some(env_file) = ready else {
+        let status = child.wait().expect("waiting for the launcher");
+        panic!("the test environment did not start ({status}); run testenv/setup, and see the lines above");
+    };
+    *LAUNCHER.lock().unwrap() = Some(child);
+    env_file
+}
+
+/// A client for the test API server, as the cluster admin.
+pub async fn client() -> kube::Client {
+    let kubeconfig = Kubeconfig::read_from(&env().kubeconfig).expect("reading the test kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("a valid test kubeconfig");
+    kube::Client::try_from(config).expect("a client for the test API server")
+}
+
+/// A short name unique within this test run: `<prefix>-<pid>-<n>`, valid as a
+/// namespace, bucket or IAM user name.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A fresh namespace for one test. Namespaces are not deleted: the whole control plane
+/// goes away at the end of the run.
+pub async fn namespace(client: &kube::Client, hint: &str) -> String {
+    let name = unique(&format!("t-{hint}"));
+    let ns =
+        Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+    name
+}
+
+/// Runs kubectl against the test API server and returns (success, stdout + stderr).
+pub fn kubectl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&env().kubeconfig)
+        .args(args)
+        .output()
+        .expect("running kubectl");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
