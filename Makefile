@@ -1,0 +1,22 @@
+# Entry points; each is a script under scripts/ or testenv/ that works without make too.
+.PHONY: demo test testenv crds lint
+
+## demo: a local control plane and S3 server with s3connect's resources applied
+demo:
+	scripts/demo
+
+## test: everything CI runs: formatting, lints, unit and integration tests
+test:
+	scripts/test
+
+## testenv: install (build) the test environment's pinned components
+testenv:
+	testenv/setup
+
+## crds: regenerate crds/ from the Rust types
+crds:
+	cargo run --quiet --locked -- crd > crds/s3connect.yaml
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
