@@ -1,0 +1,225 @@
+//! Condition types, reasons, and merging new conditions into old ones so that
+//! `lastTransitionTime` moves only on a real transition.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+pub const READY: &str = "Ready";
+pub const CREDENTIALS_VALID: &str = "CredentialsValid";
+pub const BUCKET_REACHABLE: &str = "BucketReachable";
+pub const READ_PERMITTED: &str = "ReadPermitted";
+pub const WRITE_PERMITTED: &str = "WritePermitted";
+pub const CORS_CONFIGURED: &str = "CorsConfigured";
+pub const REGISTERED: &str = "Registered";
+/// kstatus: the controller is still working towards the desired state (retrying).
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: the controller cannot make progress until someone changes something.
+pub const STALLED: &str = "Stalled";
+
+/// Every reason a condition can carry. One name per documented failure mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    // CredentialsValid
+    CredentialsAccepted,
+    SecretNotFound,
+    SecretKeyMissing,
+    InvalidAccessKeyId,
+    SignatureDoesNotMatch,
+    ExpiredToken,
+    ClockSkew,
+    // BucketReachable
+    BucketFound,
+    InvalidUri,
+    EndpointNotAllowed,
+    EndpointUnreachable,
+    NoSuchBucket,
+    RegionMismatch,
+    GetBucketLocationDenied,
+    // ReadPermitted
+    ReadAllowed,
+    ListBucketDenied,
+    GetObjectDenied,
+    NoObjects,
+    KmsDecryptDenied,
+    // WritePermitted
+    WriteAllowed,
+    PutObjectDenied,
+    DeleteObjectDenied,
+    // CorsConfigured
+    CorsApplied,
+    CorsAlreadyPresent,
+    CorsVerified,
+    CorsIgnored,
+    GetBucketCorsDenied,
+    PutBucketCorsDenied,
+    CorsRuleMissing,
+    CorsNotSupported,
+    // Any S3 condition, for an answer that is none of the above (a 5xx, say).
+    S3Error,
+    // A condition that could not be evaluated because an earlier one failed.
+    NotChecked,
+    // Ready
+    Validated,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        use Reason::*;
+        match self {
+            CredentialsAccepted => "CredentialsAccepted",
+            SecretNotFound => "SecretNotFound",
+            SecretKeyMissing => "SecretKeyMissing",
+            InvalidAccessKeyId => "InvalidAccessKeyId",
+            SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            ExpiredToken => "ExpiredToken",
+            ClockSkew => "ClockSkew",
+            BucketFound => "BucketFound",
+            InvalidUri => "InvalidUri",
+            EndpointNotAllowed => "EndpointNotAllowed",
+            EndpointUnreachable => "EndpointUnreachable",
+            NoSuchBucket => "NoSuchBucket",
+            RegionMismatch => "RegionMismatch",
+            GetBucketLocationDenied => "GetBucketLocationDenied",
+            ReadAllowed => "ReadAllowed",
+            ListBucketDenied => "ListBucketDenied",
+            GetObjectDenied => "GetObjectDenied",
+            NoObjects => "NoObjects",
+            KmsDecryptDenied => "KmsDecryptDenied",
+            WriteAllowed => "WriteAllowed",
+            PutObjectDenied => "PutObjectDenied",
+            DeleteObjectDenied => "DeleteObjectDenied",
+            CorsApplied => "CorsApplied",
+            CorsAlreadyPresent => "CorsAlreadyPresent",
+            CorsVerified => "CorsVerified",
+            CorsIgnored => "CorsIgnored",
+            GetBucketCorsDenied => "GetBucketCorsDenied",
+            PutBucketCorsDenied => "PutBucketCorsDenied",
+            CorsRuleMissing => "CorsRuleMissing",
+            CorsNotSupported => "CorsNotSupported",
+            S3Error => "S3Error",
+            NotChecked => "NotChecked",
+            Validated => "Validated",
+        }
+    }
+
+    /// Failures that may go away by themselves (network, clocks, server errors): the
+    /// controller retries with backoff and reports Reconciling, not Stalled.
+    pub fn is_transient(self) -> bool {
+        matches!(self, Reason::EndpointUnreachable | Reason::ClockSkew | Reason::S3Error)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    True,
+    False,
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::True => "True",
+            Status::False => "False",
+            Status::Unknown => "Unknown",
+        }
+    }
+}
+
+/// A condition as decided, before it gets its times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cond {
+    pub type_: &'static str,
+    pub status: Status,
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Cond {
+    pub fn ok(type_: &'static str, reason: Reason, message: impl Into<String>) -> Self {
+        Self { type_, status: Status::True, reason, message: message.into() }
+    }
+
+    pub fn failed(type_: &'static str, reason: Reason, message: impl Into<String>) -> Self {
+        Self { type_, status: Status::False, reason, message: message.into() }
+    }
+
+    pub fn not_checked(type_: &'static str, because: &str) -> Self {
+        Self {
+            type_,
+            status: Status::Unknown,
+            reason: Reason::NotChecked,
+            message: format!("Not checked until this is fixed: {because}"),
+        }
+    }
+
+    pub fn is_true(&self) -> bool {
+        self.status == Status::True
+    }
+}
+
+/// The new conditions, keeping each old `lastTransitionTime` whose status did not change.
+pub fn merge(old: &[Condition], new: &[Cond], generation: Option<i64>, now: &Time) -> Vec<Condition> {
+    new.iter()
+        .map(|c| {
+            let last_transition_time = old
+                .iter()
+                .find(|o| o.type_ == c.type_ && o.status == c.status.as_str())
+                .map_or_else(|| now.clone(), |o| o.last_transition_time.clone());
+            Condition {
+                type_: c.type_.to_owned(),
+                status: c.status.as_str().to_owned(),
+                reason: c.reason.as_str().to_owned(),
+                message: c.message.clone(),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// Conditions equal but for their timestamps.
+pub fn same_ignoring_time(a: &[Condition], b: &[Condition]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.type_ == y.type_
+                && x.status == y.status
+                && x.reason == y.reason
+                && x.message == y.message
+                && x.observed_generation == y.observed_generation
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_changes() {
+        let first = merge(&[], &[Cond::failed(READY, Reason::NoObjects, "empty")], Some(1), &at(100));
+        assert_eq!(first[0].last_transition_time, at(100));
+
+        // Same status, new reason and message: still the same transition.
+        let second = merge(&first, &[Cond::failed(READY, Reason::GetObjectDenied, "denied")], Some(2), &at(200));
+        assert_eq!(second[0].last_transition_time, at(100));
+        assert_eq!((second[0].reason.as_str(), second[0].observed_generation), ("GetObjectDenied", Some(2)));
+
+        let third = merge(&second, &[Cond::ok(READY, Reason::Validated, "ok")], Some(2), &at(300));
+        assert_eq!(third[0].last_transition_time, at(300));
+        assert_eq!(third[0].status, "True");
+    }
+
+    #[test]
+    fn time_insensitive_equality_sees_every_other_field() {
+        let a = merge(&[], &[Cond::ok(READY, Reason::Validated, "ok")], Some(1), &at(1));
+        let b = merge(&[], &[Cond::ok(READY, Reason::Validated, "ok")], Some(1), &at(2));
+        assert!(same_ignoring_time(&a, &b));
+        let c = merge(&[], &[Cond::ok(READY, Reason::Validated, "changed")], Some(1), &at(1));
+        assert!(!same_ignoring_time(&a, &c));
+        let d = merge(&[], &[Cond::ok(READY, Reason::Validated, "ok")], Some(2), &at(1));
+        assert!(!same_ignoring_time(&a, &d));
+    }
+}

@@ -1,0 +1,222 @@
+//! The one place where an S3 error becomes a kind of failure. Everything downstream
+//! (conditions, reasons, remedies) works on `Failure`, never on SDK errors.
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
+/// What went wrong with one S3 request, as far as the remedy is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    AccessDenied,
+    /// Access denied because the object's KMS key may not be used to decrypt.
+    KmsDenied,
+    InvalidAccessKeyId,
+    SignatureDoesNotMatch,
+    ExpiredToken,
+    ClockSkew,
+    NoSuchBucket,
+    /// The request went to the wrong region for the bucket.
+    WrongRegion,
+    /// No answer: connection refused, DNS failure or timeout.
+    Unreachable,
+    /// The store does not implement this API (S3-compatible stores and CORS, say).
+    NotImplemented,
+    /// The bucket has no CORS configuration at all (not an error for the probes).
+    NoCorsConfiguration,
+    /// A range read of an empty object (proves the read was allowed).
+    InvalidRange,
+    Other,
+}
+
+impl FailureKind {
+    /// Failures that make every further probe meaningless.
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            Self::InvalidAccessKeyId
+                | Self::SignatureDoesNotMatch
+                | Self::ExpiredToken
+                | Self::ClockSkew
+                | Self::NoSuchBucket
+                | Self::WrongRegion
+                | Self::Unreachable
+        )
+    }
+}
+
+/// A classified failure. `detail` is safe to show: it never carries request headers,
+/// signatures or signed URLs, and the probe redacts the keys from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    /// The S3 error code, or a short description where there was no response.
+    pub code: String,
+    pub detail: String,
+    /// The bucket's region, where S3 told us (`x-amz-bucket-region` or the error text).
+    pub bucket_region: Option<String>,
+}
+
+/// Classifies an error from the SDK.
+pub fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Failure {
+    match err {
+        SdkError::TimeoutError(_) => unreachable_failure("the request timed out"),
+        SdkError::DispatchFailure(d) => {
+            let why = if d.is_timeout() {
+                "the connection timed out".to_owned()
+            } else {
+                // The connector's error chain names the cause (refused, DNS) and never
+                // carries request headers.
+                let mut why = String::from("could not connect");
+                let mut source: Option<&dyn std::error::Error> =
+                    d.as_connector_error().map(|c| c as &dyn std::error::Error);
+                while let Some(s) = source {
+                    why = s.to_string();
+                    source = s.source();
+                }
+                why
+            };
+            unreachable_failure(&why)
+        }
+        SdkError::ConstructionFailure(_) => Failure {
+            kind: FailureKind::Other,
+            code: "RequestNotBuilt".into(),
+            detail: "the request could not be built; check endpoint and region".into(),
+            bucket_region: None,
+        },
+        _ => {
+            let raw = err.raw_response();
+            let status = raw.map(|r| r.status().as_u16()).unwrap_or(0);
+            let region = raw.and_then(|r| r.headers().get("x-amz-bucket-region")).map(str::to_owned);
+            classify_parts(err.code(), err.message(), status, region.as_deref())
+        }
+    }
+}
+
+fn unreachable_failure(why: &str) -> Failure {
+    Failure { kind: FailureKind::Unreachable, code: "Unreachable".into(), detail: why.to_owned(), bucket_region: None }
+}
+
+/// Classifies an S3 error response from its parts.
+pub fn classify_parts(code: Option<&str>, message: Option<&str>, status: u16, region_header: Option<&str>) -> Failure {
+    let message = message.unwrap_or_default();
+    let code = code.map(str::to_owned).unwrap_or_else(|| format!("HTTP{status}"));
+    let kind = match code.as_str() {
+        "AccessDenied" if mentions_kms(message) => FailureKind::KmsDenied,
+        "AccessDenied" | "AllAccessDisabled" => FailureKind::AccessDenied,
+        "KMS.AccessDeniedException" | "KMS.DisabledException" | "KMS.NotFoundException" => FailureKind::KmsDenied,
+        "InvalidAccessKeyId" | "InvalidClientTokenId" => FailureKind::InvalidAccessKeyId,
+        "SignatureDoesNotMatch" => FailureKind::SignatureDoesNotMatch,
+        "ExpiredToken" | "TokenRefreshRequired" | "InvalidToken" => FailureKind::ExpiredToken,
+        "RequestTimeTooSkewed" => FailureKind::ClockSkew,
+        "NoSuchBucket" => FailureKind::NoSuchBucket,
+        "PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException" => {
+            FailureKind::WrongRegion
+        }
+        "NotImplemented" | "NotSupported" | "XNotImplemented" => FailureKind::NotImplemented,
+        "NoSuchCORSConfiguration" => FailureKind::NoCorsConfiguration,
+        "InvalidRange" => FailureKind::InvalidRange,
+        // A 301 without a body (HEAD-like answers) is S3 pointing at another region.
+        _ if status == 301 => FailureKind::WrongRegion,
+        _ if status == 501 => FailureKind::NotImplemented,
+        _ => FailureKind::Other,
+    };
+    let bucket_region = region_header.map(str::to_owned).or_else(|| expected_region(message));
+    Failure { kind, code, detail: message.to_owned(), bucket_region }
+}
+
+fn mentions_kms(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("kms:decrypt") || m.contains("kms key") || m.contains("kms.") || m.contains("customer master key")
+}
+
+/// S3's AuthorizationHeaderMalformed names the right region: "... the region 'us-east-1'
+/// is wrong; expecting 'eu-west-1'".
+fn expected_region(message: &str) -> Option<String> {
+    let rest = &message[message.find("expecting '")? + "expecting '".len()..];
+    Some(rest[..rest.find('\'')?].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use FailureKind::*;
+
+    #[test]
+    fn error_codes_map_to_one_kind_each() {
+        for (code, message, status, want) in [
+            ("AccessDenied", "Access Denied", 403, AccessDenied),
+            ("AccessDenied", "User is not authorized to perform: kms:Decrypt on the resource", 403, KmsDenied),
+            ("KMS.AccessDeniedException", "", 403, KmsDenied),
+            (
+                "InvalidAccessKeyId",
+                "The AWS Access Key Id you provided does not exist in our records.",
+                403,
+                InvalidAccessKeyId,
+            ),
+            ("SignatureDoesNotMatch", "The request signature we calculated does not match", 403, SignatureDoesNotMatch),
+            ("ExpiredToken", "The provided token has expired.", 400, ExpiredToken),
+            (
+                "RequestTimeTooSkewed",
+                "The difference between the request time and the current time is too large.",
+                403,
+                ClockSkew,
+            ),
+            ("NoSuchBucket", "The specified bucket does not exist", 404, NoSuchBucket),
+            (
+                "PermanentRedirect",
+                "The bucket you are attempting to access must be addressed using the specified endpoint.",
+                301,
+                WrongRegion,
+            ),
+            (
+                "AuthorizationHeaderMalformed",
+                "the region 'us-east-1' is wrong; expecting 'eu-west-1'",
+                400,
+                WrongRegion,
+            ),
+            (
+                "NotImplemented",
+                "A header you provided implies functionality that is not implemented",
+                501,
+                NotImplemented,
+            ),
+            ("NoSuchCORSConfiguration", "The CORS configuration does not exist", 404, NoCorsConfiguration),
+            ("InvalidRange", "The requested range is not satisfiable", 416, InvalidRange),
+            ("InternalError", "We encountered an internal error.", 500, Other),
+        ] {
+            assert_eq!(classify_parts(Some(code), Some(message), status, None).kind, want, "{code}: {message}");
+        }
+    }
+
+    #[test]
+    fn responses_without_a_code_are_classified_by_status() {
+        assert_eq!(classify_parts(None, None, 301, None).kind, WrongRegion);
+        assert_eq!(classify_parts(None, None, 501, None).kind, NotImplemented);
+        let other = classify_parts(None, None, 503, None);
+        assert_eq!((other.kind, other.code.as_str()), (Other, "HTTP503"));
+    }
+
+    #[test]
+    fn the_bucket_region_comes_from_the_header_or_the_message() {
+        let f = classify_parts(Some("PermanentRedirect"), Some(""), 301, Some("ap-south-1"));
+        assert_eq!(f.bucket_region.as_deref(), Some("ap-south-1"));
+        let f = classify_parts(
+            Some("AuthorizationHeaderMalformed"),
+            Some("The authorization header is malformed; the region 'us-east-1' is wrong; expecting 'eu-west-1'"),
+            400,
+            None,
+        );
+        assert_eq!(f.bucket_region.as_deref(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn only_failures_that_end_the_probing_are_fatal() {
+        for k in
+            [InvalidAccessKeyId, SignatureDoesNotMatch, ExpiredToken, ClockSkew, NoSuchBucket, WrongRegion, Unreachable]
+        {
+            assert!(k.is_fatal(), "{k:?}");
+        }
+        for k in [AccessDenied, KmsDenied, NotImplemented, NoCorsConfiguration, InvalidRange, Other] {
+            assert!(!k.is_fatal(), "{k:?}");
+        }
+    }
+}
