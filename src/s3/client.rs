@@ -2,11 +2,13 @@
 //! make exactly the requests asked of them: SDK retries are off so that every request is
 //! counted and the controller's own backoff decides when to try again.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, SharedHttpClient, retry::RetryConfig, timeout::TimeoutConfig,
+    BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents, SharedHttpClient,
+    interceptors::BeforeTransmitInterceptorContextRef, retry::RetryConfig, timeout::TimeoutConfig,
 };
 use aws_smithy_http_client::{Builder, tls};
 
@@ -42,8 +44,56 @@ fn http_client() -> SharedHttpClient {
         .clone()
 }
 
+impl Keys {
+    /// `text` with every occurrence of these keys replaced, for anything that echoes
+    /// what a server said.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        let parts = [Some(&self.access_key_id), Some(&self.secret_access_key), self.session_token.as_ref()];
+        for part in parts.into_iter().flatten().filter(|p| p.len() >= 4) {
+            out = out.replace(part.as_str(), "[redacted]");
+        }
+        out
+    }
+}
+
+/// Counts the requests a client actually sends (each attempt, as it goes on the wire).
+#[derive(Clone, Debug, Default)]
+pub struct RequestCounter(Arc<AtomicU32>);
+
+impl RequestCounter {
+    pub fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 /// A client that signs with `keys` and sends to `target`.
 pub fn client(keys: &Keys, target: &Target) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(config(keys, target).build())
+}
+
+/// Like [`client`], counting every request in `counter`.
+pub fn counted_client(keys: &Keys, target: &Target, counter: &RequestCounter) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(config(keys, target).interceptor(counter.clone()).build())
+}
+
+fn config(keys: &Keys, target: &Target) -> aws_sdk_s3::config::Builder {
     let credentials =
         Credentials::new(&keys.access_key_id, &keys.secret_access_key, keys.session_token.clone(), None, "s3connect");
     let mut config = aws_sdk_s3::Config::builder()
@@ -62,5 +112,23 @@ pub fn client(keys: &Keys, target: &Target) -> aws_sdk_s3::Client {
     if let Some(endpoint) = &target.endpoint {
         config = config.endpoint_url(endpoint);
     }
-    aws_sdk_s3::Client::from_conf(config.build())
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_redact_never_show_the_keys() {
+        let keys = Keys {
+            access_key_id: "AKIAEXAMPLEKEY123456".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+            session_token: Some("FwoGZXIvYXdzEXAMPLETOKEN".into()),
+        };
+        assert_eq!(format!("{keys:?}"), "Keys(** redacted **)");
+        let said =
+            "key AKIAEXAMPLEKEY123456 secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY token FwoGZXIvYXdzEXAMPLETOKEN";
+        assert_eq!(keys.redact(said), "key [redacted] secret [redacted] token [redacted]");
+    }
 }

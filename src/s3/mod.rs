@@ -1,3 +1,9 @@
-//! Everything that talks to S3: building clients from a connection's credentials.
+//! Everything that talks to S3: clients, the probe engine, and the pure pieces it uses
+//! (uri parsing, error classification, CORS merging, policies).
 
 pub mod client;
+pub mod cors;
+pub mod error;
+pub mod policy;
+pub mod probe;
+pub mod uri;

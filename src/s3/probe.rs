@@ -1,0 +1,357 @@
+//! The probe engine: one S3 request per permission a connection needs, in an order where
+//! each answer makes the next meaningful, never more than seven requests. Used by the
+//! controller and by `s3connect check`. It records facts; `decide` turns them into
+//! conditions.
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CorsConfiguration, CorsRule};
+
+use super::client::{Keys, RequestCounter, Target, counted_client};
+use super::cors;
+use super::error::{Failure, FailureKind, classify};
+use super::policy::{Action, required};
+use super::uri::Location;
+use crate::api::connection::{CorsMode, Usage};
+
+/// Name of the object an Export probe writes and deletes right away, under the prefix.
+pub const PROBE_OBJECT: &str = ".s3connect-write-probe";
+
+/// What to probe.
+#[derive(Clone, Debug)]
+pub struct Probe<'a> {
+    pub location: &'a Location,
+    pub usage: &'a [Usage],
+    pub cors_mode: CorsMode,
+    pub origins: &'a [String],
+    /// The region from the spec, if any.
+    pub region: Option<&'a str>,
+    pub endpoint: Option<&'a str>,
+    pub force_path_style: bool,
+    /// Who is probing (`namespace/name`), written into the probe object.
+    pub owner: &'a str,
+}
+
+/// The answer to one action's probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed,
+    Denied(Failure),
+    /// The request failed for another reason (a server error, say).
+    Failed(Failure),
+    /// Not probed: an earlier answer made this probe meaningless.
+    Untested,
+}
+
+/// What was found about the bucket's CORS rule.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CorsOutcome {
+    Ignored,
+    /// The rule is there (Apply or Verify mode).
+    Present,
+    /// The rule was missing and has been added.
+    Applied,
+    /// The rule is missing (Verify mode); `wanted` is the configuration to set.
+    Missing {
+        wanted: serde_json::Value,
+    },
+    /// The configuration could not be read; `wanted` is the managed rule alone.
+    ReadDenied {
+        wanted: serde_json::Value,
+    },
+    /// The rule is missing and could not be written; `wanted` includes the existing rules.
+    WriteDenied {
+        wanted: serde_json::Value,
+    },
+    NotSupported(Failure),
+    Failed(Failure),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// Every required action, in probe order.
+    pub actions: Vec<(Action, Outcome)>,
+    /// A failure that stopped the probing: credentials, bucket or endpoint.
+    pub fatal: Option<Failure>,
+    /// The bucket's region as S3 reported it.
+    pub bucket_region: Option<String>,
+    /// The region the requests were signed for.
+    pub region_used: String,
+    /// Whether the listing ran, and the first key it found.
+    pub listed: bool,
+    pub sample_object: Option<String>,
+    pub cors: Option<CorsOutcome>,
+    /// S3 requests sent.
+    pub requests: u32,
+}
+
+impl Report {
+    pub fn outcome(&self, action: Action) -> Option<&Outcome> {
+        self.actions.iter().find(|(a, _)| *a == action).map(|(_, o)| o)
+    }
+
+    fn set(&mut self, action: Action, outcome: Outcome) {
+        if let Some(slot) = self.actions.iter_mut().find(|(a, _)| *a == action) {
+            slot.1 = outcome;
+        }
+    }
+}
+
+/// The region S3 means by a GetBucketLocation answer: empty is us-east-1, `EU` is the
+/// legacy name of eu-west-1.
+fn normalise_region(constraint: &str) -> String {
+    match constraint {
+        "" => "us-east-1".to_owned(),
+        "EU" => "eu-west-1".to_owned(),
+        r => r.to_owned(),
+    }
+}
+
+struct Run<'a> {
+    probe: &'a Probe<'a>,
+    keys: &'a Keys,
+    counter: RequestCounter,
+    client: aws_sdk_s3::Client,
+    report: Report,
+}
+
+impl Run<'_> {
+    fn target(&self, region: &str) -> Target {
+        Target {
+            region: region.to_owned(),
+            endpoint: self.probe.endpoint.map(str::to_owned),
+            force_path_style: self.probe.force_path_style,
+        }
+    }
+
+    /// Classifies an SDK error, redacting the keys from anything the server said.
+    fn failure<E: aws_sdk_s3::error::ProvideErrorMetadata>(
+        &self,
+        err: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> Failure {
+        let mut f = classify(err);
+        f.detail = self.keys.redact(&f.detail);
+        f
+    }
+
+    /// Records a failed request for `action`; returns false when probing must stop.
+    fn record_failure(&mut self, action: Action, failure: Failure) -> bool {
+        if failure.kind.is_fatal() {
+            if failure.kind == FailureKind::WrongRegion && self.report.bucket_region.is_none() {
+                self.report.bucket_region = failure.bucket_region.clone();
+            }
+            self.report.fatal = Some(failure);
+            return false;
+        }
+        let outcome = match failure.kind {
+            FailureKind::AccessDenied | FailureKind::KmsDenied => Outcome::Denied(failure),
+            _ => Outcome::Failed(failure),
+        };
+        self.report.set(action, outcome);
+        true
+    }
+}
+
+/// Probes every permission `probe` needs with `keys`.
+pub async fn run(probe: &Probe<'_>, keys: &Keys) -> Report {
+    let initial_region = probe.region.unwrap_or("us-east-1");
+    let counter = RequestCounter::default();
+    let actions = required(probe.usage, probe.cors_mode).into_iter().map(|a| (a, Outcome::Untested)).collect();
+    let mut run = Run {
+        probe,
+        keys,
+        client: counted_client(
+            keys,
+            &Target {
+                region: initial_region.to_owned(),
+                endpoint: probe.endpoint.map(str::to_owned),
+                force_path_style: probe.force_path_style,
+            },
+            &counter,
+        ),
+        counter,
+        report: Report {
+            actions,
+            fatal: None,
+            bucket_region: None,
+            region_used: initial_region.to_owned(),
+            listed: false,
+            sample_object: None,
+            cors: None,
+            requests: 0,
+        },
+    };
+    probe_all(&mut run).await;
+    run.report.requests = run.counter.get();
+    run.report
+}
+
+async fn probe_all(run: &mut Run<'_>) {
+    let (bucket, prefix) = (&run.probe.location.bucket, &run.probe.location.prefix);
+
+    // 1. Where is the bucket? Also the first proof that the keys are accepted.
+    match run.client.get_bucket_location().bucket(bucket).send().await {
+        Ok(out) => {
+            run.report.set(Action::GetBucketLocation, Outcome::Allowed);
+            let region = normalise_region(out.location_constraint().map(|c| c.as_str()).unwrap_or(""));
+            if region != run.report.region_used {
+                // Sign the remaining requests for the bucket's real region.
+                run.client = counted_client(run.keys, &run.target(&region), &run.counter);
+                run.report.region_used = region.clone();
+            }
+            run.report.bucket_region = Some(region);
+        }
+        Err(e) => {
+            let f = run.failure(&e);
+            if !run.record_failure(Action::GetBucketLocation, f) {
+                return;
+            }
+        }
+    }
+
+    // 2. List one key under the prefix: proves s3:ListBucket and finds a sample.
+    let listed = run.client.list_objects_v2().bucket(bucket).prefix(prefix).max_keys(1).send().await;
+    match listed {
+        Ok(out) => {
+            run.report.set(Action::ListBucket, Outcome::Allowed);
+            run.report.listed = true;
+            run.report.sample_object = out.contents().iter().filter_map(|o| o.key()).next().map(str::to_owned);
+        }
+        Err(e) => {
+            let f = run.failure(&e);
+            if !run.record_failure(Action::ListBucket, f) {
+                return;
+            }
+        }
+    }
+
+    // 3. Read one byte of the sample: s3:GetObject on `bucket/prefix/*`, and KMS.
+    if run.probe.usage.contains(&Usage::Import)
+        && let Some(key) = run.report.sample_object.clone()
+    {
+        match run.client.get_object().bucket(bucket).key(&key).range("bytes=0-0").send().await {
+            Ok(_) => run.report.set(Action::GetObject, Outcome::Allowed),
+            // An empty object has no byte 0, but the read itself was allowed.
+            Err(e) if run.failure(&e).kind == FailureKind::InvalidRange => {
+                run.report.set(Action::GetObject, Outcome::Allowed)
+            }
+            Err(e) => {
+                let f = run.failure(&e);
+                if !run.record_failure(Action::GetObject, f) {
+                    return;
+                }
+            }
+        }
+    }
+
+    // 4. CORS: read, and in Apply mode add the managed rule when it is missing.
+    if run.probe.cors_mode != CorsMode::Ignore {
+        let outcome = probe_cors(run).await;
+        if run.report.fatal.is_some() {
+            return;
+        }
+        run.report.cors = Some(outcome);
+    } else {
+        run.report.cors = Some(CorsOutcome::Ignored);
+    }
+
+    // 5. Export: write a small, self-describing object and delete it again. The delete
+    // is probed even when the write was denied: deleting a missing key is allowed.
+    if run.probe.usage.contains(&Usage::Export) {
+        let key = format!("{prefix}{PROBE_OBJECT}");
+        let body = format!(
+            "Written by s3connect for S3Connection {} to check s3:PutObject, and deleted right away. \
+             If you can read this, s3:DeleteObject is missing.\n",
+            run.probe.owner
+        );
+        let put =
+            run.client.put_object().bucket(bucket).key(&key).body(ByteStream::from(body.into_bytes())).send().await;
+        match put {
+            Ok(_) => run.report.set(Action::PutObject, Outcome::Allowed),
+            Err(e) => {
+                let f = run.failure(&e);
+                if !run.record_failure(Action::PutObject, f) {
+                    return;
+                }
+            }
+        }
+        match run.client.delete_object().bucket(bucket).key(&key).send().await {
+            Ok(_) => run.report.set(Action::DeleteObject, Outcome::Allowed),
+            Err(e) => {
+                let f = run.failure(&e);
+                run.record_failure(Action::DeleteObject, f);
+            }
+        }
+    }
+}
+
+async fn probe_cors(run: &mut Run<'_>) -> CorsOutcome {
+    let bucket = &run.probe.location.bucket;
+    let origins = run.probe.origins;
+    let existing: Vec<CorsRule> = match run.client.get_bucket_cors().bucket(bucket).send().await {
+        Ok(out) => {
+            run.report.set(Action::GetBucketCors, Outcome::Allowed);
+            out.cors_rules().to_vec()
+        }
+        Err(e) => {
+            let f = run.failure(&e);
+            match f.kind {
+                FailureKind::NoCorsConfiguration => {
+                    run.report.set(Action::GetBucketCors, Outcome::Allowed);
+                    Vec::new()
+                }
+                FailureKind::NotImplemented => return CorsOutcome::NotSupported(f),
+                _ => {
+                    let denied = f.kind == FailureKind::AccessDenied;
+                    if !run.record_failure(Action::GetBucketCors, f.clone()) {
+                        return CorsOutcome::Failed(f);
+                    }
+                    return if denied {
+                        CorsOutcome::ReadDenied { wanted: cors::to_json(&[cors::managed_rule(origins)]) }
+                    } else {
+                        CorsOutcome::Failed(f)
+                    };
+                }
+            }
+        }
+    };
+    if cors::covers(&existing, origins) {
+        return CorsOutcome::Present;
+    }
+    let merged = cors::merge(&existing, origins);
+    if run.probe.cors_mode == CorsMode::Verify {
+        return CorsOutcome::Missing { wanted: cors::to_json(&merged) };
+    }
+    let config = CorsConfiguration::builder().set_cors_rules(Some(merged.clone())).build().expect("rules are set");
+    match run.client.put_bucket_cors().bucket(bucket).cors_configuration(config).send().await {
+        Ok(_) => {
+            run.report.set(Action::PutBucketCors, Outcome::Allowed);
+            CorsOutcome::Applied
+        }
+        Err(e) => {
+            let f = run.failure(&e);
+            match f.kind {
+                FailureKind::NotImplemented => CorsOutcome::NotSupported(f),
+                FailureKind::AccessDenied => {
+                    run.record_failure(Action::PutBucketCors, f);
+                    CorsOutcome::WriteDenied { wanted: cors::to_json(&merged) }
+                }
+                _ => {
+                    run.record_failure(Action::PutBucketCors, f.clone());
+                    CorsOutcome::Failed(f)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_constraints_name_real_regions() {
+        assert_eq!(normalise_region(""), "us-east-1");
+        assert_eq!(normalise_region("EU"), "eu-west-1");
+        assert_eq!(normalise_region("ap-south-1"), "ap-south-1");
+    }
+}
