@@ -1,0 +1,541 @@
+//! The decision: facts about a connection in, conditions out. Pure, so that every
+//! documented failure mode and its message is a table test. Each message says what is
+//! wrong and what to do, in one sentence a person can act on.
+
+use crate::api::conditions::{
+    BUCKET_REACHABLE, CORS_CONFIGURED, CREDENTIALS_VALID, Cond, READ_PERMITTED, READY, Reason, WRITE_PERMITTED,
+};
+use crate::api::connection::{CorsState, PermissionCheck, PermissionResult, S3ConnectionSpec, Usage};
+use crate::s3::error::{Failure, FailureKind};
+use crate::s3::policy::{Action, policy};
+use crate::s3::probe::{CorsOutcome, Outcome, PROBE_OBJECT, Report};
+use crate::s3::uri::Location;
+
+/// Why no probe could run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Blocker {
+    InvalidUri(String),
+    EndpointNotAllowed {
+        endpoint: String,
+        allowed: String,
+    },
+    SecretNotFound,
+    /// The Secret lacks `key`; `present` are the key names it has (never values).
+    SecretKeyMissing {
+        key: String,
+        present: Vec<String>,
+    },
+}
+
+/// What the controller should do next, as far as the decision goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Everything passed: re-validate at the interval.
+    Revalidate,
+    /// A failure that may clear by itself: retry with backoff.
+    Retry,
+    /// A failure someone must fix outside Kubernetes (IAM, bucket): re-check with
+    /// backoff up to the interval, since no watch event will say it was fixed.
+    RecheckLater,
+    /// A failure only a change of the object or its Secret can fix.
+    WaitForChange,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    /// CredentialsValid, BucketReachable, ReadPermitted, WritePermitted (Export only),
+    /// CorsConfigured, then Ready.
+    pub conditions: Vec<Cond>,
+    pub permissions: Vec<PermissionCheck>,
+    pub missing_policy: Option<String>,
+    pub cors: Option<CorsState>,
+    pub next: Next,
+}
+
+impl Verdict {
+    pub fn ready(&self) -> &Cond {
+        self.conditions.last().expect("Ready is always decided")
+    }
+}
+
+/// Names the connection's Secret in messages.
+pub struct Subject<'a> {
+    pub spec: &'a S3ConnectionSpec,
+    pub namespace: &'a str,
+}
+
+pub fn decide(subject: &Subject<'_>, facts: Result<(&Location, &Report), &Blocker>) -> Verdict {
+    match facts {
+        Err(blocker) => blocked(subject, blocker),
+        Ok((location, report)) => probed(subject, location, report),
+    }
+}
+
+fn export(spec: &S3ConnectionSpec) -> bool {
+    spec.usage.contains(&Usage::Export)
+}
+
+fn secret_name(spec: &S3ConnectionSpec) -> &str {
+    &spec.credentials.secret_ref.name
+}
+
+/// Conditions after a blocker: the failing one, the rest not checked, and Ready.
+fn blocked(subject: &Subject<'_>, blocker: &Blocker) -> Verdict {
+    let spec = subject.spec;
+    let secret = secret_name(spec);
+    let refs = &spec.credentials.secret_ref;
+    let (failing, reason, message) = match blocker {
+        Blocker::InvalidUri(why) => (
+            BUCKET_REACHABLE,
+            Reason::InvalidUri,
+            format!("spec.uri {:?} is invalid: {why}; write it as s3://bucket/prefix/.", spec.uri),
+        ),
+        Blocker::EndpointNotAllowed { endpoint, allowed } => (
+            BUCKET_REACHABLE,
+            Reason::EndpointNotAllowed,
+            format!(
+                "Endpoint {endpoint} is not in the operator's endpoint allow-list ({allowed}): ask the cluster \
+                 admin to add it (flag --allowed-endpoints, Helm value allowedEndpoints), or remove spec.endpoint to use AWS."
+            ),
+        ),
+        Blocker::SecretNotFound => (
+            CREDENTIALS_VALID,
+            Reason::SecretNotFound,
+            format!(
+                "Secret {secret:?} was not found in namespace {:?}: create it with the keys {} and {}, or fix spec.credentials.secretRef.name.",
+                subject.namespace, refs.access_key_id_key, refs.secret_access_key_key
+            ),
+        ),
+        Blocker::SecretKeyMissing { key, present } => (
+            CREDENTIALS_VALID,
+            Reason::SecretKeyMissing,
+            format!(
+                "Secret {secret:?} has no key {key:?} (it has: {}): add it, or name the key that holds it in spec.credentials.secretRef.",
+                if present.is_empty() { "no keys".to_owned() } else { present.join(", ") }
+            ),
+        ),
+    };
+    let mut conditions = Vec::new();
+    for type_ in condition_types(spec) {
+        conditions.push(if type_ == failing {
+            Cond::failed(type_, reason, message.clone())
+        } else {
+            Cond::not_checked(type_, &message)
+        });
+    }
+    conditions.push(Cond::failed(READY, reason, message));
+    let permissions = crate::s3::policy::required(&spec.usage, spec.cors.mode)
+        .into_iter()
+        .map(|a| PermissionCheck { action: a.iam().to_owned(), result: PermissionResult::Untested })
+        .collect();
+    Verdict { conditions, permissions, missing_policy: None, cors: None, next: Next::WaitForChange }
+}
+
+fn condition_types(spec: &S3ConnectionSpec) -> Vec<&'static str> {
+    let mut types = vec![CREDENTIALS_VALID, BUCKET_REACHABLE, READ_PERMITTED];
+    if export(spec) {
+        types.push(WRITE_PERMITTED);
+    }
+    types.push(CORS_CONFIGURED);
+    types
+}
+
+fn probed(subject: &Subject<'_>, location: &Location, report: &Report) -> Verdict {
+    let spec = subject.spec;
+    let region = report.bucket_region.as_deref().or(spec.region.as_deref());
+    let mut conditions = Vec::new();
+
+    let credentials = credentials_condition(spec, report.fatal.as_ref());
+    let bucket = bucket_condition(spec, location, report, &credentials);
+    // Only a failure that stopped the probing leaves the later conditions unchecked: after
+    // a denied GetBucketLocation or a region mismatch the other probes still ran, and one
+    // policy should fix everything at once.
+    let gate = if report.fatal.is_some() || !credentials.is_true() {
+        [&credentials, &bucket].into_iter().find(|c| !c.is_true()).map(|c| c.message.clone())
+    } else {
+        None
+    };
+    conditions.push(credentials);
+    conditions.push(bucket);
+
+    let read = gate
+        .as_ref()
+        .map_or_else(|| read_condition(spec, location, report, region), |g| Cond::not_checked(READ_PERMITTED, g));
+    conditions.push(read);
+    if export(spec) {
+        let write = gate
+            .as_ref()
+            .map_or_else(|| write_condition(location, report, region), |g| Cond::not_checked(WRITE_PERMITTED, g));
+        conditions.push(write);
+    }
+    let cors =
+        gate.as_ref().map_or_else(|| cors_condition(spec, location, report), |g| Cond::not_checked(CORS_CONFIGURED, g));
+    conditions.push(cors);
+
+    // The first False condition names the problem; an Unknown one only says what was not
+    // checked because of it.
+    let first_failing = conditions
+        .iter()
+        .find(|c| c.status == crate::api::conditions::Status::False)
+        .or_else(|| conditions.iter().find(|c| !c.is_true()));
+    let ready = match first_failing {
+        None => Cond::ok(
+            READY,
+            Reason::Validated,
+            format!(
+                "{location} in {} is ready for {}: every permission it needs is allowed{}.",
+                report.region_used,
+                usage_words(&spec.usage),
+                match report.cors {
+                    Some(CorsOutcome::Ignored) | None => "",
+                    _ => " and the CORS rule for the labelling UI is in place",
+                }
+            ),
+        ),
+        Some(first) => Cond::failed(READY, first.reason, first.message.clone()),
+    };
+    let next = if ready.is_true() {
+        Next::Revalidate
+    } else if ready.reason.is_transient() {
+        Next::Retry
+    } else {
+        Next::RecheckLater
+    };
+    conditions.push(ready);
+
+    let permissions: Vec<PermissionCheck> = report
+        .actions
+        .iter()
+        .map(|(action, outcome)| PermissionCheck {
+            action: action.iam().to_owned(),
+            result: match outcome {
+                Outcome::Allowed => PermissionResult::Allowed,
+                Outcome::Denied(_) => PermissionResult::Denied,
+                Outcome::Failed(_) | Outcome::Untested => PermissionResult::Untested,
+            },
+        })
+        .collect();
+    let denied: Vec<Action> = report
+        .actions
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Denied(f) if f.kind == FailureKind::AccessDenied))
+        .map(|(a, _)| *a)
+        .collect();
+    let missing_policy = (!denied.is_empty())
+        .then(|| serde_json::to_string_pretty(&policy(location, region, &denied)).expect("a policy serialises"));
+    let cors = report.cors.as_ref().map(|c| match c {
+        CorsOutcome::Ignored => CorsState::Ignored,
+        CorsOutcome::Present if spec.cors.mode == crate::api::connection::CorsMode::Verify => CorsState::Verified,
+        CorsOutcome::Present => CorsState::AlreadyPresent,
+        CorsOutcome::Applied => CorsState::Applied,
+        _ => CorsState::Missing,
+    });
+    Verdict { conditions, permissions, missing_policy, cors, next }
+}
+
+fn usage_words(usage: &[Usage]) -> &'static str {
+    match (usage.contains(&Usage::Import), usage.contains(&Usage::Export)) {
+        (true, true) => "Import and Export",
+        (false, true) => "Export",
+        _ => "Import",
+    }
+}
+
+fn where_(spec: &S3ConnectionSpec) -> String {
+    spec.endpoint.as_deref().map_or_else(|| "AWS S3".to_owned(), |e| e.to_owned())
+}
+
+fn credentials_condition(spec: &S3ConnectionSpec, fatal: Option<&Failure>) -> Cond {
+    let secret = secret_name(spec);
+    let refs = &spec.credentials.secret_ref;
+    let Some(f) = fatal else {
+        return Cond::ok(
+            CREDENTIALS_VALID,
+            Reason::CredentialsAccepted,
+            format!("{} accepted the keys in Secret {secret:?}.", where_(spec)),
+        );
+    };
+    let (reason, message) = match f.kind {
+        FailureKind::InvalidAccessKeyId => (
+            Reason::InvalidAccessKeyId,
+            format!(
+                "{} does not know the access key id in Secret {secret:?} (key {}): put the id of an active access key there (InvalidAccessKeyId).",
+                where_(spec),
+                refs.access_key_id_key
+            ),
+        ),
+        FailureKind::SignatureDoesNotMatch => (
+            Reason::SignatureDoesNotMatch,
+            format!(
+                "The secret access key in Secret {secret:?} (key {}) does not belong to its access key id: put the matching secret there, without extra characters (SignatureDoesNotMatch).",
+                refs.secret_access_key_key
+            ),
+        ),
+        FailureKind::ExpiredToken => (
+            Reason::ExpiredToken,
+            format!(
+                "The session token in Secret {secret:?} (key {}) has expired: put fresh temporary credentials in the Secret, or use a long-lived access key without a session token (ExpiredToken).",
+                refs.session_token_key
+            ),
+        ),
+        FailureKind::ClockSkew => (
+            Reason::ClockSkew,
+            format!(
+                "{} refused the request because the operator's clock differs too much from its own: fix time synchronisation (NTP) on the operator's node (RequestTimeTooSkewed).",
+                where_(spec)
+            ),
+        ),
+        // S3 authenticates a request before it looks for the bucket.
+        FailureKind::NoSuchBucket => {
+            return Cond::ok(
+                CREDENTIALS_VALID,
+                Reason::CredentialsAccepted,
+                format!("{} accepted the keys in Secret {secret:?}.", where_(spec)),
+            );
+        }
+        _ => {
+            return Cond::not_checked(CREDENTIALS_VALID, &format!("{} could not be asked ({}).", where_(spec), f.code));
+        }
+    };
+    Cond::failed(CREDENTIALS_VALID, reason, message)
+}
+
+fn bucket_condition(spec: &S3ConnectionSpec, location: &Location, report: &Report, credentials: &Cond) -> Cond {
+    let bucket = &location.bucket;
+    if let Some(f) = &report.fatal {
+        let failed = |reason, message: String| Cond::failed(BUCKET_REACHABLE, reason, message);
+        match f.kind {
+            FailureKind::Unreachable => {
+                return failed(
+                    Reason::EndpointUnreachable,
+                    format!(
+                        "Could not reach {} ({}): check spec.endpoint, DNS and the network path from the operator to the store; retrying with backoff.",
+                        where_(spec),
+                        f.detail
+                    ),
+                );
+            }
+            FailureKind::NoSuchBucket => {
+                return failed(
+                    Reason::NoSuchBucket,
+                    format!(
+                        "Bucket {bucket:?} does not exist at {}: check the bucket name in spec.uri{}.",
+                        where_(spec),
+                        if spec.endpoint.is_some() { " and spec.endpoint" } else { "" }
+                    ),
+                );
+            }
+            FailureKind::WrongRegion => {
+                return failed(
+                    Reason::RegionMismatch,
+                    region_message(bucket, report.bucket_region.as_deref(), &report.region_used),
+                );
+            }
+            _ => {}
+        }
+    }
+    if !credentials.is_true() {
+        return Cond::not_checked(BUCKET_REACHABLE, &credentials.message);
+    }
+    if let (Some(want), Some(have)) = (spec.region.as_deref(), report.bucket_region.as_deref())
+        && want != have
+    {
+        return Cond::failed(BUCKET_REACHABLE, Reason::RegionMismatch, region_message(bucket, Some(have), want));
+    }
+    match report.outcome(Action::GetBucketLocation) {
+        Some(Outcome::Denied(_)) => Cond::failed(
+            BUCKET_REACHABLE,
+            Reason::GetBucketLocationDenied,
+            format!(
+                "The credentials may not call s3:GetBucketLocation on {}: allow it in the IAM policy (status.missingPolicy has the statement).",
+                location.bucket_arn(spec.region.as_deref())
+            ),
+        ),
+        Some(Outcome::Failed(f)) => s3_error(BUCKET_REACHABLE, Action::GetBucketLocation, f),
+        _ => Cond::ok(
+            BUCKET_REACHABLE,
+            Reason::BucketFound,
+            format!("Bucket {bucket:?} is in {} at {}.", report.region_used, where_(spec)),
+        ),
+    }
+}
+
+fn region_message(bucket: &str, actual: Option<&str>, used: &str) -> String {
+    match actual {
+        Some(actual) => format!(
+            "Bucket {bucket:?} is in region {actual}, not {used}: set spec.region to {actual}, or remove spec.region to discover it."
+        ),
+        None => format!(
+            "Bucket {bucket:?} is not in region {used}: set spec.region to the bucket's region, or remove spec.region and allow s3:GetBucketLocation to discover it."
+        ),
+    }
+}
+
+fn s3_error(type_: &'static str, action: Action, f: &Failure) -> Cond {
+    Cond::failed(
+        type_,
+        Reason::S3Error,
+        format!("S3 answered the {} probe with {}{}; retrying with backoff.", action.iam(), f.code, detail(f)),
+    )
+}
+
+fn detail(f: &Failure) -> String {
+    if f.detail.is_empty() { String::new() } else { format!(": {}", f.detail) }
+}
+
+fn read_condition(spec: &S3ConnectionSpec, location: &Location, report: &Report, region: Option<&str>) -> Cond {
+    let import = spec.usage.contains(&Usage::Import);
+    match report.outcome(Action::ListBucket) {
+        Some(Outcome::Denied(_)) => {
+            return Cond::failed(
+                READ_PERMITTED,
+                Reason::ListBucketDenied,
+                format!(
+                    "The credentials may not list {location} (s3:ListBucket on {}): allow it in the IAM policy (status.missingPolicy has the statement).",
+                    location.bucket_arn(region)
+                ),
+            );
+        }
+        Some(Outcome::Failed(f)) => return s3_error(READ_PERMITTED, Action::ListBucket, f),
+        _ => {}
+    }
+    if import {
+        let Some(sample) = &report.sample_object else {
+            return Cond::failed(
+                READ_PERMITTED,
+                Reason::NoObjects,
+                format!(
+                    "There are no objects under {location}: upload the files to label there, or point spec.uri at the prefix that holds them (the platform would report \"Dataset has no files\")."
+                ),
+            );
+        };
+        match report.outcome(Action::GetObject) {
+            Some(Outcome::Denied(f)) if f.kind == FailureKind::KmsDenied => {
+                return Cond::failed(
+                    READ_PERMITTED,
+                    Reason::KmsDecryptDenied,
+                    format!(
+                        "Reading s3://{}/{sample} was denied by KMS: allow kms:Decrypt on the KMS key that encrypts the bucket's objects for these credentials (in the IAM policy and the key policy).",
+                        location.bucket
+                    ),
+                );
+            }
+            Some(Outcome::Denied(_)) => {
+                return Cond::failed(
+                    READ_PERMITTED,
+                    Reason::GetObjectDenied,
+                    format!(
+                        "The credentials may list but not read objects in {location} (s3:GetObject denied on {sample:?}): allow s3:GetObject on {}. Note the /*: a statement on the bucket ARN alone does not cover its objects (status.missingPolicy has the statement).",
+                        location.objects_arn(region)
+                    ),
+                );
+            }
+            Some(Outcome::Failed(f)) => return s3_error(READ_PERMITTED, Action::GetObject, f),
+            _ => {}
+        }
+        Cond::ok(
+            READ_PERMITTED,
+            Reason::ReadAllowed,
+            format!("The credentials may list and read objects in {location} (read {sample:?})."),
+        )
+    } else {
+        Cond::ok(READ_PERMITTED, Reason::ReadAllowed, format!("The credentials may list {location}."))
+    }
+}
+
+fn write_condition(location: &Location, report: &Report, region: Option<&str>) -> Cond {
+    match (report.outcome(Action::PutObject), report.outcome(Action::DeleteObject)) {
+        (Some(Outcome::Denied(_)), _) => Cond::failed(
+            WRITE_PERMITTED,
+            Reason::PutObjectDenied,
+            format!(
+                "The credentials may not write to {location} (s3:PutObject): allow s3:PutObject on {} so that exports can be written (status.missingPolicy has the statement).",
+                location.objects_arn(region)
+            ),
+        ),
+        (Some(Outcome::Failed(f)), _) => s3_error(WRITE_PERMITTED, Action::PutObject, f),
+        (_, Some(Outcome::Denied(_))) => Cond::failed(
+            WRITE_PERMITTED,
+            Reason::DeleteObjectDenied,
+            format!(
+                "The credentials may write but not delete in {location} (s3:DeleteObject): allow s3:DeleteObject on {}, then delete the probe object {location}{PROBE_OBJECT} left behind.",
+                location.objects_arn(region)
+            ),
+        ),
+        (_, Some(Outcome::Failed(f))) => s3_error(WRITE_PERMITTED, Action::DeleteObject, f),
+        _ => Cond::ok(
+            WRITE_PERMITTED,
+            Reason::WriteAllowed,
+            format!("The credentials may write and delete objects in {location}."),
+        ),
+    }
+}
+
+fn cors_condition(spec: &S3ConnectionSpec, location: &Location, report: &Report) -> Cond {
+    let bucket = &location.bucket;
+    let origins = spec.cors.allowed_origins.join(", ");
+    let by_hand = |wanted: &serde_json::Value| {
+        format!("aws s3api put-bucket-cors --bucket {bucket} --cors-configuration '{wanted}'")
+    };
+    let Some(outcome) = &report.cors else {
+        return Cond::not_checked(CORS_CONFIGURED, "an earlier probe failed");
+    };
+    match outcome {
+        CorsOutcome::Ignored => {
+            Cond::ok(CORS_CONFIGURED, Reason::CorsIgnored, "CORS is not managed (spec.cors.mode is Ignore).")
+        }
+        CorsOutcome::Present if spec.cors.mode == crate::api::connection::CorsMode::Verify => Cond::ok(
+            CORS_CONFIGURED,
+            Reason::CorsVerified,
+            format!("The bucket's CORS configuration lets {origins} GET and HEAD objects."),
+        ),
+        CorsOutcome::Present => Cond::ok(
+            CORS_CONFIGURED,
+            Reason::CorsAlreadyPresent,
+            format!("The bucket's CORS configuration already lets {origins} GET and HEAD objects."),
+        ),
+        CorsOutcome::Applied => Cond::ok(
+            CORS_CONFIGURED,
+            Reason::CorsApplied,
+            format!(
+                "Added the CORS rule that lets {origins} GET and HEAD objects; the bucket's other rules were kept."
+            ),
+        ),
+        CorsOutcome::Missing { wanted } => Cond::failed(
+            CORS_CONFIGURED,
+            Reason::CorsRuleMissing,
+            format!(
+                "The bucket's CORS configuration does not let {origins} GET and HEAD objects, so the labelling UI cannot load them: set it with {}, or set spec.cors.mode to Apply.",
+                by_hand(wanted)
+            ),
+        ),
+        CorsOutcome::ReadDenied { wanted } => Cond::failed(
+            CORS_CONFIGURED,
+            Reason::GetBucketCorsDenied,
+            format!(
+                "The credentials may not read the bucket's CORS configuration (s3:GetBucketCORS): allow it, or set spec.cors.mode to Ignore and make sure the bucket has this rule: {wanted}."
+            ),
+        ),
+        CorsOutcome::WriteDenied { wanted } => Cond::failed(
+            CORS_CONFIGURED,
+            Reason::PutBucketCorsDenied,
+            format!(
+                "The bucket's CORS configuration lacks the rule the labelling UI needs and the credentials may not set it (s3:PutBucketCORS): allow it, or set it by hand (existing rules included) with {}.",
+                by_hand(wanted)
+            ),
+        ),
+        CorsOutcome::NotSupported(f) => Cond::failed(
+            CORS_CONFIGURED,
+            Reason::CorsNotSupported,
+            format!(
+                "{} does not implement the S3 CORS API ({}): configure CORS on the store itself so that {origins} may GET and HEAD objects, and set spec.cors.mode to Ignore.",
+                where_(spec),
+                f.code
+            ),
+        ),
+        CorsOutcome::Failed(f) => s3_error(CORS_CONFIGURED, Action::GetBucketCors, f),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,381 @@
+//! One row per documented failure mode: facts in, the condition that names it (type,
+//! status, reason) and the remedy's key words out.
+
+use super::*;
+use crate::api::conditions::Status;
+use crate::s3::error::classify_parts;
+use serde_json::json;
+
+fn spec(extra: serde_json::Value) -> S3ConnectionSpec {
+    let mut v = json!({"uri": "s3://data/images/", "credentials": {"secretRef": {"name": "keys"}}});
+    for (k, val) in extra.as_object().unwrap() {
+        v[k] = val.clone();
+    }
+    // Defaults as the API server applies them.
+    let mut spec: S3ConnectionSpec = serde_json::from_value(v).unwrap();
+    if spec.usage.is_empty() {
+        spec.usage = vec![Usage::Import];
+    }
+    spec
+}
+
+fn location() -> Location {
+    Location::parse("s3://data/images/").unwrap()
+}
+
+/// A report where every required action was allowed and a sample was found.
+fn healthy(spec: &S3ConnectionSpec) -> Report {
+    Report {
+        actions: crate::s3::policy::required(&spec.usage, spec.cors.mode)
+            .into_iter()
+            .map(|a| (a, if a == Action::PutBucketCors { Outcome::Untested } else { Outcome::Allowed }))
+            .collect(),
+        fatal: None,
+        bucket_region: Some("us-east-1".into()),
+        region_used: "us-east-1".into(),
+        listed: true,
+        sample_object: Some("images/cat.jpg".into()),
+        cors: Some(CorsOutcome::Present),
+        requests: 5,
+    }
+}
+
+fn failure(code: &str) -> Failure {
+    classify_parts(Some(code), Some("said the server"), 403, None)
+}
+
+fn deny(report: &mut Report, action: Action) {
+    report.set_for_test(action, Outcome::Denied(failure("AccessDenied")));
+}
+
+impl Report {
+    fn set_for_test(&mut self, action: Action, outcome: Outcome) {
+        self.actions.iter_mut().find(|(a, _)| *a == action).expect("a required action").1 = outcome;
+    }
+}
+
+fn verdict(spec: &S3ConnectionSpec, report: &Report) -> Verdict {
+    decide(&Subject { spec, namespace: "team-a" }, Ok((&location(), report)))
+}
+
+fn condition<'a>(v: &'a Verdict, type_: &str) -> &'a Cond {
+    v.conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_} in {:?}", v.conditions))
+}
+
+/// Asserts `type_` is False with `reason`, Ready carries the same reason and message, and
+/// the message has every key word.
+fn assert_fails(v: &Verdict, type_: &str, reason: Reason, words: &[&str]) {
+    let c = condition(v, type_);
+    assert_eq!((c.status, c.reason), (Status::False, reason), "{type_}: {c:?}");
+    for w in words {
+        assert!(c.message.contains(w), "{type_}/{reason:?}: {w:?} missing from {:?}", c.message);
+    }
+    let ready = v.ready();
+    assert_eq!((ready.status, ready.reason, &ready.message), (Status::False, reason, &c.message));
+}
+
+#[test]
+fn all_allowed_is_ready_with_every_condition_true() {
+    let spec = spec(json!({"usage": ["Import", "Export"]}));
+    let v = verdict(&spec, &healthy(&spec));
+    let types: Vec<_> = v.conditions.iter().map(|c| (c.type_, c.status)).collect();
+    assert_eq!(
+        types,
+        [
+            (CREDENTIALS_VALID, Status::True),
+            (BUCKET_REACHABLE, Status::True),
+            (READ_PERMITTED, Status::True),
+            (WRITE_PERMITTED, Status::True),
+            (CORS_CONFIGURED, Status::True),
+            (READY, Status::True),
+        ]
+    );
+    assert!(
+        v.ready().message.contains("s3://data/images/ in us-east-1 is ready for Import and Export"),
+        "{}",
+        v.ready().message
+    );
+    assert_eq!(v.next, Next::Revalidate);
+    assert_eq!(v.missing_policy, None);
+    assert_eq!(v.cors, Some(CorsState::AlreadyPresent));
+}
+
+#[test]
+fn import_only_connections_have_no_write_condition() {
+    let spec = spec(json!({}));
+    let v = verdict(&spec, &healthy(&spec));
+    assert!(v.conditions.iter().all(|c| c.type_ != WRITE_PERMITTED));
+}
+
+#[test]
+fn secret_problems_block_everything_and_wait_for_a_change() {
+    let spec = spec(json!({}));
+    let subject = Subject { spec: &spec, namespace: "team-a" };
+    let v = decide(&subject, Err(&Blocker::SecretNotFound));
+    assert_fails(
+        &v,
+        CREDENTIALS_VALID,
+        Reason::SecretNotFound,
+        &["\"keys\"", "\"team-a\"", "AWS_ACCESS_KEY_ID", "create it"],
+    );
+    assert_eq!(condition(&v, READ_PERMITTED).status, Status::Unknown);
+    assert_eq!(v.next, Next::WaitForChange);
+    assert!(v.permissions.iter().all(|p| p.result == PermissionResult::Untested));
+
+    let missing =
+        Blocker::SecretKeyMissing { key: "AWS_SECRET_ACCESS_KEY".into(), present: vec!["AWS_ACCESS_KEY_ID".into()] };
+    let v = decide(&subject, Err(&missing));
+    assert_fails(
+        &v,
+        CREDENTIALS_VALID,
+        Reason::SecretKeyMissing,
+        &["no key \"AWS_SECRET_ACCESS_KEY\"", "it has: AWS_ACCESS_KEY_ID"],
+    );
+}
+
+#[test]
+fn invalid_uri_and_disallowed_endpoint_are_bucket_failures() {
+    let spec = spec(json!({}));
+    let subject = Subject { spec: &spec, namespace: "ns" };
+    let v = decide(&subject, Err(&Blocker::InvalidUri("bad bucket".into())));
+    assert_fails(&v, BUCKET_REACHABLE, Reason::InvalidUri, &["bad bucket", "s3://bucket/prefix/"]);
+    let v = decide(
+        &subject,
+        Err(&Blocker::EndpointNotAllowed { endpoint: "https://evil.example".into(), allowed: "AWS".into() }),
+    );
+    assert_fails(&v, BUCKET_REACHABLE, Reason::EndpointNotAllowed, &["https://evil.example", "--allowed-endpoints"]);
+}
+
+#[test]
+fn credential_failures_name_the_key_to_fix() {
+    for (code, reason, words) in [
+        ("InvalidAccessKeyId", Reason::InvalidAccessKeyId, &["access key id", "AWS_ACCESS_KEY_ID"][..]),
+        ("SignatureDoesNotMatch", Reason::SignatureDoesNotMatch, &["AWS_SECRET_ACCESS_KEY", "matching secret"][..]),
+        ("ExpiredToken", Reason::ExpiredToken, &["AWS_SESSION_TOKEN", "expired"][..]),
+        ("RequestTimeTooSkewed", Reason::ClockSkew, &["clock", "NTP"][..]),
+    ] {
+        let spec = spec(json!({}));
+        let mut report = healthy(&spec);
+        report.fatal = Some(failure(code));
+        let v = verdict(&spec, &report);
+        assert_fails(&v, CREDENTIALS_VALID, reason, words);
+        assert_eq!(condition(&v, BUCKET_REACHABLE).status, Status::Unknown, "{code}");
+    }
+}
+
+#[test]
+fn bucket_failures_say_which_bucket_and_region() {
+    let spec_ = spec(json!({"region": "us-east-1"}));
+    let mut report = healthy(&spec_);
+    report.fatal = Some(failure("NoSuchBucket"));
+    assert_fails(
+        &verdict(&spec_, &report),
+        BUCKET_REACHABLE,
+        Reason::NoSuchBucket,
+        &["\"data\" does not exist", "spec.uri"],
+    );
+
+    let mut report = healthy(&spec_);
+    report.bucket_region = Some("eu-west-1".into());
+    report.region_used = "eu-west-1".into();
+    assert_fails(
+        &verdict(&spec_, &report),
+        BUCKET_REACHABLE,
+        Reason::RegionMismatch,
+        &["is in region eu-west-1, not us-east-1", "set spec.region to eu-west-1"],
+    );
+
+    let mut report = healthy(&spec_);
+    report.fatal = Some(classify_parts(Some("PermanentRedirect"), None, 301, Some("ap-south-1")));
+    report.bucket_region = Some("ap-south-1".into());
+    assert_fails(&verdict(&spec_, &report), BUCKET_REACHABLE, Reason::RegionMismatch, &["ap-south-1"]);
+
+    let spec_ = spec(json!({"endpoint": "http://127.0.0.1:1"}));
+    let mut report = healthy(&spec_);
+    report.fatal = Some(Failure {
+        kind: FailureKind::Unreachable,
+        code: "Unreachable".into(),
+        detail: "Connection refused (os error 111)".into(),
+        bucket_region: None,
+    });
+    let v = verdict(&spec_, &report);
+    assert_fails(
+        &v,
+        BUCKET_REACHABLE,
+        Reason::EndpointUnreachable,
+        &["http://127.0.0.1:1", "Connection refused", "retrying"],
+    );
+    assert_eq!(v.next, Next::Retry);
+}
+
+#[test]
+fn denied_actions_get_their_reason_and_the_exact_missing_statement() {
+    let spec = spec(json!({}));
+    let mut report = healthy(&spec);
+    deny(&mut report, Action::GetBucketLocation);
+    let v = verdict(&spec, &report);
+    assert_fails(&v, BUCKET_REACHABLE, Reason::GetBucketLocationDenied, &["s3:GetBucketLocation", "arn:aws:s3:::data"]);
+    assert_eq!(v.next, Next::RecheckLater);
+    assert_eq!(condition(&v, READ_PERMITTED).status, Status::True, "the other probes ran and count");
+    let policy: serde_json::Value = serde_json::from_str(v.missing_policy.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        policy["Statement"],
+        json!([{"Sid": "S3ConnectBucket", "Effect": "Allow", "Action": ["s3:GetBucketLocation"], "Resource": "arn:aws:s3:::data"}])
+    );
+
+    let mut report = healthy(&spec);
+    deny(&mut report, Action::ListBucket);
+    assert_fails(
+        &verdict(&spec, &report),
+        READ_PERMITTED,
+        Reason::ListBucketDenied,
+        &["may not list s3://data/images/", "s3:ListBucket"],
+    );
+
+    let mut report = healthy(&spec);
+    deny(&mut report, Action::GetObject);
+    let v = verdict(&spec, &report);
+    assert_fails(&v, READ_PERMITTED, Reason::GetObjectDenied, &["arn:aws:s3:::data/images/*", "Note the /*"]);
+    let policy: serde_json::Value = serde_json::from_str(v.missing_policy.as_deref().unwrap()).unwrap();
+    assert_eq!(policy["Statement"][0]["Resource"], "arn:aws:s3:::data/images/*");
+    assert_eq!(
+        v.permissions.iter().find(|p| p.action == "s3:GetObject").map(|p| p.result),
+        Some(PermissionResult::Denied)
+    );
+
+    let mut report = healthy(&spec);
+    report.set_for_test(
+        Action::GetObject,
+        Outcome::Denied(classify_parts(
+            Some("AccessDenied"),
+            Some("not authorized to perform: kms:Decrypt"),
+            403,
+            None,
+        )),
+    );
+    let v = verdict(&spec, &report);
+    assert_fails(&v, READ_PERMITTED, Reason::KmsDecryptDenied, &["kms:Decrypt", "key policy"]);
+    assert_eq!(v.missing_policy, None, "no S3 statement fixes a KMS denial");
+}
+
+#[test]
+fn an_empty_prefix_is_no_objects_for_import_but_fine_for_export() {
+    let import = spec(json!({}));
+    let mut report = healthy(&import);
+    report.sample_object = None;
+    report.set_for_test(Action::GetObject, Outcome::Untested);
+    assert_fails(
+        &verdict(&import, &report),
+        READ_PERMITTED,
+        Reason::NoObjects,
+        &["no objects under s3://data/images/", "Dataset has no files"],
+    );
+
+    let export = spec(json!({"usage": ["Export"]}));
+    let mut report = healthy(&export);
+    report.sample_object = None;
+    assert!(verdict(&export, &report).ready().is_true());
+}
+
+#[test]
+fn write_failures_for_export() {
+    let spec = spec(json!({"usage": ["Import", "Export"]}));
+    let mut report = healthy(&spec);
+    deny(&mut report, Action::PutObject);
+    deny(&mut report, Action::DeleteObject);
+    let v = verdict(&spec, &report);
+    assert_fails(&v, WRITE_PERMITTED, Reason::PutObjectDenied, &["may not write to s3://data/images/", "s3:PutObject"]);
+    let policy: serde_json::Value = serde_json::from_str(v.missing_policy.as_deref().unwrap()).unwrap();
+    assert_eq!(policy["Statement"][0]["Action"], json!(["s3:PutObject", "s3:DeleteObject"]));
+
+    let mut report = healthy(&spec);
+    deny(&mut report, Action::DeleteObject);
+    assert_fails(
+        &verdict(&spec, &report),
+        WRITE_PERMITTED,
+        Reason::DeleteObjectDenied,
+        &["s3:DeleteObject", ".s3connect-write-probe"],
+    );
+}
+
+#[test]
+fn cors_failures_carry_the_json_to_set_by_hand() {
+    let wanted = json!({"CORSRules": [{"AllowedOrigins": ["https://pro.labellerr.com"]}]});
+    for (mode, outcome, reason, words) in [
+        (
+            "Apply",
+            CorsOutcome::ReadDenied { wanted: wanted.clone() },
+            Reason::GetBucketCorsDenied,
+            &["s3:GetBucketCORS", "CORSRules"][..],
+        ),
+        (
+            "Apply",
+            CorsOutcome::WriteDenied { wanted: wanted.clone() },
+            Reason::PutBucketCorsDenied,
+            &["s3:PutBucketCORS", "aws s3api put-bucket-cors --bucket data --cors-configuration '{\"CORSRules\""][..],
+        ),
+        (
+            "Verify",
+            CorsOutcome::Missing { wanted: wanted.clone() },
+            Reason::CorsRuleMissing,
+            &["put-bucket-cors", "Apply"][..],
+        ),
+        (
+            "Apply",
+            CorsOutcome::NotSupported(classify_parts(Some("NotImplemented"), None, 501, None)),
+            Reason::CorsNotSupported,
+            &["does not implement the S3 CORS API", "Ignore"][..],
+        ),
+    ] {
+        let spec = spec(json!({"cors": {"mode": mode}}));
+        let mut report = healthy(&spec);
+        report.cors = Some(outcome);
+        let v = verdict(&spec, &report);
+        assert_fails(&v, CORS_CONFIGURED, reason, words);
+        assert_eq!(v.cors, Some(CorsState::Missing));
+    }
+}
+
+#[test]
+fn cors_successes_say_what_happened() {
+    for (mode, outcome, reason, state) in [
+        ("Apply", CorsOutcome::Applied, Reason::CorsApplied, CorsState::Applied),
+        ("Apply", CorsOutcome::Present, Reason::CorsAlreadyPresent, CorsState::AlreadyPresent),
+        ("Verify", CorsOutcome::Present, Reason::CorsVerified, CorsState::Verified),
+        ("Ignore", CorsOutcome::Ignored, Reason::CorsIgnored, CorsState::Ignored),
+    ] {
+        let spec = spec(json!({"cors": {"mode": mode}}));
+        let mut report = healthy(&spec);
+        report.cors = Some(outcome);
+        let v = verdict(&spec, &report);
+        assert_eq!(condition(&v, CORS_CONFIGURED).reason, reason);
+        assert_eq!(v.cors, Some(state));
+        assert!(v.ready().is_true());
+    }
+}
+
+#[test]
+fn server_errors_are_transient() {
+    let spec = spec(json!({}));
+    let mut report = healthy(&spec);
+    report.set_for_test(
+        Action::GetObject,
+        Outcome::Failed(classify_parts(Some("InternalError"), Some("try again"), 500, None)),
+    );
+    let v = verdict(&spec, &report);
+    assert_fails(&v, READ_PERMITTED, Reason::S3Error, &["s3:GetObject", "InternalError", "retrying"]);
+    assert_eq!(v.next, Next::Retry);
+}
+
+#[test]
+fn the_first_failure_in_order_is_the_ready_reason() {
+    let spec = spec(json!({"usage": ["Import", "Export"]}));
+    let mut report = healthy(&spec);
+    deny(&mut report, Action::PutObject);
+    deny(&mut report, Action::ListBucket);
+    let v = verdict(&spec, &report);
+    assert_eq!(v.ready().reason, Reason::ListBucketDenied);
+    let policy: serde_json::Value = serde_json::from_str(v.missing_policy.as_deref().unwrap()).unwrap();
+    let actions: Vec<_> = policy["Statement"].as_array().unwrap().iter().map(|s| s["Action"].clone()).collect();
+    assert_eq!(actions, [json!(["s3:ListBucket"]), json!(["s3:PutObject"])], "one statement per denied action group");
+}

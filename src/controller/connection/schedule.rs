@@ -1,0 +1,214 @@
+//! When to validate a connection. Pure: the status holds what was validated and when, so
+//! a restart neither re-probes every connection at once nor forgets one that is due.
+
+use std::time::Duration;
+
+use crate::api::conditions::{READY, Reason};
+use crate::api::connection::S3ConnectionStatus;
+
+/// The first retry after a failure; doubles per consecutive failure, up to the interval.
+const BASE_BACKOFF: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    ValidateNow,
+    WaitFor(Duration),
+    /// Only a change of the object or its Secret can help.
+    WaitForChange,
+}
+
+/// Parses `revalidateInterval` (`30s`, `10m`, `1h30m`). The schema admits nothing else;
+/// anything unparsable falls back to ten minutes rather than a hot loop.
+pub fn parse_interval(text: &str) -> Duration {
+    let mut total = 0u64;
+    let mut number = 0u64;
+    let mut digits = false;
+    for c in text.chars() {
+        match c {
+            '0'..='9' => {
+                number = number.saturating_mul(10).saturating_add(u64::from(c as u8 - b'0'));
+                digits = true;
+            }
+            's' | 'm' | 'h' if digits => {
+                let unit = match c {
+                    's' => 1,
+                    'm' => 60,
+                    _ => 3600,
+                };
+                total = total.saturating_add(number.saturating_mul(unit));
+                number = 0;
+                digits = false;
+            }
+            _ => return Duration::from_secs(600),
+        }
+    }
+    if digits || total == 0 { Duration::from_secs(600) } else { Duration::from_secs(total.clamp(30, 86_400)) }
+}
+
+/// A stable fraction in [0, 1) for an object, so its schedule is spread the same way
+/// across restarts.
+pub fn jitter_fraction(uid: &str) -> f64 {
+    // FNV-1a: stable across builds, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in uid.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // FNV's high bits barely change between similar uids; a murmur3 finaliser spreads them.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The interval, spread by ±10 %.
+pub fn revalidate_after(interval: Duration, jitter: f64) -> Duration {
+    interval.mul_f64(0.9 + 0.2 * jitter)
+}
+
+/// Backoff after `failures` consecutive failures (1 = the first), capped at `interval`,
+/// spread by up to +20 %.
+pub fn backoff(failures: u32, interval: Duration, jitter: f64) -> Duration {
+    let doubled = BASE_BACKOFF.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    doubled.min(interval).mul_f64(1.0 + 0.2 * jitter)
+}
+
+/// What the last validation concluded, from its status alone.
+fn last_next(status: &S3ConnectionStatus) -> Option<Reason> {
+    let ready = status.conditions.iter().find(|c| c.type_ == READY)?;
+    if ready.status == "True" {
+        return Some(Reason::Validated);
+    }
+    Some(match ready.reason.as_str() {
+        "InvalidUri" => Reason::InvalidUri,
+        "EndpointNotAllowed" => Reason::EndpointNotAllowed,
+        "SecretNotFound" => Reason::SecretNotFound,
+        "SecretKeyMissing" => Reason::SecretKeyMissing,
+        _ => Reason::S3Error,
+    })
+}
+
+pub struct Facts<'a> {
+    pub status: Option<&'a S3ConnectionStatus>,
+    pub generation: Option<i64>,
+    /// resourceVersion of the credentials Secret now (None: not found).
+    pub secret_version: Option<&'a str>,
+    /// Seconds since the last validation, if there was one.
+    pub since_last: Option<Duration>,
+    pub interval: Duration,
+    pub failures: u32,
+    pub jitter: f64,
+}
+
+/// Whether a reconcile should probe now. Changes of spec or Secret always do; otherwise
+/// the last result decides how long to wait.
+pub fn plan(f: &Facts<'_>) -> Plan {
+    let Some(status) = f.status else { return Plan::ValidateNow };
+    if status.observed_generation != f.generation || status.credentials_version.as_deref() != f.secret_version {
+        return Plan::ValidateNow;
+    }
+    let (Some(since), Some(last)) = (f.since_last, last_next(status)) else { return Plan::ValidateNow };
+    let due = match last {
+        Reason::Validated => revalidate_after(f.interval, f.jitter),
+        Reason::InvalidUri | Reason::EndpointNotAllowed | Reason::SecretNotFound | Reason::SecretKeyMissing => {
+            return Plan::WaitForChange;
+        }
+        _ => backoff(f.failures.max(1), f.interval, f.jitter),
+    };
+    if since >= due { Plan::ValidateNow } else { Plan::WaitFor(due - since) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::conditions::{Cond, merge};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn status(ready: Cond, generation: i64, secret: &str) -> S3ConnectionStatus {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        S3ConnectionStatus {
+            observed_generation: Some(generation),
+            conditions: merge(&[], &[ready], Some(generation), &now),
+            credentials_version: Some(secret.into()),
+            ..Default::default()
+        }
+    }
+
+    fn facts(status: &S3ConnectionStatus, since: u64) -> Facts<'_> {
+        Facts {
+            status: Some(status),
+            generation: Some(1),
+            secret_version: Some("100"),
+            since_last: Some(Duration::from_secs(since)),
+            interval: Duration::from_secs(600),
+            failures: 0,
+            jitter: 0.5,
+        }
+    }
+
+    fn ready() -> Cond {
+        Cond::ok(READY, Reason::Validated, "ok")
+    }
+
+    #[test]
+    fn intervals_parse_and_stay_in_bounds() {
+        for (text, secs) in [("10m", 600), ("30s", 30), ("1h30m", 5400), ("90s", 90), ("24h", 86_400), ("1m30s", 90)] {
+            assert_eq!(parse_interval(text), Duration::from_secs(secs), "{text}");
+        }
+        for bad in ["", "10", "m", "10x", "-1m", "0s"] {
+            assert_eq!(parse_interval(bad), Duration::from_secs(600), "{bad}");
+        }
+        assert_eq!(parse_interval("1s"), Duration::from_secs(30));
+        assert_eq!(parse_interval("48h"), Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn new_objects_spec_changes_and_secret_changes_validate_at_once() {
+        let s = status(ready(), 1, "100");
+        assert_eq!(plan(&Facts { status: None, ..facts(&s, 0) }), Plan::ValidateNow);
+        assert_eq!(plan(&Facts { generation: Some(2), ..facts(&s, 0) }), Plan::ValidateNow);
+        assert_eq!(plan(&Facts { secret_version: Some("101"), ..facts(&s, 0) }), Plan::ValidateNow);
+        assert_eq!(plan(&Facts { secret_version: None, ..facts(&s, 0) }), Plan::ValidateNow);
+    }
+
+    #[test]
+    fn a_ready_connection_waits_for_its_jittered_interval() {
+        let s = status(ready(), 1, "100");
+        // jitter 0.5 puts the interval at exactly 600 s.
+        assert_eq!(plan(&facts(&s, 60)), Plan::WaitFor(Duration::from_secs(540)));
+        assert_eq!(plan(&facts(&s, 600)), Plan::ValidateNow);
+        let early = Facts { jitter: 0.0, ..facts(&s, 540) };
+        assert_eq!(plan(&early), Plan::ValidateNow, "-10 %");
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_up_to_the_interval() {
+        let s = status(Cond::failed(READY, Reason::GetObjectDenied, "denied"), 1, "100");
+        let at = |failures, since| plan(&Facts { failures, jitter: 0.0, ..facts(&s, since) });
+        assert_eq!(at(1, 5), Plan::WaitFor(Duration::from_secs(5)));
+        assert_eq!(at(1, 10), Plan::ValidateNow);
+        assert_eq!(at(3, 10), Plan::WaitFor(Duration::from_secs(30)));
+        assert_eq!(at(20, 100), Plan::WaitFor(Duration::from_secs(500)), "capped at the interval");
+        assert_eq!(backoff(1, Duration::from_secs(600), 1.0), Duration::from_secs(12));
+    }
+
+    #[test]
+    fn spec_and_secret_problems_wait_for_a_change() {
+        for reason in [Reason::InvalidUri, Reason::EndpointNotAllowed, Reason::SecretNotFound, Reason::SecretKeyMissing]
+        {
+            let s = status(Cond::failed(READY, reason, "x"), 1, "100");
+            assert_eq!(plan(&facts(&s, 100_000)), Plan::WaitForChange, "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn jitter_is_stable_and_spread() {
+        assert_eq!(jitter_fraction("a-uid"), jitter_fraction("a-uid"));
+        let fractions: Vec<f64> = (0..1000).map(|i| jitter_fraction(&format!("uid-{i}"))).collect();
+        assert!(fractions.iter().all(|f| (0.0..1.0).contains(f)));
+        let low = fractions.iter().filter(|f| **f < 0.5).count();
+        assert!((400..600).contains(&low), "{low} of 1000 below 0.5");
+    }
+}
