@@ -2,4 +2,8 @@
 //! data-labelling platform and says, in status, exactly what to fix when it cannot.
 
 pub mod api;
+pub mod check;
+pub mod controller;
+pub mod endpoints;
 pub mod s3;
+pub mod telemetry;

@@ -1,8 +1,16 @@
 //! The `s3connect` command line.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use s3connect::api::S3ConnectionSpec;
+use s3connect::api::connection::{CorsMode, Usage};
+use s3connect::check::{check, check_cors_mode, least_privilege, spec_from_manifest};
+use s3connect::controller::{self, Context};
+use s3connect::endpoints::{AWS_DEFAULTS, AllowList};
+use s3connect::s3::client::Keys;
+use s3connect::telemetry::{self, LogFormat};
 
 /// Connects S3 buckets to the Labellerr labelling platform, verifiably.
 #[derive(Parser)]
@@ -14,10 +22,136 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: validate S3Connections and keep their status current.
+    ///
+    /// Uses the in-cluster configuration, or KUBECONFIG / ~/.kube/config outside a cluster.
+    Operator(OperatorArgs),
     /// Print the CustomResourceDefinitions (S3Connection, DatasetExport) as YAML.
     ///
     /// Install them with: s3connect crd | kubectl apply --server-side -f -
     Crd,
+    /// Probe a bucket the way the operator does, outside Kubernetes.
+    ///
+    /// Credentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and (optionally)
+    /// AWS_SESSION_TOKEN. Exits 0 when the connection would be Ready, 1 when not, 2 on
+    /// bad input. Never changes the bucket's CORS rules unless --apply-cors is given.
+    Check(CheckArgs),
+    /// Print the least-privilege IAM policy a connection needs, as JSON.
+    Policy(Target),
+}
+
+#[derive(Args)]
+struct OperatorArgs {
+    /// Endpoint patterns (comma-separated) that spec.endpoint may use; `*` matches within
+    /// a host or port. Replaces the AWS defaults, so list those too if you want them.
+    #[arg(long, env = "S3CONNECT_ALLOWED_ENDPOINTS", value_delimiter = ',', default_values_t = AWS_DEFAULTS.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
+    allowed_endpoints: Vec<String>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "S3CONNECT_NAMESPACE")]
+    namespace: Option<String>,
+    /// Connections validated at once.
+    #[arg(long, env = "S3CONNECT_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    #[arg(long, env = "S3CONNECT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// What to check: a manifest, or the same fields as flags.
+#[derive(Args)]
+struct Target {
+    /// A YAML file with an S3Connection (other documents are skipped); `-` reads stdin.
+    #[arg(short = 'f', long = "filename", conflicts_with_all = ["uri", "usage"])]
+    file: Option<String>,
+    /// s3://bucket/prefix/
+    #[arg(long, required_unless_present = "file")]
+    uri: Option<String>,
+    /// Import and/or Export (repeat the flag for both).
+    #[arg(long, value_enum)]
+    usage: Vec<UsageArg>,
+    #[arg(long, value_enum, default_value_t = CorsArg::Apply)]
+    cors_mode: CorsArg,
+    #[arg(long)]
+    region: Option<String>,
+    /// An S3-compatible endpoint, such as http://127.0.0.1:9000.
+    #[arg(long)]
+    endpoint: Option<String>,
+    #[arg(long)]
+    force_path_style: bool,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    target: Target,
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Add the missing CORS rule (Apply mode) instead of only checking for it.
+    #[arg(long)]
+    apply_cors: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UsageArg {
+    Import,
+    Export,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CorsArg {
+    Apply,
+    Verify,
+    Ignore,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+impl Target {
+    fn spec(&self) -> Result<S3ConnectionSpec, String> {
+        if let Some(file) = &self.file {
+            let text = if file == "-" {
+                std::io::read_to_string(std::io::stdin()).map_err(|e| format!("reading stdin: {e}"))?
+            } else {
+                std::fs::read_to_string(file).map_err(|e| format!("reading {file}: {e}"))?
+            };
+            return spec_from_manifest(&text);
+        }
+        let usage: Vec<Usage> = if self.usage.is_empty() {
+            vec![Usage::Import]
+        } else {
+            self.usage
+                .iter()
+                .map(|u| if matches!(u, UsageArg::Import) { Usage::Import } else { Usage::Export })
+                .collect()
+        };
+        let mut spec: S3ConnectionSpec = serde_json::from_value(serde_json::json!({
+            "uri": self.uri.clone().unwrap_or_default(),
+            "credentials": {"secretRef": {"name": "environment"}},
+            "region": self.region,
+            "endpoint": self.endpoint,
+            "forcePathStyle": self.force_path_style,
+        }))
+        .map_err(|e| e.to_string())?;
+        spec.usage = usage;
+        spec.cors.mode = match self.cors_mode {
+            CorsArg::Apply => CorsMode::Apply,
+            CorsArg::Verify => CorsMode::Verify,
+            CorsArg::Ignore => CorsMode::Ignore,
+        };
+        Ok(spec)
+    }
+}
+
+fn keys_from_env() -> Result<Keys, String> {
+    let var = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    Ok(Keys {
+        access_key_id: var("AWS_ACCESS_KEY_ID").ok_or("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")?,
+        secret_access_key: var("AWS_SECRET_ACCESS_KEY").ok_or("set AWS_SECRET_ACCESS_KEY")?,
+        session_token: var("AWS_SESSION_TOKEN"),
+    })
 }
 
 fn main() -> ExitCode {
@@ -27,5 +161,63 @@ fn main() -> ExitCode {
             print!("{}", s3connect::api::crds_yaml());
             ExitCode::SUCCESS
         }
+        Command::Policy(target) => match target.spec().and_then(|s| least_privilege(&s)) {
+            Ok(policy) => {
+                println!("{}", serde_json::to_string_pretty(&policy).expect("a policy serialises"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => usage_error(&e),
+        },
+        Command::Check(args) => {
+            let (mut spec, keys) = match (args.target.spec(), keys_from_env()) {
+                (Ok(s), Ok(k)) => (s, k),
+                (Err(e), _) | (_, Err(e)) => return usage_error(&e),
+            };
+            spec.cors.mode = check_cors_mode(spec.cors.mode, args.apply_cors);
+            let checked = runtime().block_on(check(&spec, &keys));
+            match args.output {
+                Output::Table => print!("{}", checked.to_table()),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&checked.to_json()).expect("serialises")),
+            }
+            if checked.ready() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Command::Operator(args) => {
+            telemetry::init(args.log_format);
+            runtime().block_on(operator(args))
+        }
     }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("s3connect: {message}");
+    ExitCode::from(2)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime")
+}
+
+async fn operator(args: OperatorArgs) -> ExitCode {
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no Kubernetes configuration: run in a cluster or set KUBECONFIG");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = controller::Config {
+        allowed_endpoints: AllowList::new(args.allowed_endpoints),
+        concurrency: args.concurrency,
+        namespace: args.namespace,
+    };
+    tracing::info!(
+        allowed_endpoints = %config.allowed_endpoints,
+        namespace = config.namespace.as_deref().unwrap_or("(all)"),
+        "s3connect operator starting"
+    );
+    let instance = std::env::var("POD_NAME").ok();
+    let ctx = Arc::new(Context::new(client, config, instance));
+    controller::connection::run(ctx).await;
+    tracing::info!("s3connect operator stopped");
+    ExitCode::SUCCESS
 }

@@ -1,0 +1,137 @@
+//! `s3connect check` and `s3connect policy`: the controller's probes and decision, outside
+//! Kubernetes, for a terminal or a CI job.
+
+use serde_json::json;
+
+use crate::api::S3ConnectionSpec;
+use crate::api::connection::{CorsMode, S3Connection};
+use crate::controller::connection::decide::{Blocker, Subject, Verdict, decide};
+use crate::s3::client::Keys;
+use crate::s3::policy::{policy, required};
+use crate::s3::probe::{self, Probe, Report};
+use crate::s3::uri::Location;
+
+/// Reads the first S3Connection from a YAML stream (other documents, such as the Secret
+/// next to it, are skipped).
+pub fn spec_from_manifest(yaml: &str) -> Result<S3ConnectionSpec, String> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).map_err(|e| format!("not YAML: {e}"))?;
+    let doc = docs
+        .into_iter()
+        .find(|d| d["kind"] == "S3Connection")
+        .ok_or_else(|| "no S3Connection in the manifest".to_owned())?;
+    serde_json::from_value::<S3Connection>(doc).map(|c| c.spec).map_err(|e| format!("not a valid S3Connection: {e}"))
+}
+
+/// The least-privilege policy for a connection.
+pub fn least_privilege(spec: &S3ConnectionSpec) -> Result<serde_json::Value, String> {
+    let location = Location::parse(&spec.uri).map_err(|e| e.to_string())?;
+    Ok(policy(&location, spec.region.as_deref(), &required(&spec.usage, spec.cors.mode)))
+}
+
+pub struct Checked {
+    pub location: Option<Location>,
+    pub report: Option<Report>,
+    pub verdict: Verdict,
+}
+
+/// Probes `spec` with `keys` exactly as the controller does.
+pub async fn check(spec: &S3ConnectionSpec, keys: &Keys) -> Checked {
+    let subject = Subject { spec, namespace: "(local)" };
+    let location = match Location::parse(&spec.uri) {
+        Ok(l) => l,
+        Err(e) => {
+            let verdict = decide(&subject, Err(&Blocker::InvalidUri(e.to_string())));
+            return Checked { location: None, report: None, verdict };
+        }
+    };
+    let probe = Probe {
+        location: &location,
+        usage: &spec.usage,
+        cors_mode: spec.cors.mode,
+        origins: &spec.cors.allowed_origins,
+        region: spec.region.as_deref(),
+        endpoint: spec.endpoint.as_deref(),
+        force_path_style: spec.force_path_style,
+        owner: "s3connect check",
+    };
+    let report = probe::run(&probe, keys).await;
+    let verdict = decide(&subject, Ok((&location, &report)));
+    Checked { location: Some(location), report: Some(report), verdict }
+}
+
+impl Checked {
+    pub fn ready(&self) -> bool {
+        self.verdict.ready().is_true()
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "ready": self.ready(),
+            "location": self.location.as_ref().map(|l| l.to_string()),
+            "region": self.report.as_ref().map(|r| r.region_used.clone()),
+            "s3Requests": self.report.as_ref().map_or(0, |r| r.requests),
+            "conditions": self.verdict.conditions.iter().map(|c| json!({
+                "type": c.type_, "status": c.status.as_str(), "reason": c.reason.as_str(), "message": c.message,
+            })).collect::<Vec<_>>(),
+            "permissions": self.verdict.permissions,
+            "missingPolicy": self.verdict.missing_policy.as_deref().map(|p| serde_json::from_str::<serde_json::Value>(p).ok()),
+        })
+    }
+
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        if let (Some(l), Some(r)) = (&self.location, &self.report) {
+            out.push_str(&format!("{l} in {} ({} S3 requests)\n\n", r.region_used, r.requests));
+        }
+        let width = self.verdict.conditions.iter().map(|c| c.type_.len()).max().unwrap_or(0).max(9);
+        out.push_str(&format!("{:width$}  {:7}  {:24}  MESSAGE\n", "CONDITION", "STATUS", "REASON"));
+        for c in &self.verdict.conditions {
+            out.push_str(&format!(
+                "{:width$}  {:7}  {:24}  {}\n",
+                c.type_,
+                c.status.as_str(),
+                c.reason.as_str(),
+                c.message
+            ));
+        }
+        out.push_str("\nPERMISSION              RESULT\n");
+        for p in &self.verdict.permissions {
+            out.push_str(&format!("{:22}  {:?}\n", p.action, p.result));
+        }
+        if let Some(policy) = &self.verdict.missing_policy {
+            out.push_str("\nAdd these statements to the IAM policy of these credentials:\n");
+            out.push_str(policy);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `check` never changes the bucket's CORS configuration unless asked: Apply becomes
+/// Verify, so a read-only look stays read-only (the Export probe still writes and deletes
+/// its probe object, which is what it checks).
+pub fn check_cors_mode(mode: CorsMode, apply: bool) -> CorsMode {
+    if mode == CorsMode::Apply && !apply { CorsMode::Verify } else { mode }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::connection::Usage;
+
+    #[test]
+    fn the_manifest_s3connection_is_found_among_other_documents() {
+        let yaml = "apiVersion: v1\nkind: Secret\nmetadata: {name: keys}\n---\napiVersion: s3connect.io/v1alpha1\nkind: S3Connection\nmetadata: {name: c}\nspec:\n  uri: s3://data/images/\n  usage: [Import, Export]\n  credentials: {secretRef: {name: keys}}\n";
+        let spec = spec_from_manifest(yaml).unwrap();
+        assert_eq!(spec.usage, [Usage::Import, Usage::Export]);
+        assert_eq!(spec.cors.mode, CorsMode::Apply, "defaults apply");
+        assert!(spec_from_manifest("kind: Secret\n").unwrap_err().contains("no S3Connection"));
+    }
+
+    #[test]
+    fn check_only_applies_cors_when_asked() {
+        assert_eq!(check_cors_mode(CorsMode::Apply, false), CorsMode::Verify);
+        assert_eq!(check_cors_mode(CorsMode::Apply, true), CorsMode::Apply);
+        assert_eq!(check_cors_mode(CorsMode::Ignore, false), CorsMode::Ignore);
+    }
+}

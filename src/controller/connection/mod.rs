@@ -1,0 +1,315 @@
+//! The S3Connection controller: fetch facts (Secret, probes) -> decide (pure) -> write
+//! status (server-side apply) -> schedule the next validation.
+
+pub mod decide;
+pub mod schedule;
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use self::decide::{Blocker, Next, Subject, Verdict, decide};
+use self::schedule::{Plan, backoff, jitter_fraction, parse_interval, plan, revalidate_after};
+use super::{Context, FIELD_MANAGER};
+use crate::api::conditions::{self, Cond, RECONCILING, STALLED, Status};
+use crate::api::connection::{CorsState, CredentialsSecretRef, S3Connection, S3ConnectionStatus};
+use crate::s3::client::Keys;
+use crate::s3::probe::{self, Probe, Report};
+use crate::s3::uri::Location;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("S3Connection {0} has no namespace")]
+    NoNamespace(String),
+    #[error("reading Secret {namespace}/{name} failed (check the operator's RBAC for secrets): {source}")]
+    ReadSecret { namespace: String, name: String, source: kube::Error },
+    #[error("writing the status of S3Connection {namespace}/{name} failed: {source}")]
+    WriteStatus { namespace: String, name: String, source: kube::Error },
+}
+
+/// Reads the access keys from `secret`, trimming the whitespace that copy-paste and
+/// `echo` leave behind (a trailing newline otherwise shows up as SignatureDoesNotMatch).
+pub fn keys_from(secret: &Secret, refs: &CredentialsSecretRef) -> Result<Keys, Blocker> {
+    let data = secret.data.as_ref();
+    let get = |key: &str| {
+        data.and_then(|d| d.get(key)).map(|v| String::from_utf8_lossy(&v.0).trim().to_owned()).filter(|v| !v.is_empty())
+    };
+    let missing = |key: &str| Blocker::SecretKeyMissing {
+        key: key.to_owned(),
+        present: data.map(|d| d.keys().cloned().collect()).unwrap_or_default(),
+    };
+    Ok(Keys {
+        access_key_id: get(&refs.access_key_id_key).ok_or_else(|| missing(&refs.access_key_id_key))?,
+        secret_access_key: get(&refs.secret_access_key_key).ok_or_else(|| missing(&refs.secret_access_key_key))?,
+        session_token: get(&refs.session_token_key),
+    })
+}
+
+pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let name = conn.name_any();
+    let namespace = conn.namespace().ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    let uid = conn.uid().unwrap_or_default();
+    let spec = &conn.spec;
+    let secret_name = spec.credentials.secret_ref.name.to_string();
+
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&secret_name)
+        .await
+        .map_err(|source| Error::ReadSecret { namespace: namespace.clone(), name: secret_name.clone(), source })?;
+    let secret_version = secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
+
+    let interval = parse_interval(&spec.revalidate_interval);
+    let jitter = jitter_fraction(&uid);
+    let now = Timestamp::now();
+    let since_last = conn
+        .status
+        .as_ref()
+        .and_then(|s| s.last_validated_time.as_ref())
+        .map(|t| Duration::try_from(now.duration_since(t.0)).unwrap_or(Duration::ZERO));
+    let facts = schedule::Facts {
+        status: conn.status.as_ref(),
+        generation: conn.metadata.generation,
+        secret_version: secret_version.as_deref(),
+        since_last,
+        interval,
+        failures: ctx.failures(&uid),
+        jitter,
+    };
+    match plan(&facts) {
+        Plan::ValidateNow => {}
+        Plan::WaitFor(d) => return Ok(Action::requeue(d)),
+        Plan::WaitForChange => return Ok(Action::await_change()),
+    }
+
+    let owner = format!("{namespace}/{name}");
+    let outcome = match prepare(spec, secret.as_ref(), &ctx.config.allowed_endpoints) {
+        Ok((location, keys)) => {
+            let probe = Probe {
+                location: &location,
+                usage: &spec.usage,
+                cors_mode: spec.cors.mode,
+                origins: &spec.cors.allowed_origins,
+                region: spec.region.as_deref(),
+                endpoint: spec.endpoint.as_deref(),
+                force_path_style: spec.force_path_style,
+                owner: &owner,
+            };
+            let report = probe::run(&probe, &keys).await;
+            // `keys` goes out of scope here: nothing below can read them.
+            Ok((location, report))
+        }
+        Err(blocker) => Err(blocker),
+    };
+    let verdict = decide(&Subject { spec, namespace: &namespace }, outcome.as_ref().map(|(l, r)| (l, r)));
+    let report = outcome.as_ref().ok().map(|(_, r)| r);
+    let location = Location::parse(&spec.uri).ok();
+
+    let old = conn.status.clone().unwrap_or_default();
+    let status = new_status(&conn, &old, &verdict, location.as_ref(), report, secret_version, now);
+    let patch = serde_json::json!({
+        "apiVersion": "s3connect.io/v1alpha1",
+        "kind": "S3Connection",
+        "status": status,
+    });
+    Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
+        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::WriteStatus { namespace: namespace.clone(), name: name.clone(), source })?;
+    publish_events(&ctx, &conn, &old, &verdict).await;
+
+    let action = match verdict.next {
+        Next::Revalidate => {
+            ctx.record_success(&uid);
+            Action::requeue(revalidate_after(interval, jitter))
+        }
+        Next::Retry | Next::RecheckLater => Action::requeue(backoff(ctx.record_failure(&uid), interval, jitter)),
+        Next::WaitForChange => {
+            ctx.record_success(&uid);
+            Action::await_change()
+        }
+    };
+    let ready = verdict.ready();
+    info!(
+        connection = %owner,
+        ready = ready.status.as_str(),
+        reason = ready.reason.as_str(),
+        s3_requests = report.map_or(0, |r| r.requests),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "validated"
+    );
+    Ok(action)
+}
+
+/// Everything a probe needs, or the one thing that stops it.
+fn prepare(
+    spec: &crate::api::connection::S3ConnectionSpec,
+    secret: Option<&Secret>,
+    allowed: &crate::endpoints::AllowList,
+) -> Result<(Location, Keys), Blocker> {
+    let location = Location::parse(&spec.uri).map_err(|e| Blocker::InvalidUri(e.to_string()))?;
+    if let Some(endpoint) = &spec.endpoint
+        && !allowed.allows(endpoint)
+    {
+        return Err(Blocker::EndpointNotAllowed { endpoint: endpoint.clone(), allowed: allowed.to_string() });
+    }
+    let secret = secret.ok_or(Blocker::SecretNotFound)?;
+    Ok((location, keys_from(secret, &spec.credentials.secret_ref)?))
+}
+
+fn new_status(
+    conn: &S3Connection,
+    old: &S3ConnectionStatus,
+    verdict: &Verdict,
+    location: Option<&Location>,
+    report: Option<&Report>,
+    secret_version: Option<String>,
+    now: Timestamp,
+) -> S3ConnectionStatus {
+    let generation = conn.metadata.generation;
+    let mut conds = verdict.conditions.clone();
+    let ready = verdict.ready();
+    if !ready.is_true() {
+        // kstatus: Reconciling while retrying by itself, Stalled while someone must act.
+        let type_ = if ready.reason.is_transient() { RECONCILING } else { STALLED };
+        conds.push(Cond { type_, status: Status::True, reason: ready.reason, message: ready.message.clone() });
+    }
+    let region = report.and_then(|r| r.bucket_region.clone()).or_else(|| conn.spec.region.clone());
+    S3ConnectionStatus {
+        observed_generation: generation,
+        conditions: conditions::merge(&old.conditions, &conds, generation, &Time(now)),
+        bucket: location.map(|l| l.bucket.clone()),
+        prefix: location.map(|l| l.prefix.clone()),
+        endpoint: conn
+            .spec
+            .endpoint
+            .clone()
+            .or_else(|| region.as_ref().map(|r| format!("https://s3.{r}.amazonaws.com"))),
+        region,
+        permissions: verdict.permissions.clone(),
+        missing_policy: verdict.missing_policy.clone(),
+        sample_object: report.and_then(|r| r.sample_object.clone()),
+        cors: verdict.cors,
+        platform_connection_id: old.platform_connection_id.clone(),
+        last_validated_time: Some(Time(now)),
+        credentials_version: secret_version,
+    }
+}
+
+/// Events on transitions of Ready, and when the operator changed the bucket.
+async fn publish_events(ctx: &Context, conn: &S3Connection, old: &S3ConnectionStatus, verdict: &Verdict) {
+    let ready = verdict.ready();
+    let before = old.conditions.iter().find(|c| c.type_ == conditions::READY);
+    let mut events = Vec::new();
+    if before.is_none_or(|b| b.status != ready.status.as_str() || b.reason != ready.reason.as_str()) {
+        events.push(Event {
+            type_: if ready.is_true() { EventType::Normal } else { EventType::Warning },
+            reason: ready.reason.as_str().to_owned(),
+            note: Some(truncate(&ready.message, 1000)),
+            action: "Validate".into(),
+            secondary: None,
+        });
+    }
+    if verdict.cors == Some(CorsState::Applied) {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "CorsApplied".into(),
+            note: Some("Added the CORS rule the labelling UI needs; the bucket's other rules were kept.".into()),
+            action: "ApplyCors".into(),
+            secondary: None,
+        });
+    }
+    let reference = conn.object_ref(&());
+    for event in events {
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            warn!(connection = %conn.name_any(), error = %e, "could not publish an event");
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+fn error_policy(conn: Arc<S3Connection>, err: &Error, ctx: Arc<Context>) -> Action {
+    let uid = conn.uid().unwrap_or_default();
+    let failures = ctx.record_failure(&uid);
+    let delay = backoff(failures, Duration::from_secs(300), jitter_fraction(&uid));
+    warn!(connection = %conn.name_any(), error = %err, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Reconcile when the spec changes or deletion starts, not on our own status writes.
+fn trigger_hash(conn: &S3Connection) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    conn.metadata.generation.hash(&mut h);
+    conn.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+/// The connections that reference `secret`, for re-validation within seconds of a change.
+fn referencing(store: &Store<S3Connection>, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<S3Connection>> {
+    let (namespace, name) = (secret.namespace(), secret.name_any());
+    store
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == namespace)
+        .filter(|c| {
+            *c.spec.credentials.secret_ref.name == *name
+                || c.spec.platform.as_ref().is_some_and(|p| *p.secret_ref.name == *name)
+        })
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Runs the controller until a termination signal.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let (connections, secrets) = match &ctx.config.namespace {
+        Some(ns) => (
+            Api::<S3Connection>::namespaced(client.clone(), ns),
+            Api::<PartialObjectMeta<Secret>>::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
+    let (reader, writer) = reflector::store();
+    let trigger = watcher(connections, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(trigger_hash, Default::default());
+    let controller = Controller::for_stream(trigger, reader);
+    let store = controller.store();
+    // Metadata only: secret values never sit in the operator's memory between probes.
+    let secret_changes = watcher(secrets, watcher::Config::default()).default_backoff().touched_objects();
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
+        .watches_stream(secret_changes, move |secret| referencing(&store, &secret))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "S3Connection controller");
+            }
+        })
+        .await;
+}

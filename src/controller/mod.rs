@@ -1,0 +1,55 @@
+//! The controllers and what they share: the Kubernetes client, the event recorder and the
+//! operator's configuration.
+
+pub mod connection;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::endpoints::AllowList;
+
+/// The field manager for everything the operator writes with server-side apply.
+pub const FIELD_MANAGER: &str = "s3connect";
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub allowed_endpoints: AllowList,
+    /// Reconciles running at once; bounds the probe load on S3 after a restart.
+    pub concurrency: u16,
+    /// Only this namespace, or all.
+    pub namespace: Option<String>,
+}
+
+pub struct Context {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub config: Config,
+    /// Consecutive failures per object uid, for backoff. In memory on purpose: after a
+    /// restart the status's lastValidatedTime still spaces out the first retry.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, config: Config, instance: Option<String>) -> Self {
+        let reporter = Reporter { controller: "s3connect".into(), instance };
+        Context { recorder: Recorder::new(client.clone(), reporter), client, config, failures: Mutex::default() }
+    }
+
+    pub fn failures(&self, uid: &str) -> u32 {
+        self.failures.lock().expect("not poisoned").get(uid).copied().unwrap_or(0)
+    }
+
+    /// Counts one more failure and returns the new count.
+    pub fn record_failure(&self, uid: &str) -> u32 {
+        let mut map = self.failures.lock().expect("not poisoned");
+        let n = map.entry(uid.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    pub fn record_success(&self, uid: &str) {
+        self.failures.lock().expect("not poisoned").remove(uid);
+    }
+}
