@@ -4,6 +4,7 @@
 mod support;
 
 mod admission;
+mod connection;
 mod crds;
 mod launcher;
 mod testenv;

@@ -1,21 +1,14 @@
 //! IAM fixtures: users with a given policy and their access keys, made through the S3
 //! server's IAM Query API, signed with the admin's keys (IAM enforcement is on).
 
-use std::time::SystemTime;
-
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
 use http_body_util::Full;
 use s3connect::s3::client::Keys;
 
-use super::{env, http::send, unique};
+use super::{env, http::send, sign::signed, unique};
 
 /// Calls one IAM action and returns the XML response; panics on an error status.
 pub async fn call(params: &[(&str, &str)]) -> String {
-    let admin = &env().s3_admin;
     let mut form = String::from("Version=2010-05-08");
     for (k, v) in params {
         form.push('&');
@@ -24,27 +17,11 @@ pub async fn call(params: &[(&str, &str)]) -> String {
         form.push_str(&percent_encode(v));
     }
     let endpoint = format!("{}/", env().s3_endpoint);
-    let headers = [("content-type", "application/x-www-form-urlencoded; charset=utf-8")];
-    let identity: Identity =
-        Credentials::new(&admin.access_key_id, &admin.secret_access_key, None, None, "testenv").into();
-    let signing = v4::SigningParams::builder()
-        .identity(&identity)
-        .region("us-east-1")
-        .name("iam")
-        .time(SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .expect("signing params")
-        .into();
-    let signable =
-        SignableRequest::new("POST", &endpoint, headers.iter().copied(), SignableBody::Bytes(form.as_bytes()))
-            .expect("signable request");
-    let (instructions, _) = sign(signable, &signing).expect("signing an IAM request").into_parts();
-    let mut request = http::Request::post(&endpoint)
-        .header(headers[0].0, headers[0].1)
-        .body(Full::new(Bytes::from(form)))
+    let request = http::Request::post(&endpoint)
+        .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
+        .body(Full::new(Bytes::from(form.clone())))
         .expect("an IAM request");
-    instructions.apply_to_request_http1x(&mut request);
+    let request = signed(request, form.as_bytes(), "iam", &env().s3_admin);
     let (status, body) = send(request).await;
     let action = params.iter().find(|(k, _)| *k == "Action").map_or("?", |(_, v)| *v);
     assert!(status.is_success(), "IAM {action} failed with {status}: {body}");

@@ -8,7 +8,9 @@
 
 pub mod http;
 pub mod iam;
+pub mod operator;
 pub mod s3;
+pub mod sign;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,109 @@
+//! The real `s3connect operator` binary, started once per test run against the test
+//! environment, watching every namespace, logging JSON to a file the tests can scan.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use kube::api::{Api, ListParams};
+use s3connect::api::S3Connection;
+use serde_json::Value;
+
+use super::env;
+
+/// Endpoints the shared operator accepts: the test S3 server and unreachable ports on
+/// loopback. `localhost` is left out on purpose, for the allow-list test.
+pub const ALLOWED_ENDPOINTS: &str = "http://127.0.0.1:*";
+
+static OPERATOR: Mutex<Option<Child>> = Mutex::new(None);
+
+/// Starts the shared operator on first use and returns its log file.
+pub fn shared() -> &'static PathBuf {
+    static LOG: OnceLock<PathBuf> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{}.log", std::process::id()));
+        let child = spawn(&log, &[]);
+        *OPERATOR.lock().unwrap() = Some(child);
+        log
+    })
+}
+
+/// Starts an operator with `extra` arguments, logging to `log`. It stops when this test
+/// process exits, however it exits: a shell holds it and kills it when our end of its
+/// stdin pipe closes.
+pub fn spawn(log: &PathBuf, extra: &[&str]) -> Child {
+    let file = std::fs::File::create(log).expect("creating the operator log");
+    Command::new("sh")
+        .arg("-c")
+        .arg(r#""$@" </dev/null & pid=$!; cat >/dev/null; kill -TERM $pid 2>/dev/null; wait $pid"#)
+        .arg("s3connect-operator")
+        .arg(env!("CARGO_BIN_EXE_s3connect"))
+        .args(["operator", "--log-format", "json", "--allowed-endpoints", ALLOWED_ENDPOINTS])
+        .args(extra)
+        .env("KUBECONFIG", &env().kubeconfig)
+        .env("RUST_LOG", "info,s3connect=debug")
+        .stdin(Stdio::piped())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .expect("starting the operator")
+}
+
+/// Every JSON log line the shared operator wrote so far.
+pub fn log_lines() -> Vec<Value> {
+    std::fs::read_to_string(shared()).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// Polls the connection until `done` holds, or panics with its last status.
+pub async fn wait_for(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    done: impl Fn(&S3Connection) -> bool,
+) -> S3Connection {
+    shared();
+    let api = Api::<S3Connection>::namespaced(client.clone(), ns);
+    let mut last = None;
+    for _ in 0..300 {
+        if let Some(c) = api.get_opt(name).await.expect("GET S3Connection") {
+            if done(&c) {
+                return c;
+            }
+            last = c.status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "{ns}/{name}: {what} did not happen within 60s; last status: {}",
+        serde_json::to_string_pretty(&last).unwrap()
+    );
+}
+
+/// The condition of `type_`, if any.
+pub fn condition<'a>(
+    c: &'a S3Connection,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    c.status.as_ref()?.conditions.iter().find(|x| x.type_ == type_)
+}
+
+/// Everything the operator showed about `ns`: statuses, events and its log, as text.
+pub async fn everything_shown(client: &kube::Client, ns: &str) -> String {
+    let mut text = String::new();
+    let conns = Api::<S3Connection>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap();
+    text.push_str(&serde_json::to_string(&conns.items).unwrap());
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    text.push_str(&serde_json::to_string(&events.items).unwrap());
+    let core_events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    text.push_str(&serde_json::to_string(&core_events.items).unwrap());
+    text.push_str(&std::fs::read_to_string(shared()).unwrap_or_default());
+    text
+}
