@@ -4,6 +4,7 @@
 mod support;
 
 mod admission;
+mod cli;
 mod connection;
 mod crds;
 mod launcher;
