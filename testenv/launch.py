@@ -98,23 +98,18 @@ class Env:
             return ""
 
     def stop(self):
-        # Reverse start order: the API server goes before the etcd it writes to.
+        # One at a time, in reverse start order: the API server must not spend its
+        # shutdown retrying an etcd that is already gone.
         for _, p in reversed(self.children):
             if p.poll() is None:
                 try:
                     os.killpg(p.pid, signal.SIGTERM)
+                    p.wait(timeout=10)
                 except ProcessLookupError:
                     pass
-        deadline = time.monotonic() + 10
-        for _, p in reversed(self.children):
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
+                except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait()
+                    p.wait()
         self.children.clear()
 
 
