@@ -44,16 +44,7 @@ pub async fn check(spec: &S3ConnectionSpec, keys: &Keys) -> Checked {
             return Checked { location: None, report: None, verdict };
         }
     };
-    let probe = Probe {
-        location: &location,
-        usage: &spec.usage,
-        cors_mode: spec.cors.mode,
-        origins: &spec.cors.allowed_origins,
-        region: spec.region.as_deref(),
-        endpoint: spec.endpoint.as_deref(),
-        force_path_style: spec.force_path_style,
-        owner: "s3connect check",
-    };
+    let probe = Probe::for_spec(spec, &location, "s3connect check");
     let report = probe::run(&probe, keys).await;
     let verdict = decide(&subject, Ok((&location, &report)));
     Checked { location: Some(location), report: Some(report), verdict }

@@ -97,16 +97,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     let owner = format!("{namespace}/{name}");
     let outcome = match prepare(spec, secret.as_ref(), &ctx.config.allowed_endpoints) {
         Ok((location, keys)) => {
-            let probe = Probe {
-                location: &location,
-                usage: &spec.usage,
-                cors_mode: spec.cors.mode,
-                origins: &spec.cors.allowed_origins,
-                region: spec.region.as_deref(),
-                endpoint: spec.endpoint.as_deref(),
-                force_path_style: spec.force_path_style,
-                owner: &owner,
-            };
+            let probe = Probe::for_spec(spec, &location, &owner);
             let report = probe::run(&probe, &keys).await;
             // `keys` goes out of scope here: nothing below can read them.
             Ok((location, report))
