@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Start a real, local test environment: etcd + kube-apiserver + moto's S3/IAM server.
+"""Start a real, local test environment: etcd + kube-apiserver + moto's S3/IAM server +
+the Labellerr platform stand-in (testenv/labellerr_standin.py).
 
 Used by the integration tests, by the demo and by hand. It picks free loopback ports,
 waits until every component is ready, writes a kubeconfig and an env file, installs the
@@ -256,6 +257,28 @@ def start_moto(env, venv):
     return endpoint, admin
 
 
+def start_platform(env, venv, s3_endpoint):
+    """The Labellerr API stand-in, with fresh credentials for this run."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    auth = {"api_key": os.urandom(8).hex(), "api_secret": os.urandom(16).hex(), "client_id": str(1000 + port)}
+    auth_file = os.path.join(env.run_dir, "platform-auth.json")
+    with open(auth_file, "w") as f:
+        json.dump(auth, f)
+    os.chmod(auth_file, 0o600)
+    env.spawn("platform", [
+        os.path.join(venv, "bin", "python"), os.path.join(ROOT, "testenv", "labellerr_standin.py"),
+        "--port", str(port), "--s3-endpoint", s3_endpoint, "--auth-file", auth_file,
+    ])
+
+    def up():
+        with urllib.request.urlopen(f"{url}/_admin/health", timeout=1) as r:
+            return r.status == 200
+
+    wait_until("platform stand-in", up, env, 30)
+    return url, auth
+
+
 def apply_crds(kubeconfig, crds):
     if not crds:
         return
@@ -305,6 +328,7 @@ def main():
         etcd_url = start_etcd(env, etcd_bin)
         server, kubeconfig = start_apiserver(env, apiserver, etcd_url)
         s3, admin = start_moto(env, venv)
+        platform, platform_auth = start_platform(env, venv, s3)
         apply_crds(kubeconfig, args.crds)
         version = subprocess.run([apiserver, "--version"], capture_output=True, text=True).stdout.strip()
         env_file = os.path.join(run_dir, "env")
@@ -316,6 +340,10 @@ def main():
             "S3CONNECT_TEST_S3_ENDPOINT": s3,
             "S3CONNECT_TEST_S3_ADMIN_ACCESS_KEY_ID": admin[0],
             "S3CONNECT_TEST_S3_ADMIN_SECRET_ACCESS_KEY": admin[1],
+            "S3CONNECT_TEST_PLATFORM_URL": platform,
+            "S3CONNECT_TEST_PLATFORM_API_KEY": platform_auth["api_key"],
+            "S3CONNECT_TEST_PLATFORM_API_SECRET": platform_auth["api_secret"],
+            "S3CONNECT_TEST_PLATFORM_CLIENT_ID": platform_auth["client_id"],
             "S3CONNECT_TEST_RUN_DIR": run_dir,
         }
         with open(env_file, "w") as f:
@@ -325,7 +353,7 @@ def main():
         with open(os.path.join(run_dir, "pids"), "w") as f:
             f.write("".join(f"{name} {p.pid}\n" for name, p in env.children))
         log(f"up in {time.monotonic() - started:.1f}s: {version}, etcd {v['ETCD_VERSION']}, "
-            f"S3 (moto {v['MOTO_VERSION']}) at {s3}; logs in {run_dir}")
+            f"S3 (moto {v['MOTO_VERSION']}) at {s3}, platform stand-in at {platform}; logs in {run_dir}")
         if not args.until_stdin_closes:
             log(f"use it with: source {env_file}; export KUBECONFIG   (Ctrl-C stops it)")
         print(f"READY {env_file}", flush=True)

@@ -1,0 +1,367 @@
+"""A local stand-in for the Labellerr platform API, for tests and the demo.
+
+It behaves like the API as the operator's platform client knows it (README, "The
+Labellerr API"): auth headers, `uuid` tracking ids, `{"response": ...}` bodies, multipart connection
+calls, JSON export calls. It is not a fake of calls: its connection test really probes
+S3 with the given credentials, and an export really writes its file (json, coco_json,
+csv, png) to the connection's bucket and folder with the connection's credentials, so
+tests check objects in S3.
+
+Test control lives under /_admin (no auth): seed projects, read state, inject faults
+(per endpoint: an HTTP status, a count, a delay, or "accept then delay the answer";
+optionally only for one project_id or connection_id).
+
+Not part of the operator: a development tool only.
+"""
+
+import argparse
+import csv
+import io
+import json
+import threading
+import time
+import uuid
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from flask import Flask, jsonify, request
+from werkzeug.serving import WSGIRequestHandler
+
+app = Flask(__name__)
+LOCK = threading.Lock()
+STATE = {
+    "auth": {},
+    "s3_endpoint": None,
+    "projects": {},     # project_id -> [{"file_id", "name", "status", "annotations"}]
+    "connections": {},  # connection_id -> {...}
+    "exports": {},      # report_id -> {...}
+    "faults": {},       # endpoint name -> [{"status", "count", "delay", "delay_after", scope}]
+    "calls": [],        # (endpoint, uuid) of every authenticated call
+}
+FILE_STATUSES = {"review", "r_assigned", "client_review", "cr_assigned", "accepted"}
+FORMATS = {"json": "json", "coco_json": "json", "csv": "csv", "png": "zip"}
+
+
+def scope_key(f):
+    return (f.get("project_id"), f.get("connection_id"))
+
+
+def matching_fault(name):
+    """The first fault for `name` whose scope covers this request (call with LOCK held)."""
+    for f in STATE["faults"].get(name, []):
+        if in_scope(f):
+            return f
+    return None
+
+
+def fault(name):
+    """Applies an injected fault for `name`; returns a response to send instead, or None."""
+    with LOCK:
+        f = matching_fault(name)
+        if not f or f.get("count", 0) == 0:
+            return None
+        f["count"] -= 1
+        f = dict(f)
+    if f.get("delay"):
+        time.sleep(f["delay"])
+    status = f.get("status")
+    if not status:
+        return None
+    tracking = request.args.get("uuid")
+    if status >= 500:
+        return jsonify({"error": "Internal server error", "message": "Something went wrong", "tracking_id": tracking}), status
+    return jsonify({"error": f.get("error", "Bad request"), "message": f.get("message", "rejected by the stand-in")}), status
+
+
+def in_scope(f):
+    """A fault may be limited to one project or one connection, so that tests running at
+    the same time do not trip over each other's faults."""
+    if f.get("project_id") and request.args.get("project_id") != f["project_id"]:
+        return False
+    body = request.get_json(silent=True) or {}
+    if f.get("connection_id") and body.get("connection_id") != f["connection_id"]:
+        return False
+    return True
+
+
+def delay_after(name):
+    with LOCK:
+        f = matching_fault(name) or {}
+        seconds = f.pop("delay_after", 0)
+    if seconds:
+        time.sleep(seconds)
+
+
+def authenticated(name):
+    """Checks the auth headers and the tracking id; returns an error response or None."""
+    a = STATE["auth"]
+    if (request.headers.get("api_key"), request.headers.get("api_secret"), request.headers.get("client_id")) != (
+        a["api_key"], a["api_secret"], a["client_id"],
+    ):
+        return jsonify({"error": "Unauthorized", "message": "Invalid api_key, api_secret or client_id"}), 401
+    if not request.args.get("uuid"):
+        return jsonify({"error": "Bad request", "message": "uuid is required"}), 400
+    with LOCK:
+        STATE["calls"].append([name, request.args.get("uuid")])
+    return fault(name)
+
+
+def s3_client(credentials):
+    return boto3.client(
+        "s3",
+        aws_access_key_id=credentials["access_key_id"],
+        aws_secret_access_key=credentials["secret_access_key"],
+        region_name="us-east-1",
+        endpoint_url=STATE["s3_endpoint"],
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+
+
+def split_path(path):
+    path = path[len("s3://"):] if path.startswith("s3://") else path
+    bucket, _, prefix = path.partition("/")
+    return bucket, prefix
+
+
+def bad(message, status=400):
+    return jsonify({"error": message, "message": message}), status
+
+
+@app.post("/connectors/connections/test")
+def test_connection():
+    err = authenticated("connections/test")
+    if err:
+        return err
+    form = request.form
+    try:
+        creds = json.loads(form.get("credentials", ""))
+    except ValueError:
+        return bad("credentials must be a JSON string")
+    if form.get("connector") != "s3":
+        return bad("connector must be s3")
+    kind = form.get("connection_type")
+    if kind not in ("import", "export"):
+        return bad("connection_type must be import or export")
+    if form.get("data_type") not in ("image", "video", "audio", "document", "text"):
+        return bad("data_type is invalid")
+    bucket, prefix = split_path(form.get("path", ""))
+    s3 = s3_client(creds)
+    try:
+        s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        if kind == "export":
+            key = f"{prefix}.labellerr-connection-test"
+            s3.put_object(Bucket=bucket, Key=key, Body=b"connection test")
+            s3.delete_object(Bucket=bucket, Key=key)
+    except (ClientError, BotoCoreError) as e:
+        code = getattr(e, "response", {}).get("Error", {}).get("Code", type(e).__name__)
+        return bad(f"Connection test failed: {code}")
+    return jsonify({"response": {"message": "Connection successful"}})
+
+
+@app.post("/connectors/connections/create")
+def create_connection():
+    err = authenticated("connections/create")
+    if err:
+        return err
+    form = request.form
+    try:
+        creds = json.loads(form.get("credentials", ""))
+    except ValueError:
+        return bad("credentials must be a JSON string")
+    for field in ("client_id", "connector", "name", "connection_type", "data_type"):
+        if not form.get(field):
+            return bad(f"{field} is required")
+    connection_id = uuid.uuid4().hex
+    with LOCK:
+        STATE["connections"][connection_id] = {
+            "connection_id": connection_id,
+            "name": form["name"],
+            "description": form.get("description", ""),
+            "connection_type": form["connection_type"],
+            "data_type": form["data_type"],
+            "credentials": creds,
+        }
+    delay_after("connections/create")
+    return jsonify({"response": {"connection_id": connection_id}})
+
+
+@app.post("/connectors/connections/delete")
+def delete_connection():
+    err = authenticated("connections/delete")
+    if err:
+        return err
+    connection_id = (request.get_json(silent=True) or {}).get("connection_id")
+    with LOCK:
+        if STATE["connections"].pop(connection_id, None) is None:
+            return bad("Connection not found", 404)
+    return jsonify({"response": {"message": "Connection deleted"}})
+
+
+@app.get("/connectors/connections/list")
+def list_connections():
+    err = authenticated("connections/list")
+    if err:
+        return err
+    with LOCK:
+        items = [{k: v for k, v in c.items() if k != "credentials"} for c in STATE["connections"].values()]
+    return jsonify({"response": items})
+
+
+def render(fmt, files):
+    if fmt == "json":
+        return json.dumps([{"file_name": f["name"], "status": f["status"], "annotations": f.get("annotations", [])} for f in files], indent=2).encode()
+    if fmt == "coco_json":
+        images = [{"id": i + 1, "file_name": f["name"]} for i, f in enumerate(files)]
+        annotations = [
+            {"id": n + 1, "image_id": i + 1, "category_id": 1, "bbox": a.get("bbox", [0, 0, 1, 1])}
+            for i, f in enumerate(files) for n, a in enumerate(f.get("annotations", []))
+        ]
+        return json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}).encode()
+    if fmt == "csv":
+        out = io.StringIO()
+        w = csv.writer(out)
+        w.writerow(["file_name", "status", "annotations"])
+        for f in files:
+            w.writerow([f["name"], f["status"], json.dumps(f.get("annotations", []))])
+        return out.getvalue().encode()
+    # png: masks in a zip in the real product; a manifest stands in for them here.
+    return json.dumps({"masks": [f["name"] for f in files]}).encode()
+
+
+def run_export(report_id):
+    time.sleep(0.3)
+    with LOCK:
+        e = STATE["exports"][report_id]
+        conn = STATE["connections"].get(e["connection_id"])
+    try:
+        if conn is None:
+            raise RuntimeError("connection deleted")
+        bucket, folder = split_path(e["export_folder_path"])
+        key = f"{folder}{e['export_name']}.{FORMATS[e['export_format']]}"
+        s3_client(conn["credentials"]).put_object(Bucket=bucket, Key=key, Body=render(e["export_format"], e["files"]))
+        status = "Created"
+    except Exception as err:  # the export fails, as on the platform
+        status, e["error"] = "failed", str(err)
+    with LOCK:
+        e["export_status"], e["is_completed"] = status, True
+
+
+@app.post("/sdk/export/files")
+def create_export():
+    err = authenticated("export/create")
+    if err:
+        return err
+    project_id = request.args.get("project_id")
+    body = request.get_json(silent=True) or {}
+    with LOCK:
+        project = STATE["projects"].get(project_id)
+    if project is None:
+        return bad(f"Project {project_id} not found", 404)
+    statuses = body.get("statuses") or []
+    if not statuses or any(s not in FILE_STATUSES for s in statuses):
+        return bad("statuses must be a non-empty list of review, r_assigned, client_review, cr_assigned, accepted")
+    if body.get("export_format") not in FORMATS:
+        return bad("export_format must be one of json, coco_json, csv, png")
+    if body.get("export_destination") == "s3":
+        if not body.get("connection_id"):
+            return bad("connection_id is required")
+        with LOCK:
+            if body["connection_id"] not in STATE["connections"]:
+                return bad("Connection not found", 404)
+        if not str(body.get("export_folder_path", "")).endswith("/"):
+            return bad("export_folder_path must end with /")
+    files = [f for f in project if f["status"] in statuses]
+    if not files:
+        return bad("No files found with the given status")
+    report_id = uuid.uuid4().hex
+    with LOCK:
+        STATE["exports"][report_id] = {
+            "report_id": report_id,
+            "project_id": project_id,
+            "export_name": body.get("export_name", report_id),
+            "export_format": body["export_format"],
+            "statuses": statuses,
+            "connection_id": body.get("connection_id"),
+            "export_folder_path": body.get("export_folder_path"),
+            "files": files,
+            "export_status": "Pending",
+            "is_completed": False,
+        }
+    threading.Thread(target=run_export, args=(report_id,), daemon=True).start()
+    delay_after("export/create")
+    return jsonify({"response": {"report_id": report_id}})
+
+
+@app.post("/exports/status")
+def export_status():
+    err = authenticated("export/status")
+    if err:
+        return err
+    ids = (request.get_json(silent=True) or {}).get("report_ids") or []
+    with LOCK:
+        items = [
+            {"report_id": r, "export_status": STATE["exports"][r]["export_status"], "is_completed": STATE["exports"][r]["is_completed"]}
+            for r in ids if r in STATE["exports"]
+        ]
+    return jsonify({"status": items, "response": items})
+
+
+@app.post("/_admin/projects")
+def admin_project():
+    body = request.get_json()
+    with LOCK:
+        STATE["projects"][body["project_id"]] = body["files"]
+    return jsonify({"ok": True})
+
+
+@app.post("/_admin/faults")
+def admin_faults():
+    body = request.get_json()
+    with LOCK:
+        faults = STATE["faults"].setdefault(body.pop("endpoint"), [])
+        faults[:] = [f for f in faults if scope_key(f) != scope_key(body)] + [body]
+    return jsonify({"ok": True})
+
+
+@app.get("/_admin/state")
+def admin_state():
+    with LOCK:
+        return jsonify({
+            "connections": [{k: v for k, v in c.items() if k != "credentials"} for c in STATE["connections"].values()],
+            "exports": [{k: v for k, v in e.items() if k != "files"} for e in STATE["exports"].values()],
+            "calls": STATE["calls"],
+        })
+
+
+@app.get("/_admin/health")
+def health():
+    return jsonify({"ok": True})
+
+
+class KeepUnderscoreHeaders(WSGIRequestHandler):
+    """The platform's auth headers are `api_key`, `api_secret`, `client_id`; werkzeug's
+    server drops headers with underscores (against spoofing behind proxies), so put them back."""
+
+    def make_environ(self):
+        environ = super().make_environ()
+        for key, value in self.headers.items():
+            if "_" in key:
+                environ["HTTP_" + key.upper()] = value
+        return environ
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--s3-endpoint", required=True)
+    ap.add_argument("--auth-file", required=True, help="JSON with api_key, api_secret, client_id")
+    args = ap.parse_args()
+    with open(args.auth_file) as f:
+        STATE["auth"] = json.load(f)
+    STATE["s3_endpoint"] = args.s3_endpoint
+    app.run(host="127.0.0.1", port=args.port, threaded=True, request_handler=KeepUnderscoreHeaders)
+
+
+if __name__ == "__main__":
+    main()
