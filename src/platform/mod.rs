@@ -1,0 +1,397 @@
+//! The Labellerr platform API client: auth headers, a request tracking id on every call,
+//! timeouts, retries on 429/5xx, and errors that separate a rejection (4xx, with the API's
+//! message) from an internal error (5xx, with the tracking id users quote to support).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{Client as HyperClient, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+use crate::s3::client::Keys;
+
+pub const DEFAULT_URL: &str = "https://api.labellerr.com";
+/// The labelling UI's origin, which the connection calls carry like the SDK's.
+const ORIGIN: &str = "https://pro.labellerr.com";
+const ATTEMPTS: u32 = 3;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// API credentials read from a Secret. `Debug` never prints them.
+#[derive(Clone)]
+pub struct Credentials {
+    pub api_key: String,
+    pub api_secret: String,
+    pub client_id: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials(client_id: {}, ** redacted **)", self.client_id)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlatformError {
+    /// A 4xx: the request was understood and refused.
+    #[error("the platform refused the request (HTTP {status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// A 5xx or 429 after retries.
+    #[error("the platform had an internal error (HTTP {status}); quote tracking id {tracking_id} to Labellerr support")]
+    Internal { status: u16, tracking_id: String },
+    #[error("could not reach the platform ({detail}); tracking id {tracking_id}")]
+    Unreachable { detail: String, tracking_id: String },
+    #[error("the platform answered unexpectedly ({detail}); tracking id {tracking_id}")]
+    Invalid { detail: String, tracking_id: String },
+}
+
+impl PlatformError {
+    /// Failures worth retrying by themselves.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, PlatformError::Rejected { .. })
+    }
+}
+
+/// What the platform needs to test or create an S3 connection.
+pub struct ConnectionForm<'a> {
+    pub keys: &'a Keys,
+    /// `bucket/prefix/`
+    pub path: String,
+    /// `import` or `export`
+    pub connection_type: &'a str,
+    pub data_type: &'a str,
+}
+
+pub struct ExportRequest<'a> {
+    pub name: &'a str,
+    pub description: &'a str,
+    pub format: &'a str,
+    pub statuses: Vec<&'a str>,
+    pub connection_id: &'a str,
+    /// `bucket/path/to/folder/`
+    pub folder_path: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExportState {
+    Running(String),
+    Succeeded,
+    Failed(String),
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+enum Body {
+    Json(Value),
+    Form(Vec<(&'static str, String)>),
+}
+
+impl Client {
+    /// A client for `base_url`, trusting the system's CA certificates.
+    pub fn new(base_url: &str) -> Result<Self, String> {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| {
+                format!("no CA certificates to trust for the platform API ({e}): mount the system's CA bundle")
+            })?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Client {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http: HyperClient::builder(TokioExecutor::new()).build(https),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Tests an S3 connection the way the platform's "connection test" does.
+    pub async fn test_connection(&self, creds: &Credentials, form: &ConnectionForm<'_>) -> Result<(), PlatformError> {
+        let fields = vec![
+            ("credentials", credentials_json(form.keys)),
+            ("connector", "s3".to_owned()),
+            ("path", form.path.clone()),
+            ("connection_type", form.connection_type.to_owned()),
+            ("data_type", form.data_type.to_owned()),
+        ];
+        self.call(creds, "POST", "/connectors/connections/test", &[], Body::Form(fields), true, Some(form.keys))
+            .await?;
+        Ok(())
+    }
+
+    /// Creates the connection and returns its id.
+    pub async fn create_connection(
+        &self,
+        creds: &Credentials,
+        form: &ConnectionForm<'_>,
+        name: &str,
+        description: &str,
+    ) -> Result<String, PlatformError> {
+        let fields = vec![
+            ("client_id", creds.client_id.clone()),
+            ("connector", "s3".to_owned()),
+            ("name", name.to_owned()),
+            ("description", description.to_owned()),
+            ("connection_type", form.connection_type.to_owned()),
+            ("data_type", form.data_type.to_owned()),
+            ("credentials", credentials_json(form.keys)),
+        ];
+        let (value, tracking_id) = self
+            .call(creds, "POST", "/connectors/connections/create", &[], Body::Form(fields), true, Some(form.keys))
+            .await?;
+        string_field(&value, "connection_id", &tracking_id)
+    }
+
+    /// Deletes a connection; one that is already gone counts as deleted.
+    pub async fn delete_connection(&self, creds: &Credentials, id: &str) -> Result<(), PlatformError> {
+        let body = Body::Json(json!({"connection_id": id}));
+        match self.call(creds, "POST", "/connectors/connections/delete", &[], body, true, None).await {
+            Ok(_) | Err(PlatformError::Rejected { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Submits an export to S3 and returns its report id.
+    pub async fn create_export(
+        &self,
+        creds: &Credentials,
+        project_id: &str,
+        req: &ExportRequest<'_>,
+    ) -> Result<String, PlatformError> {
+        let body = Body::Json(json!({
+            "export_name": req.name,
+            "export_description": req.description,
+            "export_format": req.format,
+            "statuses": req.statuses,
+            "export_destination": "s3",
+            "connection_id": req.connection_id,
+            "export_folder_path": req.folder_path,
+            "question_ids": ["all"],
+        }));
+        let (value, tracking_id) =
+            self.call(creds, "POST", "/sdk/export/files", &[("project_id", project_id)], body, false, None).await?;
+        string_field(&value, "report_id", &tracking_id)
+    }
+
+    /// The state of an export, or None when the platform does not know the report id.
+    pub async fn export_status(
+        &self,
+        creds: &Credentials,
+        project_id: &str,
+        report_id: &str,
+    ) -> Result<Option<ExportState>, PlatformError> {
+        let body = Body::Json(json!({"report_ids": [report_id]}));
+        let (value, _) =
+            self.call(creds, "POST", "/exports/status", &[("project_id", project_id)], body, false, None).await?;
+        // Some SDK versions read `status`, others `response`: accept both.
+        let items = value.get("status").or_else(|| value.get("response")).and_then(Value::as_array);
+        let Some(item) = items.into_iter().flatten().find(|i| i["report_id"] == report_id) else {
+            return Ok(None);
+        };
+        let status = item["export_status"].as_str().unwrap_or_default();
+        Ok(Some(if status.eq_ignore_ascii_case("failed") {
+            ExportState::Failed(
+                item.get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the platform reports the export failed")
+                    .to_owned(),
+            )
+        } else if item["is_completed"].as_bool() == Some(true) && status.eq_ignore_ascii_case("created") {
+            ExportState::Succeeded
+        } else {
+            ExportState::Running(status.to_owned())
+        }))
+    }
+
+    /// One API call with retries. Returns the body (the whole JSON, so callers can read
+    /// `response` or `status`) and the call's tracking id.
+    #[allow(clippy::too_many_arguments)]
+    async fn call(
+        &self,
+        creds: &Credentials,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Body,
+        connection_call: bool,
+        s3_keys: Option<&Keys>,
+    ) -> Result<(Value, String), PlatformError> {
+        let tracking_id = uuid4();
+        let mut url = format!("{}{path}?client_id={}&uuid={tracking_id}", self.base, encode(&creds.client_id));
+        for (k, v) in query {
+            url.push_str(&format!("&{k}={}", encode(v)));
+        }
+        let (content_type, bytes) = match &body {
+            Body::Json(v) => ("application/json".to_owned(), Bytes::from(v.to_string())),
+            Body::Form(fields) => multipart(fields),
+        };
+        let redact = |text: &str| {
+            let mut out = text.replace(&creds.api_key, "[redacted]").replace(&creds.api_secret, "[redacted]");
+            if let Some(keys) = s3_keys {
+                out = keys.redact(&out);
+            }
+            out
+        };
+        let mut last = None;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            let mut req = http::Request::builder()
+                .method(method)
+                .uri(&url)
+                .header("api_key", &creds.api_key)
+                .header("api_secret", &creds.api_secret)
+                .header("client_id", &creds.client_id)
+                .header("source", "s3connect");
+            if connection_call {
+                req = req.header("email_id", &creds.api_key).header("origin", ORIGIN);
+            }
+            let req = req.header("content-type", &content_type).body(Full::new(bytes.clone())).map_err(|e| {
+                PlatformError::Invalid { detail: format!("request not built: {e}"), tracking_id: tracking_id.clone() }
+            })?;
+            let response = match tokio::time::timeout(TIMEOUT, self.http.request(req)).await {
+                Err(_) => {
+                    last = Some(PlatformError::Unreachable {
+                        detail: "timed out".into(),
+                        tracking_id: tracking_id.clone(),
+                    });
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    let detail =
+                        redact(&std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()));
+                    last = Some(PlatformError::Unreachable { detail, tracking_id: tracking_id.clone() });
+                    continue;
+                }
+                Ok(Ok(r)) => r,
+            };
+            let status = response.status().as_u16();
+            let body = match tokio::time::timeout(TIMEOUT, response.into_body().collect()).await {
+                Ok(Ok(b)) => b.to_bytes(),
+                _ => {
+                    last = Some(PlatformError::Unreachable {
+                        detail: "the answer was cut off".into(),
+                        tracking_id: tracking_id.clone(),
+                    });
+                    continue;
+                }
+            };
+            let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            match status {
+                200..=299 => return Ok((value, tracking_id)),
+                429 | 500..=599 => {
+                    last = Some(PlatformError::Internal { status, tracking_id: tracking_id.clone() });
+                }
+                _ => {
+                    return Err(PlatformError::Rejected { status, message: redact(&api_message(&value, &body)) });
+                }
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+}
+
+fn credentials_json(keys: &Keys) -> String {
+    json!({"access_key_id": keys.access_key_id, "secret_access_key": keys.secret_access_key}).to_string()
+}
+
+fn string_field(value: &Value, field: &str, tracking_id: &str) -> Result<String, PlatformError> {
+    value["response"][field].as_str().map(str::to_owned).ok_or_else(|| PlatformError::Invalid {
+        detail: format!("no response.{field} in the answer"),
+        tracking_id: tracking_id.to_owned(),
+    })
+}
+
+/// The API's error text: `message`, else `error` (a string or an object), else the body.
+fn api_message(value: &Value, body: &[u8]) -> String {
+    let pick = |v: &Value| match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Object(_) => v.get("message").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    };
+    value
+        .get("message")
+        .and_then(pick)
+        .or_else(|| value.get("error").and_then(pick))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned())
+}
+
+/// A random (version 4) UUID.
+pub fn uuid4() -> String {
+    let mut b = fastrand::u128(..).to_be_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn multipart(fields: &[(&'static str, String)]) -> (String, Bytes) {
+    let boundary = format!("s3connect-{:032x}", fastrand::u128(..));
+    let mut body = String::new();
+    for (name, value) in fields {
+        body.push_str(&format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    (format!("multipart/form-data; boundary={boundary}"), Bytes::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_version_4() {
+        let id = uuid4();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
+        assert_ne!(uuid4(), uuid4());
+    }
+
+    #[test]
+    fn the_api_message_comes_from_either_shape() {
+        assert_eq!(api_message(&json!({"message": "bad statuses"}), b""), "bad statuses");
+        assert_eq!(
+            api_message(&json!({"error": "No files found with the given status"}), b""),
+            "No files found with the given status"
+        );
+        assert_eq!(api_message(&json!({"error": {"message": "nested"}}), b""), "nested");
+        assert_eq!(api_message(&Value::Null, b"plain text"), "plain text");
+    }
+
+    #[test]
+    fn multipart_bodies_carry_every_field() {
+        let (ct, body) = multipart(&[("connector", "s3".into()), ("path", "b/p/".into())]);
+        let boundary = ct.strip_prefix("multipart/form-data; boundary=").unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(body.contains("name=\"connector\"\r\n\r\ns3\r\n"));
+        assert!(body.contains("name=\"path\"\r\n\r\nb/p/\r\n"));
+        assert!(body.ends_with(&format!("--{boundary}--\r\n")));
+    }
+
+    #[test]
+    fn credentials_never_debug_print() {
+        let c = Credentials { api_key: "key-123".into(), api_secret: "secret-456".into(), client_id: "42".into() };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("key-123") && !shown.contains("secret-456"));
+        assert!(PlatformError::Internal { status: 500, tracking_id: "t-1".into() }.to_string().contains("t-1"));
+    }
+}
