@@ -46,9 +46,16 @@ struct OperatorArgs {
     /// a host or port. Replaces the AWS defaults, so list those too if you want them.
     #[arg(long, env = "S3CONNECT_ALLOWED_ENDPOINTS", value_delimiter = ',', default_values_t = AWS_DEFAULTS.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
     allowed_endpoints: Vec<String>,
+    /// Base URL of the Labellerr API, for connections with spec.platform and DatasetExports.
+    #[arg(long, env = "S3CONNECT_PLATFORM_URL", default_value = s3connect::platform::DEFAULT_URL)]
+    platform_url: String,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "S3CONNECT_NAMESPACE")]
     namespace: Option<String>,
+    /// Namespaces (comma-separated) this instance leaves alone, for example ones another
+    /// instance serves with --namespace.
+    #[arg(long, env = "S3CONNECT_IGNORE_NAMESPACES", value_delimiter = ',')]
+    ignore_namespaces: Vec<String>,
     /// Connections validated at once.
     #[arg(long, env = "S3CONNECT_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
@@ -209,15 +216,51 @@ async fn operator(args: OperatorArgs) -> ExitCode {
         allowed_endpoints: AllowList::new(args.allowed_endpoints),
         concurrency: args.concurrency,
         namespace: args.namespace,
+        ignore_namespaces: args.ignore_namespaces,
     };
     tracing::info!(
         allowed_endpoints = %config.allowed_endpoints,
         namespace = config.namespace.as_deref().unwrap_or("(all)"),
         "s3connect operator starting"
     );
+    let platform = match s3connect::platform::Client::new(&args.platform_url) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up the platform client");
+            return ExitCode::FAILURE;
+        }
+    };
     let instance = std::env::var("POD_NAME").ok();
-    let ctx = Arc::new(Context::new(client, config, instance));
-    controller::connection::run(ctx).await;
-    tracing::info!("s3connect operator stopped");
+    let ctx = Arc::new(Context::new(client, platform, config, instance));
+    // Both controllers stop on SIGTERM/SIGINT (each listens for the signal) and finish
+    // what is in flight; a reconcile stuck on an unreachable server must not keep the
+    // process up past the deadline, so that a rollout never waits on it.
+    let controllers = async {
+        tokio::join!(controller::connection::run(ctx.clone()), controller::export::run(ctx));
+    };
+    let deadline = async {
+        shutdown_signal().await;
+        tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+    };
+    tokio::select! {
+        () = controllers => tracing::info!("s3connect operator stopped"),
+        () = deadline => tracing::warn!(
+            deadline_s = SHUTDOWN_DEADLINE.as_secs(),
+            "s3connect operator stopped before in-flight reconciles finished: they did not finish in time"
+        ),
+    }
     ExitCode::SUCCESS
+}
+
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

@@ -53,6 +53,13 @@ pub enum Reason {
     PutBucketCorsDenied,
     CorsRuleMissing,
     CorsNotSupported,
+    // Registered
+    Registered,
+    PlatformSecretNotFound,
+    PlatformSecretKeyMissing,
+    PlatformRejected,
+    PlatformInternalError,
+    PlatformUnreachable,
     // Any S3 condition, for an answer that is none of the above (a 5xx, say).
     S3Error,
     // A condition that could not be evaluated because an earlier one failed.
@@ -95,6 +102,12 @@ impl Reason {
             PutBucketCorsDenied => "PutBucketCorsDenied",
             CorsRuleMissing => "CorsRuleMissing",
             CorsNotSupported => "CorsNotSupported",
+            Registered => "Registered",
+            PlatformSecretNotFound => "PlatformSecretNotFound",
+            PlatformSecretKeyMissing => "PlatformSecretKeyMissing",
+            PlatformRejected => "PlatformRejected",
+            PlatformInternalError => "PlatformInternalError",
+            PlatformUnreachable => "PlatformUnreachable",
             S3Error => "S3Error",
             NotChecked => "NotChecked",
             Validated => "Validated",
@@ -104,7 +117,14 @@ impl Reason {
     /// Failures that may go away by themselves (network, clocks, server errors): the
     /// controller retries with backoff and reports Reconciling, not Stalled.
     pub fn is_transient(self) -> bool {
-        matches!(self, Reason::EndpointUnreachable | Reason::ClockSkew | Reason::S3Error)
+        matches!(
+            self,
+            Reason::EndpointUnreachable
+                | Reason::ClockSkew
+                | Reason::S3Error
+                | Reason::PlatformInternalError
+                | Reason::PlatformUnreachable
+        )
     }
 }
 
@@ -157,8 +177,39 @@ impl Cond {
     }
 }
 
+/// A condition whose reason is open-ended: a DatasetExport passes on its S3Connection's
+/// reason as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedCond {
+    pub type_: &'static str,
+    pub status: Status,
+    pub reason: String,
+    pub message: String,
+}
+
+impl NamedCond {
+    pub fn new(type_: &'static str, status: Status, reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { type_, status, reason: reason.into(), message: message.into() }
+    }
+
+    pub fn is_true(&self) -> bool {
+        self.status == Status::True
+    }
+}
+
+impl From<Cond> for NamedCond {
+    fn from(c: Cond) -> Self {
+        NamedCond { type_: c.type_, status: c.status, reason: c.reason.as_str().to_owned(), message: c.message }
+    }
+}
+
 /// The new conditions, keeping each old `lastTransitionTime` whose status did not change.
 pub fn merge(old: &[Condition], new: &[Cond], generation: Option<i64>, now: &Time) -> Vec<Condition> {
+    let named: Vec<NamedCond> = new.iter().cloned().map(NamedCond::from).collect();
+    merge_named(old, &named, generation, now)
+}
+
+pub fn merge_named(old: &[Condition], new: &[NamedCond], generation: Option<i64>, now: &Time) -> Vec<Condition> {
     new.iter()
         .map(|c| {
             let last_transition_time = old
@@ -168,7 +219,7 @@ pub fn merge(old: &[Condition], new: &[Cond], generation: Option<i64>, now: &Tim
             Condition {
                 type_: c.type_.to_owned(),
                 status: c.status.as_str().to_owned(),
-                reason: c.reason.as_str().to_owned(),
+                reason: c.reason.clone(),
                 message: c.message.clone(),
                 observed_generation: generation,
                 last_transition_time,

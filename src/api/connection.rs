@@ -272,14 +272,33 @@ pub struct S3ConnectionStatus {
     /// What the operator found or did about the bucket's CORS rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsState>,
-    /// The connection's id on the Labellerr platform, once registered.
+    /// The connection's id on the Labellerr platform, once registered: the Export
+    /// registration when usage has Export (what DatasetExports use), else the Import one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform_connection_id: Option<String>,
+    /// Every registration on the platform, one per usage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["connectionType"]))]
+    pub platform_connections: Vec<PlatformConnection>,
+    /// resourceVersion of the platform Secret last used (never its content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_secret_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_validated_time: Option<Time>,
     /// resourceVersion of the credentials Secret that was validated (never its content).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_version: Option<String>,
+}
+
+/// One registration of the connection on the platform.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformConnection {
+    /// `import` or `export`.
+    pub connection_type: String,
+    pub id: String,
+    /// resourceVersion of the credentials Secret whose keys were registered.
+    pub credentials_version: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]

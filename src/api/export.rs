@@ -92,6 +92,11 @@ pub struct DatasetExportStatus {
     /// Where the export is written: `s3://bucket/prefix/folder/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
+    /// Set just before the export is submitted, cleared once the outcome is recorded: found
+    /// set without a reportId after a restart, the submission's outcome is unknown and it is
+    /// not repeated (see the `s3connect.io/report-id` and `s3connect.io/resubmit` annotations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submission_started_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

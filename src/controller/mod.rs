@@ -2,6 +2,7 @@
 //! operator's configuration.
 
 pub mod connection;
+pub mod export;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,11 +21,26 @@ pub struct Config {
     pub concurrency: u16,
     /// Only this namespace, or all.
     pub namespace: Option<String>,
+    /// Namespaces to leave alone (served by another instance, say).
+    pub ignore_namespaces: Vec<String>,
+}
+
+impl Config {
+    /// Watches skip the ignored namespaces on the server side.
+    pub fn watch_config(&self) -> kube::runtime::watcher::Config {
+        let selector: Vec<String> =
+            self.ignore_namespaces.iter().map(|ns| format!("metadata.namespace!={ns}")).collect();
+        let config = kube::runtime::watcher::Config::default();
+        if selector.is_empty() { config } else { config.fields(&selector.join(",")) }
+    }
 }
 
 pub struct Context {
     pub client: kube::Client,
+    pub platform: crate::platform::Client,
     pub recorder: Recorder,
+    /// Export report ids not yet written to status (see `export`).
+    pub unrecorded: export::Unrecorded,
     pub config: Config,
     /// Consecutive failures per object uid, for backoff. In memory on purpose: after a
     /// restart the status's lastValidatedTime still spaces out the first retry.
@@ -32,9 +48,21 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: kube::Client, config: Config, instance: Option<String>) -> Self {
+    pub fn new(
+        client: kube::Client,
+        platform: crate::platform::Client,
+        config: Config,
+        instance: Option<String>,
+    ) -> Self {
         let reporter = Reporter { controller: "s3connect".into(), instance };
-        Context { recorder: Recorder::new(client.clone(), reporter), client, config, failures: Mutex::default() }
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            unrecorded: export::Unrecorded::default(),
+            client,
+            platform,
+            config,
+            failures: Mutex::default(),
+        }
     }
 
     pub fn failures(&self, uid: &str) -> u32 {

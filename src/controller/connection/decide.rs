@@ -71,6 +71,25 @@ pub fn decide(subject: &Subject<'_>, facts: Result<(&Location, &Report), &Blocke
     }
 }
 
+/// Adds the Registered condition before Ready; a failed registration makes Ready fail
+/// with its reason (after every S3 problem, which comes first).
+pub fn with_registration(mut verdict: Verdict, registered: Cond) -> Verdict {
+    let ready = verdict.conditions.pop().expect("Ready is always decided");
+    let fails_now = ready.is_true() && registered.status == crate::api::conditions::Status::False;
+    verdict.conditions.push(registered.clone());
+    if fails_now {
+        verdict.next = match registered.reason {
+            r if r.is_transient() => Next::Retry,
+            Reason::PlatformSecretNotFound | Reason::PlatformSecretKeyMissing => Next::WaitForChange,
+            _ => Next::RecheckLater,
+        };
+        verdict.conditions.push(Cond::failed(READY, registered.reason, registered.message));
+    } else {
+        verdict.conditions.push(ready);
+    }
+    verdict
+}
+
 fn export(spec: &S3ConnectionSpec) -> bool {
     spec.usage.contains(&Usage::Export)
 }

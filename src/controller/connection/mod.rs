@@ -2,6 +2,7 @@
 //! status (server-side apply) -> schedule the next validation.
 
 pub mod decide;
+pub mod register;
 pub mod schedule;
 
 use std::hash::{Hash, Hasher};
@@ -57,19 +58,112 @@ pub fn keys_from(secret: &Secret, refs: &CredentialsSecretRef) -> Result<Keys, B
     })
 }
 
+async fn get_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Secret>, Error> {
+    Api::<Secret>::namespaced(ctx.client.clone(), namespace).get_opt(name).await.map_err(|source| Error::ReadSecret {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        source,
+    })
+}
+
+fn has_finalizer(conn: &S3Connection) -> bool {
+    conn.finalizers().iter().any(|f| f == register::FINALIZER)
+}
+
+/// Sets the finalizers to `finalizers`, failing if the object changed meanwhile.
+async fn set_finalizers(ctx: &Context, conn: &S3Connection, finalizers: Vec<String>) -> Result<(), Error> {
+    let (namespace, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
+    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": conn.resource_version()}});
+    Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::WriteStatus { namespace, name, source })
+}
+
+/// Deletion: remove the platform connections, then the finalizer.
+async fn clean_up(conn: &S3Connection, ctx: &Context) -> Result<Action, Error> {
+    if !has_finalizer(conn) {
+        return Ok(Action::await_change());
+    }
+    let namespace = conn.namespace().unwrap_or_default();
+    let connections = conn.status.as_ref().map(|s| s.platform_connections.clone()).unwrap_or_default();
+    let skip = conn.annotations().get(register::SKIP_CLEANUP).is_some_and(|v| v == "true");
+    if !skip && !connections.is_empty() {
+        let failed = match &conn.spec.platform {
+            None => None,
+            Some(p) => {
+                let secret = get_secret(ctx, &namespace, &p.secret_ref.name).await?;
+                match register::credentials(secret.as_ref(), &p.secret_ref, &namespace) {
+                    Err(cond) => Some(cond),
+                    Ok(creds) => {
+                        let mut failed = None;
+                        for c in &connections {
+                            if let Err(e) = ctx.platform.delete_connection(&creds, &c.id).await {
+                                failed = Some(register::failure(&format!("deleting platform connection {}", c.id), &e));
+                                break;
+                            }
+                        }
+                        failed
+                    }
+                }
+            }
+        };
+        if let Some(cond) = failed {
+            let message = format!(
+                "{} The S3Connection is deleted once its platform connections are; to let it go without that, annotate it {}=true.",
+                cond.message,
+                register::SKIP_CLEANUP
+            );
+            let patch = serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "status": {
+                "conditions": conditions::merge(
+                    &conn.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(),
+                    &[Cond { message, ..cond }],
+                    conn.metadata.generation,
+                    &Time(Timestamp::now()),
+                ),
+            }});
+            // A status patch of its own field manager, so that the main status stays as it is.
+            let _ = Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
+                .patch_status(&conn.name_any(), &PatchParams::apply("s3connect-cleanup").force(), &Patch::Apply(&patch))
+                .await;
+            let uid = conn.uid().unwrap_or_default();
+            return Ok(Action::requeue(backoff(
+                ctx.record_failure(&uid),
+                Duration::from_secs(300),
+                jitter_fraction(&uid),
+            )));
+        }
+    }
+    let rest: Vec<String> = conn.finalizers().iter().filter(|f| *f != register::FINALIZER).cloned().collect();
+    set_finalizers(ctx, conn, rest).await?;
+    info!(connection = %format!("{namespace}/{}", conn.name_any()), skipped = skip, "platform connections removed");
+    Ok(Action::await_change())
+}
+
 pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let name = conn.name_any();
     let namespace = conn.namespace().ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    if conn.metadata.deletion_timestamp.is_some() {
+        return clean_up(&conn, &ctx).await;
+    }
     let uid = conn.uid().unwrap_or_default();
     let spec = &conn.spec;
-    let secret_name = spec.credentials.secret_ref.name.to_string();
 
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&secret_name)
-        .await
-        .map_err(|source| Error::ReadSecret { namespace: namespace.clone(), name: secret_name.clone(), source })?;
+    let secret = get_secret(&ctx, &namespace, &spec.credentials.secret_ref.name).await?;
     let secret_version = secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
+    let platform_secret = match &spec.platform {
+        Some(p) => get_secret(&ctx, &namespace, &p.secret_ref.name).await?,
+        None => None,
+    };
+    let platform_secret_version = platform_secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
+    if spec.platform.is_some() && !has_finalizer(&conn) {
+        // Before anything is registered, so that no platform connection outlives the object.
+        let mut finalizers = conn.finalizers().to_vec();
+        finalizers.push(register::FINALIZER.to_owned());
+        set_finalizers(&ctx, &conn, finalizers).await?;
+    }
 
     let interval = parse_interval(&spec.revalidate_interval);
     let jitter = jitter_fraction(&uid);
@@ -83,6 +177,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         status: conn.status.as_ref(),
         generation: conn.metadata.generation,
         secret_version: secret_version.as_deref(),
+        platform_secret_version: platform_secret_version.as_deref(),
         since_last,
         interval,
         failures: ctx.failures(&uid),
@@ -95,21 +190,61 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     }
 
     let owner = format!("{namespace}/{name}");
-    let outcome = match prepare(spec, secret.as_ref(), &ctx.config.allowed_endpoints) {
+    let subject = Subject { spec, namespace: &namespace };
+    let existing = conn.status.as_ref().map(|s| s.platform_connections.clone()).unwrap_or_default();
+    let mut platform_connections = existing.clone();
+    let (verdict, report) = match prepare(spec, secret.as_ref(), &ctx.config.allowed_endpoints) {
         Ok((location, keys)) => {
             let probe = Probe::for_spec(spec, &location, &owner);
             let report = probe::run(&probe, &keys).await;
+            let mut verdict = decide(&subject, Ok((&location, &report)));
+            if let Some(p) = &spec.platform {
+                let registered = if !verdict.ready().is_true() {
+                    Cond::not_checked(conditions::REGISTERED, "the connection is registered once every probe passes")
+                } else {
+                    match register::credentials(platform_secret.as_ref(), &p.secret_ref, &namespace) {
+                        Err(cond) => cond,
+                        Ok(creds) => {
+                            let version = secret_version.clone().unwrap_or_default();
+                            let done = register::register(
+                                &ctx.platform,
+                                &creds,
+                                spec,
+                                &location,
+                                &keys,
+                                &existing,
+                                &version,
+                                &owner,
+                            )
+                            .await;
+                            platform_connections = done.connections;
+                            done.cond
+                        }
+                    }
+                };
+                verdict = decide::with_registration(verdict, registered);
+            }
             // `keys` goes out of scope here: nothing below can read them.
-            Ok((location, report))
+            (verdict, Some(report))
         }
-        Err(blocker) => Err(blocker),
+        Err(blocker) => {
+            let mut verdict = decide(&subject, Err(&blocker));
+            if spec.platform.is_some() {
+                let registered =
+                    Cond::not_checked(conditions::REGISTERED, "the connection is registered once every probe passes");
+                verdict = decide::with_registration(verdict, registered);
+            }
+            (verdict, None)
+        }
     };
-    let verdict = decide(&Subject { spec, namespace: &namespace }, outcome.as_ref().map(|(l, r)| (l, r)));
-    let report = outcome.as_ref().ok().map(|(_, r)| r);
+    let report = report.as_ref();
     let location = Location::parse(&spec.uri).ok();
 
     let old = conn.status.clone().unwrap_or_default();
-    let status = new_status(&conn, &old, &verdict, location.as_ref(), report, secret_version, now);
+    let mut status = new_status(&conn, &old, &verdict, location.as_ref(), report, secret_version, now);
+    status.platform_connection_id = register::primary_id(&platform_connections);
+    status.platform_connections = platform_connections;
+    status.platform_secret_version = platform_secret_version;
     let patch = serde_json::json!({
         "apiVersion": "s3connect.io/v1alpha1",
         "kind": "S3Connection",
@@ -194,6 +329,8 @@ fn new_status(
         sample_object: report.and_then(|r| r.sample_object.clone()),
         cors: verdict.cors,
         platform_connection_id: old.platform_connection_id.clone(),
+        platform_connections: old.platform_connections.clone(),
+        platform_secret_version: old.platform_secret_version.clone(),
         last_validated_time: Some(Time(now)),
         credentials_version: secret_version,
     }
@@ -254,6 +391,7 @@ fn trigger_hash(conn: &S3Connection) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     conn.metadata.generation.hash(&mut h);
     conn.metadata.deletion_timestamp.is_some().hash(&mut h);
+    conn.annotations().get(register::SKIP_CLEANUP).hash(&mut h);
     Some(h.finish())
 }
 
@@ -283,7 +421,7 @@ pub async fn run(ctx: Arc<Context>) {
         None => (Api::all(client.clone()), Api::all(client)),
     };
     let (reader, writer) = reflector::store();
-    let trigger = watcher(connections, watcher::Config::default())
+    let trigger = watcher(connections, ctx.config.watch_config())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
@@ -291,7 +429,7 @@ pub async fn run(ctx: Arc<Context>) {
     let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
     // Metadata only: secret values never sit in the operator's memory between probes.
-    let secret_changes = watcher(secrets, watcher::Config::default()).default_backoff().touched_objects();
+    let secret_changes = watcher(secrets, ctx.config.watch_config()).default_backoff().touched_objects();
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
         .watches_stream(secret_changes, move |secret| referencing(&store, &secret))

@@ -86,6 +86,8 @@ fn last_next(status: &S3ConnectionStatus) -> Option<Reason> {
         "EndpointNotAllowed" => Reason::EndpointNotAllowed,
         "SecretNotFound" => Reason::SecretNotFound,
         "SecretKeyMissing" => Reason::SecretKeyMissing,
+        "PlatformSecretNotFound" => Reason::PlatformSecretNotFound,
+        "PlatformSecretKeyMissing" => Reason::PlatformSecretKeyMissing,
         _ => Reason::S3Error,
     })
 }
@@ -95,6 +97,8 @@ pub struct Facts<'a> {
     pub generation: Option<i64>,
     /// resourceVersion of the credentials Secret now (None: not found).
     pub secret_version: Option<&'a str>,
+    /// resourceVersion of the platform Secret now, when spec.platform names one.
+    pub platform_secret_version: Option<&'a str>,
     /// Seconds since the last validation, if there was one.
     pub since_last: Option<Duration>,
     pub interval: Duration,
@@ -106,13 +110,21 @@ pub struct Facts<'a> {
 /// the last result decides how long to wait.
 pub fn plan(f: &Facts<'_>) -> Plan {
     let Some(status) = f.status else { return Plan::ValidateNow };
-    if status.observed_generation != f.generation || status.credentials_version.as_deref() != f.secret_version {
+    if status.observed_generation != f.generation
+        || status.credentials_version.as_deref() != f.secret_version
+        || status.platform_secret_version.as_deref() != f.platform_secret_version
+    {
         return Plan::ValidateNow;
     }
     let (Some(since), Some(last)) = (f.since_last, last_next(status)) else { return Plan::ValidateNow };
     let due = match last {
         Reason::Validated => revalidate_after(f.interval, f.jitter),
-        Reason::InvalidUri | Reason::EndpointNotAllowed | Reason::SecretNotFound | Reason::SecretKeyMissing => {
+        Reason::InvalidUri
+        | Reason::EndpointNotAllowed
+        | Reason::SecretNotFound
+        | Reason::SecretKeyMissing
+        | Reason::PlatformSecretNotFound
+        | Reason::PlatformSecretKeyMissing => {
             return Plan::WaitForChange;
         }
         _ => backoff(f.failures.max(1), f.interval, f.jitter),
@@ -141,6 +153,7 @@ mod tests {
             status: Some(status),
             generation: Some(1),
             secret_version: Some("100"),
+            platform_secret_version: None,
             since_last: Some(Duration::from_secs(since)),
             interval: Duration::from_secs(600),
             failures: 0,
@@ -171,6 +184,7 @@ mod tests {
         assert_eq!(plan(&Facts { generation: Some(2), ..facts(&s, 0) }), Plan::ValidateNow);
         assert_eq!(plan(&Facts { secret_version: Some("101"), ..facts(&s, 0) }), Plan::ValidateNow);
         assert_eq!(plan(&Facts { secret_version: None, ..facts(&s, 0) }), Plan::ValidateNow);
+        assert_eq!(plan(&Facts { platform_secret_version: Some("7"), ..facts(&s, 0) }), Plan::ValidateNow);
     }
 
     #[test]

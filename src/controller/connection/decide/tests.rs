@@ -379,3 +379,23 @@ fn the_first_failure_in_order_is_the_ready_reason() {
     let actions: Vec<_> = policy["Statement"].as_array().unwrap().iter().map(|s| s["Action"].clone()).collect();
     assert_eq!(actions, [json!(["s3:ListBucket"]), json!(["s3:PutObject"])], "one statement per denied action group");
 }
+
+#[test]
+fn registration_comes_after_the_s3_checks_and_gates_ready() {
+    let spec = spec(json!({}));
+    let ok = verdict(&spec, &healthy(&spec));
+    let failed = Cond::failed(crate::api::conditions::REGISTERED, Reason::PlatformInternalError, "tracking id t-1");
+    let v = with_registration(ok.clone(), failed);
+    assert_fails(&v, crate::api::conditions::REGISTERED, Reason::PlatformInternalError, &["tracking id t-1"]);
+    assert_eq!(v.next, Next::Retry);
+
+    let registered = Cond::ok(crate::api::conditions::REGISTERED, Reason::Registered, "ok");
+    assert!(with_registration(ok, registered).ready().is_true());
+
+    // An S3 failure stays the Ready reason; registration was not even tried.
+    let mut report = healthy(&spec);
+    deny(&mut report, Action::GetObject);
+    let not_tried = Cond::not_checked(crate::api::conditions::REGISTERED, "probes");
+    let v = with_registration(verdict(&spec, &report), not_tried);
+    assert_eq!(v.ready().reason, Reason::GetObjectDenied);
+}
