@@ -127,7 +127,7 @@ fn the_operator_stops_cleanly_on_sigterm() {
     let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("operator-sigterm-{}.log", std::process::id()));
     // A namespace of its own, so that it does not race the shared operator.
-    let mut child = spawn(&log, &["--namespace", "s3connect-sigterm-test"]);
+    let mut child = spawn(&log, &["--namespace", &crate::support::operator::private_namespace("sigterm")]);
     let started = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
         std::fs::read_to_string(&log).unwrap_or_default().contains("operator starting")

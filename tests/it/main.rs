@@ -7,5 +7,6 @@ mod admission;
 mod cli;
 mod connection;
 mod crds;
+mod export;
 mod launcher;
 mod testenv;

@@ -9,6 +9,7 @@
 pub mod http;
 pub mod iam;
 pub mod operator;
+pub mod platform;
 pub mod s3;
 pub mod sign;
 
@@ -29,6 +30,8 @@ pub struct TestEnv {
     pub apiserver_version: String,
     pub s3_endpoint: String,
     pub s3_admin: s3connect::s3::client::Keys,
+    pub platform_url: String,
+    pub platform: s3connect::platform::Credentials,
 }
 
 /// Keeps the launcher's stdin open for the life of this process.
@@ -59,6 +62,12 @@ pub fn env() -> &'static TestEnv {
                 access_key_id: var("S3CONNECT_TEST_S3_ADMIN_ACCESS_KEY_ID"),
                 secret_access_key: var("S3CONNECT_TEST_S3_ADMIN_SECRET_ACCESS_KEY"),
                 session_token: None,
+            },
+            platform_url: var("S3CONNECT_TEST_PLATFORM_URL"),
+            platform: s3connect::platform::Credentials {
+                api_key: var("S3CONNECT_TEST_PLATFORM_API_KEY"),
+                api_secret: var("S3CONNECT_TEST_PLATFORM_API_SECRET"),
+                client_id: var("S3CONNECT_TEST_PLATFORM_CLIENT_ID"),
             },
         }
     })

@@ -23,23 +23,38 @@ pub fn shared() -> &'static PathBuf {
     static LOG: OnceLock<PathBuf> = OnceLock::new();
     LOG.get_or_init(|| {
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{}.log", std::process::id()));
-        let child = spawn(&log, &[]);
+        let ignore = format!("{},{}", private_namespace("restart"), private_namespace("sigterm"));
+        let child = spawn(&log, &["--ignore-namespaces", &ignore]);
         *OPERATOR.lock().unwrap() = Some(child);
         log
     })
 }
 
+/// A namespace the shared operator leaves alone, for a test that runs its own.
+pub fn private_namespace(purpose: &str) -> String {
+    format!("t-{purpose}-{}", std::process::id())
+}
+
 /// Starts an operator with `extra` arguments, logging to `log`. It stops when this test
 /// process exits, however it exits: a shell holds it and kills it when our end of its
-/// stdin pipe closes.
+/// stdin pipe closes. The operator's own pid goes to `<log>.pid`.
 pub fn spawn(log: &PathBuf, extra: &[&str]) -> Child {
     let file = std::fs::File::create(log).expect("creating the operator log");
+    let pid_file = log.with_extension("pid");
+    let _ = std::fs::remove_file(&pid_file);
     Command::new("sh")
         .arg("-c")
-        .arg(r#""$@" </dev/null & pid=$!; cat >/dev/null; kill -TERM $pid 2>/dev/null; wait $pid"#)
+        .arg(concat!(
+            r#"pidfile=$1; shift; "$@" </dev/null & pid=$!; echo $pid > "$pidfile"; cat >/dev/null; "#,
+            // SIGTERM, and SIGKILL if that is not enough within 20 s.
+            r#"kill -TERM $pid 2>/dev/null; (sleep 20; kill -KILL $pid 2>/dev/null) & killer=$!; "#,
+            r#"wait $pid; status=$?; kill $killer 2>/dev/null; exit $status"#
+        ))
         .arg("s3connect-operator")
+        .arg(&pid_file)
         .arg(env!("CARGO_BIN_EXE_s3connect"))
         .args(["operator", "--log-format", "json", "--allowed-endpoints", ALLOWED_ENDPOINTS])
+        .args(["--platform-url", &env().platform_url])
         .args(extra)
         .env("KUBECONFIG", &env().kubeconfig)
         .env("RUST_LOG", "info,s3connect=debug")
@@ -48,6 +63,17 @@ pub fn spawn(log: &PathBuf, extra: &[&str]) -> Child {
         .stderr(file)
         .spawn()
         .expect("starting the operator")
+}
+
+/// The pid of the operator `spawn` started with `log`.
+pub fn operator_pid(log: &std::path::Path) -> u32 {
+    for _ in 0..100 {
+        if let Some(pid) = std::fs::read_to_string(log.with_extension("pid")).ok().and_then(|p| p.trim().parse().ok()) {
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no pid file for {}", log.display());
 }
 
 /// Every JSON log line the shared operator wrote so far.

@@ -1,0 +1,393 @@
+//! DatasetExport and platform registration through the real stack: the operator, the API
+//! server, the S3 server with IAM enforced, and the platform stand-in, which really
+//! probes S3 and really writes the export file. Tests check objects in S3 and what the
+//! platform holds, not calls on a fake.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use s3connect::api::connection::{CorsMode, Usage};
+use s3connect::api::{DatasetExport, S3Connection};
+use s3connect::s3::client::Keys;
+use s3connect::s3::policy::{Action, policy, required};
+use s3connect::s3::uri::Location;
+use serde_json::{Value, json};
+
+use crate::support::operator::{condition, everything_shown, operator_pid, private_namespace, spawn, wait_for};
+use crate::support::{self, iam, platform, s3, unique};
+
+struct ExportCase {
+    client: kube::Client,
+    ns: String,
+    bucket: String,
+    keys: Keys,
+    project: String,
+}
+
+impl ExportCase {
+    /// A namespace with an Import+Export S3Connection "exports" registered with the
+    /// platform, whose keys lack `denied`, and a project with files in review, accepted
+    /// and an unreviewed one.
+    async fn new(hint: &str, denied: &[Action], ns: Option<String>) -> ExportCase {
+        let client = support::client().await;
+        let ns = match ns {
+            Some(ns) => {
+                let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+                Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+                    .create(&PostParams::default(), &serde_json::from_value(obj).unwrap())
+                    .await
+                    .unwrap();
+                ns
+            }
+            None => support::namespace(&client, hint).await,
+        };
+        let bucket = s3::bucket(hint, "us-east-1").await;
+        s3::put(&bucket, "data/images/a.jpg", b"a").await;
+        let location = Location::parse(&format!("{bucket}/data/")).unwrap();
+        let usage = [Usage::Import, Usage::Export];
+        let actions: Vec<Action> =
+            required(&usage, CorsMode::Apply).into_iter().filter(|a| !denied.contains(a)).collect();
+        let keys = iam::user_with_policy(hint, &policy(&location, None, &actions)).await;
+        let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+        let platform = &support::env().platform;
+        for (name, data) in [
+            (
+                "keys",
+                vec![
+                    ("AWS_ACCESS_KEY_ID", keys.access_key_id.clone()),
+                    ("AWS_SECRET_ACCESS_KEY", keys.secret_access_key.clone()),
+                ],
+            ),
+            (
+                "labellerr",
+                vec![
+                    ("LABELLERR_API_KEY", platform.api_key.clone()),
+                    ("LABELLERR_API_SECRET", platform.api_secret.clone()),
+                    ("LABELLERR_CLIENT_ID", platform.client_id.clone()),
+                ],
+            ),
+        ] {
+            let data: BTreeMap<String, ByteString> =
+                data.into_iter().map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes()))).collect();
+            let secret = Secret {
+                metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+                data: Some(data),
+                ..Default::default()
+            };
+            secrets.create(&PostParams::default(), &secret).await.unwrap();
+        }
+        let conn = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": "exports"}, "spec": {
+            "uri": format!("s3://{bucket}/data/"), "usage": ["Import", "Export"],
+            "credentials": {"secretRef": {"name": "keys"}}, "platform": {"secretRef": {"name": "labellerr"}},
+            "endpoint": support::env().s3_endpoint, "forcePathStyle": true}});
+        Api::<S3Connection>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &serde_json::from_value(conn).unwrap())
+            .await
+            .unwrap();
+        let project = unique("proj");
+        platform::project(
+            &project,
+            &[
+                ("cat.jpg", "review"),
+                ("dog.jpg", "accepted"),
+                ("bird.jpg", "client_review"),
+                ("fish.jpg", "r_assigned"),
+            ],
+        )
+        .await;
+        ExportCase { client, ns, bucket, keys, project }
+    }
+
+    async fn export(&self, name: &str, statuses: &[&str]) {
+        let obj = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "DatasetExport", "metadata": {"name": name}, "spec": {
+            "connectionRef": {"name": "exports"}, "projectId": self.project, "format": "json",
+            "statuses": statuses, "folder": format!("exports/{name}/")}});
+        Api::<DatasetExport>::namespaced(self.client.clone(), &self.ns)
+            .create(&PostParams::default(), &serde_json::from_value(obj).unwrap())
+            .await
+            .unwrap();
+    }
+
+    async fn wait_export(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let api = Api::<DatasetExport>::namespaced(self.client.clone(), &self.ns);
+        let mut last = Value::Null;
+        for _ in 0..300 {
+            let e = api.get(name).await.unwrap();
+            let status = serde_json::to_value(&e.status).unwrap();
+            if done(&status) {
+                return status;
+            }
+            last = status;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{}/{name}: {what} did not happen within 60s; status: {last:#}", self.ns);
+    }
+
+    async fn assert_no_secrets(&self) {
+        let mut shown = everything_shown(&self.client, &self.ns).await;
+        let exports =
+            Api::<DatasetExport>::namespaced(self.client.clone(), &self.ns).list(&Default::default()).await.unwrap();
+        shown.push_str(&serde_json::to_string(&exports.items).unwrap());
+        let p = &support::env().platform;
+        for secret in [&self.keys.access_key_id, &self.keys.secret_access_key, &p.api_key, &p.api_secret] {
+            assert!(!shown.contains(secret.as_str()), "key material was shown");
+        }
+    }
+}
+
+fn cond<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == type_)).unwrap_or(&Value::Null)
+}
+
+fn has(status: &Value, type_: &str, state: &str, reason: &str) -> bool {
+    let c = cond(status, type_);
+    c["status"] == state && c["reason"] == reason
+}
+
+async fn registered_id(case: &ExportCase) -> String {
+    let c = wait_for(&case.client, &case.ns, "exports", "Registered", |c| {
+        condition(c, "Registered").is_some_and(|r| r.status == "True")
+            && condition(c, "Ready").is_some_and(|r| r.status == "True")
+    })
+    .await;
+    c.status.unwrap().platform_connection_id.expect("a platform connection id")
+}
+
+#[tokio::test]
+async fn an_export_lands_at_its_destination_with_exactly_the_requested_statuses() {
+    let case = ExportCase::new("land", &[], None).await;
+    let connection_id = registered_id(&case).await;
+    let held = platform::state().await;
+    let conn = held["connections"].as_array().unwrap().iter().find(|c| c["connection_id"] == connection_id.as_str());
+    assert_eq!(conn.expect("the platform holds the registered connection")["connection_type"], "export");
+
+    case.export("review-and-accepted", &["review", "accepted"]).await;
+    let status = case.wait_export("review-and-accepted", "Succeeded", |s| s["phase"] == "Succeeded").await;
+    assert!(has(&status, "Complete", "True", "ExportSucceeded"), "{status:#}");
+    assert!(has(&status, "Ready", "True", "ExportSucceeded"), "{status:#}");
+    assert_eq!(status["destination"], format!("s3://{}/data/exports/review-and-accepted/", case.bucket));
+    assert!(status["startTime"].is_string() && status["completionTime"].is_string() && status["reportId"].is_string());
+
+    let key = "data/exports/review-and-accepted/review-and-accepted.json";
+    let body =
+        s3::admin("us-east-1").get_object().bucket(&case.bucket).key(key).send().await.expect("the export file in S3");
+    let bytes = body.body.collect().await.unwrap().into_bytes();
+    let files: Value = serde_json::from_slice(&bytes).unwrap();
+    let mut names: Vec<&str> = files.as_array().unwrap().iter().map(|f| f["file_name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["cat.jpg", "dog.jpg"], "exactly the files in review and accepted");
+    assert_eq!(platform::exports(&case.project).await.len(), 1);
+
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(case.client.clone(), &case.ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let reasons: Vec<_> = events.items.iter().filter_map(|e| e.reason.as_deref()).collect();
+    assert!(reasons.contains(&"Submitted") && reasons.contains(&"Succeeded"), "phase events: {reasons:?}");
+    case.assert_no_secrets().await;
+}
+
+#[tokio::test]
+async fn no_file_in_the_requested_statuses_is_no_files_with_status() {
+    let case = ExportCase::new("nofiles", &[], None).await;
+    registered_id(&case).await;
+    case.export("cr-only", &["cr_assigned"]).await;
+    let status =
+        case.wait_export("cr-only", "NoFilesWithStatus", |s| has(s, "Complete", "False", "NoFilesWithStatus")).await;
+    let message = cond(&status, "Complete")["message"].as_str().unwrap();
+    for word in ["cr_assigned", "review, client_review or accepted", "re-create"] {
+        assert!(message.contains(word), "{word:?} missing from {message:?}");
+    }
+    assert!(has(&status, "Ready", "False", "NoFilesWithStatus"));
+    assert_eq!(cond(&status, "Stalled")["status"], "True");
+    assert!(platform::exports(&case.project).await.is_empty());
+    case.assert_no_secrets().await;
+}
+
+#[tokio::test]
+async fn a_connection_without_put_object_never_submits() {
+    let case = ExportCase::new("noput", &[Action::PutObject], None).await;
+    case.export("blocked", &["review"]).await;
+    let status = case
+        .wait_export("blocked", "ConnectionReady=False", |s| has(s, "ConnectionReady", "False", "PutObjectDenied"))
+        .await;
+    let message = cond(&status, "ConnectionReady")["message"].as_str().unwrap();
+    assert!(message.contains("s3:PutObject") && message.contains("nothing is submitted"), "{message}");
+    assert_eq!(status["phase"], "Pending");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(platform::exports(&case.project).await.is_empty(), "an export was submitted");
+    case.assert_no_secrets().await;
+}
+
+#[tokio::test]
+async fn a_platform_500_carries_the_tracking_id_and_the_export_completes_after_recovery() {
+    let case = ExportCase::new("p500", &[], None).await;
+    registered_id(&case).await;
+    platform::fault("export/create", json!({"status": 500, "count": 1000, "project_id": case.project})).await;
+    case.export("flaky", &["accepted"]).await;
+    let status = case
+        .wait_export("flaky", "PlatformInternalError", |s| has(s, "Submitted", "False", "PlatformInternalError"))
+        .await;
+    let message = cond(&status, "Submitted")["message"].as_str().unwrap().to_owned();
+    let calls = platform::state().await["calls"].clone();
+    let tracked = calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c[0] == "export/create")
+        .filter_map(|c| c[1].as_str())
+        .any(|uuid| message.contains(&format!("tracking id {uuid}")));
+    assert!(tracked, "the message names no tracking id the platform saw: {message}");
+    assert!(message.contains("Labellerr support"), "{message}");
+    assert_eq!(cond(&status, "Reconciling")["status"], "True", "a platform error is retried: {status:#}");
+
+    platform::fault("export/create", json!({"status": 0, "count": 0, "project_id": case.project})).await;
+    case.wait_export("flaky", "Succeeded", |s| s["phase"] == "Succeeded").await;
+    assert_eq!(platform::exports(&case.project).await.len(), 1);
+    case.assert_no_secrets().await;
+}
+
+#[tokio::test]
+async fn killed_between_the_platform_accepting_and_the_status_write_never_exports_twice() {
+    let ns = private_namespace("restart");
+    let case = ExportCase::new("restart", &[], Some(ns.clone())).await;
+    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("operator-restart-{}.log", std::process::id()));
+    let mut first = spawn(&log, &["--namespace", &ns]);
+    registered_id(&case).await;
+
+    // The platform accepts the export, then holds its answer: the operator is killed in
+    // exactly the window between the platform's accept and its status write.
+    platform::fault("export/create", json!({"count": 1, "delay_after": 6, "project_id": case.project})).await;
+    case.export("once", &["review"]).await;
+    for _ in 0..100 {
+        if !platform::exports(&case.project).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(platform::exports(&case.project).await.len(), 1, "the platform accepted the export");
+    let pid = operator_pid(&log);
+    assert!(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+    drop(first.stdin.take());
+    first.wait().unwrap();
+
+    let log2 = log.with_file_name(format!("operator-restart2-{}.log", std::process::id()));
+    let mut second = spawn(&log2, &["--namespace", &ns]);
+    let status = case
+        .wait_export("once", "SubmissionUnconfirmed", |s| has(s, "Submitted", "False", "SubmissionUnconfirmed"))
+        .await;
+    let message = cond(&status, "Submitted")["message"].as_str().unwrap();
+    assert!(message.contains("s3connect.io/report-id") && message.contains("s3connect.io/resubmit"), "{message}");
+    tokio::time::sleep(Duration::from_secs(7)).await; // past the held answer
+    let exports = platform::exports(&case.project).await;
+    assert_eq!(exports.len(), 1, "the restarted operator submitted again");
+
+    // The person names the report id; the export is followed to the end, still once.
+    let report_id = exports[0]["report_id"].as_str().unwrap();
+    let patch = json!({"metadata": {"annotations": {"s3connect.io/report-id": report_id}}});
+    Api::<DatasetExport>::namespaced(case.client.clone(), &ns)
+        .patch("once", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let status = case.wait_export("once", "Succeeded", |s| s["phase"] == "Succeeded").await;
+    assert_eq!(status["reportId"], report_id);
+    assert_eq!(platform::exports(&case.project).await.len(), 1);
+    drop(second.stdin.take());
+    assert!(second.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn deleting_a_registered_connection_removes_it_from_the_platform() {
+    let case = ExportCase::new("unregister", &[], None).await;
+    let id = registered_id(&case).await;
+    let api = Api::<S3Connection>::namespaced(case.client.clone(), &case.ns);
+    let conn = api.get("exports").await.unwrap();
+    assert!(conn.metadata.finalizers.unwrap_or_default().contains(&"s3connect.io/platform-connection".to_owned()));
+    let registrations = conn.status.unwrap().platform_connections;
+    assert_eq!(registrations.iter().map(|c| c.connection_type.as_str()).collect::<Vec<_>>(), ["import", "export"]);
+    let held =
+        |state: &Value, id: &str| state["connections"].as_array().unwrap().iter().any(|c| c["connection_id"] == id);
+    let state = platform::state().await;
+    assert!(registrations.iter().all(|c| held(&state, &c.id)), "both registrations are on the platform");
+
+    api.delete("exports", &DeleteParams::default()).await.unwrap();
+    for _ in 0..150 {
+        if api.get_opt("exports").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(api.get_opt("exports").await.unwrap().is_none(), "the S3Connection was not deleted");
+    let state = platform::state().await;
+    assert!(
+        !held(&state, &id) && registrations.iter().all(|c| !held(&state, &c.id)),
+        "a platform connection outlived its S3Connection"
+    );
+    case.assert_no_secrets().await;
+}
+
+#[tokio::test]
+async fn new_keys_replace_the_platform_connection() {
+    let case = ExportCase::new("rekey", &[], None).await;
+    let old_id = registered_id(&case).await;
+    let location = Location::parse(&format!("{}/data/", case.bucket)).unwrap();
+    let fresh = iam::user_with_policy(
+        "rekey2",
+        &policy(&location, None, &required(&[Usage::Import, Usage::Export], CorsMode::Apply)),
+    )
+    .await;
+    let data = json!({"data": {
+        "AWS_ACCESS_KEY_ID": k8s_openapi::ByteString(fresh.access_key_id.clone().into_bytes()),
+        "AWS_SECRET_ACCESS_KEY": k8s_openapi::ByteString(fresh.secret_access_key.clone().into_bytes())}});
+    Api::<Secret>::namespaced(case.client.clone(), &case.ns)
+        .patch("keys", &PatchParams::default(), &Patch::Merge(&data))
+        .await
+        .unwrap();
+    let c = wait_for(&case.client, &case.ns, "exports", "a new registration", |c| {
+        c.status.as_ref().and_then(|s| s.platform_connection_id.clone()).is_some_and(|id| id != old_id)
+            && condition(c, "Registered").is_some_and(|r| r.status == "True")
+    })
+    .await;
+    let state = platform::state().await;
+    let ids: Vec<&str> =
+        state["connections"].as_array().unwrap().iter().filter_map(|c| c["connection_id"].as_str()).collect();
+    assert!(!ids.contains(&old_id.as_str()), "the registration with the old keys is still on the platform");
+    assert!(ids.contains(&c.status.unwrap().platform_connection_id.unwrap().as_str()));
+}
+
+#[tokio::test]
+async fn deletion_waits_for_the_platform_and_the_annotation_lets_it_go() {
+    let case = ExportCase::new("stuck", &[], None).await;
+    let id = registered_id(&case).await;
+    let api = Api::<S3Connection>::namespaced(case.client.clone(), &case.ns);
+    platform::fault("connections/delete", json!({"status": 503, "count": 1000, "connection_id": id})).await;
+    api.delete("exports", &DeleteParams::default()).await.unwrap();
+    let c = wait_for(&case.client, &case.ns, "exports", "a cleanup failure", |c| {
+        condition(c, "Registered").is_some_and(|r| r.reason == "PlatformInternalError")
+    })
+    .await;
+    let message = &condition(&c, "Registered").unwrap().message;
+    assert!(
+        message.contains("tracking id") && message.contains("s3connect.io/skip-platform-cleanup=true"),
+        "{message}"
+    );
+    assert!(api.get_opt("exports").await.unwrap().is_some(), "deleted while its platform connection remains");
+
+    let patch = json!({"metadata": {"annotations": {"s3connect.io/skip-platform-cleanup": "true"}}});
+    api.patch("exports", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    for _ in 0..150 {
+        if api.get_opt("exports").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(api.get_opt("exports").await.unwrap().is_none(), "the annotation did not release the finalizer");
+    platform::fault("connections/delete", json!({"status": 0, "count": 0, "connection_id": id})).await;
+    let held =
+        platform::state().await["connections"].as_array().unwrap().iter().any(|c| c["connection_id"] == id.as_str());
+    assert!(held, "skipping cleanup leaves the platform connection as it is");
+}

@@ -1,0 +1,49 @@
+//! The platform stand-in's test controls: projects with files in workflow statuses,
+//! injected faults, and what it holds (connections, exports, calls).
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+use super::{env, http::send};
+
+async fn admin(method: &str, path: &str, body: Option<Value>) -> Value {
+    let url = format!("{}/_admin/{path}", env().platform_url);
+    let request = http::Request::builder()
+        .method(method)
+        .uri(&url)
+        .header("content-type", "application/json")
+        .body(Full::new(body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()))))
+        .unwrap();
+    let (status, text) = send(request).await;
+    assert!(status.is_success(), "{method} {url}: {status} {text}");
+    serde_json::from_str(&text).expect("JSON from the stand-in")
+}
+
+/// A project whose files are `(name, status)`.
+pub async fn project(id: &str, files: &[(&str, &str)]) {
+    let files: Vec<Value> = files
+        .iter()
+        .enumerate()
+        .map(|(i, (name, status))| json!({"file_id": format!("f{i}"), "name": name, "status": status, "annotations": [{"bbox": [1, 2, 3, 4]}]}))
+        .collect();
+    admin("POST", "projects", Some(json!({"project_id": id, "files": files}))).await;
+}
+
+/// Makes the next `count` calls to `endpoint` (`export/create`, `connections/test`, ...)
+/// answer `status` (0: answer normally), optionally after `delay` seconds, or accept and
+/// then hold the answer for `delay_after` seconds.
+pub async fn fault(endpoint: &str, settings: Value) {
+    let mut body = settings;
+    body["endpoint"] = json!(endpoint);
+    admin("POST", "faults", Some(body)).await;
+}
+
+pub async fn state() -> Value {
+    admin("GET", "state", None).await
+}
+
+/// The exports the platform holds for `project`.
+pub async fn exports(project: &str) -> Vec<Value> {
+    state().await["exports"].as_array().unwrap().iter().filter(|e| e["project_id"] == project).cloned().collect()
+}
