@@ -1,6 +1,7 @@
 """Demo fixtures in the local S3 server: a bucket with images, and two IAM users.
 
-`labellerr-import` gets exactly the policy `s3connect policy` printed (argv[1]);
+`labellerr-import` gets exactly the policy `s3connect policy` printed (argv[1]),
+`labellerr-export` the one for the whole bucket with Import and Export (argv[2]);
 `labellerr-misconfigured` gets the classic hand-written mistake: s3:GetObject on the
 bucket ARN instead of bucket/*. Prints both users' keys as JSON on stdout.
 Runs with the test environment's virtualenv (boto3) and its env file's variables.
@@ -31,13 +32,16 @@ def main():
 
     with open(sys.argv[1]) as f:
         least_privilege = f.read()
+    with open(sys.argv[2]) as f:
+        export_policy = f.read()
     mistake = json.dumps({"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow",
         "Action": ["s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject", "s3:GetBucketCORS", "s3:PutBucketCORS"],
         "Resource": f"arn:aws:s3:::{BUCKET}",
     }]})
     keys = {}
-    for user, policy in (("labellerr-import", least_privilege), ("labellerr-misconfigured", mistake)):
+    users = (("labellerr-import", least_privilege), ("labellerr-export", export_policy), ("labellerr-misconfigured", mistake))
+    for user, policy in users:
         iam.create_user(UserName=user)
         iam.put_user_policy(UserName=user, PolicyName="s3connect", PolicyDocument=policy)
         key = iam.create_access_key(UserName=user)["AccessKey"]
