@@ -5,5 +5,6 @@ pub mod api;
 pub mod check;
 pub mod controller;
 pub mod endpoints;
+pub mod platform;
 pub mod s3;
 pub mod telemetry;
