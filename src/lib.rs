@@ -5,6 +5,7 @@ pub mod api;
 pub mod check;
 pub mod controller;
 pub mod endpoints;
+pub mod leader;
 pub mod platform;
 pub mod s3;
 pub mod telemetry;

@@ -61,6 +61,20 @@ struct OperatorArgs {
     concurrency: u16,
     #[arg(long, env = "S3CONNECT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "S3CONNECT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// Reconcile only while holding a Lease, so that replicas take turns.
+    #[arg(long, env = "S3CONNECT_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the Lease (in a cluster: the operator's own, from POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    #[arg(long, env = "S3CONNECT_LEASE_NAME", default_value = "s3connect-leader")]
+    lease_name: String,
+    /// How long a lease lasts without renewal (seconds); a standby takes over after that.
+    #[arg(long, env = "S3CONNECT_LEASE_DURATION", default_value_t = 15)]
+    lease_duration: u64,
 }
 
 /// What to check: a manifest, or the same fields as flags.
@@ -231,7 +245,32 @@ async fn operator(args: OperatorArgs) -> ExitCode {
         }
     };
     let instance = std::env::var("POD_NAME").ok();
-    let ctx = Arc::new(Context::new(client, platform, config, instance));
+    let metrics_addr = args.metrics_addr;
+    tokio::spawn(async move {
+        if let Err(e) = s3connect::telemetry::serve(metrics_addr).await {
+            tracing::error!(addr = %metrics_addr, error = %e, "cannot serve metrics and health");
+        }
+    });
+    let metrics = &s3connect::telemetry::metrics::METRICS;
+    metrics.serving.store(true, std::sync::atomic::Ordering::Relaxed);
+    let lease = args.leader_election.then(|| s3connect::leader::Settings {
+        namespace: args.lease_namespace.clone(),
+        name: args.lease_name.clone(),
+        identity: instance.clone().unwrap_or_else(|| format!("s3connect-{}", s3connect::platform::uuid4())),
+        lease_duration: std::time::Duration::from_secs(args.lease_duration.max(2)),
+    });
+    let ctx = Arc::new(Context::new(client.clone(), platform, config, instance));
+    if let Some(lease) = &lease {
+        tokio::select! {
+            () = s3connect::leader::acquire(&client, lease) => {}
+            () = shutdown_signal() => {
+                tracing::info!("s3connect operator stopped while waiting for leadership");
+                return ExitCode::SUCCESS;
+            }
+        }
+        metrics.leader.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     // Both controllers stop on SIGTERM/SIGINT (each listens for the signal) and finish
     // what is in flight; a reconcile stuck on an unreachable server must not keep the
     // process up past the deadline, so that a rollout never waits on it.
@@ -242,14 +281,33 @@ async fn operator(args: OperatorArgs) -> ExitCode {
         shutdown_signal().await;
         tokio::time::sleep(SHUTDOWN_DEADLINE).await;
     };
-    tokio::select! {
-        () = controllers => tracing::info!("s3connect operator stopped"),
-        () = deadline => tracing::warn!(
-            deadline_s = SHUTDOWN_DEADLINE.as_secs(),
-            "s3connect operator stopped before in-flight reconciles finished: they did not finish in time"
-        ),
+    let lost = async {
+        match &lease {
+            Some(lease) => s3connect::leader::keep(&client, lease).await,
+            None => std::future::pending().await,
+        }
+    };
+    let code = tokio::select! {
+        () = controllers => {
+            tracing::info!("s3connect operator stopped");
+            ExitCode::SUCCESS
+        }
+        () = deadline => {
+            tracing::warn!(
+                deadline_s = SHUTDOWN_DEADLINE.as_secs(),
+                "s3connect operator stopped before in-flight reconciles finished: they did not finish in time"
+            );
+            ExitCode::SUCCESS
+        }
+        () = lost => {
+            tracing::error!("lost the leader lease: exiting so that only the new leader reconciles");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(lease) = &lease {
+        s3connect::leader::release(&client, lease).await;
     }
-    ExitCode::SUCCESS
+    code
 }
 
 const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);

@@ -17,3 +17,201 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
+
+/// Prometheus metrics, kept in plain maps: a few dozen series, written at most a few
+/// times per reconcile, rendered on scrape.
+pub mod metrics {
+    use std::collections::{BTreeMap, HashMap};
+    use std::fmt::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{LazyLock, Mutex};
+    use std::time::Duration;
+
+    const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+    #[derive(Default)]
+    struct Histogram {
+        counts: [u64; BUCKETS.len()],
+        sum: f64,
+        count: u64,
+    }
+
+    #[derive(Default)]
+    pub struct Metrics {
+        reconciles: Mutex<BTreeMap<(&'static str, String), u64>>,
+        errors: Mutex<BTreeMap<(&'static str, String), u64>>,
+        durations: Mutex<BTreeMap<&'static str, Histogram>>,
+        s3: Mutex<BTreeMap<(String, &'static str), u64>>,
+        platform: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+        ready: Mutex<HashMap<String, (&'static str, bool)>>,
+        pub leader: AtomicBool,
+        pub serving: AtomicBool,
+    }
+
+    pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+
+    fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
+        *map.lock().expect("not poisoned").entry(key).or_insert(0) += 1;
+    }
+
+    impl Metrics {
+        /// A finished reconcile of `kind` whose outcome is `reason` (the Ready reason).
+        pub fn reconciled(&self, kind: &'static str, reason: &str, took: Duration) {
+            bump(&self.reconciles, (kind, reason.to_owned()));
+            let mut d = self.durations.lock().expect("not poisoned");
+            let h = d.entry(kind).or_default();
+            let secs = took.as_secs_f64();
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    h.counts[i] += 1;
+                }
+            }
+            h.sum += secs;
+            h.count += 1;
+        }
+
+        pub fn reconcile_error(&self, kind: &'static str, error: &str) {
+            bump(&self.errors, (kind, error.to_owned()));
+        }
+
+        pub fn s3_request(&self, operation: &str, outcome: &'static str) {
+            bump(&self.s3, (operation.to_owned(), outcome));
+        }
+
+        pub fn platform_request(&self, endpoint: &'static str, outcome: &'static str) {
+            bump(&self.platform, (endpoint, outcome));
+        }
+
+        pub fn set_ready(&self, uid: &str, kind: &'static str, ready: bool) {
+            self.ready.lock().expect("not poisoned").insert(uid.to_owned(), (kind, ready));
+        }
+
+        pub fn forget(&self, uid: &str) {
+            self.ready.lock().expect("not poisoned").remove(uid);
+        }
+
+        /// The Prometheus text exposition format.
+        pub fn render(&self) -> String {
+            let mut out = String::new();
+            let mut counter = |name: &str, help: &str, rows: Vec<(String, u64)>| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (labels, v) in rows {
+                    let _ = writeln!(out, "{name}{{{labels}}} {v}");
+                }
+            };
+            counter(
+                "s3connect_reconciliations_total",
+                "Reconciles by kind and the reason they ended with.",
+                self.reconciles
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|((k, r), v)| (format!("kind=\"{k}\",reason=\"{r}\""), *v))
+                    .collect(),
+            );
+            counter(
+                "s3connect_reconcile_errors_total",
+                "Reconciles that failed (Kubernetes API errors), by kind and error.",
+                self.errors
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|((k, e), v)| (format!("kind=\"{k}\",error=\"{e}\""), *v))
+                    .collect(),
+            );
+            counter(
+                "s3connect_s3_requests_total",
+                "S3 requests by operation and outcome.",
+                self.s3
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|((o, r), v)| (format!("operation=\"{o}\",outcome=\"{r}\""), *v))
+                    .collect(),
+            );
+            counter(
+                "s3connect_platform_requests_total",
+                "Labellerr API requests by endpoint and outcome.",
+                self.platform
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|((e, r), v)| (format!("endpoint=\"{e}\",outcome=\"{r}\""), *v))
+                    .collect(),
+            );
+            let _ = writeln!(
+                out,
+                "# HELP s3connect_reconcile_duration_seconds Reconcile durations by kind.\n# TYPE s3connect_reconcile_duration_seconds histogram"
+            );
+            for (kind, h) in self.durations.lock().unwrap().iter() {
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "s3connect_reconcile_duration_seconds_bucket{{kind=\"{kind}\",le=\"{b}\"}} {}",
+                        h.counts[i]
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "s3connect_reconcile_duration_seconds_bucket{{kind=\"{kind}\",le=\"+Inf\"}} {}",
+                    h.count
+                );
+                let _ = writeln!(out, "s3connect_reconcile_duration_seconds_sum{{kind=\"{kind}\"}} {}", h.sum);
+                let _ = writeln!(out, "s3connect_reconcile_duration_seconds_count{{kind=\"{kind}\"}} {}", h.count);
+            }
+            let mut gauges: BTreeMap<(&str, bool), u64> = BTreeMap::new();
+            for (kind, ready) in self.ready.lock().unwrap().values() {
+                *gauges.entry((kind, *ready)).or_insert(0) += 1;
+            }
+            let _ = writeln!(
+                out,
+                "# HELP s3connect_resources Resources by kind and Ready state.\n# TYPE s3connect_resources gauge"
+            );
+            for ((kind, ready), v) in gauges {
+                let _ = writeln!(out, "s3connect_resources{{kind=\"{kind}\",ready=\"{ready}\"}} {v}");
+            }
+            let _ = writeln!(
+                out,
+                "# HELP s3connect_leader Whether this replica holds the leader lease.\n# TYPE s3connect_leader gauge"
+            );
+            let _ = writeln!(out, "s3connect_leader {}", u8::from(self.leader.load(Ordering::Relaxed)));
+            out
+        }
+    }
+}
+
+/// Serves `/metrics`, `/healthz` (the process is up) and `/readyz` (watching, as the
+/// leader or a standby) on `addr`. A minimal HTTP/1.1 responder: three GET paths need no
+/// web framework.
+pub async fn serve(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let (status, body) = match path {
+                "/metrics" => ("200 OK", metrics::METRICS.render()),
+                "/healthz" => ("200 OK", "ok\n".to_owned()),
+                "/readyz" if metrics::METRICS.serving.load(Ordering::Relaxed) => ("200 OK", "ok\n".to_owned()),
+                "/readyz" => ("503 Service Unavailable", "starting\n".to_owned()),
+                _ => ("404 Not Found", "not found\n".to_owned()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}

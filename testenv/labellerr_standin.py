@@ -128,15 +128,22 @@ def bad(message, status=400):
     return jsonify({"error": message, "message": message}), status
 
 
+def form_credentials():
+    """The `credentials` form field: a JSON string with the S3 keys, or None."""
+    try:
+        return json.loads(request.form.get("credentials", ""))
+    except ValueError:
+        return None
+
+
 @app.post("/connectors/connections/test")
 def test_connection():
     err = authenticated("connections/test")
     if err:
         return err
     form = request.form
-    try:
-        creds = json.loads(form.get("credentials", ""))
-    except ValueError:
+    creds = form_credentials()
+    if creds is None:
         return bad("credentials must be a JSON string")
     if form.get("connector") != "s3":
         return bad("connector must be s3")
@@ -165,9 +172,8 @@ def create_connection():
     if err:
         return err
     form = request.form
-    try:
-        creds = json.loads(form.get("credentials", ""))
-    except ValueError:
+    creds = form_credentials()
+    if creds is None:
         return bad("credentials must be a JSON string")
     for field in ("client_id", "connector", "name", "connection_type", "data_type"):
         if not form.get(field):

@@ -14,14 +14,13 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
@@ -176,6 +175,7 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
         status.submission_started_time = None;
     }
 
+    let started = std::time::Instant::now();
     let outcome = if status.report_id.is_some() {
         follow(&ctx, &export, connection.as_ref(), status).await?
     } else if status.submission_started_time.is_some() {
@@ -183,7 +183,11 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
     } else {
         submit(&ctx, &export, connection.as_ref(), &conn_name, status).await?
     };
+    let ready = outcome.conds.last().cloned().expect("Ready is last");
     write(&ctx, &export, &old, outcome.status, outcome.conds).await?;
+    let metrics = &crate::telemetry::metrics::METRICS;
+    metrics.reconciled("DatasetExport", &ready.reason, started.elapsed());
+    metrics.set_ready(&uid, "DatasetExport", ready.is_true());
     Ok(outcome.action)
 }
 
@@ -526,6 +530,12 @@ async fn write(
 fn error_policy(export: Arc<DatasetExport>, err: &Error, ctx: Arc<Context>) -> Action {
     let uid = export.uid().unwrap_or_default();
     let delay = super::connection::schedule::backoff(ctx.record_failure(&uid), Duration::from_secs(300), 0.5);
+    let kind = match err {
+        Error::NoNamespace(_) => "NoNamespace",
+        Error::Read { .. } => "Read",
+        Error::WriteStatus { .. } => "WriteStatus",
+    };
+    crate::telemetry::metrics::METRICS.reconcile_error("DatasetExport", kind);
     warn!(export = %export.name_any(), error = %err, retry_in_s = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
 }
@@ -553,29 +563,17 @@ fn referencing(store: &Store<DatasetExport>, conn: &S3Connection) -> Vec<ObjectR
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
-    let (exports, connections) = match &ctx.config.namespace {
-        Some(ns) => (Api::<DatasetExport>::namespaced(client.clone(), ns), Api::<S3Connection>::namespaced(client, ns)),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
-    let (reader, writer) = reflector::store();
-    let trigger = watcher(exports, ctx.config.watch_config())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(trigger_hash, Default::default());
-    let controller = Controller::for_stream(trigger, reader);
-    let store = controller.store();
-    let connection_changes = watcher(connections, ctx.config.watch_config()).default_backoff().applied_objects();
-    controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
-        .watches_stream(connection_changes, move |conn| referencing(&store, &conn))
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "DatasetExport controller");
-            }
-        })
-        .await;
+    let connections =
+        watcher(super::api::<S3Connection>(&ctx), ctx.config.watch_config()).default_backoff().applied_objects();
+    super::run_controller(
+        ctx.clone(),
+        "DatasetExport",
+        super::api(&ctx),
+        trigger_hash,
+        connections,
+        referencing,
+        reconcile,
+        error_policy,
+    )
+    .await;
 }

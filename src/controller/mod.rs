@@ -5,9 +5,18 @@ pub mod connection;
 pub mod export;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 
+use futures::{Stream, StreamExt};
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::de::DeserializeOwned;
 
 use crate::endpoints::AllowList;
 
@@ -79,5 +88,59 @@ impl Context {
 
     pub fn record_success(&self, uid: &str) {
         self.failures.lock().expect("not poisoned").remove(uid);
+    }
+}
+
+/// Runs one controller until a termination signal: reconciles of `api`'s objects when
+/// `trigger_hash` changes (so not on the controller's own status writes), and of the
+/// objects `related` changes map to through the store.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_controller<K, O, I, Fut, E>(
+    ctx: Arc<Context>,
+    name: &'static str,
+    api: Api<K>,
+    trigger_hash: fn(&K) -> Option<u64>,
+    related: impl Stream<Item = Result<O, watcher::Error>> + Send + 'static,
+    mapper: fn(&Store<K>, &O) -> I,
+    reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
+    error_policy: fn(Arc<K>, &E, Arc<Context>) -> Action,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    O: Clone + Resource + DeserializeOwned + Debug + Send + 'static,
+    O::DynamicType: Default + Debug + Clone,
+    I: IntoIterator<Item = ObjectRef<K>> + 'static,
+    I::IntoIter: Send,
+    Fut: Future<Output = Result<Action, E>> + Send + 'static,
+    E: std::error::Error + Send + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let trigger = watcher(api, ctx.config.watch_config())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(trigger_hash, Default::default());
+    let controller = Controller::for_stream(trigger, reader);
+    let store = controller.store();
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
+        .watches_stream(related, move |o| mapper(&store, &o))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::warn!(controller = name, error = %e, "reconcile");
+            }
+        })
+        .await;
+}
+
+/// The API for `K` in the configured namespace, or in all.
+pub fn api<K>(ctx: &Context) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match &ctx.config.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
     }
 }

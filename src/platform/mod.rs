@@ -217,6 +217,29 @@ impl Client {
         &self,
         creds: &Credentials,
         method: &str,
+        path: &'static str,
+        query: &[(&str, &str)],
+        body: Body,
+        connection_call: bool,
+        s3_keys: Option<&Keys>,
+    ) -> Result<(Value, String), PlatformError> {
+        let result = self.call_once(creds, method, path, query, body, connection_call, s3_keys).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(PlatformError::Rejected { .. }) => "rejected",
+            Err(PlatformError::Internal { .. }) => "internal_error",
+            Err(PlatformError::Unreachable { .. }) => "unreachable",
+            Err(PlatformError::Invalid { .. }) => "invalid",
+        };
+        crate::telemetry::metrics::METRICS.platform_request(path, outcome);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn call_once(
+        &self,
+        creds: &Credentials,
+        method: &str,
         path: &str,
         query: &[(&str, &str)],
         body: Body,

@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use aws_sdk_s3::config::{
     BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents, SharedHttpClient,
-    interceptors::BeforeTransmitInterceptorContextRef, retry::RetryConfig, timeout::TimeoutConfig,
+    interceptors::{BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef},
+    retry::RetryConfig,
+    timeout::TimeoutConfig,
 };
 use aws_smithy_http_client::{Builder, tls};
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
 
 /// Where a connection's bucket lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +82,24 @@ impl Intercept for RequestCounter {
         _cfg: &mut ConfigBag,
     ) -> Result<(), aws_sdk_s3::error::BoxError> {
         self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let outcome = match context.response().map(|r| r.status().as_u16()) {
+            None => "unreachable",
+            Some(200..=299) => "ok",
+            Some(403) => "denied",
+            Some(400..=499) => "client_error",
+            Some(_) => "server_error",
+        };
+        let operation = cfg.load::<Metadata>().map_or("unknown", |m| m.name());
+        crate::telemetry::metrics::METRICS.s3_request(operation, outcome);
         Ok(())
     }
 }

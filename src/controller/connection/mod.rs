@@ -9,14 +9,13 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
@@ -146,6 +145,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     let name = conn.name_any();
     let namespace = conn.namespace().ok_or_else(|| Error::NoNamespace(name.clone()))?;
     if conn.metadata.deletion_timestamp.is_some() {
+        crate::telemetry::metrics::METRICS.forget(&conn.uid().unwrap_or_default());
         return clean_up(&conn, &ctx).await;
     }
     let uid = conn.uid().unwrap_or_default();
@@ -268,6 +268,9 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         }
     };
     let ready = verdict.ready();
+    let metrics = &crate::telemetry::metrics::METRICS;
+    metrics.reconciled("S3Connection", ready.reason.as_str(), started.elapsed());
+    metrics.set_ready(&uid, "S3Connection", ready.is_true());
     info!(
         connection = %owner,
         ready = ready.status.as_str(),
@@ -378,10 +381,19 @@ fn truncate(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
+fn error_kind(err: &Error) -> &'static str {
+    match err {
+        Error::NoNamespace(_) => "NoNamespace",
+        Error::ReadSecret { .. } => "ReadSecret",
+        Error::WriteStatus { .. } => "WriteStatus",
+    }
+}
+
 fn error_policy(conn: Arc<S3Connection>, err: &Error, ctx: Arc<Context>) -> Action {
     let uid = conn.uid().unwrap_or_default();
     let failures = ctx.record_failure(&uid);
     let delay = backoff(failures, Duration::from_secs(300), jitter_fraction(&uid));
+    crate::telemetry::metrics::METRICS.reconcile_error("S3Connection", error_kind(err));
     warn!(connection = %conn.name_any(), error = %err, retry_in_s = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
 }
@@ -412,33 +424,18 @@ fn referencing(store: &Store<S3Connection>, secret: &PartialObjectMeta<Secret>) 
 
 /// Runs the controller until a termination signal.
 pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
-    let (connections, secrets) = match &ctx.config.namespace {
-        Some(ns) => (
-            Api::<S3Connection>::namespaced(client.clone(), ns),
-            Api::<PartialObjectMeta<Secret>>::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
-    let (reader, writer) = reflector::store();
-    let trigger = watcher(connections, ctx.config.watch_config())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(trigger_hash, Default::default());
-    let controller = Controller::for_stream(trigger, reader);
-    let store = controller.store();
     // Metadata only: secret values never sit in the operator's memory between probes.
+    let secrets = super::api::<PartialObjectMeta<Secret>>(&ctx);
     let secret_changes = watcher(secrets, ctx.config.watch_config()).default_backoff().touched_objects();
-    controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
-        .watches_stream(secret_changes, move |secret| referencing(&store, &secret))
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "S3Connection controller");
-            }
-        })
-        .await;
+    super::run_controller(
+        ctx.clone(),
+        "S3Connection",
+        super::api(&ctx),
+        trigger_hash,
+        secret_changes,
+        referencing,
+        reconcile,
+        error_policy,
+    )
+    .await;
 }
