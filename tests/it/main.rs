@@ -9,4 +9,5 @@ mod connection;
 mod crds;
 mod export;
 mod launcher;
+mod operations;
 mod testenv;

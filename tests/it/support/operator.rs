@@ -23,7 +23,7 @@ pub fn shared() -> &'static PathBuf {
     static LOG: OnceLock<PathBuf> = OnceLock::new();
     LOG.get_or_init(|| {
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{}.log", std::process::id()));
-        let ignore = format!("{},{}", private_namespace("restart"), private_namespace("sigterm"));
+        let ignore = ["restart", "sigterm", "leader", "rbac"].map(private_namespace).join(",");
         let child = spawn(&log, &["--ignore-namespaces", &ignore]);
         *OPERATOR.lock().unwrap() = Some(child);
         log
@@ -54,7 +54,7 @@ pub fn spawn(log: &PathBuf, extra: &[&str]) -> Child {
         .arg(&pid_file)
         .arg(env!("CARGO_BIN_EXE_s3connect"))
         .args(["operator", "--log-format", "json", "--allowed-endpoints", ALLOWED_ENDPOINTS])
-        .args(["--platform-url", &env().platform_url])
+        .args(["--platform-url", &env().platform_url, "--metrics-addr", "127.0.0.1:0"])
         .args(extra)
         .env("KUBECONFIG", &env().kubeconfig)
         .env("RUST_LOG", "info,s3connect=debug")

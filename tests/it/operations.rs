@@ -1,0 +1,162 @@
+//! Running the operator as a platform team does: metrics and health endpoints, and two
+//! replicas that take turns through a Lease.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, PostParams};
+use s3connect::api::S3Connection;
+use s3connect::api::connection::Usage;
+use s3connect::s3::policy::{policy, required};
+use s3connect::s3::uri::Location;
+use serde_json::{Value, json};
+
+use crate::support::operator::{condition, operator_pid, private_namespace, spawn, wait_for};
+use crate::support::{self, iam, s3};
+
+/// A Secret with a user's keys and a Ready-able S3Connection `name` in `ns`.
+async fn ready_connection(client: &kube::Client, ns: &str, name: &str) {
+    let bucket = s3::bucket("ops", "us-east-1").await;
+    s3::put(&bucket, "images/a.jpg", b"a").await;
+    let location = Location::parse(&format!("{bucket}/images/")).unwrap();
+    let keys =
+        iam::user_with_policy("ops", &policy(&location, None, &required(&[Usage::Import], Default::default()))).await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-keys")},
+        "stringData": {"AWS_ACCESS_KEY_ID": keys.access_key_id, "AWS_SECRET_ACCESS_KEY": keys.secret_access_key}});
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &serde_json::from_value(secret).unwrap())
+        .await
+        .unwrap();
+    let conn = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": name},
+        "spec": {"uri": format!("s3://{bucket}/images/"), "credentials": {"secretRef": {"name": format!("{name}-keys")}},
+                 "endpoint": support::env().s3_endpoint, "forcePathStyle": true}});
+    Api::<S3Connection>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &serde_json::from_value(conn).unwrap())
+        .await
+        .unwrap();
+}
+
+fn is_ready(c: &S3Connection) -> bool {
+    condition(c, "Ready").is_some_and(|r| r.status == "True")
+}
+
+fn log_path(purpose: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{purpose}-{}.log", std::process::id()))
+}
+
+fn log_lines(path: &PathBuf) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// The address an operator logged that it serves metrics on.
+fn metrics_addr(log: &PathBuf) -> String {
+    for _ in 0..100 {
+        if let Some(addr) = log_lines(log).iter().find_map(|l| l["addr"].as_str().map(str::to_owned)) {
+            return addr;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no metrics address in {}", log.display());
+}
+
+/// Whether `check` holds within five seconds.
+fn eventually(check: impl Fn() -> bool) -> bool {
+    for _ in 0..50 {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let request = http::Request::get(url).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
+    let (status, body) = crate::support::http::send(request).await;
+    (status.as_u16(), body)
+}
+
+#[tokio::test]
+async fn metrics_and_health_endpoints() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "metrics").await;
+    ready_connection(&client, &ns, "c").await;
+    wait_for(&client, &ns, "c", "Ready", is_ready).await;
+
+    let addr = metrics_addr(crate::support::operator::shared());
+    assert_eq!(get(&format!("http://{addr}/healthz")).await.0, 200);
+    assert_eq!(get(&format!("http://{addr}/readyz")).await.0, 200);
+    let expected = [
+        "# TYPE s3connect_reconciliations_total counter",
+        "s3connect_reconciliations_total{kind=\"S3Connection\",reason=\"Validated\"}",
+        "s3connect_s3_requests_total{operation=\"GetBucketLocation\",outcome=\"ok\"}",
+        "s3connect_s3_requests_total{operation=\"ListObjectsV2\",outcome=\"ok\"}",
+        "s3connect_reconcile_duration_seconds_bucket{kind=\"S3Connection\",le=\"+Inf\"}",
+        "s3connect_resources{kind=\"S3Connection\",ready=\"true\"}",
+        "s3connect_leader 0",
+    ];
+    // A reconcile is counted after its status write: give the scrape a moment.
+    let mut text = String::new();
+    for _ in 0..50 {
+        let (status, body) = get(&format!("http://{addr}/metrics")).await;
+        assert_eq!(status, 200);
+        text = body;
+        if expected.iter().all(|s| text.contains(s)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for series in expected {
+        assert!(text.contains(series), "{series} missing from /metrics:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_take_turns_through_the_lease() {
+    let client = support::client().await;
+    let ns = private_namespace("leader");
+    let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&PostParams::default(), &serde_json::from_value(obj).unwrap())
+        .await
+        .unwrap();
+    let args = ["--namespace", &ns, "--leader-election", "--lease-namespace", &ns, "--lease-duration", "4"];
+    let (log_a, log_b) = (log_path("leader-a"), log_path("leader-b"));
+    let mut a = spawn(&log_a, &args);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut b = spawn(&log_b, &args);
+    ready_connection(&client, &ns, "first").await;
+    wait_for(&client, &ns, "first", "Ready", is_ready).await;
+
+    let validated = |log: &PathBuf| log_lines(log).iter().filter(|l| l["message"] == "validated").count();
+    let leading = |log: &PathBuf| log_lines(log).iter().any(|l| l["message"] == "became the leader");
+    assert!(leading(&log_a) && !leading(&log_b), "a started first and leads");
+    // The log line follows the status write: give it a moment.
+    assert!(eventually(|| validated(&log_a) >= 1), "the leader did not validate");
+    assert_eq!(validated(&log_b), 0, "the standby reconciled");
+    assert!(
+        log_lines(&log_b).iter().any(|l| l["message"].as_str().unwrap_or("").starts_with("waiting for leadership"))
+    );
+
+    // The leader dies without releasing the lease; the standby takes over once it expires.
+    let killed_at = Instant::now();
+    assert!(Command::new("kill").args(["-KILL", &operator_pid(&log_a).to_string()]).status().unwrap().success());
+    ready_connection(&client, &ns, "second").await;
+    wait_for(&client, &ns, "second", "Ready", is_ready).await;
+    let took = killed_at.elapsed();
+    assert!(leading(&log_b), "b did not take over");
+    assert!(eventually(|| validated(&log_b) >= 1), "the new leader did not validate");
+    assert!(took < Duration::from_secs(20), "took over after {took:?} with a 4 s lease");
+
+    for child in [&mut a, &mut b] {
+        drop(child.stdin.take());
+        child.wait().unwrap();
+    }
+    // On SIGTERM the leader gave the lease up.
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), &ns)
+        .get("s3connect-leader")
+        .await
+        .unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity, None);
+}
