@@ -25,6 +25,8 @@ pub enum Blocker {
         key: String,
         present: Vec<String>,
     },
+    /// The operator's own RBAC does not let it read the Secret.
+    SecretForbidden,
 }
 
 /// What the controller should do next, as far as the decision goes.
@@ -133,6 +135,14 @@ fn blocked(subject: &Subject<'_>, blocker: &Blocker) -> Verdict {
                 if present.is_empty() { "no keys".to_owned() } else { present.join(", ") }
             ),
         ),
+        Blocker::SecretForbidden => (
+            CREDENTIALS_VALID,
+            Reason::SecretForbidden,
+            format!(
+                "The operator may not read Secret {secret:?} in namespace {:?} (RBAC forbids get on secrets): grant the operator's ServiceAccount get, list and watch on secrets, as the Helm chart's role does.",
+                subject.namespace
+            ),
+        ),
     };
     let mut conditions = Vec::new();
     for type_ in condition_types(spec) {
@@ -147,7 +157,9 @@ fn blocked(subject: &Subject<'_>, blocker: &Blocker) -> Verdict {
         .into_iter()
         .map(|a| PermissionCheck { action: a.iam().to_owned(), result: PermissionResult::Untested })
         .collect();
-    Verdict { conditions, permissions, missing_policy: None, cors: None, next: Next::WaitForChange }
+    // An RBAC fix sends no watch event: look again with backoff.
+    let next = if *blocker == Blocker::SecretForbidden { Next::RecheckLater } else { Next::WaitForChange };
+    Verdict { conditions, permissions, missing_policy: None, cors: None, next }
 }
 
 fn condition_types(spec: &S3ConnectionSpec) -> Vec<&'static str> {

@@ -151,7 +151,14 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     let uid = conn.uid().unwrap_or_default();
     let spec = &conn.spec;
 
-    let secret = get_secret(&ctx, &namespace, &spec.credentials.secret_ref.name).await?;
+    let (secret, forbidden) = match get_secret(&ctx, &namespace, &spec.credentials.secret_ref.name).await {
+        Ok(s) => (s, false),
+        Err(Error::ReadSecret { source: kube::Error::Api(e), name, .. }) if e.code == 403 => {
+            warn!(connection = %format!("{namespace}/{}", conn.name_any()), secret = %name, "the operator's RBAC forbids reading the Secret");
+            (None, true)
+        }
+        Err(e) => return Err(e),
+    };
     let secret_version = secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
     let platform_secret = match &spec.platform {
         Some(p) => get_secret(&ctx, &namespace, &p.secret_ref.name).await?,
@@ -193,7 +200,12 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     let subject = Subject { spec, namespace: &namespace };
     let existing = conn.status.as_ref().map(|s| s.platform_connections.clone()).unwrap_or_default();
     let mut platform_connections = existing.clone();
-    let (verdict, report) = match prepare(spec, secret.as_ref(), &ctx.config.allowed_endpoints) {
+    let prepared = if forbidden {
+        Err(Blocker::SecretForbidden)
+    } else {
+        prepare(spec, secret.as_ref(), &ctx.config.allowed_endpoints)
+    };
+    let (verdict, report) = match prepared {
         Ok((location, keys)) => {
             let probe = Probe::for_spec(spec, &location, &owner);
             let report = probe::run(&probe, &keys).await;

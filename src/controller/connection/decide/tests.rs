@@ -399,3 +399,16 @@ fn registration_comes_after_the_s3_checks_and_gates_ready() {
     let v = with_registration(verdict(&spec, &report), not_tried);
     assert_eq!(v.ready().reason, Reason::GetObjectDenied);
 }
+
+#[test]
+fn a_secret_the_operator_may_not_read_names_its_rbac_and_is_rechecked() {
+    let spec = spec(json!({}));
+    let v = decide(&Subject { spec: &spec, namespace: "team-a" }, Err(&Blocker::SecretForbidden));
+    assert_fails(
+        &v,
+        CREDENTIALS_VALID,
+        Reason::SecretForbidden,
+        &["may not read Secret \"keys\"", "get, list and watch on secrets"],
+    );
+    assert_eq!(v.next, Next::RecheckLater, "an RBAC fix sends no watch event");
+}
