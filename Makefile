@@ -13,9 +13,10 @@ test:
 testenv:
 	testenv/setup
 
-## crds: regenerate crds/ from the Rust types
+## crds: regenerate crds/ (and the chart's copy) from the Rust types
 crds:
 	cargo run --quiet --locked -- crd > crds/s3connect.yaml
+	cp crds/s3connect.yaml charts/s3connect/crds/s3connect.yaml
 
 lint:
 	cargo fmt --all -- --check

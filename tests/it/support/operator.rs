@@ -39,6 +39,11 @@ pub fn private_namespace(purpose: &str) -> String {
 /// process exits, however it exits: a shell holds it and kills it when our end of its
 /// stdin pipe closes. The operator's own pid goes to `<log>.pid`.
 pub fn spawn(log: &PathBuf, extra: &[&str]) -> Child {
+    spawn_with(log, &env().kubeconfig, extra)
+}
+
+/// Like `spawn`, with another kubeconfig (one that impersonates a ServiceAccount, say).
+pub fn spawn_with(log: &PathBuf, kubeconfig: &std::path::Path, extra: &[&str]) -> Child {
     let file = std::fs::File::create(log).expect("creating the operator log");
     let pid_file = log.with_extension("pid");
     let _ = std::fs::remove_file(&pid_file);
@@ -56,7 +61,7 @@ pub fn spawn(log: &PathBuf, extra: &[&str]) -> Child {
         .args(["operator", "--log-format", "json", "--allowed-endpoints", ALLOWED_ENDPOINTS])
         .args(["--platform-url", &env().platform_url, "--metrics-addr", "127.0.0.1:0"])
         .args(extra)
-        .env("KUBECONFIG", &env().kubeconfig)
+        .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info,s3connect=debug")
         .stdin(Stdio::piped())
         .stdout(file.try_clone().unwrap())

@@ -1,0 +1,162 @@
+//! The Helm chart: it lints, renders, applies to the real API server, and its RBAC is
+//! enough for the operator, proven by running the operator as the chart's ServiceAccount.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use s3connect::api::S3Connection;
+use s3connect::api::connection::Usage;
+use s3connect::s3::client::Keys;
+use s3connect::s3::policy::{policy, required};
+use s3connect::s3::uri::Location;
+use serde_json::{Value, json};
+
+use crate::support::operator::{condition, private_namespace, spawn_with, wait_for};
+use crate::support::{self, iam, s3};
+
+fn helm(args: &[&str]) -> (bool, String) {
+    let cache = std::env::var("S3CONNECT_TESTENV_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| support::repo_root().join(".testenv"));
+    let out = Command::new(cache.join("bin/helm"))
+        .args(args)
+        .current_dir(support::repo_root())
+        .output()
+        .expect("running helm (testenv/setup builds it)");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+fn kubectl_apply(ns: &str, manifests: &str) -> (bool, String) {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&support::env().kubeconfig)
+        .args(["apply", "-n", ns, "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), manifests.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+async fn create_namespace(client: &kube::Client, ns: &str) {
+    let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&PostParams::default(), &serde_json::from_value(obj).unwrap())
+        .await
+        .unwrap();
+}
+
+#[test]
+fn the_chart_lints_and_its_values_are_checked() {
+    let (ok, out) = helm(&["lint", "charts/s3connect"]);
+    assert!(ok, "helm lint: {out}");
+    let (ok, out) = helm(&["lint", "charts/s3connect", "--set", "logFormat=xml"]);
+    assert!(!ok && out.contains("logFormat"), "values.schema.json let logFormat=xml through: {out}");
+    let (ok, out) = helm(&["template", "t", "charts/s3connect", "--set", "watchNamespace=team-a"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("kind: Role\n") && !out.contains("kind: ClusterRole\n"),
+        "one namespace needs only a Role:\n{out}"
+    );
+    let committed = std::fs::read_to_string(support::repo_root().join("crds/s3connect.yaml")).unwrap();
+    let in_chart = std::fs::read_to_string(support::repo_root().join("charts/s3connect/crds/s3connect.yaml")).unwrap();
+    assert!(committed == in_chart, "charts/s3connect/crds is stale: run `make crds`");
+}
+
+/// A kubeconfig that acts as `user` (through impersonation by the test admin).
+fn impersonating(user: &str) -> PathBuf {
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&support::env().kubeconfig).unwrap()).unwrap();
+    config["users"][0]["user"]["as"] = json!(user);
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("kubeconfig-{}", std::process::id()));
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+async fn secret(client: &kube::Client, ns: &str, name: &str, keys: &Keys) {
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "stringData": {"AWS_ACCESS_KEY_ID": keys.access_key_id, "AWS_SECRET_ACCESS_KEY": keys.secret_access_key}});
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&secret))
+        .await
+        .unwrap();
+}
+
+async fn connection(client: &kube::Client, ns: &str, name: &str, bucket: &str, secret: &str) {
+    let conn = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": name},
+        "spec": {"uri": format!("s3://{bucket}/images/"), "credentials": {"secretRef": {"name": secret}},
+                 "endpoint": support::env().s3_endpoint, "forcePathStyle": true}});
+    Api::<S3Connection>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &serde_json::from_value(conn).unwrap())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_operator_works_with_exactly_the_charts_rbac_and_says_when_it_lacks_some() {
+    let client = support::client().await;
+    let ns = private_namespace("rbac");
+    create_namespace(&client, &ns).await;
+    let (ok, rendered) = helm(&["template", "t", "charts/s3connect", "--namespace", &ns]);
+    assert!(ok, "{rendered}");
+    let (ok, out) = kubectl_apply(&ns, &rendered);
+    assert!(ok, "the rendered chart does not apply: {out}");
+
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-rbac-{}.log", std::process::id()));
+    let kubeconfig = impersonating(&format!("system:serviceaccount:{ns}:t-s3connect"));
+    let mut operator =
+        spawn_with(&log, &kubeconfig, &["--namespace", &ns, "--leader-election", "--lease-namespace", &ns]);
+
+    // Happy path and a key rotation, as the ServiceAccount.
+    let bucket = s3::bucket("rbac", "us-east-1").await;
+    s3::put(&bucket, "images/a.jpg", b"a").await;
+    let location = Location::parse(&format!("{bucket}/images/")).unwrap();
+    let good =
+        iam::user_with_policy("rbac", &policy(&location, None, &required(&[Usage::Import], Default::default()))).await;
+    secret(&client, &ns, "keys", &Keys { secret_access_key: "x".repeat(40), ..good.clone() }).await;
+    connection(&client, &ns, "c", &bucket, "keys").await;
+    wait_for(&client, &ns, "c", "SignatureDoesNotMatch", |c| {
+        condition(c, "CredentialsValid").is_some_and(|x| x.reason == "SignatureDoesNotMatch")
+    })
+    .await;
+    secret(&client, &ns, "keys", &good).await;
+    wait_for(&client, &ns, "c", "Ready after rotation", |c| condition(c, "Ready").is_some_and(|r| r.status == "True"))
+        .await;
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(!events.items.is_empty(), "events were written as the ServiceAccount");
+
+    // Take away `get` on secrets: the next connection says so in status and log.
+    let patch = json!({"rules": [
+        {"apiGroups": ["s3connect.io"], "resources": ["s3connections"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": ["s3connect.io"], "resources": ["datasetexports"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["s3connect.io"], "resources": ["s3connections/status", "datasetexports/status"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]});
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone())
+        .patch("t-s3connect", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    secret(&client, &ns, "keys2", &good).await;
+    connection(&client, &ns, "c2", &bucket, "keys2").await;
+    let c = wait_for(&client, &ns, "c2", "SecretForbidden", |c| {
+        condition(c, "CredentialsValid").is_some_and(|x| x.reason == "SecretForbidden")
+    })
+    .await;
+    let message = &condition(&c, "Ready").unwrap().message;
+    assert!(message.contains("RBAC forbids get on secrets") && message.contains("Helm chart"), "{message}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("RBAC forbids reading the Secret"), "not in the log");
+
+    drop(operator.stdin.take());
+    assert!(operator.wait().unwrap().success());
+}
