@@ -4,10 +4,12 @@
 mod support;
 
 mod admission;
+mod chart;
 mod cli;
 mod connection;
 mod crds;
 mod export;
 mod launcher;
 mod operations;
+mod packaging;
 mod testenv;
