@@ -6,7 +6,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use s3connect::api::S3Connection;
 use s3connect::api::connection::Usage;
 use s3connect::s3::client::Keys;
 use s3connect::s3::policy::{policy, required};
@@ -79,25 +78,6 @@ fn impersonating(user: &str) -> PathBuf {
     path
 }
 
-async fn secret(client: &kube::Client, ns: &str, name: &str, keys: &Keys) {
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-        "stringData": {"AWS_ACCESS_KEY_ID": keys.access_key_id, "AWS_SECRET_ACCESS_KEY": keys.secret_access_key}});
-    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
-        .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&secret))
-        .await
-        .unwrap();
-}
-
-async fn connection(client: &kube::Client, ns: &str, name: &str, bucket: &str, secret: &str) {
-    let conn = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": name},
-        "spec": {"uri": format!("s3://{bucket}/images/"), "credentials": {"secretRef": {"name": secret}},
-                 "endpoint": support::env().s3_endpoint, "forcePathStyle": true}});
-    Api::<S3Connection>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &serde_json::from_value(conn).unwrap())
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn the_operator_works_with_exactly_the_charts_rbac_and_says_when_it_lacks_some() {
     let client = support::client().await;
@@ -119,13 +99,13 @@ async fn the_operator_works_with_exactly_the_charts_rbac_and_says_when_it_lacks_
     let location = Location::parse(&format!("{bucket}/images/")).unwrap();
     let good =
         iam::user_with_policy("rbac", &policy(&location, None, &required(&[Usage::Import], Default::default()))).await;
-    secret(&client, &ns, "keys", &Keys { secret_access_key: "x".repeat(40), ..good.clone() }).await;
-    connection(&client, &ns, "c", &bucket, "keys").await;
+    support::keys_secret(&client, &ns, "keys", &Keys { secret_access_key: "x".repeat(40), ..good.clone() }).await;
+    support::s3_connection(&client, &ns, "c", &bucket, "keys", json!({})).await;
     wait_for(&client, &ns, "c", "SignatureDoesNotMatch", |c| {
         condition(c, "CredentialsValid").is_some_and(|x| x.reason == "SignatureDoesNotMatch")
     })
     .await;
-    secret(&client, &ns, "keys", &good).await;
+    support::keys_secret(&client, &ns, "keys", &good).await;
     wait_for(&client, &ns, "c", "Ready after rotation", |c| condition(c, "Ready").is_some_and(|r| r.status == "True"))
         .await;
     let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
@@ -146,8 +126,8 @@ async fn the_operator_works_with_exactly_the_charts_rbac_and_says_when_it_lacks_
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    secret(&client, &ns, "keys2", &good).await;
-    connection(&client, &ns, "c2", &bucket, "keys2").await;
+    support::keys_secret(&client, &ns, "keys2", &good).await;
+    support::s3_connection(&client, &ns, "c2", &bucket, "keys2", json!({})).await;
     let c = wait_for(&client, &ns, "c2", "SecretForbidden", |c| {
         condition(c, "CredentialsValid").is_some_and(|x| x.reason == "SecretForbidden")
     })

@@ -99,15 +99,9 @@ async fn a_ready_connection_is_not_validated_or_written_again_until_due() {
         ),
     )
     .await;
-    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keys"},
-        "stringData": {"AWS_ACCESS_KEY_ID": keys.access_key_id, "AWS_SECRET_ACCESS_KEY": keys.secret_access_key}});
-    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns);
-    secrets.create(&Default::default(), &serde_json::from_value(secret).unwrap()).await.unwrap();
-    let conn = serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": "c"},
-        "spec": {"uri": format!("s3://{bucket}/images/"), "credentials": {"secretRef": {"name": "keys"}},
-                 "endpoint": support::env().s3_endpoint, "forcePathStyle": true}});
+    support::keys_secret(&client, &ns, "keys", &keys).await;
+    support::s3_connection(&client, &ns, "c", &bucket, "keys", serde_json::json!({})).await;
     let api = Api::<S3Connection>::namespaced(client.clone(), &ns);
-    api.create(&Default::default(), &serde_json::from_value(conn).unwrap()).await.unwrap();
     let ready =
         wait_for(&client, &ns, "c", "Ready", |c| condition(c, "Ready").is_some_and(|r| r.status == "True")).await;
 

@@ -22,19 +22,8 @@ async fn ready_connection(client: &kube::Client, ns: &str, name: &str) {
     let location = Location::parse(&format!("{bucket}/images/")).unwrap();
     let keys =
         iam::user_with_policy("ops", &policy(&location, None, &required(&[Usage::Import], Default::default()))).await;
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-keys")},
-        "stringData": {"AWS_ACCESS_KEY_ID": keys.access_key_id, "AWS_SECRET_ACCESS_KEY": keys.secret_access_key}});
-    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &serde_json::from_value(secret).unwrap())
-        .await
-        .unwrap();
-    let conn = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": name},
-        "spec": {"uri": format!("s3://{bucket}/images/"), "credentials": {"secretRef": {"name": format!("{name}-keys")}},
-                 "endpoint": support::env().s3_endpoint, "forcePathStyle": true}});
-    Api::<S3Connection>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &serde_json::from_value(conn).unwrap())
-        .await
-        .unwrap();
+    support::keys_secret(client, ns, &format!("{name}-keys"), &keys).await;
+    support::s3_connection(client, ns, name, &bucket, &format!("{name}-keys"), json!({})).await;
 }
 
 fn is_ready(c: &S3Connection) -> bool {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use kube::api::{Api, PostParams};
+use s3connect::api::DatasetExport;
 use s3connect::api::connection::Usage;
-use s3connect::api::{DatasetExport, S3Connection};
 use s3connect::s3::policy::{Action, policy, required};
 use s3connect::s3::uri::Location;
 use serde_json::{Value, json};
@@ -68,19 +68,9 @@ async fn connection(
 ) {
     let location = Location::parse(&format!("{bucket}/images/")).unwrap();
     let keys = iam::user_with_policy("health", &policy(&location, None, actions)).await;
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-        "stringData": {"AWS_ACCESS_KEY_ID": keys.access_key_id, "AWS_SECRET_ACCESS_KEY": keys.secret_access_key}});
-    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &serde_json::from_value(secret).unwrap())
-        .await
-        .unwrap();
-    let endpoint = endpoint.map_or_else(|| support::env().s3_endpoint.clone(), str::to_owned);
-    let conn = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": name},
-        "spec": {"uri": format!("s3://{bucket}/images/"), "credentials": {"secretRef": {"name": name}}, "endpoint": endpoint, "forcePathStyle": true}});
-    Api::<S3Connection>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &serde_json::from_value(conn).unwrap())
-        .await
-        .unwrap();
+    support::keys_secret(client, ns, name, &keys).await;
+    let extra = endpoint.map_or_else(|| json!({}), |e| json!({"endpoint": e}));
+    support::s3_connection(client, ns, name, bucket, name, extra).await;
 }
 
 #[tokio::test]

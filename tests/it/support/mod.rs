@@ -141,3 +141,35 @@ pub fn kubectl(args: &[&str]) -> (bool, String) {
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
+
+/// Creates or updates Secret `name` in `ns` with `keys` under the default key names.
+pub async fn keys_secret(client: &kube::Client, ns: &str, name: &str, keys: &s3connect::s3::client::Keys) {
+    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "stringData": {"AWS_ACCESS_KEY_ID": keys.access_key_id, "AWS_SECRET_ACCESS_KEY": keys.secret_access_key}});
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .patch(name, &kube::api::PatchParams::apply("test").force(), &kube::api::Patch::Apply(&secret))
+        .await
+        .unwrap_or_else(|e| panic!("applying Secret {ns}/{name}: {e}"));
+}
+
+/// Creates S3Connection `name` for `s3://<bucket>/images/` on the test S3 server with the
+/// keys in Secret `secret`; `extra` fields replace the spec's.
+pub async fn s3_connection(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    bucket: &str,
+    secret: &str,
+    extra: serde_json::Value,
+) {
+    let mut spec = serde_json::json!({"uri": format!("s3://{bucket}/images/"), "credentials": {"secretRef": {"name": secret}},
+        "endpoint": env().s3_endpoint, "forcePathStyle": true});
+    for (k, v) in extra.as_object().expect("an object of spec fields") {
+        spec[k] = v.clone();
+    }
+    let conn = serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": name}, "spec": spec});
+    Api::<s3connect::api::S3Connection>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &serde_json::from_value(conn).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("creating S3Connection {ns}/{name}: {e}"));
+}
