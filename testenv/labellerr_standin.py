@@ -9,7 +9,7 @@ tests check objects in S3.
 
 Test control lives under /_admin (no auth): seed projects, read state, inject faults
 (per endpoint: an HTTP status, a count, a delay, or "accept then delay the answer";
-optionally only for one project_id or connection_id).
+optionally only for one project_id, connection_id or connection path).
 
 Not part of the operator: a development tool only.
 """
@@ -44,7 +44,7 @@ FORMATS = {"json": "json", "coco_json": "json", "csv": "csv", "png": "zip"}
 
 
 def scope_key(f):
-    return (f.get("project_id"), f.get("connection_id"))
+    return (f.get("project_id"), f.get("connection_id"), f.get("path"))
 
 
 def matching_fault(name):
@@ -81,6 +81,8 @@ def in_scope(f):
         return False
     body = request.get_json(silent=True) or {}
     if f.get("connection_id") and body.get("connection_id") != f["connection_id"]:
+        return False
+    if f.get("path") and request.form.get("path") != f["path"]:
         return False
     return True
 

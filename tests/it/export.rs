@@ -46,6 +46,15 @@ impl ExportCase {
         };
         let bucket = s3::bucket(hint, "us-east-1").await;
         s3::put(&bucket, "data/images/a.jpg", b"a").await;
+        Self::with(client, ns, bucket, hint, denied).await
+    }
+
+    /// The same, in a namespace and bucket that already exist.
+    async fn new_in(client: &kube::Client, ns: &str, bucket: &str) -> ExportCase {
+        Self::with(client.clone(), ns.to_owned(), bucket.to_owned(), "refused", &[]).await
+    }
+
+    async fn with(client: kube::Client, ns: String, bucket: String, hint: &str, denied: &[Action]) -> ExportCase {
         let location = Location::parse(&format!("{bucket}/data/")).unwrap();
         let usage = [Usage::Import, Usage::Export];
         let actions: Vec<Action> =
@@ -390,4 +399,34 @@ async fn deletion_waits_for_the_platform_and_the_annotation_lets_it_go() {
     let held =
         platform::state().await["connections"].as_array().unwrap().iter().any(|c| c["connection_id"] == id.as_str());
     assert!(held, "skipping cleanup leaves the platform connection as it is");
+}
+
+#[tokio::test]
+async fn a_connection_the_platform_test_refuses_is_never_created() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "refused").await;
+    let bucket = s3::bucket("refused", "us-east-1").await;
+    s3::put(&bucket, "data/images/a.jpg", b"a").await;
+    let path = format!("{bucket}/data/");
+    platform::fault(
+        "connections/test",
+        json!({"status": 400, "count": 1000, "path": path, "message": "Connection test failed: the platform cannot list this bucket"}),
+    )
+    .await;
+    let case = ExportCase::new_in(&client, &ns, &bucket).await;
+    let c = wait_for(&case.client, &case.ns, "exports", "PlatformRejected", |c| {
+        condition(c, "Registered").is_some_and(|r| r.reason == "PlatformRejected")
+    })
+    .await;
+    let message = &condition(&c, "Registered").unwrap().message;
+    assert!(message.contains("the platform cannot list this bucket"), "the API's message is not passed on: {message}");
+    assert_eq!(condition(&c, "Ready").unwrap().reason, "PlatformRejected");
+    assert!(c.status.unwrap().platform_connections.is_empty());
+    let created = platform::state().await["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["description"].as_str().unwrap_or("").contains(&format!("S3Connection {ns}/exports")));
+    assert!(!created, "a connection the platform's test refused was created");
+    platform::fault("connections/test", json!({"status": 0, "count": 0, "path": path})).await;
 }
