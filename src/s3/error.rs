@@ -24,6 +24,9 @@ pub enum FailureKind {
     NoCorsConfiguration,
     /// A range read of an empty object (proves the read was allowed).
     InvalidRange,
+    /// The object vanished between listing and reading (proves the read was allowed:
+    /// without permission S3 answers AccessDenied, not NoSuchKey).
+    NoSuchKey,
     Other,
 }
 
@@ -114,6 +117,7 @@ pub fn classify_parts(code: Option<&str>, message: Option<&str>, status: u16, re
         "NotImplemented" | "NotSupported" | "XNotImplemented" => FailureKind::NotImplemented,
         "NoSuchCORSConfiguration" => FailureKind::NoCorsConfiguration,
         "InvalidRange" => FailureKind::InvalidRange,
+        "NoSuchKey" => FailureKind::NoSuchKey,
         // A 301 without a body (HEAD-like answers) is S3 pointing at another region.
         _ if status == 301 => FailureKind::WrongRegion,
         _ if status == 501 => FailureKind::NotImplemented,
@@ -181,6 +185,7 @@ mod tests {
             ),
             ("NoSuchCORSConfiguration", "The CORS configuration does not exist", 404, NoCorsConfiguration),
             ("InvalidRange", "The requested range is not satisfiable", 416, InvalidRange),
+            ("NoSuchKey", "The specified key does not exist.", 404, NoSuchKey),
             ("InternalError", "We encountered an internal error.", 500, Other),
         ] {
             assert_eq!(classify_parts(Some(code), Some(message), status, None).kind, want, "{code}: {message}");
@@ -215,7 +220,7 @@ mod tests {
         {
             assert!(k.is_fatal(), "{k:?}");
         }
-        for k in [AccessDenied, KmsDenied, NotImplemented, NoCorsConfiguration, InvalidRange, Other] {
+        for k in [AccessDenied, KmsDenied, NotImplemented, NoCorsConfiguration, InvalidRange, NoSuchKey, Other] {
             assert!(!k.is_fatal(), "{k:?}");
         }
     }

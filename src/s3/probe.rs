@@ -13,8 +13,21 @@ use super::policy::{Action, required};
 use super::uri::Location;
 use crate::api::connection::{CorsMode, Usage};
 
-/// Name of the object an Export probe writes and deletes right away, under the prefix.
-pub const PROBE_OBJECT: &str = ".s3connect-write-probe";
+/// Start of the name of the object an Export probe writes and deletes right away, under
+/// the prefix. Each connection has its own (see [`probe_key`]), so that connections
+/// sharing a prefix never delete each other's, and `~` sorts it after ordinary keys, so
+/// that listings find real objects first.
+pub const PROBE_OBJECT: &str = "~s3connect-write-probe";
+
+/// The probe object of the connection `owner` (`namespace/name`) under `prefix`: stable,
+/// so repeated validations reuse one key.
+pub fn probe_key(prefix: &str, owner: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in owner.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    format!("{prefix}{PROBE_OBJECT}-{h:08x}")
+}
 
 /// What to probe.
 #[derive(Clone, Debug)]
@@ -95,6 +108,8 @@ pub struct Report {
     /// Whether the listing ran, and the first key it found.
     pub listed: bool,
     pub sample_object: Option<String>,
+    /// The probe object's key, when an Export probe ran.
+    pub probe_object: Option<String>,
     pub cors: Option<CorsOutcome>,
     /// S3 requests sent.
     pub requests: u32,
@@ -110,6 +125,12 @@ impl Report {
             slot.1 = outcome;
         }
     }
+}
+
+/// The first listed key that is not a probe object.
+fn sample<'a>(keys: impl Iterator<Item = &'a str>, prefix: &str) -> Option<String> {
+    let probe = format!("{prefix}{PROBE_OBJECT}");
+    keys.into_iter().find(|k| !k.starts_with(&probe)).map(str::to_owned)
 }
 
 /// The region S3 means by a GetBucketLocation answer: empty is us-east-1, `EU` is the
@@ -192,6 +213,7 @@ pub async fn run(probe: &Probe<'_>, keys: &Keys) -> Report {
             region_used: initial_region.to_owned(),
             listed: false,
             sample_object: None,
+            probe_object: None,
             cors: None,
             requests: 0,
         },
@@ -224,13 +246,15 @@ async fn probe_all(run: &mut Run<'_>) {
         }
     }
 
-    // 2. List one key under the prefix: proves s3:ListBucket and finds a sample.
-    let listed = run.client.list_objects_v2().bucket(bucket).prefix(prefix).max_keys(1).send().await;
+    // 2. List two keys under the prefix: proves s3:ListBucket and finds a sample. Probe
+    // objects sort last and are skipped, since a connection sharing the prefix may
+    // delete its own at any moment.
+    let listed = run.client.list_objects_v2().bucket(bucket).prefix(prefix).max_keys(2).send().await;
     match listed {
         Ok(out) => {
             run.report.set(Action::ListBucket, Outcome::Allowed);
             run.report.listed = true;
-            run.report.sample_object = out.contents().iter().filter_map(|o| o.key()).next().map(str::to_owned);
+            run.report.sample_object = sample(out.contents().iter().filter_map(|o| o.key()), prefix);
         }
         Err(e) => {
             let f = run.failure(&e);
@@ -248,8 +272,9 @@ async fn probe_all(run: &mut Run<'_>) {
             Ok(_) => run.report.set(Action::GetObject, Outcome::Allowed),
             Err(e) => {
                 let f = run.failure(&e);
-                // An empty object has no byte 0, but the read itself was allowed.
-                if f.kind == FailureKind::InvalidRange {
+                // An empty object has no byte 0, and a vanished one is NoSuchKey only to
+                // a reader S3 lets read: either way the read itself was allowed.
+                if matches!(f.kind, FailureKind::InvalidRange | FailureKind::NoSuchKey) {
                     run.report.set(Action::GetObject, Outcome::Allowed);
                 } else if !run.record_failure(Action::GetObject, f) {
                     return;
@@ -272,7 +297,8 @@ async fn probe_all(run: &mut Run<'_>) {
     // 5. Export: write a small, self-describing object and delete it again. The delete
     // is probed even when the write was denied: deleting a missing key is allowed.
     if run.probe.usage.contains(&Usage::Export) {
-        let key = format!("{prefix}{PROBE_OBJECT}");
+        let key = probe_key(prefix, run.probe.owner);
+        run.report.probe_object = Some(key.clone());
         let body = format!(
             "Written by s3connect for S3Connection {} to check s3:PutObject, and deleted right away. \
              If you can read this, s3:DeleteObject is missing.\n",
@@ -293,7 +319,13 @@ async fn probe_all(run: &mut Run<'_>) {
             Ok(_) => run.report.set(Action::DeleteObject, Outcome::Allowed),
             Err(e) => {
                 let f = run.failure(&e);
-                run.record_failure(Action::DeleteObject, f);
+                // Some stores answer a delete of a missing key with NoSuchKey (S3 says 204):
+                // either way the delete was allowed.
+                if f.kind == FailureKind::NoSuchKey {
+                    run.report.set(Action::DeleteObject, Outcome::Allowed);
+                } else {
+                    run.record_failure(Action::DeleteObject, f);
+                }
             }
         }
     }
@@ -362,6 +394,23 @@ async fn probe_cors(run: &mut Run<'_>) -> CorsOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_connection_has_its_own_stable_probe_object() {
+        assert_eq!(probe_key("p/", "ns/a"), probe_key("p/", "ns/a"));
+        assert_ne!(probe_key("p/", "ns/a"), probe_key("p/", "ns/b"));
+        assert!(probe_key("p/", "ns/a").starts_with("p/~s3connect-write-probe-"));
+    }
+
+    #[test]
+    fn the_sample_is_never_a_probe_object() {
+        let key = probe_key("data/", "ns/other");
+        let p = key.as_str();
+        assert_eq!(sample([p, "data/a.jpg"].into_iter(), "data/").as_deref(), Some("data/a.jpg"));
+        assert_eq!(sample(["data/a.jpg"].into_iter(), "data/").as_deref(), Some("data/a.jpg"));
+        assert_eq!(sample([p].into_iter(), "data/"), None);
+        assert_eq!(sample(std::iter::empty(), "data/"), None);
+    }
 
     #[test]
     fn location_constraints_name_real_regions() {

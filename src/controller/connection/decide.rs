@@ -8,7 +8,7 @@ use crate::api::conditions::{
 use crate::api::connection::{CorsState, PermissionCheck, PermissionResult, S3ConnectionSpec, Usage};
 use crate::s3::error::{Failure, FailureKind};
 use crate::s3::policy::{Action, policy};
-use crate::s3::probe::{CorsOutcome, Outcome, PROBE_OBJECT, Report};
+use crate::s3::probe::{CorsOutcome, Outcome, Report};
 use crate::s3::uri::Location;
 
 /// Why no probe could run.
@@ -489,8 +489,10 @@ fn write_condition(location: &Location, report: &Report, region: Option<&str>) -
             WRITE_PERMITTED,
             Reason::DeleteObjectDenied,
             format!(
-                "The credentials may write but not delete in {location} (s3:DeleteObject): allow s3:DeleteObject on {}, then delete the probe object {location}{PROBE_OBJECT} left behind.",
-                location.objects_arn(region)
+                "The credentials may write but not delete in {location} (s3:DeleteObject): allow s3:DeleteObject on {}, then delete the probe object s3://{}/{} left behind.",
+                location.objects_arn(region),
+                location.bucket,
+                report.probe_object.as_deref().unwrap_or_default()
             ),
         ),
         (_, Some(Outcome::Failed(f))) => s3_error(WRITE_PERMITTED, Action::DeleteObject, f),

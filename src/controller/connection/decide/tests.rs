@@ -35,6 +35,7 @@ fn healthy(spec: &S3ConnectionSpec) -> Report {
         region_used: "us-east-1".into(),
         listed: true,
         sample_object: Some("images/cat.jpg".into()),
+        probe_object: Some("images/~s3connect-write-probe-0123abcd".into()),
         cors: Some(CorsOutcome::Present),
         requests: 5,
     }
@@ -294,7 +295,7 @@ fn write_failures_for_export() {
         &verdict(&spec, &report),
         WRITE_PERMITTED,
         Reason::DeleteObjectDenied,
-        &["s3:DeleteObject", ".s3connect-write-probe"],
+        &["s3:DeleteObject", "s3://data/images/~s3connect-write-probe-0123abcd"],
     );
 }
 
