@@ -17,9 +17,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -509,19 +508,11 @@ async fn write(
     }
     if status.phase != old.phase {
         let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
-        let event = Event {
-            type_: if status.phase == Some(ExportPhase::Failed) { EventType::Warning } else { EventType::Normal },
-            reason: phase.clone(),
-            note: Some(match &status.report_id {
-                Some(id) => format!("Export {phase} (report {id})."),
-                None => format!("Export {phase}: {}", ready.message.chars().take(900).collect::<String>()),
-            }),
-            action: "Export".into(),
-            secondary: None,
+        let note = match &status.report_id {
+            Some(id) => format!("Export {phase} (report {id})."),
+            None => format!("Export {phase}: {}", ready.message),
         };
-        if let Err(e) = ctx.recorder.publish(&event, &export.object_ref(&())).await {
-            warn!(export = %name, error = %e, "could not publish an event");
-        }
+        ctx.event(export.object_ref(&()), status.phase == Some(ExportPhase::Failed), &phase, "Export", &note).await;
         info!(export = %format!("{namespace}/{name}"), phase = %phase, report_id = status.report_id.as_deref().unwrap_or(""), "phase");
     }
     Ok(())
@@ -550,7 +541,7 @@ fn trigger_hash(export: &DatasetExport) -> Option<u64> {
     Some(h.finish())
 }
 
-fn referencing(store: &Store<DatasetExport>, conn: &S3Connection) -> Vec<ObjectRef<DatasetExport>> {
+fn referencing(store: &Store<DatasetExport>, conn: &PartialObjectMeta<S3Connection>) -> Vec<ObjectRef<DatasetExport>> {
     store
         .state()
         .iter()
@@ -563,8 +554,11 @@ fn referencing(store: &Store<DatasetExport>, conn: &S3Connection) -> Vec<ObjectR
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    let connections =
-        watcher(super::api::<S3Connection>(&ctx), ctx.config.watch_config()).default_backoff().applied_objects();
+    // Metadata only: a change is all the mapping needs, and every status write of every
+    // connection passes through here.
+    let connections = watcher(super::api::<PartialObjectMeta<S3Connection>>(&ctx), ctx.config.watch_config())
+        .default_backoff()
+        .applied_objects();
     super::run_controller(
         ctx.clone(),
         "DatasetExport",

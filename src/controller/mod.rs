@@ -1,4 +1,4 @@
-//! The controllers and what they share: the Kubernetes client, the event recorder and the
+//! The controllers and what they share: the Kubernetes client, event publishing and the
 //! operator's configuration.
 
 pub mod connection;
@@ -10,10 +10,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Resource;
 use kube::api::Api;
+use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
@@ -47,7 +50,8 @@ impl Config {
 pub struct Context {
     pub client: kube::Client,
     pub platform: crate::platform::Client,
-    pub recorder: Recorder,
+    /// This replica's name, for events' reportingInstance.
+    instance: String,
     /// Export report ids not yet written to status (see `export`).
     pub unrecorded: export::Unrecorded,
     pub config: Config,
@@ -63,14 +67,52 @@ impl Context {
         config: Config,
         instance: Option<String>,
     ) -> Self {
-        let reporter = Reporter { controller: "s3connect".into(), instance };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            instance: instance.unwrap_or_else(|| "s3connect".into()),
             unrecorded: export::Unrecorded::default(),
             client,
             platform,
             config,
             failures: Mutex::default(),
+        }
+    }
+
+    /// Publishes an events.k8s.io Event about `regarding`. Events are only sent on
+    /// transitions, so each is created as it is: no client-side aggregation, and no cache
+    /// of past events held in memory (kube's Recorder keeps every event for six minutes,
+    /// which at thousands of objects was most of the operator's memory).
+    pub async fn event(&self, regarding: ObjectReference, warning: bool, reason: &str, action: &str, note: &str) {
+        let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".into());
+        let mut note = note.to_owned();
+        if note.len() > 1000 {
+            let mut end = 1000;
+            while !note.is_char_boundary(end) {
+                end -= 1;
+            }
+            note.truncate(end);
+        }
+        let event = K8sEvent {
+            metadata: ObjectMeta {
+                // `<object>.<unique>`, as kubectl names events (a generateName may not end
+                // in a dot).
+                name: Some(format!("{}.{:016x}", regarding.name.as_deref().unwrap_or("s3connect"), fastrand::u64(..))),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+            reporting_controller: Some("s3connect.io/operator".into()),
+            reporting_instance: Some(self.instance.clone()),
+            action: Some(action.to_owned()),
+            reason: Some(reason.to_owned()),
+            note: Some(note),
+            type_: Some(if warning { "Warning" } else { "Normal" }.to_owned()),
+            regarding: Some(regarding),
+            ..Default::default()
+        };
+        if let Err(e) =
+            Api::<K8sEvent>::namespaced(self.client.clone(), &namespace).create(&PostParams::default(), &event).await
+        {
+            tracing::warn!(reason, error = %e, "could not publish an event");
         }
     }
 
@@ -116,6 +158,8 @@ pub async fn run_controller<K, O, I, Fut, E>(
     let (reader, writer) = reflector::store();
     let trigger = watcher(api, ctx.config.watch_config())
         .default_backoff()
+        // The cache never needs managedFields, which are a large part of each object.
+        .modify(|o| o.meta_mut().managed_fields = None)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(trigger_hash, Default::default());

@@ -14,7 +14,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -355,42 +354,13 @@ fn new_status(
 async fn publish_events(ctx: &Context, conn: &S3Connection, old: &S3ConnectionStatus, verdict: &Verdict) {
     let ready = verdict.ready();
     let before = old.conditions.iter().find(|c| c.type_ == conditions::READY);
-    let mut events = Vec::new();
     if before.is_none_or(|b| b.status != ready.status.as_str() || b.reason != ready.reason.as_str()) {
-        events.push(Event {
-            type_: if ready.is_true() { EventType::Normal } else { EventType::Warning },
-            reason: ready.reason.as_str().to_owned(),
-            note: Some(truncate(&ready.message, 1000)),
-            action: "Validate".into(),
-            secondary: None,
-        });
+        ctx.event(conn.object_ref(&()), !ready.is_true(), ready.reason.as_str(), "Validate", &ready.message).await;
     }
     if verdict.cors == Some(CorsState::Applied) {
-        events.push(Event {
-            type_: EventType::Normal,
-            reason: "CorsApplied".into(),
-            note: Some("Added the CORS rule the labelling UI needs; the bucket's other rules were kept.".into()),
-            action: "ApplyCors".into(),
-            secondary: None,
-        });
+        let note = "Added the CORS rule the labelling UI needs; the bucket's other rules were kept.";
+        ctx.event(conn.object_ref(&()), false, "CorsApplied", "ApplyCors", note).await;
     }
-    let reference = conn.object_ref(&());
-    for event in events {
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            warn!(connection = %conn.name_any(), error = %e, "could not publish an event");
-        }
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 fn error_kind(err: &Error) -> &'static str {
