@@ -1,5 +1,5 @@
 # Entry points; each is a script under scripts/ or testenv/ that works without make too.
-.PHONY: demo test testenv crds lint
+.PHONY: demo test bench testenv crds lint
 
 ## demo: a local control plane and S3 server with s3connect's resources applied
 demo:
@@ -8,6 +8,10 @@ demo:
 ## test: everything CI runs: formatting, lints, unit and integration tests
 test:
 	scripts/test
+
+## bench: scale, rotation and steady-state benchmarks (not part of test)
+bench:
+	scripts/bench
 
 ## testenv: install (build) the test environment's pinned components
 testenv:

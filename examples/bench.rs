@@ -1,0 +1,394 @@
+//! Scale benchmark: N S3Connections over 10 Secrets and 10 buckets, against the real test
+//! control plane, versitygw as the S3 server, and the release operator binary. Prints
+//! figures; `scripts/bench` runs the documented scenarios. Not part of `make test`.
+//!
+//!   bench scale N          time to Ready, CPU, peak RSS, S3 and API requests per reconcile
+//!   bench rotate N         N connections on one Secret: time until all re-validated
+//!   bench steady N MINUTES revalidateInterval 1m: S3 requests per minute
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{WatchStreamExt, watcher};
+use s3connect::api::S3Connection;
+use s3connect::s3::client::{Keys, Target, client};
+use serde_json::json;
+
+const NS: &str = "bench";
+const BUCKETS: usize = 10;
+const SECRETS: usize = 10;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Children that die with the benchmark.
+struct Guard(Vec<Child>);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Env {
+    s3: String,
+    keys: Keys,
+    operator_pid: u32,
+    metrics: String,
+    _guard: Guard,
+}
+
+fn launch() -> (Child, HashMap<String, String>) {
+    let mut child = Command::new("python3")
+        .arg(root().join("testenv/launch.py"))
+        .arg("--until-stdin-closes")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the launcher");
+    let line = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let path = line.strip_prefix("READY ").expect("the environment started");
+    let vars = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    (child, vars)
+}
+
+async fn setup() -> (Env, kube::Client) {
+    let (launcher, vars) = launch();
+    let kubeconfig = PathBuf::from(&vars["KUBECONFIG"]);
+    let run_dir = PathBuf::from(&vars["S3CONNECT_TEST_RUN_DIR"]);
+
+    // versitygw over a directory, with one root user.
+    let port = free_port();
+    let keys = Keys {
+        access_key_id: "benchroot".into(),
+        secret_access_key: "benchroot-secret-0123456789".into(),
+        session_token: None,
+    };
+    let data = run_dir.join("versitygw");
+    std::fs::create_dir_all(&data).unwrap();
+    let vgw = Command::new(root().join(".testenv/bin/versitygw"))
+        .args([
+            "--access",
+            &keys.access_key_id,
+            "--secret",
+            &keys.secret_access_key,
+            "--port",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["posix", data.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("versitygw (scripts/bench builds it)");
+    let s3 = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let admin =
+        client(&keys, &Target { region: "us-east-1".into(), endpoint: Some(s3.clone()), force_path_style: true });
+    for b in 0..BUCKETS {
+        let bucket = format!("bench-{b}");
+        admin.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+        admin.put_object().bucket(&bucket).key("data/sample.jpg").body(b"sample".to_vec().into()).send().await.unwrap();
+    }
+
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let kube = kube::Client::try_from(config).unwrap();
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(kube.clone())
+        .create(&PostParams::default(), &serde_json::from_value(ns).unwrap())
+        .await
+        .unwrap();
+
+    let metrics_port = free_port();
+    let log = std::fs::File::create(run_dir.join("operator.log")).unwrap();
+    let operator = Command::new(root().join("target/release/s3connect"))
+        .args(["operator", "--allowed-endpoints", "http://127.0.0.1:*", "--log-format", "json"])
+        .args([
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics_port}"),
+            "--platform-url",
+            &vars["S3CONNECT_TEST_PLATFORM_URL"],
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("target/release/s3connect (scripts/bench builds it)");
+    let operator_pid = operator.id();
+    let env = Env {
+        s3,
+        keys,
+        operator_pid,
+        metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
+        _guard: Guard(vec![operator, vgw, launcher]),
+    };
+    (env, kube)
+}
+
+async fn secret(kube: &kube::Client, name: &str, keys: &Keys, rotation: u32) {
+    let s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "annotations": {"bench/rotation": rotation.to_string()}},
+        "stringData": {"AWS_ACCESS_KEY_ID": keys.access_key_id, "AWS_SECRET_ACCESS_KEY": keys.secret_access_key}});
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(kube.clone(), NS)
+        .patch(name, &PatchParams::apply("bench").force(), &Patch::Apply(&s))
+        .await
+        .unwrap();
+}
+
+/// Creates `n` connections (Import+Export, CORS applied), 32 at a time; returns when each
+/// was created.
+async fn connections(
+    kube: &kube::Client,
+    env: &Env,
+    n: usize,
+    secret_of: impl Fn(usize) -> String,
+    interval: &str,
+) -> HashMap<String, Instant> {
+    let api = Api::<S3Connection>::namespaced(kube.clone(), NS);
+    stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            let obj = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": format!("c-{i}")},
+                "spec": {"uri": format!("s3://bench-{}/data/", i % BUCKETS), "usage": ["Import", "Export"],
+                         "credentials": {"secretRef": {"name": secret_of(i)}}, "endpoint": env.s3, "forcePathStyle": true,
+                         "revalidateInterval": interval}});
+            async move {
+                api.create(&PostParams::default(), &serde_json::from_value(obj).unwrap()).await.unwrap();
+                (format!("c-{i}"), Instant::now())
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await
+}
+
+fn ready(c: &S3Connection) -> bool {
+    c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|x| x.type_ == "Ready" && x.status == "True"))
+}
+
+/// Watches until every connection satisfies `done`; returns when each first did.
+async fn wait_all(
+    kube: &kube::Client,
+    n: usize,
+    done: impl Fn(&S3Connection) -> bool,
+    timeout: Duration,
+) -> HashMap<String, Instant> {
+    let api = Api::<S3Connection>::namespaced(kube.clone(), NS);
+    let mut seen = HashMap::new();
+    let stream = watcher(api, watcher::Config::default()).applied_objects();
+    futures::pin_mut!(stream);
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            item = stream.try_next() => {
+                let Ok(Some(c)) = item else { continue };
+                if done(&c) {
+                    seen.entry(c.metadata.name.clone().unwrap()).or_insert_with(Instant::now);
+                }
+                if seen.len() == n {
+                    return seen;
+                }
+            }
+            () = &mut deadline => {
+                eprintln!("timed out with {} of {n} done", seen.len());
+                return seen;
+            }
+        }
+    }
+}
+
+fn proc_stats(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let cpu = (ticks(11) + ticks(12)) / 100.0; // utime + stime, in clock ticks of 1/100 s
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (cpu, hwm)
+}
+
+async fn get(url: &str) -> String {
+    let out = Command::new("curl").args(["-sf", url]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Sum of a metric's samples whose labels contain every `filter`.
+fn sum(text: &str, name: &str, filters: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' '))
+        })
+        .filter(|l| filters.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// The operator's requests to the API server, from the server's own counters: the verbs
+/// and resources only the operator uses here.
+async fn operator_api_requests(kube: &kube::Client) -> f64 {
+    let text = kube.request_text(http::Request::get("/metrics").body(Vec::new()).unwrap()).await.unwrap();
+    let r = "apiserver_request_total";
+    sum(&text, r, &["resource=\"secrets\"", "verb=\"GET\""])
+        + sum(&text, r, &["resource=\"s3connections\"", "subresource=\"status\"", "verb=\"PATCH\""])
+        + sum(&text, r, &["resource=\"events\"", "verb=\"POST\""])
+        + sum(&text, r, &["resource=\"events\"", "verb=\"PATCH\""])
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn scale(n: usize) {
+    let (env, kube) = setup().await;
+    for s in 0..SECRETS {
+        secret(&kube, &format!("keys-{s}"), &env.keys, 0).await;
+    }
+    let api_before = operator_api_requests(&kube).await;
+    let started = Instant::now();
+    let watch = tokio::spawn({
+        let kube = kube.clone();
+        async move { wait_all(&kube, n, ready, Duration::from_secs(1800)).await }
+    });
+    let created = connections(&kube, &env, n, |i| format!("keys-{}", i % SECRETS), "10m").await;
+    let last_apply = created.values().max().copied().unwrap();
+    let ready_at = watch.await.unwrap();
+    let all_ready = ready_at.values().max().copied().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await; // let the last events and metrics land
+    let (cpu, hwm) = proc_stats(env.operator_pid);
+    let metrics = get(&env.metrics).await;
+    let reconciles = sum(&metrics, "s3connect_reconciliations_total", &["kind=\"S3Connection\""]);
+    let s3 = sum(&metrics, "s3connect_s3_requests_total", &[]);
+    let api = operator_api_requests(&kube).await - api_before;
+    let ttr: Vec<f64> =
+        ready_at.iter().filter_map(|(k, t)| created.get(k).map(|c| t.duration_since(*c).as_secs_f64())).collect();
+    println!(
+        "| {n} | {:.1} s | {:.2} s | {:.2} s | {cpu:.1} s | {:.1} MiB | {:.2} | {:.2} | {:.2} ms | {} of {n} |",
+        all_ready.saturating_duration_since(last_apply).as_secs_f64(),
+        percentile(ttr.clone(), 0.5),
+        percentile(ttr, 0.95),
+        hwm as f64 / 1024.0,
+        s3 / reconciles,
+        api / reconciles,
+        cpu * 1000.0 / reconciles,
+        ready_at.len(),
+    );
+    eprintln!(
+        "total wall {:.1}s, {reconciles} reconciles, {s3} S3 requests, {api} API requests",
+        started.elapsed().as_secs_f64()
+    );
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("s3connect_reconciliations_total{") || l.starts_with("s3connect_s3_requests_total{"))
+    {
+        eprintln!("  {line}");
+    }
+}
+
+async fn rotate(n: usize) {
+    let (env, kube) = setup().await;
+    secret(&kube, "shared", &env.keys, 0).await;
+    let watch = tokio::spawn({
+        let kube = kube.clone();
+        async move { wait_all(&kube, n, ready, Duration::from_secs(1800)).await }
+    });
+    connections(&kube, &env, n, |_| "shared".into(), "10m").await;
+    watch.await.unwrap();
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(kube.clone(), NS);
+    let before = secrets.get("shared").await.unwrap().metadata.resource_version.unwrap();
+    let rotated_at = Instant::now();
+    secret(&kube, "shared", &env.keys, 1).await;
+    let after = secrets.get("shared").await.unwrap().metadata.resource_version.unwrap();
+    assert_ne!(before, after);
+    let done = wait_all(
+        &kube,
+        n,
+        move |c| ready(c) && c.status.as_ref().and_then(|s| s.credentials_version.as_deref()) == Some(after.as_str()),
+        Duration::from_secs(1800),
+    )
+    .await;
+    let last = done.values().max().copied().unwrap();
+    let (cpu, hwm) = proc_stats(env.operator_pid);
+    println!(
+        "| rotation of one Secret used by {n} | {:.1} s until all {} re-validated | CPU {cpu:.1} s total | peak RSS {:.1} MiB |",
+        last.duration_since(rotated_at).as_secs_f64(),
+        done.len(),
+        hwm as f64 / 1024.0
+    );
+}
+
+async fn steady(n: usize, minutes: u64) {
+    let (env, kube) = setup().await;
+    for s in 0..SECRETS {
+        secret(&kube, &format!("keys-{s}"), &env.keys, 0).await;
+    }
+    let watch = tokio::spawn({
+        let kube = kube.clone();
+        async move { wait_all(&kube, n, ready, Duration::from_secs(600)).await }
+    });
+    connections(&kube, &env, n, |i| format!("keys-{}", i % SECRETS), "1m").await;
+    watch.await.unwrap();
+    let mut last = sum(&get(&env.metrics).await, "s3connect_s3_requests_total", &[]);
+    let mut per_minute = Vec::new();
+    let mut per_10s = Vec::new();
+    let mut last_10s = last;
+    for tick in 1..=(minutes * 6) {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let now = sum(&get(&env.metrics).await, "s3connect_s3_requests_total", &[]);
+        per_10s.push(now - last_10s);
+        last_10s = now;
+        if tick % 6 == 0 {
+            per_minute.push(now - last);
+            last = now;
+        }
+    }
+    let (cpu, hwm) = proc_stats(env.operator_pid);
+    println!("S3 requests per minute, {n} connections at revalidateInterval 1m: {per_minute:?}");
+    println!("per 10 s (jitter spreads them): {per_10s:?}");
+    println!("operator CPU {cpu:.1} s over the run, peak RSS {:.1} MiB", hwm as f64 / 1024.0);
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(100);
+    match args.get(1).map(String::as_str) {
+        Some("scale") => scale(n).await,
+        Some("rotate") => rotate(n).await,
+        Some("steady") => steady(n, args.get(3).and_then(|v| v.parse().ok()).unwrap_or(10)).await,
+        _ => eprintln!("usage: bench scale N | rotate N | steady N MINUTES"),
+    }
+}
