@@ -262,6 +262,8 @@ async fn operator_api_requests(kube: &kube::Client) -> f64 {
     let text = kube.request_text(http::Request::get("/metrics").body(Vec::new()).unwrap()).await.unwrap();
     let r = "apiserver_request_total";
     sum(&text, r, &["resource=\"secrets\"", "verb=\"GET\""])
+        // Server-side apply is counted as verb APPLY, not PATCH.
+        + sum(&text, r, &["resource=\"s3connections\"", "subresource=\"status\"", "verb=\"APPLY\""])
         + sum(&text, r, &["resource=\"s3connections\"", "subresource=\"status\"", "verb=\"PATCH\""])
         + sum(&text, r, &["resource=\"events\"", "verb=\"POST\""])
         + sum(&text, r, &["resource=\"events\"", "verb=\"PATCH\""])
