@@ -23,6 +23,19 @@ use serde::de::DeserializeOwned;
 
 use crate::endpoints::AllowList;
 
+/// A Secret's value at `key`, trimmed of the whitespace that copy-paste and `echo` leave
+/// (a trailing newline otherwise shows up as SignatureDoesNotMatch); None when missing or
+/// blank.
+pub fn secret_value(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> Option<String> {
+    let value = secret.data.as_ref()?.get(key)?;
+    Some(String::from_utf8_lossy(&value.0).trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// A Secret's key names (never its values), for messages about a missing key.
+pub fn secret_keys(secret: &k8s_openapi::api::core::v1::Secret) -> Vec<String> {
+    secret.data.as_ref().map(|d| d.keys().cloned().collect()).unwrap_or_default()
+}
+
 /// The field manager for everything the operator writes with server-side apply.
 pub const FIELD_MANAGER: &str = "s3connect";
 

@@ -38,17 +38,10 @@ pub enum Error {
     WriteStatus { namespace: String, name: String, source: kube::Error },
 }
 
-/// Reads the access keys from `secret`, trimming the whitespace that copy-paste and
-/// `echo` leave behind (a trailing newline otherwise shows up as SignatureDoesNotMatch).
+/// Reads the access keys from `secret`.
 pub fn keys_from(secret: &Secret, refs: &CredentialsSecretRef) -> Result<Keys, Blocker> {
-    let data = secret.data.as_ref();
-    let get = |key: &str| {
-        data.and_then(|d| d.get(key)).map(|v| String::from_utf8_lossy(&v.0).trim().to_owned()).filter(|v| !v.is_empty())
-    };
-    let missing = |key: &str| Blocker::SecretKeyMissing {
-        key: key.to_owned(),
-        present: data.map(|d| d.keys().cloned().collect()).unwrap_or_default(),
-    };
+    let get = |key: &str| super::secret_value(secret, key);
+    let missing = |key: &str| Blocker::SecretKeyMissing { key: key.to_owned(), present: super::secret_keys(secret) };
     Ok(Keys {
         access_key_id: get(&refs.access_key_id_key).ok_or_else(|| missing(&refs.access_key_id_key))?,
         secret_access_key: get(&refs.secret_access_key_key).ok_or_else(|| missing(&refs.secret_access_key_key))?,

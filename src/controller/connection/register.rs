@@ -28,10 +28,7 @@ pub fn credentials(secret: Option<&Secret>, refs: &PlatformSecretRef, namespace:
             ),
         ));
     };
-    let data = secret.data.as_ref();
-    let get = |key: &str| {
-        data.and_then(|d| d.get(key)).map(|v| String::from_utf8_lossy(&v.0).trim().to_owned()).filter(|v| !v.is_empty())
-    };
+    let get = |key: &str| crate::controller::secret_value(secret, key);
     let missing = |key: &str| {
         Cond::failed(
             REGISTERED,
@@ -39,7 +36,7 @@ pub fn credentials(secret: Option<&Secret>, refs: &PlatformSecretRef, namespace:
             format!(
                 "Secret {:?} has no key {key:?} (it has: {}): add it, or name the key that holds it in spec.platform.secretRef.",
                 &*refs.name,
-                data.map(|d| d.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default()
+                crate::controller::secret_keys(secret).join(", ")
             ),
         )
     };
