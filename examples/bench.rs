@@ -89,6 +89,8 @@ async fn setup() -> (Env, kube::Client) {
             &keys.access_key_id,
             "--secret",
             &keys.secret_access_key,
+            // Real S3 keeps connections alive; versitygw closes each one unless asked.
+            "--keep-alive",
             "--port",
             &format!("127.0.0.1:{port}"),
         ])
@@ -127,7 +129,10 @@ async fn setup() -> (Env, kube::Client) {
 
     let metrics_port = free_port();
     let log = std::fs::File::create(run_dir.join("operator.log")).unwrap();
-    let operator = Command::new(root().join("target/release/s3connect"))
+    // S3CONNECT_BENCH_OPERATOR: another build of the operator, to profile it, say.
+    let binary = std::env::var_os("S3CONNECT_BENCH_OPERATOR")
+        .map_or_else(|| root().join("target/release/s3connect"), PathBuf::from);
+    let operator = Command::new(binary)
         .args(["operator", "--allowed-endpoints", "http://127.0.0.1:*", "--log-format", "json"])
         .args([
             "--metrics-addr",
