@@ -229,11 +229,12 @@ async fn wait_all(
     }
 }
 
-fn proc_stats(pid: u32) -> (f64, u64) {
+/// The operator's CPU seconds so far (user, kernel) and peak RSS in KiB.
+fn proc_stats(pid: u32) -> (f64, f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    let cpu = (ticks(11) + ticks(12)) / 100.0; // utime + stime, in clock ticks of 1/100 s
+    // utime and stime, in clock ticks of 1/100 s
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm = status
         .lines()
@@ -241,7 +242,7 @@ fn proc_stats(pid: u32) -> (f64, u64) {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    (cpu, hwm)
+    (ticks(11), ticks(12), hwm)
 }
 
 async fn get(url: &str) -> String {
@@ -295,15 +296,19 @@ async fn scale(n: usize) {
     let ready_at = watch.await.unwrap();
     let all_ready = ready_at.values().max().copied().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await; // let the last events and metrics land
-    let (cpu, hwm) = proc_stats(env.operator_pid);
+    let (user, kernel, hwm) = proc_stats(env.operator_pid);
+    let cpu = user + kernel;
     let metrics = get(&env.metrics).await;
     let reconciles = sum(&metrics, "s3connect_reconciliations_total", &["kind=\"S3Connection\""]);
+    let kind = ["kind=\"S3Connection\""];
+    let busy = sum(&metrics, "s3connect_reconcile_busy_seconds_sum", &kind)
+        / sum(&metrics, "s3connect_reconcile_busy_seconds_count", &kind);
     let s3 = sum(&metrics, "s3connect_s3_requests_total", &[]);
     let api = operator_api_requests(&kube).await - api_before;
     let ttr: Vec<f64> =
         ready_at.iter().filter_map(|(k, t)| created.get(k).map(|c| t.duration_since(*c).as_secs_f64())).collect();
     println!(
-        "| {n} | {:.1} s | {:.2} s | {:.2} s | {cpu:.1} s | {:.1} MiB | {:.2} | {:.2} | {:.2} ms | {} of {n} |",
+        "| {n} | {:.1} s | {:.2} s | {:.2} s | {cpu:.1} s | {:.1} MiB | {:.2} | {:.2} | {:.2} ms ({:.2} + {:.2}) | {:.2} ms | {} of {n} |",
         all_ready.saturating_duration_since(last_apply).as_secs_f64(),
         percentile(ttr.clone(), 0.5),
         percentile(ttr, 0.95),
@@ -311,6 +316,9 @@ async fn scale(n: usize) {
         s3 / reconciles,
         api / reconciles,
         cpu * 1000.0 / reconciles,
+        user * 1000.0 / reconciles,
+        kernel * 1000.0 / reconciles,
+        busy * 1000.0,
         ready_at.len(),
     );
     eprintln!(
@@ -348,7 +356,8 @@ async fn rotate(n: usize) {
     )
     .await;
     let last = done.values().max().copied().unwrap();
-    let (cpu, hwm) = proc_stats(env.operator_pid);
+    let (user, kernel, hwm) = proc_stats(env.operator_pid);
+    let cpu = user + kernel;
     println!(
         "| rotation of one Secret used by {n} | {:.1} s until all {} re-validated | CPU {cpu:.1} s total | peak RSS {:.1} MiB |",
         last.duration_since(rotated_at).as_secs_f64(),
@@ -382,7 +391,8 @@ async fn steady(n: usize, minutes: u64) {
             last = now;
         }
     }
-    let (cpu, hwm) = proc_stats(env.operator_pid);
+    let (user, kernel, hwm) = proc_stats(env.operator_pid);
+    let cpu = user + kernel;
     println!("S3 requests per minute, {n} connections at revalidateInterval 1m: {per_minute:?}");
     println!("per 10 s (jitter spreads them): {per_10s:?}");
     println!("operator CPU {cpu:.1} s over the run, peak RSS {:.1} MiB", hwm as f64 / 1024.0);

@@ -41,6 +41,8 @@ pub mod metrics {
         reconciles: Mutex<BTreeMap<(&'static str, String), u64>>,
         errors: Mutex<BTreeMap<(&'static str, String), u64>>,
         durations: Mutex<BTreeMap<&'static str, Histogram>>,
+        /// Per kind: reconciles and the seconds they spent inside polls.
+        busy: Mutex<BTreeMap<&'static str, (u64, f64)>>,
         s3: Mutex<BTreeMap<(String, &'static str), u64>>,
         platform: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
         ready: Mutex<HashMap<String, (&'static str, bool)>>,
@@ -68,6 +70,14 @@ pub mod metrics {
             }
             h.sum += secs;
             h.count += 1;
+        }
+
+        /// One reconcile of `kind` (of any outcome) that computed for `busy`, waits excluded.
+        pub fn reconcile_busy(&self, kind: &'static str, busy: Duration) {
+            let mut map = self.busy.lock().expect("not poisoned");
+            let entry = map.entry(kind).or_default();
+            entry.0 += 1;
+            entry.1 += busy.as_secs_f64();
         }
 
         pub fn reconcile_error(&self, kind: &'static str, error: &str) {
@@ -159,6 +169,14 @@ pub mod metrics {
                 let _ = writeln!(out, "s3connect_reconcile_duration_seconds_sum{{kind=\"{kind}\"}} {}", h.sum);
                 let _ = writeln!(out, "s3connect_reconcile_duration_seconds_count{{kind=\"{kind}\"}} {}", h.count);
             }
+            let _ = writeln!(
+                out,
+                "# HELP s3connect_reconcile_busy_seconds Time reconciles spent computing, network waits excluded.\n# TYPE s3connect_reconcile_busy_seconds summary"
+            );
+            for (kind, (count, sum)) in self.busy.lock().unwrap().iter() {
+                let _ = writeln!(out, "s3connect_reconcile_busy_seconds_sum{{kind=\"{kind}\"}} {sum}");
+                let _ = writeln!(out, "s3connect_reconcile_busy_seconds_count{{kind=\"{kind}\"}} {count}");
+            }
             let mut gauges: BTreeMap<(&str, bool), u64> = BTreeMap::new();
             for (kind, ready) in self.ready.lock().unwrap().values() {
                 *gauges.entry((kind, *ready)).or_insert(0) += 1;
@@ -178,6 +196,32 @@ pub mod metrics {
             out
         }
     }
+}
+
+/// Runs `fut`, returning its output and the CPU time this thread spent inside its polls:
+/// the work it did, without the waits between (for the network, mostly).
+pub async fn busy<F: std::future::Future>(fut: F) -> (F::Output, std::time::Duration) {
+    let mut fut = std::pin::pin!(fut);
+    let mut busy = std::time::Duration::ZERO;
+    let out = std::future::poll_fn(|cx| {
+        let start = thread_cpu();
+        let poll = fut.as_mut().poll(cx);
+        busy += thread_cpu().saturating_sub(start);
+        poll
+    })
+    .await;
+    (out, busy)
+}
+
+/// CPU time of the calling thread (wall time would count preemption on a busy machine).
+fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant libc defines.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
 /// Serves `/metrics`, `/healthz` (the process is up) and `/readyz` (watching, as the
@@ -213,5 +257,27 @@ pub async fn serve(addr: std::net::SocketAddr) -> std::io::Result<()> {
             );
             let _ = stream.write_all(response.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn busy_time_counts_the_work_and_not_the_waits() {
+        let (out, busy) = super::busy(async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            // 20 ms of this thread's CPU, however long the machine makes that take.
+            let start = super::thread_cpu();
+            while super::thread_cpu() - start < Duration::from_millis(20) {
+                std::hint::spin_loop();
+            }
+            7
+        })
+        .await;
+        assert_eq!(out, 7);
+        assert!(busy >= Duration::from_millis(20), "the work was not counted: {busy:?}");
+        assert!(busy < Duration::from_millis(150), "the sleep was counted: {busy:?}");
     }
 }

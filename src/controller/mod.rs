@@ -182,7 +182,15 @@ pub async fn run_controller<K, O, I, Fut, E>(
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
         .watches_stream(related, move |o| mapper(&store, &o))
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(
+            move |object, ctx| async move {
+                let (result, busy) = crate::telemetry::busy(reconcile(object, ctx)).await;
+                crate::telemetry::metrics::METRICS.reconcile_busy(name, busy);
+                result
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::warn!(controller = name, error = %e, "reconcile");

@@ -82,6 +82,8 @@ async fn metrics_and_health_endpoints() {
         "s3connect_s3_requests_total{operation=\"GetBucketLocation\",outcome=\"ok\"}",
         "s3connect_s3_requests_total{operation=\"ListObjectsV2\",outcome=\"ok\"}",
         "s3connect_reconcile_duration_seconds_bucket{kind=\"S3Connection\",le=\"+Inf\"}",
+        "# TYPE s3connect_reconcile_busy_seconds summary",
+        "s3connect_reconcile_busy_seconds_count{kind=\"S3Connection\"}",
         "s3connect_resources{kind=\"S3Connection\",ready=\"true\"}",
         "s3connect_leader 0",
     ];
@@ -99,6 +101,14 @@ async fn metrics_and_health_endpoints() {
     for series in expected {
         assert!(text.contains(series), "{series} missing from /metrics:\n{text}");
     }
+    // Reconciles did work, and it was measured: some CPU, far less than they took.
+    let value = |name: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} missing"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let busy = value("s3connect_reconcile_busy_seconds_sum{kind=\"S3Connection\"}");
+    let took = value("s3connect_reconcile_duration_seconds_sum{kind=\"S3Connection\"}");
+    assert!(busy > 0.0 && busy < took, "busy {busy} s, reconciles took {took} s");
 }
 
 #[tokio::test]
