@@ -377,6 +377,16 @@ async fn steady(n: usize, minutes: u64) {
     });
     connections(&kube, &env, n, |i| format!("keys-{}", i % SECRETS), "1m").await;
     watch.await.unwrap();
+    let kind = ["kind=\"S3Connection\""];
+    let counters = |text: &str| {
+        (
+            sum(text, "s3connect_reconciliations_total", &kind),
+            sum(text, "s3connect_reconcile_busy_seconds_sum", &kind),
+        )
+    };
+    let (user0, kernel0, _) = proc_stats(env.operator_pid);
+    let (reconciles0, busy0) = counters(&get(&env.metrics).await);
+    let api0 = operator_api_requests(&kube).await;
     let mut last = sum(&get(&env.metrics).await, "s3connect_s3_requests_total", &[]);
     let mut per_minute = Vec::new();
     let mut per_10s = Vec::new();
@@ -392,10 +402,21 @@ async fn steady(n: usize, minutes: u64) {
         }
     }
     let (user, kernel, hwm) = proc_stats(env.operator_pid);
+    let (reconciles, busy) = counters(&get(&env.metrics).await);
+    let api = operator_api_requests(&kube).await - api0;
+    let revalidations = reconciles - reconciles0;
     let cpu = user + kernel;
     println!("S3 requests per minute, {n} connections at revalidateInterval 1m: {per_minute:?}");
     println!("per 10 s (jitter spreads them): {per_10s:?}");
     println!("operator CPU {cpu:.1} s over the run, peak RSS {:.1} MiB", hwm as f64 / 1024.0);
+    println!(
+        "{revalidations} re-validations in the {minutes} minutes: CPU {:.2} ms each ({:.2} user + {:.2} kernel, idle time included), busy {:.2} ms each, {:.2} API requests each",
+        (cpu - user0 - kernel0) * 1000.0 / revalidations,
+        (user - user0) * 1000.0 / revalidations,
+        (kernel - kernel0) * 1000.0 / revalidations,
+        (busy - busy0) * 1000.0 / revalidations,
+        api / revalidations,
+    );
 }
 
 #[tokio::main]
