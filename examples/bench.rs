@@ -5,6 +5,8 @@
 //!   bench scale N          time to Ready, CPU, peak RSS, S3 and API requests per reconcile
 //!   bench rotate N         N connections on one Secret: time until all re-validated
 //!   bench steady N MINUTES revalidateInterval 1m: S3 requests per minute
+//!   bench s3 N             CPU per S3 request: the operator's SDK client against a request
+//!                          signed with aws-sigv4 and sent with hyper directly
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -69,20 +71,16 @@ fn launch() -> (Child, HashMap<String, String>) {
     (child, vars)
 }
 
-async fn setup() -> (Env, kube::Client) {
-    let (launcher, vars) = launch();
-    let kubeconfig = PathBuf::from(&vars["KUBECONFIG"]);
-    let run_dir = PathBuf::from(&vars["S3CONNECT_TEST_RUN_DIR"]);
-
-    // versitygw over a directory, with one root user.
+/// versitygw over `data`, with one root user, and the benchmark's buckets (one object
+/// each).
+async fn versitygw(data: &std::path::Path) -> (Child, String, Keys) {
     let port = free_port();
     let keys = Keys {
         access_key_id: "benchroot".into(),
         secret_access_key: "benchroot-secret-0123456789".into(),
         session_token: None,
     };
-    let data = run_dir.join("versitygw");
-    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(data).unwrap();
     let vgw = Command::new(root().join(".testenv/bin/versitygw"))
         .args([
             "--access",
@@ -106,13 +104,25 @@ async fn setup() -> (Env, kube::Client) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let admin =
-        client(&keys, &Target { region: "us-east-1".into(), endpoint: Some(s3.clone()), force_path_style: true });
+    let admin = client(&keys, &target(&s3));
     for b in 0..BUCKETS {
         let bucket = format!("bench-{b}");
         admin.create_bucket().bucket(&bucket).send().await.expect("create bucket");
         admin.put_object().bucket(&bucket).key("data/sample.jpg").body(b"sample".to_vec().into()).send().await.unwrap();
     }
+    (vgw, s3, keys)
+}
+
+fn target(s3: &str) -> Target {
+    Target { region: "us-east-1".into(), endpoint: Some(s3.to_owned()), force_path_style: true }
+}
+
+async fn setup() -> (Env, kube::Client) {
+    let (launcher, vars) = launch();
+    let kubeconfig = PathBuf::from(&vars["KUBECONFIG"]);
+    let run_dir = PathBuf::from(&vars["S3CONNECT_TEST_RUN_DIR"]);
+
+    let (vgw, s3, keys) = versitygw(&run_dir.join("versitygw")).await;
 
     let config = kube::Config::from_custom_kubeconfig(
         Kubeconfig::read_from(&kubeconfig).unwrap(),
@@ -379,10 +389,7 @@ async fn steady(n: usize, minutes: u64) {
     watch.await.unwrap();
     let kind = ["kind=\"S3Connection\""];
     let counters = |text: &str| {
-        (
-            sum(text, "s3connect_reconciliations_total", &kind),
-            sum(text, "s3connect_reconcile_busy_seconds_sum", &kind),
-        )
+        (sum(text, "s3connect_reconciliations_total", &kind), sum(text, "s3connect_reconcile_busy_seconds_sum", &kind))
     };
     let (user0, kernel0, _) = proc_stats(env.operator_pid);
     let (reconciles0, busy0) = counters(&get(&env.metrics).await);
@@ -419,6 +426,82 @@ async fn steady(n: usize, minutes: u64) {
     );
 }
 
+/// CPU per S3 request on one thread (its connection tasks included), over `n` requests
+/// after a warm-up: the operator's SDK client, that client's construction, and the same
+/// ListObjectsV2 signed with aws-sigv4 and sent with hyper directly. versitygw only.
+fn s3_overhead(n: u32) {
+    use aws_sigv4::http_request::{PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign};
+    use aws_smithy_runtime_api::client::identity::Identity;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use s3connect::s3::client::{RequestCounter, counted_client};
+    use s3connect::telemetry::thread_cpu;
+
+    async fn per_call<F: std::future::Future<Output = ()>>(n: u32, mut call: impl FnMut() -> F) -> f64 {
+        for _ in 0..50 {
+            call().await;
+        }
+        let start = thread_cpu();
+        for _ in 0..n {
+            call().await;
+        }
+        (thread_cpu() - start).as_secs_f64() * 1e6 / f64::from(n)
+    }
+
+    let data = std::env::temp_dir().join(format!("s3connect-bench-s3-{}", std::process::id()));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (vgw, s3, keys) = versitygw(&data).await;
+        let _guard = Guard(vec![vgw]);
+        let target = target(&s3);
+        let counter = RequestCounter::default();
+
+        let sdk = counted_client(&keys, &target, &counter);
+        let sdk_request = per_call(n, || async {
+            sdk.list_objects_v2().bucket("bench-0").prefix("data/").max_keys(2).send().await.unwrap();
+        })
+        .await;
+        let construction = per_call(n, || async {
+            std::hint::black_box(counted_client(&keys, &target, &counter));
+        })
+        .await;
+
+        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<Full<Bytes>>();
+        let identity: Identity =
+            aws_credential_types::Credentials::new(&keys.access_key_id, &keys.secret_access_key, None, None, "bench")
+                .into();
+        let uri = format!("{s3}/bench-0?list-type=2&max-keys=2&prefix=data%2F");
+        let direct = per_call(n, || async {
+            let mut settings = SigningSettings::default();
+            settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+            let params = aws_sigv4::sign::v4::SigningParams::builder()
+                .identity(&identity)
+                .region("us-east-1")
+                .name("s3")
+                .time(std::time::SystemTime::now())
+                .settings(settings)
+                .build()
+                .unwrap()
+                .into();
+            let signable = SignableRequest::new("GET", &uri, std::iter::empty(), SignableBody::Bytes(&[])).unwrap();
+            let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+            let mut request = http::Request::get(&uri).body(Full::new(Bytes::new())).unwrap();
+            instructions.apply_to_request_http1x(&mut request);
+            let response = http.request(request).await.unwrap();
+            assert_eq!(response.status(), 200);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert!(body.windows(5).any(|w| w == b"<Key>"), "no key listed");
+        })
+        .await;
+        println!("CPU per ListObjectsV2 request, {n} requests on one thread against versitygw:");
+        println!("  aws-sdk-s3 client (as the operator uses it): {sdk_request:.0} µs");
+        println!("  aws-sdk-s3 client construction: {construction:.0} µs");
+        println!("  aws-sigv4 + hyper directly: {direct:.0} µs");
+    });
+    let _ = std::fs::remove_dir_all(&data);
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -426,7 +509,9 @@ async fn main() {
     match args.get(1).map(String::as_str) {
         Some("scale") => scale(n).await,
         Some("rotate") => rotate(n).await,
+        // Its own single-threaded runtime, on a thread of its own.
+        Some("s3") => std::thread::spawn(move || s3_overhead(n as u32)).join().unwrap(),
         Some("steady") => steady(n, args.get(3).and_then(|v| v.parse().ok()).unwrap_or(10)).await,
-        _ => eprintln!("usage: bench scale N | rotate N | steady N MINUTES"),
+        _ => eprintln!("usage: bench scale N | rotate N | steady N MINUTES | s3 N"),
     }
 }

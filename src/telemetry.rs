@@ -214,7 +214,7 @@ pub async fn busy<F: std::future::Future>(fut: F) -> (F::Output, std::time::Dura
 }
 
 /// CPU time of the calling thread (wall time would count preemption on a busy machine).
-fn thread_cpu() -> std::time::Duration {
+pub fn thread_cpu() -> std::time::Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant libc defines.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
