@@ -529,3 +529,31 @@ async fn rotating_the_secret_from_bad_to_good_keys_makes_it_ready() {
     assert_ne!(after.status.as_ref().unwrap().credentials_version, before.status.as_ref().unwrap().credentials_version);
     case.assert_no_secrets().await;
 }
+
+#[tokio::test]
+async fn editing_the_spec_revalidates_at_once() {
+    let mut case = Case::new("edit", "us-east-1").await;
+    // Keys for reading only: adding Export to the spec must turn the connection not Ready.
+    let keys = case.user(&required(&[Usage::Import], CorsMode::Apply)).await;
+    case.secret("keys", &keys).await;
+    case.connection("c", json!({})).await;
+    let before = case.expect("c", "Ready", "True", "Validated", &[]).await;
+    assert_eq!(before.status.as_ref().unwrap().observed_generation, before.metadata.generation);
+
+    let patch = json!({"spec": {"usage": ["Import", "Export"]}});
+    Api::<S3Connection>::namespaced(case.client.clone(), &case.ns)
+        .patch("c", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("editing the spec");
+    let after = case.expect("c", "WritePermitted", "False", "PutObjectDenied", &["s3:PutObject"]).await;
+    case.assert_not_ready(&after, "PutObjectDenied");
+    let status = after.status.as_ref().unwrap();
+    assert_eq!(status.observed_generation, after.metadata.generation, "the status is about the edited spec");
+    assert!(after.metadata.generation > before.metadata.generation);
+    // The interval is 10 m and nothing failed before: only the spec change can have
+    // triggered this validation.
+    let validated = |c: &S3Connection| c.status.as_ref().unwrap().last_validated_time.as_ref().unwrap().0;
+    let gap = validated(&after).duration_since(validated(&before));
+    assert!(gap.as_secs_f64() < 30.0, "re-validated {gap:?} after the edit: that was not the spec watch");
+    case.assert_no_secrets().await;
+}
