@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::api::S3ConnectionSpec;
 use crate::api::connection::{CorsMode, S3Connection};
-use crate::controller::connection::decide::{Blocker, Subject, Verdict, decide};
+use crate::controller::connection::decide::{Blocker, KeysFrom, Subject, Verdict, decide};
 use crate::s3::client::Keys;
 use crate::s3::policy::{policy, required};
 use crate::s3::probe::{self, Probe, Report};
@@ -36,7 +36,7 @@ pub struct Checked {
 
 /// Probes `spec` with `keys` exactly as the controller does.
 pub async fn check(spec: &S3ConnectionSpec, keys: &Keys) -> Checked {
-    let subject = Subject { spec, namespace: "(local)" };
+    let subject = Subject { spec, namespace: "(local)", keys_from: KeysFrom::Environment };
     let location = match Location::parse(&spec.uri) {
         Ok(l) => l,
         Err(e) => {

@@ -81,6 +81,17 @@ async fn check_exits_zero_when_ready_and_one_with_the_reason_when_not() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "no credentials is a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("AWS_ACCESS_KEY_ID"));
+
+    // Bad keys: the remedy points at the variable to fix, not at a Secret.
+    let unknown = s3connect::s3::client::Keys {
+        access_key_id: "AKIAUNKNOWN000000001".into(),
+        secret_access_key: "s".repeat(40),
+        session_token: None,
+    };
+    let (code, table) = check(&uri, &unknown, &[]);
+    assert_eq!(code, 1, "{table}");
+    assert!(table.contains("InvalidAccessKeyId") && table.contains("the environment (AWS_ACCESS_KEY_ID)"), "{table}");
+    assert!(!table.contains("Secret \""), "{table}");
 }
 
 #[tokio::test]

@@ -64,6 +64,34 @@ impl Verdict {
 pub struct Subject<'a> {
     pub spec: &'a S3ConnectionSpec,
     pub namespace: &'a str,
+    pub keys_from: KeysFrom,
+}
+
+/// Where the keys were read from, for messages that say where to fix them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeysFrom {
+    /// The Secret `spec.credentials.secretRef` names (the operator).
+    Secret,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN (`s3connect check`).
+    Environment,
+}
+
+impl Subject<'_> {
+    /// Where the keys are: `Secret "name"` or `the environment`.
+    fn keys_place(&self) -> String {
+        match self.keys_from {
+            KeysFrom::Secret => format!("Secret {:?}", secret_name(self.spec)),
+            KeysFrom::Environment => "the environment".to_owned(),
+        }
+    }
+
+    /// Where one key is: `Secret "name" (key K)` or `the environment (AWS_...)`.
+    fn key_place(&self, secret_key: &str, variable: &str) -> String {
+        match self.keys_from {
+            KeysFrom::Secret => format!("{} (key {secret_key})", self.keys_place()),
+            KeysFrom::Environment => format!("the environment ({variable})"),
+        }
+    }
 }
 
 pub fn decide(subject: &Subject<'_>, facts: Result<(&Location, &Report), &Blocker>) -> Verdict {
@@ -176,7 +204,7 @@ fn probed(subject: &Subject<'_>, location: &Location, report: &Report) -> Verdic
     let region = report.bucket_region.as_deref().or(spec.region.as_deref());
     let mut conditions = Vec::new();
 
-    let credentials = credentials_condition(spec, report.fatal.as_ref());
+    let credentials = credentials_condition(subject, report.fatal.as_ref());
     let bucket = bucket_condition(spec, location, report, &credentials);
     // Only a failure that stopped the probing leaves the later conditions unchecked: after
     // a denied GetBucketLocation or a region mismatch the other probes still ran, and one
@@ -276,37 +304,41 @@ fn where_(spec: &S3ConnectionSpec) -> String {
     spec.endpoint.as_deref().map_or_else(|| "AWS S3".to_owned(), |e| e.to_owned())
 }
 
-fn credentials_condition(spec: &S3ConnectionSpec, fatal: Option<&Failure>) -> Cond {
-    let secret = secret_name(spec);
+fn credentials_condition(subject: &Subject<'_>, fatal: Option<&Failure>) -> Cond {
+    let spec = subject.spec;
     let refs = &spec.credentials.secret_ref;
-    let Some(f) = fatal else {
-        return Cond::ok(
+    let accepted = || {
+        Cond::ok(
             CREDENTIALS_VALID,
             Reason::CredentialsAccepted,
-            format!("{} accepted the keys in Secret {secret:?}.", where_(spec)),
-        );
+            format!("{} accepted the keys in {}.", where_(spec), subject.keys_place()),
+        )
+    };
+    let Some(f) = fatal else {
+        return accepted();
     };
     let (reason, message) = match f.kind {
         FailureKind::InvalidAccessKeyId => (
             Reason::InvalidAccessKeyId,
             format!(
-                "{} does not know the access key id in Secret {secret:?} (key {}): put the id of an active access key there (InvalidAccessKeyId).",
+                "{} does not know the access key id in {}: put the id of an active access key there (InvalidAccessKeyId).",
                 where_(spec),
-                refs.access_key_id_key
+                subject.key_place(&refs.access_key_id_key, "AWS_ACCESS_KEY_ID")
             ),
         ),
         FailureKind::SignatureDoesNotMatch => (
             Reason::SignatureDoesNotMatch,
             format!(
-                "The secret access key in Secret {secret:?} (key {}) does not belong to its access key id: put the matching secret there, without extra characters (SignatureDoesNotMatch).",
-                refs.secret_access_key_key
+                "The secret access key in {} does not belong to its access key id: put the matching secret there, without extra characters (SignatureDoesNotMatch).",
+                subject.key_place(&refs.secret_access_key_key, "AWS_SECRET_ACCESS_KEY")
             ),
         ),
         FailureKind::ExpiredToken => (
             Reason::ExpiredToken,
             format!(
-                "The session token in Secret {secret:?} (key {}) has expired: put fresh temporary credentials in the Secret, or use a long-lived access key without a session token (ExpiredToken).",
-                refs.session_token_key
+                "The session token in {} has expired: put fresh temporary credentials in {}, or use a long-lived access key without a session token (ExpiredToken).",
+                subject.key_place(&refs.session_token_key, "AWS_SESSION_TOKEN"),
+                subject.keys_place()
             ),
         ),
         FailureKind::ClockSkew => (
@@ -317,13 +349,7 @@ fn credentials_condition(spec: &S3ConnectionSpec, fatal: Option<&Failure>) -> Co
             ),
         ),
         // S3 authenticates a request before it looks for the bucket.
-        FailureKind::NoSuchBucket => {
-            return Cond::ok(
-                CREDENTIALS_VALID,
-                Reason::CredentialsAccepted,
-                format!("{} accepted the keys in Secret {secret:?}.", where_(spec)),
-            );
-        }
+        FailureKind::NoSuchBucket => return accepted(),
         _ => {
             return Cond::not_checked(CREDENTIALS_VALID, &format!("{} could not be asked ({}).", where_(spec), f.code));
         }

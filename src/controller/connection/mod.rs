@@ -19,7 +19,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
-use self::decide::{Blocker, Next, Subject, Verdict, decide};
+use self::decide::{Blocker, KeysFrom, Next, Subject, Verdict, decide};
 use self::schedule::{Plan, backoff, jitter_fraction, parse_interval, plan, revalidate_after};
 use super::{Context, FIELD_MANAGER};
 use crate::api::conditions::{self, Cond, RECONCILING, STALLED, Status};
@@ -189,7 +189,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     }
 
     let owner = format!("{namespace}/{name}");
-    let subject = Subject { spec, namespace: &namespace };
+    let subject = Subject { spec, namespace: &namespace, keys_from: KeysFrom::Secret };
     let existing = conn.status.as_ref().map(|s| s.platform_connections.clone()).unwrap_or_default();
     let mut platform_connections = existing.clone();
     let prepared = if forbidden {

@@ -56,7 +56,7 @@ impl Report {
 }
 
 fn verdict(spec: &S3ConnectionSpec, report: &Report) -> Verdict {
-    decide(&Subject { spec, namespace: "team-a" }, Ok((&location(), report)))
+    decide(&Subject { spec, namespace: "team-a", keys_from: KeysFrom::Secret }, Ok((&location(), report)))
 }
 
 fn condition<'a>(v: &'a Verdict, type_: &str) -> &'a Cond {
@@ -111,7 +111,7 @@ fn import_only_connections_have_no_write_condition() {
 #[test]
 fn secret_problems_block_everything_and_wait_for_a_change() {
     let spec = spec(json!({}));
-    let subject = Subject { spec: &spec, namespace: "team-a" };
+    let subject = Subject { spec: &spec, namespace: "team-a", keys_from: KeysFrom::Secret };
     let v = decide(&subject, Err(&Blocker::SecretNotFound));
     assert_fails(
         &v,
@@ -137,7 +137,7 @@ fn secret_problems_block_everything_and_wait_for_a_change() {
 #[test]
 fn invalid_uri_and_disallowed_endpoint_are_bucket_failures() {
     let spec = spec(json!({}));
-    let subject = Subject { spec: &spec, namespace: "ns" };
+    let subject = Subject { spec: &spec, namespace: "ns", keys_from: KeysFrom::Secret };
     let v = decide(&subject, Err(&Blocker::InvalidUri("bad bucket".into())));
     assert_fails(&v, BUCKET_REACHABLE, Reason::InvalidUri, &["bad bucket", "s3://bucket/prefix/"]);
     let v = decide(
@@ -162,6 +162,46 @@ fn credential_failures_name_the_key_to_fix() {
         assert_fails(&v, CREDENTIALS_VALID, reason, words);
         assert_eq!(condition(&v, BUCKET_REACHABLE).status, Status::Unknown, "{code}");
     }
+}
+
+#[test]
+fn keys_from_the_environment_are_named_as_such_not_as_a_secret() {
+    // `s3connect check` reads AWS_* variables; a manifest it reads may name other keys.
+    let spec = spec(
+        json!({"credentials": {"secretRef": {"name": "keys", "accessKeyIdKey": "id", "secretAccessKeyKey": "secret"}}}),
+    );
+    let subject = |keys_from| Subject { spec: &spec, namespace: "(local)", keys_from };
+    for (code, reason, secret_words, env_words) in [
+        (
+            "InvalidAccessKeyId",
+            Reason::InvalidAccessKeyId,
+            &["Secret \"keys\" (key id)"][..],
+            &["in the environment (AWS_ACCESS_KEY_ID)"][..],
+        ),
+        (
+            "SignatureDoesNotMatch",
+            Reason::SignatureDoesNotMatch,
+            &["Secret \"keys\" (key secret)"][..],
+            &["in the environment (AWS_SECRET_ACCESS_KEY)"][..],
+        ),
+        (
+            "ExpiredToken",
+            Reason::ExpiredToken,
+            &["fresh temporary credentials in Secret \"keys\""][..],
+            &["in the environment (AWS_SESSION_TOKEN)", "fresh temporary credentials in the environment"][..],
+        ),
+    ] {
+        let mut report = healthy(&spec);
+        report.fatal = Some(failure(code));
+        let from_secret = decide(&subject(KeysFrom::Secret), Ok((&location(), &report)));
+        assert_fails(&from_secret, CREDENTIALS_VALID, reason, secret_words);
+        let from_env = decide(&subject(KeysFrom::Environment), Ok((&location(), &report)));
+        assert_fails(&from_env, CREDENTIALS_VALID, reason, env_words);
+        let message = &condition(&from_env, CREDENTIALS_VALID).message;
+        assert!(!message.contains("Secret"), "{code}: {message}");
+    }
+    let accepted = decide(&subject(KeysFrom::Environment), Ok((&location(), &healthy(&spec))));
+    assert_eq!(condition(&accepted, CREDENTIALS_VALID).message, "AWS S3 accepted the keys in the environment.");
 }
 
 #[test]
@@ -404,7 +444,10 @@ fn registration_comes_after_the_s3_checks_and_gates_ready() {
 #[test]
 fn a_secret_the_operator_may_not_read_names_its_rbac_and_is_rechecked() {
     let spec = spec(json!({}));
-    let v = decide(&Subject { spec: &spec, namespace: "team-a" }, Err(&Blocker::SecretForbidden));
+    let v = decide(
+        &Subject { spec: &spec, namespace: "team-a", keys_from: KeysFrom::Secret },
+        Err(&Blocker::SecretForbidden),
+    );
     assert_fails(
         &v,
         CREDENTIALS_VALID,
