@@ -9,7 +9,7 @@ demo:
 test:
 	scripts/test
 
-## bench: scale, rotation, steady-state and S3 request CPU benchmarks (not part of test)
+## bench: scale, rotation, steady-state, idle and S3 request CPU benchmarks (not part of test)
 bench:
 	scripts/bench
 

@@ -5,6 +5,7 @@
 //!   bench scale N          time to Ready, CPU, peak RSS, S3 and API requests per reconcile
 //!   bench rotate N         N connections on one Secret: time until all re-validated
 //!   bench steady N MINUTES revalidateInterval 1m: S3 requests per minute
+//!   bench idle N MINUTES   N Ready connections left alone: CPU and requests per minute
 //!   bench s3 N             CPU per S3 request: the operator's SDK client against a request
 //!                          signed with aws-sigv4 and sent with hyper directly
 
@@ -426,6 +427,38 @@ async fn steady(n: usize, minutes: u64) {
     );
 }
 
+async fn idle(n: usize, minutes: u64) {
+    let (env, kube) = setup().await;
+    for s in 0..SECRETS {
+        secret(&kube, &format!("keys-{s}"), &env.keys, 0).await;
+    }
+    let watch = tokio::spawn({
+        let kube = kube.clone();
+        async move { wait_all(&kube, n, ready, Duration::from_secs(1800)).await }
+    });
+    connections(&kube, &env, n, |i| format!("keys-{}", i % SECRETS), "24h").await;
+    watch.await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await; // the last events and status writes
+    let s3_requests = |text: &str| sum(text, "s3connect_s3_requests_total", &[]);
+    let (user0, kernel0, _) = proc_stats(env.operator_pid);
+    let s30 = s3_requests(&get(&env.metrics).await);
+    let api0 = operator_api_requests(&kube).await;
+    tokio::time::sleep(Duration::from_secs(60 * minutes)).await;
+    let (user, kernel, hwm) = proc_stats(env.operator_pid);
+    let s3 = s3_requests(&get(&env.metrics).await) - s30;
+    let api = operator_api_requests(&kube).await - api0;
+    let per_minute = |v: f64| v / minutes as f64;
+    println!(
+        "{n} Ready connections left alone for {minutes} min: operator CPU {:.0} ms in all ({:.0} user + {:.0} kernel; /proc counts in 10 ms ticks), {} S3 and {} API requests per minute, peak RSS {:.1} MiB",
+        ((user + kernel - user0 - kernel0) * 1000.0).max(0.0),
+        ((user - user0) * 1000.0).max(0.0),
+        ((kernel - kernel0) * 1000.0).max(0.0),
+        per_minute(s3),
+        per_minute(api),
+        hwm as f64 / 1024.0,
+    );
+}
+
 /// CPU per S3 request on one thread (its connection tasks included), over `n` requests
 /// after a warm-up: the operator's SDK client, that client's construction, and the same
 /// ListObjectsV2 signed with aws-sigv4 and sent with hyper directly. versitygw only.
@@ -511,7 +544,8 @@ async fn main() {
         Some("rotate") => rotate(n).await,
         // Its own single-threaded runtime, on a thread of its own.
         Some("s3") => std::thread::spawn(move || s3_overhead(n as u32)).join().unwrap(),
+        Some("idle") => idle(n, args.get(3).and_then(|v| v.parse().ok()).unwrap_or(2)).await,
         Some("steady") => steady(n, args.get(3).and_then(|v| v.parse().ok()).unwrap_or(10)).await,
-        _ => eprintln!("usage: bench scale N | rotate N | steady N MINUTES | s3 N"),
+        _ => eprintln!("usage: bench scale N | rotate N | steady N MINUTES | idle N MINUTES | s3 N"),
     }
 }
