@@ -26,6 +26,8 @@ use serde_json::json;
 const NS: &str = "bench";
 const BUCKETS: usize = 10;
 const SECRETS: usize = 10;
+/// The metric label of the S3Connection controller.
+const KIND: [&str; 1] = ["kind=\"S3Connection\""];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -204,6 +206,38 @@ async fn connections(
         .await
 }
 
+/// The Secret of connection `i` when they are spread over the ten Secrets.
+fn spread(i: usize) -> String {
+    format!("keys-{}", i % SECRETS)
+}
+
+/// Creates `n` connections (see [`connections`]) and waits until every one is Ready, for up
+/// to `timeout`: when each was created and when each was first seen Ready.
+async fn create_until_ready(
+    kube: &kube::Client,
+    env: &Env,
+    n: usize,
+    secret_of: impl Fn(usize) -> String,
+    interval: &str,
+    timeout: Duration,
+) -> (HashMap<String, Instant>, HashMap<String, Instant>) {
+    let watch = tokio::spawn({
+        let kube = kube.clone();
+        async move { wait_all(&kube, n, ready, timeout).await }
+    });
+    let created = connections(kube, env, n, secret_of, interval).await;
+    (created, watch.await.unwrap())
+}
+
+/// The benchmark with its ten Secrets in place.
+async fn setup_with_secrets() -> (Env, kube::Client) {
+    let (env, kube) = setup().await;
+    for s in 0..SECRETS {
+        secret(&kube, &spread(s), &env.keys, 0).await;
+    }
+    (env, kube)
+}
+
 fn ready(c: &S3Connection) -> bool {
     c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|x| x.type_ == "Ready" && x.status == "True"))
 }
@@ -292,28 +326,19 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 }
 
 async fn scale(n: usize) {
-    let (env, kube) = setup().await;
-    for s in 0..SECRETS {
-        secret(&kube, &format!("keys-{s}"), &env.keys, 0).await;
-    }
+    let (env, kube) = setup_with_secrets().await;
     let api_before = operator_api_requests(&kube).await;
     let started = Instant::now();
-    let watch = tokio::spawn({
-        let kube = kube.clone();
-        async move { wait_all(&kube, n, ready, Duration::from_secs(1800)).await }
-    });
-    let created = connections(&kube, &env, n, |i| format!("keys-{}", i % SECRETS), "10m").await;
+    let (created, ready_at) = create_until_ready(&kube, &env, n, spread, "10m", Duration::from_secs(1800)).await;
     let last_apply = created.values().max().copied().unwrap();
-    let ready_at = watch.await.unwrap();
     let all_ready = ready_at.values().max().copied().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await; // let the last events and metrics land
     let (user, kernel, hwm) = proc_stats(env.operator_pid);
     let cpu = user + kernel;
     let metrics = get(&env.metrics).await;
-    let reconciles = sum(&metrics, "s3connect_reconciliations_total", &["kind=\"S3Connection\""]);
-    let kind = ["kind=\"S3Connection\""];
-    let busy = sum(&metrics, "s3connect_reconcile_busy_seconds_sum", &kind)
-        / sum(&metrics, "s3connect_reconcile_busy_seconds_count", &kind);
+    let reconciles = sum(&metrics, "s3connect_reconciliations_total", &KIND);
+    let busy = sum(&metrics, "s3connect_reconcile_busy_seconds_sum", &KIND)
+        / sum(&metrics, "s3connect_reconcile_busy_seconds_count", &KIND);
     let s3 = sum(&metrics, "s3connect_s3_requests_total", &[]);
     let api = operator_api_requests(&kube).await - api_before;
     let ttr: Vec<f64> =
@@ -347,12 +372,7 @@ async fn scale(n: usize) {
 async fn rotate(n: usize) {
     let (env, kube) = setup().await;
     secret(&kube, "shared", &env.keys, 0).await;
-    let watch = tokio::spawn({
-        let kube = kube.clone();
-        async move { wait_all(&kube, n, ready, Duration::from_secs(1800)).await }
-    });
-    connections(&kube, &env, n, |_| "shared".into(), "10m").await;
-    watch.await.unwrap();
+    create_until_ready(&kube, &env, n, |_| "shared".into(), "10m", Duration::from_secs(1800)).await;
     let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(kube.clone(), NS);
     let before = secrets.get("shared").await.unwrap().metadata.resource_version.unwrap();
     let rotated_at = Instant::now();
@@ -378,19 +398,10 @@ async fn rotate(n: usize) {
 }
 
 async fn steady(n: usize, minutes: u64) {
-    let (env, kube) = setup().await;
-    for s in 0..SECRETS {
-        secret(&kube, &format!("keys-{s}"), &env.keys, 0).await;
-    }
-    let watch = tokio::spawn({
-        let kube = kube.clone();
-        async move { wait_all(&kube, n, ready, Duration::from_secs(600)).await }
-    });
-    connections(&kube, &env, n, |i| format!("keys-{}", i % SECRETS), "1m").await;
-    watch.await.unwrap();
-    let kind = ["kind=\"S3Connection\""];
+    let (env, kube) = setup_with_secrets().await;
+    create_until_ready(&kube, &env, n, spread, "1m", Duration::from_secs(600)).await;
     let counters = |text: &str| {
-        (sum(text, "s3connect_reconciliations_total", &kind), sum(text, "s3connect_reconcile_busy_seconds_sum", &kind))
+        (sum(text, "s3connect_reconciliations_total", &KIND), sum(text, "s3connect_reconcile_busy_seconds_sum", &KIND))
     };
     let (user0, kernel0, _) = proc_stats(env.operator_pid);
     let (reconciles0, busy0) = counters(&get(&env.metrics).await);
@@ -428,16 +439,8 @@ async fn steady(n: usize, minutes: u64) {
 }
 
 async fn idle(n: usize, minutes: u64) {
-    let (env, kube) = setup().await;
-    for s in 0..SECRETS {
-        secret(&kube, &format!("keys-{s}"), &env.keys, 0).await;
-    }
-    let watch = tokio::spawn({
-        let kube = kube.clone();
-        async move { wait_all(&kube, n, ready, Duration::from_secs(1800)).await }
-    });
-    connections(&kube, &env, n, |i| format!("keys-{}", i % SECRETS), "24h").await;
-    watch.await.unwrap();
+    let (env, kube) = setup_with_secrets().await;
+    create_until_ready(&kube, &env, n, spread, "24h", Duration::from_secs(1800)).await;
     tokio::time::sleep(Duration::from_secs(5)).await; // the last events and status writes
     let s3_requests = |text: &str| sum(text, "s3connect_s3_requests_total", &[]);
     let (user0, kernel0, _) = proc_stats(env.operator_pid);
