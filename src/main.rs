@@ -214,10 +214,10 @@ fn usage_error(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// One thread: the operator waits on the network almost all the time. In the benchmark
-/// a work-stealing pool cost 15 % more CPU per reconcile (cross-thread wake-ups) and 2 MiB
-/// more memory, for the same time to Ready; one thread still validates hundreds of
-/// connections a second.
+/// One thread: the operator waits on the network almost all the time. In the 1,000-connection
+/// benchmark a work-stealing pool cost about 13 % more CPU per reconcile (cross-thread
+/// wake-ups) and 2-3 MiB more memory, for a time to Ready within 10 % of one thread's;
+/// one thread still validates hundreds of connections a second (docs/benchmarks.md).
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
 }
