@@ -9,3 +9,6 @@ pub mod leader;
 pub mod platform;
 pub mod s3;
 pub mod telemetry;
+
+#[cfg(test)]
+mod properties;

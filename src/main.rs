@@ -56,9 +56,23 @@ struct OperatorArgs {
     /// instance serves with --namespace.
     #[arg(long, env = "S3CONNECT_IGNORE_NAMESPACES", value_delimiter = ',')]
     ignore_namespaces: Vec<String>,
-    /// Connections validated at once.
-    #[arg(long, env = "S3CONNECT_CONCURRENCY", default_value_t = 16)]
+    /// Validations (and platform calls) that start at once. One that waits on a slow
+    /// store gives its turn up after 2 s, so a hung endpoint cannot hold the others back.
+    #[arg(long, env = "S3CONNECT_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
+    /// Validations one namespace may have in flight at once; its others wait their turn
+    /// without holding anyone else's.
+    #[arg(long, env = "S3CONNECT_NAMESPACE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    namespace_concurrency: u16,
+    /// The most one validation may take, retries included (seconds); a store that has not
+    /// answered by then is reported unreachable.
+    #[arg(long, env = "S3CONNECT_VALIDATION_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    validation_timeout: u64,
+    /// How long a Ready connection stays Ready (with Reconciling=True) while its
+    /// validations fail only for reasons that clear by themselves: S3 5xx, throttling, an
+    /// unreachable store (seconds).
+    #[arg(long, env = "S3CONNECT_TRANSIENT_GRACE", default_value_t = 300)]
+    transient_grace: u64,
     #[arg(long, env = "S3CONNECT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Where /metrics, /healthz and /readyz are served.
@@ -166,12 +180,22 @@ impl Target {
     }
 }
 
+/// The keys `check` uses, from the environment; a value that cannot be a credential is
+/// bad input (exit 2), named by its variable and never echoed.
 fn keys_from_env() -> Result<Keys, String> {
-    let var = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    use s3connect::controller::{BadValue, credential_text};
+    use std::os::unix::ffi::OsStrExt;
+    let var = |k: &str| match std::env::var_os(k).map(|v| credential_text(v.as_bytes())) {
+        None | Some(Err(BadValue::Missing)) => Ok(None),
+        Some(Ok(v)) => Ok(Some(v)),
+        Some(Err(BadValue::Invalid)) => Err(format!(
+            "{k} has characters no credential has (a control character, a line break or space inside it, or non-ASCII): set it again, exactly as issued"
+        )),
+    };
     Ok(Keys {
-        access_key_id: var("AWS_ACCESS_KEY_ID").ok_or("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")?,
-        secret_access_key: var("AWS_SECRET_ACCESS_KEY").ok_or("set AWS_SECRET_ACCESS_KEY")?,
-        session_token: var("AWS_SESSION_TOKEN"),
+        access_key_id: var("AWS_ACCESS_KEY_ID")?.ok_or("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")?,
+        secret_access_key: var("AWS_SECRET_ACCESS_KEY")?.ok_or("set AWS_SECRET_ACCESS_KEY")?,
+        session_token: var("AWS_SESSION_TOKEN")?,
     })
 }
 
@@ -233,6 +257,9 @@ async fn operator(args: OperatorArgs) -> ExitCode {
     let config = controller::Config {
         allowed_endpoints: AllowList::new(args.allowed_endpoints),
         concurrency: args.concurrency,
+        namespace_concurrency: args.namespace_concurrency,
+        validation_timeout: std::time::Duration::from_secs(args.validation_timeout),
+        transient_grace: std::time::Duration::from_secs(args.transient_grace),
         namespace: args.namespace,
         ignore_namespaces: args.ignore_namespaces,
     };

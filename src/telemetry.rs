@@ -9,13 +9,29 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber. `RUST_LOG` overrides the default level (`info`).
+///
+/// Whatever `RUST_LOG` says, the AWS SDK's crates log at `info` at most: at `debug` they
+/// print the resolved identity (the access key id) and at `trace` the canonical request
+/// (a session token among the signed headers). The operator logs each S3 request's
+/// outcome itself, without them.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = env.and(filter_fn(|meta| !never_above_info(meta.target()) || *meta.level() <= tracing::Level::INFO));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match format {
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_filter(filter).boxed(),
+    };
+    tracing_subscriber::registry().with(layer).init();
+}
+
+/// Targets whose debug and trace output carries key material.
+fn never_above_info(target: &str) -> bool {
+    target.starts_with("aws_")
 }
 
 /// Prometheus metrics, kept in plain maps: a few dozen series, written at most a few
@@ -40,6 +56,8 @@ pub mod metrics {
     pub struct Metrics {
         reconciles: Mutex<BTreeMap<(&'static str, String), u64>>,
         errors: Mutex<BTreeMap<(&'static str, String), u64>>,
+        panics: Mutex<BTreeMap<&'static str, u64>>,
+        refused_writes: Mutex<BTreeMap<String, u64>>,
         durations: Mutex<BTreeMap<&'static str, Histogram>>,
         /// Per kind: reconciles and the seconds they spent inside polls.
         busy: Mutex<BTreeMap<&'static str, (u64, f64)>>,
@@ -82,6 +100,16 @@ pub mod metrics {
 
         pub fn reconcile_error(&self, kind: &'static str, error: &str) {
             bump(&self.errors, (kind, error.to_owned()));
+        }
+
+        /// A reconcile of `kind` that panicked (and was caught).
+        pub fn reconcile_panic(&self, kind: &'static str) {
+            bump(&self.panics, kind);
+        }
+
+        /// A status write of `kind` that the API server refused.
+        pub fn status_write_refused(&self, kind: &str) {
+            bump(&self.refused_writes, kind.to_owned());
         }
 
         pub fn s3_request(&self, operation: &str, outcome: &'static str) {
@@ -128,6 +156,16 @@ pub mod metrics {
                     .iter()
                     .map(|((k, e), v)| (format!("kind=\"{k}\",error=\"{e}\""), *v))
                     .collect(),
+            );
+            counter(
+                "s3connect_reconcile_panics_total",
+                "Reconciles that panicked, by kind: a bug, caught so that it stays the object's own problem.",
+                self.panics.lock().unwrap().iter().map(|(k, v)| (format!("kind=\"{k}\""), *v)).collect(),
+            );
+            counter(
+                "s3connect_status_write_refusals_total",
+                "Status updates the API server refused, by kind.",
+                self.refused_writes.lock().unwrap().iter().map(|(k, v)| (format!("kind=\"{k}\""), *v)).collect(),
             );
             counter(
                 "s3connect_s3_requests_total",

@@ -22,6 +22,8 @@ pub enum Reason {
     CredentialsAccepted,
     SecretNotFound,
     SecretKeyMissing,
+    /// A Secret value that no credential can be (control characters, non-ASCII).
+    SecretValueInvalid,
     SecretForbidden,
     InvalidAccessKeyId,
     SignatureDoesNotMatch,
@@ -54,6 +56,8 @@ pub enum Reason {
     PutBucketCorsDenied,
     CorsRuleMissing,
     CorsNotSupported,
+    /// The bucket already has the 100 CORS rules S3 allows.
+    CorsRuleLimit,
     // Registered
     Registered,
     PlatformSecretNotFound,
@@ -63,6 +67,9 @@ pub enum Reason {
     PlatformUnreachable,
     // Any S3 condition, for an answer that is none of the above (a 5xx, say).
     S3Error,
+    /// S3 refused a probe with a 4xx that is neither a permission nor a throttling answer:
+    /// retrying the same request changes nothing.
+    S3RequestRejected,
     // A condition that could not be evaluated because an earlier one failed.
     NotChecked,
     // Ready
@@ -76,6 +83,7 @@ impl Reason {
             CredentialsAccepted => "CredentialsAccepted",
             SecretNotFound => "SecretNotFound",
             SecretKeyMissing => "SecretKeyMissing",
+            SecretValueInvalid => "SecretValueInvalid",
             SecretForbidden => "SecretForbidden",
             InvalidAccessKeyId => "InvalidAccessKeyId",
             SignatureDoesNotMatch => "SignatureDoesNotMatch",
@@ -104,6 +112,7 @@ impl Reason {
             PutBucketCorsDenied => "PutBucketCorsDenied",
             CorsRuleMissing => "CorsRuleMissing",
             CorsNotSupported => "CorsNotSupported",
+            CorsRuleLimit => "CorsRuleLimit",
             Registered => "Registered",
             PlatformSecretNotFound => "PlatformSecretNotFound",
             PlatformSecretKeyMissing => "PlatformSecretKeyMissing",
@@ -111,6 +120,7 @@ impl Reason {
             PlatformInternalError => "PlatformInternalError",
             PlatformUnreachable => "PlatformUnreachable",
             S3Error => "S3Error",
+            S3RequestRejected => "S3RequestRejected",
             NotChecked => "NotChecked",
             Validated => "Validated",
         }
@@ -214,6 +224,7 @@ pub fn merge(old: &[Condition], new: &[Cond], generation: Option<i64>, now: &Tim
 pub fn merge_named(old: &[Condition], new: &[NamedCond], generation: Option<i64>, now: &Time) -> Vec<Condition> {
     new.iter()
         .map(|c| {
+            let message = printable(&c.message).into_owned();
             let last_transition_time = old
                 .iter()
                 .find(|o| o.type_ == c.type_ && o.status == c.status.as_str())
@@ -222,12 +233,42 @@ pub fn merge_named(old: &[Condition], new: &[NamedCond], generation: Option<i64>
                 type_: c.type_.to_owned(),
                 status: c.status.as_str().to_owned(),
                 reason: c.reason.clone(),
-                message: c.message.clone(),
+                message,
                 observed_generation: generation,
                 last_transition_time,
             }
         })
         .collect()
+}
+
+/// The longest message a status or event carries; what a server said is cut here.
+pub const MAX_MESSAGE: usize = 4096;
+
+/// `text` safe to write where people and the API server read it: control characters
+/// (which the API server's YAML parser refuses, and terminals act on) shown as escapes,
+/// and at most `MAX_MESSAGE` bytes, cut at a character boundary.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_MESSAGE && !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len().min(MAX_MESSAGE));
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() >= MAX_MESSAGE {
+            let mut end = MAX_MESSAGE - 3;
+            while !out.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.truncate(end);
+            out.push_str("...");
+            break;
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Conditions equal but for their timestamps.
@@ -263,6 +304,17 @@ mod tests {
         let third = merge(&second, &[Cond::ok(READY, Reason::Validated, "ok")], Some(2), &at(300));
         assert_eq!(third[0].last_transition_time, at(300));
         assert_eq!(third[0].status, "True");
+    }
+
+    #[test]
+    fn messages_are_printable_and_bounded() {
+        assert_eq!(printable("plain text, é and 日本"), "plain text, é and 日本");
+        assert_eq!(printable("a\u{7f}b\nc\u{0}"), "a\\u{7f}b\\nc\\u{0}");
+        let long = "é".repeat(MAX_MESSAGE);
+        let cut = printable(&long);
+        assert!(cut.len() <= MAX_MESSAGE && cut.ends_with("..."), "{}", cut.len());
+        let merged = merge(&[], &[Cond::failed(READY, Reason::S3Error, "bad\u{7f}")], Some(1), &at(1));
+        assert_eq!(merged[0].message, "bad\\u{7f}");
     }
 
     #[test]

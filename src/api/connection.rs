@@ -79,9 +79,9 @@ pub struct S3ConnectionSpec {
     pub platform: Option<Platform>,
 }
 
-const URI_RULE: &str = "self.matches('^(s3://)?[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^/]+)*/?$')";
-const URI_MESSAGE: &str = "uri must be s3://bucket/prefix/, bucket/prefix/ or bucket: a bucket name is 3-63 lowercase letters, digits, dots or hyphens, starting and ending with a letter or digit, and the prefix has no empty segments (//)";
-const ENDPOINT_RULE: &str = "self.matches('^https?://[^/?#@ ]+/?$')";
+const URI_RULE: &str = r"self.matches('^(s3://)?[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^/\\x00-\\x1f\\x7f]+)*/?$') && !self.matches('/[.][.]?(/|$)')";
+const URI_MESSAGE: &str = "uri must be s3://bucket/prefix/, bucket/prefix/ or bucket: a bucket name is 3-63 lowercase letters, digits, dots or hyphens, starting and ending with a letter or digit, and the prefix has no empty (//), '.' or '..' segments and no control characters";
+const ENDPOINT_RULE: &str = r"self.matches('^https?://[A-Za-z0-9.:\\[\\]_-]+/?$')";
 const ENDPOINT_MESSAGE: &str =
     "endpoint must be http(s)://host[:port] with no path, query or user info, for example https://s3.example.com";
 const INTERVAL_RULE: &str =
@@ -122,15 +122,15 @@ pub struct CredentialsSecretRef {
     pub name: SecretName,
     /// Key of the access key id in the Secret.
     #[serde(default = "default_access_key_id_key")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub access_key_id_key: String,
     /// Key of the secret access key in the Secret.
     #[serde(default = "default_secret_access_key_key")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub secret_access_key_key: String,
     /// Key of an optional session token; used when the Secret has it.
     #[serde(default = "default_session_token_key")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub session_token_key: String,
 }
 
@@ -152,11 +152,15 @@ pub struct Cors {
     /// it, `Ignore` skips CORS.
     #[serde(default)]
     pub mode: CorsMode,
-    /// Origins the labelling UI is served from.
+    /// Origins the labelling UI is served from: `*`, or `http(s)://host[:port]` in ASCII
+    /// with at most one `*`, as S3 accepts them.
     #[serde(default = "default_origins")]
     #[schemars(
         length(min = 1, max = 16),
-        inner(length(min = 1, max = 256), regex(pattern = r"^(\*|https?://[^/?#@ ]+)$"))
+        inner(
+            length(min = 1, max = 256),
+            regex(pattern = r"^(\*|https?://([A-Za-z0-9.:\[\]_-]+|[A-Za-z0-9.:\[\]_-]*\*[A-Za-z0-9.:\[\]_-]*))$")
+        )
     )]
     pub allowed_origins: Vec<String>,
 }
@@ -216,13 +220,13 @@ pub struct Platform {
 pub struct PlatformSecretRef {
     pub name: SecretName,
     #[serde(default = "default_api_key_key")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub api_key_key: String,
     #[serde(default = "default_api_secret_key")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub api_secret_key: String,
     #[serde(default = "default_client_id_key")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub client_id_key: String,
 }
 
@@ -288,6 +292,27 @@ pub struct S3ConnectionStatus {
     /// resourceVersion of the credentials Secret that was validated (never its content).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_version: Option<String>,
+    /// The value of the last `s3connect.io/requested-at` (or Flux's
+    /// `reconcile.fluxcd.io/requestedAt`) annotation acted on: a new value validates at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
+}
+
+/// Annotating an object with a new value of this validates (or re-checks) it at once.
+pub const REQUESTED_AT_ANNOTATION: &str = "s3connect.io/requested-at";
+/// Flux's annotation for the same (`flux reconcile`), honoured alike.
+pub const FLUX_REQUESTED_AT_ANNOTATION: &str = "reconcile.fluxcd.io/requestedAt";
+
+/// The reconcile request an object's annotations make, if any: both annotations' values,
+/// so that a new value of either is a new request.
+pub fn requested_at(annotations: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let ours = annotations.get(REQUESTED_AT_ANNOTATION);
+    let flux = annotations.get(FLUX_REQUESTED_AT_ANNOTATION);
+    match (ours, flux) {
+        (None, None) => None,
+        (Some(a), None) | (None, Some(a)) => Some(a.clone()),
+        (Some(a), Some(b)) => Some(format!("{a}|{b}")),
+    }
 }
 
 /// One registration of the connection on the platform.

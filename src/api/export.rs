@@ -30,22 +30,22 @@ pub struct DatasetExportSpec {
     /// registration.
     pub connection_ref: ConnectionRef,
     /// The Labellerr project whose annotations are exported.
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[^\x00-\x1f\x7f]+$"))]
     pub project_id: String,
     pub format: ExportFormat,
     /// Export the files in any of these workflow statuses.
     #[schemars(length(min = 1, max = 5), extend("x-kubernetes-list-type" = "set"))]
     pub statuses: Vec<FileStatus>,
     /// Folder under the connection's prefix, for example `exports/2026-11/`.
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = 512), regex(pattern = r"^[^\x00-\x1f\x7f]+$"))]
     #[x_kube(validation = Rule::new(FOLDER_RULE).message(FOLDER_MESSAGE).reason(Reason::FieldValueInvalid))]
     pub folder: String,
     /// Name of the export on the platform (default: the object's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[^\x00-\x1f\x7f]+$"))]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = 1024), regex(pattern = r"^[^\x00-\x1f\x7f]*$"))]
     pub description: Option<String>,
 }
 

@@ -499,10 +499,13 @@ async fn write(
     let name = export.name_any();
     let namespace = export.namespace().unwrap_or_default();
     let patch = serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "DatasetExport", "status": status});
-    Api::<DatasetExport>::namespaced(ctx.client.clone(), &namespace)
+    if let Err(source) = Api::<DatasetExport>::namespaced(ctx.client.clone(), &namespace)
         .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
-        .map_err(|source| Error::WriteStatus { name: name.clone(), source })?;
+    {
+        super::status::refused(ctx, export, &source).await;
+        return Err(Error::WriteStatus { name: name.clone(), source });
+    }
     if status.report_id.is_some() {
         ctx.unrecorded.0.lock().expect("not poisoned").remove(&export.uid().unwrap_or_default());
     }
@@ -557,7 +560,7 @@ pub async fn run(ctx: Arc<Context>) {
     // Metadata only: a change is all the mapping needs, and every status write of every
     // connection passes through here.
     let connections = watcher(super::api::<PartialObjectMeta<S3Connection>>(&ctx), ctx.config.watch_config())
-        .default_backoff()
+        .backoff(super::watch_backoff())
         .applied_objects();
     super::run_controller(
         ctx.clone(),

@@ -3,6 +3,8 @@
 
 pub mod connection;
 pub mod export;
+pub mod slots;
+pub mod status;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -23,12 +25,37 @@ use serde::de::DeserializeOwned;
 
 use crate::endpoints::AllowList;
 
+/// What is wrong with a value read from a Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BadValue {
+    /// The key is not there, or its value is blank.
+    Missing,
+    /// The value has a byte that no key, secret or token has: a control character, a
+    /// space inside it, or non-ASCII. Such a value would also break the HTTP header it is
+    /// sent in, so it is refused before any request is built.
+    Invalid,
+}
+
 /// A Secret's value at `key`, trimmed of the whitespace that copy-paste and `echo` leave
-/// (a trailing newline otherwise shows up as SignatureDoesNotMatch); None when missing or
-/// blank.
-pub fn secret_value(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> Option<String> {
-    let value = secret.data.as_ref()?.get(key)?;
-    Some(String::from_utf8_lossy(&value.0).trim().to_owned()).filter(|v| !v.is_empty())
+/// (a trailing newline otherwise shows up as SignatureDoesNotMatch). Credentials are
+/// visible ASCII; anything else is `Invalid`, and the value itself is never returned in
+/// an error.
+pub fn secret_value(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> Result<String, BadValue> {
+    let value = secret.data.as_ref().and_then(|d| d.get(key)).ok_or(BadValue::Missing)?;
+    credential_text(&value.0)
+}
+
+/// `bytes` as a credential: trimmed, non-empty, visible ASCII only.
+pub fn credential_text(bytes: &[u8]) -> Result<String, BadValue> {
+    let trimmed = bytes.trim_ascii();
+    if trimmed.is_empty() {
+        return Err(BadValue::Missing);
+    }
+    if !trimmed.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(BadValue::Invalid);
+    }
+    // Visible ASCII is UTF-8.
+    String::from_utf8(trimmed.to_vec()).map_err(|_| BadValue::Invalid)
 }
 
 /// A Secret's key names (never its values), for messages about a missing key.
@@ -36,14 +63,25 @@ pub fn secret_keys(secret: &k8s_openapi::api::core::v1::Secret) -> Vec<String> {
     secret.data.as_ref().map(|d| d.keys().cloned().collect()).unwrap_or_default()
 }
 
+/// How long a validation keeps its start permit while waiting on the network (see `slots`).
+const SLOT_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The field manager for everything the operator writes with server-side apply.
 pub const FIELD_MANAGER: &str = "s3connect";
 
 #[derive(Clone, Debug)]
 pub struct Config {
     pub allowed_endpoints: AllowList,
-    /// Reconciles running at once; bounds the probe load on S3 after a restart.
+    /// Validations (and platform calls) that start at once; bounds the probe load on S3
+    /// after a restart. See `slots`.
     pub concurrency: u16,
+    /// Of those, how many one namespace may have in flight.
+    pub namespace_concurrency: u16,
+    /// The most one validation may take, retries included.
+    pub validation_timeout: std::time::Duration,
+    /// How long a Ready connection stays Ready while its validations fail only for reasons
+    /// that clear by themselves (S3 5xx, throttling, an unreachable store).
+    pub transient_grace: std::time::Duration,
     /// Only this namespace, or all.
     pub namespace: Option<String>,
     /// Namespaces to leave alone (served by another instance, say).
@@ -68,6 +106,7 @@ pub struct Context {
     /// Export report ids not yet written to status (see `export`).
     pub unrecorded: export::Unrecorded,
     pub config: Config,
+    pub slots: slots::Slots,
     /// Consecutive failures per object uid, for backoff. In memory on purpose: after a
     /// restart the status's lastValidatedTime still spaces out the first retry.
     failures: Mutex<HashMap<String, u32>>,
@@ -81,6 +120,11 @@ impl Context {
         instance: Option<String>,
     ) -> Self {
         Context {
+            slots: slots::Slots::new(
+                usize::from(config.concurrency),
+                usize::from(config.namespace_concurrency),
+                SLOT_HOLD,
+            ),
             instance: instance.unwrap_or_else(|| "s3connect".into()),
             unrecorded: export::Unrecorded::default(),
             client,
@@ -96,7 +140,8 @@ impl Context {
     /// which at thousands of objects was most of the operator's memory).
     pub async fn event(&self, regarding: ObjectReference, warning: bool, reason: &str, action: &str, note: &str) {
         let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".into());
-        let mut note = note.to_owned();
+        // Bounded and printable, like status messages (and the API server's limit is 1 kB).
+        let mut note = crate::api::conditions::printable(note).into_owned();
         if note.len() > 1000 {
             let mut end = 1000;
             while !note.is_char_boundary(end) {
@@ -146,9 +191,60 @@ impl Context {
     }
 }
 
+/// What a reconcile ended with when it did not return an `Action`.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure<E: std::error::Error + 'static> {
+    #[error(transparent)]
+    Reconcile(E),
+    /// A bug: the reconcile panicked. It is this object's problem, never the process's.
+    #[error("the reconcile panicked")]
+    Panicked,
+}
+
+/// The reason a status carries after a panic.
+pub const RECONCILE_PANICKED: &str = "ReconcilePanicked";
+
+/// In debug builds (the tests), an object annotated with this panics in its reconcile:
+/// the one way to prove, through the real stack, that a panic stays the object's own.
+#[cfg(debug_assertions)]
+pub const DEBUG_PANIC_ANNOTATION: &str = "s3connect.io/debug-panic";
+
+/// Runs `reconcile`, turning a panic into `Failure::Panicked`.
+pub async fn guarded<F, E>(reconcile: F) -> Result<Action, Failure<E>>
+where
+    F: Future<Output = Result<Action, E>>,
+    E: std::error::Error + 'static,
+{
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(reconcile).catch_unwind().await {
+        Ok(result) => result.map_err(Failure::Reconcile),
+        Err(_) => Err(Failure::Panicked),
+    }
+}
+
+/// After a panic: count it, tell the object's owner (status and event), back off.
+fn panicked<K>(object: Arc<K>, ctx: Arc<Context>, kind: &'static str) -> Action
+where
+    K: Resource<DynamicType = ()> + Clone + serde::Serialize + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let uid = object.meta().uid.clone().unwrap_or_default();
+    let delay = connection::schedule::backoff(ctx.record_failure(&uid), std::time::Duration::from_secs(300), 0.5);
+    crate::telemetry::metrics::METRICS.reconcile_panic(kind);
+    let (namespace, name) = (object.meta().namespace.clone().unwrap_or_default(), object.meta().name.clone());
+    tracing::error!(kind, object = %format!("{namespace}/{}", name.as_deref().unwrap_or_default()), retry_in_s = delay.as_secs(), "reconcile panicked: the object is retried with backoff, the other objects are unaffected");
+    tokio::spawn(async move {
+        let message = "The operator failed unexpectedly while reconciling this object (an internal error, logged as \"reconcile panicked\"); it retries with backoff and no other object is affected. If this persists, report it with the operator's log.";
+        status::report_panic(&ctx, object.as_ref(), message).await;
+        ctx.event(object.object_ref(&()), true, RECONCILE_PANICKED, "Reconcile", message).await;
+    });
+    Action::requeue(delay)
+}
+
 /// Runs one controller until a termination signal: reconciles of `api`'s objects when
 /// `trigger_hash` changes (so not on the controller's own status writes), and of the
-/// objects `related` changes map to through the store.
+/// objects `related` changes map to through the store. A panic in one reconcile becomes
+/// that object's condition, an event and a metric; the process and every other object
+/// carry on.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_controller<K, O, I, Fut, E>(
     ctx: Arc<Context>,
@@ -160,7 +256,7 @@ pub async fn run_controller<K, O, I, Fut, E>(
     reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
     error_policy: fn(Arc<K>, &E, Arc<Context>) -> Action,
 ) where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Clone + serde::Serialize + DeserializeOwned + Debug + Send + Sync + 'static,
     O: Clone + Resource + DeserializeOwned + Debug + Send + 'static,
     O::DynamicType: Default + Debug + Clone,
     I: IntoIterator<Item = ObjectRef<K>> + 'static,
@@ -170,7 +266,7 @@ pub async fn run_controller<K, O, I, Fut, E>(
 {
     let (reader, writer) = reflector::store();
     let trigger = watcher(api, ctx.config.watch_config())
-        .default_backoff()
+        .backoff(watch_backoff())
         // The cache never needs managedFields, which are a large part of each object.
         .modify(|o| o.meta_mut().managed_fields = None)
         .reflect(writer)
@@ -179,16 +275,33 @@ pub async fn run_controller<K, O, I, Fut, E>(
     let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
     controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
+        // Reconciles in flight: more than the validations that may start at once, since a
+        // reconcile whose namespace is full returns at once and one that waits on a hung
+        // store gives its start permit up (see `slots`).
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency.saturating_mul(4)))
+        .trigger_backoff(watch_backoff())
         .watches_stream(related, move |o| mapper(&store, &o))
         .shutdown_on_signal()
         .run(
             move |object, ctx| async move {
-                let (result, busy) = crate::telemetry::busy(reconcile(object, ctx)).await;
+                #[cfg(debug_assertions)]
+                let debug_panic =
+                    object.meta().annotations.as_ref().is_some_and(|a| a.contains_key(DEBUG_PANIC_ANNOTATION));
+                let run = async move {
+                    #[cfg(debug_assertions)]
+                    if debug_panic {
+                        panic!("{DEBUG_PANIC_ANNOTATION} is set");
+                    }
+                    reconcile(object, ctx).await
+                };
+                let (result, busy) = crate::telemetry::busy(guarded(run)).await;
                 crate::telemetry::metrics::METRICS.reconcile_busy(name, busy);
                 result
             },
-            error_policy,
+            move |object, failure, ctx| match failure {
+                Failure::Reconcile(e) => error_policy(object, e, ctx),
+                Failure::Panicked => panicked(object, ctx, name),
+            },
             ctx,
         )
         .for_each(|result| async move {
@@ -197,6 +310,37 @@ pub async fn run_controller<K, O, I, Fut, E>(
             }
         })
         .await;
+}
+
+/// How watches retry after an error: quickly, so that after an API server restart new
+/// objects are seen within seconds (kube's default grows to 30 s and stays there for two
+/// minutes after a success). 250 ms doubling to 4 s, with up to 50 % jitter.
+#[derive(Clone, Debug)]
+pub struct WatchBackoff {
+    next: std::time::Duration,
+}
+
+pub fn watch_backoff() -> WatchBackoff {
+    WatchBackoff { next: WATCH_BACKOFF_START }
+}
+
+const WATCH_BACKOFF_START: std::time::Duration = std::time::Duration::from_millis(250);
+const WATCH_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(4);
+
+impl Iterator for WatchBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<std::time::Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(WATCH_BACKOFF_MAX);
+        Some(now.mul_f64(1.0 + 0.5 * fastrand::f64()))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WATCH_BACKOFF_START;
+    }
 }
 
 /// The API for `K` in the configured namespace, or in all.

@@ -128,6 +128,29 @@ impl Intercept for RequestCounter {
     }
 }
 
+/// The base URL requests for `bucket` go to, as the SDK's endpoint rules pick it: with
+/// virtual-hosted addressing the bucket is part of the host, except where it cannot be
+/// (an IP address as the host, a bucket name with dots on a custom endpoint).
+pub fn contacted_url(endpoint: Option<&str>, force_path_style: bool, bucket: &str, region: &str) -> String {
+    let Some(endpoint) = endpoint else {
+        return if force_path_style {
+            format!("https://s3.{region}.amazonaws.com")
+        } else {
+            format!("https://{bucket}.s3.{region}.amazonaws.com")
+        };
+    };
+    let endpoint = endpoint.trim_end_matches('/');
+    let Some((scheme, host)) = endpoint.split_once("://") else { return endpoint.to_owned() };
+    let name =
+        host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let ip = name.starts_with('[') || name.parse::<std::net::Ipv4Addr>().is_ok();
+    if force_path_style || ip || bucket.contains('.') {
+        endpoint.to_owned()
+    } else {
+        format!("{scheme}://{bucket}.{host}")
+    }
+}
+
 /// A client that signs with `keys` and sends to `target`.
 pub fn client(keys: &Keys, target: &Target) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config(keys, target).build())
@@ -171,6 +194,18 @@ fn config(keys: &Keys, target: &Target) -> aws_sdk_s3::config::Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_contacted_url_follows_the_addressing_style() {
+        let url = |e, path, bucket| contacted_url(e, path, bucket, "eu-west-1");
+        assert_eq!(url(None, false, "b"), "https://b.s3.eu-west-1.amazonaws.com");
+        assert_eq!(url(None, true, "b"), "https://s3.eu-west-1.amazonaws.com");
+        assert_eq!(url(Some("http://minio.local:9000/"), false, "b"), "http://b.minio.local:9000");
+        assert_eq!(url(Some("http://minio.local:9000"), true, "b"), "http://minio.local:9000");
+        assert_eq!(url(Some("http://127.0.0.1:9000"), false, "b"), "http://127.0.0.1:9000");
+        assert_eq!(url(Some("http://[::1]:9000"), false, "b"), "http://[::1]:9000");
+        assert_eq!(url(Some("https://s3.example.com"), false, "a.b"), "https://s3.example.com");
+    }
 
     #[test]
     fn debug_and_redact_never_show_the_keys() {

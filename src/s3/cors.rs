@@ -4,15 +4,28 @@
 use aws_sdk_s3::types::CorsRule;
 use serde_json::{Value, json};
 
-/// The id of the rule s3connect manages.
-pub const RULE_ID: &str = "s3connect-labellerr";
+/// Every rule s3connect adds has an id that starts like this.
+pub const RULE_ID_PREFIX: &str = "s3connect-";
+/// S3 refuses a CORS configuration with more rules than this.
+pub const MAX_RULES: usize = 100;
 const METHODS: [&str; 2] = ["GET", "HEAD"];
 const MAX_AGE_SECONDS: i32 = 3600;
 
-/// The managed rule for `origins`.
-pub fn managed_rule(origins: &[String]) -> CorsRule {
+/// The id of the rule one connection (`namespace/name`) manages. Each connection has its
+/// own, so that connections sharing a bucket with different origins add a rule each
+/// instead of replacing one another's on every validation.
+pub fn rule_id(owner: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in owner.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    format!("{RULE_ID_PREFIX}{h:08x}")
+}
+
+/// The rule `id` that lets `origins` GET and HEAD objects.
+pub fn managed_rule(id: &str, origins: &[String]) -> CorsRule {
     CorsRule::builder()
-        .id(RULE_ID)
+        .id(id)
         .set_allowed_origins(Some(origins.to_vec()))
         .set_allowed_methods(Some(METHODS.iter().map(|m| m.to_string()).collect()))
         .allowed_headers("*")
@@ -31,11 +44,14 @@ pub fn covers(rules: &[CorsRule], origins: &[String]) -> bool {
     })
 }
 
-/// S3 allows at most one `*` in an allowed origin.
+/// S3 matches an allowed origin with at most one `*` case-insensitively. Works on bytes:
+/// patterns and origins come from buckets and specs and may hold any character.
 fn origin_matches(pattern: &str, origin: &str) -> bool {
-    match pattern.split_once('*') {
+    let (pattern, origin) = (pattern.as_bytes(), origin.as_bytes());
+    match pattern.iter().position(|&b| b == b'*') {
         None => pattern.eq_ignore_ascii_case(origin),
-        Some((head, tail)) => {
+        Some(star) => {
+            let (head, tail) = (&pattern[..star], &pattern[star + 1..]);
             origin.len() >= head.len() + tail.len()
                 && origin[..head.len()].eq_ignore_ascii_case(head)
                 && origin[origin.len() - tail.len()..].eq_ignore_ascii_case(tail)
@@ -43,11 +59,12 @@ fn origin_matches(pattern: &str, origin: &str) -> bool {
     }
 }
 
-/// `existing` with the managed rule replaced (or added): other rules are kept as they are.
-pub fn merge(existing: &[CorsRule], origins: &[String]) -> Vec<CorsRule> {
-    let mut rules: Vec<CorsRule> = existing.iter().filter(|r| r.id() != Some(RULE_ID)).cloned().collect();
-    rules.push(managed_rule(origins));
-    rules
+/// `existing` with the rule `id` replaced (or added); every other rule is kept as it is.
+/// Err(count) when that would be more rules than S3 accepts.
+pub fn merge(existing: &[CorsRule], id: &str, origins: &[String]) -> Result<Vec<CorsRule>, usize> {
+    let mut rules: Vec<CorsRule> = existing.iter().filter(|r| r.id() != Some(id)).cloned().collect();
+    rules.push(managed_rule(id, origins));
+    if rules.len() > MAX_RULES { Err(existing.len()) } else { Ok(rules) }
 }
 
 /// The configuration as `aws s3api put-bucket-cors --cors-configuration` takes it, for
@@ -95,9 +112,11 @@ mod tests {
         vec!["https://pro.labellerr.com".to_owned()]
     }
 
+    const ID: &str = "s3connect-0000abcd";
+
     #[test]
     fn a_rule_covers_when_it_allows_get_and_head_for_every_origin() {
-        assert!(covers(&[managed_rule(&ui())], &ui()));
+        assert!(covers(&[managed_rule(ID, &ui())], &ui()));
         assert!(covers(&[rule(None, &["*"], &["GET", "HEAD", "PUT"])], &ui()));
         assert!(covers(&[rule(None, &["https://*.labellerr.com"], &["get", "head"])], &ui()));
         assert!(!covers(&[rule(None, &["https://pro.labellerr.com"], &["GET"])], &ui()), "HEAD missing");
@@ -108,19 +127,50 @@ mod tests {
     }
 
     #[test]
-    fn merging_keeps_foreign_rules_and_replaces_only_the_managed_one() {
+    fn merging_keeps_foreign_rules_and_replaces_only_this_connections_rule() {
         let foreign = rule(Some("website"), &["https://www.example.com"], &["GET", "PUT"]);
-        let old_managed = rule(Some(RULE_ID), &["https://old.example"], &["GET"]);
-        let merged = merge(&[foreign.clone(), old_managed], &ui());
-        assert_eq!(merged, vec![foreign, managed_rule(&ui())]);
+        let other_connection = rule(Some("s3connect-99999999"), &["https://b.example"], &["GET", "HEAD"]);
+        let old_managed = rule(Some(ID), &["https://old.example"], &["GET"]);
+        let merged = merge(&[foreign.clone(), other_connection.clone(), old_managed], ID, &ui()).unwrap();
+        assert_eq!(merged, vec![foreign, other_connection, managed_rule(ID, &ui())]);
+    }
+
+    #[test]
+    fn each_connection_has_its_own_stable_rule_id() {
+        assert_eq!(rule_id("ns/a"), rule_id("ns/a"));
+        assert_ne!(rule_id("ns/a"), rule_id("ns/b"));
+        assert!(rule_id("ns/a").starts_with(RULE_ID_PREFIX) && rule_id("ns/a").len() == RULE_ID_PREFIX.len() + 8);
+    }
+
+    #[test]
+    fn a_merge_past_the_s3_rule_limit_is_refused() {
+        let full: Vec<CorsRule> =
+            (0..MAX_RULES).map(|i| rule(Some(&format!("r{i}")), &["https://x.example"], &["PUT"])).collect();
+        assert_eq!(merge(&full, ID, &ui()), Err(MAX_RULES));
+        assert_eq!(merge(&full[1..], ID, &ui()).unwrap().len(), MAX_RULES);
+        // Replacing this connection's own rule never grows the list.
+        let mut own = full[1..].to_vec();
+        own.push(rule(Some(ID), &["https://old.example"], &["GET"]));
+        assert_eq!(merge(&own, ID, &ui()).unwrap().len(), MAX_RULES);
+    }
+
+    #[test]
+    fn origins_match_on_bytes_whatever_the_characters() {
+        // Once a panic: a `*` pattern against an origin with multi-byte characters.
+        assert!(!origin_matches("https://a*", "https://\u{e9}x.com"));
+        assert!(origin_matches("https://*x.com", "https://\u{e9}x.com"));
+        assert!(!origin_matches("https://\u{e9}*", "https://e"));
+        assert!(origin_matches("*", ""));
+        assert!(!origin_matches("a*b*c", "ab"));
+        assert!(origin_matches("HTTPS://A.example", "https://a.EXAMPLE"));
     }
 
     #[test]
     fn the_json_is_what_the_aws_cli_takes() {
         assert_eq!(
-            to_json(&[managed_rule(&ui())]),
+            to_json(&[managed_rule(ID, &ui())]),
             json!({"CORSRules": [{
-                "ID": "s3connect-labellerr",
+                "ID": ID,
                 "AllowedOrigins": ["https://pro.labellerr.com"],
                 "AllowedMethods": ["GET", "HEAD"],
                 "AllowedHeaders": ["*"],

@@ -27,6 +27,11 @@ pub enum FailureKind {
     /// The object vanished between listing and reading (proves the read was allowed:
     /// without permission S3 answers AccessDenied, not NoSuchKey).
     NoSuchKey,
+    /// A server error or throttling (5xx, 429, SlowDown): worth another try.
+    Transient,
+    /// Any other 4xx: the same request would be refused again.
+    Rejected,
+    /// Anything else (no status at all, say).
     Other,
 }
 
@@ -45,6 +50,29 @@ impl FailureKind {
         )
     }
 }
+
+impl FailureKind {
+    /// Worth retrying within the same validation: the server was busy or briefly gone.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Transient | Self::Unreachable | Self::Other)
+    }
+}
+
+/// Error codes S3 and compatible stores use to ask a client to slow down or try again.
+const RETRY_CODES: [&str; 9] = [
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequests",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "OperationAborted",
+];
+
+/// The longest server text a failure keeps: a hostile endpoint may answer with anything.
+const MAX_DETAIL: usize = 512;
 
 /// A classified failure. `detail` is safe to show: it never carries request headers,
 /// signatures or signed URLs, and the probe redacts the keys from it.
@@ -121,10 +149,18 @@ pub fn classify_parts(code: Option<&str>, message: Option<&str>, status: u16, re
         // A 301 without a body (HEAD-like answers) is S3 pointing at another region.
         _ if status == 301 => FailureKind::WrongRegion,
         _ if status == 501 => FailureKind::NotImplemented,
+        c if RETRY_CODES.contains(&c) || status == 429 || status >= 500 => FailureKind::Transient,
+        _ if (400..500).contains(&status) => FailureKind::Rejected,
         _ => FailureKind::Other,
     };
     let bucket_region = region_header.map(str::to_owned).or_else(|| expected_region(message));
-    Failure { kind, code, detail: message.to_owned(), bucket_region }
+    let mut end = message.len().min(MAX_DETAIL);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let code =
+        if code.len() > 64 || !code.bytes().all(|b| b.is_ascii_graphic()) { format!("HTTP{status}") } else { code };
+    Failure { kind, code, detail: message[..end].to_owned(), bucket_region }
 }
 
 fn mentions_kms(message: &str) -> bool {
@@ -186,7 +222,10 @@ mod tests {
             ("NoSuchCORSConfiguration", "The CORS configuration does not exist", 404, NoCorsConfiguration),
             ("InvalidRange", "The requested range is not satisfiable", 416, InvalidRange),
             ("NoSuchKey", "The specified key does not exist.", 404, NoSuchKey),
-            ("InternalError", "We encountered an internal error.", 500, Other),
+            ("InternalError", "We encountered an internal error.", 500, Transient),
+            ("SlowDown", "Please reduce your request rate.", 503, Transient),
+            ("WhateverBusy", "", 503, Transient),
+            ("RequestHeaderFieldsTooLarge", "", 431, Rejected),
         ] {
             assert_eq!(classify_parts(Some(code), Some(message), status, None).kind, want, "{code}: {message}");
         }
@@ -197,7 +236,9 @@ mod tests {
         assert_eq!(classify_parts(None, None, 301, None).kind, WrongRegion);
         assert_eq!(classify_parts(None, None, 501, None).kind, NotImplemented);
         let other = classify_parts(None, None, 503, None);
-        assert_eq!((other.kind, other.code.as_str()), (Other, "HTTP503"));
+        assert_eq!((other.kind, other.code.as_str()), (Transient, "HTTP503"));
+        assert_eq!(classify_parts(None, None, 431, None).kind, Rejected);
+        assert_eq!(classify_parts(None, None, 0, None).kind, Other);
     }
 
     #[test]
@@ -220,8 +261,37 @@ mod tests {
         {
             assert!(k.is_fatal(), "{k:?}");
         }
-        for k in [AccessDenied, KmsDenied, NotImplemented, NoCorsConfiguration, InvalidRange, NoSuchKey, Other] {
+        for k in [
+            AccessDenied,
+            KmsDenied,
+            NotImplemented,
+            NoCorsConfiguration,
+            InvalidRange,
+            NoSuchKey,
+            Transient,
+            Rejected,
+            Other,
+        ] {
             assert!(!k.is_fatal(), "{k:?}");
         }
+    }
+
+    #[test]
+    fn only_busy_or_unreachable_servers_are_retried() {
+        for k in [Transient, Unreachable, Other] {
+            assert!(k.is_retryable(), "{k:?}");
+        }
+        for k in [AccessDenied, Rejected, NoSuchBucket, SignatureDoesNotMatch, WrongRegion, NotImplemented] {
+            assert!(!k.is_retryable(), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn what_a_server_says_is_bounded() {
+        let long = "é".repeat(1000);
+        let f = classify_parts(Some("InternalError"), Some(&long), 500, None);
+        assert!(f.detail.len() <= MAX_DETAIL);
+        let f = classify_parts(Some("bad\ncode"), None, 400, None);
+        assert_eq!(f.code, "HTTP400");
     }
 }

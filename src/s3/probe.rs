@@ -3,6 +3,8 @@
 //! controller and by `s3connect check`. It records facts; `decide` turns them into
 //! conditions.
 
+use std::time::Duration;
+
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CorsConfiguration, CorsRule};
 
@@ -40,8 +42,49 @@ pub struct Probe<'a> {
     pub region: Option<&'a str>,
     pub endpoint: Option<&'a str>,
     pub force_path_style: bool,
-    /// Who is probing (`namespace/name`), written into the probe object.
+    /// Who is probing (`namespace/name`), written into the probe object and naming the
+    /// connection's CORS rule.
     pub owner: &'a str,
+    /// The most a whole validation may take, retries included; a store that has not
+    /// answered by then is unreachable, so that a hung endpoint never holds on for long.
+    pub deadline: Duration,
+}
+
+/// The default for [`Probe::deadline`].
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Tries per request for a busy or briefly unreachable server (5xx, throttling, resets).
+const ATTEMPTS: u32 = 4;
+/// The first pause between tries; it doubles, with full jitter, up to `MAX_PAUSE`.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// Sends the request `$builder` builds (evaluated anew for each try), again with
+/// jittered, growing pauses while the server answers with a retryable failure. The
+/// validation's deadline bounds the whole.
+macro_rules! send {
+    ($run:expr, $builder:expr) => {{
+        let mut attempt = 1;
+        loop {
+            match $builder.send().await {
+                Ok(out) => break Ok(out),
+                Err(e) => {
+                    let f = $run.failure(&e);
+                    if attempt >= ATTEMPTS || !f.kind.is_retryable() {
+                        break Err(f);
+                    }
+                    tokio::time::sleep(pause(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }};
+}
+
+/// The pause before try `attempt + 1`: full jitter over a doubling ceiling.
+fn pause(attempt: u32) -> Duration {
+    let ceiling = FIRST_PAUSE.saturating_mul(1 << attempt.min(8)).min(MAX_PAUSE);
+    ceiling.mul_f64(0.5 + 0.5 * fastrand::f64())
 }
 
 impl<'a> Probe<'a> {
@@ -56,6 +99,7 @@ impl<'a> Probe<'a> {
             endpoint: spec.endpoint.as_deref(),
             force_path_style: spec.force_path_style,
             owner,
+            deadline: DEFAULT_DEADLINE,
         }
     }
 }
@@ -92,6 +136,10 @@ pub enum CorsOutcome {
         wanted: serde_json::Value,
     },
     NotSupported(Failure),
+    /// The rule is missing and the bucket already has `count` rules, the most S3 allows.
+    TooManyRules {
+        count: usize,
+    },
     Failed(Failure),
 }
 
@@ -218,7 +266,15 @@ pub async fn run(probe: &Probe<'_>, keys: &Keys) -> Report {
             requests: 0,
         },
     };
-    probe_all(&mut run).await;
+    if tokio::time::timeout(probe.deadline, probe_all(&mut run)).await.is_err() {
+        // Whatever was learnt so far stays; the store is reported unreachable.
+        run.report.fatal = Some(Failure {
+            kind: FailureKind::Unreachable,
+            code: "Unreachable".into(),
+            detail: format!("no complete answer within {} s", probe.deadline.as_secs()),
+            bucket_region: None,
+        });
+    }
     run.report.requests = run.counter.get();
     run.report
 }
@@ -227,7 +283,7 @@ async fn probe_all(run: &mut Run<'_>) {
     let (bucket, prefix) = (&run.probe.location.bucket, &run.probe.location.prefix);
 
     // 1. Where is the bucket? Also the first proof that the keys are accepted.
-    match run.client.get_bucket_location().bucket(bucket).send().await {
+    match send!(run, run.client.get_bucket_location().bucket(bucket)) {
         Ok(out) => {
             run.report.set(Action::GetBucketLocation, Outcome::Allowed);
             let region = normalise_region(out.location_constraint().map(|c| c.as_str()).unwrap_or(""));
@@ -238,8 +294,7 @@ async fn probe_all(run: &mut Run<'_>) {
             }
             run.report.bucket_region = Some(region);
         }
-        Err(e) => {
-            let f = run.failure(&e);
+        Err(f) => {
             if !run.record_failure(Action::GetBucketLocation, f) {
                 return;
             }
@@ -249,15 +304,14 @@ async fn probe_all(run: &mut Run<'_>) {
     // 2. List two keys under the prefix: proves s3:ListBucket and finds a sample. Probe
     // objects sort last and are skipped, since a connection sharing the prefix may
     // delete its own at any moment.
-    let listed = run.client.list_objects_v2().bucket(bucket).prefix(prefix).max_keys(2).send().await;
+    let listed = send!(run, run.client.list_objects_v2().bucket(bucket).prefix(prefix).max_keys(2));
     match listed {
         Ok(out) => {
             run.report.set(Action::ListBucket, Outcome::Allowed);
             run.report.listed = true;
             run.report.sample_object = sample(out.contents().iter().filter_map(|o| o.key()), prefix);
         }
-        Err(e) => {
-            let f = run.failure(&e);
+        Err(f) => {
             if !run.record_failure(Action::ListBucket, f) {
                 return;
             }
@@ -268,10 +322,9 @@ async fn probe_all(run: &mut Run<'_>) {
     if run.probe.usage.contains(&Usage::Import)
         && let Some(key) = run.report.sample_object.clone()
     {
-        match run.client.get_object().bucket(bucket).key(&key).range("bytes=0-0").send().await {
+        match send!(run, run.client.get_object().bucket(bucket).key(&key).range("bytes=0-0")) {
             Ok(_) => run.report.set(Action::GetObject, Outcome::Allowed),
-            Err(e) => {
-                let f = run.failure(&e);
+            Err(f) => {
                 // An empty object has no byte 0, and a vanished one is NoSuchKey only to
                 // a reader S3 lets read: either way the read itself was allowed.
                 if matches!(f.kind, FailureKind::InvalidRange | FailureKind::NoSuchKey) {
@@ -304,21 +357,19 @@ async fn probe_all(run: &mut Run<'_>) {
              If you can read this, s3:DeleteObject is missing.\n",
             run.probe.owner
         );
-        let put =
-            run.client.put_object().bucket(bucket).key(&key).body(ByteStream::from(body.into_bytes())).send().await;
+        let body = bytes::Bytes::from(body.into_bytes());
+        let put = send!(run, run.client.put_object().bucket(bucket).key(&key).body(ByteStream::from(body.clone())));
         match put {
             Ok(_) => run.report.set(Action::PutObject, Outcome::Allowed),
-            Err(e) => {
-                let f = run.failure(&e);
+            Err(f) => {
                 if !run.record_failure(Action::PutObject, f) {
                     return;
                 }
             }
         }
-        match run.client.delete_object().bucket(bucket).key(&key).send().await {
+        match send!(run, run.client.delete_object().bucket(bucket).key(&key)) {
             Ok(_) => run.report.set(Action::DeleteObject, Outcome::Allowed),
-            Err(e) => {
-                let f = run.failure(&e);
+            Err(f) => {
                 // Some stores answer a delete of a missing key with NoSuchKey (S3 says 204):
                 // either way the delete was allowed.
                 if f.kind == FailureKind::NoSuchKey {
@@ -334,60 +385,58 @@ async fn probe_all(run: &mut Run<'_>) {
 async fn probe_cors(run: &mut Run<'_>) -> CorsOutcome {
     let bucket = &run.probe.location.bucket;
     let origins = run.probe.origins;
-    let existing: Vec<CorsRule> = match run.client.get_bucket_cors().bucket(bucket).send().await {
+    let id = cors::rule_id(run.probe.owner);
+    let existing: Vec<CorsRule> = match send!(run, run.client.get_bucket_cors().bucket(bucket)) {
         Ok(out) => {
             run.report.set(Action::GetBucketCors, Outcome::Allowed);
             out.cors_rules().to_vec()
         }
-        Err(e) => {
-            let f = run.failure(&e);
-            match f.kind {
-                FailureKind::NoCorsConfiguration => {
-                    run.report.set(Action::GetBucketCors, Outcome::Allowed);
-                    Vec::new()
-                }
-                FailureKind::NotImplemented => return CorsOutcome::NotSupported(f),
-                _ => {
-                    let denied = f.kind == FailureKind::AccessDenied;
-                    if !run.record_failure(Action::GetBucketCors, f.clone()) {
-                        return CorsOutcome::Failed(f);
-                    }
-                    return if denied {
-                        CorsOutcome::ReadDenied { wanted: cors::to_json(&[cors::managed_rule(origins)]) }
-                    } else {
-                        CorsOutcome::Failed(f)
-                    };
-                }
+        Err(f) => match f.kind {
+            FailureKind::NoCorsConfiguration => {
+                run.report.set(Action::GetBucketCors, Outcome::Allowed);
+                Vec::new()
             }
-        }
+            FailureKind::NotImplemented => return CorsOutcome::NotSupported(f),
+            _ => {
+                let denied = f.kind == FailureKind::AccessDenied;
+                if !run.record_failure(Action::GetBucketCors, f.clone()) {
+                    return CorsOutcome::Failed(f);
+                }
+                return if denied {
+                    CorsOutcome::ReadDenied { wanted: cors::to_json(&[cors::managed_rule(&id, origins)]) }
+                } else {
+                    CorsOutcome::Failed(f)
+                };
+            }
+        },
     };
     if cors::covers(&existing, origins) {
         return CorsOutcome::Present;
     }
-    let merged = cors::merge(&existing, origins);
+    let merged = match cors::merge(&existing, &id, origins) {
+        Ok(rules) => rules,
+        Err(count) => return CorsOutcome::TooManyRules { count },
+    };
     if run.probe.cors_mode == CorsMode::Verify {
         return CorsOutcome::Missing { wanted: cors::to_json(&merged) };
     }
     let config = CorsConfiguration::builder().set_cors_rules(Some(merged.clone())).build().expect("rules are set");
-    match run.client.put_bucket_cors().bucket(bucket).cors_configuration(config).send().await {
+    match send!(run, run.client.put_bucket_cors().bucket(bucket).cors_configuration(config.clone())) {
         Ok(_) => {
             run.report.set(Action::PutBucketCors, Outcome::Allowed);
             CorsOutcome::Applied
         }
-        Err(e) => {
-            let f = run.failure(&e);
-            match f.kind {
-                FailureKind::NotImplemented => CorsOutcome::NotSupported(f),
-                FailureKind::AccessDenied => {
-                    run.record_failure(Action::PutBucketCors, f);
-                    CorsOutcome::WriteDenied { wanted: cors::to_json(&merged) }
-                }
-                _ => {
-                    run.record_failure(Action::PutBucketCors, f.clone());
-                    CorsOutcome::Failed(f)
-                }
+        Err(f) => match f.kind {
+            FailureKind::NotImplemented => CorsOutcome::NotSupported(f),
+            FailureKind::AccessDenied => {
+                run.record_failure(Action::PutBucketCors, f);
+                CorsOutcome::WriteDenied { wanted: cors::to_json(&merged) }
             }
-        }
+            _ => {
+                run.record_failure(Action::PutBucketCors, f.clone());
+                CorsOutcome::Failed(f)
+            }
+        },
     }
 }
 

@@ -24,6 +24,14 @@ impl Location {
         if prefix.starts_with('/') || prefix.contains("//") {
             return Err(UriError(format!("the prefix of {uri:?} has an empty segment (//): remove the extra slash")));
         }
+        if prefix.split('/').any(|segment| segment == "." || segment == "..") {
+            return Err(UriError(format!(
+                "the prefix of {uri:?} has a '.' or '..' segment, which S3 keys do not resolve: write the folder's real path"
+            )));
+        }
+        if prefix.chars().any(char::is_control) {
+            return Err(UriError(format!("the prefix of {uri:?} has a control character: remove it")));
+        }
         let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
         Ok(Location { bucket: bucket.to_owned(), prefix })
     }
@@ -146,6 +154,14 @@ mod tests {
             let err = Location::parse(uri).expect_err(uri).to_string();
             assert!(err.contains("empty segment"), "{uri}: {err}");
         }
+    }
+
+    #[test]
+    fn dot_segments_and_control_characters_are_refused() {
+        for uri in ["b-1/./x/", "b-1/../x", "s3://b-1/a/..", "b-1/.", "b-1/a/\u{7f}/", "b-1/\nx/"] {
+            assert!(Location::parse(uri).is_err(), "{uri:?}");
+        }
+        assert_eq!(Location::parse("b-1/.hidden/..x/").unwrap().prefix, ".hidden/..x/");
     }
 
     #[test]

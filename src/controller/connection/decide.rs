@@ -25,6 +25,10 @@ pub enum Blocker {
         key: String,
         present: Vec<String>,
     },
+    /// The value at `key` cannot be a credential (control characters, non-ASCII).
+    SecretValueInvalid {
+        key: String,
+    },
     /// The operator's own RBAC does not let it read the Secret.
     SecretForbidden,
 }
@@ -110,7 +114,9 @@ pub fn with_registration(mut verdict: Verdict, registered: Cond) -> Verdict {
     if fails_now {
         verdict.next = match registered.reason {
             r if r.is_transient() => Next::Retry,
-            Reason::PlatformSecretNotFound | Reason::PlatformSecretKeyMissing => Next::WaitForChange,
+            Reason::PlatformSecretNotFound | Reason::PlatformSecretKeyMissing | Reason::SecretValueInvalid => {
+                Next::WaitForChange
+            }
             _ => Next::RecheckLater,
         };
         verdict.conditions.push(Cond::failed(READY, registered.reason, registered.message));
@@ -118,6 +124,57 @@ pub fn with_registration(mut verdict: Verdict, registered: Cond) -> Verdict {
         verdict.conditions.push(ready);
     }
     verdict
+}
+
+/// A Ready connection whose validation just failed only for a reason that clears by
+/// itself (S3 5xx, throttling, an unreachable store) stays Ready for `grace` after the
+/// first such failure: its conditions stay as the last complete validation found them,
+/// and Reconciling=True says what is being retried. Returns those conditions, or None
+/// when the new verdict is to be shown as it is: the inputs changed (`same_inputs` false),
+/// the connection was not Ready, the failure is not transient, or the grace is over.
+pub fn hold_ready(
+    old: &crate::api::connection::S3ConnectionStatus,
+    same_inputs: bool,
+    ready: &Cond,
+    now: k8s_openapi::jiff::Timestamp,
+    grace: std::time::Duration,
+) -> Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    let was_ready = old.conditions.iter().any(|c| c.type_ == READY && c.status == "True");
+    if !same_inputs || !was_ready || ready.is_true() || !ready.reason.is_transient() {
+        return None;
+    }
+    let since = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::api::conditions::RECONCILING && c.status == "True")
+        .map_or(now, |c| c.last_transition_time.0);
+    let failing_for = std::time::Duration::try_from(now.duration_since(since)).unwrap_or_default();
+    if failing_for >= grace {
+        return None;
+    }
+    let last = old.last_validated_time.as_ref().map_or_else(|| "the last validation".to_owned(), |t| t.0.to_string());
+    let message = crate::api::conditions::printable(&format!(
+        "Still Ready from the validation at {last}; the latest one did not finish: {} Retrying with backoff; Ready turns False if this lasts {} s.",
+        ready.message,
+        grace.as_secs()
+    ))
+    .into_owned();
+    let mut conditions: Vec<Condition> = old
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != crate::api::conditions::RECONCILING && c.type_ != crate::api::conditions::STALLED)
+        .cloned()
+        .collect();
+    conditions.push(Condition {
+        type_: crate::api::conditions::RECONCILING.to_owned(),
+        status: "True".to_owned(),
+        reason: ready.reason.as_str().to_owned(),
+        message,
+        observed_generation: old.observed_generation,
+        last_transition_time: Time(since),
+    });
+    Some(conditions)
 }
 
 fn export(spec: &S3ConnectionSpec) -> bool {
@@ -162,6 +219,16 @@ fn blocked(subject: &Subject<'_>, blocker: &Blocker) -> Verdict {
                 "Secret {secret:?} has no key {key:?} (it has: {}): add it, or name the key that holds it in spec.credentials.secretRef.",
                 if present.is_empty() { "no keys".to_owned() } else { present.join(", ") }
             ),
+        ),
+        Blocker::SecretValueInvalid { key } => (
+            CREDENTIALS_VALID,
+            Reason::SecretValueInvalid,
+            match subject.keys_from {
+                KeysFrom::Secret => crate::controller::connection::register::invalid_value_message(secret, key),
+                KeysFrom::Environment => format!(
+                    "The value of {key} in the environment has characters no credential has (a control character, a line break or space inside it, or non-ASCII): set it again, exactly as issued."
+                ),
+            },
         ),
         Blocker::SecretForbidden => (
             CREDENTIALS_VALID,
@@ -418,17 +485,31 @@ fn bucket_condition(spec: &S3ConnectionSpec, location: &Location, report: &Repor
 }
 
 fn region_message(bucket: &str, actual: Option<&str>, used: &str) -> String {
-    match actual {
+    // A redirect that names the region the request was already signed for says nothing
+    // about where the bucket is.
+    match actual.filter(|a| *a != used) {
         Some(actual) => format!(
             "Bucket {bucket:?} is in region {actual}, not {used}: set spec.region to {actual}, or remove spec.region to discover it."
         ),
         None => format!(
-            "Bucket {bucket:?} is not in region {used}: set spec.region to the bucket's region, or remove spec.region and allow s3:GetBucketLocation to discover it."
+            "Bucket {bucket:?} is not in region {used}, and S3 did not say which region it is in: set spec.region to the bucket's region, or remove spec.region and allow s3:GetBucketLocation to discover it."
         ),
     }
 }
 
 fn s3_error(type_: &'static str, action: Action, f: &Failure) -> Cond {
+    if f.kind == FailureKind::Rejected {
+        return Cond::failed(
+            type_,
+            Reason::S3RequestRejected,
+            format!(
+                "The store refused the {} probe with {}{}: this is neither a permission nor a temporary problem, so retrying the same request will not help; check that the endpoint speaks the S3 API as expected (a proxy in front of it, say). Re-checking with backoff.",
+                action.iam(),
+                f.code,
+                detail(f)
+            ),
+        );
+    }
     Cond::failed(
         type_,
         Reason::S3Error,
@@ -590,6 +671,14 @@ fn cors_condition(spec: &S3ConnectionSpec, location: &Location, report: &Report)
                 "{} does not implement the S3 CORS API ({}): configure CORS on the store itself so that {origins} may GET and HEAD objects, and set spec.cors.mode to Ignore.",
                 where_(spec),
                 f.code
+            ),
+        ),
+        CorsOutcome::TooManyRules { count } => Cond::failed(
+            CORS_CONFIGURED,
+            Reason::CorsRuleLimit,
+            format!(
+                "The bucket's CORS configuration has {count} rules, the most S3 allows, and none lets {origins} GET and HEAD objects: remove a rule the bucket no longer needs (rules with ids starting {} were added for S3Connections), or add {origins} to an existing rule.",
+                crate::s3::cors::RULE_ID_PREFIX
             ),
         ),
         CorsOutcome::Failed(f) => s3_error(CORS_CONFIGURED, Action::GetBucketCors, f),

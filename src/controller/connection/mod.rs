@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use self::decide::{Blocker, KeysFrom, Next, Subject, Verdict, decide};
 use self::schedule::{Plan, backoff, jitter_fraction, parse_interval, plan, revalidate_after};
-use super::{Context, FIELD_MANAGER};
+use super::{BadValue, Context, FIELD_MANAGER};
 use crate::api::conditions::{self, Cond, RECONCILING, STALLED, Status};
 use crate::api::connection::{CorsState, CredentialsSecretRef, S3Connection, S3ConnectionStatus};
 use crate::s3::client::Keys;
@@ -32,20 +32,35 @@ use crate::s3::uri::Location;
 pub enum Error {
     #[error("S3Connection {0} has no namespace")]
     NoNamespace(String),
-    #[error("reading Secret {namespace}/{name} failed (check the operator's RBAC for secrets): {source}")]
+    #[error("reading Secret {namespace}/{name} failed ({}): {source}", read_hint(source))]
     ReadSecret { namespace: String, name: String, source: kube::Error },
     #[error("writing the status of S3Connection {namespace}/{name} failed: {source}")]
     WriteStatus { namespace: String, name: String, source: kube::Error },
 }
 
+/// What to look at when reading a Secret failed: RBAC only when the API server said so.
+fn read_hint(e: &kube::Error) -> &'static str {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => "check the operator's RBAC for secrets",
+        kube::Error::Api(s) if s.code < 500 && s.code != 429 => "the API server refused the read",
+        _ => "the API server did not answer; retrying",
+    }
+}
+
 /// Reads the access keys from `secret`.
 pub fn keys_from(secret: &Secret, refs: &CredentialsSecretRef) -> Result<Keys, Blocker> {
-    let get = |key: &str| super::secret_value(secret, key);
-    let missing = |key: &str| Blocker::SecretKeyMissing { key: key.to_owned(), present: super::secret_keys(secret) };
+    let get = |key: &str| match super::secret_value(secret, key) {
+        Ok(v) => Ok(Some(v)),
+        Err(BadValue::Missing) => Ok(None),
+        Err(BadValue::Invalid) => Err(Blocker::SecretValueInvalid { key: key.to_owned() }),
+    };
+    let required = |key: &str| {
+        get(key)?.ok_or_else(|| Blocker::SecretKeyMissing { key: key.to_owned(), present: super::secret_keys(secret) })
+    };
     Ok(Keys {
-        access_key_id: get(&refs.access_key_id_key).ok_or_else(|| missing(&refs.access_key_id_key))?,
-        secret_access_key: get(&refs.secret_access_key_key).ok_or_else(|| missing(&refs.secret_access_key_key))?,
-        session_token: get(&refs.session_token_key),
+        access_key_id: required(&refs.access_key_id_key)?,
+        secret_access_key: required(&refs.secret_access_key_key)?,
+        session_token: get(&refs.session_token_key)?,
     })
 }
 
@@ -172,11 +187,13 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         .as_ref()
         .and_then(|s| s.last_validated_time.as_ref())
         .map(|t| Duration::try_from(now.duration_since(t.0)).unwrap_or(Duration::ZERO));
+    let requested = crate::api::connection::requested_at(conn.annotations());
     let facts = schedule::Facts {
         status: conn.status.as_ref(),
         generation: conn.metadata.generation,
         secret_version: secret_version.as_deref(),
         platform_secret_version: platform_secret_version.as_deref(),
+        requested: requested.as_deref(),
         since_last,
         interval,
         failures: ctx.failures(&uid),
@@ -188,6 +205,11 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         Plan::WaitForChange => return Ok(Action::await_change()),
     }
 
+    // A namespace whose validations are all in flight (its endpoints hang, say) waits
+    // its turn here without holding a slot anyone else needs.
+    let Some(_slot) = ctx.slots.enter(&namespace) else {
+        return Ok(Action::requeue(super::slots::Slots::retry_delay()));
+    };
     let owner = format!("{namespace}/{name}");
     let subject = Subject { spec, namespace: &namespace, keys_from: KeysFrom::Secret };
     let existing = conn.status.as_ref().map(|s| s.platform_connections.clone()).unwrap_or_default();
@@ -197,68 +219,108 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     } else {
         prepare(spec, secret.as_ref(), &ctx.config.allowed_endpoints)
     };
-    let (verdict, report) = match prepared {
-        Ok((location, keys)) => {
-            let probe = Probe::for_spec(spec, &location, &owner);
-            let report = probe::run(&probe, &keys).await;
-            let mut verdict = decide(&subject, Ok((&location, &report)));
-            if let Some(p) = &spec.platform {
-                let registered = if !verdict.ready().is_true() {
-                    Cond::not_checked(conditions::REGISTERED, "the connection is registered once every probe passes")
-                } else {
-                    match register::credentials(platform_secret.as_ref(), &p.secret_ref, &namespace) {
-                        Err(cond) => cond,
-                        Ok(creds) => {
-                            let version = secret_version.clone().unwrap_or_default();
-                            let done = register::register(
-                                &ctx.platform,
-                                &creds,
-                                spec,
-                                &location,
-                                &keys,
-                                &existing,
-                                &version,
-                                &owner,
+    let (verdict, report) = ctx
+        .slots
+        .run(async {
+            match prepared {
+                Ok((location, keys)) => {
+                    let probe =
+                        Probe { deadline: ctx.config.validation_timeout, ..Probe::for_spec(spec, &location, &owner) };
+                    let report = probe::run(&probe, &keys).await;
+                    let mut verdict = decide(&subject, Ok((&location, &report)));
+                    if let Some(p) = &spec.platform {
+                        let registered = if !verdict.ready().is_true() {
+                            Cond::not_checked(
+                                conditions::REGISTERED,
+                                "the connection is registered once every probe passes",
                             )
-                            .await;
-                            platform_connections = done.connections;
-                            done.cond
-                        }
+                        } else {
+                            match register::credentials(platform_secret.as_ref(), &p.secret_ref, &namespace) {
+                                Err(cond) => cond,
+                                Ok(creds) => {
+                                    let version = secret_version.clone().unwrap_or_default();
+                                    let done = register::register(
+                                        &ctx.platform,
+                                        &creds,
+                                        spec,
+                                        &location,
+                                        &keys,
+                                        &existing,
+                                        &version,
+                                        &owner,
+                                    )
+                                    .await;
+                                    platform_connections = done.connections;
+                                    done.cond
+                                }
+                            }
+                        };
+                        verdict = decide::with_registration(verdict, registered);
                     }
-                };
-                verdict = decide::with_registration(verdict, registered);
+                    // `keys` goes out of scope here: nothing below can read them.
+                    (verdict, Some(report))
+                }
+                Err(blocker) => {
+                    let mut verdict = decide(&subject, Err(&blocker));
+                    if spec.platform.is_some() {
+                        let registered = Cond::not_checked(
+                            conditions::REGISTERED,
+                            "the connection is registered once every probe passes",
+                        );
+                        verdict = decide::with_registration(verdict, registered);
+                    }
+                    (verdict, None)
+                }
             }
-            // `keys` goes out of scope here: nothing below can read them.
-            (verdict, Some(report))
-        }
-        Err(blocker) => {
-            let mut verdict = decide(&subject, Err(&blocker));
-            if spec.platform.is_some() {
-                let registered =
-                    Cond::not_checked(conditions::REGISTERED, "the connection is registered once every probe passes");
-                verdict = decide::with_registration(verdict, registered);
-            }
-            (verdict, None)
-        }
-    };
+        })
+        .await;
     let report = report.as_ref();
     let location = Location::parse(&spec.uri).ok();
 
     let old = conn.status.clone().unwrap_or_default();
-    let mut status = new_status(&conn, &old, &verdict, location.as_ref(), report, secret_version, now);
-    status.platform_connection_id = register::primary_id(&platform_connections);
-    status.platform_connections = platform_connections;
-    status.platform_secret_version = platform_secret_version;
+    let same_inputs = old.observed_generation == conn.metadata.generation
+        && old.credentials_version == secret_version
+        && old.platform_secret_version == platform_secret_version;
+    let held = decide::hold_ready(&old, same_inputs, verdict.ready(), now, ctx.config.transient_grace);
+    let holding = held.is_some();
+    let mut status = match held {
+        // Ready stays as the last complete validation found it, with Reconciling saying why
+        // this one did not finish.
+        Some(conditions) => {
+            S3ConnectionStatus { conditions, last_handled_reconcile_at: requested.clone(), ..old.clone() }
+        }
+        None => {
+            let mut status = new_status(&conn, &old, &verdict, location.as_ref(), report, secret_version, now);
+            status.platform_connection_id = register::primary_id(&platform_connections);
+            status.platform_connections = platform_connections;
+            status.platform_secret_version = platform_secret_version;
+            status.last_handled_reconcile_at = requested.clone();
+            status
+        }
+    };
+    if !holding && let Some(l) = &location {
+        status.endpoint = Some(crate::s3::client::contacted_url(
+            spec.endpoint.as_deref(),
+            spec.force_path_style,
+            &l.bucket,
+            status.region.as_deref().unwrap_or("us-east-1"),
+        ));
+    }
     let patch = serde_json::json!({
         "apiVersion": "s3connect.io/v1alpha1",
         "kind": "S3Connection",
         "status": status,
     });
-    Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
+    if let Err(source) = Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
         .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
-        .map_err(|source| Error::WriteStatus { namespace: namespace.clone(), name: name.clone(), source })?;
-    publish_events(&ctx, &conn, &old, &verdict).await;
+    {
+        super::status::refused(&ctx, conn.as_ref(), &source).await;
+        return Err(Error::WriteStatus { namespace: namespace.clone(), name: name.clone(), source });
+    }
+    if !holding {
+        publish_events(&ctx, &conn, &old, &verdict).await;
+    }
 
     let action = match verdict.next {
         Next::Revalidate => {
@@ -297,6 +359,14 @@ fn prepare(
         && !allowed.allows(endpoint)
     {
         return Err(Blocker::EndpointNotAllowed { endpoint: endpoint.clone(), allowed: allowed.to_string() });
+    }
+    // With virtual-hosted addressing the bucket becomes part of the host: the URL actually
+    // contacted is what the allow-list must admit.
+    if let Some(endpoint) = &spec.endpoint {
+        let contacted = crate::s3::client::contacted_url(Some(endpoint), spec.force_path_style, &location.bucket, "");
+        if !allowed.allows(&contacted) {
+            return Err(Blocker::EndpointNotAllowed { endpoint: contacted, allowed: allowed.to_string() });
+        }
     }
     let secret = secret.ok_or(Blocker::SecretNotFound)?;
     Ok((location, keys_from(secret, &spec.credentials.secret_ref)?))
@@ -340,6 +410,7 @@ fn new_status(
         platform_secret_version: old.platform_secret_version.clone(),
         last_validated_time: Some(Time(now)),
         credentials_version: secret_version,
+        last_handled_reconcile_at: old.last_handled_reconcile_at.clone(),
     }
 }
 
@@ -367,7 +438,9 @@ fn error_kind(err: &Error) -> &'static str {
 fn error_policy(conn: Arc<S3Connection>, err: &Error, ctx: Arc<Context>) -> Action {
     let uid = conn.uid().unwrap_or_default();
     let failures = ctx.record_failure(&uid);
-    let delay = backoff(failures, Duration::from_secs(300), jitter_fraction(&uid));
+    // Never past the connection's own interval (jitter included), nor five minutes.
+    let cap = parse_interval(&conn.spec.revalidate_interval).min(Duration::from_secs(300)).mul_f64(0.8);
+    let delay = backoff(failures, cap, jitter_fraction(&uid));
     crate::telemetry::metrics::METRICS.reconcile_error("S3Connection", error_kind(err));
     warn!(connection = %conn.name_any(), error = %err, retry_in_s = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
@@ -379,6 +452,7 @@ fn trigger_hash(conn: &S3Connection) -> Option<u64> {
     conn.metadata.generation.hash(&mut h);
     conn.metadata.deletion_timestamp.is_some().hash(&mut h);
     conn.annotations().get(register::SKIP_CLEANUP).hash(&mut h);
+    crate::api::connection::requested_at(conn.annotations()).hash(&mut h);
     Some(h.finish())
 }
 
@@ -401,7 +475,7 @@ fn referencing(store: &Store<S3Connection>, secret: &PartialObjectMeta<Secret>) 
 pub async fn run(ctx: Arc<Context>) {
     // Metadata only: secret values never sit in the operator's memory between probes.
     let secrets = super::api::<PartialObjectMeta<Secret>>(&ctx);
-    let secret_changes = watcher(secrets, ctx.config.watch_config()).default_backoff().touched_objects();
+    let secret_changes = watcher(secrets, ctx.config.watch_config()).backoff(super::watch_backoff()).touched_objects();
     super::run_controller(
         ctx.clone(),
         "S3Connection",

@@ -28,9 +28,9 @@ pub fn credentials(secret: Option<&Secret>, refs: &PlatformSecretRef, namespace:
             ),
         ));
     };
-    let get = |key: &str| crate::controller::secret_value(secret, key);
-    let missing = |key: &str| {
-        Cond::failed(
+    let get = |key: &str| match crate::controller::secret_value(secret, key) {
+        Ok(v) => Ok(v),
+        Err(crate::controller::BadValue::Missing) => Err(Cond::failed(
             REGISTERED,
             Reason::PlatformSecretKeyMissing,
             format!(
@@ -38,13 +38,23 @@ pub fn credentials(secret: Option<&Secret>, refs: &PlatformSecretRef, namespace:
                 &*refs.name,
                 crate::controller::secret_keys(secret).join(", ")
             ),
-        )
+        )),
+        Err(crate::controller::BadValue::Invalid) => {
+            Err(Cond::failed(REGISTERED, Reason::SecretValueInvalid, invalid_value_message(&refs.name, key)))
+        }
     };
     Ok(Credentials {
-        api_key: get(&refs.api_key_key).ok_or_else(|| missing(&refs.api_key_key))?,
-        api_secret: get(&refs.api_secret_key).ok_or_else(|| missing(&refs.api_secret_key))?,
-        client_id: get(&refs.client_id_key).ok_or_else(|| missing(&refs.client_id_key))?,
+        api_key: get(&refs.api_key_key)?,
+        api_secret: get(&refs.api_secret_key)?,
+        client_id: get(&refs.client_id_key)?,
     })
+}
+
+/// Names the Secret and key of a value that is not visible ASCII, never the value.
+pub fn invalid_value_message(secret: &str, key: &str) -> String {
+    format!(
+        "The value of key {key:?} in Secret {secret:?} has characters no credential has (a control character, a line break or space inside it, or non-ASCII): paste the value again, exactly as issued, without quotes."
+    )
 }
 
 /// The condition for a failed platform call.

@@ -86,6 +86,7 @@ fn last_next(status: &S3ConnectionStatus) -> Option<Reason> {
         "EndpointNotAllowed" => Reason::EndpointNotAllowed,
         "SecretNotFound" => Reason::SecretNotFound,
         "SecretKeyMissing" => Reason::SecretKeyMissing,
+        "SecretValueInvalid" => Reason::SecretValueInvalid,
         "PlatformSecretNotFound" => Reason::PlatformSecretNotFound,
         "PlatformSecretKeyMissing" => Reason::PlatformSecretKeyMissing,
         _ => Reason::S3Error,
@@ -99,6 +100,8 @@ pub struct Facts<'a> {
     pub secret_version: Option<&'a str>,
     /// resourceVersion of the platform Secret now, when spec.platform names one.
     pub platform_secret_version: Option<&'a str>,
+    /// The reconcile request the annotations make now (see `requested_at`).
+    pub requested: Option<&'a str>,
     /// Seconds since the last validation, if there was one.
     pub since_last: Option<Duration>,
     pub interval: Duration,
@@ -113,6 +116,7 @@ pub fn plan(f: &Facts<'_>) -> Plan {
     if status.observed_generation != f.generation
         || status.credentials_version.as_deref() != f.secret_version
         || status.platform_secret_version.as_deref() != f.platform_secret_version
+        || (f.requested.is_some() && status.last_handled_reconcile_at.as_deref() != f.requested)
     {
         return Plan::ValidateNow;
     }
@@ -123,6 +127,7 @@ pub fn plan(f: &Facts<'_>) -> Plan {
         | Reason::EndpointNotAllowed
         | Reason::SecretNotFound
         | Reason::SecretKeyMissing
+        | Reason::SecretValueInvalid
         | Reason::PlatformSecretNotFound
         | Reason::PlatformSecretKeyMissing => {
             return Plan::WaitForChange;
@@ -154,6 +159,7 @@ mod tests {
             generation: Some(1),
             secret_version: Some("100"),
             platform_secret_version: None,
+            requested: None,
             since_last: Some(Duration::from_secs(since)),
             interval: Duration::from_secs(600),
             failures: 0,
@@ -188,6 +194,21 @@ mod tests {
     }
 
     #[test]
+    fn a_new_reconcile_request_validates_at_once_and_a_handled_one_does_not() {
+        let mut s = status(ready(), 1, "100");
+        assert_eq!(plan(&Facts { requested: Some("t1"), ..facts(&s, 0) }), Plan::ValidateNow);
+        s.last_handled_reconcile_at = Some("t1".into());
+        assert_eq!(plan(&Facts { requested: Some("t1"), ..facts(&s, 60) }), Plan::WaitFor(Duration::from_secs(540)));
+        assert_eq!(plan(&Facts { requested: Some("t2"), ..facts(&s, 60) }), Plan::ValidateNow);
+        // Removing the annotation is no request.
+        assert_eq!(plan(&Facts { requested: None, ..facts(&s, 60) }), Plan::WaitFor(Duration::from_secs(540)));
+        // Even a failure that waits for a change is looked at again when asked.
+        let mut stuck = status(Cond::failed(READY, Reason::SecretNotFound, "x"), 1, "100");
+        stuck.last_handled_reconcile_at = Some("t1".into());
+        assert_eq!(plan(&Facts { requested: Some("t2"), ..facts(&stuck, 100_000) }), Plan::ValidateNow);
+    }
+
+    #[test]
     fn a_ready_connection_waits_for_its_jittered_interval() {
         let s = status(ready(), 1, "100");
         // jitter 0.5 puts the interval at exactly 600 s.
@@ -210,8 +231,13 @@ mod tests {
 
     #[test]
     fn spec_and_secret_problems_wait_for_a_change() {
-        for reason in [Reason::InvalidUri, Reason::EndpointNotAllowed, Reason::SecretNotFound, Reason::SecretKeyMissing]
-        {
+        for reason in [
+            Reason::InvalidUri,
+            Reason::EndpointNotAllowed,
+            Reason::SecretNotFound,
+            Reason::SecretKeyMissing,
+            Reason::SecretValueInvalid,
+        ] {
             let s = status(Cond::failed(READY, reason, "x"), 1, "100");
             assert_eq!(plan(&facts(&s, 100_000)), Plan::WaitForChange, "{reason:?}");
         }

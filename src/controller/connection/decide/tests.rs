@@ -456,3 +456,123 @@ fn a_secret_the_operator_may_not_read_names_its_rbac_and_is_rechecked() {
     );
     assert_eq!(v.next, Next::RecheckLater, "an RBAC fix sends no watch event");
 }
+
+#[test]
+fn a_secret_value_no_credential_can_be_names_the_key_never_the_value() {
+    let spec = spec(json!({}));
+    let blocker = Blocker::SecretValueInvalid { key: "AWS_ACCESS_KEY_ID".into() };
+    let v = decide(&Subject { spec: &spec, namespace: "team-a", keys_from: KeysFrom::Secret }, Err(&blocker));
+    assert_fails(
+        &v,
+        CREDENTIALS_VALID,
+        Reason::SecretValueInvalid,
+        &["key \"AWS_ACCESS_KEY_ID\" in Secret \"keys\"", "control character", "paste the value again"],
+    );
+    assert_eq!(v.next, Next::WaitForChange, "only a new Secret value can fix it");
+    let v = decide(&Subject { spec: &spec, namespace: "(local)", keys_from: KeysFrom::Environment }, Err(&blocker));
+    assert_fails(&v, CREDENTIALS_VALID, Reason::SecretValueInvalid, &["AWS_ACCESS_KEY_ID in the environment"]);
+}
+
+#[test]
+fn a_refusing_4xx_is_not_called_transient() {
+    let spec = spec(json!({}));
+    let mut report = healthy(&spec);
+    report.set_for_test(
+        Action::ListBucket,
+        Outcome::Failed(classify_parts(Some("RequestHeaderFieldsTooLarge"), Some("too large"), 431, None)),
+    );
+    let v = verdict(&spec, &report);
+    assert_fails(
+        &v,
+        READ_PERMITTED,
+        Reason::S3RequestRejected,
+        &["s3:ListBucket", "RequestHeaderFieldsTooLarge", "will not help"],
+    );
+    assert!(!v.ready().message.contains("retrying with backoff"), "{}", v.ready().message);
+    assert!(!Reason::S3RequestRejected.is_transient());
+    assert_eq!(v.next, Next::RecheckLater);
+}
+
+#[test]
+fn a_redirect_to_the_signing_region_does_not_name_it_twice() {
+    let spec_ = spec(json!({}));
+    let mut report = healthy(&spec_);
+    report.fatal = Some(classify_parts(Some("PermanentRedirect"), None, 301, Some("us-east-1")));
+    report.bucket_region = Some("us-east-1".into());
+    let v = verdict(&spec_, &report);
+    assert_fails(&v, BUCKET_REACHABLE, Reason::RegionMismatch, &["is not in region us-east-1", "did not say which"]);
+    assert!(!v.ready().message.contains("not us-east-1"), "{}", v.ready().message);
+}
+
+#[test]
+fn a_bucket_with_the_most_cors_rules_s3_allows_says_what_to_remove() {
+    let spec = spec(json!({}));
+    let mut report = healthy(&spec);
+    report.cors = Some(CorsOutcome::TooManyRules { count: 100 });
+    let v = verdict(&spec, &report);
+    assert_fails(&v, CORS_CONFIGURED, Reason::CorsRuleLimit, &["100 rules", "s3connect-", "remove a rule"]);
+}
+
+mod grace {
+    use super::*;
+    use crate::api::conditions::{RECONCILING, merge};
+    use crate::api::connection::S3ConnectionStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    const GRACE: std::time::Duration = std::time::Duration::from_secs(300);
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn ready_status(extra: &[Cond], since: i64) -> S3ConnectionStatus {
+        let mut conds = vec![Cond::ok(CREDENTIALS_VALID, Reason::CredentialsAccepted, "ok")];
+        conds.extend_from_slice(extra);
+        conds.push(Cond::ok(READY, Reason::Validated, "ready"));
+        S3ConnectionStatus {
+            observed_generation: Some(1),
+            conditions: merge(&[], &conds, Some(1), &Time(at(since))),
+            last_validated_time: Some(Time(at(0))),
+            ..Default::default()
+        }
+    }
+
+    fn transient() -> Cond {
+        Cond::failed(READY, Reason::S3Error, "S3 answered the s3:ListBucket probe with InternalError; retrying.")
+    }
+
+    #[test]
+    fn a_ready_connection_stays_ready_through_transient_failures_within_the_grace() {
+        let old = ready_status(&[], 0);
+        let held = hold_ready(&old, true, &transient(), at(10), GRACE).expect("held");
+        let ready = held.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Validated"));
+        let reconciling = held.iter().find(|c| c.type_ == RECONCILING).unwrap();
+        assert_eq!((reconciling.status.as_str(), reconciling.reason.as_str()), ("True", "S3Error"));
+        assert!(reconciling.message.contains("Still Ready") && reconciling.message.contains("InternalError"));
+        assert_eq!(reconciling.last_transition_time.0, at(10), "the grace starts at the first failure");
+
+        // Later failures keep the start of the grace, until it is over.
+        let again = S3ConnectionStatus { conditions: held, ..old.clone() };
+        let held = hold_ready(&again, true, &transient(), at(200), GRACE).expect("still within the grace");
+        assert_eq!(held.iter().find(|c| c.type_ == RECONCILING).unwrap().last_transition_time.0, at(10));
+        let again = S3ConnectionStatus { conditions: held, ..old.clone() };
+        assert!(hold_ready(&again, true, &transient(), at(10 + 300), GRACE).is_none(), "grace over: show it");
+    }
+
+    #[test]
+    fn only_transient_failures_of_a_ready_connection_with_unchanged_inputs_are_held() {
+        let old = ready_status(&[], 0);
+        let denied = Cond::failed(READY, Reason::GetObjectDenied, "denied");
+        assert!(hold_ready(&old, true, &denied, at(10), GRACE).is_none(), "a real failure shows at once");
+        assert!(hold_ready(&old, false, &transient(), at(10), GRACE).is_none(), "new spec or keys: no old verdict");
+        let ok = Cond::ok(READY, Reason::Validated, "ok");
+        assert!(hold_ready(&old, true, &ok, at(10), GRACE).is_none());
+        let mut not_ready = old.clone();
+        not_ready.conditions = merge(&[], &[transient()], Some(1), &Time(at(0)));
+        assert!(hold_ready(&not_ready, true, &transient(), at(10), GRACE).is_none());
+        let unreachable = Cond::failed(READY, Reason::EndpointUnreachable, "no answer");
+        assert!(hold_ready(&old, true, &unreachable, at(10), GRACE).is_some());
+    }
+}
