@@ -7,6 +7,10 @@ waits until every component is ready, writes a kubeconfig and an env file, insta
 CRDs, turns IAM enforcement on in the S3 server (with an admin user for fixtures), and
 prints `READY <env-file>` on stdout.
 
+It also starts testenv/fault_proxy.py in front of the S3 server, for tests that need a
+flaky S3, and restarts kube-apiserver (same port, certificates and data) on SIGUSR1, for
+tests of what an operator does when the API server goes away and comes back.
+
 It tears everything down (and removes its run directory) when:
   * stdin reaches EOF, with --until-stdin-closes: the owner process died, however it died
     (exit, panic, SIGKILL), because the kernel closes its end of the pipe;
@@ -70,9 +74,11 @@ class Env:
         self.run_dir = run_dir
         self.cache = cache
         self.children = []  # (name, Popen)
+        self.commands = {}  # name -> (argv, env), for restarts
 
     def spawn(self, name, argv, env=None):
-        logf = open(os.path.join(self.run_dir, f"{name}.log"), "wb")
+        self.commands[name] = (argv, env)
+        logf = open(os.path.join(self.run_dir, f"{name}.log"), "ab")
         p = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -84,6 +90,22 @@ class Env:
         )
         self.children.append((name, p))
         return p
+
+    def restart(self, name):
+        """Stops the child `name` and starts it again with the same command."""
+        for i, (n, p) in enumerate(self.children):
+            if n == name:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGTERM)
+                    try:
+                        p.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(p.pid, signal.SIGKILL)
+                        p.wait()
+                del self.children[i]
+                break
+        argv, env = self.commands[name]
+        return self.spawn(name, argv, env)
 
     def check_alive(self):
         for name, p in self.children:
@@ -193,6 +215,7 @@ def start_apiserver(env, binary, etcd_url):
             return r.status == 200
 
     wait_until("kube-apiserver", ready, env, 90)
+    env.apiserver_ready = ready
     kubeconfig = os.path.join(env.run_dir, "kubeconfig")
     with open(kubeconfig, "w") as f:
         json.dump({
@@ -232,7 +255,10 @@ def start_moto(env, venv):
     # from the caller's environment.
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         child_env.pop(k, None)
-    env.spawn("moto", [os.path.join(venv, "bin", "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env=child_env)
+    # moto's own server, through a wrapper that matches IAM action names case-insensitively
+    # as AWS does (see testenv/moto_server.py).
+    env.spawn("moto", [os.path.join(venv, "bin", "python"), os.path.join(ROOT, "testenv", "moto_server.py"),
+                       "-H", "127.0.0.1", "-p", str(port)], env=child_env)
 
     def up():
         with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=1) as r:
@@ -255,6 +281,21 @@ def start_moto(env, venv):
     with urllib.request.urlopen(req, timeout=10) as r:
         r.read()
     return endpoint, admin
+
+
+def start_fault_proxy(env, s3_endpoint):
+    """testenv/fault_proxy.py in front of the S3 server."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env.spawn("fault-proxy", [sys.executable, os.path.join(ROOT, "testenv", "fault_proxy.py"),
+                              "--port", str(port), "--upstream", s3_endpoint])
+
+    def up():
+        with urllib.request.urlopen(f"{url}/_faults", timeout=1) as r:
+            return r.status == 200
+
+    wait_until("fault proxy", up, env, 30)
+    return url
 
 
 def start_platform(env, venv, s3_endpoint):
@@ -322,6 +363,8 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    restart = {"asked": False}
+    signal.signal(signal.SIGUSR1, lambda *_: restart.update(asked=True))
     parent = os.getppid()
     started = time.monotonic()
     try:
@@ -329,6 +372,7 @@ def main():
         server, kubeconfig = start_apiserver(env, apiserver, etcd_url)
         s3, admin = start_moto(env, venv)
         platform, platform_auth = start_platform(env, venv, s3)
+        fault_proxy = start_fault_proxy(env, s3)
         apply_crds(kubeconfig, args.crds)
         version = subprocess.run([apiserver, "--version"], capture_output=True, text=True).stdout.strip()
         env_file = os.path.join(run_dir, "env")
@@ -338,6 +382,7 @@ def main():
             "S3CONNECT_TEST_APISERVER_VERSION": version.replace("Kubernetes ", ""),
             "S3CONNECT_TEST_ETCD_VERSION": v["ETCD_VERSION"],
             "S3CONNECT_TEST_S3_ENDPOINT": s3,
+            "S3CONNECT_TEST_S3_FAULT_PROXY": fault_proxy,
             "S3CONNECT_TEST_S3_ADMIN_ACCESS_KEY_ID": admin[0],
             "S3CONNECT_TEST_S3_ADMIN_SECRET_ACCESS_KEY": admin[1],
             "S3CONNECT_TEST_PLATFORM_URL": platform,
@@ -350,6 +395,8 @@ def main():
             for k, val in values.items():
                 f.write(f"{k}={val}\n")
         os.chmod(env_file, 0o600)
+        with open(os.path.join(run_dir, "launcher.pid"), "w") as f:
+            f.write(f"{os.getpid()}\n")
         with open(os.path.join(run_dir, "pids"), "w") as f:
             f.write("".join(f"{name} {p.pid}\n" for name, p in env.children))
         log(f"up in {time.monotonic() - started:.1f}s: {version}, etcd {v['ETCD_VERSION']}, "
@@ -366,6 +413,12 @@ def main():
                 if not os.read(key.fileobj.fileno(), 4096):
                     log("stdin closed: tearing down")
                     return 0
+            if restart["asked"]:
+                restart["asked"] = False
+                log("SIGUSR1: restarting kube-apiserver")
+                env.restart("kube-apiserver")
+                wait_until("kube-apiserver", env.apiserver_ready, env, 90)
+                log("kube-apiserver is back")
             env.check_alive()
             if os.getppid() != parent:
                 log("parent went away: tearing down")

@@ -175,13 +175,23 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
     }
 
     let started = std::time::Instant::now();
-    let outcome = if status.report_id.is_some() {
-        follow(&ctx, &export, connection.as_ref(), status).await?
-    } else if status.submission_started_time.is_some() {
-        unconfirmed(&export, status)
-    } else {
-        submit(&ctx, &export, connection.as_ref(), &conn_name, status).await?
+    // Platform calls take a slot like validations do, so that a hung platform in one
+    // namespace cannot hold the others' exports or connections back.
+    let Some(_slot) = ctx.slots.enter(&namespace) else {
+        return Ok(Action::requeue(super::slots::Slots::retry_delay()));
     };
+    let outcome = ctx
+        .slots
+        .run(async {
+            if status.report_id.is_some() {
+                follow(&ctx, &export, connection.as_ref(), status).await
+            } else if status.submission_started_time.is_some() {
+                Ok(unconfirmed(&export, status))
+            } else {
+                submit(&ctx, &export, connection.as_ref(), &conn_name, status).await
+            }
+        })
+        .await?;
     let ready = outcome.conds.last().cloned().expect("Ready is last");
     write(&ctx, &export, &old, outcome.status, outcome.conds).await?;
     let metrics = &crate::telemetry::metrics::METRICS;

@@ -382,7 +382,28 @@ async fn probe_all(run: &mut Run<'_>) {
     }
 }
 
+/// One lock per bucket (and endpoint) for the read-modify-write of its CORS
+/// configuration: PutBucketCors replaces the whole configuration and S3 has no conditional
+/// write, so two connections sharing a bucket that added their rules at the same time
+/// would each drop the other's. Entries go once no validation holds them.
+fn cors_lock(endpoint: Option<&str>, bucket: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, LazyLock, Mutex, Weak};
+    static LOCKS: LazyLock<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>> = LazyLock::new(Mutex::default);
+    let key = format!("{}|{bucket}", endpoint.unwrap_or("aws"));
+    let mut locks = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(lock) = locks.get(&key).and_then(Weak::upgrade) {
+        return lock;
+    }
+    locks.retain(|_, l| l.strong_count() > 0);
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    locks.insert(key, Arc::downgrade(&lock));
+    lock
+}
+
 async fn probe_cors(run: &mut Run<'_>) -> CorsOutcome {
+    let lock = cors_lock(run.probe.endpoint, &run.probe.location.bucket);
+    let _held = lock.lock().await;
     let bucket = &run.probe.location.bucket;
     let origins = run.probe.origins;
     let id = cors::rule_id(run.probe.owner);

@@ -9,6 +9,7 @@ mod cli;
 mod connection;
 mod crds;
 mod export;
+mod isolation;
 mod launcher;
 mod operations;
 mod packaging;

@@ -157,6 +157,11 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     }
     let uid = conn.uid().unwrap_or_default();
     let spec = &conn.spec;
+    // A namespace whose validations are all in flight (its endpoints hang, say) waits its
+    // turn here, before any API call, without holding a slot anyone else needs.
+    let Some(_slot) = ctx.slots.enter(&namespace) else {
+        return Ok(Action::requeue(super::slots::Slots::retry_delay()));
+    };
 
     let (secret, forbidden) = match get_secret(&ctx, &namespace, &spec.credentials.secret_ref.name).await {
         Ok(s) => (s, false),
@@ -205,11 +210,6 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         Plan::WaitForChange => return Ok(Action::await_change()),
     }
 
-    // A namespace whose validations are all in flight (its endpoints hang, say) waits
-    // its turn here without holding a slot anyone else needs.
-    let Some(_slot) = ctx.slots.enter(&namespace) else {
-        return Ok(Action::requeue(super::slots::Slots::retry_delay()));
-    };
     let owner = format!("{namespace}/{name}");
     let subject = Subject { spec, namespace: &namespace, keys_from: KeysFrom::Secret };
     let existing = conn.status.as_ref().map(|s| s.platform_connections.clone()).unwrap_or_default();

@@ -6,6 +6,7 @@
 //! the run ends (success, panic, Ctrl-C, SIGKILL). Set `S3CONNECT_TESTENV=<env file>` to
 //! reuse an environment started by hand instead.
 
+pub mod faults;
 pub mod http;
 pub mod iam;
 pub mod operator;
@@ -29,6 +30,8 @@ pub struct TestEnv {
     pub kubeconfig: PathBuf,
     pub apiserver_version: String,
     pub s3_endpoint: String,
+    /// testenv/fault_proxy.py in front of the S3 server (see `faults`).
+    pub s3_fault_proxy: String,
     pub s3_admin: s3connect::s3::client::Keys,
     pub platform_url: String,
     pub platform: s3connect::platform::Credentials,
@@ -58,6 +61,7 @@ pub fn env() -> &'static TestEnv {
             kubeconfig: PathBuf::from(var("KUBECONFIG")),
             apiserver_version: var("S3CONNECT_TEST_APISERVER_VERSION"),
             s3_endpoint: var("S3CONNECT_TEST_S3_ENDPOINT"),
+            s3_fault_proxy: var("S3CONNECT_TEST_S3_FAULT_PROXY"),
             s3_admin: s3connect::s3::client::Keys {
                 access_key_id: var("S3CONNECT_TEST_S3_ADMIN_ACCESS_KEY_ID"),
                 secret_access_key: var("S3CONNECT_TEST_S3_ADMIN_SECRET_ACCESS_KEY"),
@@ -71,6 +75,25 @@ pub fn env() -> &'static TestEnv {
             },
         }
     })
+}
+
+/// A second, private environment (control plane, S3, platform), for a test that must
+/// disturb it (restart its API server, say). It goes away when the returned launcher's
+/// stdin is closed or this process exits.
+pub fn launch_private() -> (Child, PathBuf) {
+    let script = repo_root().join("testenv/launch.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg("--until-stdin-closes")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let line = BufReader::new(stdout).lines().next().expect("a READY line").expect("readable output");
+    let env_file = PathBuf::from(line.strip_prefix("READY ").unwrap_or_else(|| panic!("not ready: {line}")));
+    (child, env_file)
 }
 
 fn launch() -> PathBuf {

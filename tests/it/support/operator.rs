@@ -12,9 +12,10 @@ use serde_json::Value;
 
 use super::env;
 
-/// Endpoints the shared operator accepts: the test S3 server and unreachable ports on
-/// loopback. `localhost` is left out on purpose, for the allow-list test.
-pub const ALLOWED_ENDPOINTS: &str = "http://127.0.0.1:*";
+/// Endpoints the shared operator accepts: the test S3 server, its fault proxy and
+/// unreachable ports on loopback, and one name (never resolved) for the test of
+/// virtual-hosted addressing. `localhost` is left out on purpose, for the allow-list test.
+pub const ALLOWED_ENDPOINTS: &str = "http://127.0.0.1:*,http://s3-virtual.localhost:*";
 
 static OPERATOR: Mutex<Option<Child>> = Mutex::new(None);
 
@@ -23,7 +24,8 @@ pub fn shared() -> &'static PathBuf {
     static LOG: OnceLock<PathBuf> = OnceLock::new();
     LOG.get_or_init(|| {
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{}.log", std::process::id()));
-        let ignore = ["restart", "sigterm", "leader", "rbac"].map(private_namespace).join(",");
+        let ignore =
+            ["restart", "sigterm", "leader", "rbac", "log-debug", "log-trace"].map(private_namespace).join(",");
         let child = spawn(&log, &["--ignore-namespaces", &ignore]);
         *OPERATOR.lock().unwrap() = Some(child);
         log
@@ -44,6 +46,15 @@ pub fn spawn(log: &PathBuf, extra: &[&str]) -> Child {
 
 /// Like `spawn`, with another kubeconfig (one that impersonates a ServiceAccount, say).
 pub fn spawn_with(log: &PathBuf, kubeconfig: &std::path::Path, extra: &[&str]) -> Child {
+    spawn_full(log, kubeconfig, "info,s3connect=debug", extra)
+}
+
+/// Like `spawn`, with `RUST_LOG` set to `level`.
+pub fn spawn_with_log_level(log: &PathBuf, level: &str, extra: &[&str]) -> Child {
+    spawn_full(log, &env().kubeconfig, level, extra)
+}
+
+fn spawn_full(log: &PathBuf, kubeconfig: &std::path::Path, rust_log: &str, extra: &[&str]) -> Child {
     let file = std::fs::File::create(log).expect("creating the operator log");
     let pid_file = log.with_extension("pid");
     let _ = std::fs::remove_file(&pid_file);
@@ -62,7 +73,7 @@ pub fn spawn_with(log: &PathBuf, kubeconfig: &std::path::Path, extra: &[&str]) -
         .args(["--platform-url", &env().platform_url, "--metrics-addr", "127.0.0.1:0"])
         .args(extra)
         .env("KUBECONFIG", kubeconfig)
-        .env("RUST_LOG", "info,s3connect=debug")
+        .env("RUST_LOG", rust_log)
         .stdin(Stdio::piped())
         .stdout(file.try_clone().unwrap())
         .stderr(file)
