@@ -206,3 +206,55 @@ async fn export_spec_is_immutable() {
     let patch = json!({"metadata": {"labels": {"team": "vision"}}});
     api.patch("once", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("labels can change");
 }
+
+#[tokio::test]
+async fn control_characters_dot_segments_and_origins_s3_refuses_never_get_in() {
+    let ns = support::namespace(&support::client().await, "hostile").await;
+    let conns = api::<S3Connection>(&ns).await;
+    // Once admitted, each of these made every status write fail (the API server's YAML
+    // parser refuses control characters) or sent '.'/'..' to S3 literally.
+    for (i, uri) in
+        ["s3://my-bucket/ima\u{7f}ges/", "my-bucket/a\nb/", "my-bucket/./x/", "my-bucket/a/../b/", "s3://my-bucket/.."]
+            .into_iter()
+            .enumerate()
+    {
+        let message =
+            rejected(&conns, connection(&format!("u{i}"), with(valid_connection_spec(), "uri", json!(uri)))).await;
+        assert!(message.contains("uri must be") && message.contains("'..' segments"), "{uri:?}: {message}");
+    }
+    for (i, origin) in
+        ["https://\u{e9}x.com", "https://a*b*.example", "https://a.example\u{7f}", "http://a b"].into_iter().enumerate()
+    {
+        let cors = json!({"allowedOrigins": [origin]});
+        let message = rejected(&conns, connection(&format!("o{i}"), with(valid_connection_spec(), "cors", cors))).await;
+        assert!(message.contains("spec.cors.allowedOrigins[0]"), "{origin:?}: {message}");
+    }
+    for endpoint in ["http://s3\u{7f}.example.com", "https://s3.example.com\n"] {
+        let message =
+            rejected(&conns, connection("e", with(valid_connection_spec(), "endpoint", json!(endpoint)))).await;
+        assert!(message.contains("endpoint must be http(s)://host[:port]"), "{endpoint:?}: {message}");
+    }
+    for key in ["AWS/KEY", "AWS KEY", "KEY\u{7f}"] {
+        let creds = json!({"secretRef": {"name": "s3-keys", "accessKeyIdKey": key}});
+        let message = rejected(&conns, connection("k", with(valid_connection_spec(), "credentials", creds))).await;
+        assert!(message.contains("spec.credentials.secretRef.accessKeyIdKey"), "{key:?}: {message}");
+    }
+    for (i, origin) in
+        ["*", "https://*.labellerr.com", "http://127.0.0.1:8080", "https://[::1]:443"].into_iter().enumerate()
+    {
+        let cors = json!({"allowedOrigins": [origin]});
+        accepted(&conns, connection(&format!("ok-{i}"), with(valid_connection_spec(), "cors", cors))).await;
+    }
+
+    let exports = api::<DatasetExport>(&ns).await;
+    for (field, value) in [
+        ("projectId", "proj\u{7f}1"),
+        ("folder", "exports/\u{7f}/"),
+        ("folder", "exports/a\nb/"),
+        ("name", "export\u{1}"),
+        ("description", "two\nlines"),
+    ] {
+        let message = rejected(&exports, export("e", with(valid_export_spec(), field, json!(value)))).await;
+        assert!(message.contains(&format!("spec.{field}")), "{field} {value:?}: {message}");
+    }
+}

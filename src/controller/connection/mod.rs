@@ -438,9 +438,8 @@ fn error_kind(err: &Error) -> &'static str {
 fn error_policy(conn: Arc<S3Connection>, err: &Error, ctx: Arc<Context>) -> Action {
     let uid = conn.uid().unwrap_or_default();
     let failures = ctx.record_failure(&uid);
-    // Never past the connection's own interval (jitter included), nor five minutes.
-    let cap = parse_interval(&conn.spec.revalidate_interval).min(Duration::from_secs(300)).mul_f64(0.8);
-    let delay = backoff(failures, cap, jitter_fraction(&uid));
+    let delay =
+        schedule::after_api_error(failures, parse_interval(&conn.spec.revalidate_interval), jitter_fraction(&uid));
     crate::telemetry::metrics::METRICS.reconcile_error("S3Connection", error_kind(err));
     warn!(connection = %conn.name_any(), error = %err, retry_in_s = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)

@@ -75,6 +75,14 @@ pub fn backoff(failures: u32, interval: Duration, jitter: f64) -> Duration {
     doubled.min(interval).mul_f64(1.0 + 0.2 * jitter)
 }
 
+/// The retry after a reconcile failed on the Kubernetes API (unreachable, refused): with
+/// backoff, but never later than the connection's own interval (jitter included) nor
+/// five minutes, so that an API server outage never pushes a validation past when it
+/// was due.
+pub fn after_api_error(failures: u32, interval: Duration, jitter: f64) -> Duration {
+    backoff(failures, interval.min(Duration::from_secs(300)).mul_f64(0.8), jitter)
+}
+
 /// What the last validation concluded, from its status alone.
 fn last_next(status: &S3ConnectionStatus) -> Option<Reason> {
     let ready = status.conditions.iter().find(|c| c.type_ == READY)?;
@@ -227,6 +235,18 @@ mod tests {
         assert_eq!(at(3, 10), Plan::WaitFor(Duration::from_secs(30)));
         assert_eq!(at(20, 100), Plan::WaitFor(Duration::from_secs(500)), "capped at the interval");
         assert_eq!(backoff(1, Duration::from_secs(600), 1.0), Duration::from_secs(12));
+    }
+
+    #[test]
+    fn api_errors_never_push_a_retry_past_the_interval() {
+        for interval in [30, 90, 600, 86_400] {
+            let interval = Duration::from_secs(interval);
+            for failures in [1, 5, 30] {
+                let d = after_api_error(failures, interval, 0.999);
+                assert!(d <= interval && d <= Duration::from_secs(300), "{failures} failures, {interval:?}: {d:?}");
+            }
+        }
+        assert_eq!(after_api_error(1, Duration::from_secs(600), 0.0), Duration::from_secs(10));
     }
 
     #[test]
