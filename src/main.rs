@@ -49,6 +49,15 @@ struct OperatorArgs {
     /// Base URL of the Labellerr API, for connections with spec.platform and DatasetExports.
     #[arg(long, env = "S3CONNECT_PLATFORM_URL", default_value = s3connect::platform::DEFAULT_URL)]
     platform_url: String,
+    /// How long a platform call that reads, tests or deletes may take (seconds); such calls
+    /// are retried.
+    #[arg(long, env = "S3CONNECT_PLATFORM_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    platform_timeout: u64,
+    /// How long the platform may take to accept a create (a registration, an export), in
+    /// seconds. A create is never repeated once sent: past this its outcome is unknown, a
+    /// registration is looked up by name and an export waits for a person.
+    #[arg(long, env = "S3CONNECT_PLATFORM_CREATE_TIMEOUT", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    platform_create_timeout: u64,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "S3CONNECT_NAMESPACE")]
     namespace: Option<String>,
@@ -268,7 +277,11 @@ async fn operator(args: OperatorArgs) -> ExitCode {
         namespace = config.namespace.as_deref().unwrap_or("(all)"),
         "s3connect operator starting"
     );
-    let platform = match s3connect::platform::Client::new(&args.platform_url) {
+    let timeouts = s3connect::platform::Timeouts {
+        call: std::time::Duration::from_secs(args.platform_timeout),
+        create: std::time::Duration::from_secs(args.platform_create_timeout),
+    };
+    let platform = match s3connect::platform::Client::with_timeouts(&args.platform_url, timeouts) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "cannot set up the platform client");

@@ -8,8 +8,9 @@ csv, png) to the connection's bucket and folder with the connection's credential
 tests check objects in S3.
 
 Test control lives under /_admin (no auth): seed projects, read state, inject faults
-(per endpoint: an HTTP status, a count, a delay, or "accept then delay the answer";
-optionally only for one project_id, connection_id or connection path).
+(per endpoint: an HTTP status, a count, a delay, "accept then delay the answer"
+(`delay_after`), or "act, then answer with an error" (`after_status`, `after_count`);
+optionally only for one project_id, connection_id, connection path or connection name).
 
 Not part of the operator: a development tool only.
 """
@@ -44,7 +45,7 @@ FORMATS = {"json": "json", "coco_json": "json", "csv": "csv", "png": "zip"}
 
 
 def scope_key(f):
-    return (f.get("project_id"), f.get("connection_id"), f.get("path"))
+    return (f.get("project_id"), f.get("connection_id"), f.get("path"), f.get("name"))
 
 
 def matching_fault(name):
@@ -84,15 +85,27 @@ def in_scope(f):
         return False
     if f.get("path") and request.form.get("path") != f["path"]:
         return False
+    if f.get("name") and not request.form.get("name", "").startswith(f["name"]):
+        return False
     return True
 
 
-def delay_after(name):
+def after(name):
+    """After the endpoint acted: hold the answer (`delay_after`, once), and/or replace it with
+    an error (`after_status`, for `after_count` calls). Returns the error response or None."""
     with LOCK:
         f = matching_fault(name) or {}
         seconds = f.pop("delay_after", 0)
+        status = None
+        if f.get("after_status") and f.get("after_count", 0) > 0:
+            f["after_count"] -= 1
+            status = f["after_status"]
     if seconds:
         time.sleep(seconds)
+    if status:
+        tracking = request.args.get("uuid")
+        return jsonify({"error": "Internal server error", "message": "Something went wrong", "tracking_id": tracking}), status
+    return None
 
 
 def authenticated(name):
@@ -105,7 +118,7 @@ def authenticated(name):
     if not request.args.get("uuid"):
         return jsonify({"error": "Bad request", "message": "uuid is required"}), 400
     with LOCK:
-        STATE["calls"].append([name, request.args.get("uuid")])
+        STATE["calls"].append([name, request.args.get("uuid"), request.args.get("project_id")])
     return fault(name)
 
 
@@ -190,8 +203,7 @@ def create_connection():
             "data_type": form["data_type"],
             "credentials": creds,
         }
-    delay_after("connections/create")
-    return jsonify({"response": {"connection_id": connection_id}})
+    return after("connections/create") or jsonify({"response": {"connection_id": connection_id}})
 
 
 @app.post("/connectors/connections/delete")
@@ -208,12 +220,30 @@ def delete_connection():
 
 @app.get("/connectors/connections/list")
 def list_connections():
+    """Like the platform's list as the SDK reads it: ids (and types) only; names come from
+    the details endpoint."""
     err = authenticated("connections/list")
     if err:
         return err
+    kind = request.args.get("connection_type")
+    if kind not in ("import", "export"):
+        return bad("connection_type must be import or export")
     with LOCK:
-        items = [{k: v for k, v in c.items() if k != "credentials"} for c in STATE["connections"].values()]
+        items = [{"connection_id": c["connection_id"], "connection_type": c["connection_type"]}
+                 for c in STATE["connections"].values() if c["connection_type"] == kind]
     return jsonify({"response": items})
+
+
+@app.get("/connectors/connections/<connection_id>/details")
+def connection_details(connection_id):
+    err = authenticated("connections/details")
+    if err:
+        return err
+    with LOCK:
+        c = STATE["connections"].get(connection_id)
+        if c is None:
+            return bad("Connection not found", 404)
+        return jsonify({"response": {k: v for k, v in c.items() if k != "credentials"}})
 
 
 def render(fmt, files):
@@ -297,8 +327,7 @@ def create_export():
             "is_completed": False,
         }
     threading.Thread(target=run_export, args=(report_id,), daemon=True).start()
-    delay_after("export/create")
-    return jsonify({"response": {"report_id": report_id}})
+    return after("export/create") or jsonify({"response": {"report_id": report_id}})
 
 
 @app.post("/exports/status")

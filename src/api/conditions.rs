@@ -65,6 +65,9 @@ pub enum Reason {
     PlatformRejected,
     PlatformInternalError,
     PlatformUnreachable,
+    /// A registration was asked for, the answer was lost, and it is not on the platform
+    /// (yet): looked up again, never blindly created again.
+    RegistrationUnconfirmed,
     // Any S3 condition, for an answer that is none of the above (a 5xx, say).
     S3Error,
     /// S3 refused a probe with a 4xx that is neither a permission nor a throttling answer:
@@ -119,6 +122,7 @@ impl Reason {
             PlatformRejected => "PlatformRejected",
             PlatformInternalError => "PlatformInternalError",
             PlatformUnreachable => "PlatformUnreachable",
+            RegistrationUnconfirmed => "RegistrationUnconfirmed",
             S3Error => "S3Error",
             S3RequestRejected => "S3RequestRejected",
             NotChecked => "NotChecked",
@@ -136,6 +140,7 @@ impl Reason {
                 | Reason::S3Error
                 | Reason::PlatformInternalError
                 | Reason::PlatformUnreachable
+                | Reason::RegistrationUnconfirmed
         )
     }
 }

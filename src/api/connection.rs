@@ -284,6 +284,12 @@ pub struct S3ConnectionStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["connectionType"]))]
     pub platform_connections: Vec<PlatformConnection>,
+    /// Registrations being created: recorded before the platform is asked, so that one
+    /// whose answer was lost (a timeout, a restart) is found again by its name instead of
+    /// being created twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["connectionType"]))]
+    pub platform_registration_intents: Vec<RegistrationIntent>,
     /// resourceVersion of the platform Secret last used (never its content).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform_secret_version: Option<String>,
@@ -324,6 +330,17 @@ pub struct PlatformConnection {
     pub id: String,
     /// resourceVersion of the credentials Secret whose keys were registered.
     pub credentials_version: String,
+}
+
+/// A registration the operator is creating on the platform.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationIntent {
+    /// `import` or `export`.
+    pub connection_type: String,
+    /// The name it is created under on the platform.
+    pub name: String,
+    pub started_time: Time,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]

@@ -97,6 +97,14 @@ pub struct DatasetExportStatus {
     /// not repeated (see the `s3connect.io/report-id` and `s3connect.io/resubmit` annotations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submission_started_time: Option<Time>,
+    /// The tracking id the submission was sent with (recorded with the intent), to quote
+    /// to Labellerr support when its outcome is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submission_tracking_id: Option<String>,
+    /// The value of the `s3connect.io/resubmit` annotation last acted on: each new value
+    /// asks for one more submission, never more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_resubmit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,6 +112,56 @@ pub struct DatasetExportStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The reasons of a DatasetExport's own conditions (its ConnectionReady passes on the
+/// connection's reason as it is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportReason {
+    ConnectionNotFound,
+    ConnectionNotForExport,
+    ConnectionNotRegistered,
+    ConnectionReady,
+    Submitting,
+    Submitted,
+    SubmissionUnconfirmed,
+    NoFilesWithStatus,
+    ExportRunning,
+    ExportSucceeded,
+    ExportFailed,
+    ReportNotFound,
+    PlatformRejected,
+    PlatformInternalError,
+    PlatformUnreachable,
+}
+
+impl ExportReason {
+    pub fn as_str(self) -> &'static str {
+        use ExportReason::*;
+        match self {
+            ConnectionNotFound => "ConnectionNotFound",
+            ConnectionNotForExport => "ConnectionNotForExport",
+            ConnectionNotRegistered => "ConnectionNotRegistered",
+            ConnectionReady => "ConnectionReady",
+            Submitting => "Submitting",
+            Submitted => "Submitted",
+            SubmissionUnconfirmed => "SubmissionUnconfirmed",
+            NoFilesWithStatus => "NoFilesWithStatus",
+            ExportRunning => "ExportRunning",
+            ExportSucceeded => "ExportSucceeded",
+            ExportFailed => "ExportFailed",
+            ReportNotFound => "ReportNotFound",
+            PlatformRejected => "PlatformRejected",
+            PlatformInternalError => "PlatformInternalError",
+            PlatformUnreachable => "PlatformUnreachable",
+        }
+    }
+}
+
+impl std::fmt::Display for ExportReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]

@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod export;
+pub mod platform;
 pub mod slots;
 pub mod status;
 
@@ -103,8 +104,6 @@ pub struct Context {
     pub platform: crate::platform::Client,
     /// This replica's name, for events' reportingInstance.
     instance: String,
-    /// Export report ids not yet written to status (see `export`).
-    pub unrecorded: export::Unrecorded,
     pub config: Config,
     pub slots: slots::Slots,
     /// Consecutive failures per object uid, for backoff. In memory on purpose: after a
@@ -126,7 +125,6 @@ impl Context {
                 SLOT_HOLD,
             ),
             instance: instance.unwrap_or_else(|| "s3connect".into()),
-            unrecorded: export::Unrecorded::default(),
             client,
             platform,
             config,

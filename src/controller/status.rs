@@ -1,15 +1,16 @@
-//! What every controller does with a status beyond deciding it: report a panic on the
-//! object it happened to, and make a status write the API server refused visible
-//! (event, metric, log) instead of leaving the object silently without status.
+//! What every controller does with a status beyond deciding it: the kstatus conditions,
+//! the status write (a refusal made visible: event, metric, log), the next action with
+//! its failure count, and a panic reported on the object it happened to.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
 use super::{Context, FIELD_MANAGER, RECONCILE_PANICKED};
-use crate::api::conditions::{READY, RECONCILING, STALLED, printable};
+use crate::api::conditions::{NamedCond, READY, RECONCILING, STALLED, Status, printable};
 
 /// Sets Ready=False and Reconciling=True with `message` on the object's status, keeping
 /// everything else it has: the whole status is applied again under the operator's field
@@ -66,4 +67,91 @@ where
         printable(&status.message)
     );
     ctx.event(object.object_ref(&()), true, "StatusWriteRefused", "WriteStatus", &note).await;
+}
+
+/// kstatus: a Ready that is not True gets Reconciling (the operator retries by itself) or
+/// Stalled (someone must change something), with Ready's reason and message. Appended
+/// after Ready, as both controllers write them.
+pub fn with_kstatus(mut conds: Vec<NamedCond>, retrying: bool) -> Vec<NamedCond> {
+    if let Some(ready) = conds.iter().find(|c| c.type_ == READY).cloned()
+        && !ready.is_true()
+    {
+        let type_ = if retrying { RECONCILING } else { STALLED };
+        conds.push(NamedCond { type_, status: Status::True, ..ready });
+    }
+    conds
+}
+
+/// Writes `status` (the whole status, with server-side apply under the operator's field
+/// manager); a refusal is made visible (see `refused`).
+pub async fn apply<K>(ctx: &Context, object: &K, status: &impl serde::Serialize) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let (namespace, name) =
+        (object.meta().namespace.clone().unwrap_or_default(), object.meta().name.clone().unwrap_or_default());
+    let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    let result = Api::<K>::namespaced(ctx.client.clone(), &namespace)
+        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await;
+    if let Err(e) = &result {
+        refused(ctx, object, e).await;
+    }
+    result.map(|_| ())
+}
+
+/// What a reconcile asks for next, as far as its decision goes; `action` turns it into
+/// the controller's Action and keeps the per-object failure count that spaces retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Done for now: the failure count starts over; come back after `Duration` (or only
+    /// on a change when None).
+    Success(Option<std::time::Duration>),
+    /// Come back after this long, counting nothing.
+    After(std::time::Duration),
+    /// A failure: exponential backoff from 10 s, up to `cap`.
+    Retry { cap: std::time::Duration },
+    /// Something runs elsewhere (an export): look again at a growing interval, 1 s
+    /// doubling to 30 s.
+    Poll,
+    /// Only a change of the object (or what it references) can help.
+    AwaitChange,
+}
+
+/// The Action for `next`, updating `uid`'s failure count.
+pub fn action(ctx: &Context, uid: &str, next: Next, jitter: f64) -> Action {
+    use super::connection::schedule::backoff;
+    match next {
+        Next::Success(after) => {
+            ctx.record_success(uid);
+            after.map_or_else(Action::await_change, Action::requeue)
+        }
+        Next::After(d) => Action::requeue(d),
+        Next::Retry { cap } => Action::requeue(backoff(ctx.record_failure(uid), cap, jitter)),
+        Next::Poll => {
+            let n = ctx.record_failure(uid);
+            Action::requeue(std::time::Duration::from_secs((1u64 << n.min(5)).min(30)))
+        }
+        Next::AwaitChange => Action::await_change(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_ready_gets_reconciling_or_stalled_and_a_true_one_neither() {
+        let ready = |status| NamedCond::new(READY, status, "Why", "because");
+        let conds = with_kstatus(vec![ready(Status::False)], true);
+        assert_eq!((conds[1].type_, conds[1].status, conds[1].reason.as_str()), (RECONCILING, Status::True, "Why"));
+        let conds = with_kstatus(vec![ready(Status::False)], false);
+        assert_eq!(conds[1].type_, STALLED);
+        assert_eq!(with_kstatus(vec![ready(Status::True)], true).len(), 1);
+        let unknown = with_kstatus(vec![ready(Status::Unknown)], true);
+        assert_eq!(unknown[1].type_, RECONCILING);
+    }
 }

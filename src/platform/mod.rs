@@ -1,6 +1,13 @@
 //! The Labellerr platform API client: auth headers, a request tracking id on every call,
-//! timeouts, retries on 429/5xx, and errors that separate a rejection (4xx, with the API's
-//! message) from an internal error (5xx, with the tracking id users quote to support).
+//! timeouts, and errors that separate a rejection (4xx, with the API's message) from an
+//! internal error (5xx, with the tracking id users quote to support).
+//!
+//! Retries depend on what a repeat could do. Reads, tests and deletes are repeated on a
+//! 429, a 5xx, a timeout or a lost connection. A create (a connection, an export) is
+//! repeated only where the platform provably did not act: the connection was never made,
+//! or it answered 429. After a timeout, a connection lost once the request was sent, or a
+//! 5xx (the platform may fail after acting), the outcome is `Unknown` and the caller
+//! decides: a registration is looked up by its name, an export waits for a person.
 
 use std::time::Duration;
 
@@ -16,7 +23,22 @@ pub const DEFAULT_URL: &str = "https://api.labellerr.com";
 /// The labelling UI's origin, which the connection calls carry like the SDK's.
 const ORIGIN: &str = "https://pro.labellerr.com";
 const ATTEMPTS: u32 = 3;
-const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the client waits for an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Reads, tests, deletes.
+    pub call: Duration,
+    /// Creates: the platform may be slow to accept, and giving up early only turns a
+    /// success into an unknown outcome.
+    pub create: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { call: Duration::from_secs(30), create: Duration::from_secs(120) }
+    }
+}
 
 /// API credentials read from a Secret. `Debug` never prints them.
 #[derive(Clone)]
@@ -44,13 +66,48 @@ pub enum PlatformError {
     Unreachable { detail: String, tracking_id: String },
     #[error("the platform answered unexpectedly ({detail}); tracking id {tracking_id}")]
     Invalid { detail: String, tracking_id: String },
+    /// A create whose request reached the platform but whose answer did not say what
+    /// happened (a timeout, a lost connection, a 5xx): it may or may not have acted.
+    #[error("the platform may or may not have done it ({detail}); tracking id {tracking_id}")]
+    Unknown { detail: String, tracking_id: String },
+    /// The platform's "No files found with the given status": the export was refused and
+    /// nothing was created.
+    #[error("the platform found no files in the requested statuses: {message}")]
+    NoFilesWithStatus { message: String },
 }
 
 impl PlatformError {
     /// Failures worth retrying by themselves.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, PlatformError::Rejected { .. })
+        !matches!(self, PlatformError::Rejected { .. } | PlatformError::NoFilesWithStatus { .. })
     }
+
+    /// The tracking id of the call, where there was one to quote.
+    pub fn tracking_id(&self) -> Option<&str> {
+        match self {
+            PlatformError::Internal { tracking_id, .. }
+            | PlatformError::Unreachable { tracking_id, .. }
+            | PlatformError::Invalid { tracking_id, .. }
+            | PlatformError::Unknown { tracking_id, .. } => Some(tracking_id),
+            PlatformError::Rejected { .. } | PlatformError::NoFilesWithStatus { .. } => None,
+        }
+    }
+}
+
+/// Whether a call may be repeated when its outcome is unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Effect {
+    /// Reading, testing or deleting: doing it twice is doing it once.
+    Idempotent,
+    /// Creating: doing it twice makes two.
+    Create,
+}
+
+/// A connection registered on the platform, as its list and details show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registered {
+    pub id: String,
+    pub name: String,
 }
 
 /// What the platform needs to test or create an S3 connection.
@@ -84,16 +141,23 @@ pub enum ExportState {
 pub struct Client {
     base: String,
     http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeouts: Timeouts,
 }
 
 enum Body {
     Json(Value),
     Form(Vec<(&'static str, String)>),
+    Empty,
 }
 
 impl Client {
     /// A client for `base_url`, trusting the system's CA certificates.
     pub fn new(base_url: &str) -> Result<Self, String> {
+        Self::with_timeouts(base_url, Timeouts::default())
+    }
+
+    /// Like `new`, with other timeouts.
+    pub fn with_timeouts(base_url: &str, timeouts: Timeouts) -> Result<Self, String> {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .map_err(|e| {
@@ -102,10 +166,11 @@ impl Client {
             .https_or_http()
             .enable_http1()
             .build();
-        Ok(Client {
-            base: base_url.trim_end_matches('/').to_owned(),
-            http: HyperClient::builder(TokioExecutor::new()).build(https),
-        })
+        let mut http = HyperClient::builder(TokioExecutor::new());
+        // A pooled connection the platform closed while idle fails a request in a way
+        // that looks like "sent, then lost": never reuse one long enough for that.
+        http.pool_idle_timeout(Duration::from_secs(20));
+        Ok(Client { base: base_url.trim_end_matches('/').to_owned(), http: http.build(https), timeouts })
     }
 
     pub fn base_url(&self) -> &str {
@@ -121,8 +186,14 @@ impl Client {
             ("connection_type", form.connection_type.to_owned()),
             ("data_type", form.data_type.to_owned()),
         ];
-        self.call(creds, "POST", "/connectors/connections/test", &[], Body::Form(fields), true, Some(form.keys))
-            .await?;
+        let req = Call {
+            method: "POST",
+            path: "/connectors/connections/test",
+            query: &[],
+            effect: Effect::Idempotent,
+            tracking_id: None,
+        };
+        self.call(creds, req, Body::Form(fields), true, Some(form.keys)).await?;
         Ok(())
     }
 
@@ -143,27 +214,85 @@ impl Client {
             ("data_type", form.data_type.to_owned()),
             ("credentials", credentials_json(form.keys)),
         ];
-        let (value, tracking_id) = self
-            .call(creds, "POST", "/connectors/connections/create", &[], Body::Form(fields), true, Some(form.keys))
-            .await?;
-        string_field(&value, "connection_id", &tracking_id)
+        let req = Call {
+            method: "POST",
+            path: "/connectors/connections/create",
+            query: &[],
+            effect: Effect::Create,
+            tracking_id: None,
+        };
+        let (value, tracking_id) = self.call(creds, req, Body::Form(fields), true, Some(form.keys)).await?;
+        // A success without an id: the platform did something, and no one knows what.
+        string_field(&value, "connection_id", &tracking_id).map_err(unknown_if_invalid)
+    }
+
+    /// The S3 connections of `connection_type` whose name satisfies `wanted`, through the
+    /// list and details endpoints: how a create whose answer was lost is found again.
+    pub async fn find_connections(
+        &self,
+        creds: &Credentials,
+        connection_type: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Vec<Registered>, PlatformError> {
+        let query = [("connection_type", connection_type), ("connector", "s3")];
+        let req = Call {
+            method: "GET",
+            path: "/connectors/connections/list",
+            query: &query,
+            effect: Effect::Idempotent,
+            tracking_id: None,
+        };
+        let (value, tracking_id) = self.call(creds, req, Body::Empty, true, None).await?;
+        let items = value["response"].as_array().ok_or_else(|| PlatformError::Invalid {
+            detail: "no response list in the answer".into(),
+            tracking_id: tracking_id.clone(),
+        })?;
+        let mut found = Vec::new();
+        for item in items {
+            let Some(id) = item["connection_id"].as_str() else { continue };
+            // The list may carry names; where it does not, the details do.
+            let item_name = match item["name"].as_str() {
+                Some(n) => n.to_owned(),
+                None => self.connection_name(creds, id).await?,
+            };
+            if wanted(&item_name) {
+                found.push(Registered { id: id.to_owned(), name: item_name });
+            }
+        }
+        Ok(found)
+    }
+
+    async fn connection_name(&self, creds: &Credentials, id: &str) -> Result<String, PlatformError> {
+        let path = format!("/connectors/connections/{}/details", encode(id));
+        let req = Call { method: "GET", path: &path, query: &[], effect: Effect::Idempotent, tracking_id: None };
+        let (value, _) = self.call(creds, req, Body::Empty, true, None).await?;
+        Ok(value["response"]["name"].as_str().unwrap_or_default().to_owned())
     }
 
     /// Deletes a connection; one that is already gone counts as deleted.
     pub async fn delete_connection(&self, creds: &Credentials, id: &str) -> Result<(), PlatformError> {
         let body = Body::Json(json!({"connection_id": id}));
-        match self.call(creds, "POST", "/connectors/connections/delete", &[], body, true, None).await {
+        let req = Call {
+            method: "POST",
+            path: "/connectors/connections/delete",
+            query: &[],
+            effect: Effect::Idempotent,
+            tracking_id: None,
+        };
+        match self.call(creds, req, body, true, None).await {
             Ok(_) | Err(PlatformError::Rejected { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    /// Submits an export to S3 and returns its report id.
+    /// Submits an export to S3 with the tracking id `tracking_id` (recorded by the caller
+    /// beforehand) and returns its report id.
     pub async fn create_export(
         &self,
         creds: &Credentials,
         project_id: &str,
         req: &ExportRequest<'_>,
+        tracking_id: &str,
     ) -> Result<String, PlatformError> {
         let body = Body::Json(json!({
             "export_name": req.name,
@@ -175,9 +304,22 @@ impl Client {
             "export_folder_path": req.folder_path,
             "question_ids": ["all"],
         }));
-        let (value, tracking_id) =
-            self.call(creds, "POST", "/sdk/export/files", &[("project_id", project_id)], body, false, None).await?;
-        string_field(&value, "report_id", &tracking_id)
+        let query = [("project_id", project_id)];
+        let req = Call {
+            method: "POST",
+            path: "/sdk/export/files",
+            query: &query,
+            effect: Effect::Create,
+            tracking_id: Some(tracking_id),
+        };
+        match self.call(creds, req, body, false, None).await {
+            Ok((value, tracking_id)) => string_field(&value, "report_id", &tracking_id).map_err(unknown_if_invalid),
+            // The one documented refusal with a remedy of its own.
+            Err(PlatformError::Rejected { message, .. }) if message.to_ascii_lowercase().contains("no files found") => {
+                Err(PlatformError::NoFilesWithStatus { message })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The state of an export, or None when the platform does not know the report id.
@@ -188,8 +330,15 @@ impl Client {
         report_id: &str,
     ) -> Result<Option<ExportState>, PlatformError> {
         let body = Body::Json(json!({"report_ids": [report_id]}));
-        let (value, _) =
-            self.call(creds, "POST", "/exports/status", &[("project_id", project_id)], body, false, None).await?;
+        let query = [("project_id", project_id)];
+        let req = Call {
+            method: "POST",
+            path: "/exports/status",
+            query: &query,
+            effect: Effect::Idempotent,
+            tracking_id: None,
+        };
+        let (value, _) = self.call(creds, req, body, false, None).await?;
         // Some SDK versions read `status`, others `response`: accept both.
         let items = value.get("status").or_else(|| value.get("response")).and_then(Value::as_array);
         let Some(item) = items.into_iter().flatten().find(|i| i["report_id"] == report_id) else {
@@ -210,50 +359,46 @@ impl Client {
         }))
     }
 
-    /// One API call with retries. Returns the body (the whole JSON, so callers can read
-    /// `response` or `status`) and the call's tracking id.
-    #[allow(clippy::too_many_arguments)]
+    /// One API call, repeated as its effect allows. Returns the body (the whole JSON, so
+    /// callers can read `response` or `status`) and the call's tracking id.
     async fn call(
         &self,
         creds: &Credentials,
-        method: &str,
-        path: &'static str,
-        query: &[(&str, &str)],
+        req: Call<'_>,
         body: Body,
         connection_call: bool,
         s3_keys: Option<&Keys>,
     ) -> Result<(Value, String), PlatformError> {
-        let result = self.call_once(creds, method, path, query, body, connection_call, s3_keys).await;
+        let result = self.call_once(creds, &req, body, connection_call, s3_keys).await;
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(PlatformError::Rejected { .. }) => "rejected",
+            Err(PlatformError::Rejected { .. } | PlatformError::NoFilesWithStatus { .. }) => "rejected",
             Err(PlatformError::Internal { .. }) => "internal_error",
             Err(PlatformError::Unreachable { .. }) => "unreachable",
             Err(PlatformError::Invalid { .. }) => "invalid",
+            Err(PlatformError::Unknown { .. }) => "unknown",
         };
-        crate::telemetry::metrics::METRICS.platform_request(path, outcome);
+        crate::telemetry::metrics::METRICS.platform_request(metric_path(req.path), outcome);
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn call_once(
         &self,
         creds: &Credentials,
-        method: &str,
-        path: &str,
-        query: &[(&str, &str)],
+        req: &Call<'_>,
         body: Body,
         connection_call: bool,
         s3_keys: Option<&Keys>,
     ) -> Result<(Value, String), PlatformError> {
-        let tracking_id = uuid4();
-        let mut url = format!("{}{path}?client_id={}&uuid={tracking_id}", self.base, encode(&creds.client_id));
-        for (k, v) in query {
+        let tracking_id = req.tracking_id.map_or_else(uuid4, str::to_owned);
+        let mut url = format!("{}{}?client_id={}&uuid={tracking_id}", self.base, req.path, encode(&creds.client_id));
+        for (k, v) in req.query {
             url.push_str(&format!("&{k}={}", encode(v)));
         }
         let (content_type, bytes) = match &body {
             Body::Json(v) => ("application/json".to_owned(), Bytes::from(v.to_string())),
             Body::Form(fields) => multipart(fields),
+            Body::Empty => ("application/json".to_owned(), Bytes::new()),
         };
         let redact = |text: &str| {
             let mut out = text.replace(&creds.api_key, "[redacted]").replace(&creds.api_secret, "[redacted]");
@@ -262,25 +407,33 @@ impl Client {
             }
             out
         };
+        let create = req.effect == Effect::Create;
+        let timeout = if create { self.timeouts.create } else { self.timeouts.call };
+        let unknown = |detail: String| PlatformError::Unknown { detail, tracking_id: tracking_id.clone() };
         let mut last = None;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
             }
-            let mut req = http::Request::builder()
-                .method(method)
+            let mut request = http::Request::builder()
+                .method(req.method)
                 .uri(&url)
                 .header("api_key", &creds.api_key)
                 .header("api_secret", &creds.api_secret)
                 .header("client_id", &creds.client_id)
                 .header("source", "s3connect");
             if connection_call {
-                req = req.header("email_id", &creds.api_key).header("origin", ORIGIN);
+                request = request.header("email_id", &creds.api_key).header("origin", ORIGIN);
             }
-            let req = req.header("content-type", &content_type).body(Full::new(bytes.clone())).map_err(|e| {
-                PlatformError::Invalid { detail: format!("request not built: {e}"), tracking_id: tracking_id.clone() }
-            })?;
-            let response = match tokio::time::timeout(TIMEOUT, self.http.request(req)).await {
+            let request =
+                request.header("content-type", &content_type).body(Full::new(bytes.clone())).map_err(|e| {
+                    PlatformError::Invalid {
+                        detail: format!("request not built: {e}"),
+                        tracking_id: tracking_id.clone(),
+                    }
+                })?;
+            let response = match tokio::time::timeout(timeout, self.http.request(request)).await {
+                Err(_) if create => return Err(unknown(format!("no answer within {} s", timeout.as_secs()))),
                 Err(_) => {
                     last = Some(PlatformError::Unreachable {
                         detail: "timed out".into(),
@@ -291,14 +444,21 @@ impl Client {
                 Ok(Err(e)) => {
                     let detail =
                         redact(&std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()));
+                    // A connection that was never made carried no request: safe to repeat.
+                    if create && !e.is_connect() {
+                        return Err(unknown(format!("the connection was lost after sending: {detail}")));
+                    }
                     last = Some(PlatformError::Unreachable { detail, tracking_id: tracking_id.clone() });
                     continue;
                 }
                 Ok(Ok(r)) => r,
             };
             let status = response.status().as_u16();
-            let body = match tokio::time::timeout(TIMEOUT, response.into_body().collect()).await {
+            let body = match tokio::time::timeout(timeout, response.into_body().collect()).await {
                 Ok(Ok(b)) => b.to_bytes(),
+                _ if create && (200..300).contains(&status) => {
+                    return Err(unknown("the answer was cut off".into()));
+                }
                 _ => {
                     last = Some(PlatformError::Unreachable {
                         detail: "the answer was cut off".into(),
@@ -310,20 +470,53 @@ impl Client {
             let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             match status {
                 200..=299 => return Ok((value, tracking_id)),
-                429 | 500..=599 => {
-                    last = Some(PlatformError::Internal { status, tracking_id: tracking_id.clone() });
-                }
+                // Refused before doing anything: safe to repeat, even a create.
+                429 => last = Some(PlatformError::Internal { status, tracking_id: tracking_id.clone() }),
+                // The platform may fail after acting: a create's outcome is unknown.
+                500..=599 if create => return Err(unknown(format!("HTTP {status}"))),
+                500..=599 => last = Some(PlatformError::Internal { status, tracking_id: tracking_id.clone() }),
                 _ => {
                     return Err(PlatformError::Rejected { status, message: redact(&api_message(&value, &body)) });
                 }
             }
         }
-        Err(last.expect("at least one attempt"))
+        Err(last.unwrap_or_else(|| unknown("no attempt was made".into())))
+    }
+}
+
+/// One call: what it does to the platform decides whether it may be repeated.
+struct Call<'a> {
+    method: &'static str,
+    path: &'a str,
+    query: &'a [(&'a str, &'a str)],
+    effect: Effect,
+    /// A tracking id the caller chose (and recorded) before the call; else a new one.
+    tracking_id: Option<&'a str>,
+}
+
+/// The metric label for a path: ids in paths would make a series per connection.
+fn metric_path(path: &str) -> &'static str {
+    match path {
+        "/connectors/connections/test" => "/connectors/connections/test",
+        "/connectors/connections/create" => "/connectors/connections/create",
+        "/connectors/connections/delete" => "/connectors/connections/delete",
+        "/connectors/connections/list" => "/connectors/connections/list",
+        "/sdk/export/files" => "/sdk/export/files",
+        "/exports/status" => "/exports/status",
+        p if p.ends_with("/details") => "/connectors/connections/{id}/details",
+        _ => "other",
     }
 }
 
 fn credentials_json(keys: &Keys) -> String {
     json!({"access_key_id": keys.access_key_id, "secret_access_key": keys.secret_access_key}).to_string()
+}
+
+fn unknown_if_invalid(e: PlatformError) -> PlatformError {
+    match e {
+        PlatformError::Invalid { detail, tracking_id } => PlatformError::Unknown { detail, tracking_id },
+        other => other,
+    }
 }
 
 fn string_field(value: &Value, field: &str, tracking_id: &str) -> Result<String, PlatformError> {

@@ -54,7 +54,7 @@ impl ExportCase {
         Self::with(client.clone(), ns.to_owned(), bucket.to_owned(), "refused", &[]).await
     }
 
-    async fn with(client: kube::Client, ns: String, bucket: String, hint: &str, denied: &[Action]) -> ExportCase {
+    async fn prepare(client: kube::Client, ns: String, bucket: String, hint: &str, denied: &[Action]) -> ExportCase {
         let location = Location::parse(&format!("{bucket}/data/")).unwrap();
         let usage = [Usage::Import, Usage::Export];
         let actions: Vec<Action> =
@@ -88,14 +88,6 @@ impl ExportCase {
             };
             secrets.create(&PostParams::default(), &secret).await.unwrap();
         }
-        let conn = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": "exports"}, "spec": {
-            "uri": format!("s3://{bucket}/data/"), "usage": ["Import", "Export"],
-            "credentials": {"secretRef": {"name": "keys"}}, "platform": {"secretRef": {"name": "labellerr"}},
-            "endpoint": support::env().s3_endpoint, "forcePathStyle": true}});
-        Api::<S3Connection>::namespaced(client.clone(), &ns)
-            .create(&PostParams::default(), &serde_json::from_value(conn).unwrap())
-            .await
-            .unwrap();
         let project = unique("proj");
         platform::project(
             &project,
@@ -108,6 +100,49 @@ impl ExportCase {
         )
         .await;
         ExportCase { client, ns, bucket, keys, project }
+    }
+
+    /// Creates the S3Connection "exports".
+    async fn start(&self) {
+        let (client, ns, bucket) = (&self.client, &self.ns, &self.bucket);
+        let conn = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": "exports"}, "spec": {
+            "uri": format!("s3://{bucket}/data/"), "usage": ["Import", "Export"],
+            "credentials": {"secretRef": {"name": "keys"}}, "platform": {"secretRef": {"name": "labellerr"}},
+            "endpoint": support::env().s3_endpoint, "forcePathStyle": true}});
+        Api::<S3Connection>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &serde_json::from_value(conn).unwrap())
+            .await
+            .unwrap();
+    }
+
+    async fn with(client: kube::Client, ns: String, bucket: String, hint: &str, denied: &[Action]) -> ExportCase {
+        let case = Self::prepare(client, ns, bucket, hint, denied).await;
+        case.start().await;
+        case
+    }
+
+    /// Everything but the S3Connection, in a new namespace (see `start`).
+    async fn unstarted(hint: &str) -> ExportCase {
+        let client = support::client().await;
+        let ns = support::namespace(&client, hint).await;
+        Self::unstarted_with(client, ns, hint).await
+    }
+
+    /// The same in the namespace `ns`, created here.
+    async fn unstarted_in(hint: &str, ns: String) -> ExportCase {
+        let client = support::client().await;
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .create(&PostParams::default(), &serde_json::from_value(obj).unwrap())
+            .await
+            .unwrap();
+        Self::unstarted_with(client, ns, hint).await
+    }
+
+    async fn unstarted_with(client: kube::Client, ns: String, hint: &str) -> ExportCase {
+        let bucket = s3::bucket(hint, "us-east-1").await;
+        s3::put(&bucket, "data/images/a.jpg", b"a").await;
+        Self::prepare(client, ns, bucket, hint, &[]).await
     }
 
     async fn export(&self, name: &str, statuses: &[&str]) {
@@ -232,10 +267,12 @@ async fn a_connection_without_put_object_never_submits() {
 }
 
 #[tokio::test]
-async fn a_platform_500_carries_the_tracking_id_and_the_export_completes_after_recovery() {
-    let case = ExportCase::new("p500", &[], None).await;
+async fn a_platform_429_carries_the_tracking_id_and_the_export_completes_after_recovery() {
+    // 429 is the platform refusing before it acts: safe to submit again by itself. (A 5xx
+    // is not: see the next test.)
+    let case = ExportCase::new("p429", &[], None).await;
     registered_id(&case).await;
-    platform::fault("export/create", json!({"status": 500, "count": 1000, "project_id": case.project})).await;
+    platform::fault("export/create", json!({"status": 429, "count": 1000, "project_id": case.project})).await;
     case.export("flaky", &["accepted"]).await;
     let status = case
         .wait_export("flaky", "PlatformInternalError", |s| has(s, "Submitted", "False", "PlatformInternalError"))
@@ -257,6 +294,225 @@ async fn a_platform_500_carries_the_tracking_id_and_the_export_completes_after_r
     case.wait_export("flaky", "Succeeded", |s| s["phase"] == "Succeeded").await;
     assert_eq!(platform::exports(&case.project).await.len(), 1);
     case.assert_no_secrets().await;
+}
+
+#[tokio::test]
+async fn a_platform_500_on_submission_is_unconfirmed_and_never_submitted_twice() {
+    // The platform creates the export and then answers 500: from outside, a 500 says
+    // nothing about whether it acted. Decided: a 5xx on a create is an unknown outcome.
+    let case = ExportCase::new("p500", &[], None).await;
+    registered_id(&case).await;
+    platform::fault("export/create", json!({"after_status": 500, "after_count": 1, "project_id": case.project})).await;
+    case.export("flaky", &["accepted"]).await;
+    let status = case
+        .wait_export("flaky", "SubmissionUnconfirmed", |s| has(s, "Submitted", "False", "SubmissionUnconfirmed"))
+        .await;
+    let message = cond(&status, "Submitted")["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("HTTP 500"), "{message}");
+    let tracking = status["submissionTrackingId"].as_str().expect("the intent's tracking id").to_owned();
+    assert!(message.contains(&format!("tracking id {tracking}")), "{message}");
+    let seen = platform::state().await["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c[0] == "export/create" && c[1] == tracking.as_str());
+    assert!(seen, "the platform never saw tracking id {tracking}");
+    assert_eq!(cond(&status, "Stalled")["status"], "True", "a person decides: {status:#}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let exports = platform::exports(&case.project).await;
+    assert_eq!(exports.len(), 1, "submitted again after a 500");
+
+    // The person finds it and names it: followed to the end, still once.
+    let report_id = exports[0]["report_id"].as_str().unwrap();
+    let patch = json!({"metadata": {"annotations": {"s3connect.io/report-id": report_id}}});
+    Api::<DatasetExport>::namespaced(case.client.clone(), &case.ns)
+        .patch("flaky", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    case.wait_export("flaky", "Succeeded", |s| s["phase"] == "Succeeded").await;
+    assert_eq!(platform::exports(&case.project).await.len(), 1);
+    case.assert_no_secrets().await;
+}
+
+#[tokio::test]
+async fn a_platform_slow_to_answer_a_submission_gets_it_once() {
+    // Answers after 35 s and after 150 s, against the operator's 10 s create timeout (the
+    // tests' setting; 120 s by default): the platform acted at once both times.
+    let case = ExportCase::new("slow", &[], None).await;
+    registered_id(&case).await;
+    let started = std::time::Instant::now();
+    platform::fault("export/create", json!({"count": 1, "delay_after": 35, "project_id": case.project})).await;
+    case.export("slow", &["review"]).await;
+    let status = case
+        .wait_export("slow", "SubmissionUnconfirmed", |s| has(s, "Submitted", "False", "SubmissionUnconfirmed"))
+        .await;
+    assert!(cond(&status, "Submitted")["message"].as_str().unwrap().contains("no answer within 10 s"));
+
+    let later = ExportCase::new("slower", &[], None).await;
+    registered_id(&later).await;
+    platform::fault("export/create", json!({"count": 1, "delay_after": 150, "project_id": later.project})).await;
+    later.export("slower", &["review"]).await;
+    later
+        .wait_export("slower", "SubmissionUnconfirmed", |s| has(s, "Submitted", "False", "SubmissionUnconfirmed"))
+        .await;
+    // Past the first held answer: nothing was submitted again.
+    if let Some(rest) = Duration::from_secs(37).checked_sub(started.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    assert_eq!(platform::exports(&case.project).await.len(), 1, "35 s: submitted twice");
+    assert_eq!(platform::exports(&later.project).await.len(), 1, "150 s: submitted twice");
+}
+
+#[tokio::test]
+async fn no_files_with_the_status_is_retried_without_ever_looking_unconfirmed() {
+    let case = ExportCase::new("nofiles-again", &[], None).await;
+    registered_id(&case).await;
+    case.export("none", &["cr_assigned"]).await;
+    case.wait_export("none", "NoFilesWithStatus", |s| has(s, "Complete", "False", "NoFilesWithStatus")).await;
+    let api = Api::<DatasetExport>::namespaced(case.client.clone(), &case.ns);
+    let attempts = || async {
+        platform::state().await["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c[0] == "export/create" && c[2] == case.project.as_str())
+            .count()
+    };
+    // Through two backoffs (10 s, 20 s), watched every 100 ms.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while std::time::Instant::now() < deadline && attempts().await < 3 {
+        let e = api.get("none").await.unwrap();
+        let status = serde_json::to_value(&e.status).unwrap();
+        assert!(
+            !has(&status, "Submitted", "False", "SubmissionUnconfirmed"),
+            "a false SubmissionUnconfirmed: {status:#}"
+        );
+        assert!(cond(&status, "Stalled")["status"] != "True" || has(&status, "Stalled", "True", "NoFilesWithStatus"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(attempts().await >= 3, "fewer than three attempts in 40 s");
+    let e = api.get("none").await.unwrap();
+    let status = serde_json::to_value(&e.status).unwrap();
+    assert!(has(&status, "Complete", "False", "NoFilesWithStatus"), "{status:#}");
+    assert!(status["submissionStartedTime"].is_null(), "an intent was left behind: {status:#}");
+    assert!(platform::exports(&case.project).await.is_empty());
+}
+
+/// The platform's connections registered under the S3Connection `owner`'s names.
+async fn registrations(owner: &str) -> Vec<Value> {
+    let prefix = format!("s3connect {owner} ");
+    platform::state().await["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
+        .cloned()
+        .collect()
+}
+
+async fn wait_gone(case: &ExportCase) {
+    let api = Api::<s3connect::api::S3Connection>::namespaced(case.client.clone(), &case.ns);
+    api.delete("exports", &Default::default()).await.unwrap();
+    for _ in 0..300 {
+        if api.get_opt("exports").await.unwrap().is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the S3Connection was not deleted within 60 s");
+}
+
+#[tokio::test]
+async fn a_registration_answered_late_or_with_a_500_is_adopted_never_duplicated() {
+    for (hint, fault) in [
+        ("reg-slow", json!({"count": 1, "delay_after": 35})),
+        ("reg-500", json!({"after_status": 500, "after_count": 1})),
+    ] {
+        let case = ExportCase::unstarted(hint).await;
+        let owner = format!("{}/exports", case.ns);
+        let mut fault = fault;
+        fault["name"] = json!(format!("s3connect {owner} "));
+        platform::fault("connections/create", fault).await;
+        case.start().await;
+        registered_id(&case).await;
+        let found = registrations(&owner).await;
+        assert_eq!(found.len(), 2, "{hint}: one per usage (Import, Export), no duplicate: {found:#?}");
+        let c = Api::<s3connect::api::S3Connection>::namespaced(case.client.clone(), &case.ns)
+            .get("exports")
+            .await
+            .unwrap();
+        let status = c.status.unwrap();
+        assert!(
+            status.platform_registration_intents.is_empty(),
+            "{hint}: intents left: {:?}",
+            status.platform_registration_intents
+        );
+        let ids: Vec<&str> = status.platform_connections.iter().map(|p| p.id.as_str()).collect();
+        for r in &found {
+            assert!(ids.contains(&r["connection_id"].as_str().unwrap()), "{hint}: {r} not recorded");
+        }
+        wait_gone(&case).await;
+        assert!(registrations(&owner).await.is_empty(), "{hint}: registrations left after delete");
+    }
+}
+
+#[tokio::test]
+async fn the_finalizer_removes_registrations_it_never_recorded() {
+    let case = ExportCase::new("stray", &[], None).await;
+    registered_id(&case).await;
+    let owner = format!("{}/exports", case.ns);
+    // A registration under the connection's name that its status does not know of, as a
+    // create whose answer was lost before any of this would leave.
+    let client = s3connect::platform::Client::new(&support::env().platform_url).unwrap();
+    let form = s3connect::platform::ConnectionForm {
+        keys: &case.keys,
+        path: format!("{}/data/", case.bucket),
+        connection_type: "import",
+        data_type: "image",
+    };
+    client
+        .create_connection(&support::env().platform, &form, &format!("s3connect {owner} import keys-0"), "stray")
+        .await
+        .unwrap();
+    assert_eq!(registrations(&owner).await.len(), 3);
+    wait_gone(&case).await;
+    assert!(registrations(&owner).await.is_empty(), "registrations left after delete");
+}
+
+#[tokio::test]
+async fn killed_between_registration_create_and_status_write_registers_once() {
+    let ns = private_namespace("regkill");
+    let case = ExportCase::unstarted_in("regkill", ns.clone()).await;
+    let owner = format!("{ns}/exports");
+    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("operator-regkill-{}.log", std::process::id()));
+    let mut first = spawn(&log, &["--namespace", &ns]);
+    platform::fault("connections/create", json!({"count": 1, "delay_after": 8, "name": format!("s3connect {owner} ")}))
+        .await;
+    case.start().await;
+    for _ in 0..150 {
+        if !registrations(&owner).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(registrations(&owner).await.len(), 1, "the platform created the first registration");
+    let pid = operator_pid(&log);
+    assert!(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+    drop(first.stdin.take());
+    let _ = first.wait();
+    let c = Api::<s3connect::api::S3Connection>::namespaced(case.client.clone(), &ns).get("exports").await.unwrap();
+    assert_eq!(c.status.unwrap().platform_registration_intents.len(), 1, "the intent was recorded before the create");
+
+    let log2 = log.with_file_name(format!("operator-regkill2-{}.log", std::process::id()));
+    let mut second = spawn(&log2, &["--namespace", &ns]);
+    registered_id(&case).await;
+    tokio::time::sleep(Duration::from_secs(6)).await; // past the held answer
+    assert_eq!(registrations(&owner).await.len(), 2, "one per usage after the restart, none twice");
+    wait_gone(&case).await;
+    assert!(registrations(&owner).await.is_empty());
+    drop(second.stdin.take());
+    assert!(second.wait().unwrap().success());
 }
 
 #[tokio::test]

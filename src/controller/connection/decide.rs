@@ -224,7 +224,7 @@ fn blocked(subject: &Subject<'_>, blocker: &Blocker) -> Verdict {
             CREDENTIALS_VALID,
             Reason::SecretValueInvalid,
             match subject.keys_from {
-                KeysFrom::Secret => crate::controller::connection::register::invalid_value_message(secret, key),
+                KeysFrom::Secret => crate::controller::platform::invalid_value_message(secret, key),
                 KeysFrom::Environment => format!(
                     "The value of {key} in the environment has characters no credential has (a control character, a line break or space inside it, or non-ASCII): set it again, exactly as issued."
                 ),

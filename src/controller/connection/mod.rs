@@ -20,9 +20,9 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use self::decide::{Blocker, KeysFrom, Next, Subject, Verdict, decide};
-use self::schedule::{Plan, backoff, jitter_fraction, parse_interval, plan, revalidate_after};
+use self::schedule::{Plan, jitter_fraction, parse_interval, plan, revalidate_after};
 use super::{BadValue, Context, FIELD_MANAGER};
-use crate::api::conditions::{self, Cond, RECONCILING, STALLED, Status};
+use crate::api::conditions::{self, Cond};
 use crate::api::connection::{CorsState, CredentialsSecretRef, S3Connection, S3ConnectionStatus};
 use crate::s3::client::Keys;
 use crate::s3::probe::{self, Probe, Report};
@@ -87,6 +87,30 @@ async fn set_finalizers(ctx: &Context, conn: &S3Connection, finalizers: Vec<Stri
         .map_err(|source| Error::WriteStatus { namespace, name, source })
 }
 
+/// Writes the registrations about to be created into the status, before the platform is
+/// asked: the whole status as it is, so that nothing else changes.
+fn record_intents(
+    ctx: &Context,
+    conn: &S3Connection,
+    intents: Vec<crate::api::connection::RegistrationIntent>,
+) -> futures::future::BoxFuture<'static, Result<(), String>> {
+    let mut status = conn.status.clone().unwrap_or_default();
+    status.platform_registration_intents = intents;
+    let api = Api::<S3Connection>::namespaced(ctx.client.clone(), &conn.namespace().unwrap_or_default());
+    let name = conn.name_any();
+    Box::pin(async move {
+        let patch =
+            serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "status": status});
+        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                kube::Error::Api(status) => status.message,
+                other => other.to_string(),
+            })
+    })
+}
+
 /// Deletion: remove the platform connections, then the finalizer.
 async fn clean_up(conn: &S3Connection, ctx: &Context) -> Result<Action, Error> {
     if !has_finalizer(conn) {
@@ -95,23 +119,20 @@ async fn clean_up(conn: &S3Connection, ctx: &Context) -> Result<Action, Error> {
     let namespace = conn.namespace().unwrap_or_default();
     let connections = conn.status.as_ref().map(|s| s.platform_connections.clone()).unwrap_or_default();
     let skip = conn.annotations().get(register::SKIP_CLEANUP).is_some_and(|v| v == "true");
-    if !skip && !connections.is_empty() {
+    // Every registration under the connection's names goes, recorded or not (a create
+    // whose answer was lost, a duplicate): the finalizer is there so that none keeps keys.
+    if !skip && conn.spec.platform.is_some() {
+        let owner = format!("{namespace}/{}", conn.name_any());
         let failed = match &conn.spec.platform {
             None => None,
             Some(p) => {
                 let secret = get_secret(ctx, &namespace, &p.secret_ref.name).await?;
-                match register::credentials(secret.as_ref(), &p.secret_ref, &namespace) {
+                match super::platform::credentials(secret.as_ref(), &p.secret_ref, &namespace) {
                     Err(cond) => Some(cond),
-                    Ok(creds) => {
-                        let mut failed = None;
-                        for c in &connections {
-                            if let Err(e) = ctx.platform.delete_connection(&creds, &c.id).await {
-                                failed = Some(register::failure(&format!("deleting platform connection {}", c.id), &e));
-                                break;
-                            }
-                        }
-                        failed
-                    }
+                    Ok(creds) => match register::remove_all(&ctx.platform, &creds, &owner, &connections).await {
+                        Ok(_) => None,
+                        Err((doing, e)) => Some(super::platform::failure(conditions::REGISTERED, &doing, &e)),
+                    },
                 }
             }
         };
@@ -134,11 +155,8 @@ async fn clean_up(conn: &S3Connection, ctx: &Context) -> Result<Action, Error> {
                 .patch_status(&conn.name_any(), &PatchParams::apply("s3connect-cleanup").force(), &Patch::Apply(&patch))
                 .await;
             let uid = conn.uid().unwrap_or_default();
-            return Ok(Action::requeue(backoff(
-                ctx.record_failure(&uid),
-                Duration::from_secs(300),
-                jitter_fraction(&uid),
-            )));
+            let next = super::status::Next::Retry { cap: Duration::from_secs(300) };
+            return Ok(super::status::action(ctx, &uid, next, jitter_fraction(&uid)));
         }
     }
     let rest: Vec<String> = conn.finalizers().iter().filter(|f| *f != register::FINALIZER).cloned().collect();
@@ -214,6 +232,8 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     let subject = Subject { spec, namespace: &namespace, keys_from: KeysFrom::Secret };
     let existing = conn.status.as_ref().map(|s| s.platform_connections.clone()).unwrap_or_default();
     let mut platform_connections = existing.clone();
+    let mut registration_intents =
+        conn.status.as_ref().map(|s| s.platform_registration_intents.clone()).unwrap_or_default();
     let prepared = if forbidden {
         Err(Blocker::SecretForbidden)
     } else {
@@ -235,7 +255,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
                                 "the connection is registered once every probe passes",
                             )
                         } else {
-                            match register::credentials(platform_secret.as_ref(), &p.secret_ref, &namespace) {
+                            match super::platform::credentials(platform_secret.as_ref(), &p.secret_ref, &namespace) {
                                 Err(cond) => cond,
                                 Ok(creds) => {
                                     let version = secret_version.clone().unwrap_or_default();
@@ -246,11 +266,14 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
                                         &location,
                                         &keys,
                                         &existing,
+                                        &registration_intents,
                                         &version,
                                         &owner,
+                                        &mut |intents| record_intents(&ctx, &conn, intents),
                                     )
                                     .await;
                                     platform_connections = done.connections;
+                                    registration_intents = done.intents;
                                     done.cond
                                 }
                             }
@@ -295,6 +318,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
             status.platform_connections = platform_connections;
             status.platform_secret_version = platform_secret_version;
             status.last_handled_reconcile_at = requested.clone();
+            status.platform_registration_intents = registration_intents;
             status
         }
     };
@@ -306,33 +330,21 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
             status.region.as_deref().unwrap_or("us-east-1"),
         ));
     }
-    let patch = serde_json::json!({
-        "apiVersion": "s3connect.io/v1alpha1",
-        "kind": "S3Connection",
-        "status": status,
-    });
-    if let Err(source) = Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
-        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-    {
-        super::status::refused(&ctx, conn.as_ref(), &source).await;
-        return Err(Error::WriteStatus { namespace: namespace.clone(), name: name.clone(), source });
-    }
+    super::status::apply(&ctx, conn.as_ref(), &status).await.map_err(|source| Error::WriteStatus {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        source,
+    })?;
     if !holding {
         publish_events(&ctx, &conn, &old, &verdict).await;
     }
 
-    let action = match verdict.next {
-        Next::Revalidate => {
-            ctx.record_success(&uid);
-            Action::requeue(revalidate_after(interval, jitter))
-        }
-        Next::Retry | Next::RecheckLater => Action::requeue(backoff(ctx.record_failure(&uid), interval, jitter)),
-        Next::WaitForChange => {
-            ctx.record_success(&uid);
-            Action::await_change()
-        }
+    let next = match verdict.next {
+        Next::Revalidate => super::status::Next::Success(Some(revalidate_after(interval, jitter))),
+        Next::Retry | Next::RecheckLater => super::status::Next::Retry { cap: interval },
+        Next::WaitForChange => super::status::Next::Success(None),
     };
+    let action = super::status::action(&ctx, &uid, next, jitter);
     let ready = verdict.ready();
     let metrics = &crate::telemetry::metrics::METRICS;
     metrics.reconciled("S3Connection", ready.reason.as_str(), started.elapsed());
@@ -382,17 +394,15 @@ fn new_status(
     now: Timestamp,
 ) -> S3ConnectionStatus {
     let generation = conn.metadata.generation;
-    let mut conds = verdict.conditions.clone();
-    let ready = verdict.ready();
-    if !ready.is_true() {
-        // kstatus: Reconciling while retrying by itself, Stalled while someone must act.
-        let type_ = if ready.reason.is_transient() { RECONCILING } else { STALLED };
-        conds.push(Cond { type_, status: Status::True, reason: ready.reason, message: ready.message.clone() });
-    }
+    // kstatus: Reconciling while retrying by itself, Stalled while someone must act.
+    let conds = super::status::with_kstatus(
+        verdict.conditions.iter().cloned().map(conditions::NamedCond::from).collect(),
+        verdict.ready().reason.is_transient(),
+    );
     let region = report.and_then(|r| r.bucket_region.clone()).or_else(|| conn.spec.region.clone());
     S3ConnectionStatus {
         observed_generation: generation,
-        conditions: conditions::merge(&old.conditions, &conds, generation, &Time(now)),
+        conditions: conditions::merge_named(&old.conditions, &conds, generation, &Time(now)),
         bucket: location.map(|l| l.bucket.clone()),
         prefix: location.map(|l| l.prefix.clone()),
         endpoint: conn
@@ -407,6 +417,7 @@ fn new_status(
         cors: verdict.cors,
         platform_connection_id: old.platform_connection_id.clone(),
         platform_connections: old.platform_connections.clone(),
+        platform_registration_intents: old.platform_registration_intents.clone(),
         platform_secret_version: old.platform_secret_version.clone(),
         last_validated_time: Some(Time(now)),
         credentials_version: secret_version,

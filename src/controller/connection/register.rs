@@ -1,10 +1,13 @@
 //! Registering a validated connection with the Labellerr platform, bringing it up to date
 //! when the keys change, and removing it when the S3Connection is deleted.
 
-use k8s_openapi::api::core::v1::Secret;
+use futures::future::BoxFuture;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 
 use crate::api::conditions::{Cond, REGISTERED, Reason};
-use crate::api::connection::{PlatformConnection, PlatformSecretRef, S3ConnectionSpec, Usage};
+use crate::api::connection::{PlatformConnection, RegistrationIntent, S3ConnectionSpec, Usage};
+use crate::controller::platform::failure;
 use crate::platform::{self, ConnectionForm, Credentials, PlatformError};
 use crate::s3::client::Keys;
 use crate::s3::uri::Location;
@@ -14,73 +17,6 @@ pub const FINALIZER: &str = "s3connect.io/platform-connection";
 /// `"true"` releases the finalizer without deleting the platform connection (for when the
 /// platform is gone for good, or the connection was removed there by hand).
 pub const SKIP_CLEANUP: &str = "s3connect.io/skip-platform-cleanup";
-
-/// The platform API credentials from their Secret, or the condition that says what is
-/// missing.
-pub fn credentials(secret: Option<&Secret>, refs: &PlatformSecretRef, namespace: &str) -> Result<Credentials, Cond> {
-    let Some(secret) = secret else {
-        return Err(Cond::failed(
-            REGISTERED,
-            Reason::PlatformSecretNotFound,
-            format!(
-                "Secret {:?} (spec.platform.secretRef) was not found in namespace {namespace:?}: create it with the keys {}, {} and {} from the Labellerr API settings.",
-                &*refs.name, refs.api_key_key, refs.api_secret_key, refs.client_id_key
-            ),
-        ));
-    };
-    let get = |key: &str| match crate::controller::secret_value(secret, key) {
-        Ok(v) => Ok(v),
-        Err(crate::controller::BadValue::Missing) => Err(Cond::failed(
-            REGISTERED,
-            Reason::PlatformSecretKeyMissing,
-            format!(
-                "Secret {:?} has no key {key:?} (it has: {}): add it, or name the key that holds it in spec.platform.secretRef.",
-                &*refs.name,
-                crate::controller::secret_keys(secret).join(", ")
-            ),
-        )),
-        Err(crate::controller::BadValue::Invalid) => {
-            Err(Cond::failed(REGISTERED, Reason::SecretValueInvalid, invalid_value_message(&refs.name, key)))
-        }
-    };
-    Ok(Credentials {
-        api_key: get(&refs.api_key_key)?,
-        api_secret: get(&refs.api_secret_key)?,
-        client_id: get(&refs.client_id_key)?,
-    })
-}
-
-/// Names the Secret and key of a value that is not visible ASCII, never the value.
-pub fn invalid_value_message(secret: &str, key: &str) -> String {
-    format!(
-        "The value of key {key:?} in Secret {secret:?} has characters no credential has (a control character, a line break or space inside it, or non-ASCII): paste the value again, exactly as issued, without quotes."
-    )
-}
-
-/// The condition for a failed platform call.
-pub fn failure(doing: &str, e: &PlatformError) -> Cond {
-    match e {
-        PlatformError::Rejected { message, .. } => Cond::failed(
-            REGISTERED,
-            Reason::PlatformRejected,
-            format!("The platform refused {doing}: {message}. Fix what it names; the operator retries with backoff."),
-        ),
-        PlatformError::Internal { tracking_id, .. } | PlatformError::Invalid { tracking_id, .. } => Cond::failed(
-            REGISTERED,
-            Reason::PlatformInternalError,
-            format!(
-                "The platform had an internal error while {doing} (tracking id {tracking_id}); retrying with backoff. If it persists, quote the tracking id to Labellerr support."
-            ),
-        ),
-        PlatformError::Unreachable { detail, tracking_id } => Cond::failed(
-            REGISTERED,
-            Reason::PlatformUnreachable,
-            format!(
-                "Could not reach the platform while {doing} ({detail}, tracking id {tracking_id}): check the operator's --platform-url and its network path; retrying with backoff."
-            ),
-        ),
-    }
-}
 
 fn connection_type(usage: Usage) -> &'static str {
     match usage {
@@ -95,14 +31,34 @@ pub fn primary_id(connections: &[PlatformConnection]) -> Option<String> {
     find("export").or_else(|| find("import"))
 }
 
+/// The name a registration is created under: deterministic (namespace, name, usage and
+/// the keys' version), so that one whose answer was lost is found again, and every
+/// registration of a connection shares the prefix `name_prefix` its finalizer looks for.
+pub fn registration_name(owner: &str, kind: &str, credentials_version: &str) -> String {
+    format!("{}{kind} keys-{credentials_version}", name_prefix(owner))
+}
+
+/// What every registration name of the connection `owner` starts with.
+pub fn name_prefix(owner: &str) -> String {
+    format!("s3connect {owner} ")
+}
+
 pub struct Registration {
     pub cond: Cond,
     pub connections: Vec<PlatformConnection>,
+    /// Creates whose outcome is still unknown: kept in status until resolved.
+    pub intents: Vec<RegistrationIntent>,
 }
 
+/// Records the registration intents in status before a create; an error stops the create.
+pub type RecordIntents<'a> = dyn FnMut(Vec<RegistrationIntent>) -> BoxFuture<'a, Result<(), String>> + Send + 'a;
+
 /// Makes sure there is one platform connection per usage, registered with the current
-/// keys. Each is tested first and created only when the platform's own test passes; a
-/// registration with older keys is replaced (new one first, then the old one deleted).
+/// keys. Each is tested first and created only when the platform's own test passes, and
+/// only after the intent is recorded in status. After a create whose outcome is unknown
+/// (or a restart with an intent recorded) the platform is searched by name and what is
+/// found is adopted (extras under the same name deleted) instead of creating another.
+/// A registration with older keys is replaced (new one first, then the old one deleted).
 #[allow(clippy::too_many_arguments)]
 pub async fn register(
     client: &platform::Client,
@@ -111,36 +67,87 @@ pub async fn register(
     location: &Location,
     keys: &Keys,
     existing: &[PlatformConnection],
+    intents: &[RegistrationIntent],
     credentials_version: &str,
     owner: &str,
+    record: &mut RecordIntents<'_>,
 ) -> Registration {
     let mut connections: Vec<PlatformConnection> = Vec::new();
+    let mut pending: Vec<RegistrationIntent> = intents.to_vec();
     for usage in &spec.usage {
         let kind = connection_type(*usage);
         let current = existing.iter().find(|c| c.connection_type == kind);
         if let Some(c) = current.filter(|c| c.credentials_version == credentials_version) {
             connections.push(c.clone());
+            pending.retain(|i| i.connection_type != kind);
             continue;
         }
-        let form = ConnectionForm {
-            keys,
-            path: format!("{}/{}", location.bucket, location.prefix),
-            connection_type: kind,
-            data_type: spec.data_type.as_str(),
+        let name = registration_name(owner, kind, credentials_version);
+        let stop = |cond: Cond, connections: Vec<PlatformConnection>, pending: Vec<RegistrationIntent>| Registration {
+            cond,
+            connections: keep(existing, connections),
+            intents: pending,
         };
-        if let Err(e) = client.test_connection(creds, &form).await {
-            let doing = format!("the {kind} connection test for {location}");
-            return Registration { cond: failure(&doing, &e), connections: keep(existing, connections) };
+        let mut id = None;
+        if pending.iter().any(|i| i.connection_type == kind && i.name == name) {
+            // An earlier create may have happened: look before creating again.
+            match adopt(client, creds, kind, &name).await {
+                Ok(found) => id = found,
+                Err(e) => {
+                    let doing = format!("looking for the {kind} connection {name:?}");
+                    return stop(failure(REGISTERED, &doing, &e), connections, pending);
+                }
+            }
         }
-        let name = format!("s3connect {owner} {kind}");
-        let description = format!("Managed by s3connect (S3Connection {owner}) for {location}");
-        let id = match client.create_connection(creds, &form, &name, &description).await {
-            Ok(id) => id,
-            Err(e) => {
-                let doing = format!("creating the {kind} connection for {location}");
-                return Registration { cond: failure(&doing, &e), connections: keep(existing, connections) };
+        let id = match id {
+            Some(id) => id,
+            None => {
+                let form = ConnectionForm {
+                    keys,
+                    path: format!("{}/{}", location.bucket, location.prefix),
+                    connection_type: kind,
+                    data_type: spec.data_type.as_str(),
+                };
+                if let Err(e) = client.test_connection(creds, &form).await {
+                    let doing = format!("the {kind} connection test for {location}");
+                    return stop(failure(REGISTERED, &doing, &e), connections, pending);
+                }
+                pending.retain(|i| i.connection_type != kind);
+                pending.push(RegistrationIntent {
+                    connection_type: kind.to_owned(),
+                    name: name.clone(),
+                    started_time: Time(Timestamp::now()),
+                });
+                if let Err(e) = record(pending.clone()).await {
+                    pending.retain(|i| i.connection_type != kind);
+                    let cond = Cond::failed(
+                        REGISTERED,
+                        Reason::PlatformUnreachable,
+                        format!("Could not record the registration before creating it ({e}); retrying with backoff."),
+                    );
+                    return stop(cond, connections, pending);
+                }
+                let description = format!("Managed by s3connect (S3Connection {owner}) for {location}");
+                match client.create_connection(creds, &form, &name, &description).await {
+                    Ok(id) => id,
+                    Err(e @ PlatformError::Unknown { .. }) => match adopt(client, creds, kind, &name).await {
+                        Ok(Some(id)) => id,
+                        // Not there (yet): the intent stays, and the next try looks again.
+                        _ => {
+                            let doing = format!("creating the {kind} connection {name:?}");
+                            return stop(failure(REGISTERED, &doing, &e), connections, pending);
+                        }
+                    },
+                    Err(e) => {
+                        // Refused, or never reached the platform: nothing was created.
+                        pending.retain(|i| i.connection_type != kind);
+                        let doing = format!("creating the {kind} connection for {location}");
+                        return stop(failure(REGISTERED, &doing, &e), connections, pending);
+                    }
+                }
             }
         };
+        pending.retain(|i| i.connection_type != kind);
         if let Some(old) = current
             && let Err(e) = client.delete_connection(creds, &old.id).await
         {
@@ -160,6 +167,7 @@ pub async fn register(
             format!("Registered with the platform at {}: {}.", client.base_url(), ids.join(", ")),
         ),
         connections,
+        intents: pending,
     }
 }
 
@@ -171,6 +179,49 @@ fn keep(existing: &[PlatformConnection], mut done: Vec<PlatformConnection>) -> V
         }
     }
     done
+}
+
+/// The registration of `kind` named `name`, if the platform has one; any extra ones under
+/// that name (left by an earlier duplicate) are deleted.
+async fn adopt(
+    client: &platform::Client,
+    creds: &Credentials,
+    kind: &str,
+    name: &str,
+) -> Result<Option<String>, PlatformError> {
+    let found = client.find_connections(creds, kind, |n| n == name).await?;
+    let mut ids = found.into_iter().map(|r| r.id);
+    let adopted = ids.next();
+    for extra in ids {
+        tracing::info!(name, platform_connection = %extra, "deleting a duplicate platform connection");
+        client.delete_connection(creds, &extra).await?;
+    }
+    Ok(adopted)
+}
+
+/// Deletes every registration of the connection `owner`: the recorded ones, and whatever
+/// the platform lists under its names (an unrecorded create, a duplicate).
+pub async fn remove_all(
+    client: &platform::Client,
+    creds: &Credentials,
+    owner: &str,
+    recorded: &[PlatformConnection],
+) -> Result<usize, (String, PlatformError)> {
+    let prefix = name_prefix(owner);
+    let mut ids: Vec<String> = recorded.iter().map(|c| c.id.clone()).collect();
+    for kind in ["import", "export"] {
+        let found = client
+            .find_connections(creds, kind, |n| n.starts_with(&prefix))
+            .await
+            .map_err(|e| (format!("listing the platform's {kind} connections"), e))?;
+        ids.extend(found.into_iter().map(|r| r.id));
+    }
+    ids.sort();
+    ids.dedup();
+    for id in &ids {
+        client.delete_connection(creds, id).await.map_err(|e| (format!("deleting platform connection {id}"), e))?;
+    }
+    Ok(ids.len())
 }
 
 #[cfg(test)]
@@ -195,12 +246,12 @@ mod tests {
     }
 
     #[test]
-    fn platform_failures_name_the_reason_and_the_tracking_id() {
-        let c = failure("x", &PlatformError::Internal { status: 500, tracking_id: "abc-123".into() });
-        assert_eq!(c.reason, Reason::PlatformInternalError);
-        assert!(c.message.contains("tracking id abc-123") && c.message.contains("Labellerr support"));
-        let c = failure("x", &PlatformError::Rejected { status: 400, message: "bad path".into() });
-        assert_eq!(c.reason, Reason::PlatformRejected);
-        assert!(c.message.contains("bad path"));
+    fn registration_names_are_deterministic_and_share_the_connections_prefix() {
+        let name = registration_name("team-a/images", "import", "42");
+        assert_eq!(name, "s3connect team-a/images import keys-42");
+        assert!(name.starts_with(&name_prefix("team-a/images")));
+        assert!(!registration_name("team-a/images-2", "import", "42").starts_with(&name_prefix("team-a/images")));
+        // Names made before the keys' version was part of them are still the connection's.
+        assert!("s3connect team-a/images import".starts_with(&name_prefix("team-a/images")));
     }
 }

@@ -1,0 +1,324 @@
+//! The DatasetExport decision: facts in (its status, annotations, its connection, what
+//! the platform answered), the next step, the new status and conditions out. Pure, so
+//! that every path of "exactly once" is a table test.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::{COMPLETE, CONNECTION_READY, REPORT_ID_ANNOTATION, RESUBMIT_ANNOTATION, SUBMITTED};
+use crate::api::conditions::{NamedCond, READY, Status};
+use crate::api::export::{DatasetExportStatus, ExportPhase, ExportReason as R};
+use crate::controller::status::Next;
+use crate::platform::{ExportState, PlatformError};
+
+/// What the driver does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The export has finished: nothing to do.
+    Finished,
+    /// Its connection cannot be used yet: show why.
+    Blocked(NamedCond),
+    /// Submit it: record the intent, call the platform once, record the outcome.
+    Submit,
+    /// Follow the report.
+    Follow(String),
+    /// An earlier submission's outcome is unknown and no one has said what to do.
+    Unconfirmed,
+}
+
+/// The step for an export with `status` and `annotations`; `problem` is why its
+/// connection cannot be used (None: it can). Resolutions a person asked for (a report id
+/// to follow, a new resubmit value) are applied to `status`.
+pub fn step(
+    status: &mut DatasetExportStatus,
+    annotations: &BTreeMap<String, String>,
+    problem: Option<NamedCond>,
+) -> Step {
+    if matches!(status.phase, Some(ExportPhase::Succeeded | ExportPhase::Failed)) {
+        return Step::Finished;
+    }
+    if status.report_id.is_none() && status.submission_started_time.is_some() {
+        if let Some(id) = annotations.get(REPORT_ID_ANNOTATION).filter(|v| !v.is_empty()) {
+            status.report_id = Some(id.clone());
+            clear_intent(status);
+            status.phase = Some(ExportPhase::Submitted);
+        } else if let Some(value) = annotations.get(RESUBMIT_ANNOTATION).filter(|v| !v.is_empty())
+            && status.last_handled_resubmit.as_ref() != Some(value)
+        {
+            // One more submission per new value: an unknown outcome again does not loop.
+            status.last_handled_resubmit = Some(value.clone());
+            clear_intent(status);
+        } else {
+            return Step::Unconfirmed;
+        }
+    }
+    if let Some(id) = &status.report_id {
+        return Step::Follow(id.clone());
+    }
+    match problem {
+        Some(cond) => Step::Blocked(cond),
+        None => Step::Submit,
+    }
+}
+
+fn clear_intent(status: &mut DatasetExportStatus) {
+    status.submission_started_time = None;
+    status.submission_tracking_id = None;
+}
+
+/// What a step ends with: the new status, conditions (Ready last), and what next.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub status: DatasetExportStatus,
+    pub conds: Vec<NamedCond>,
+    /// The operator is working on it by itself (Reconciling), rather than waiting for a
+    /// person (Stalled), whenever Ready is not True.
+    pub retrying: bool,
+    pub next: Next,
+}
+
+fn cond(type_: &'static str, status: Status, reason: R, message: impl Into<String>) -> NamedCond {
+    NamedCond::new(type_, status, reason.as_str(), message)
+}
+
+/// `conds` plus Ready: True once complete, else the first failing condition's.
+fn with_ready(mut conds: Vec<NamedCond>) -> Vec<NamedCond> {
+    let first =
+        conds.iter().find(|c| c.status == Status::False).or_else(|| conds.iter().find(|c| !c.is_true())).cloned();
+    conds.push(match first {
+        Some(c) => NamedCond { type_: READY, status: Status::False, ..c },
+        None => cond(READY, Status::True, R::ExportSucceeded, "The export has completed."),
+    });
+    conds
+}
+
+/// The cap on retries after a platform failure.
+const RETRY_CAP: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The connection cannot be used: nothing is submitted.
+pub fn blocked(mut status: DatasetExportStatus, problem: NamedCond) -> Outcome {
+    status.phase = Some(ExportPhase::Pending);
+    // The S3Connection watch brings the export back when the connection changes; the
+    // requeue is only a safety net.
+    Outcome {
+        status,
+        conds: with_ready(vec![problem]),
+        retrying: false,
+        next: Next::After(std::time::Duration::from_secs(300)),
+    }
+}
+
+/// The intent, as written before the platform hears of the export.
+pub fn intent(mut status: DatasetExportStatus, ready: &NamedCond, tracking_id: &str, now: Timestamp) -> Outcome {
+    status.phase = Some(ExportPhase::Pending);
+    status.submission_started_time = Some(Time(now));
+    status.submission_tracking_id = Some(tracking_id.to_owned());
+    let submitting = cond(SUBMITTED, Status::Unknown, R::Submitting, "Submitting the export.");
+    Outcome { status, conds: with_ready(vec![ready.clone(), submitting]), retrying: true, next: Next::AwaitChange }
+}
+
+/// After the one submission call.
+pub fn after_submit(
+    mut status: DatasetExportStatus,
+    ready: NamedCond,
+    result: Result<String, PlatformError>,
+    export: &ExportNames<'_>,
+    now: Timestamp,
+) -> Outcome {
+    let tracking_id = status.submission_tracking_id.clone().unwrap_or_default();
+    match result {
+        Ok(report_id) => {
+            clear_intent(&mut status);
+            status.report_id = Some(report_id.clone());
+            status.phase = Some(ExportPhase::Submitted);
+            status.start_time = Some(Time(now));
+            let accepted = cond(
+                SUBMITTED,
+                Status::True,
+                R::Submitted,
+                format!("The platform accepted the export as report {report_id}."),
+            );
+            let running = cond(COMPLETE, Status::Unknown, R::ExportRunning, "The export is running.");
+            Outcome {
+                status,
+                conds: with_ready(vec![ready, accepted, running]),
+                retrying: true,
+                next: Next::After(std::time::Duration::from_secs(1)),
+            }
+        }
+        // The platform may have acted: never submitted again without a person.
+        Err(PlatformError::Unknown { detail, .. }) => {
+            status.phase = Some(ExportPhase::Pending);
+            let c = unconfirmed_cond(export, &tracking_id, &format!("the platform's answer was lost ({detail})"));
+            Outcome { status, conds: with_ready(vec![ready, c]), retrying: false, next: Next::AwaitChange }
+        }
+        Err(PlatformError::NoFilesWithStatus { message }) => {
+            // Refused: nothing was created, so the intent goes and a later try is no duplicate.
+            clear_intent(&mut status);
+            status.phase = Some(ExportPhase::Pending);
+            let none = cond(
+                COMPLETE,
+                Status::False,
+                R::NoFilesWithStatus,
+                format!(
+                    "No files of project {} are in the statuses {} (\"{message}\"): move files to review, client_review or accepted on the platform (they must be annotated and reviewed first), or re-create this DatasetExport with other statuses. Checking again with backoff.",
+                    export.project_id,
+                    export.statuses.join(", ")
+                ),
+            );
+            let nothing =
+                cond(SUBMITTED, Status::Unknown, R::NoFilesWithStatus, "The platform created no export: see Complete.");
+            Outcome {
+                status,
+                conds: with_ready(vec![ready, nothing, none]),
+                retrying: false,
+                next: Next::Retry { cap: RETRY_CAP },
+            }
+        }
+        Err(PlatformError::Rejected { message, .. }) => {
+            clear_intent(&mut status);
+            status.phase = Some(ExportPhase::Failed);
+            let refused = cond(
+                SUBMITTED,
+                Status::False,
+                R::PlatformRejected,
+                format!(
+                    "The platform refused the export: {message}. Re-create the DatasetExport with what it asks for."
+                ),
+            );
+            Outcome { status, conds: with_ready(vec![ready, refused]), retrying: false, next: Next::AwaitChange }
+        }
+        // Never reached the platform, or refused before acting (429): nothing was created.
+        Err(e) => {
+            clear_intent(&mut status);
+            status.phase = Some(ExportPhase::Pending);
+            let failed = platform_failure(SUBMITTED, "submitting the export", &e);
+            Outcome {
+                status,
+                conds: with_ready(vec![ready, failed]),
+                retrying: true,
+                next: Next::Retry { cap: RETRY_CAP },
+            }
+        }
+    }
+}
+
+/// Names in an export's messages.
+pub struct ExportNames<'a> {
+    pub name: &'a str,
+    pub project_id: &'a str,
+    pub statuses: Vec<&'a str>,
+}
+
+fn unconfirmed_cond(export: &ExportNames<'_>, tracking_id: &str, why: &str) -> NamedCond {
+    cond(
+        SUBMITTED,
+        Status::False,
+        R::SubmissionUnconfirmed,
+        format!(
+            "The submission of this export may or may not have reached the platform ({why}; tracking id {tracking_id}), so to never export twice it was not submitted again. Look for export {:?} of project {} on the platform (Labellerr support can find it by the tracking id): annotate this object {REPORT_ID_ANNOTATION}=<its report id> to follow it, or {RESUBMIT_ANNOTATION}=<any new value> if it is not there.",
+            export.name, export.project_id
+        ),
+    )
+}
+
+/// An intent without a report id, found at the start of a reconcile: the operator stopped
+/// mid-submission, or an earlier answer was lost.
+pub fn unconfirmed(mut status: DatasetExportStatus, export: &ExportNames<'_>) -> Outcome {
+    status.phase = Some(ExportPhase::Pending);
+    let started = status.submission_started_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+    let tracking_id = status.submission_tracking_id.clone().unwrap_or_else(|| "not recorded".into());
+    let c = unconfirmed_cond(export, &tracking_id, &format!("submitted at {started}, outcome not recorded"));
+    Outcome { status, conds: with_ready(vec![c]), retrying: false, next: Next::AwaitChange }
+}
+
+/// After asking the platform how report `report_id` is doing.
+pub fn after_check(
+    mut status: DatasetExportStatus,
+    report_id: &str,
+    state: Result<Option<ExportState>, PlatformError>,
+    now: Timestamp,
+) -> Outcome {
+    let submitted =
+        cond(SUBMITTED, Status::True, R::Submitted, format!("The platform accepted the export as report {report_id}."));
+    let (complete, retrying, next) = match state {
+        Ok(Some(ExportState::Succeeded)) => {
+            status.phase = Some(ExportPhase::Succeeded);
+            status.completion_time = Some(Time(now));
+            let where_ = status.destination.clone().unwrap_or_else(|| "its destination".into());
+            (
+                cond(COMPLETE, Status::True, R::ExportSucceeded, format!("The export is in {where_}.")),
+                false,
+                Next::Success(None),
+            )
+        }
+        Ok(Some(ExportState::Failed(message))) => {
+            status.phase = Some(ExportPhase::Failed);
+            status.completion_time = Some(Time(now));
+            let failed = cond(
+                COMPLETE,
+                Status::False,
+                R::ExportFailed,
+                format!(
+                    "The platform reports report {report_id} failed: {message}. Check the S3Connection's write permissions, then re-create the DatasetExport."
+                ),
+            );
+            (failed, false, Next::AwaitChange)
+        }
+        Ok(Some(ExportState::Running(state))) => {
+            status.phase = Some(ExportPhase::Running);
+            let running = cond(
+                COMPLETE,
+                Status::Unknown,
+                R::ExportRunning,
+                format!("The platform is running the export ({state})."),
+            );
+            (running, true, Next::Poll)
+        }
+        Ok(None) => {
+            let unknown = cond(
+                COMPLETE,
+                Status::Unknown,
+                R::ReportNotFound,
+                format!("The platform does not know report {report_id} (yet); checking again with backoff."),
+            );
+            (unknown, true, Next::Poll)
+        }
+        Err(e) => (platform_failure(COMPLETE, "reading the export's status", &e), true, Next::Poll),
+    };
+    Outcome { status, conds: with_ready(vec![submitted, complete]), retrying, next }
+}
+
+/// The export's connection is gone while a report is being followed.
+pub fn connection_gone(status: DatasetExportStatus, report_id: &str) -> Outcome {
+    let submitted =
+        cond(SUBMITTED, Status::True, R::Submitted, format!("The platform accepted the export as report {report_id}."));
+    let c = cond(
+        COMPLETE,
+        Status::Unknown,
+        R::ConnectionNotFound,
+        "Its S3Connection is gone, and with it the platform credentials: re-create the S3Connection to follow the export.",
+    );
+    Outcome {
+        status,
+        conds: with_ready(vec![submitted, c]),
+        retrying: false,
+        next: Next::After(std::time::Duration::from_secs(60)),
+    }
+}
+
+/// The platform credentials cannot be read (a missing Secret or key): `c` says which.
+pub fn no_credentials(status: DatasetExportStatus, before: Option<NamedCond>, c: NamedCond) -> Outcome {
+    let conds = before.into_iter().chain([NamedCond { type_: CONNECTION_READY, ..c }]).collect();
+    Outcome { status, conds: with_ready(conds), retrying: false, next: Next::AwaitChange }
+}
+
+/// A platform failure as a condition of `type_`.
+fn platform_failure(type_: &'static str, doing: &str, e: &PlatformError) -> NamedCond {
+    crate::controller::platform::failure(type_, doing, e).into()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,366 @@
+//! The DatasetExport controller: wait for an Export connection that is Ready and
+//! registered, submit the export once, follow it to the end.
+//!
+//! Submitting exactly once: the platform has no idempotency key and no way to list
+//! exports, so a submission whose answer was lost cannot be found again. The driver
+//! therefore writes its intent (`submissionStartedTime` and the call's tracking id) before
+//! calling the platform and the report id right after. When the outcome is unknown (a
+//! timeout, a lost connection, a 5xx: the platform may fail after acting) or a restart
+//! finds the intent without a report id, it does not submit again: it says so
+//! (SubmissionUnconfirmed, with the tracking id) and waits for a person to name the report
+//! id (`s3connect.io/report-id`) or ask for one more submission (`s3connect.io/resubmit`).
+//! Duplicates are impossible; nothing is forgotten.
+//!
+//! The driver reads the facts, asks `decide` for the step, does the one platform call it
+//! needs, and writes the outcome once.
+
+pub mod decide;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use self::decide::{ExportNames, Outcome, Step};
+use super::Context;
+use super::status as shared;
+use crate::api::conditions::{self, NamedCond, READY, Status};
+use crate::api::connection::{S3Connection, Usage};
+use crate::api::export::{
+    DatasetExport, DatasetExportStatus, ExportFormat, ExportPhase, ExportReason as R, FileStatus,
+};
+use crate::platform::ExportRequest;
+
+pub const REPORT_ID_ANNOTATION: &str = "s3connect.io/report-id";
+pub const RESUBMIT_ANNOTATION: &str = "s3connect.io/resubmit";
+
+pub const CONNECTION_READY: &str = "ConnectionReady";
+pub const SUBMITTED: &str = "Submitted";
+pub const COMPLETE: &str = "Complete";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("DatasetExport {0} has no namespace")]
+    NoNamespace(String),
+    #[error("reading {what} failed: {source}")]
+    Read { what: String, source: kube::Error },
+    #[error("writing the status of DatasetExport {name} failed: {source}")]
+    WriteStatus { name: String, source: kube::Error },
+}
+
+/// Report ids the platform gave whose status write failed, by export uid, so that a retry
+/// in the same process records them instead of submitting again. Export-only state: it
+/// lives here, not in the shared Context.
+static UNRECORDED: LazyLock<Mutex<HashMap<String, String>>> = LazyLock::new(Mutex::default);
+
+fn unrecorded() -> std::sync::MutexGuard<'static, HashMap<String, String>> {
+    UNRECORDED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn format_str(f: ExportFormat) -> &'static str {
+    match f {
+        ExportFormat::Json => "json",
+        ExportFormat::CocoJson => "coco_json",
+        ExportFormat::Csv => "csv",
+        ExportFormat::Png => "png",
+    }
+}
+
+fn status_str(s: FileStatus) -> &'static str {
+    match s {
+        FileStatus::Review => "review",
+        FileStatus::RAssigned => "r_assigned",
+        FileStatus::ClientReview => "client_review",
+        FileStatus::CrAssigned => "cr_assigned",
+        FileStatus::Accepted => "accepted",
+    }
+}
+
+fn cond(type_: &'static str, status: Status, reason: impl std::fmt::Display, message: impl Into<String>) -> NamedCond {
+    NamedCond::new(type_, status, reason.to_string(), message)
+}
+
+/// Why the export cannot go ahead yet, from its S3Connection as it is; None when it can.
+pub fn connection_problem(conn: Option<&S3Connection>, name: &str) -> Option<NamedCond> {
+    let not =
+        |reason: &dyn std::fmt::Display, message: String| Some(cond(CONNECTION_READY, Status::False, reason, message));
+    let Some(conn) = conn else {
+        return not(
+            &R::ConnectionNotFound,
+            format!(
+                "S3Connection {name:?} was not found in this namespace: create it, or fix spec.connectionRef.name."
+            ),
+        );
+    };
+    if !conn.spec.usage.contains(&Usage::Export) {
+        return not(
+            &R::ConnectionNotForExport,
+            format!(
+                "S3Connection {name:?} does not have Export usage: add Export to its spec.usage so that its write permissions are checked."
+            ),
+        );
+    }
+    if conn.spec.platform.is_none() {
+        return not(
+            &R::ConnectionNotRegistered,
+            format!(
+                "S3Connection {name:?} has no spec.platform: set it so that the connection is registered with the platform, which exports need."
+            ),
+        );
+    }
+    let status = conn.status.as_ref();
+    match status.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY)) {
+        Some(r) if r.status == "True" && status.is_some_and(|s| s.platform_connection_id.is_some()) => None,
+        Some(r) if r.status == "True" => {
+            not(&R::ConnectionNotRegistered, format!("S3Connection {name:?} is not registered with the platform yet."))
+        }
+        // The connection's own reason: the export names what to fix there.
+        Some(r) => {
+            not(&r.reason, format!("S3Connection {name:?} is not ready, so nothing is submitted: {}", r.message))
+        }
+        None => not(&R::ConnectionNotFound, format!("S3Connection {name:?} has not been validated yet.")),
+    }
+}
+
+pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = export.name_any();
+    let namespace = export.namespace().ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    let uid = export.uid().unwrap_or_default();
+    let mut status = export.status.clone().unwrap_or_default();
+    if matches!(status.phase, Some(ExportPhase::Succeeded | ExportPhase::Failed)) {
+        return Ok(Action::await_change());
+    }
+    // Platform calls take a slot like validations do, so that a hung platform in one
+    // namespace cannot hold the others' exports or connections back.
+    let Some(_slot) = ctx.slots.enter(&namespace) else {
+        return Ok(Action::requeue(super::slots::Slots::retry_delay()));
+    };
+    let started = std::time::Instant::now();
+    let conn_name = export.spec.connection_ref.name.to_string();
+    let connection = Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&conn_name)
+        .await
+        .map_err(|source| Error::Read { what: format!("S3Connection {namespace}/{conn_name}"), source })?;
+    status.observed_generation = export.metadata.generation;
+    if status.destination.is_none()
+        && let Some((Some(b), Some(p))) =
+            connection.as_ref().and_then(|c| c.status.as_ref()).map(|s| (s.bucket.clone(), s.prefix.clone()))
+    {
+        status.destination = Some(format!("s3://{b}/{p}{}", folder(&export.spec.folder)));
+    }
+    // A report id the platform gave in this process whose status write failed.
+    if status.report_id.is_none()
+        && let Some(id) = unrecorded().get(&uid).cloned()
+    {
+        status.report_id = Some(id);
+        status.submission_started_time = None;
+        status.submission_tracking_id = None;
+    }
+
+    // What the status says now; every later comparison is against the last write.
+    let mut written = export.status.clone().unwrap_or_default();
+    let names = ExportNames {
+        name: export.spec.name.as_deref().unwrap_or(&name),
+        project_id: &export.spec.project_id,
+        statuses: export.spec.statuses.iter().map(|s| status_str(*s)).collect(),
+    };
+    let problem = connection_problem(connection.as_ref(), &conn_name);
+    let outcome = match decide::step(&mut status, export.annotations(), problem) {
+        Step::Finished => return Ok(Action::await_change()),
+        Step::Blocked(problem) => decide::blocked(status, problem),
+        Step::Unconfirmed => decide::unconfirmed(status, &names),
+        Step::Follow(report_id) => match connection.as_ref() {
+            None => decide::connection_gone(status, &report_id),
+            Some(conn) => match platform_credentials(&ctx, conn, &namespace).await? {
+                Err(c) => decide::no_credentials(status, Some(submitted_as(&report_id)), c),
+                Ok(creds) => {
+                    let state =
+                        ctx.slots.run(ctx.platform.export_status(&creds, &export.spec.project_id, &report_id)).await;
+                    decide::after_check(status, &report_id, state, Timestamp::now())
+                }
+            },
+        },
+        Step::Submit => {
+            let conn = connection.as_ref().expect("a connection without problems exists");
+            match platform_credentials(&ctx, conn, &namespace).await? {
+                Err(c) => decide::no_credentials(status, None, c),
+                Ok(creds) => {
+                    let conn_status = conn.status.clone().unwrap_or_default();
+                    let connection_id = conn_status.platform_connection_id.clone().unwrap_or_default();
+                    let ready = cond(
+                        CONNECTION_READY,
+                        Status::True,
+                        R::ConnectionReady,
+                        format!(
+                            "S3Connection {conn_name:?} is ready and registered (platform connection {connection_id})."
+                        ),
+                    );
+                    // The intent, durably, before the platform hears of the export.
+                    let tracking_id = crate::platform::uuid4();
+                    let intent = decide::intent(status, &ready, &tracking_id, Timestamp::now());
+                    write(&ctx, &export, &written, &intent).await?;
+                    written = intent.status.clone();
+                    let folder_path = format!(
+                        "{}/{}{}",
+                        conn_status.bucket.unwrap_or_default(),
+                        conn_status.prefix.unwrap_or_default(),
+                        folder(&export.spec.folder)
+                    );
+                    let request = ExportRequest {
+                        name: names.name,
+                        description: export.spec.description.as_deref().unwrap_or("Exported by s3connect"),
+                        format: format_str(export.spec.format),
+                        statuses: names.statuses.clone(),
+                        connection_id: &connection_id,
+                        folder_path,
+                    };
+                    let result = ctx
+                        .slots
+                        .run(ctx.platform.create_export(&creds, &export.spec.project_id, &request, &tracking_id))
+                        .await;
+                    if let Ok(id) = &result {
+                        unrecorded().insert(uid.clone(), id.clone());
+                    }
+                    decide::after_submit(intent.status, ready, result, &names, Timestamp::now())
+                }
+            }
+        }
+    };
+    let ready = outcome.conds.iter().find(|c| c.type_ == READY).cloned().expect("Ready is always decided");
+    write(&ctx, &export, &written, &outcome).await?;
+    let metrics = &crate::telemetry::metrics::METRICS;
+    metrics.reconciled("DatasetExport", &ready.reason, started.elapsed());
+    metrics.set_ready(&uid, "DatasetExport", ready.is_true());
+    Ok(shared::action(&ctx, &uid, outcome.next, 0.5))
+}
+
+fn submitted_as(report_id: &str) -> NamedCond {
+    cond(SUBMITTED, Status::True, R::Submitted, format!("The platform accepted the export as report {report_id}."))
+}
+
+fn folder(f: &str) -> String {
+    if f.ends_with('/') { f.to_owned() } else { format!("{f}/") }
+}
+
+async fn platform_credentials(
+    ctx: &Context,
+    conn: &S3Connection,
+    namespace: &str,
+) -> Result<Result<crate::platform::Credentials, NamedCond>, Error> {
+    let Some(p) = &conn.spec.platform else {
+        return Ok(Err(cond(
+            CONNECTION_READY,
+            Status::False,
+            R::ConnectionNotRegistered,
+            "The S3Connection has no spec.platform.",
+        )));
+    };
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(&p.secret_ref.name)
+        .await
+        .map_err(|source| Error::Read { what: format!("Secret {namespace}/{}", &*p.secret_ref.name), source })?;
+    Ok(super::platform::credentials(secret.as_ref(), &p.secret_ref, namespace)
+        .map_err(|c| NamedCond { type_: CONNECTION_READY, ..c.into() }))
+}
+
+/// Writes `outcome` unless it says nothing new against `written` (the status as last
+/// written), and an event when the phase changed. The report id is forgotten from memory
+/// once it is recorded.
+async fn write(
+    ctx: &Context,
+    export: &DatasetExport,
+    written: &DatasetExportStatus,
+    outcome: &Outcome,
+) -> Result<(), Error> {
+    let mut status = outcome.status.clone();
+    let conds = shared::with_kstatus(outcome.conds.clone(), outcome.retrying);
+    status.conditions =
+        conditions::merge_named(&written.conditions, &conds, export.metadata.generation, &Time(Timestamp::now()));
+    let unchanged = DatasetExportStatus { conditions: Vec::new(), ..status.clone() }
+        == DatasetExportStatus { conditions: Vec::new(), ..written.clone() }
+        && conditions::same_ignoring_time(&status.conditions, &written.conditions);
+    if unchanged {
+        return Ok(());
+    }
+    let name = export.name_any();
+    shared::apply(ctx, export, &status).await.map_err(|source| Error::WriteStatus { name: name.clone(), source })?;
+    if status.report_id.is_some() {
+        unrecorded().remove(&export.uid().unwrap_or_default());
+    }
+    if status.phase != written.phase {
+        let ready = conds.iter().find(|c| c.type_ == READY).expect("Ready is always decided");
+        let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+        let note = match &status.report_id {
+            Some(id) => format!("Export {phase} (report {id})."),
+            None => format!("Export {phase}: {}", ready.message),
+        };
+        ctx.event(export.object_ref(&()), status.phase == Some(ExportPhase::Failed), &phase, "Export", &note).await;
+        let namespace = export.namespace().unwrap_or_default();
+        info!(export = %format!("{namespace}/{name}"), phase = %phase, report_id = status.report_id.as_deref().unwrap_or(""), "phase");
+    }
+    Ok(())
+}
+
+fn error_policy(export: Arc<DatasetExport>, err: &Error, ctx: Arc<Context>) -> Action {
+    let uid = export.uid().unwrap_or_default();
+    let delay = super::connection::schedule::backoff(ctx.record_failure(&uid), Duration::from_secs(300), 0.5);
+    let kind = match err {
+        Error::NoNamespace(_) => "NoNamespace",
+        Error::Read { .. } => "Read",
+        Error::WriteStatus { .. } => "WriteStatus",
+    };
+    crate::telemetry::metrics::METRICS.reconcile_error("DatasetExport", kind);
+    warn!(export = %export.name_any(), error = %err, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Spec changes, deletion and the two resolution annotations trigger; status writes do not.
+fn trigger_hash(export: &DatasetExport) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    export.metadata.generation.hash(&mut h);
+    export.metadata.deletion_timestamp.is_some().hash(&mut h);
+    export.annotations().get(REPORT_ID_ANNOTATION).hash(&mut h);
+    export.annotations().get(RESUBMIT_ANNOTATION).hash(&mut h);
+    Some(h.finish())
+}
+
+fn referencing(store: &Store<DatasetExport>, conn: &PartialObjectMeta<S3Connection>) -> Vec<ObjectRef<DatasetExport>> {
+    store
+        .state()
+        .iter()
+        .filter(|e| e.namespace() == conn.namespace() && *e.spec.connection_ref.name == *conn.name_any())
+        .filter(|e| {
+            !matches!(e.status.as_ref().and_then(|s| s.phase), Some(ExportPhase::Succeeded | ExportPhase::Failed))
+        })
+        .map(|e| ObjectRef::from_obj(e.as_ref()))
+        .collect()
+}
+
+pub async fn run(ctx: Arc<Context>) {
+    // Metadata only: a change is all the mapping needs, and every status write of every
+    // connection passes through here.
+    let connections = watcher(super::api::<PartialObjectMeta<S3Connection>>(&ctx), ctx.config.watch_config())
+        .backoff(super::watch_backoff())
+        .applied_objects();
+    super::run_controller(
+        ctx.clone(),
+        "DatasetExport",
+        super::api(&ctx),
+        trigger_hash,
+        connections,
+        referencing,
+        reconcile,
+        error_policy,
+    )
+    .await;
+}

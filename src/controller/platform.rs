@@ -1,0 +1,105 @@
+//! What every controller that calls the platform shares: the API credentials from their
+//! Secret, and a failed call as a condition that says what to do.
+
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::api::conditions::{Cond, REGISTERED, Reason};
+use crate::api::connection::PlatformSecretRef;
+use crate::platform::{Credentials, PlatformError};
+
+/// The platform API credentials from their Secret, or the condition that says what is
+/// missing.
+pub fn credentials(secret: Option<&Secret>, refs: &PlatformSecretRef, namespace: &str) -> Result<Credentials, Cond> {
+    let Some(secret) = secret else {
+        return Err(Cond::failed(
+            REGISTERED,
+            Reason::PlatformSecretNotFound,
+            format!(
+                "Secret {:?} (spec.platform.secretRef) was not found in namespace {namespace:?}: create it with the keys {}, {} and {} from the Labellerr API settings.",
+                &*refs.name, refs.api_key_key, refs.api_secret_key, refs.client_id_key
+            ),
+        ));
+    };
+    let get = |key: &str| match crate::controller::secret_value(secret, key) {
+        Ok(v) => Ok(v),
+        Err(crate::controller::BadValue::Missing) => Err(Cond::failed(
+            REGISTERED,
+            Reason::PlatformSecretKeyMissing,
+            format!(
+                "Secret {:?} has no key {key:?} (it has: {}): add it, or name the key that holds it in spec.platform.secretRef.",
+                &*refs.name,
+                crate::controller::secret_keys(secret).join(", ")
+            ),
+        )),
+        Err(crate::controller::BadValue::Invalid) => {
+            Err(Cond::failed(REGISTERED, Reason::SecretValueInvalid, invalid_value_message(&refs.name, key)))
+        }
+    };
+    Ok(Credentials {
+        api_key: get(&refs.api_key_key)?,
+        api_secret: get(&refs.api_secret_key)?,
+        client_id: get(&refs.client_id_key)?,
+    })
+}
+
+/// Names the Secret and key of a value that is not visible ASCII, never the value.
+pub fn invalid_value_message(secret: &str, key: &str) -> String {
+    format!(
+        "The value of key {key:?} in Secret {secret:?} has characters no credential has (a control character, a line break or space inside it, or non-ASCII): paste the value again, exactly as issued, without quotes."
+    )
+}
+
+/// The condition (of type `type_`) for a failed platform call while `doing` something.
+pub fn failure(type_: &'static str, doing: &str, e: &PlatformError) -> Cond {
+    match e {
+        PlatformError::Rejected { message, .. } | PlatformError::NoFilesWithStatus { message } => Cond::failed(
+            type_,
+            Reason::PlatformRejected,
+            format!("The platform refused {doing}: {message}. Fix what it names; the operator retries with backoff."),
+        ),
+        PlatformError::Internal { tracking_id, .. } | PlatformError::Invalid { tracking_id, .. } => Cond::failed(
+            type_,
+            Reason::PlatformInternalError,
+            format!(
+                "The platform had an internal error while {doing} (tracking id {tracking_id}); retrying with backoff. If it persists, quote the tracking id to Labellerr support."
+            ),
+        ),
+        PlatformError::Unknown { detail, tracking_id } => Cond::failed(
+            type_,
+            Reason::RegistrationUnconfirmed,
+            format!(
+                "The platform did not say whether it finished {doing} ({detail}, tracking id {tracking_id}); the operator looks for the result by name before trying again, so nothing is created twice."
+            ),
+        ),
+        PlatformError::Unreachable { detail, tracking_id } => Cond::failed(
+            type_,
+            Reason::PlatformUnreachable,
+            format!(
+                "Could not reach the platform while {doing} ({detail}, tracking id {tracking_id}): check the operator's --platform-url and its network path; retrying with backoff."
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_failures_name_the_reason_and_the_tracking_id() {
+        let c = failure(REGISTERED, "x", &PlatformError::Internal { status: 500, tracking_id: "abc-123".into() });
+        assert_eq!(c.reason, Reason::PlatformInternalError);
+        assert!(c.message.contains("tracking id abc-123") && c.message.contains("Labellerr support"));
+        let c = failure(REGISTERED, "x", &PlatformError::Rejected { status: 400, message: "bad path".into() });
+        assert_eq!(c.reason, Reason::PlatformRejected);
+        assert!(c.message.contains("bad path"));
+        let c = failure(
+            REGISTERED,
+            "creating",
+            &PlatformError::Unknown { detail: "HTTP 500".into(), tracking_id: "t-9".into() },
+        );
+        assert_eq!(c.reason, Reason::RegistrationUnconfirmed);
+        assert!(c.message.contains("t-9") && c.message.contains("by name"), "{}", c.message);
+        assert!(Reason::RegistrationUnconfirmed.is_transient());
+    }
+}
