@@ -177,9 +177,9 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     let spec = &conn.spec;
     // A namespace whose validations are all in flight (its endpoints hang, say) waits its
     // turn here, before any API call, without holding a slot anyone else needs.
-    let Some(_slot) = ctx.slots.enter(&namespace) else {
+    if !ctx.slots.admits(&namespace) {
         return Ok(Action::requeue(super::slots::Slots::retry_delay()));
-    };
+    }
 
     let (secret, forbidden) = match get_secret(&ctx, &namespace, &spec.credentials.secret_ref.name).await {
         Ok(s) => (s, false),
@@ -241,7 +241,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     };
     let (verdict, report) = ctx
         .slots
-        .run(async {
+        .run(&namespace, async {
             match prepared {
                 Ok((location, keys)) => {
                     let probe =

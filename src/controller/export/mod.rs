@@ -142,9 +142,9 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
     }
     // Platform calls take a slot like validations do, so that a hung platform in one
     // namespace cannot hold the others' exports or connections back.
-    let Some(_slot) = ctx.slots.enter(&namespace) else {
+    if !ctx.slots.admits(&namespace) {
         return Ok(Action::requeue(super::slots::Slots::retry_delay()));
-    };
+    }
     let started = std::time::Instant::now();
     let conn_name = export.spec.connection_ref.name.to_string();
     let connection = Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
@@ -184,8 +184,10 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
             Some(conn) => match platform_credentials(&ctx, conn, &namespace).await? {
                 Err(c) => decide::no_credentials(status, Some(submitted_as(&report_id)), c),
                 Ok(creds) => {
-                    let state =
-                        ctx.slots.run(ctx.platform.export_status(&creds, &export.spec.project_id, &report_id)).await;
+                    let state = ctx
+                        .slots
+                        .run(&namespace, ctx.platform.export_status(&creds, &export.spec.project_id, &report_id))
+                        .await;
                     decide::after_check(status, &report_id, state, Timestamp::now())
                 }
             },
@@ -226,7 +228,10 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
                     };
                     let result = ctx
                         .slots
-                        .run(ctx.platform.create_export(&creds, &export.spec.project_id, &request, &tracking_id))
+                        .run(
+                            &namespace,
+                            ctx.platform.create_export(&creds, &export.spec.project_id, &request, &tracking_id),
+                        )
                         .await;
                     if let Ok(id) = &result {
                         unrecorded().insert(uid.clone(), id.clone());
