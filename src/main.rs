@@ -26,7 +26,7 @@ enum Command {
     ///
     /// Uses the in-cluster configuration, or KUBECONFIG / ~/.kube/config outside a cluster.
     Operator(OperatorArgs),
-    /// Print the CustomResourceDefinitions (S3Connection, DatasetExport) as YAML.
+    /// Print the CustomResourceDefinitions (S3Connection, DatasetExport, Dataset) as YAML.
     ///
     /// Install them with: s3connect crd | kubectl apply --server-side -f -
     Crd,
@@ -319,7 +319,11 @@ async fn operator(args: OperatorArgs) -> ExitCode {
     // what is in flight; a reconcile stuck on an unreachable server must not keep the
     // process up past the deadline, so that a rollout never waits on it.
     let controllers = async {
-        tokio::join!(controller::connection::run(ctx.clone()), controller::export::run(ctx));
+        tokio::join!(
+            controller::connection::run(ctx.clone()),
+            controller::export::run(ctx.clone()),
+            controller::dataset::run(ctx)
+        );
     };
     let deadline = async {
         shutdown_signal().await;

@@ -37,6 +37,7 @@ STATE = {
     "projects": {},     # project_id -> [{"file_id", "name", "status", "annotations"}]
     "connections": {},  # connection_id -> {...}
     "exports": {},      # report_id -> {...}
+    "datasets": {},     # dataset_id -> {...}
     "faults": {},       # endpoint name -> [{"status", "count", "delay", "delay_after", scope}]
     "calls": [],        # (endpoint, uuid) of every authenticated call
 }
@@ -344,6 +345,147 @@ def export_status():
     return jsonify({"status": items, "response": items})
 
 
+DATA_TYPES = ("image", "video", "audio", "document", "text")
+# Objects the platform would not count as files: probes and folder markers.
+NOT_FILES = ("~s3connect-write-probe", ".labellerr-connection-test")
+
+
+def scan(credentials, path):
+    """Reads the folder as the platform does, with the connection's own keys: the status
+    code and the number of files. A folder the keys cannot list or read fails (500)."""
+    bucket, prefix = split_path(path)
+    s3 = s3_client(credentials)
+    keys = []
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for o in page.get("Contents", []):
+                name = o["Key"].rsplit("/", 1)[-1]
+                if name and not name.startswith(NOT_FILES):
+                    keys.append(o["Key"])
+        if keys:
+            try:
+                s3.get_object(Bucket=bucket, Key=keys[0], Range="bytes=0-0")
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") != "InvalidRange":
+                    raise
+    except (ClientError, BotoCoreError):
+        return 500, 0
+    return 300, len(keys)
+
+
+def process_dataset(dataset_id, delay=0.5):
+    time.sleep(delay)
+    with LOCK:
+        d = STATE["datasets"].get(dataset_id)
+        conn = STATE["connections"].get(d["connection_id"]) if d else None
+    if d is None:
+        return
+    code, count = scan(conn["credentials"], d["path"]) if conn else (500, 0)
+    with LOCK:
+        d["status_code"], d["files_count"] = code, count
+
+
+@app.post("/datasets/create")
+def create_dataset():
+    err = authenticated("datasets/create")
+    if err:
+        return err
+    body = request.get_json(silent=True) or {}
+    for field in ("dataset_name", "data_type", "connection_id", "path"):
+        if not body.get(field):
+            return bad(f"{field} is required")
+    if body["data_type"] not in DATA_TYPES:
+        return bad("data_type is invalid")
+    with LOCK:
+        conn = STATE["connections"].get(body["connection_id"])
+    if conn is None:
+        return bad("Connection not found", 404)
+    if conn["connection_type"] != "import":
+        return bad("connection_id must be an import connection")
+    dataset_id = uuid.uuid4().hex
+    with LOCK:
+        STATE["datasets"][dataset_id] = {
+            "dataset_id": dataset_id,
+            "name": body["dataset_name"],
+            "description": body.get("dataset_description", ""),
+            "data_type": body["data_type"],
+            "connection_id": body["connection_id"],
+            "path": body["path"],
+            "es_multimodal_index": bool(body.get("es_multimodal_index")),
+            "files_count": 0,
+            "status_code": 100,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created_by": request.headers.get("api_key", "")[:4] + "...",
+        }
+    threading.Thread(target=process_dataset, args=(dataset_id,), daemon=True).start()
+    return after("datasets/create") or jsonify({"response": {"dataset_id": dataset_id}})
+
+
+@app.get("/datasets/list")
+def list_datasets():
+    err = authenticated("datasets/list")
+    if err:
+        return err
+    data_type = request.args.get("data_type")
+    size = max(1, min(int(request.args.get("page_size", "10") or 10), 100))
+    after_id = request.args.get("last_dataset_id")
+    with LOCK:
+        items = [{"dataset_id": d["dataset_id"], "name": d["name"], "data_type": d["data_type"]}
+                 for d in STATE["datasets"].values() if not data_type or d["data_type"] == data_type]
+    if after_id:
+        ids = [i["dataset_id"] for i in items]
+        items = items[ids.index(after_id) + 1:] if after_id in ids else []
+    page = items[:size]
+    more = len(items) > size
+    return jsonify({"response": {"datasets": page, "has_more": more,
+                                 "last_dataset_id": page[-1]["dataset_id"] if page else None}})
+
+
+@app.get("/datasets/<dataset_id>")
+def get_dataset(dataset_id):
+    err = authenticated("datasets/get")
+    if err:
+        return err
+    with LOCK:
+        d = STATE["datasets"].get(dataset_id)
+        if d is None:
+            return bad("Dataset not found", 404)
+        return jsonify({"response": {k: d[k] for k in ("name", "description", "data_type", "files_count",
+                                                      "status_code", "created_at", "created_by")}})
+
+
+@app.delete("/datasets/<dataset_id>/delete")
+def delete_dataset(dataset_id):
+    err = authenticated("datasets/delete")
+    if err:
+        return err
+    with LOCK:
+        if STATE["datasets"].pop(dataset_id, None) is None:
+            return bad("Dataset not found", 404)
+    return jsonify({"response": {"message": "Dataset deleted"}})
+
+
+@app.post("/connectors/datasets/sync")
+def sync_dataset():
+    err = authenticated("datasets/sync")
+    if err:
+        return err
+    body = request.get_json(silent=True) or {}
+    for field in ("project_id", "dataset_id", "path", "connection_id"):
+        if not body.get(field):
+            return bad(f"{field} is required")
+    with LOCK:
+        d = STATE["datasets"].get(body["dataset_id"])
+        conn = STATE["connections"].get(body["connection_id"])
+    if d is None or conn is None:
+        return bad("Dataset or connection not found", 404)
+    code, count = scan(conn["credentials"], body["path"])
+    with LOCK:
+        d["status_code"], d["files_count"] = code, count
+        d["synced_project"] = body["project_id"]
+    return jsonify({"response": {"message": "Sync completed", "files_count": count}})
+
+
 @app.post("/_admin/projects")
 def admin_project():
     body = request.get_json()
@@ -367,6 +509,7 @@ def admin_state():
         return jsonify({
             "connections": [{k: v for k, v in c.items() if k != "credentials"} for c in STATE["connections"].values()],
             "exports": [{k: v for k, v in e.items() if k != "files"} for e in STATE["exports"].values()],
+            "datasets": list(STATE["datasets"].values()),
             "calls": STATE["calls"],
         })
 

@@ -3,9 +3,11 @@
 
 pub mod conditions;
 pub mod connection;
+pub mod dataset;
 pub mod export;
 
 pub use connection::{S3Connection, S3ConnectionSpec, S3ConnectionStatus};
+pub use dataset::{Dataset, DatasetSpec, DatasetStatus};
 pub use export::{DatasetExport, DatasetExportSpec, DatasetExportStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -42,9 +44,9 @@ impl std::ops::Deref for ObjectName {
     }
 }
 
-/// Both CRDs, in a stable order.
+/// The CRDs, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![S3Connection::crd(), DatasetExport::crd()]
+    vec![S3Connection::crd(), DatasetExport::crd(), Dataset::crd()]
 }
 
 /// The CRDs as one multi-document YAML stream: what `s3connect crd` prints and what

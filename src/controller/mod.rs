@@ -2,6 +2,7 @@
 //! operator's configuration.
 
 pub mod connection;
+pub mod dataset;
 pub mod export;
 pub mod platform;
 pub mod slots;
@@ -273,18 +274,25 @@ pub async fn run_controller<K, O, I, Fut, E>(
     let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
     controller
-        // Reconciles in flight: more than the validations that may start at once, since a
-        // reconcile whose namespace is full returns at once and one that waits on a hung
-        // store gives its start permit up (see `slots`).
+        // Reconciles in flight: more than the ones that may start at once, since one that
+        // waits on a hung store gives its start permit up and only then counts against its
+        // namespace (see `slots`); one waiting for a permit holds no connection yet.
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency.saturating_mul(4)))
         .trigger_backoff(watch_backoff())
         .watches_stream(related, move |o| mapper(&store, &o))
         .shutdown_on_signal()
         .run(
             move |object, ctx| async move {
+                // A namespace with its share of slow work in flight (its endpoints hang,
+                // say) waits its turn without holding a slot anyone else needs.
+                let namespace = object.meta().namespace.clone().unwrap_or_default();
+                if !ctx.slots.admits(&namespace) {
+                    return Ok(Action::requeue(slots::Slots::retry_delay()));
+                }
                 #[cfg(debug_assertions)]
                 let debug_panic =
                     object.meta().annotations.as_ref().is_some_and(|a| a.contains_key(DEBUG_PANIC_ANNOTATION));
+                let slots_ctx = ctx.clone();
                 let run = async move {
                     #[cfg(debug_assertions)]
                     if debug_panic {
@@ -292,7 +300,7 @@ pub async fn run_controller<K, O, I, Fut, E>(
                     }
                     reconcile(object, ctx).await
                 };
-                let (result, busy) = crate::telemetry::busy(guarded(run)).await;
+                let (result, busy) = crate::telemetry::busy(guarded(slots_ctx.slots.run(&namespace, run))).await;
                 crate::telemetry::metrics::METRICS.reconcile_busy(name, busy);
                 result
             },

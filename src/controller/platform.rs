@@ -2,10 +2,91 @@
 //! Secret, and a failed call as a condition that says what to do.
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 
-use crate::api::conditions::{Cond, REGISTERED, Reason};
-use crate::api::connection::PlatformSecretRef;
+use super::Context;
+use crate::api::conditions::{Cond, NamedCond, READY, REGISTERED, Reason, Status};
+use crate::api::connection::{PlatformSecretRef, S3Connection, Usage};
 use crate::platform::{Credentials, PlatformError};
+
+/// What a resource needs of its S3Connection, for the messages that say what is missing.
+pub struct Need {
+    pub usage: Usage,
+    /// The reason when the connection lacks `usage`.
+    pub wrong_usage: &'static str,
+    /// Why that usage matters, after "add it to its spec.usage".
+    pub why_usage: &'static str,
+    /// What needs the registration ("exports", "datasets").
+    pub for_what: &'static str,
+    /// What does not happen meanwhile ("nothing is submitted").
+    pub withheld: &'static str,
+}
+
+/// Why a resource cannot use its S3Connection `name` yet, from the connection as it is;
+/// None when it can. A connection that is not Ready passes on its own reason, so that the
+/// resource names what to fix there.
+pub fn connection_problem(conn: Option<&S3Connection>, name: &str, need: &Need) -> Option<NamedCond> {
+    const TYPE: &str = "ConnectionReady";
+    let not = |reason: &str, message: String| Some(NamedCond::new(TYPE, Status::False, reason, message));
+    let Some(conn) = conn else {
+        return not(
+            "ConnectionNotFound",
+            format!(
+                "S3Connection {name:?} was not found in this namespace: create it, or fix spec.connectionRef.name."
+            ),
+        );
+    };
+    if !conn.spec.usage.contains(&need.usage) {
+        return not(
+            need.wrong_usage,
+            format!(
+                "S3Connection {name:?} does not have {:?} usage: add {:?} to its spec.usage {}.",
+                need.usage, need.usage, need.why_usage
+            ),
+        );
+    }
+    if conn.spec.platform.is_none() {
+        return not(
+            "ConnectionNotRegistered",
+            format!(
+                "S3Connection {name:?} has no spec.platform: set it so that the connection is registered with the platform, which {} need.",
+                need.for_what
+            ),
+        );
+    }
+    let status = conn.status.as_ref();
+    match status.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY)) {
+        Some(r) if r.status == "True" && status.is_some_and(|s| s.platform_connection_id.is_some()) => None,
+        Some(r) if r.status == "True" => {
+            not("ConnectionNotRegistered", format!("S3Connection {name:?} is not registered with the platform yet."))
+        }
+        Some(r) => not(&r.reason, format!("S3Connection {name:?} is not ready, so {}: {}", need.withheld, r.message)),
+        None => not("ConnectionNotFound", format!("S3Connection {name:?} has not been validated yet.")),
+    }
+}
+
+/// The platform credentials a connection names, or the condition (of type `type_`) that
+/// says what is missing; Err when the Secret could not be read.
+pub async fn credentials_of(
+    ctx: &Context,
+    conn: &S3Connection,
+    namespace: &str,
+    type_: &'static str,
+) -> Result<Result<Credentials, NamedCond>, (String, kube::Error)> {
+    let Some(p) = &conn.spec.platform else {
+        return Ok(Err(NamedCond::new(
+            type_,
+            Status::False,
+            "ConnectionNotRegistered",
+            "The S3Connection has no spec.platform.",
+        )));
+    };
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(&p.secret_ref.name)
+        .await
+        .map_err(|source| (format!("Secret {namespace}/{}", &*p.secret_ref.name), source))?;
+    Ok(credentials(secret.as_ref(), &p.secret_ref, namespace).map_err(|c| NamedCond { type_, ..c.into() }))
+}
 
 /// The platform API credentials from their Secret, or the condition that says what is
 /// missing.

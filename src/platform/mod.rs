@@ -130,6 +130,28 @@ pub struct ExportRequest<'a> {
     pub folder_path: String,
 }
 
+/// What a dataset is made from.
+pub struct DatasetRequest<'a> {
+    pub name: &'a str,
+    pub description: &'a str,
+    pub data_type: &'a str,
+    /// An import connection's id.
+    pub connection_id: &'a str,
+    /// `bucket/prefix/folder/`
+    pub path: String,
+    pub multimodal_indexing: bool,
+}
+
+/// A dataset as the platform shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetInfo {
+    pub name: String,
+    pub description: String,
+    pub files_count: i64,
+    /// 300: processed; 400 and above: failed; anything else: processing.
+    pub status_code: i64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExportState {
     Running(String),
@@ -359,6 +381,134 @@ impl Client {
         }))
     }
 
+    /// Creates a dataset from an import connection's folder, with the tracking id
+    /// `tracking_id` (recorded by the caller beforehand), and returns its id.
+    pub async fn create_dataset(
+        &self,
+        creds: &Credentials,
+        req: &DatasetRequest<'_>,
+        tracking_id: &str,
+    ) -> Result<String, PlatformError> {
+        let body = Body::Json(json!({
+            "dataset_name": req.name,
+            "dataset_description": req.description,
+            "data_type": req.data_type,
+            "connection_id": req.connection_id,
+            "path": req.path,
+            "client_id": creds.client_id,
+            "es_multimodal_index": req.multimodal_indexing,
+        }));
+        let call = Call {
+            method: "POST",
+            path: "/datasets/create",
+            query: &[],
+            effect: Effect::Create,
+            tracking_id: Some(tracking_id),
+        };
+        let (value, tracking_id) = self.call(creds, call, body, false, None).await?;
+        string_field(&value, "dataset_id", &tracking_id).map_err(unknown_if_invalid)
+    }
+
+    /// The dataset `id`, or None when the platform does not know it.
+    pub async fn get_dataset(&self, creds: &Credentials, id: &str) -> Result<Option<DatasetInfo>, PlatformError> {
+        let path = format!("/datasets/{}", encode(id));
+        let call = Call { method: "GET", path: &path, query: &[], effect: Effect::Idempotent, tracking_id: None };
+        let value = match self.call(creds, call, Body::Empty, false, None).await {
+            Ok((value, _)) => value,
+            Err(PlatformError::Rejected { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let r = &value["response"];
+        let number = |v: &Value| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0);
+        Ok(Some(DatasetInfo {
+            name: r["name"].as_str().unwrap_or_default().to_owned(),
+            description: r["description"].as_str().unwrap_or_default().to_owned(),
+            files_count: number(&r["files_count"]),
+            status_code: number(&r["status_code"]),
+        }))
+    }
+
+    /// The ids of the datasets of `data_type` named `name`, through the (paged) list: how
+    /// a create whose answer was lost is found again.
+    pub async fn find_datasets(
+        &self,
+        creds: &Credentials,
+        data_type: &str,
+        name: &str,
+    ) -> Result<Vec<String>, PlatformError> {
+        let mut found = Vec::new();
+        let mut after: Option<String> = None;
+        // A bound on pages, so that a platform that always says "more" cannot loop us.
+        for _ in 0..100 {
+            let mut query = vec![("data_type", data_type), ("permission_level", "client"), ("page_size", "100")];
+            if let Some(a) = &after {
+                query.push(("last_dataset_id", a));
+            }
+            let call = Call {
+                method: "GET",
+                path: "/datasets/list",
+                query: &query,
+                effect: Effect::Idempotent,
+                tracking_id: None,
+            };
+            let (value, _) = self.call(creds, call, Body::Empty, false, None).await?;
+            let page = &value["response"];
+            for d in page["datasets"].as_array().into_iter().flatten() {
+                if d["name"].as_str() == Some(name)
+                    && let Some(id) = d["dataset_id"].as_str()
+                {
+                    found.push(id.to_owned());
+                }
+            }
+            match (page["has_more"].as_bool(), page["last_dataset_id"].as_str()) {
+                (Some(true), Some(last)) if after.as_deref() != Some(last) => after = Some(last.to_owned()),
+                _ => return Ok(found),
+            }
+        }
+        Ok(found)
+    }
+
+    /// Deletes a dataset; one that is already gone counts as deleted.
+    pub async fn delete_dataset(&self, creds: &Credentials, id: &str) -> Result<(), PlatformError> {
+        let path = format!("/datasets/{}/delete", encode(id));
+        let call = Call { method: "DELETE", path: &path, query: &[], effect: Effect::Idempotent, tracking_id: None };
+        match self.call(creds, call, Body::Empty, false, None).await {
+            Ok(_) | Err(PlatformError::Rejected { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Syncs the new files of the connection's `path` into `project_id`'s dataset. Doing it
+    /// twice adds nothing twice.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn sync_dataset(
+        &self,
+        creds: &Credentials,
+        project_id: &str,
+        dataset_id: &str,
+        connection_id: &str,
+        path: &str,
+        data_type: &str,
+    ) -> Result<(), PlatformError> {
+        let body = Body::Json(json!({
+            "client_id": creds.client_id,
+            "project_id": project_id,
+            "dataset_id": dataset_id,
+            "path": path,
+            "data_type": data_type,
+            "email_id": creds.api_key,
+            "connection_id": connection_id,
+        }));
+        let call = Call {
+            method: "POST",
+            path: "/connectors/datasets/sync",
+            query: &[],
+            effect: Effect::Idempotent,
+            tracking_id: None,
+        };
+        self.call(creds, call, body, false, None).await.map(|_| ())
+    }
+
     /// One API call, repeated as its effect allows. Returns the body (the whole JSON, so
     /// callers can read `response` or `status`) and the call's tracking id.
     async fn call(
@@ -503,7 +653,12 @@ fn metric_path(path: &str) -> &'static str {
         "/connectors/connections/list" => "/connectors/connections/list",
         "/sdk/export/files" => "/sdk/export/files",
         "/exports/status" => "/exports/status",
+        "/datasets/create" => "/datasets/create",
+        "/datasets/list" => "/datasets/list",
+        "/connectors/datasets/sync" => "/connectors/datasets/sync",
         p if p.ends_with("/details") => "/connectors/connections/{id}/details",
+        p if p.starts_with("/datasets/") && p.ends_with("/delete") => "/datasets/{id}/delete",
+        p if p.starts_with("/datasets/") => "/datasets/{id}",
         _ => "other",
     }
 }

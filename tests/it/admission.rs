@@ -258,3 +258,31 @@ async fn control_characters_dot_segments_and_origins_s3_refuses_never_get_in() {
         assert!(message.contains(&format!("spec.{field}")), "{field} {value:?}: {message}");
     }
 }
+
+#[tokio::test]
+async fn datasets_refuse_bad_paths_and_changes_the_platform_cannot_make() {
+    let ns = support::namespace(&support::client().await, "dsadmit").await;
+    let api = api::<s3connect::api::Dataset>(&ns).await;
+    let dataset = |name: &str, spec: Value| json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "Dataset", "metadata": {"name": name}, "spec": spec});
+    for path in ["/abs/", "a//b/", "../up/", "a/./b", "a\u{7f}b/"] {
+        let spec = json!({"connectionRef": {"name": "images"}, "path": path});
+        let message = rejected(&api, dataset("d", spec)).await;
+        assert!(message.contains("spec.path"), "{path:?}: {message}");
+    }
+    for interval in ["1m", "25h", "soon"] {
+        let spec = json!({"connectionRef": {"name": "images"}, "sync": {"projectId": "p", "interval": interval}});
+        let message = rejected(&api, dataset("d", spec)).await;
+        assert!(message.contains("sync.interval must be a duration"), "{interval}: {message}");
+    }
+    let created = accepted(&api, dataset("d", json!({"connectionRef": {"name": "images"}, "path": "cats/"}))).await;
+    assert_eq!(created.data["spec"]["deletionPolicy"], "Retain", "the default keeps the platform's dataset");
+    for change in [json!({"path": "dogs/"}), json!({"displayName": "other"}), json!({"multimodalIndexing": true})] {
+        let err = api.patch("d", &PatchParams::default(), &Patch::Merge(&json!({"spec": change}))).await.unwrap_err();
+        assert!(err.to_string().contains("immutable"), "{change}: {err}");
+    }
+    for change in [json!({"deletionPolicy": "Delete"}), json!({"sync": {"projectId": "p", "interval": "2h"}})] {
+        api.patch("d", &PatchParams::default(), &Patch::Merge(&json!({"spec": change})))
+            .await
+            .unwrap_or_else(|e| panic!("{change}: {e}"));
+    }
+}

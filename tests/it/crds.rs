@@ -23,6 +23,7 @@ async fn crds_are_established_with_status_subresource_and_printer_columns() {
     for (name, columns) in [
         ("s3connections.s3connect.io", vec!["Bucket", "Region", "Ready", "Reason", "Age"]),
         ("datasetexports.s3connect.io", vec!["Connection", "Format", "Phase", "Age"]),
+        ("datasets.s3connect.io", vec!["Connection", "Files", "Phase", "Ready", "Reason", "Age"]),
     ] {
         let crd = crds.get(name).await.unwrap_or_else(|e| panic!("{name} is not installed: {e}"));
         let established = crd
@@ -43,9 +44,23 @@ async fn crds_are_established_with_status_subresource_and_printer_columns() {
     }
 }
 
+/// `kubectl explain`, retried for a few seconds: right after the CRDs are installed, the
+/// API server may not publish their OpenAPI yet.
+fn explain(what: &str) -> (bool, String) {
+    let mut last = (false, String::new());
+    for _ in 0..50 {
+        last = support::kubectl(&["explain", what]);
+        if last.0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    last
+}
+
 #[test]
 fn kubectl_explain_describes_the_spec() {
-    let (ok, out) = support::kubectl(&["explain", "s3connection.spec"]);
+    let (ok, out) = explain("s3connection.spec");
     assert!(ok, "kubectl explain failed: {out}");
     for field in [
         "uri",
@@ -63,7 +78,22 @@ fn kubectl_explain_describes_the_spec() {
     }
     assert!(out.contains("s3://bucket/prefix/"), "the uri field is not described:\n{out}");
 
-    let (ok, out) = support::kubectl(&["explain", "datasetexport.spec.statuses"]);
+    let (ok, out) = explain("datasetexport.spec.statuses");
     assert!(ok, "kubectl explain failed: {out}");
     assert!(out.contains("workflow statuses"), "statuses is not described:\n{out}");
+
+    let (ok, out) = explain("dataset.spec");
+    assert!(ok, "kubectl explain failed: {out}");
+    for field in [
+        "connectionRef",
+        "path",
+        "dataType",
+        "displayName",
+        "description",
+        "multimodalIndexing",
+        "sync",
+        "deletionPolicy",
+    ] {
+        assert!(out.contains(field), "kubectl explain dataset.spec does not list {field}:\n{out}");
+    }
 }

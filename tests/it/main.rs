@@ -8,6 +8,7 @@ mod chart;
 mod cli;
 mod connection;
 mod crds;
+mod dataset;
 mod export;
 mod isolation;
 mod launcher;

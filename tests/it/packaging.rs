@@ -39,7 +39,7 @@ fn the_dockerfile_passes_hadolint() {
 }
 
 /// Runs a health check from docs/argocd on `objects`; returns (status, message) each.
-fn health(script: &str, objects: &[Value]) -> Vec<(String, String)> {
+pub fn health(script: &str, objects: &[Value]) -> Vec<(String, String)> {
     let mut child = Command::new(tools().join("python"))
         .arg(support::repo_root().join("testenv/lua_health.py"))
         .stdin(Stdio::piped())

@@ -175,11 +175,6 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     }
     let uid = conn.uid().unwrap_or_default();
     let spec = &conn.spec;
-    // A namespace whose validations are all in flight (its endpoints hang, say) waits its
-    // turn here, before any API call, without holding a slot anyone else needs.
-    if !ctx.slots.admits(&namespace) {
-        return Ok(Action::requeue(super::slots::Slots::retry_delay()));
-    }
 
     let (secret, forbidden) = match get_secret(&ctx, &namespace, &spec.credentials.secret_ref.name).await {
         Ok(s) => (s, false),
@@ -239,64 +234,62 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     } else {
         prepare(spec, secret.as_ref(), &ctx.config.allowed_endpoints)
     };
-    let (verdict, report) = ctx
-        .slots
-        .run(&namespace, async {
-            match prepared {
-                Ok((location, keys)) => {
-                    let probe =
-                        Probe { deadline: ctx.config.validation_timeout, ..Probe::for_spec(spec, &location, &owner) };
-                    let report = probe::run(&probe, &keys).await;
-                    let mut verdict = decide(&subject, Ok((&location, &report)));
-                    if let Some(p) = &spec.platform {
-                        let registered = if !verdict.ready().is_true() {
-                            Cond::not_checked(
-                                conditions::REGISTERED,
-                                "the connection is registered once every probe passes",
-                            )
-                        } else {
-                            match super::platform::credentials(platform_secret.as_ref(), &p.secret_ref, &namespace) {
-                                Err(cond) => cond,
-                                Ok(creds) => {
-                                    let version = secret_version.clone().unwrap_or_default();
-                                    let done = register::register(
-                                        &ctx.platform,
-                                        &creds,
-                                        spec,
-                                        &location,
-                                        &keys,
-                                        &existing,
-                                        &registration_intents,
-                                        &version,
-                                        &owner,
-                                        &mut |intents| record_intents(&ctx, &conn, intents),
-                                    )
-                                    .await;
-                                    platform_connections = done.connections;
-                                    registration_intents = done.intents;
-                                    done.cond
-                                }
-                            }
-                        };
-                        verdict = decide::with_registration(verdict, registered);
-                    }
-                    // `keys` goes out of scope here: nothing below can read them.
-                    (verdict, Some(report))
-                }
-                Err(blocker) => {
-                    let mut verdict = decide(&subject, Err(&blocker));
-                    if spec.platform.is_some() {
-                        let registered = Cond::not_checked(
+    let (verdict, report) = async {
+        match prepared {
+            Ok((location, keys)) => {
+                let probe =
+                    Probe { deadline: ctx.config.validation_timeout, ..Probe::for_spec(spec, &location, &owner) };
+                let report = probe::run(&probe, &keys).await;
+                let mut verdict = decide(&subject, Ok((&location, &report)));
+                if let Some(p) = &spec.platform {
+                    let registered = if !verdict.ready().is_true() {
+                        Cond::not_checked(
                             conditions::REGISTERED,
                             "the connection is registered once every probe passes",
-                        );
-                        verdict = decide::with_registration(verdict, registered);
-                    }
-                    (verdict, None)
+                        )
+                    } else {
+                        match super::platform::credentials(platform_secret.as_ref(), &p.secret_ref, &namespace) {
+                            Err(cond) => cond,
+                            Ok(creds) => {
+                                let version = secret_version.clone().unwrap_or_default();
+                                let done = register::register(
+                                    &ctx.platform,
+                                    &creds,
+                                    spec,
+                                    &location,
+                                    &keys,
+                                    &existing,
+                                    &registration_intents,
+                                    &version,
+                                    &owner,
+                                    &mut |intents| record_intents(&ctx, &conn, intents),
+                                )
+                                .await;
+                                platform_connections = done.connections;
+                                registration_intents = done.intents;
+                                done.cond
+                            }
+                        }
+                    };
+                    verdict = decide::with_registration(verdict, registered);
                 }
+                // `keys` goes out of scope here: nothing below can read them.
+                (verdict, Some(report))
             }
-        })
-        .await;
+            Err(blocker) => {
+                let mut verdict = decide(&subject, Err(&blocker));
+                if spec.platform.is_some() {
+                    let registered = Cond::not_checked(
+                        conditions::REGISTERED,
+                        "the connection is registered once every probe passes",
+                    );
+                    verdict = decide::with_registration(verdict, registered);
+                }
+                (verdict, None)
+            }
+        }
+    }
+    .await;
     let report = report.as_ref();
     let location = Location::parse(&spec.uri).ok();
 

@@ -21,7 +21,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PartialObjectMeta};
@@ -90,47 +89,18 @@ fn cond(type_: &'static str, status: Status, reason: impl std::fmt::Display, mes
     NamedCond::new(type_, status, reason.to_string(), message)
 }
 
-/// Why the export cannot go ahead yet, from its S3Connection as it is; None when it can.
+/// Why an export cannot go ahead yet, from its S3Connection as it is; None when it can.
 pub fn connection_problem(conn: Option<&S3Connection>, name: &str) -> Option<NamedCond> {
-    let not =
-        |reason: &dyn std::fmt::Display, message: String| Some(cond(CONNECTION_READY, Status::False, reason, message));
-    let Some(conn) = conn else {
-        return not(
-            &R::ConnectionNotFound,
-            format!(
-                "S3Connection {name:?} was not found in this namespace: create it, or fix spec.connectionRef.name."
-            ),
-        );
-    };
-    if !conn.spec.usage.contains(&Usage::Export) {
-        return not(
-            &R::ConnectionNotForExport,
-            format!(
-                "S3Connection {name:?} does not have Export usage: add Export to its spec.usage so that its write permissions are checked."
-            ),
-        );
-    }
-    if conn.spec.platform.is_none() {
-        return not(
-            &R::ConnectionNotRegistered,
-            format!(
-                "S3Connection {name:?} has no spec.platform: set it so that the connection is registered with the platform, which exports need."
-            ),
-        );
-    }
-    let status = conn.status.as_ref();
-    match status.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY)) {
-        Some(r) if r.status == "True" && status.is_some_and(|s| s.platform_connection_id.is_some()) => None,
-        Some(r) if r.status == "True" => {
-            not(&R::ConnectionNotRegistered, format!("S3Connection {name:?} is not registered with the platform yet."))
-        }
-        // The connection's own reason: the export names what to fix there.
-        Some(r) => {
-            not(&r.reason, format!("S3Connection {name:?} is not ready, so nothing is submitted: {}", r.message))
-        }
-        None => not(&R::ConnectionNotFound, format!("S3Connection {name:?} has not been validated yet.")),
-    }
+    super::platform::connection_problem(conn, name, &FOR_EXPORT)
 }
+
+const FOR_EXPORT: super::platform::Need = super::platform::Need {
+    usage: Usage::Export,
+    wrong_usage: "ConnectionNotForExport",
+    why_usage: "so that its write permissions are checked",
+    for_what: "exports",
+    withheld: "nothing is submitted",
+};
 
 pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = export.name_any();
@@ -139,11 +109,6 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
     let mut status = export.status.clone().unwrap_or_default();
     if matches!(status.phase, Some(ExportPhase::Succeeded | ExportPhase::Failed)) {
         return Ok(Action::await_change());
-    }
-    // Platform calls take a slot like validations do, so that a hung platform in one
-    // namespace cannot hold the others' exports or connections back.
-    if !ctx.slots.admits(&namespace) {
-        return Ok(Action::requeue(super::slots::Slots::retry_delay()));
     }
     let started = std::time::Instant::now();
     let conn_name = export.spec.connection_ref.name.to_string();
@@ -184,10 +149,7 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
             Some(conn) => match platform_credentials(&ctx, conn, &namespace).await? {
                 Err(c) => decide::no_credentials(status, Some(submitted_as(&report_id)), c),
                 Ok(creds) => {
-                    let state = ctx
-                        .slots
-                        .run(&namespace, ctx.platform.export_status(&creds, &export.spec.project_id, &report_id))
-                        .await;
+                    let state = ctx.platform.export_status(&creds, &export.spec.project_id, &report_id).await;
                     decide::after_check(status, &report_id, state, Timestamp::now())
                 }
             },
@@ -226,13 +188,8 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
                         connection_id: &connection_id,
                         folder_path,
                     };
-                    let result = ctx
-                        .slots
-                        .run(
-                            &namespace,
-                            ctx.platform.create_export(&creds, &export.spec.project_id, &request, &tracking_id),
-                        )
-                        .await;
+                    let result =
+                        ctx.platform.create_export(&creds, &export.spec.project_id, &request, &tracking_id).await;
                     if let Ok(id) = &result {
                         unrecorded().insert(uid.clone(), id.clone());
                     }
@@ -262,20 +219,9 @@ async fn platform_credentials(
     conn: &S3Connection,
     namespace: &str,
 ) -> Result<Result<crate::platform::Credentials, NamedCond>, Error> {
-    let Some(p) = &conn.spec.platform else {
-        return Ok(Err(cond(
-            CONNECTION_READY,
-            Status::False,
-            R::ConnectionNotRegistered,
-            "The S3Connection has no spec.platform.",
-        )));
-    };
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(&p.secret_ref.name)
+    super::platform::credentials_of(ctx, conn, namespace, CONNECTION_READY)
         .await
-        .map_err(|source| Error::Read { what: format!("Secret {namespace}/{}", &*p.secret_ref.name), source })?;
-    Ok(super::platform::credentials(secret.as_ref(), &p.secret_ref, namespace)
-        .map_err(|c| NamedCond { type_: CONNECTION_READY, ..c.into() }))
+        .map_err(|(what, source)| Error::Read { what, source })
 }
 
 /// Writes `outcome` unless it says nothing new against `written` (the status as last

@@ -49,6 +49,22 @@ fn xml_value<'a>(doc: &'a str, tag: &str) -> &'a str {
 /// Creates an IAM user whose only permissions are `policy` (a JSON policy document) and
 /// returns its new access keys.
 pub async fn user_with_policy(hint: &str, policy: &serde_json::Value) -> Keys {
+    user_with_policy_named(hint, policy).await.0
+}
+
+/// Replaces the policy of the user `name` (as `user_with_policy_named` made it).
+pub async fn put_user_policy(name: &str, policy: &serde_json::Value) {
+    call(&[
+        ("Action", "PutUserPolicy"),
+        ("UserName", name),
+        ("PolicyName", "s3connect-test"),
+        ("PolicyDocument", &policy.to_string()),
+    ])
+    .await;
+}
+
+/// Like `user_with_policy`, also returning the user's name.
+pub async fn user_with_policy_named(hint: &str, policy: &serde_json::Value) -> (Keys, String) {
     let name = unique(hint);
     call(&[("Action", "CreateUser"), ("UserName", &name)]).await;
     call(&[
@@ -59,11 +75,12 @@ pub async fn user_with_policy(hint: &str, policy: &serde_json::Value) -> Keys {
     ])
     .await;
     let key = call(&[("Action", "CreateAccessKey"), ("UserName", &name)]).await;
-    Keys {
+    let keys = Keys {
         access_key_id: xml_value(&key, "AccessKeyId").to_owned(),
         secret_access_key: xml_value(&key, "SecretAccessKey").to_owned(),
         session_token: None,
-    }
+    };
+    (keys, name)
 }
 
 /// A policy document allowing `actions` on `resources`.

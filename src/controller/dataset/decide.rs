@@ -1,0 +1,298 @@
+//! The Dataset decision: facts in (its spec and status, annotations, its connection,
+//! what the platform answered), the next step and the new status out. Pure, so that each
+//! state of the manual's "Creating Dataset" step is a table test.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::CONNECTION_READY;
+use crate::api::conditions::{NamedCond, READY, Status};
+use crate::api::dataset::{DatasetPhase, DatasetReason as R, DatasetSpec, DatasetStatus, SYNC_NOW_ANNOTATION};
+use crate::controller::connection::schedule::parse_interval;
+use crate::controller::status::Next;
+use crate::platform::{DatasetInfo, PlatformError};
+
+/// What the driver does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Its connection cannot be used yet: show why.
+    Blocked(NamedCond),
+    /// No dataset yet: record the intent, create it once.
+    Create,
+    /// A create's outcome is unknown (a lost answer, a restart): look for it by name
+    /// before anything else.
+    Lookup,
+    /// Ask the platform how the dataset is (and sync it first when `sync`).
+    Check { sync: bool },
+    /// Nothing to do until then (None: until something changes).
+    Idle(Option<Duration>),
+}
+
+/// The sync the annotation asks for, if it is new.
+fn sync_requested(status: &DatasetStatus, annotations: &BTreeMap<String, String>) -> Option<String> {
+    annotations.get(SYNC_NOW_ANNOTATION).filter(|v| status.last_handled_sync.as_ref() != Some(*v)).cloned()
+}
+
+/// When the next scheduled sync is due, from now (None: no sync configured).
+fn sync_due_in(spec: &DatasetSpec, status: &DatasetStatus, now: Timestamp) -> Option<Duration> {
+    let interval = parse_interval(&spec.sync.as_ref()?.interval);
+    let Some(last) = status.last_sync_time.as_ref() else { return Some(Duration::ZERO) };
+    let since = Duration::try_from(now.duration_since(last.0)).unwrap_or(Duration::ZERO);
+    Some(interval.saturating_sub(since))
+}
+
+pub fn step(
+    spec: &DatasetSpec,
+    status: &DatasetStatus,
+    annotations: &BTreeMap<String, String>,
+    problem: Option<NamedCond>,
+    now: Timestamp,
+) -> Step {
+    if status.dataset_id.is_none() {
+        if status.creation_started_time.is_some() {
+            return Step::Lookup;
+        }
+        return match problem {
+            Some(cond) => Step::Blocked(cond),
+            None => Step::Create,
+        };
+    }
+    let settled = matches!(status.phase, Some(DatasetPhase::Ready | DatasetPhase::Failed));
+    if !settled {
+        return Step::Check { sync: false };
+    }
+    let asked = sync_requested(status, annotations).is_some();
+    match sync_due_in(spec, status, now) {
+        Some(_) if asked => Step::Check { sync: true },
+        Some(d) if d.is_zero() && problem.is_none() => Step::Check { sync: true },
+        Some(d) => Step::Idle(Some(d.max(Duration::from_secs(1)))),
+        None => Step::Idle(None),
+    }
+}
+
+/// What a step ends with: the new status, conditions (Ready last), and what next.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub status: DatasetStatus,
+    pub conds: Vec<NamedCond>,
+    /// Reconciling (the operator works on it by itself) rather than Stalled, whenever
+    /// Ready is not True.
+    pub retrying: bool,
+    pub next: Next,
+}
+
+fn cond(type_: &'static str, status: Status, reason: R, message: impl Into<String>) -> NamedCond {
+    NamedCond::new(type_, status, reason.as_str(), message)
+}
+
+fn not_yet(reason: R, message: impl Into<String>) -> NamedCond {
+    cond(READY, Status::Unknown, reason, message)
+}
+
+const RETRY_CAP: Duration = Duration::from_secs(600);
+
+/// Polling a dataset the platform is processing: 2 s doubling to a minute.
+pub fn poll_after(attempt: u32) -> Duration {
+    Duration::from_secs(2u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(60))
+}
+
+pub fn blocked(mut status: DatasetStatus, problem: NamedCond) -> Outcome {
+    status.phase = Some(DatasetPhase::Pending);
+    // Ready carries the connection's own reason; the S3Connection watch brings the dataset
+    // back when the connection changes.
+    let ready = NamedCond { type_: READY, status: Status::False, ..problem.clone() };
+    Outcome { status, conds: vec![problem, ready], retrying: false, next: Next::After(Duration::from_secs(300)) }
+}
+
+/// The intent, as written before the platform hears of the dataset.
+pub fn intent(mut status: DatasetStatus, ready: &NamedCond, name: &str, tracking_id: &str, now: Timestamp) -> Outcome {
+    status.phase = Some(DatasetPhase::Creating);
+    status.creation_started_time = Some(Time(now));
+    status.creation_tracking_id = Some(tracking_id.to_owned());
+    status.platform_name = Some(name.to_owned());
+    let creating = not_yet(R::Creating, format!("Creating dataset {name:?} on the platform."));
+    Outcome { status, conds: vec![ready.clone(), creating], retrying: true, next: Next::AwaitChange }
+}
+
+fn clear_intent(status: &mut DatasetStatus) {
+    status.creation_started_time = None;
+    status.creation_tracking_id = None;
+}
+
+/// A dataset found (or made) under the intent: it is the one, from now on.
+pub fn adopted(mut status: DatasetStatus, ready: NamedCond, id: String) -> Outcome {
+    clear_intent(&mut status);
+    status.phase = Some(DatasetPhase::Creating);
+    let processing = not_yet(R::Processing, format!("The platform is processing dataset {id}."));
+    status.dataset_id = Some(id);
+    Outcome { status, conds: vec![ready, processing], retrying: true, next: Next::After(Duration::from_secs(2)) }
+}
+
+/// After the one create call.
+pub fn after_create(status: DatasetStatus, ready: NamedCond, result: Result<String, PlatformError>) -> Outcome {
+    let tracking_id = status.creation_tracking_id.clone().unwrap_or_default();
+    let name = status.platform_name.clone().unwrap_or_default();
+    match result {
+        Ok(id) => adopted(status, ready, id),
+        // The platform may have made it: look for it by name next, never create blindly.
+        Err(PlatformError::Unknown { detail, .. }) => {
+            let c = cond(
+                READY,
+                Status::False,
+                R::CreationUnconfirmed,
+                format!(
+                    "The platform did not say whether it created dataset {name:?} ({detail}, tracking id {tracking_id}); the operator looks for it by name before creating anything again."
+                ),
+            );
+            Outcome {
+                status,
+                conds: vec![ready, c],
+                retrying: true,
+                next: Next::Retry { cap: Duration::from_secs(60) },
+            }
+        }
+        Err(e) => {
+            let mut status = status;
+            clear_intent(&mut status);
+            let rejected = matches!(e, PlatformError::Rejected { .. } | PlatformError::NoFilesWithStatus { .. });
+            if rejected {
+                status.phase = Some(DatasetPhase::Failed);
+            }
+            let failed = platform_failure(&format!("creating dataset {name:?}"), &e);
+            let next = if rejected { Next::AwaitChange } else { Next::Retry { cap: RETRY_CAP } };
+            Outcome { status, conds: vec![ready, failed], retrying: !rejected, next }
+        }
+    }
+}
+
+/// What the connection's probes say about reading the dataset's folder now: the first
+/// failing message among credentials, bucket and read, and the statement that would fix
+/// it; None when it reads fine (then `sample` is a file it read).
+pub struct Recheck {
+    pub problem: Option<String>,
+    pub missing_policy: Option<String>,
+    pub sample: Option<String>,
+}
+
+/// After asking the platform how the dataset is (and syncing it, when asked).
+#[allow(clippy::too_many_arguments)]
+pub fn after_check(
+    mut status: DatasetStatus,
+    ready: NamedCond,
+    folder: &str,
+    spec: &DatasetSpec,
+    info: Result<Option<DatasetInfo>, PlatformError>,
+    recheck: Option<&Recheck>,
+    synced: Option<String>,
+    now: Timestamp,
+    attempt: u32,
+) -> Outcome {
+    let id = status.dataset_id.clone().unwrap_or_default();
+    let info = match info {
+        Err(e) => {
+            let failed = platform_failure(&format!("reading dataset {id}"), &e);
+            return Outcome {
+                status,
+                conds: vec![ready, failed],
+                retrying: true,
+                next: Next::Retry { cap: RETRY_CAP },
+            };
+        }
+        Ok(None) => {
+            status.phase = Some(DatasetPhase::Failed);
+            let gone = cond(
+                READY,
+                Status::False,
+                R::DatasetFailed,
+                format!(
+                    "The platform no longer knows dataset {id} (deleted there?): delete this Dataset, and re-create it to make a new one."
+                ),
+            );
+            return Outcome { status, conds: vec![ready, gone], retrying: false, next: Next::AwaitChange };
+        }
+        Ok(Some(info)) => info,
+    };
+    if let Some(value) = synced {
+        status.last_sync_time = Some(Time(now));
+        status.last_handled_sync = Some(value).filter(|v| !v.is_empty()).or(status.last_handled_sync);
+    }
+    status.files_count = Some(info.files_count);
+    status.status_code = Some(info.status_code);
+    let recheck_says = |what: &str| match recheck {
+        Some(Recheck { problem: Some(p), missing_policy, .. }) => format!(
+            "{what} Re-checked with the connection's keys: {p}{}",
+            missing_policy.as_deref().map_or(String::new(), |m| format!(
+                " The statement to add: {}",
+                m.split_whitespace().collect::<Vec<_>>().join(" ")
+            ))
+        ),
+        Some(Recheck { problem: None, sample, .. }) => format!(
+            "{what} The connection's keys can list and read {folder} now{}.",
+            sample.as_deref().map_or(String::new(), |s| format!(" (read {s:?})"))
+        ),
+        None => what.to_owned(),
+    };
+    let (conds, retrying, next) = if info.status_code >= 400 {
+        status.phase = Some(DatasetPhase::Failed);
+        let message = recheck_says(&format!(
+            "The platform reports dataset {id} failed (status {}), the manual's \"status 500 or Failed\".",
+            info.status_code
+        ));
+        let fix = " Fix the connection's read permissions, then delete and re-create this Dataset.";
+        (vec![ready, cond(READY, Status::False, R::DatasetFailed, message + fix)], false, Next::AwaitChange)
+    } else if info.status_code != 300 {
+        status.phase = Some(DatasetPhase::Creating);
+        let processing =
+            not_yet(R::Processing, format!("The platform is processing dataset {id} (status {}).", info.status_code));
+        (vec![ready, processing], true, Next::After(poll_after(attempt)))
+    } else if info.files_count == 0 {
+        status.phase = Some(DatasetPhase::Failed);
+        let message = recheck_says(&format!(
+            "The platform finished dataset {id} with no files from {folder}, the manual's \"Dataset has no files\"."
+        ));
+        let fix = match &spec.sync {
+            Some(_) => {
+                " Upload the files there (or fix the permissions); the next sync, or annotating s3connect.io/sync-now, adds them."
+            }
+            None => {
+                " Upload the files there (or fix the permissions), then delete and re-create this Dataset, or give it spec.sync."
+            }
+        };
+        let next =
+            sync_due_in(spec, &status, now).map_or(Next::AwaitChange, |d| Next::After(d.max(Duration::from_secs(1))));
+        (vec![ready, cond(READY, Status::False, R::NoFiles, message + fix)], false, next)
+    } else {
+        status.phase = Some(DatasetPhase::Ready);
+        let done = cond(
+            READY,
+            Status::True,
+            R::DatasetReady,
+            format!("Dataset {id} ({:?}) has {} files from {folder}.", info.name, info.files_count),
+        );
+        // A Ready dataset costs nothing until its sync is due.
+        let next = Next::Success(sync_due_in(spec, &status, now).map(|d| d.max(Duration::from_secs(1))));
+        return Outcome { status, conds: vec![ready, done], retrying: false, next };
+    };
+    Outcome { status, conds, retrying, next }
+}
+
+fn platform_failure(doing: &str, e: &PlatformError) -> NamedCond {
+    let c: NamedCond = crate::controller::platform::failure(READY, doing, e).into();
+    NamedCond { status: Status::False, ..c }
+}
+
+/// Marks that the connection is ready (and so the dataset may go ahead).
+pub fn connection_ready(name: &str, connection_id: &str) -> NamedCond {
+    cond(
+        CONNECTION_READY,
+        Status::True,
+        R::ConnectionReady,
+        format!("S3Connection {name:?} is ready and registered for Import (platform connection {connection_id})."),
+    )
+}
+
+#[cfg(test)]
+mod tests;

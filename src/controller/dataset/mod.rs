@@ -1,0 +1,484 @@
+//! The Dataset controller: wait for an Import connection that is Ready and registered,
+//! create the platform's dataset exactly once, follow its processing with backoff, sync
+//! it on schedule, and delete it with the object when asked to.
+//!
+//! Exactly once: the intent (the dataset's name and the call's tracking id) is written
+//! before the create call. A create whose outcome is unknown (a timeout, a lost
+//! connection, a 5xx, a restart) is looked up by that name in the platform's dataset list
+//! and adopted; only a dataset that provably is not there is created again.
+//!
+//! The driver reads the facts, asks `decide` for the step, does the platform calls it
+//! needs, and writes the outcome once.
+
+pub mod decide;
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use self::decide::{Outcome, Recheck, Step};
+use super::Context;
+use super::status::{self as shared, Next};
+use crate::api::conditions::{self, BUCKET_REACHABLE, CREDENTIALS_VALID, NamedCond, READ_PERMITTED, READY};
+use crate::api::connection::{CorsMode, S3Connection, Usage};
+use crate::api::dataset::{Dataset, DatasetPhase, DatasetStatus, DeletionPolicy, SYNC_NOW_ANNOTATION};
+use crate::platform::{Credentials, DatasetRequest};
+use crate::s3::probe::{self, Probe};
+use crate::s3::uri::Location;
+
+pub const CONNECTION_READY: &str = "ConnectionReady";
+/// Held while deleting the object must delete the platform's dataset (deletionPolicy Delete).
+pub const FINALIZER: &str = "s3connect.io/dataset";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Dataset {0} has no namespace")]
+    NoNamespace(String),
+    #[error("reading {what} failed: {source}")]
+    Read { what: String, source: kube::Error },
+    #[error("writing Dataset {name} failed: {source}")]
+    Write { name: String, source: kube::Error },
+}
+
+const FOR_DATASET: super::platform::Need = super::platform::Need {
+    usage: Usage::Import,
+    wrong_usage: "ConnectionNotForImport",
+    why_usage: "so that its read permissions are checked",
+    for_what: "datasets",
+    withheld: "no dataset is created",
+};
+
+/// The dataset's name on the platform.
+fn platform_name(ds: &Dataset) -> String {
+    ds.spec.display_name.clone().unwrap_or_else(|| format!("{}-{}", ds.namespace().unwrap_or_default(), ds.name_any()))
+}
+
+/// The dataset's folder: the connection's bucket and prefix, and the dataset's path.
+fn folder(ds: &Dataset, conn: &S3Connection) -> Option<Location> {
+    let status = conn.status.as_ref()?;
+    let mut prefix =
+        format!("{}{}", status.prefix.clone().unwrap_or_default(), ds.spec.path.clone().unwrap_or_default());
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    Some(Location { bucket: status.bucket.clone()?, prefix })
+}
+
+pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = ds.name_any();
+    let namespace = ds.namespace().ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    let uid = ds.uid().unwrap_or_default();
+    let conn_name = ds.spec.connection_ref.name.to_string();
+    let connection = Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&conn_name)
+        .await
+        .map_err(|source| Error::Read { what: format!("S3Connection {namespace}/{conn_name}"), source })?;
+    if ds.metadata.deletion_timestamp.is_some() {
+        crate::telemetry::metrics::METRICS.forget(&uid);
+        return clean_up(&ctx, &ds, connection.as_ref()).await;
+    }
+    let wants_finalizer = ds.spec.deletion_policy == DeletionPolicy::Delete;
+    if wants_finalizer != ds.finalizers().iter().any(|f| f == FINALIZER) {
+        // Before anything is created, so that a Delete dataset never outlives the object.
+        let mut finalizers: Vec<String> = ds.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+        if wants_finalizer {
+            finalizers.push(FINALIZER.to_owned());
+        }
+        set_finalizers(&ctx, &ds, finalizers).await?;
+        return Ok(Action::requeue(Duration::ZERO));
+    }
+    let started = std::time::Instant::now();
+    let mut status = ds.status.clone().unwrap_or_default();
+    status.observed_generation = ds.metadata.generation;
+    // What the status says now; every later comparison is against the last write.
+    let mut written = ds.status.clone().unwrap_or_default();
+    let problem = super::platform::connection_problem(connection.as_ref(), &conn_name, &FOR_DATASET);
+    let step = decide::step(&ds.spec, &status, ds.annotations(), problem.clone(), Timestamp::now());
+    let outcome = match (step, connection.as_ref()) {
+        (Step::Idle(after), _) => return Ok(after.map_or_else(Action::await_change, Action::requeue)),
+        (Step::Blocked(p), _) => decide::blocked(status, p),
+        (_, None) => decide::blocked(status, problem.unwrap_or_else(|| conn_missing(&conn_name))),
+        (step, Some(conn)) => {
+            let creds = match super::platform::credentials_of(&ctx, conn, &namespace, CONNECTION_READY).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(c)) => return finish(&ctx, &ds, &written, decide::blocked(status, c), started).await,
+                Err((what, source)) => return Err(Error::Read { what, source }),
+            };
+            let run = Run { ctx: &ctx, ds: &ds, conn, creds: &creds, namespace: &namespace };
+            run.step(step, status, &mut written).await?
+        }
+    };
+    finish(&ctx, &ds, &written, outcome, started).await
+}
+
+fn conn_missing(name: &str) -> NamedCond {
+    NamedCond::new(
+        CONNECTION_READY,
+        conditions::Status::False,
+        "ConnectionNotFound",
+        format!("S3Connection {name:?} was not found in this namespace."),
+    )
+}
+
+/// Writes the outcome, counts it, and returns the next action.
+async fn finish(
+    ctx: &Context,
+    ds: &Dataset,
+    written: &DatasetStatus,
+    outcome: Outcome,
+    started: std::time::Instant,
+) -> Result<Action, Error> {
+    let uid = ds.uid().unwrap_or_default();
+    let ready = outcome.conds.iter().find(|c| c.type_ == READY).cloned().expect("Ready is always decided");
+    write(ctx, ds, written, &outcome).await?;
+    let metrics = &crate::telemetry::metrics::METRICS;
+    metrics.reconciled("Dataset", &ready.reason, started.elapsed());
+    metrics.set_ready(&uid, "Dataset", ready.is_true());
+    Ok(shared::action(ctx, &uid, outcome.next, super::connection::schedule::jitter_fraction(&uid)))
+}
+
+/// One reconcile's platform work for a dataset whose connection can be used.
+struct Run<'a> {
+    ctx: &'a Context,
+    ds: &'a Dataset,
+    conn: &'a S3Connection,
+    creds: &'a Credentials,
+    namespace: &'a str,
+}
+
+impl Run<'_> {
+    fn data_type(&self) -> &'static str {
+        self.ds.spec.data_type.unwrap_or(self.conn.spec.data_type).as_str()
+    }
+
+    /// The connection's Import registration: datasets read through it (a connection
+    /// with both usages has one registration each, and exports use the other).
+    fn connection_id(&self) -> String {
+        let status = self.conn.status.as_ref();
+        status
+            .and_then(|s| s.platform_connections.iter().find(|c| c.connection_type == "import"))
+            .map(|c| c.id.clone())
+            .or_else(|| status.and_then(|s| s.platform_connection_id.clone()))
+            .unwrap_or_default()
+    }
+
+    async fn step(&self, step: Step, mut status: DatasetStatus, written: &mut DatasetStatus) -> Result<Outcome, Error> {
+        let ready = decide::connection_ready(&self.ds.spec.connection_ref.name, &self.connection_id());
+        let platform = &self.ctx.platform;
+        let name = platform_name(self.ds);
+        match step {
+            Step::Lookup => {
+                let found = platform.find_datasets(self.creds, self.data_type(), &name).await;
+                match found {
+                    Ok(ids) if !ids.is_empty() => {
+                        if ids.len() > 1 {
+                            warn!(dataset = %name, ids = ?ids, "several platform datasets have this name; adopting the first");
+                        }
+                        let id = ids.into_iter().next().expect("not empty");
+                        info!(dataset = %name, dataset_id = %id, "adopted the dataset an earlier create made");
+                        Ok(decide::adopted(status, ready, id))
+                    }
+                    // Provably not there: the earlier create did not happen; create it now.
+                    Ok(_) => {
+                        status.creation_started_time = None;
+                        status.creation_tracking_id = None;
+                        self.create(status, ready, written).await
+                    }
+                    Err(e) => Ok(decide::after_create(status, ready, Err(e))),
+                }
+            }
+            Step::Create => self.create(status, ready, written).await,
+            Step::Check { sync } => self.check(status, ready, sync).await,
+            Step::Blocked(_) | Step::Idle(_) => unreachable!("handled by the caller"),
+        }
+    }
+
+    async fn create(
+        &self,
+        status: DatasetStatus,
+        ready: NamedCond,
+        written: &mut DatasetStatus,
+    ) -> Result<Outcome, Error> {
+        let Some(location) = folder(self.ds, self.conn) else {
+            return Ok(decide::blocked(status, conn_missing(&self.ds.spec.connection_ref.name)));
+        };
+        let name = platform_name(self.ds);
+        let tracking_id = crate::platform::uuid4();
+        let intent = decide::intent(status, &ready, &name, &tracking_id, Timestamp::now());
+        write(self.ctx, self.ds, written, &intent).await?;
+        *written = intent.status.clone();
+        let owner = format!("{}/{}", self.namespace, self.ds.name_any());
+        let description =
+            self.ds.spec.description.clone().unwrap_or_else(|| format!("Managed by s3connect (Dataset {owner})"));
+        let connection_id = self.connection_id();
+        let request = DatasetRequest {
+            name: &name,
+            description: &description,
+            data_type: self.data_type(),
+            connection_id: &connection_id,
+            path: format!("{}/{}", location.bucket, location.prefix),
+            multimodal_indexing: self.ds.spec.multimodal_indexing,
+        };
+        let result = self.ctx.platform.create_dataset(self.creds, &request, &tracking_id).await;
+        Ok(decide::after_create(intent.status, ready, result))
+    }
+
+    async fn check(&self, status: DatasetStatus, ready: NamedCond, sync: bool) -> Result<Outcome, Error> {
+        let id = status.dataset_id.clone().unwrap_or_default();
+        let location = folder(self.ds, self.conn);
+        let where_ = location.as_ref().map_or_else(|| "its folder".to_owned(), |l| l.to_string());
+        let platform = &self.ctx.platform;
+        let mut synced = None;
+        if sync && let (Some(s), Some(l)) = (&self.ds.spec.sync, &location) {
+            let (path, connection_id) = (format!("{}/{}", l.bucket, l.prefix), self.connection_id());
+            let call = platform.sync_dataset(self.creds, &s.project_id, &id, &connection_id, &path, self.data_type());
+            if let Err(e) = call.await {
+                return Ok(decide::after_check(
+                    status,
+                    ready,
+                    &where_,
+                    &self.ds.spec,
+                    Err(e),
+                    None,
+                    None,
+                    Timestamp::now(),
+                    0,
+                ));
+            }
+            synced = Some(self.ds.annotations().get(SYNC_NOW_ANNOTATION).cloned().unwrap_or_default());
+        }
+        let info = platform.get_dataset(self.creds, &id).await;
+        // A failed or empty dataset: look again with the connection's own keys, so that the
+        // message names what is wrong now (a denied action and its statement, no objects).
+        let needs_recheck =
+            matches!(&info, Ok(Some(i)) if i.status_code >= 400 || (i.status_code == 300 && i.files_count == 0));
+        let recheck = match (&location, needs_recheck) {
+            (Some(l), true) => self.recheck(l).await,
+            _ => None,
+        };
+        let attempt = self.ctx.failures(&self.ds.uid().unwrap_or_default());
+        let outcome = decide::after_check(
+            status,
+            ready,
+            &where_,
+            &self.ds.spec,
+            info,
+            recheck.as_ref(),
+            synced,
+            Timestamp::now(),
+            attempt,
+        );
+        if outcome.status.phase == Some(DatasetPhase::Creating) {
+            self.ctx.record_failure(&self.ds.uid().unwrap_or_default());
+        }
+        Ok(outcome)
+    }
+
+    /// The connection's read probes on the dataset's folder, with the connection's keys.
+    async fn recheck(&self, location: &Location) -> Option<Recheck> {
+        use crate::controller::connection::decide::{KeysFrom, Subject, decide};
+        let spec = &self.conn.spec;
+        if let Some(endpoint) = &spec.endpoint {
+            let contacted =
+                crate::s3::client::contacted_url(Some(endpoint), spec.force_path_style, &location.bucket, "");
+            if !self.ctx.config.allowed_endpoints.allows(&contacted) {
+                return None;
+            }
+        }
+        let secret = Api::<Secret>::namespaced(self.ctx.client.clone(), self.namespace)
+            .get_opt(&spec.credentials.secret_ref.name)
+            .await
+            .ok()??;
+        let keys = crate::controller::connection::keys_from(&secret, &spec.credentials.secret_ref).ok()?;
+        let owner = format!("{}/{}", self.namespace, self.ds.name_any());
+        let probe = Probe {
+            location,
+            usage: &[Usage::Import],
+            cors_mode: CorsMode::Ignore,
+            origins: &[],
+            region: spec.region.as_deref(),
+            endpoint: spec.endpoint.as_deref(),
+            force_path_style: spec.force_path_style,
+            owner: &owner,
+            deadline: self.ctx.config.validation_timeout,
+        };
+        let report = probe::run(&probe, &keys).await;
+        let mut read_spec = spec.clone();
+        read_spec.usage = vec![Usage::Import];
+        read_spec.cors.mode = CorsMode::Ignore;
+        read_spec.uri = location.to_string();
+        let verdict = decide(
+            &Subject { spec: &read_spec, namespace: self.namespace, keys_from: KeysFrom::Secret },
+            Ok((location, &report)),
+        );
+        let problem = verdict
+            .conditions
+            .iter()
+            .filter(|c| [CREDENTIALS_VALID, BUCKET_REACHABLE, READ_PERMITTED].contains(&c.type_))
+            .find(|c| !c.is_true())
+            .map(|c| c.message.clone());
+        Some(Recheck { problem, missing_policy: verdict.missing_policy, sample: report.sample_object })
+    }
+}
+
+async fn set_finalizers(ctx: &Context, ds: &Dataset, finalizers: Vec<String>) -> Result<(), Error> {
+    let (namespace, name) = (ds.namespace().unwrap_or_default(), ds.name_any());
+    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": ds.resource_version()}});
+    Api::<Dataset>::namespaced(ctx.client.clone(), &namespace)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Write { name, source })
+}
+
+/// Deletion with deletionPolicy Delete: the platform's dataset first (the recorded one,
+/// and one an unconfirmed create may have made), then the finalizer.
+async fn clean_up(ctx: &Context, ds: &Dataset, conn: Option<&S3Connection>) -> Result<Action, Error> {
+    if !ds.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let namespace = ds.namespace().unwrap_or_default();
+    let status = ds.status.clone().unwrap_or_default();
+    let skip = ds.annotations().get(super::connection::register::SKIP_CLEANUP).is_some_and(|v| v == "true");
+    let failed: Option<String> = if skip || (status.dataset_id.is_none() && status.creation_started_time.is_none()) {
+        None
+    } else {
+        match conn {
+            None => Some(format!(
+                "Its S3Connection {:?} is gone, and with it the platform credentials needed to delete the dataset.",
+                &*ds.spec.connection_ref.name
+            )),
+            Some(conn) => match super::platform::credentials_of(ctx, conn, &namespace, READY).await {
+                Err((what, source)) => return Err(Error::Read { what, source }),
+                Ok(Err(c)) => Some(c.message),
+                Ok(Ok(creds)) => {
+                    let mut ids: Vec<String> = status.dataset_id.iter().cloned().collect();
+                    if status.dataset_id.is_none() {
+                        let data_type = ds.spec.data_type.unwrap_or(conn.spec.data_type).as_str();
+                        match ctx.platform.find_datasets(&creds, data_type, &platform_name(ds)).await {
+                            Ok(found) => ids.extend(found),
+                            Err(e) => ids.push(format!("(lookup failed: {e})")),
+                        }
+                    }
+                    let mut failed = None;
+                    for id in ids {
+                        if id.starts_with('(') {
+                            failed = Some(id);
+                            break;
+                        }
+                        if let Err(e) = ctx.platform.delete_dataset(&creds, &id).await {
+                            failed = Some(format!("Deleting dataset {id} on the platform failed: {e}."));
+                            break;
+                        }
+                    }
+                    failed
+                }
+            },
+        }
+    };
+    if let Some(why) = failed {
+        let message = format!(
+            "{why} The Dataset is deleted once its platform dataset is (deletionPolicy: Delete); to let it go without that, annotate it {}=true.",
+            super::connection::register::SKIP_CLEANUP
+        );
+        let cond = NamedCond::new(READY, conditions::Status::False, "DeletionBlocked", message);
+        let patch = serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "Dataset", "status": {
+            "conditions": conditions::merge_named(&status.conditions, &[cond], ds.metadata.generation, &Time(Timestamp::now())),
+        }});
+        let _ = Api::<Dataset>::namespaced(ctx.client.clone(), &namespace)
+            .patch_status(&ds.name_any(), &PatchParams::apply("s3connect-cleanup").force(), &Patch::Apply(&patch))
+            .await;
+        let next = Next::Retry { cap: Duration::from_secs(300) };
+        return Ok(shared::action(ctx, &ds.uid().unwrap_or_default(), next, 0.5));
+    }
+    let rest: Vec<String> = ds.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    set_finalizers(ctx, ds, rest).await?;
+    info!(dataset = %format!("{namespace}/{}", ds.name_any()), skipped = skip, "platform dataset removed");
+    Ok(Action::await_change())
+}
+
+/// Writes `outcome` unless it says nothing new against `written` (the status as last
+/// written), and an event when the phase changed.
+async fn write(ctx: &Context, ds: &Dataset, written: &DatasetStatus, outcome: &Outcome) -> Result<(), Error> {
+    let mut status = outcome.status.clone();
+    let conds = shared::with_kstatus(outcome.conds.clone(), outcome.retrying);
+    status.conditions =
+        conditions::merge_named(&written.conditions, &conds, ds.metadata.generation, &Time(Timestamp::now()));
+    let unchanged = DatasetStatus { conditions: Vec::new(), ..status.clone() }
+        == DatasetStatus { conditions: Vec::new(), ..written.clone() }
+        && conditions::same_ignoring_time(&status.conditions, &written.conditions);
+    if unchanged {
+        return Ok(());
+    }
+    let name = ds.name_any();
+    shared::apply(ctx, ds, &status).await.map_err(|source| Error::Write { name: name.clone(), source })?;
+    if status.phase != written.phase {
+        let ready = conds.iter().find(|c| c.type_ == READY).expect("Ready is always decided");
+        let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+        let warning = !ready.is_true() && status.phase == Some(DatasetPhase::Failed);
+        ctx.event(ds.object_ref(&()), warning, &phase, "Dataset", &ready.message).await;
+        info!(dataset = %format!("{}/{name}", ds.namespace().unwrap_or_default()), phase = %phase, dataset_id = status.dataset_id.as_deref().unwrap_or(""), "phase");
+    }
+    Ok(())
+}
+
+fn error_policy(ds: Arc<Dataset>, err: &Error, ctx: Arc<Context>) -> Action {
+    let uid = ds.uid().unwrap_or_default();
+    let delay = super::connection::schedule::backoff(ctx.record_failure(&uid), Duration::from_secs(300), 0.5);
+    let kind = match err {
+        Error::NoNamespace(_) => "NoNamespace",
+        Error::Read { .. } => "Read",
+        Error::Write { .. } => "Write",
+    };
+    crate::telemetry::metrics::METRICS.reconcile_error("Dataset", kind);
+    warn!(dataset = %ds.name_any(), error = %err, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Spec changes, deletion and the sync-now annotation trigger; status writes do not.
+fn trigger_hash(ds: &Dataset) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ds.metadata.generation.hash(&mut h);
+    ds.metadata.deletion_timestamp.is_some().hash(&mut h);
+    ds.annotations().get(SYNC_NOW_ANNOTATION).hash(&mut h);
+    ds.annotations().get(super::connection::register::SKIP_CLEANUP).hash(&mut h);
+    Some(h.finish())
+}
+
+/// Datasets still waiting for the connection that changed.
+fn referencing(store: &Store<Dataset>, conn: &PartialObjectMeta<S3Connection>) -> Vec<ObjectRef<Dataset>> {
+    store
+        .state()
+        .iter()
+        .filter(|d| d.namespace() == conn.namespace() && *d.spec.connection_ref.name == *conn.name_any())
+        .filter(|d| d.status.as_ref().is_none_or(|s| s.dataset_id.is_none()))
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+pub async fn run(ctx: Arc<Context>) {
+    let connections = watcher(super::api::<PartialObjectMeta<S3Connection>>(&ctx), ctx.config.watch_config())
+        .backoff(super::watch_backoff())
+        .applied_objects();
+    super::run_controller(
+        ctx.clone(),
+        "Dataset",
+        super::api(&ctx),
+        trigger_hash,
+        connections,
+        referencing,
+        reconcile,
+        error_policy,
+    )
+    .await;
+}
