@@ -19,7 +19,7 @@ use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Resource;
 use kube::api::Api;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, PartialObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -293,7 +293,7 @@ pub async fn run_controller<K, O, I, Fut, E>(
                 let debug_panic =
                     object.meta().annotations.as_ref().is_some_and(|a| a.contains_key(DEBUG_PANIC_ANNOTATION));
                 let slots_ctx = ctx.clone();
-                let run = async move {
+                let run = move || async move {
                     #[cfg(debug_assertions)]
                     if debug_panic {
                         panic!("{DEBUG_PANIC_ANNOTATION} is set");
@@ -347,6 +347,16 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     fn reset(&mut self) {
         self.next = WATCH_BACKOFF_START;
     }
+}
+
+/// Changes of S3Connections, metadata only (a change is all the exports' and datasets'
+/// mapping needs, and every status write of every connection passes through here).
+pub fn connection_changes(
+    ctx: &Context,
+) -> impl Stream<Item = Result<PartialObjectMeta<crate::api::S3Connection>, watcher::Error>> + Send + 'static {
+    watcher(api::<PartialObjectMeta<crate::api::S3Connection>>(ctx), ctx.config.watch_config())
+        .backoff(watch_backoff())
+        .applied_objects()
 }
 
 /// The API for `K` in the configured namespace, or in all.

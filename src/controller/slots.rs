@@ -59,12 +59,14 @@ impl Slots {
         self.slow.lock().unwrap_or_else(|e| e.into_inner()).get(namespace).copied().unwrap_or(0) < self.per_namespace
     }
 
-    /// Runs `work` of `namespace` once a start permit is free, keeping the permit until
-    /// `work` is done or has run for `hold`; past that it counts as slow.
-    pub async fn run<F: Future>(&self, namespace: &str, work: F) -> F::Output {
+    /// Runs the work `start` makes, for `namespace`, once a start permit is free, keeping
+    /// the permit until the work is done or has run for `hold`; past that it counts as
+    /// slow. The work is made only once the permit is held, on the heap: a reconcile
+    /// waiting for its turn is a few bytes, not the whole state of a validation.
+    pub async fn run<F: Future>(&self, namespace: &str, start: impl FnOnce() -> F) -> F::Output {
         // The semaphore is never closed, so acquiring only fails if it were; then run anyway.
         let permit = self.global.acquire().await.ok();
-        let mut work = std::pin::pin!(work);
+        let mut work = Box::pin(start());
         tokio::select! {
             out = &mut work => return out,
             () = tokio::time::sleep(self.hold) => {}
@@ -93,14 +95,14 @@ mod tests {
         let hung: Vec<_> = (0..2)
             .map(|_| {
                 let slots = slots.clone();
-                tokio::spawn(async move { slots.run("a", std::future::pending::<()>()).await })
+                tokio::spawn(async move { slots.run("a", std::future::pending::<()>).await })
             })
             .collect();
         // Let both start (and take the one start permit in turn).
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(slots.admits("a"), "nothing is slow yet");
         let started = tokio::time::Instant::now();
-        slots.run("b", async {}).await;
+        slots.run("b", || async {}).await;
         let waited = started.elapsed();
         // Behind both hung ones' holds at most; the upper bound says it did not wait for them.
         assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(5), "waited {waited:?}");
@@ -123,7 +125,7 @@ mod tests {
                 let (slots, running, most) = (slots.clone(), running.clone(), most.clone());
                 tokio::spawn(async move {
                     slots
-                        .run("a", async {
+                        .run("a", || async {
                             let now = running.fetch_add(1, SeqCst) + 1;
                             most.fetch_max(now, SeqCst);
                             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -103,6 +103,58 @@ where
     result.map(|_| ())
 }
 
+/// A status with conditions, for the write every controller ends with.
+pub trait WithConditions: Clone + PartialEq + serde::Serialize {
+    fn conditions(&self) -> &Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>;
+    fn conditions_mut(&mut self) -> &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>;
+}
+
+macro_rules! with_conditions {
+    ($($t:ty),*) => {$(
+        impl WithConditions for $t {
+            fn conditions(&self) -> &Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+                &self.conditions
+            }
+            fn conditions_mut(&mut self) -> &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+                &mut self.conditions
+            }
+        }
+    )*};
+}
+with_conditions!(crate::api::export::DatasetExportStatus, crate::api::dataset::DatasetStatus);
+
+/// Writes `status` with `conds` (and the kstatus conditions) merged against `written`,
+/// the status as last written, unless only timestamps would change. Returns what was
+/// written, if anything.
+pub async fn write_changed<K, S>(
+    ctx: &Context,
+    object: &K,
+    written: &S,
+    mut status: S,
+    conds: Vec<NamedCond>,
+    retrying: bool,
+) -> Result<Option<S>, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: WithConditions,
+{
+    let conds = with_kstatus(conds, retrying);
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
+    *status.conditions_mut() =
+        crate::api::conditions::merge_named(written.conditions(), &conds, object.meta().generation, &now);
+    let (mut a, mut b) = (status.clone(), written.clone());
+    a.conditions_mut().clear();
+    b.conditions_mut().clear();
+    if a == b && crate::api::conditions::same_ignoring_time(status.conditions(), written.conditions()) {
+        return Ok(None);
+    }
+    apply(ctx, object, &status).await?;
+    Ok(Some(status))
+}
+
 /// What a reconcile asks for next, as far as its decision goes; `action` turns it into
 /// the controller's Action and keeps the per-object failure count that spaces retries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +171,22 @@ pub enum Next {
     Poll,
     /// Only a change of the object (or what it references) can help.
     AwaitChange,
+}
+
+/// After a reconcile of `kind` failed on the Kubernetes API (`error` labels the metric):
+/// counted, logged, and retried with backoff up to five minutes.
+pub fn after_error(
+    ctx: &Context,
+    kind: &'static str,
+    object: &str,
+    uid: &str,
+    error: &'static str,
+    err: &dyn std::fmt::Display,
+) -> Action {
+    let delay = super::connection::schedule::backoff(ctx.record_failure(uid), std::time::Duration::from_secs(300), 0.5);
+    crate::telemetry::metrics::METRICS.reconcile_error(kind, error);
+    tracing::warn!(kind, object, error = %err, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
 }
 
 /// The Action for `next`, updating `uid`'s failure count.

@@ -22,7 +22,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -410,20 +409,16 @@ async fn clean_up(ctx: &Context, ds: &Dataset, conn: Option<&S3Connection>) -> R
 /// Writes `outcome` unless it says nothing new against `written` (the status as last
 /// written), and an event when the phase changed.
 async fn write(ctx: &Context, ds: &Dataset, written: &DatasetStatus, outcome: &Outcome) -> Result<(), Error> {
-    let mut status = outcome.status.clone();
-    let conds = shared::with_kstatus(outcome.conds.clone(), outcome.retrying);
-    status.conditions =
-        conditions::merge_named(&written.conditions, &conds, ds.metadata.generation, &Time(Timestamp::now()));
-    let unchanged = DatasetStatus { conditions: Vec::new(), ..status.clone() }
-        == DatasetStatus { conditions: Vec::new(), ..written.clone() }
-        && conditions::same_ignoring_time(&status.conditions, &written.conditions);
-    if unchanged {
-        return Ok(());
-    }
     let name = ds.name_any();
-    shared::apply(ctx, ds, &status).await.map_err(|source| Error::Write { name: name.clone(), source })?;
+    let Some(status) =
+        shared::write_changed(ctx, ds, written, outcome.status.clone(), outcome.conds.clone(), outcome.retrying)
+            .await
+            .map_err(|source| Error::Write { name: name.clone(), source })?
+    else {
+        return Ok(());
+    };
     if status.phase != written.phase {
-        let ready = conds.iter().find(|c| c.type_ == READY).expect("Ready is always decided");
+        let ready = outcome.conds.iter().find(|c| c.type_ == READY).expect("Ready is always decided");
         let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
         let warning = !ready.is_true() && status.phase == Some(DatasetPhase::Failed);
         ctx.event(ds.object_ref(&()), warning, &phase, "Dataset", &ready.message).await;
@@ -433,16 +428,12 @@ async fn write(ctx: &Context, ds: &Dataset, written: &DatasetStatus, outcome: &O
 }
 
 fn error_policy(ds: Arc<Dataset>, err: &Error, ctx: Arc<Context>) -> Action {
-    let uid = ds.uid().unwrap_or_default();
-    let delay = super::connection::schedule::backoff(ctx.record_failure(&uid), Duration::from_secs(300), 0.5);
     let kind = match err {
         Error::NoNamespace(_) => "NoNamespace",
         Error::Read { .. } => "Read",
         Error::Write { .. } => "Write",
     };
-    crate::telemetry::metrics::METRICS.reconcile_error("Dataset", kind);
-    warn!(dataset = %ds.name_any(), error = %err, retry_in_s = delay.as_secs(), "reconcile failed");
-    Action::requeue(delay)
+    shared::after_error(&ctx, "Dataset", &ds.name_any(), &ds.uid().unwrap_or_default(), kind, err)
 }
 
 /// Spec changes, deletion and the sync-now annotation trigger; status writes do not.
@@ -467,9 +458,7 @@ fn referencing(store: &Store<Dataset>, conn: &PartialObjectMeta<S3Connection>) -
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    let connections = watcher(super::api::<PartialObjectMeta<S3Connection>>(&ctx), ctx.config.watch_config())
-        .backoff(super::watch_backoff())
-        .applied_objects();
+    let connections = super::connection_changes(&ctx);
     super::run_controller(
         ctx.clone(),
         "Dataset",

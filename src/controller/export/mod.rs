@@ -19,21 +19,18 @@ pub mod decide;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
-use tracing::{info, warn};
+use tracing::info;
 
 use self::decide::{ExportNames, Outcome, Step};
 use super::Context;
 use super::status as shared;
-use crate::api::conditions::{self, NamedCond, READY, Status};
+use crate::api::conditions::{NamedCond, READY, Status};
 use crate::api::connection::{S3Connection, Usage};
 use crate::api::export::{
     DatasetExport, DatasetExportStatus, ExportFormat, ExportPhase, ExportReason as R, FileStatus,
@@ -233,23 +230,19 @@ async fn write(
     written: &DatasetExportStatus,
     outcome: &Outcome,
 ) -> Result<(), Error> {
-    let mut status = outcome.status.clone();
-    let conds = shared::with_kstatus(outcome.conds.clone(), outcome.retrying);
-    status.conditions =
-        conditions::merge_named(&written.conditions, &conds, export.metadata.generation, &Time(Timestamp::now()));
-    let unchanged = DatasetExportStatus { conditions: Vec::new(), ..status.clone() }
-        == DatasetExportStatus { conditions: Vec::new(), ..written.clone() }
-        && conditions::same_ignoring_time(&status.conditions, &written.conditions);
-    if unchanged {
-        return Ok(());
-    }
     let name = export.name_any();
-    shared::apply(ctx, export, &status).await.map_err(|source| Error::WriteStatus { name: name.clone(), source })?;
+    let Some(status) =
+        shared::write_changed(ctx, export, written, outcome.status.clone(), outcome.conds.clone(), outcome.retrying)
+            .await
+            .map_err(|source| Error::WriteStatus { name: name.clone(), source })?
+    else {
+        return Ok(());
+    };
     if status.report_id.is_some() {
         unrecorded().remove(&export.uid().unwrap_or_default());
     }
     if status.phase != written.phase {
-        let ready = conds.iter().find(|c| c.type_ == READY).expect("Ready is always decided");
+        let ready = outcome.conds.iter().find(|c| c.type_ == READY).expect("Ready is always decided");
         let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
         let note = match &status.report_id {
             Some(id) => format!("Export {phase} (report {id})."),
@@ -263,16 +256,12 @@ async fn write(
 }
 
 fn error_policy(export: Arc<DatasetExport>, err: &Error, ctx: Arc<Context>) -> Action {
-    let uid = export.uid().unwrap_or_default();
-    let delay = super::connection::schedule::backoff(ctx.record_failure(&uid), Duration::from_secs(300), 0.5);
     let kind = match err {
         Error::NoNamespace(_) => "NoNamespace",
         Error::Read { .. } => "Read",
         Error::WriteStatus { .. } => "WriteStatus",
     };
-    crate::telemetry::metrics::METRICS.reconcile_error("DatasetExport", kind);
-    warn!(export = %export.name_any(), error = %err, retry_in_s = delay.as_secs(), "reconcile failed");
-    Action::requeue(delay)
+    shared::after_error(&ctx, "DatasetExport", &export.name_any(), &export.uid().unwrap_or_default(), kind, err)
 }
 
 /// Spec changes, deletion and the two resolution annotations trigger; status writes do not.
@@ -298,11 +287,7 @@ fn referencing(store: &Store<DatasetExport>, conn: &PartialObjectMeta<S3Connecti
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    // Metadata only: a change is all the mapping needs, and every status write of every
-    // connection passes through here.
-    let connections = watcher(super::api::<PartialObjectMeta<S3Connection>>(&ctx), ctx.config.watch_config())
-        .backoff(super::watch_backoff())
-        .applied_objects();
+    let connections = super::connection_changes(&ctx);
     super::run_controller(
         ctx.clone(),
         "DatasetExport",
