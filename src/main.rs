@@ -303,6 +303,8 @@ async fn operator(args: OperatorArgs) -> ExitCode {
         identity: instance.clone().unwrap_or_else(|| format!("s3connect-{}", s3connect::platform::uuid4())),
         lease_duration: std::time::Duration::from_secs(args.lease_duration.max(2)),
     });
+    // Without leader election this instance does the work: it is the leader.
+    metrics.leader.store(lease.is_none(), std::sync::atomic::Ordering::Relaxed);
     let ctx = Arc::new(Context::new(client.clone(), platform, config, instance));
     if let Some(lease) = &lease {
         tokio::select! {

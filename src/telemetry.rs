@@ -63,12 +63,27 @@ pub mod metrics {
         busy: Mutex<BTreeMap<&'static str, (u64, f64)>>,
         s3: Mutex<BTreeMap<(String, &'static str), u64>>,
         platform: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-        ready: Mutex<HashMap<String, (&'static str, bool)>>,
+        /// Per object uid: what the readiness gauges show.
+        ready: Mutex<HashMap<String, ObjectState>>,
         pub leader: AtomicBool,
         pub serving: AtomicBool,
     }
 
     pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+
+    /// One object's readiness, for the per-object gauge that lets an alert name it.
+    struct ObjectState {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        ready: bool,
+        reason: String,
+    }
+
+    /// A label value as the exposition format wants it.
+    fn label(value: &str) -> String {
+        value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    }
 
     fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
         *map.lock().expect("not poisoned").entry(key).or_insert(0) += 1;
@@ -120,8 +135,16 @@ pub mod metrics {
             bump(&self.platform, (endpoint, outcome));
         }
 
-        pub fn set_ready(&self, uid: &str, kind: &'static str, ready: bool) {
-            self.ready.lock().expect("not poisoned").insert(uid.to_owned(), (kind, ready));
+        /// The object `uid` (`kind` `namespace/name`) is Ready or not, for `reason`.
+        pub fn set_ready(&self, uid: &str, kind: &'static str, namespace: &str, name: &str, ready: bool, reason: &str) {
+            let state = ObjectState {
+                kind,
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                ready,
+                reason: reason.to_owned(),
+            };
+            self.ready.lock().expect("not poisoned").insert(uid.to_owned(), state);
         }
 
         pub fn forget(&self, uid: &str) {
@@ -215,9 +238,10 @@ pub mod metrics {
                 let _ = writeln!(out, "s3connect_reconcile_busy_seconds_sum{{kind=\"{kind}\"}} {sum}");
                 let _ = writeln!(out, "s3connect_reconcile_busy_seconds_count{{kind=\"{kind}\"}} {count}");
             }
+            let objects = self.ready.lock().unwrap();
             let mut gauges: BTreeMap<(&str, bool), u64> = BTreeMap::new();
-            for (kind, ready) in self.ready.lock().unwrap().values() {
-                *gauges.entry((kind, *ready)).or_insert(0) += 1;
+            for o in objects.values() {
+                *gauges.entry((o.kind, o.ready)).or_insert(0) += 1;
             }
             let _ = writeln!(
                 out,
@@ -228,11 +252,82 @@ pub mod metrics {
             }
             let _ = writeln!(
                 out,
+                "# HELP s3connect_ready Whether each object is Ready (1) or not (0), with its Ready reason; one series per object that exists.\n# TYPE s3connect_ready gauge"
+            );
+            let mut rows: Vec<String> = objects
+                .values()
+                .map(|o| {
+                    format!(
+                        "s3connect_ready{{kind=\"{}\",namespace=\"{}\",name=\"{}\",reason=\"{}\"}} {}",
+                        o.kind,
+                        label(&o.namespace),
+                        label(&o.name),
+                        label(&o.reason),
+                        u8::from(o.ready)
+                    )
+                })
+                .collect();
+            drop(objects);
+            rows.sort();
+            for row in rows {
+                let _ = writeln!(out, "{row}");
+            }
+            let _ = writeln!(
+                out,
+                "# HELP s3connect_build_info The running build.\n# TYPE s3connect_build_info gauge\ns3connect_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            );
+            super::process(&mut out);
+            let _ = writeln!(
+                out,
                 "# HELP s3connect_leader Whether this replica holds the leader lease.\n# TYPE s3connect_leader gauge"
             );
             let _ = writeln!(out, "s3connect_leader {}", u8::from(self.leader.load(Ordering::Relaxed)));
             out
         }
+    }
+}
+
+/// The standard process metrics (CPU, memory, start time, open files), from /proc.
+fn process(out: &mut String) {
+    use std::fmt::Write;
+    // SAFETY: sysconf only reads a configuration value.
+    let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<f64>().ok())));
+    if ticks > 0 {
+        let t = ticks as f64;
+        // utime and stime are fields 14 and 15 of stat, starttime 22 (11, 12 and 19 here).
+        if let (Some(u), Some(s)) = (field(11), field(12)) {
+            let _ =
+                writeln!(out, "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {}", (u + s) / t);
+        }
+        if let (Some(start), Some(boot)) = (field(19), boot) {
+            let _ = writeln!(
+                out,
+                "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}",
+                boot + start / t
+            );
+        }
+    }
+    if let Some(rss) = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+    {
+        let _ = writeln!(
+            out,
+            "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}",
+            rss * page as f64
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        let _ = writeln!(out, "# TYPE process_open_fds gauge\nprocess_open_fds {}", fds.count());
     }
 }
 

@@ -143,6 +143,10 @@ pub struct DatasetStatus {
     pub creation_tracking_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
+    /// The last `s3connect.io/requested-at` (or Flux's `reconcile.fluxcd.io/requestedAt`)
+    /// value acted on: a new value looks at the platform's dataset again at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
     /// The value of the last `s3connect.io/sync-now` annotation acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_sync: Option<String>,

@@ -101,6 +101,11 @@ pub struct DatasetExportStatus {
     /// to Labellerr support when its outcome is unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submission_tracking_id: Option<String>,
+    /// The last `s3connect.io/requested-at` (or Flux's `reconcile.fluxcd.io/requestedAt`)
+    /// value acted on: a new value re-checks the export at once (it never resubmits one
+    /// whose submission is unconfirmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
     /// The value of the `s3connect.io/resubmit` annotation last acted on: each new value
     /// asks for one more submission, never more.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -13,7 +13,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -269,6 +269,12 @@ pub async fn run_controller<K, O, I, Fut, E>(
         // The cache never needs managedFields, which are a large part of each object.
         .modify(|o| o.meta_mut().managed_fields = None)
         .reflect(writer)
+        // An object that is gone leaves the per-object gauges with it.
+        .inspect_ok(|event| {
+            if let watcher::Event::Delete(o) = event {
+                crate::telemetry::metrics::METRICS.forget(o.meta().uid.as_deref().unwrap_or_default());
+            }
+        })
         .applied_objects()
         .predicate_filter(trigger_hash, Default::default());
     let controller = Controller::for_stream(trigger, reader);

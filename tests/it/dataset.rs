@@ -151,6 +151,12 @@ async fn a_dataset_reaches_ready_with_the_folders_files_count() {
     assert_eq!(status["datasetId"], found[0]["dataset_id"]);
     let (ok, out) = support::kubectl(&["get", "datasets", "-n", &case.ns]);
     assert!(ok && out.contains("FILES") && out.contains("DatasetReady"), "{out}");
+
+    // A file arrives and someone asks for a look: the platform is asked again at once.
+    let patch = json!({"metadata": {"annotations": {"s3connect.io/requested-at": "1"}}});
+    case.api().patch("cats", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let looked = case.wait("cats", "the requested look", |s| s["lastHandledReconcileAt"] == "1").await;
+    assert!(has_ready(&looked, "True", "DatasetReady"), "{looked:#}");
     case.assert_no_secrets().await;
 }
 

@@ -686,3 +686,23 @@ async fn a_connection_the_platform_test_refuses_is_never_created() {
     assert!(!created, "a connection the platform's test refused was created");
     platform::fault("connections/test", json!({"status": 0, "count": 0, "path": path})).await;
 }
+
+#[tokio::test]
+async fn asking_for_a_reconcile_re_checks_an_export_at_once() {
+    let case = ExportCase::new("poke", &[], None).await;
+    registered_id(&case).await;
+    case.export("later", &["cr_assigned"]).await;
+    case.wait_export("later", "NoFilesWithStatus", |s| has(s, "Complete", "False", "NoFilesWithStatus")).await;
+    // Files reach the status on the platform; the next try by itself is 10 s or more away.
+    platform::project(&case.project, &[("late.jpg", "cr_assigned")]).await;
+    let started = std::time::Instant::now();
+    let patch = json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "2026-11-30T01:00:00Z"}}});
+    Api::<DatasetExport>::namespaced(case.client.clone(), &case.ns)
+        .patch("later", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let status = case.wait_export("later", "Succeeded", |s| s["phase"] == "Succeeded").await;
+    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}: that was the backoff", started.elapsed());
+    assert_eq!(status["lastHandledReconcileAt"], "2026-11-30T01:00:00Z");
+    assert_eq!(platform::exports(&case.project).await.len(), 1);
+}

@@ -85,21 +85,29 @@ async fn metrics_and_health_endpoints() {
         "# TYPE s3connect_reconcile_busy_seconds summary",
         "s3connect_reconcile_busy_seconds_count{kind=\"S3Connection\"}",
         "s3connect_resources{kind=\"S3Connection\",ready=\"true\"}",
-        "s3connect_leader 0",
+        // Without leader election this instance does the work.
+        "s3connect_leader 1",
+        "s3connect_build_info{version=",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_start_time_seconds ",
+        "process_open_fds ",
     ];
+    let own = format!("s3connect_ready{{kind=\"S3Connection\",namespace=\"{ns}\",name=\"c\",reason=\"Validated\"}} 1");
+    let expected: Vec<String> = expected.iter().map(|s| s.to_string()).chain([own.clone()]).collect();
     // A reconcile is counted after its status write: give the scrape a moment.
     let mut text = String::new();
     for _ in 0..50 {
         let (status, body) = get(&format!("http://{addr}/metrics")).await;
         assert_eq!(status, 200);
         text = body;
-        if expected.iter().all(|s| text.contains(s)) {
+        if expected.iter().all(|s| text.contains(s.as_str())) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for series in expected {
-        assert!(text.contains(series), "{series} missing from /metrics:\n{text}");
+    for series in &expected {
+        assert!(text.contains(series.as_str()), "{series} missing from /metrics:\n{text}");
     }
     // Reconciles did work, and it was measured: some CPU, far less than they took.
     let value = |name: &str| -> f64 {
@@ -109,6 +117,19 @@ async fn metrics_and_health_endpoints() {
     let busy = value("s3connect_reconcile_busy_seconds_sum{kind=\"S3Connection\"}");
     let took = value("s3connect_reconcile_duration_seconds_sum{kind=\"S3Connection\"}");
     assert!(busy > 0.0 && busy < took, "busy {busy} s, reconciles took {took} s");
+
+    // A deleted object's series goes with it: the gauges name only objects that exist.
+    Api::<S3Connection>::namespaced(client.clone(), &ns).delete("c", &Default::default()).await.unwrap();
+    let series = format!("namespace=\"{ns}\",name=\"c\"");
+    let mut gone = false;
+    for _ in 0..100 {
+        if !get(&format!("http://{addr}/metrics")).await.1.contains(&series) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the deleted connection's series is still exported");
 }
 
 #[tokio::test]

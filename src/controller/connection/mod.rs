@@ -341,7 +341,10 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     let ready = verdict.ready();
     let metrics = &crate::telemetry::metrics::METRICS;
     metrics.reconciled("S3Connection", ready.reason.as_str(), started.elapsed());
-    metrics.set_ready(&uid, "S3Connection", ready.is_true());
+    // Within the transient grace the status still says Ready, and so does the gauge.
+    let (shown, shown_reason) =
+        if holding { (true, conditions::Reason::Validated) } else { (ready.is_true(), ready.reason) };
+    metrics.set_ready(&uid, "S3Connection", &namespace, &name, shown, shown_reason.as_str());
     info!(
         connection = %owner,
         ready = ready.status.as_str(),

@@ -99,10 +99,17 @@ pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Er
     let started = std::time::Instant::now();
     let mut status = ds.status.clone().unwrap_or_default();
     status.observed_generation = ds.metadata.generation;
+    let requested = crate::api::connection::requested_at(ds.annotations());
+    let asked = requested.is_some() && status.last_handled_reconcile_at != requested;
+    status.last_handled_reconcile_at = requested;
     // What the status says now; every later comparison is against the last write.
     let mut written = ds.status.clone().unwrap_or_default();
     let problem = super::platform::connection_problem(connection.as_ref(), &conn_name, &FOR_DATASET);
-    let step = decide::step(&ds.spec, &status, ds.annotations(), problem.clone(), Timestamp::now());
+    let step = match decide::step(&ds.spec, &status, ds.annotations(), problem.clone(), Timestamp::now()) {
+        // Asked to look again: a settled dataset is checked now, not when its sync is due.
+        Step::Idle(_) if asked => Step::Check { sync: false },
+        step => step,
+    };
     let outcome = match (step, connection.as_ref()) {
         (Step::Idle(after), _) => return Ok(after.map_or_else(Action::await_change, Action::requeue)),
         (Step::Blocked(p), _) => decide::blocked(status, p),
@@ -142,7 +149,8 @@ async fn finish(
     write(ctx, ds, written, &outcome).await?;
     let metrics = &crate::telemetry::metrics::METRICS;
     metrics.reconciled("Dataset", &ready.reason, started.elapsed());
-    metrics.set_ready(&uid, "Dataset", ready.is_true());
+    let (namespace, name) = (ds.namespace().unwrap_or_default(), ds.name_any());
+    metrics.set_ready(&uid, "Dataset", &namespace, &name, ready.is_true(), &ready.reason);
     Ok(shared::action(ctx, &uid, outcome.next, super::connection::schedule::jitter_fraction(&uid)))
 }
 
@@ -436,12 +444,14 @@ fn error_policy(ds: Arc<Dataset>, err: &Error, ctx: Arc<Context>) -> Action {
     shared::after_error(&ctx, "Dataset", &ds.name_any(), &ds.uid().unwrap_or_default(), kind, err)
 }
 
-/// Spec changes, deletion and the sync-now annotation trigger; status writes do not.
+/// Spec changes, deletion, the sync-now annotation and a reconcile request trigger;
+/// status writes do not.
 fn trigger_hash(ds: &Dataset) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     ds.metadata.generation.hash(&mut h);
     ds.metadata.deletion_timestamp.is_some().hash(&mut h);
     ds.annotations().get(SYNC_NOW_ANNOTATION).hash(&mut h);
+    crate::api::connection::requested_at(ds.annotations()).hash(&mut h);
     ds.annotations().get(super::connection::register::SKIP_CLEANUP).hash(&mut h);
     Some(h.finish())
 }

@@ -114,6 +114,7 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
         .await
         .map_err(|source| Error::Read { what: format!("S3Connection {namespace}/{conn_name}"), source })?;
     status.observed_generation = export.metadata.generation;
+    status.last_handled_reconcile_at = crate::api::connection::requested_at(export.annotations());
     if status.destination.is_none()
         && let Some((Some(b), Some(p))) =
             connection.as_ref().and_then(|c| c.status.as_ref()).map(|s| (s.bucket.clone(), s.prefix.clone()))
@@ -199,7 +200,7 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
     write(&ctx, &export, &written, &outcome).await?;
     let metrics = &crate::telemetry::metrics::METRICS;
     metrics.reconciled("DatasetExport", &ready.reason, started.elapsed());
-    metrics.set_ready(&uid, "DatasetExport", ready.is_true());
+    metrics.set_ready(&uid, "DatasetExport", &namespace, &name, ready.is_true(), &ready.reason);
     Ok(shared::action(&ctx, &uid, outcome.next, 0.5))
 }
 
@@ -264,13 +265,15 @@ fn error_policy(export: Arc<DatasetExport>, err: &Error, ctx: Arc<Context>) -> A
     shared::after_error(&ctx, "DatasetExport", &export.name_any(), &export.uid().unwrap_or_default(), kind, err)
 }
 
-/// Spec changes, deletion and the two resolution annotations trigger; status writes do not.
+/// Spec changes, deletion, the two resolution annotations and a reconcile request
+/// trigger; status writes do not.
 fn trigger_hash(export: &DatasetExport) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     export.metadata.generation.hash(&mut h);
     export.metadata.deletion_timestamp.is_some().hash(&mut h);
     export.annotations().get(REPORT_ID_ANNOTATION).hash(&mut h);
     export.annotations().get(RESUBMIT_ANNOTATION).hash(&mut h);
+    crate::api::connection::requested_at(export.annotations()).hash(&mut h);
     Some(h.finish())
 }
 
