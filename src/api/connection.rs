@@ -23,7 +23,11 @@ use super::{DEFAULT_ORIGIN, SecretName};
     printcolumn = r#"{"name":"Region","type":"string","jsonPath":".status.region"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"URI","type":"string","jsonPath":".spec.uri","priority":1}"#,
+    printcolumn = r#"{"name":"Usage","type":"string","jsonPath":".spec.usage","priority":1}"#,
+    printcolumn = r#"{"name":"Last Validated","type":"date","jsonPath":".status.lastValidatedTime","priority":1}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct S3ConnectionSpec {
@@ -112,6 +116,7 @@ fn default_revalidate_interval() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Credentials {
+    /// The Secret with the access keys, and the names of its keys.
     pub secret_ref: CredentialsSecretRef,
 }
 
@@ -218,13 +223,17 @@ pub struct Platform {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlatformSecretRef {
+    /// Name of the Secret, in the same namespace.
     pub name: SecretName,
+    /// Key of the Labellerr API key in the Secret.
     #[serde(default = "default_api_key_key")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub api_key_key: String,
+    /// Key of the Labellerr API secret in the Secret.
     #[serde(default = "default_api_secret_key")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub api_secret_key: String,
+    /// Key of the Labellerr client id in the Secret.
     #[serde(default = "default_client_id_key")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub client_id_key: String,
@@ -245,8 +254,12 @@ fn default_client_id_key() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3ConnectionStatus {
+    /// The generation of the spec this status is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// CredentialsValid, BucketReachable, ReadPermitted, WritePermitted (Export),
+    /// CorsConfigured, Registered (with spec.platform), Ready, and Reconciling or Stalled
+    /// while not Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -327,6 +340,7 @@ pub fn requested_at(annotations: &std::collections::BTreeMap<String, String>) ->
 pub struct PlatformConnection {
     /// `import` or `export`.
     pub connection_type: String,
+    /// The platform's connection id.
     pub id: String,
     /// resourceVersion of the credentials Secret whose keys were registered.
     pub credentials_version: String,
@@ -348,6 +362,7 @@ pub struct RegistrationIntent {
 pub struct PermissionCheck {
     /// IAM action, for example `s3:GetObject`.
     pub action: String,
+    /// Allowed, Denied, or Untested (an earlier failure made the probe meaningless).
     pub result: PermissionResult,
 }
 

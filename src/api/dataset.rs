@@ -24,8 +24,12 @@ use super::connection::DataType;
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Path","type":"string","jsonPath":".spec.path","priority":1}"#,
+    printcolumn = r#"{"name":"Dataset","type":"string","jsonPath":".status.datasetId","priority":1}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message","priority":1}"#
 )]
+/// Which folder of which connection makes the dataset, and what happens to it later.
 #[x_kube(validation = Rule::new(IMMUTABLE_RULE).message(IMMUTABLE_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetSpec {
@@ -115,11 +119,14 @@ pub enum DeletionPolicy {
 /// Annotating a Dataset with a new value of this syncs it now.
 pub const SYNC_NOW_ANNOTATION: &str = "s3connect.io/sync-now";
 
+/// What the operator last observed of the dataset.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetStatus {
+    /// The generation of the spec this status is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Pending, Creating, Ready or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<DatasetPhase>,
     /// The platform's id of the dataset.
@@ -150,6 +157,7 @@ pub struct DatasetStatus {
     /// The value of the last `s3connect.io/sync-now` annotation acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_sync: Option<String>,
+    /// ConnectionReady, Ready, and Reconciling or Stalled while not Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -21,8 +21,14 @@ use super::ObjectName;
     printcolumn = r#"{"name":"Connection","type":"string","jsonPath":".spec.connectionRef.name"}"#,
     printcolumn = r#"{"name":"Format","type":"string","jsonPath":".spec.format"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Report","type":"string","jsonPath":".status.reportId","priority":1}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message","priority":1}"#
 )]
+/// What to export, from which project, in which format, to which folder of which
+/// connection. Immutable: a different export is a new object.
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: delete and re-create the DatasetExport to run a different export"))]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetExportSpec {
@@ -32,6 +38,7 @@ pub struct DatasetExportSpec {
     /// The Labellerr project whose annotations are exported.
     #[schemars(length(min = 1, max = 256), regex(pattern = r"^[^\x00-\x1f\x7f]+$"))]
     pub project_id: String,
+    /// The export's file format: json, coco_json, csv or png.
     pub format: ExportFormat,
     /// Export the files in any of these workflow statuses.
     #[schemars(length(min = 1, max = 5), extend("x-kubernetes-list-type" = "set"))]
@@ -44,6 +51,7 @@ pub struct DatasetExportSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128), regex(pattern = r"^[^\x00-\x1f\x7f]+$"))]
     pub name: Option<String>,
+    /// Description of the export on the platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024), regex(pattern = r"^[^\x00-\x1f\x7f]*$"))]
     pub description: Option<String>,
@@ -79,11 +87,14 @@ pub enum FileStatus {
     Accepted,
 }
 
+/// What the operator last observed of the export.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetExportStatus {
+    /// The generation of the spec this status is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Pending, Submitted, Running, Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ExportPhase>,
     /// The platform's id of this export.
@@ -114,6 +125,8 @@ pub struct DatasetExportStatus {
     pub start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// ConnectionReady, Submitted, Complete, Ready, and Reconciling or Stalled while not
+    /// Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

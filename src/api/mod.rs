@@ -59,3 +59,38 @@ pub fn crds_yaml() -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field of every CRD, spec and status, says what it is (`kubectl explain`).
+    #[test]
+    fn every_field_has_a_description() {
+        fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {
+            if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+                for (name, child) in props {
+                    let here = format!("{path}.{name}");
+                    // metadata is Kubernetes' own; Condition's fields are upstream's.
+                    if name == "metadata" || path.ends_with(".conditions[]") {
+                        continue;
+                    }
+                    if child.get("description").and_then(|d| d.as_str()).is_none_or(|d| d.trim().is_empty()) {
+                        missing.push(here.clone());
+                    }
+                    walk(&here, child, missing);
+                }
+            }
+            if let Some(items) = schema.get("items") {
+                walk(&format!("{path}[]"), items, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        for crd in crds() {
+            let v = serde_json::to_value(&crd).unwrap();
+            let schema = &v["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+            walk(&crd.spec.names.kind, schema, &mut missing);
+        }
+        assert!(missing.is_empty(), "fields without a description:\n{}", missing.join("\n"));
+    }
+}

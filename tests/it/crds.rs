@@ -21,9 +21,18 @@ fn committed_crds_are_fresh() {
 async fn crds_are_established_with_status_subresource_and_printer_columns() {
     let crds = Api::<CustomResourceDefinition>::all(support::client().await);
     for (name, columns) in [
-        ("s3connections.s3connect.io", vec!["Bucket", "Region", "Ready", "Reason", "Age"]),
-        ("datasetexports.s3connect.io", vec!["Connection", "Format", "Phase", "Age"]),
-        ("datasets.s3connect.io", vec!["Connection", "Files", "Phase", "Ready", "Reason", "Age"]),
+        (
+            "s3connections.s3connect.io",
+            vec!["Bucket", "Region", "Ready", "Reason", "Age", "URI", "Usage", "Last Validated", "Message"],
+        ),
+        (
+            "datasetexports.s3connect.io",
+            vec!["Connection", "Format", "Phase", "Ready", "Reason", "Age", "Report", "Message"],
+        ),
+        (
+            "datasets.s3connect.io",
+            vec!["Connection", "Files", "Phase", "Ready", "Reason", "Age", "Path", "Dataset", "Message"],
+        ),
     ] {
         let crd = crds.get(name).await.unwrap_or_else(|e| panic!("{name} is not installed: {e}"));
         let established = crd
@@ -40,6 +49,15 @@ async fn crds_are_established_with_status_subresource_and_printer_columns() {
         );
         let got: Vec<&str> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
         assert_eq!(got, columns, "{name} printer columns");
+        // `get` shows the short set; `-o wide` adds the rest.
+        let wide: Vec<&str> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .filter(|c| c.priority == Some(1))
+            .map(|c| c.name.as_str())
+            .collect();
+        assert!(wide.contains(&"Message"), "{name}: no wide Message column");
         assert_eq!(crd.spec.scope, "Namespaced");
     }
 }
