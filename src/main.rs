@@ -82,6 +82,11 @@ struct OperatorArgs {
     /// unreachable store (seconds).
     #[arg(long, env = "S3CONNECT_TRANSIENT_GRACE", default_value_t = 300)]
     transient_grace: u64,
+    /// How long after a connection is created a missing Secret is waited for, as External
+    /// Secrets or Sealed Secrets may create it a moment later (seconds): Reconciling until
+    /// then, Stalled after.
+    #[arg(long, env = "S3CONNECT_SECRET_GRACE", default_value_t = 120)]
+    secret_grace: u64,
     #[arg(long, env = "S3CONNECT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Where /metrics, /healthz and /readyz are served.
@@ -269,6 +274,7 @@ async fn operator(args: OperatorArgs) -> ExitCode {
         namespace_concurrency: args.namespace_concurrency,
         validation_timeout: std::time::Duration::from_secs(args.validation_timeout),
         transient_grace: std::time::Duration::from_secs(args.transient_grace),
+        secret_grace: std::time::Duration::from_secs(args.secret_grace),
         namespace: args.namespace,
         ignore_namespaces: args.ignore_namespaces,
     };

@@ -125,7 +125,14 @@ async fn missing_secret_and_missing_key() {
     let c = case
         .expect("c", "CredentialsValid", "False", "SecretNotFound", &["\"keys\"", "was not found", "create it"])
         .await;
+    // First it may be on its way (the tests' grace is 4 s): Reconciling, then Stalled.
+    if condition(&c, "Stalled").is_none() {
+        let r = condition(&c, "Reconciling").expect("Reconciling within the grace");
+        assert_eq!((r.status.as_str(), r.reason.as_str()), ("True", "SecretNotFound"));
+    }
+    let c = case.expect("c", "Stalled", "True", "SecretNotFound", &["was not found"]).await;
     case.assert_not_ready(&c, "SecretNotFound");
+    assert!(condition(&c, "Reconciling").is_none(), "Stalled and Reconciling at once");
     assert_eq!(condition(&c, "ReadPermitted").unwrap().status, "Unknown");
 
     let keys = case.user(&[Action::ListBucket]).await;
@@ -556,5 +563,29 @@ async fn editing_the_spec_revalidates_at_once() {
     let validated = |c: &S3Connection| c.status.as_ref().unwrap().last_validated_time.as_ref().unwrap().0;
     let gap = validated(&after).duration_since(validated(&before));
     assert!(gap.as_secs_f64() < 30.0, "re-validated {gap:?} after the edit: that was not the spec watch");
+    case.assert_no_secrets().await;
+}
+
+#[tokio::test]
+async fn a_secret_that_arrives_a_moment_later_is_waited_for_not_stalled_on() {
+    // External Secrets, Sealed Secrets and GitOps tools create the Secret next to the
+    // connection, often a moment after it.
+    let mut case = Case::new("latesecret", "us-east-1").await;
+    case.connection("c", json!({})).await;
+    let api = Api::<S3Connection>::namespaced(case.client.clone(), &case.ns);
+    let started = std::time::Instant::now();
+    let mut seen_waiting = false;
+    while started.elapsed() < std::time::Duration::from_secs(2) {
+        if let Some(c) = api.get_opt("c").await.unwrap() {
+            assert!(condition(&c, "Stalled").is_none(), "Stalled on a Secret still on its way: {:?}", c.status);
+            seen_waiting |= condition(&c, "Reconciling").is_some_and(|r| r.reason == "SecretNotFound");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen_waiting, "never said it waits for the Secret");
+    let keys = case.user(&required(&[Usage::Import], CorsMode::Apply)).await;
+    case.secret("keys", &keys).await;
+    let c = case.expect("c", "Ready", "True", "Validated", &[]).await;
+    assert!(condition(&c, "Stalled").is_none() && condition(&c, "Reconciling").is_none());
     case.assert_no_secrets().await;
 }

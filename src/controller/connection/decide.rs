@@ -177,6 +177,25 @@ pub fn hold_ready(
     Some(conditions)
 }
 
+/// A Secret that is not there yet is often on its way (External Secrets, Sealed Secrets
+/// and GitOps apply it next to the connection): for `grace` after the connection was
+/// created, a missing Secret is something the operator waits for by itself (Reconciling)
+/// rather than something a person must fix (Stalled). Returns how much of the grace is
+/// left, when `verdict` is such a wait.
+pub fn secret_grace_left(
+    verdict: &Verdict,
+    created: Option<k8s_openapi::jiff::Timestamp>,
+    now: k8s_openapi::jiff::Timestamp,
+    grace: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let ready = verdict.ready();
+    if ready.is_true() || !matches!(ready.reason, Reason::SecretNotFound | Reason::PlatformSecretNotFound) {
+        return None;
+    }
+    let age = std::time::Duration::try_from(now.duration_since(created?)).unwrap_or_default();
+    grace.checked_sub(age).filter(|left| !left.is_zero())
+}
+
 fn export(spec: &S3ConnectionSpec) -> bool {
     spec.usage.contains(&Usage::Export)
 }

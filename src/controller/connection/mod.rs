@@ -298,6 +298,8 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         && old.credentials_version == secret_version
         && old.platform_secret_version == platform_secret_version;
     let held = decide::hold_ready(&old, same_inputs, verdict.ready(), now, ctx.config.transient_grace);
+    let created = conn.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let secret_wait = decide::secret_grace_left(&verdict, created, now, ctx.config.secret_grace);
     let holding = held.is_some();
     let mut status = match held {
         // Ready stays as the last complete validation found it, with Reconciling saying why
@@ -306,7 +308,16 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
             S3ConnectionStatus { conditions, last_handled_reconcile_at: requested.clone(), ..old.clone() }
         }
         None => {
-            let mut status = new_status(&conn, &old, &verdict, location.as_ref(), report, secret_version, now);
+            let mut status = new_status(
+                &conn,
+                &old,
+                &verdict,
+                secret_wait.is_some(),
+                location.as_ref(),
+                report,
+                secret_version,
+                now,
+            );
             status.platform_connection_id = register::primary_id(&platform_connections);
             status.platform_connections = platform_connections;
             status.platform_secret_version = platform_secret_version;
@@ -337,6 +348,9 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         Next::Retry | Next::RecheckLater => super::status::Next::Retry { cap: interval },
         Next::WaitForChange => super::status::Next::Success(None),
     };
+    // Within the Secret's grace: the watch brings it back when the Secret appears, and this
+    // turns it Stalled when the grace is over.
+    let next = secret_wait.map_or(next, |left| super::status::Next::After(left + Duration::from_secs(1)));
     let action = super::status::action(&ctx, &uid, next, jitter);
     let ready = verdict.ready();
     let metrics = &crate::telemetry::metrics::METRICS;
@@ -380,10 +394,12 @@ fn prepare(
     Ok((location, keys_from(secret, &spec.credentials.secret_ref)?))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn new_status(
     conn: &S3Connection,
     old: &S3ConnectionStatus,
     verdict: &Verdict,
+    waiting_for_secret: bool,
     location: Option<&Location>,
     report: Option<&Report>,
     secret_version: Option<String>,
@@ -393,7 +409,7 @@ fn new_status(
     // kstatus: Reconciling while retrying by itself, Stalled while someone must act.
     let conds = super::status::with_kstatus(
         verdict.conditions.iter().cloned().map(conditions::NamedCond::from).collect(),
-        verdict.ready().reason.is_transient(),
+        verdict.ready().reason.is_transient() || waiting_for_secret,
     );
     let region = report.and_then(|r| r.bucket_region.clone()).or_else(|| conn.spec.region.clone());
     S3ConnectionStatus {

@@ -138,7 +138,12 @@ pub fn plan(f: &Facts<'_>) -> Plan {
         | Reason::SecretValueInvalid
         | Reason::PlatformSecretNotFound
         | Reason::PlatformSecretKeyMissing => {
-            return Plan::WaitForChange;
+            // Waiting (Reconciling) for a Secret that may still come: look again when due;
+            // once someone must act (Stalled), only a change helps.
+            if !status.conditions.iter().any(|c| c.type_ == crate::api::conditions::RECONCILING && c.status == "True") {
+                return Plan::WaitForChange;
+            }
+            backoff(f.failures.max(1), f.interval, f.jitter)
         }
         _ => backoff(f.failures.max(1), f.interval, f.jitter),
     };
@@ -261,6 +266,29 @@ mod tests {
             let s = status(Cond::failed(READY, reason, "x"), 1, "100");
             assert_eq!(plan(&facts(&s, 100_000)), Plan::WaitForChange, "{reason:?}");
         }
+    }
+
+    #[test]
+    fn a_secret_still_waited_for_is_looked_at_again_and_a_stalled_one_is_not() {
+        let mut s = status(Cond::failed(READY, Reason::SecretNotFound, "x"), 1, "100");
+        assert_eq!(plan(&facts(&s, 100_000)), Plan::WaitForChange);
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        s.conditions = merge(
+            &[],
+            &[
+                Cond::failed(READY, Reason::SecretNotFound, "x"),
+                Cond {
+                    type_: crate::api::conditions::RECONCILING,
+                    status: crate::api::conditions::Status::True,
+                    reason: Reason::SecretNotFound,
+                    message: "x".into(),
+                },
+            ],
+            Some(1),
+            &now,
+        );
+        assert_eq!(plan(&Facts { failures: 1, jitter: 0.0, ..facts(&s, 5) }), Plan::WaitFor(Duration::from_secs(5)));
+        assert_eq!(plan(&Facts { failures: 1, jitter: 0.0, ..facts(&s, 10) }), Plan::ValidateNow);
     }
 
     #[test]

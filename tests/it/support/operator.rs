@@ -72,8 +72,9 @@ fn spawn_full(log: &PathBuf, kubeconfig: &std::path::Path, rust_log: &str, extra
         .arg(env!("CARGO_BIN_EXE_s3connect"))
         .args(["operator", "--log-format", "json", "--allowed-endpoints", ALLOWED_ENDPOINTS])
         .args(["--platform-url", &env().platform_url, "--metrics-addr", "127.0.0.1:0"])
-        // A platform slow to accept a create is tested against 10 s, not the default 120 s.
-        .args(["--platform-create-timeout", "10"])
+        // A platform slow to accept a create is tested against 10 s, not the default 120 s,
+        // and a Secret that is late against 4 s, not 120 s.
+        .args(["--platform-create-timeout", "10", "--secret-grace", "4"])
         .args(extra)
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", rust_log)

@@ -576,3 +576,23 @@ mod grace {
         assert!(hold_ready(&old, true, &unreachable, at(10), GRACE).is_some());
     }
 }
+
+#[test]
+fn a_missing_secret_is_waited_for_within_the_grace_then_someone_must_act() {
+    use k8s_openapi::jiff::Timestamp;
+    let spec = spec(json!({}));
+    let v = decide(
+        &Subject { spec: &spec, namespace: "team-a", keys_from: KeysFrom::Secret },
+        Err(&Blocker::SecretNotFound),
+    );
+    let created = Timestamp::from_second(1_800_000_000).unwrap();
+    let at = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+    let grace = std::time::Duration::from_secs(120);
+    assert_eq!(secret_grace_left(&v, Some(created), at(20), grace), Some(std::time::Duration::from_secs(100)));
+    assert_eq!(secret_grace_left(&v, Some(created), at(120), grace), None, "grace over: Stalled");
+    let missing_key = decide(
+        &Subject { spec: &spec, namespace: "team-a", keys_from: KeysFrom::Secret },
+        Err(&Blocker::SecretKeyMissing { key: "K".into(), present: vec![] }),
+    );
+    assert_eq!(secret_grace_left(&missing_key, Some(created), at(1), grace), None, "a wrong Secret is not on its way");
+}
