@@ -14,12 +14,67 @@ use crate::s3::uri::Location;
 /// Reads the first S3Connection from a YAML stream (other documents, such as the Secret
 /// next to it, are skipped).
 pub fn spec_from_manifest(yaml: &str) -> Result<S3ConnectionSpec, String> {
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).map_err(|e| format!("not YAML: {e}"))?;
-    let doc = docs
+    specs_from_manifest(yaml)?
         .into_iter()
-        .find(|d| d["kind"] == "S3Connection")
-        .ok_or_else(|| "no S3Connection in the manifest".to_owned())?;
-    serde_json::from_value::<S3Connection>(doc).map(|c| c.spec).map_err(|e| format!("not a valid S3Connection: {e}"))
+        .next()
+        .map(|(_, spec)| spec)
+        .ok_or_else(|| "no S3Connection in the manifest".to_owned())
+}
+
+/// Every S3Connection in a YAML stream, with its name, in order. A field the API server
+/// would refuse as unknown (`usge:`) is refused here too, naming it.
+pub fn specs_from_manifest(yaml: &str) -> Result<Vec<(String, S3ConnectionSpec)>, String> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).map_err(|e| format!("not YAML: {e}"))?;
+    let schema = spec_schema();
+    let mut out = Vec::new();
+    for doc in docs.into_iter().filter(|d| d["kind"] == "S3Connection") {
+        let name = doc["metadata"]["name"].as_str().unwrap_or("(unnamed)").to_owned();
+        let mut unknown = Vec::new();
+        unknown_fields(&doc["spec"], &schema, "spec", &mut unknown);
+        if !unknown.is_empty() {
+            return Err(format!(
+                "S3Connection {name:?}: unknown field {} (the API server would refuse it)",
+                unknown.join(", ")
+            ));
+        }
+        let spec = serde_json::from_value::<S3Connection>(doc)
+            .map(|c| c.spec)
+            .map_err(|e| format!("S3Connection {name:?} is not valid: {e}"))?;
+        out.push((name, spec));
+    }
+    if out.is_empty() {
+        return Err("no S3Connection in the manifest".to_owned());
+    }
+    Ok(out)
+}
+
+/// The CRD's schema of an S3Connection's spec.
+fn spec_schema() -> serde_json::Value {
+    let crd = serde_json::to_value(<S3Connection as kube::CustomResourceExt>::crd()).unwrap_or_default();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+}
+
+/// The fields of `value` that `schema` does not declare, as `path.field`.
+fn unknown_fields(value: &serde_json::Value, schema: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            let Some(known) = schema.get("properties").and_then(|p| p.as_object()) else { return };
+            for (k, v) in fields {
+                match known.get(k) {
+                    None => out.push(format!("{path}.{k}")),
+                    Some(child) => unknown_fields(v, child, &format!("{path}.{k}"), out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            if let Some(item) = schema.get("items") {
+                for (i, v) in items.iter().enumerate() {
+                    unknown_fields(v, item, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The least-privilege policy for a connection.
@@ -34,8 +89,8 @@ pub struct Checked {
     pub verdict: Verdict,
 }
 
-/// Probes `spec` with `keys` exactly as the controller does.
-pub async fn check(spec: &S3ConnectionSpec, keys: &Keys) -> Checked {
+/// Probes `spec` with `keys` exactly as the controller does, for at most `deadline`.
+pub async fn check(spec: &S3ConnectionSpec, keys: &Keys, deadline: std::time::Duration) -> Checked {
     let subject = Subject { spec, namespace: "(local)", keys_from: KeysFrom::Environment };
     let location = match Location::parse(&spec.uri) {
         Ok(l) => l,
@@ -44,7 +99,7 @@ pub async fn check(spec: &S3ConnectionSpec, keys: &Keys) -> Checked {
             return Checked { location: None, report: None, verdict };
         }
     };
-    let probe = Probe::for_spec(spec, &location, "s3connect check");
+    let probe = Probe { deadline, ..Probe::for_spec(spec, &location, "s3connect check") };
     let report = probe::run(&probe, keys).await;
     let verdict = decide(&subject, Ok((&location, &report)));
     Checked { location: Some(location), report: Some(report), verdict }
@@ -53,6 +108,11 @@ pub async fn check(spec: &S3ConnectionSpec, keys: &Keys) -> Checked {
 impl Checked {
     pub fn ready(&self) -> bool {
         self.verdict.ready().is_true()
+    }
+
+    /// The spec itself is wrong (an invalid uri): bad input, not a finding about S3.
+    pub fn bad_input(&self) -> bool {
+        self.location.is_none()
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -117,6 +177,18 @@ mod tests {
         assert_eq!(spec.usage, [Usage::Import, Usage::Export]);
         assert_eq!(spec.cors.mode, CorsMode::Apply, "defaults apply");
         assert!(spec_from_manifest("kind: Secret\n").unwrap_err().contains("no S3Connection"));
+    }
+
+    #[test]
+    fn every_s3connection_of_a_manifest_is_read_and_unknown_fields_are_refused() {
+        let yaml = "kind: S3Connection\nmetadata: {name: a}\nspec: {uri: s3://data/a/, credentials: {secretRef: {name: k}}}\n---\nkind: Secret\nmetadata: {name: k}\n---\nkind: S3Connection\nmetadata: {name: b}\nspec: {uri: s3://data/b/, credentials: {secretRef: {name: k}}, cors: {mode: Verify}}\n";
+        let all = specs_from_manifest(yaml).unwrap();
+        let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(all[1].1.cors.mode, CorsMode::Verify);
+        let typo = "kind: S3Connection\nmetadata: {name: a}\nspec: {uri: s3://data/a/, usge: [Export], credentials: {secretRef: {name: k, keyy: x}}}\n";
+        let err = specs_from_manifest(typo).unwrap_err();
+        assert!(err.contains("spec.usge") && err.contains("spec.credentials.secretRef.keyy"), "{err}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use s3connect::api::S3ConnectionSpec;
 use s3connect::api::connection::{CorsMode, Usage};
-use s3connect::check::{check, check_cors_mode, least_privilege, spec_from_manifest};
+use s3connect::check::{check, check_cors_mode, least_privilege, spec_from_manifest, specs_from_manifest};
 use s3connect::controller::{self, Context};
 use s3connect::endpoints::{AWS_DEFAULTS, AllowList};
 use s3connect::s3::client::Keys;
@@ -108,7 +108,8 @@ struct OperatorArgs {
 /// What to check: a manifest, or the same fields as flags.
 #[derive(Args)]
 struct Target {
-    /// A YAML file with an S3Connection (other documents are skipped); `-` reads stdin.
+    /// A YAML file with S3Connections (every one is checked; other documents are
+    /// skipped); `-` reads stdin.
     #[arg(short = 'f', long = "filename", conflicts_with_all = ["uri", "usage"])]
     file: Option<String>,
     /// s3://bucket/prefix/
@@ -134,6 +135,10 @@ struct CheckArgs {
     target: Target,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// The most one connection's probes may take, in seconds; a store silent that long is
+    /// reported unreachable.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    timeout: u64,
     /// Add the missing CORS rule (Apply mode) instead of only checking for it.
     #[arg(long)]
     apply_cors: bool,
@@ -156,17 +161,30 @@ enum CorsArg {
 enum Output {
     Table,
     Json,
+    Yaml,
 }
 
 impl Target {
+    fn manifest(&self) -> Option<Result<String, String>> {
+        let file = self.file.as_ref()?;
+        Some(if file == "-" {
+            std::io::read_to_string(std::io::stdin()).map_err(|e| format!("reading stdin: {e}"))
+        } else {
+            std::fs::read_to_string(file).map_err(|e| format!("reading {file}: {e}"))
+        })
+    }
+
+    /// Every connection to check, by name.
+    fn specs(&self) -> Result<Vec<(String, S3ConnectionSpec)>, String> {
+        match self.manifest() {
+            Some(text) => specs_from_manifest(&text?),
+            None => Ok(vec![("(flags)".to_owned(), self.spec()?)]),
+        }
+    }
+
     fn spec(&self) -> Result<S3ConnectionSpec, String> {
-        if let Some(file) = &self.file {
-            let text = if file == "-" {
-                std::io::read_to_string(std::io::stdin()).map_err(|e| format!("reading stdin: {e}"))?
-            } else {
-                std::fs::read_to_string(file).map_err(|e| format!("reading {file}: {e}"))?
-            };
-            return spec_from_manifest(&text);
+        if let Some(text) = self.manifest() {
+            return spec_from_manifest(&text?);
         }
         let usage: Vec<Usage> = if self.usage.is_empty() {
             vec![Usage::Import]
@@ -228,21 +246,55 @@ fn main() -> ExitCode {
             Err(e) => usage_error(&e),
         },
         Command::Check(args) => {
-            let (mut spec, keys) = match (args.target.spec(), keys_from_env()) {
+            let (targets, keys) = match (args.target.specs(), keys_from_env()) {
                 (Ok(s), Ok(k)) => (s, k),
                 (Err(e), _) | (_, Err(e)) => return usage_error(&e),
             };
-            spec.cors.mode = check_cors_mode(spec.cors.mode, args.apply_cors);
-            let checked = runtime().block_on(check(&spec, &keys));
-            match args.output {
-                Output::Table => print!("{}", checked.to_table()),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&checked.to_json()).expect("serialises")),
+            let deadline = std::time::Duration::from_secs(args.timeout);
+            let several = targets.len() > 1;
+            let mut results = Vec::new();
+            let mut code = 0u8;
+            for (name, mut spec) in targets {
+                spec.cors.mode = check_cors_mode(spec.cors.mode, args.apply_cors);
+                let checked = runtime().block_on(with_progress(&spec.uri, check(&spec, &keys, deadline)));
+                // The worst outcome decides: 2 bad input, 1 not ready, 0 ready.
+                code = code.max(if checked.bad_input() { 2 } else { u8::from(!checked.ready()) });
+                match args.output {
+                    Output::Table if several => print!("S3Connection {name}:\n{}\n", checked.to_table()),
+                    Output::Table => print!("{}", checked.to_table()),
+                    _ => {
+                        let mut v = checked.to_json();
+                        v["name"] = serde_json::json!(name);
+                        results.push(v);
+                    }
+                }
             }
-            if checked.ready() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            let doc = if several { serde_json::Value::Array(results) } else { results.pop().unwrap_or_default() };
+            match args.output {
+                Output::Table => {}
+                Output::Json => println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default()),
+                Output::Yaml => print!("{}", serde_saphyr::to_string(&doc).unwrap_or_default()),
+            }
+            ExitCode::from(code)
         }
         Command::Operator(args) => {
             telemetry::init(args.log_format);
             runtime().block_on(operator(args))
+        }
+    }
+}
+
+/// Runs `work`, saying on stderr that it is still at it every 2 s, so that a slow store is
+/// not 20 s of silence.
+async fn with_progress<F: std::future::Future>(uri: &str, work: F) -> F::Output {
+    let started = std::time::Instant::now();
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {
+                eprintln!("s3connect: still probing {uri} ({} s)", started.elapsed().as_secs());
+            }
         }
     }
 }

@@ -145,3 +145,75 @@ fn the_operator_stops_cleanly_on_sigterm() {
     assert!(status.success(), "exit {status}: {text}");
     assert!(text.contains("s3connect operator stopped"), "{text}");
 }
+
+#[tokio::test]
+async fn check_reads_every_connection_of_a_file_and_exits_with_the_worst() {
+    let bucket = s3::bucket("checkall", "us-east-1").await;
+    s3::put(&bucket, "images/a.jpg", b"a").await;
+    let location = Location::parse(&format!("{bucket}/images/")).unwrap();
+    let reader = iam::user_with_policy(
+        "checkall",
+        &policy(&location, None, &[Action::GetBucketLocation, Action::ListBucket, Action::GetObject]),
+    )
+    .await;
+    let endpoint = &support::env().s3_endpoint;
+    let doc = |name: &str, uri: &str, extra: &str| {
+        format!(
+            "apiVersion: s3connect.io/v1alpha1\nkind: S3Connection\nmetadata: {{name: {name}}}\nspec: {{uri: \"{uri}\", endpoint: \"{endpoint}\", forcePathStyle: true, credentials: {{secretRef: {{name: k}}}}, cors: {{mode: Ignore}}{extra}}}\n"
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("s3connect-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |file: &str, content: String, extra: &[&str]| {
+        let path = dir.join(file);
+        std::fs::write(&path, content).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_s3connect"))
+            .args(["check", "-f", path.to_str().unwrap()])
+            .args(extra)
+            .env("AWS_ACCESS_KEY_ID", &reader.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &reader.secret_access_key)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let ok = doc("readable", &format!("s3://{bucket}/images/"), "");
+    let empty = doc("empty", &format!("s3://{bucket}/nothing/"), "");
+    let (code, out, err) = run("two.yaml", format!("{ok}---\nkind: Secret\nmetadata: {{name: k}}\n---\n{empty}"), &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("S3Connection readable:") && out.contains("S3Connection empty:") && out.contains("NoObjects"),
+        "{out}"
+    );
+    let (code, out, _) = run("one.yaml", ok.clone(), &["-o", "yaml"]);
+    assert_eq!(code, 0, "{out}");
+    let parsed: Value = serde_saphyr::from_str(&out).expect("-o yaml prints YAML");
+    assert_eq!((parsed["ready"].as_bool(), parsed["name"].as_str()), (Some(true), Some("readable")));
+
+    let (code, _, err) = run("typo.yaml", doc("typo", &format!("s3://{bucket}/images/"), ", usge: [Export]"), &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("spec.usge"), "{err}");
+    let (code, out, err) = run("bad-uri.yaml", doc("bad", "s3://Bad_Bucket/", ""), &[]);
+    assert_eq!(code, 2, "an invalid uri is bad input: {out}{err}");
+
+    // A store that never answers: progress on stderr, then unreachable within --timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let hung = doc("hung", &format!("s3://{bucket}/images/"), "")
+        .replace(endpoint.as_str(), &format!("http://127.0.0.1:{port}"));
+    let started = std::time::Instant::now();
+    let (code, out, err) = run("hung.yaml", hung, &["--timeout", "3"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(err.contains("still probing"), "{err}");
+    assert!(out.contains("EndpointUnreachable"), "{out}");
+}
