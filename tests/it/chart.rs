@@ -63,6 +63,26 @@ fn the_chart_lints_and_its_values_are_checked() {
         out.contains("kind: Role\n") && !out.contains("kind: ClusterRole\n"),
         "one namespace needs only a Role:\n{out}"
     );
+    // A typo is refused, not ignored.
+    let (ok, out) = helm(&["lint", "charts/s3connect", "--set", "replicas=3"]);
+    assert!(!ok && out.contains("'replicas' not allowed"), "values.schema.json let a typo through: {out}");
+    // The operator creates events and never patches them: no verb it does not use.
+    let (_, default) = helm(&["template", "t", "charts/s3connect"]);
+    assert!(default.contains("resources: [events]\n    verbs: [create]"), "{default}");
+    // A ServiceMonitor only where the Prometheus Operator's API exists.
+    let sm = ["--set", "metrics.serviceMonitor.enabled=true"];
+    let (ok, out) = helm(&["template", "t", "charts/s3connect", sm[0], sm[1]]);
+    assert!(ok && !out.contains("kind: ServiceMonitor"), "{out}");
+    let (ok, out) = helm(&[
+        "template",
+        "t",
+        "charts/s3connect",
+        sm[0],
+        sm[1],
+        "--api-versions",
+        "monitoring.coreos.com/v1/ServiceMonitor",
+    ]);
+    assert!(ok && out.contains("kind: ServiceMonitor"), "{out}");
     let committed = std::fs::read_to_string(support::repo_root().join("crds/s3connect.yaml")).unwrap();
     let in_chart = std::fs::read_to_string(support::repo_root().join("charts/s3connect/crds/s3connect.yaml")).unwrap();
     assert!(committed == in_chart, "charts/s3connect/crds is stale: run `make crds`");
@@ -118,9 +138,10 @@ async fn the_operator_works_with_exactly_the_charts_rbac_and_says_when_it_lacks_
     let patch = json!({"rules": [
         {"apiGroups": ["s3connect.io"], "resources": ["s3connections"], "verbs": ["get", "list", "watch", "patch"]},
         {"apiGroups": ["s3connect.io"], "resources": ["datasetexports"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["s3connect.io"], "resources": ["s3connections/status", "datasetexports/status"], "verbs": ["patch"]},
+        {"apiGroups": ["s3connect.io"], "resources": ["datasets"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": ["s3connect.io"], "resources": ["s3connections/status", "datasetexports/status", "datasets/status"], "verbs": ["patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]},
-        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]});
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]}]});
     Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone())
         .patch("t-s3connect", &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -139,4 +160,62 @@ async fn the_operator_works_with_exactly_the_charts_rbac_and_says_when_it_lacks_
 
     drop(operator.stdin.take());
     assert!(operator.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn every_chart_option_renders_and_the_api_server_accepts_it() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "chartall").await;
+    let values = support::repo_root().join("target").join(format!("chart-values-{}.yaml", std::process::id()));
+    std::fs::write(
+        &values,
+        r#"imagePullSecrets: [{name: regcred}]
+priorityClassName: system-cluster-critical
+extraEnv: [{name: HTTPS_PROXY, value: "http://proxy:3128"}]
+extraVolumes: [{name: ca, configMap: {name: ca-bundle}}]
+extraVolumeMounts: [{name: ca, mountPath: /etc/ca, readOnly: true}]
+topologySpreadConstraints: [{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app.kubernetes.io/name: s3connect}}}]
+nodeSelector: {kubernetes.io/os: linux}
+tolerations: [{key: dedicated, operator: Exists}]
+affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: [{weight: 1, podAffinityTerm: {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app.kubernetes.io/name: s3connect}}}}]}}
+networkPolicy: {enabled: true, egressPorts: [443, 6443, 9000]}
+podDisruptionBudget: {enabled: true, minAvailable: 1}
+rbac: {aggregateToDefaultRoles: true}
+"#,
+    )
+    .unwrap();
+    let name = format!("all-{}", std::process::id());
+    let (ok, rendered) =
+        helm(&["template", &name, "charts/s3connect", "--namespace", &ns, "-f", values.to_str().unwrap()]);
+    assert!(ok, "{rendered}");
+    for kind in ["Deployment", "PodDisruptionBudget", "NetworkPolicy", "ClusterRole", "ServiceAccount", "Service"] {
+        assert!(rendered.contains(&format!("kind: {kind}\n")), "no {kind}:\n{rendered}");
+    }
+    for wanted in [
+        "regcred",
+        "system-cluster-critical",
+        "HTTPS_PROXY",
+        "mountPath: /etc/ca",
+        "topologySpreadConstraints",
+        "aggregate-to-view",
+        "aggregate-to-edit",
+        "port: 9000",
+    ] {
+        assert!(rendered.contains(wanted), "{wanted} not rendered:\n{rendered}");
+    }
+    // The API server validates every object as it would install it.
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&support::env().kubeconfig)
+        .args(["apply", "--dry-run=server", "-n", &ns, "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), rendered.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the API server refused the rendered chart: {text}");
 }
