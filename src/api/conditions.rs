@@ -189,6 +189,17 @@ impl Cond {
         }
     }
 
+    /// Not checked because `failing` failed: names it instead of repeating its message,
+    /// so that `kubectl describe` says the fix once.
+    pub fn waiting_on(type_: &'static str, failing: &Cond) -> Self {
+        Self {
+            type_,
+            status: Status::Unknown,
+            reason: Reason::NotChecked,
+            message: format!("Not checked until {} ({}) is fixed.", failing.type_, failing.reason.as_str()),
+        }
+    }
+
     pub fn is_true(&self) -> bool {
         self.status == Status::True
     }

@@ -259,12 +259,9 @@ fn blocked(subject: &Subject<'_>, blocker: &Blocker) -> Verdict {
         ),
     };
     let mut conditions = Vec::new();
+    let failed = Cond::failed(failing, reason, message.clone());
     for type_ in condition_types(spec) {
-        conditions.push(if type_ == failing {
-            Cond::failed(type_, reason, message.clone())
-        } else {
-            Cond::not_checked(type_, &message)
-        });
+        conditions.push(if type_ == failing { failed.clone() } else { Cond::waiting_on(type_, &failed) });
     }
     conditions.push(Cond::failed(READY, reason, message));
     let permissions = crate::s3::policy::required(&spec.usage, spec.cors.mode)
@@ -296,7 +293,11 @@ fn probed(subject: &Subject<'_>, location: &Location, report: &Report) -> Verdic
     // a denied GetBucketLocation or a region mismatch the other probes still ran, and one
     // policy should fix everything at once.
     let gate = if report.fatal.is_some() || !credentials.is_true() {
-        [&credentials, &bucket].into_iter().find(|c| !c.is_true()).map(|c| c.message.clone())
+        let both = [&credentials, &bucket];
+        both.iter()
+            .find(|c| c.status == crate::api::conditions::Status::False)
+            .or_else(|| both.iter().find(|c| !c.is_true()))
+            .map(|c| (*c).clone())
     } else {
         None
     };
@@ -305,16 +306,16 @@ fn probed(subject: &Subject<'_>, location: &Location, report: &Report) -> Verdic
 
     let read = gate
         .as_ref()
-        .map_or_else(|| read_condition(spec, location, report, region), |g| Cond::not_checked(READ_PERMITTED, g));
+        .map_or_else(|| read_condition(spec, location, report, region), |g| Cond::waiting_on(READ_PERMITTED, g));
     conditions.push(read);
     if export(spec) {
         let write = gate
             .as_ref()
-            .map_or_else(|| write_condition(location, report, region), |g| Cond::not_checked(WRITE_PERMITTED, g));
+            .map_or_else(|| write_condition(location, report, region), |g| Cond::waiting_on(WRITE_PERMITTED, g));
         conditions.push(write);
     }
     let cors =
-        gate.as_ref().map_or_else(|| cors_condition(spec, location, report), |g| Cond::not_checked(CORS_CONFIGURED, g));
+        gate.as_ref().map_or_else(|| cors_condition(spec, location, report), |g| Cond::waiting_on(CORS_CONFIGURED, g));
     conditions.push(cors);
 
     // The first False condition names the problem; an Unknown one only says what was not
@@ -478,7 +479,11 @@ fn bucket_condition(spec: &S3ConnectionSpec, location: &Location, report: &Repor
         }
     }
     if !credentials.is_true() {
-        return Cond::not_checked(BUCKET_REACHABLE, &credentials.message);
+        return if credentials.status == crate::api::conditions::Status::False {
+            Cond::waiting_on(BUCKET_REACHABLE, credentials)
+        } else {
+            Cond::not_checked(BUCKET_REACHABLE, &credentials.message)
+        };
     }
     if let (Some(want), Some(have)) = (spec.region.as_deref(), report.bucket_region.as_deref())
         && want != have

@@ -596,3 +596,25 @@ fn a_missing_secret_is_waited_for_within_the_grace_then_someone_must_act() {
     );
     assert_eq!(secret_grace_left(&missing_key, Some(created), at(1), grace), None, "a wrong Secret is not on its way");
 }
+
+#[test]
+fn conditions_not_checked_name_the_failure_instead_of_repeating_it() {
+    let spec = spec(json!({"usage": ["Import", "Export"]}));
+    let v = decide(
+        &Subject { spec: &spec, namespace: "team-a", keys_from: KeysFrom::Secret },
+        Err(&Blocker::SecretNotFound),
+    );
+    let repeated = v.conditions.iter().filter(|c| c.message.contains("was not found")).count();
+    assert_eq!(repeated, 2, "only the failing condition and Ready say it: {:?}", v.conditions);
+    assert_eq!(condition(&v, READ_PERMITTED).message, "Not checked until CredentialsValid (SecretNotFound) is fixed.");
+
+    let mut report = healthy(&spec);
+    report.fatal = Some(failure("SignatureDoesNotMatch"));
+    let v = verdict(&spec, &report);
+    assert_eq!(
+        condition(&v, WRITE_PERMITTED).message,
+        "Not checked until CredentialsValid (SignatureDoesNotMatch) is fixed."
+    );
+    assert_eq!(condition(&v, BUCKET_REACHABLE).reason, Reason::NotChecked);
+    assert_eq!(v.conditions.iter().filter(|c| c.message.contains("matching secret")).count(), 2);
+}
