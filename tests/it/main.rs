@@ -10,6 +10,7 @@ mod connection;
 mod crds;
 mod dataset;
 mod export;
+mod gitops;
 mod isolation;
 mod launcher;
 mod operations;
