@@ -20,7 +20,7 @@ testenv:
 ## crds: regenerate crds/ (and the chart's copy) from the Rust types
 crds:
 	cargo run --quiet --locked -- crd > crds/s3connect.yaml
-	cp crds/s3connect.yaml charts/s3connect/crds/s3connect.yaml
+	cp crds/s3connect.yaml charts/s3connect/files/crds.yaml
 
 lint:
 	cargo fmt --all -- --check

@@ -84,8 +84,8 @@ fn the_chart_lints_and_its_values_are_checked() {
     ]);
     assert!(ok && out.contains("kind: ServiceMonitor"), "{out}");
     let committed = std::fs::read_to_string(support::repo_root().join("crds/s3connect.yaml")).unwrap();
-    let in_chart = std::fs::read_to_string(support::repo_root().join("charts/s3connect/crds/s3connect.yaml")).unwrap();
-    assert!(committed == in_chart, "charts/s3connect/crds is stale: run `make crds`");
+    let in_chart = std::fs::read_to_string(support::repo_root().join("charts/s3connect/files/crds.yaml")).unwrap();
+    assert!(committed == in_chart, "charts/s3connect/files/crds.yaml is stale: run `make crds`");
 }
 
 /// A kubeconfig that acts as `user` (through impersonation by the test admin).
@@ -103,7 +103,9 @@ async fn the_operator_works_with_exactly_the_charts_rbac_and_says_when_it_lacks_
     let client = support::client().await;
     let ns = private_namespace("rbac");
     create_namespace(&client, &ns).await;
-    let (ok, rendered) = helm(&["template", "t", "charts/s3connect", "--namespace", &ns]);
+    // The shared control plane has its CRDs already; the RBAC is what this test is about.
+    let (ok, rendered) =
+        helm(&["template", "t", "charts/s3connect", "--namespace", &ns, "--set", "crds.install=false"]);
     assert!(ok, "{rendered}");
     let (ok, out) = kubectl_apply(&ns, &rendered);
     assert!(ok, "the rendered chart does not apply: {out}");
@@ -218,4 +220,67 @@ rbac: {aggregateToDefaultRoles: true}
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the API server refused the rendered chart: {text}");
+}
+
+#[test]
+fn helm_installs_upgrades_and_uninstalls_the_crds_with_the_release() {
+    // A private control plane without CRDs: the chart installs them.
+    let (mut launcher, env_file) = support::launch_private(&["--crds", ""]);
+    let vars = std::fs::read_to_string(&env_file).unwrap();
+    let kubeconfig = vars.lines().find_map(|l| l.strip_prefix("KUBECONFIG=")).unwrap().to_owned();
+    let kubectl = |args: &[&str]| {
+        let out = Command::new("kubectl").arg("--kubeconfig").arg(&kubeconfig).args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let helm_at = |args: &[&str]| {
+        let mut all = vec!["--kubeconfig", kubeconfig.as_str()];
+        all.extend_from_slice(args);
+        helm(&all)
+    };
+    let (ok, out) = helm_at(&["install", "s3c", "charts/s3connect", "--namespace", "default"]);
+    assert!(ok, "helm install: {out}");
+    for crd in ["s3connections.s3connect.io", "datasetexports.s3connect.io", "datasets.s3connect.io"] {
+        let (ok, out) = kubectl(&["get", "crd", crd]);
+        assert!(ok, "{crd} not installed: {out}");
+    }
+
+    // A chart whose CRD changed: the upgrade updates it in the cluster.
+    let changed = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("chart-changed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&changed);
+    let copy = Command::new("cp")
+        .args(["-r", "charts/s3connect"])
+        .arg(&changed)
+        .current_dir(support::repo_root())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let crds = changed.join("files/crds.yaml");
+    let text = std::fs::read_to_string(&crds).unwrap();
+    let marker = "An S3 bucket/prefix that the Labellerr platform reads";
+    assert!(text.contains(marker), "the CRD description to change is not there");
+    std::fs::write(&crds, text.replace(marker, "UPGRADED: An S3 bucket/prefix that the Labellerr platform reads"))
+        .unwrap();
+    let (ok, out) = helm_at(&["upgrade", "s3c", changed.to_str().unwrap(), "--namespace", "default"]);
+    assert!(ok, "helm upgrade: {out}");
+    let (_, out) = kubectl(&[
+        "get",
+        "crd",
+        "s3connections.s3connect.io",
+        "-o",
+        "jsonpath={.spec.versions[0].schema.openAPIV3Schema.description}",
+    ]);
+    assert!(out.starts_with("UPGRADED:"), "the upgrade did not update the CRD: {out}");
+
+    // Uninstalling keeps the CRDs (and so every s3connect resource) by default.
+    let (ok, out) = helm_at(&["uninstall", "s3c", "--namespace", "default"]);
+    assert!(ok, "helm uninstall: {out}");
+    let (ok, out) = kubectl(&["get", "crd", "datasets.s3connect.io"]);
+    assert!(ok, "the CRD went with the release: {out}");
+    let (ok, _) = kubectl(&["get", "deployment", "s3c-s3connect", "-n", "default"]);
+    assert!(!ok, "the release's Deployment is still there");
+    drop(launcher.stdin.take());
+    let _ = launcher.wait();
 }

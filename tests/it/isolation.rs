@@ -527,7 +527,7 @@ async fn no_key_material_reaches_the_log_at_debug_or_trace() {
 #[tokio::test]
 async fn after_an_api_server_restart_new_objects_are_reconciled_within_seconds() {
     // A private control plane: restarting the shared one would disturb every other test.
-    let (mut launcher, env_file) = crate::support::launch_private();
+    let (mut launcher, env_file) = crate::support::launch_private(&[]);
     let vars = std::fs::read_to_string(&env_file).unwrap();
     let var = |k: &str| vars.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap().to_owned();
     let kubeconfig = std::path::PathBuf::from(var("KUBECONFIG"));

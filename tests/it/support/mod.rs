@@ -80,11 +80,12 @@ pub fn env() -> &'static TestEnv {
 /// A second, private environment (control plane, S3, platform), for a test that must
 /// disturb it (restart its API server, say). It goes away when the returned launcher's
 /// stdin is closed or this process exits.
-pub fn launch_private() -> (Child, PathBuf) {
+pub fn launch_private(extra: &[&str]) -> (Child, PathBuf) {
     let script = repo_root().join("testenv/launch.py");
     let mut child = Command::new("python3")
         .arg(&script)
         .arg("--until-stdin-closes")
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
