@@ -105,6 +105,17 @@ pub async fn check(spec: &S3ConnectionSpec, keys: &Keys, deadline: std::time::Du
     Checked { location: Some(location), report: Some(report), verdict }
 }
 
+/// A condition message as a person at a terminal needs it: `check` runs once, so the
+/// operator's "retrying with backoff" becomes what to do.
+fn for_terminal(message: &str) -> String {
+    message
+        .replace("; retrying with backoff.", "; run check again in a moment.")
+        .replace(" Retrying with backoff.", " Run check again in a moment.")
+        .replace(" Re-checking with backoff.", "")
+        .replace(", retrying with backoff", "")
+        .replace("; retrying with backoff", "")
+}
+
 impl Checked {
     pub fn ready(&self) -> bool {
         self.verdict.ready().is_true()
@@ -122,7 +133,7 @@ impl Checked {
             "region": self.report.as_ref().map(|r| r.region_used.clone()),
             "s3Requests": self.report.as_ref().map_or(0, |r| r.requests),
             "conditions": self.verdict.conditions.iter().map(|c| json!({
-                "type": c.type_, "status": c.status.as_str(), "reason": c.reason.as_str(), "message": c.message,
+                "type": c.type_, "status": c.status.as_str(), "reason": c.reason.as_str(), "message": for_terminal(&c.message),
             })).collect::<Vec<_>>(),
             "permissions": self.verdict.permissions,
             "missingPolicy": self.verdict.missing_policy.as_deref().map(|p| serde_json::from_str::<serde_json::Value>(p).ok()),
@@ -142,7 +153,7 @@ impl Checked {
                 c.type_,
                 c.status.as_str(),
                 c.reason.as_str(),
-                c.message
+                for_terminal(&c.message)
             ));
         }
         out.push_str("\nPERMISSION              RESULT\n");
@@ -189,6 +200,18 @@ mod tests {
         let typo = "kind: S3Connection\nmetadata: {name: a}\nspec: {uri: s3://data/a/, usge: [Export], credentials: {secretRef: {name: k, keyy: x}}}\n";
         let err = specs_from_manifest(typo).unwrap_err();
         assert!(err.contains("spec.usge") && err.contains("spec.credentials.secretRef.keyy"), "{err}");
+    }
+
+    #[test]
+    fn messages_at_a_terminal_say_what_to_do_not_that_the_operator_retries() {
+        let said = "Could not reach http://x (refused): check spec.endpoint; retrying with backoff.";
+        assert_eq!(
+            for_terminal(said),
+            "Could not reach http://x (refused): check spec.endpoint; run check again in a moment."
+        );
+        let said = "S3 answered the s3:ListBucket probe with InternalError; retrying with backoff.";
+        assert!(!for_terminal(said).contains("backoff"));
+        assert!(!for_terminal("The store refused it: check the proxy. Re-checking with backoff.").contains("backoff"));
     }
 
     #[test]

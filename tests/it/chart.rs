@@ -83,6 +83,10 @@ fn the_chart_lints_and_its_values_are_checked() {
         "monitoring.coreos.com/v1/ServiceMonitor",
     ]);
     assert!(ok && out.contains("kind: ServiceMonitor"), "{out}");
+    // The chart README's values table is generated from values.yaml's comments.
+    let fresh =
+        Command::new("python3").arg(support::repo_root().join("scripts/chart-readme")).arg("--check").output().unwrap();
+    assert!(fresh.status.success(), "{}", String::from_utf8_lossy(&fresh.stderr));
     let committed = std::fs::read_to_string(support::repo_root().join("crds/s3connect.yaml")).unwrap();
     let in_chart = std::fs::read_to_string(support::repo_root().join("charts/s3connect/files/crds.yaml")).unwrap();
     assert!(committed == in_chart, "charts/s3connect/files/crds.yaml is stale: run `make crds`");
