@@ -414,3 +414,46 @@ mod tests {
         assert!(busy < Duration::from_millis(150), "the sleep was counted: {busy:?}");
     }
 }
+
+#[cfg(test)]
+mod dashboard_tests {
+    /// The Grafana dashboard in docs/grafana and the chart's alerts only use metrics the
+    /// operator exports.
+    #[test]
+    fn the_dashboard_and_the_alerts_query_metrics_that_exist() {
+        let m = super::metrics::Metrics::default();
+        m.reconciled("S3Connection", "Validated", std::time::Duration::from_millis(5));
+        m.reconcile_panic("S3Connection");
+        m.status_write_refused("S3Connection");
+        m.s3_request("ListObjectsV2", "ok");
+        m.platform_request("/exports/status", "ok");
+        m.set_ready("uid", "S3Connection", "ns", "c", true, "Validated");
+        let rendered = m.render();
+        let exported: std::collections::BTreeSet<String> = rendered
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(|n| n.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count").to_owned())
+            .collect();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dashboard = std::fs::read_to_string(root.join("docs/grafana/s3connect-dashboard.json")).unwrap();
+        let rules = std::fs::read_to_string(root.join("charts/s3connect/templates/service.yaml")).unwrap();
+        let _: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+        let mut used = std::collections::BTreeSet::new();
+        for text in [&dashboard, &rules] {
+            for (i, _) in text.match_indices("s3connect_") {
+                let name: String = text[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                used.insert(name.trim_end_matches("_bucket").to_owned());
+            }
+            for (i, _) in text.match_indices("process_") {
+                let name: String = text[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                used.insert(name);
+            }
+        }
+        // Names in the chart that are not metrics (the template's helper names).
+        used.retain(|n| n.len() > "s3connect_".len() && !n.starts_with("s3connect_labels"));
+        assert!(used.len() >= 10, "too few metrics found to prove anything: {used:?}");
+        let missing: Vec<&String> = used.iter().filter(|n| !exported.contains(*n)).collect();
+        assert!(missing.is_empty(), "queried but not exported: {missing:?}\nexported: {exported:?}");
+    }
+}

@@ -53,8 +53,8 @@ async fn create_namespace(client: &kube::Client, ns: &str) {
 
 #[test]
 fn the_chart_lints_and_its_values_are_checked() {
-    let (ok, out) = helm(&["lint", "charts/s3connect"]);
-    assert!(ok, "helm lint: {out}");
+    let (ok, out) = helm(&["lint", "--strict", "charts/s3connect"]);
+    assert!(ok, "helm lint --strict: {out}");
     let (ok, out) = helm(&["lint", "charts/s3connect", "--set", "logFormat=xml"]);
     assert!(!ok && out.contains("logFormat"), "values.schema.json let logFormat=xml through: {out}");
     let (ok, out) = helm(&["template", "t", "charts/s3connect", "--set", "watchNamespace=team-a"]);
@@ -83,6 +83,28 @@ fn the_chart_lints_and_its_values_are_checked() {
         "monitoring.coreos.com/v1/ServiceMonitor",
     ]);
     assert!(ok && out.contains("kind: ServiceMonitor"), "{out}");
+    // Alerts likewise, and each names the object through s3connect_ready's labels.
+    let pr = ["--set", "metrics.prometheusRule.enabled=true"];
+    let (ok, out) = helm(&["template", "t", "charts/s3connect", pr[0], pr[1]]);
+    assert!(ok && !out.contains("kind: PrometheusRule"), "{out}");
+    let (ok, out) = helm(&[
+        "template",
+        "t",
+        "charts/s3connect",
+        pr[0],
+        pr[1],
+        "--api-versions",
+        "monitoring.coreos.com/v1/PrometheusRule",
+    ]);
+    assert!(ok && out.contains("kind: PrometheusRule"), "{out}");
+    for wanted in [
+        "expr: s3connect_ready == 0",
+        "{{ $labels.namespace }}/{{ $labels.name }}",
+        "s3connect_reconcile_panics_total",
+        "s3connect_leader",
+    ] {
+        assert!(out.contains(wanted), "{wanted} not in the rendered rules:\n{out}");
+    }
     // The chart README's values table is generated from values.yaml's comments.
     let fresh =
         Command::new("python3").arg(support::repo_root().join("scripts/chart-readme")).arg("--check").output().unwrap();
