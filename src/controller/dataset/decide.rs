@@ -65,9 +65,13 @@ pub fn step(
         return Step::Check { sync: false };
     }
     let asked = sync_requested(status, annotations).is_some();
+    // A new reconcile request: a settled dataset is looked at now, not when its sync is due.
+    let look = crate::api::connection::requested_at(annotations)
+        .is_some_and(|r| status.last_handled_reconcile_at.as_deref() != Some(r.as_str()));
     match sync_due_in(spec, status, now) {
         Some(_) if asked => Step::Check { sync: true },
         Some(d) if d.is_zero() && problem.is_none() => Step::Check { sync: true },
+        _ if look => Step::Check { sync: false },
         Some(d) => Step::Idle(Some(d.max(Duration::from_secs(1)))),
         None => Step::Idle(None),
     }

@@ -99,17 +99,11 @@ pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Er
     let started = std::time::Instant::now();
     let mut status = ds.status.clone().unwrap_or_default();
     status.observed_generation = ds.metadata.generation;
-    let requested = crate::api::connection::requested_at(ds.annotations());
-    let asked = requested.is_some() && status.last_handled_reconcile_at != requested;
-    status.last_handled_reconcile_at = requested;
     // What the status says now; every later comparison is against the last write.
     let mut written = ds.status.clone().unwrap_or_default();
     let problem = super::platform::connection_problem(connection.as_ref(), &conn_name, &FOR_DATASET);
-    let step = match decide::step(&ds.spec, &status, ds.annotations(), problem.clone(), Timestamp::now()) {
-        // Asked to look again: a settled dataset is checked now, not when its sync is due.
-        Step::Idle(_) if asked => Step::Check { sync: false },
-        step => step,
-    };
+    let step = decide::step(&ds.spec, &status, ds.annotations(), problem.clone(), Timestamp::now());
+    status.last_handled_reconcile_at = crate::api::connection::requested_at(ds.annotations());
     let outcome = match (step, connection.as_ref()) {
         (Step::Idle(after), _) => return Ok(after.map_or_else(Action::await_change, Action::requeue)),
         (Step::Blocked(p), _) => decide::blocked(status, p),

@@ -247,3 +247,16 @@ fn sync_runs_when_due_or_asked_and_only_then() {
         "asked once, synced once"
     );
 }
+
+#[test]
+fn a_new_reconcile_request_looks_at_a_settled_dataset_now_and_a_handled_one_does_not() {
+    let s = spec(serde_json::json!({}));
+    let mut done = with_id(DatasetPhase::Ready);
+    let asked: BTreeMap<String, String> = [("s3connect.io/requested-at".to_owned(), "1".to_owned())].into();
+    assert_eq!(step(&s, &done, &none(), None, at(0)), Step::Idle(None));
+    assert_eq!(step(&s, &done, &asked, None, at(0)), Step::Check { sync: false });
+    done.last_handled_reconcile_at = Some("1".into());
+    assert_eq!(step(&s, &done, &asked, None, at(0)), Step::Idle(None), "handled once");
+    let flux: BTreeMap<String, String> = [("reconcile.fluxcd.io/requestedAt".to_owned(), "t2".to_owned())].into();
+    assert_eq!(step(&s, &with_id(DatasetPhase::Failed), &flux, None, at(0)), Step::Check { sync: false });
+}
