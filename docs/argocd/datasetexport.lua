@@ -22,7 +22,7 @@ if status.conditions ~= nil then
 end
 if status.phase == "Failed" or stalled ~= nil then
   hs.status = "Degraded"
-  local c = stalled or ready
+  local c = ready or stalled
   hs.message = c ~= nil and (c.reason .. ": " .. c.message) or "The export failed"
   return hs
 end

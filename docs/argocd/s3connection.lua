@@ -24,10 +24,12 @@ if ready ~= nil and ready.status == "True" then
   hs.message = ready.message
 elseif stalled ~= nil then
   hs.status = "Degraded"
-  hs.message = stalled.reason .. ": " .. stalled.message
+  local c = ready or stalled
+  hs.message = c.reason .. ": " .. c.message
 elseif reconciling ~= nil then
   hs.status = "Progressing"
-  hs.message = reconciling.reason .. ": " .. reconciling.message
+  local c = ready or reconciling
+  hs.message = c.reason .. ": " .. c.message
 elseif ready ~= nil and ready.status == "False" then
   hs.status = "Degraded"
   hs.message = ready.reason .. ": " .. ready.message

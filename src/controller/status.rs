@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{Context, FIELD_MANAGER, RECONCILE_PANICKED};
 use crate::api::conditions::{NamedCond, READY, RECONCILING, STALLED, Status, printable};
 
-/// Sets Ready=False and Reconciling=True with `message` on the object's status, keeping
+/// Sets Ready=False with `message` and Reconciling=True on the object's status, keeping
 /// everything else it has: the whole status is applied again under the operator's field
 /// manager, so no field changes hands and the next successful reconcile replaces both.
 pub async fn report_panic<K>(ctx: &Context, object: &K, message: &str)
@@ -26,7 +26,7 @@ where
     let old: Vec<Value> = status.get("conditions").and_then(Value::as_array).cloned().unwrap_or_default();
     let generation = object.meta().generation;
     let now = Time(Timestamp::now());
-    let condition = |type_: &str, state: &str| {
+    let condition = |type_: &str, state: &str, message: &str| {
         let kept =
             old.iter().find(|c| c["type"] == type_ && c["status"] == state).map(|c| c["lastTransitionTime"].clone());
         json!({"type": type_, "status": state, "reason": RECONCILE_PANICKED, "message": message,
@@ -34,8 +34,8 @@ where
     };
     let mut conditions: Vec<Value> =
         old.iter().filter(|c| ![READY, RECONCILING, STALLED].iter().any(|t| c["type"] == *t)).cloned().collect();
-    conditions.push(condition(READY, "False"));
-    conditions.push(condition(RECONCILING, "True"));
+    conditions.push(condition(READY, "False", message));
+    conditions.push(condition(RECONCILING, "True", RETRYING_MESSAGE));
     status["conditions"] = Value::Array(conditions);
     let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
     let api = Api::<kube::api::DynamicObject>::namespaced_with(
@@ -69,15 +69,29 @@ where
     ctx.event(object.object_ref(&()), true, "StatusWriteRefused", "WriteStatus", &note).await;
 }
 
+/// What Stalled says: the next step, not the failure again (Ready and the failing
+/// condition carry that; `kubectl describe` shows every condition).
+pub const STALLED_MESSAGE: &str = "Not retried by itself: fix what Ready says, then change the spec or set the s3connect.io/requested-at annotation to check again.";
+/// What Reconciling says while a failure is retried.
+pub const RETRYING_MESSAGE: &str = "Retried by itself with backoff: nothing to do unless Ready stays False.";
+/// What Reconciling says while Ready is Unknown (work in progress).
+pub const IN_PROGRESS_MESSAGE: &str = "In progress: Ready says what the operator is doing.";
+
 /// kstatus: a Ready that is not True gets Reconciling (the operator retries by itself) or
-/// Stalled (someone must change something), with Ready's reason and message. Appended
-/// after Ready, as both controllers write them.
+/// Stalled (someone must change something), with Ready's reason. Their message says what
+/// happens next rather than repeating Ready's, so `kubectl describe` shows the failure once
+/// in the failing condition and once in Ready (what every generic tool reads). Appended after
+/// Ready, as the controllers write them.
 pub fn with_kstatus(mut conds: Vec<NamedCond>, retrying: bool) -> Vec<NamedCond> {
     if let Some(ready) = conds.iter().find(|c| c.type_ == READY).cloned()
         && !ready.is_true()
     {
-        let type_ = if retrying { RECONCILING } else { STALLED };
-        conds.push(NamedCond { type_, status: Status::True, ..ready });
+        let (type_, message) = match (retrying, ready.status) {
+            (false, _) => (STALLED, STALLED_MESSAGE),
+            (true, Status::Unknown) => (RECONCILING, IN_PROGRESS_MESSAGE),
+            (true, _) => (RECONCILING, RETRYING_MESSAGE),
+        };
+        conds.push(NamedCond { type_, status: Status::True, message: message.into(), ..ready });
     }
     conds
 }
@@ -221,5 +235,12 @@ mod tests {
         assert_eq!(with_kstatus(vec![ready(Status::True)], true).len(), 1);
         let unknown = with_kstatus(vec![ready(Status::Unknown)], true);
         assert_eq!(unknown[1].type_, RECONCILING);
+        // Each says what happens next, never Ready's message again.
+        let messages: Vec<String> = [(Status::False, true), (Status::False, false), (Status::Unknown, true)]
+            .into_iter()
+            .map(|(s, r)| with_kstatus(vec![ready(s)], r)[1].message.to_string())
+            .collect();
+        assert!(messages.iter().all(|m| !m.contains("because")), "{messages:?}");
+        assert_eq!(messages, [RETRYING_MESSAGE, STALLED_MESSAGE, IN_PROGRESS_MESSAGE]);
     }
 }

@@ -106,6 +106,12 @@ impl Case {
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", reason));
         let stalled = condition(c, "Stalled").expect("a failure someone must fix is Stalled");
         assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", reason));
+        // `kubectl describe` shows the failure under the failing condition and Ready only.
+        let conditions = &c.status.as_ref().unwrap().conditions;
+        let shown: Vec<&str> =
+            conditions.iter().filter(|x| x.message == ready.message).map(|x| x.type_.as_str()).collect();
+        assert_eq!(shown.len(), 2, "{reason}: the failure is shown by {shown:?}");
+        assert!(stalled.message.contains("requested-at"), "{}", stalled.message);
     }
 
     /// No key of this case appears in any status, event or operator log line.
@@ -130,7 +136,7 @@ async fn missing_secret_and_missing_key() {
         let r = condition(&c, "Reconciling").expect("Reconciling within the grace");
         assert_eq!((r.status.as_str(), r.reason.as_str()), ("True", "SecretNotFound"));
     }
-    let c = case.expect("c", "Stalled", "True", "SecretNotFound", &["was not found"]).await;
+    let c = case.expect("c", "Stalled", "True", "SecretNotFound", &["requested-at"]).await;
     case.assert_not_ready(&c, "SecretNotFound");
     assert!(condition(&c, "Reconciling").is_none(), "Stalled and Reconciling at once");
     assert_eq!(condition(&c, "ReadPermitted").unwrap().status, "Unknown");

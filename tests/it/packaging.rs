@@ -97,8 +97,13 @@ async fn argocd_health_checks_read_real_statuses() {
     let results = health("s3connection.lua", &objects);
     let statuses: Vec<&str> = results.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(statuses, ["Healthy", "Degraded", "Progressing", "Progressing"], "{results:?}");
-    assert!(results[1].1.starts_with("GetObjectDenied: "), "{}", results[1].1);
-    assert!(results[2].1.starts_with("EndpointUnreachable: "), "{}", results[2].1);
+    // Argo shows what failed and what to do (Ready's message), not kstatus' next step.
+    assert!(results[1].1.starts_with("GetObjectDenied: ") && results[1].1.contains("s3:GetObject"), "{}", results[1].1);
+    assert!(
+        results[2].1.starts_with("EndpointUnreachable: ") && results[2].1.contains("127.0.0.1:1"),
+        "{}",
+        results[2].1
+    );
 
     // An export whose connection does not exist is stalled on a person.
     let dsx = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "DatasetExport", "metadata": {"name": "orphan"}, "spec": {
@@ -120,5 +125,5 @@ async fn argocd_health_checks_read_real_statuses() {
     let results = health("datasetexport.lua", &[orphan, done, running]);
     let statuses: Vec<&str> = results.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(statuses, ["Degraded", "Healthy", "Progressing"], "{results:?}");
-    assert!(results[0].1.starts_with("ConnectionNotFound: "), "{}", results[0].1);
+    assert!(results[0].1.starts_with("ConnectionNotFound: ") && results[0].1.contains("nowhere"), "{}", results[0].1);
 }
