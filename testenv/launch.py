@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Start a real, local test environment: etcd + kube-apiserver + moto's S3/IAM server +
-the Labellerr platform stand-in (testenv/labellerr_standin.py).
+the Labellerr platform stand-in (testenv/labellerr_standin.py) + versitygw (an S3 server
+that answers CORS as S3 does, for the browser test).
 
 Used by the integration tests, by the demo and by hand. It picks free loopback ports,
 waits until every component is ready, writes a kubeconfig and an env file, installs the
@@ -255,6 +256,9 @@ def start_moto(env, venv):
     # from the caller's environment.
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         child_env.pop(k, None)
+    # moto otherwise answers every request with CORS headers allowing any origin, bucket
+    # rule or not, so no CORS behaviour seen through it would mean anything.
+    child_env["MOTO_DISABLE_GLOBAL_CORS"] = "1"
     # moto's own server, through a wrapper that matches IAM action names case-insensitively
     # as AWS does (see testenv/moto_server.py).
     env.spawn("moto", [os.path.join(venv, "bin", "python"), os.path.join(ROOT, "testenv", "moto_server.py"),
@@ -281,6 +285,26 @@ def start_moto(env, venv):
     with urllib.request.urlopen(req, timeout=10) as r:
         r.read()
     return endpoint, admin
+
+
+def start_versitygw(env, binary):
+    """versitygw over a folder of the run, with one root user: S3 as browsers see it (CORS
+    answered per bucket rule, preflights unsigned), where moto is not faithful."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    keys = ("vgwroot" + os.urandom(4).hex(), os.urandom(20).hex())
+    data = os.path.join(env.run_dir, "versitygw")
+    os.makedirs(data, exist_ok=True)
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ROOT_"))}
+    env.spawn("versitygw", [binary, "--access", keys[0], "--secret", keys[1], "--keep-alive",
+                            "--port", f"127.0.0.1:{port}", "posix", data], env=child_env)
+
+    def up():
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+
+    wait_until("versitygw", up, env, 30)
+    return endpoint, keys
 
 
 def start_fault_proxy(env, s3_endpoint):
@@ -345,7 +369,8 @@ def main():
     apiserver = os.path.join(cache, "bin", f"kube-apiserver-{v['KUBERNETES_VERSION']}")
     etcd_bin = os.path.join(cache, "bin", f"etcd-{v['ETCD_VERSION']}")
     venv = os.path.join(cache, "venv")
-    for path in (apiserver, etcd_bin, os.path.join(venv, "bin", "moto_server")):
+    versitygw = os.path.join(cache, "bin", f"versitygw-{v['VERSITYGW_VERSION']}")
+    for path in (apiserver, etcd_bin, versitygw, os.path.join(venv, "bin", "moto_server")):
         if not os.path.exists(path):
             log(f"{path} is missing: run testenv/setup first")
             return 2
@@ -373,6 +398,7 @@ def main():
         s3, admin = start_moto(env, venv)
         platform, platform_auth = start_platform(env, venv, s3)
         fault_proxy = start_fault_proxy(env, s3)
+        vgw, vgw_keys = start_versitygw(env, versitygw)
         apply_crds(kubeconfig, args.crds)
         version = subprocess.run([apiserver, "--version"], capture_output=True, text=True).stdout.strip()
         env_file = os.path.join(run_dir, "env")
@@ -385,6 +411,9 @@ def main():
             "S3CONNECT_TEST_S3_FAULT_PROXY": fault_proxy,
             "S3CONNECT_TEST_S3_ADMIN_ACCESS_KEY_ID": admin[0],
             "S3CONNECT_TEST_S3_ADMIN_SECRET_ACCESS_KEY": admin[1],
+            "S3CONNECT_TEST_VERSITYGW_ENDPOINT": vgw,
+            "S3CONNECT_TEST_VERSITYGW_ACCESS_KEY_ID": vgw_keys[0],
+            "S3CONNECT_TEST_VERSITYGW_SECRET_ACCESS_KEY": vgw_keys[1],
             "S3CONNECT_TEST_PLATFORM_URL": platform,
             "S3CONNECT_TEST_PLATFORM_API_KEY": platform_auth["api_key"],
             "S3CONNECT_TEST_PLATFORM_API_SECRET": platform_auth["api_secret"],

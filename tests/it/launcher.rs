@@ -36,7 +36,7 @@ fn launch() -> Launched {
         })
         .collect::<Vec<_>>();
     let names: Vec<_> = pids.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["etcd", "kube-apiserver", "moto", "platform", "fault-proxy"]);
+    assert_eq!(names, ["etcd", "kube-apiserver", "moto", "platform", "fault-proxy", "versitygw"]);
     for (name, pid) in &pids {
         assert!(alive(*pid), "{name} ({pid}) is not running while the environment is up");
     }

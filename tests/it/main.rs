@@ -4,6 +4,7 @@
 mod support;
 
 mod admission;
+mod browser;
 mod chart;
 mod cli;
 mod connection;

@@ -1,5 +1,5 @@
-// Builds versitygw, a real S3 gateway over a POSIX directory, for the benchmarks: a
-// fast S3 server where the Python one would be the bottleneck.
+// Builds versitygw, a real S3 gateway over a POSIX directory: a fast S3 server for the
+// benchmarks, and one that answers CORS as S3 does for the browser test.
 module s3connect.io/testenv/versitygw
 
 go 1.26.0

@@ -33,6 +33,9 @@ pub struct TestEnv {
     /// testenv/fault_proxy.py in front of the S3 server (see `faults`).
     pub s3_fault_proxy: String,
     pub s3_admin: s3connect::s3::client::Keys,
+    /// versitygw: S3 as a browser sees it (CORS per bucket rule, unsigned preflights).
+    pub versitygw: String,
+    pub versitygw_root: s3connect::s3::client::Keys,
     pub platform_url: String,
     pub platform: s3connect::platform::Credentials,
 }
@@ -65,6 +68,12 @@ pub fn env() -> &'static TestEnv {
             s3_admin: s3connect::s3::client::Keys {
                 access_key_id: var("S3CONNECT_TEST_S3_ADMIN_ACCESS_KEY_ID"),
                 secret_access_key: var("S3CONNECT_TEST_S3_ADMIN_SECRET_ACCESS_KEY"),
+                session_token: None,
+            },
+            versitygw: var("S3CONNECT_TEST_VERSITYGW_ENDPOINT"),
+            versitygw_root: s3connect::s3::client::Keys {
+                access_key_id: var("S3CONNECT_TEST_VERSITYGW_ACCESS_KEY_ID"),
+                secret_access_key: var("S3CONNECT_TEST_VERSITYGW_SECRET_ACCESS_KEY"),
                 session_token: None,
             },
             platform_url: var("S3CONNECT_TEST_PLATFORM_URL"),
