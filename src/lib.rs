@@ -2,9 +2,11 @@
 //! data-labelling platform and says, in status, exactly what to fix when it cannot.
 
 pub mod api;
+pub mod aws;
 pub mod check;
 pub mod controller;
 pub mod endpoints;
+pub mod iam;
 pub mod leader;
 pub mod platform;
 pub mod s3;

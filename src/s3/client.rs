@@ -42,7 +42,7 @@ impl std::fmt::Debug for Keys {
 }
 
 /// The one HTTP client (and connection pool) every S3 client uses.
-fn http_client() -> SharedHttpClient {
+pub(crate) fn http_client() -> SharedHttpClient {
     static CLIENT: OnceLock<SharedHttpClient> = OnceLock::new();
     CLIENT
         .get_or_init(|| {

@@ -15,11 +15,7 @@ const MAX_AGE_SECONDS: i32 = 3600;
 /// own, so that connections sharing a bucket with different origins add a rule each
 /// instead of replacing one another's on every validation.
 pub fn rule_id(owner: &str) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in owner.bytes() {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    format!("{RULE_ID_PREFIX}{h:08x}")
+    format!("{RULE_ID_PREFIX}{}", crate::api::short_hash(owner))
 }
 
 /// The rule `id` that lets `origins` GET and HEAD objects.

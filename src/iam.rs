@@ -1,0 +1,355 @@
+//! IAM for managed credentials: the operator, with its own AWS identity (aws-config's
+//! default chain: IRSA, EKS Pod Identity, environment, profiles), makes one IAM user per
+//! managed S3Connection under a fixed path, gives it exactly the connection's least-privilege
+//! policy, and creates, rotates and deletes its access keys.
+//!
+//! Every call is idempotent or adopted by name: a user that exists under our path is ours
+//! (its name is derived from the namespace and name), a policy is put (replaced) whole, and
+//! an access key that is in no Secret the operator wrote (a create whose answer was lost) is
+//! deleted before a new one is made.
+
+use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
+use serde_json::{Value, json};
+
+use crate::s3::client::Keys;
+
+/// The IAM path every managed user is created under; users elsewhere are never touched.
+pub const DEFAULT_PATH: &str = "/s3connect/";
+/// The inline policy's name on each managed user.
+pub const POLICY_NAME: &str = "s3connect";
+
+/// What went wrong in IAM, in terms a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IamError {
+    /// The operator's identity may not `action`.
+    Denied { action: &'static str, detail: String },
+    /// A user of that name exists outside the operator's path: someone else's.
+    Foreign { user: String, path: String },
+    /// IAM refused the request for another reason (a limit, a malformed boundary ARN).
+    Rejected { action: &'static str, code: String, detail: String },
+    /// No answer, a 5xx or throttling: retried with backoff.
+    Unavailable { action: &'static str, detail: String },
+}
+
+impl std::fmt::Display for IamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IamError::Denied { action, detail } => write!(
+                f,
+                "IAM denied {action} to the operator's own identity ({detail}): add it to the operator's policy (`s3connect policy --operator` prints the whole policy)."
+            ),
+            IamError::Foreign { user, path } => write!(
+                f,
+                "IAM user {user:?} already exists under path {path:?}, not the operator's: rename or delete that user, or use spec.credentials.secretRef."
+            ),
+            IamError::Rejected { action, code, detail } => {
+                write!(f, "IAM refused {action} ({code}: {detail}): fix what IAM names, then the operator tries again.")
+            }
+            IamError::Unavailable { action, detail } => {
+                write!(f, "IAM did not complete {action} ({detail}); retrying with backoff.")
+            }
+        }
+    }
+}
+
+impl IamError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, IamError::Unavailable { .. })
+    }
+}
+
+fn classify<E: ProvideErrorMetadata>(
+    action: &'static str,
+    e: &SdkError<E, aws_sdk_iam::config::http::HttpResponse>,
+) -> IamError {
+    let detail = crate::api::conditions::printable(&bounded(e.message().unwrap_or("no message"))).into_owned();
+    match e {
+        SdkError::ServiceError(service) => {
+            // An error body IAM's parser cannot read (a proxy's, say) still has a status.
+            let status = service.raw().status().as_u16();
+            let fallback = match status {
+                401 | 403 => "AccessDenied",
+                404 => "NoSuchEntity",
+                429 => "Throttling",
+                s if s >= 500 => "ServiceFailure",
+                _ => "Unknown",
+            };
+            let code = e.code().unwrap_or(fallback).to_owned();
+            match code.as_str() {
+                "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" => {
+                    IamError::Denied { action, detail: format!("{code}: {detail}") }
+                }
+                "Throttling" | "ThrottlingException" | "ServiceFailure" | "ServiceUnavailable" | "InternalFailure" => {
+                    IamError::Unavailable { action, detail: format!("{code}: {detail}") }
+                }
+                // An identity IAM does not know is the operator's credentials, not the user's.
+                "InvalidClientTokenId" | "SignatureDoesNotMatch" | "ExpiredToken" => {
+                    IamError::Denied { action, detail: format!("{code}: {detail}") }
+                }
+                _ => IamError::Rejected { action, code, detail },
+            }
+        }
+        SdkError::ResponseError(_) | SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+            IamError::Unavailable { action, detail: "no answer".into() }
+        }
+        _ => IamError::Unavailable { action, detail: "the request could not be made".into() },
+    }
+}
+
+fn bounded(text: &str) -> String {
+    text.chars().take(300).collect()
+}
+
+fn no_such_entity<E: ProvideErrorMetadata>(e: &SdkError<E, aws_sdk_iam::config::http::HttpResponse>) -> bool {
+    match e {
+        SdkError::ServiceError(s) => {
+            e.code() == Some("NoSuchEntity") || (e.code().is_none() && s.raw().status().as_u16() == 404)
+        }
+        _ => false,
+    }
+}
+
+/// An access key's id and when it was made (seconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub id: String,
+    pub created: i64,
+}
+
+/// The IAM user name for connection `name` in `namespace`: `<namespace>.<name>` (a
+/// namespace has no dots, so no two connections share one), or, past IAM's 64 characters,
+/// its first 55 and a hash of the whole.
+pub fn user_name(namespace: &str, name: &str) -> String {
+    let full = format!("{namespace}.{name}");
+    if full.len() <= 64 {
+        return full;
+    }
+    format!("{}-{}", &full[..55], crate::api::short_hash(&full))
+}
+
+/// IAM, as the operator's own identity.
+#[derive(Clone, Debug)]
+pub struct Iam {
+    client: aws_sdk_iam::Client,
+    path: String,
+    boundary: Option<String>,
+}
+
+impl Iam {
+    /// The operator's identity from aws-config's default chain (`AWS_ENDPOINT_URL_IAM`
+    /// and the rest of the standard variables apply).
+    pub async fn from_environment(path: String, boundary: Option<String>) -> Iam {
+        let config = crate::aws::config_loader().load().await;
+        // IAM is global; signing still needs a region, which a bare environment may lack.
+        let region = config.region().cloned().unwrap_or_else(|| aws_sdk_iam::config::Region::from_static("us-east-1"));
+        let client = aws_sdk_iam::Client::from_conf(aws_sdk_iam::config::Builder::from(&config).region(region).build());
+        Iam { client, path, boundary }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Makes the user, or adopts it when it exists under our path.
+    pub async fn ensure_user(&self, user: &str, owner: &str) -> Result<(), IamError> {
+        match self.client.get_user().user_name(user).send().await {
+            Ok(out) => return self.ours(user, out.user().map(|u| u.path())),
+            Err(e) if no_such_entity(&e) => {}
+            Err(e) => return Err(classify("iam:GetUser", &e)),
+        }
+        let create = self
+            .client
+            .create_user()
+            .user_name(user)
+            .path(&self.path)
+            .set_permissions_boundary(self.boundary.clone())
+            .tags(
+                aws_sdk_iam::types::Tag::builder()
+                    .key("s3connect.io/owner")
+                    .value(owner)
+                    .build()
+                    .expect("key and value"),
+            );
+        match create.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e, SdkError::ServiceError(_)) && e.code() == Some("EntityAlreadyExists") => {
+                let out =
+                    self.client.get_user().user_name(user).send().await.map_err(|e| classify("iam:GetUser", &e))?;
+                self.ours(user, out.user().map(|u| u.path()))
+            }
+            Err(e) => Err(classify("iam:CreateUser", &e)),
+        }
+    }
+
+    fn ours(&self, user: &str, path: Option<&str>) -> Result<(), IamError> {
+        match path {
+            Some(p) if p == self.path => Ok(()),
+            other => Err(IamError::Foreign { user: user.to_owned(), path: other.unwrap_or("/").to_owned() }),
+        }
+    }
+
+    /// Replaces the user's inline policy with `document`.
+    pub async fn put_policy(&self, user: &str, document: &Value) -> Result<(), IamError> {
+        self.client
+            .put_user_policy()
+            .user_name(user)
+            .policy_name(POLICY_NAME)
+            .policy_document(document.to_string())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("iam:PutUserPolicy", &e))
+    }
+
+    pub async fn keys(&self, user: &str) -> Result<Vec<KeyInfo>, IamError> {
+        let out = self
+            .client
+            .list_access_keys()
+            .user_name(user)
+            .send()
+            .await
+            .map_err(|e| classify("iam:ListAccessKeys", &e))?;
+        Ok(out
+            .access_key_metadata()
+            .iter()
+            .filter_map(|k| {
+                Some(KeyInfo { id: k.access_key_id()?.to_owned(), created: k.create_date().map_or(0, |d| d.secs()) })
+            })
+            .collect())
+    }
+
+    /// A new access key. Not idempotent: the caller writes it down at once, and deletes
+    /// keys it has no record of before making another.
+    pub async fn create_key(&self, user: &str) -> Result<Keys, IamError> {
+        let out = self
+            .client
+            .create_access_key()
+            .user_name(user)
+            .send()
+            .await
+            .map_err(|e| classify("iam:CreateAccessKey", &e))?;
+        let key = out.access_key().ok_or_else(|| IamError::Unavailable {
+            action: "iam:CreateAccessKey",
+            detail: "the answer had no key".into(),
+        })?;
+        Ok(Keys {
+            access_key_id: key.access_key_id().to_owned(),
+            secret_access_key: key.secret_access_key().to_owned(),
+            session_token: None,
+        })
+    }
+
+    /// Deletes an access key; one already gone is fine.
+    pub async fn delete_key(&self, user: &str, id: &str) -> Result<(), IamError> {
+        match self.client.delete_access_key().user_name(user).access_key_id(id).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if no_such_entity(&e) => Ok(()),
+            Err(e) => Err(classify("iam:DeleteAccessKey", &e)),
+        }
+    }
+
+    /// Deletes the user's keys, its inline policy and the user; a user already gone is
+    /// fine, and one outside our path is left alone.
+    pub async fn delete_user(&self, user: &str) -> Result<(), IamError> {
+        match self.client.get_user().user_name(user).send().await {
+            // Someone else's user of that name: the operator never made anything there.
+            Ok(out) if self.ours(user, out.user().map(|u| u.path())).is_err() => return Ok(()),
+            Ok(_) => {}
+            Err(e) if no_such_entity(&e) => return Ok(()),
+            Err(e) => return Err(classify("iam:GetUser", &e)),
+        }
+        for key in self.keys(user).await? {
+            self.delete_key(user, &key.id).await?;
+        }
+        match self.client.delete_user_policy().user_name(user).policy_name(POLICY_NAME).send().await {
+            Ok(_) => {}
+            Err(e) if no_such_entity(&e) => {}
+            Err(e) => return Err(classify("iam:DeleteUserPolicy", &e)),
+        }
+        match self.client.delete_user().user_name(user).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if no_such_entity(&e) => Ok(()),
+            Err(e) => Err(classify("iam:DeleteUser", &e)),
+        }
+    }
+}
+
+/// The IAM policy the operator's own identity needs for managed credentials, limited to
+/// users under `path` (and, with `boundary`, to creating users only under that boundary).
+pub fn operator_policy(path: &str, boundary: Option<&str>) -> Value {
+    let users = format!("arn:aws:iam::*:user{path}*");
+    let mut create = json!({
+        "Sid": "S3ConnectCreateUsers",
+        "Effect": "Allow",
+        "Action": ["iam:CreateUser", "iam:TagUser"],
+        "Resource": users,
+    });
+    if let Some(b) = boundary {
+        create["Condition"] = json!({"StringEquals": {"iam:PermissionsBoundary": b}});
+    }
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            create,
+            {
+                "Sid": "S3ConnectManageUsers",
+                "Effect": "Allow",
+                "Action": [
+                    "iam:GetUser", "iam:DeleteUser",
+                    "iam:PutUserPolicy", "iam:DeleteUserPolicy",
+                    "iam:CreateAccessKey", "iam:ListAccessKeys", "iam:DeleteAccessKey",
+                ],
+                "Resource": users,
+            },
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_are_unique_per_connection_and_fit_iam() {
+        assert_eq!(user_name("team-a", "cats"), "team-a.cats");
+        assert_ne!(user_name("a-b", "c"), user_name("a", "b-c"));
+        let long = user_name("ns", &"x".repeat(200));
+        assert_eq!(long.len(), 64);
+        assert_ne!(long, user_name("ns", &format!("{}y", "x".repeat(199))));
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
+        assert!(long.chars().all(allowed) && user_name("a", "b.c-d").chars().all(allowed));
+    }
+
+    #[test]
+    fn the_operator_policy_names_every_call_it_makes_and_only_users_under_its_path() {
+        let policy = operator_policy("/s3connect/", Some("arn:aws:iam::1:policy/b"));
+        let text = policy.to_string();
+        for action in [
+            "iam:CreateUser",
+            "iam:GetUser",
+            "iam:DeleteUser",
+            "iam:PutUserPolicy",
+            "iam:DeleteUserPolicy",
+            "iam:CreateAccessKey",
+            "iam:ListAccessKeys",
+            "iam:DeleteAccessKey",
+        ] {
+            assert!(text.contains(action), "{action}");
+        }
+        for s in policy["Statement"].as_array().unwrap() {
+            assert_eq!(s["Resource"], "arn:aws:iam::*:user/s3connect/*");
+        }
+        assert_eq!(
+            policy["Statement"][0]["Condition"]["StringEquals"]["iam:PermissionsBoundary"],
+            "arn:aws:iam::1:policy/b"
+        );
+    }
+
+    #[test]
+    fn denials_name_the_action_and_the_way_to_fix_it() {
+        let e = IamError::Denied { action: "iam:CreateAccessKey", detail: "AccessDenied: no".into() };
+        let text = e.to_string();
+        assert!(text.contains("iam:CreateAccessKey") && text.contains("s3connect policy --operator"));
+        assert!(!e.is_transient() && IamError::Unavailable { action: "x", detail: "y".into() }.is_transient());
+    }
+}
