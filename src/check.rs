@@ -91,7 +91,7 @@ pub struct Checked {
 
 /// Probes `spec` with `keys` exactly as the controller does, for at most `deadline`.
 pub async fn check(spec: &S3ConnectionSpec, keys: &Keys, deadline: std::time::Duration) -> Checked {
-    let subject = Subject { spec, namespace: "(local)", keys_from: KeysFrom::Environment };
+    let subject = Subject { spec, name: "(local)", namespace: "(local)", keys_from: KeysFrom::Environment };
     let location = match Location::parse(&spec.uri) {
         Ok(l) => l,
         Err(e) => {

@@ -36,8 +36,9 @@ enum Command {
     /// AWS_SESSION_TOKEN. Exits 0 when the connection would be Ready, 1 when not, 2 on
     /// bad input. Never changes the bucket's CORS rules unless --apply-cors is given.
     Check(CheckArgs),
-    /// Print the least-privilege IAM policy a connection needs, as JSON.
-    Policy(Target),
+    /// Print the least-privilege IAM policy a connection needs, as JSON; with --operator,
+    /// the policy the operator's own identity needs for managed credentials.
+    Policy(PolicyArgs),
 }
 
 #[derive(Args)]
@@ -87,6 +88,18 @@ struct OperatorArgs {
     /// then, Stalled after.
     #[arg(long, env = "S3CONNECT_SECRET_GRACE", default_value_t = 120)]
     secret_grace: u64,
+    /// Bucket name patterns (comma-separated, `*` matches any run of characters) that
+    /// managed credentials may be made for. None by default: no tenant can have the
+    /// operator mint keys until an admin lists their buckets. The operator's own AWS
+    /// identity comes from the standard chain (IRSA, EKS Pod Identity, environment).
+    #[arg(long, env = "S3CONNECT_MANAGED_BUCKETS", value_delimiter = ',')]
+    managed_buckets: Vec<String>,
+    /// The IAM path managed users are created under (and the only one the operator touches).
+    #[arg(long, env = "S3CONNECT_MANAGED_IAM_PATH", default_value = s3connect::iam::DEFAULT_PATH, value_parser = iam_path)]
+    managed_iam_path: String,
+    /// A permissions boundary (policy ARN) every managed user is created with.
+    #[arg(long, env = "S3CONNECT_MANAGED_PERMISSIONS_BOUNDARY")]
+    managed_permissions_boundary: Option<String>,
     #[arg(long, env = "S3CONNECT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Where /metrics, /healthz and /readyz are served.
@@ -112,8 +125,8 @@ struct Target {
     /// skipped); `-` reads stdin.
     #[arg(short = 'f', long = "filename", conflicts_with_all = ["uri", "usage"])]
     file: Option<String>,
-    /// s3://bucket/prefix/
-    #[arg(long, required_unless_present = "file")]
+    /// s3://bucket/prefix/ (required unless -f is given)
+    #[arg(long)]
     uri: Option<String>,
     /// Import and/or Export (repeat the flag for both).
     #[arg(long, value_enum)]
@@ -127,6 +140,21 @@ struct Target {
     endpoint: Option<String>,
     #[arg(long)]
     force_path_style: bool,
+}
+
+#[derive(Args)]
+struct PolicyArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print the operator's own policy for managed credentials instead.
+    #[arg(long, conflicts_with_all = ["file", "uri", "usage"])]
+    operator: bool,
+    /// With --operator: the IAM path managed users are created under.
+    #[arg(long, default_value = s3connect::iam::DEFAULT_PATH, requires = "operator")]
+    iam_path: String,
+    /// With --operator: the permissions boundary managed users are created with.
+    #[arg(long, requires = "operator")]
+    permissions_boundary: Option<String>,
 }
 
 #[derive(Args)]
@@ -186,6 +214,9 @@ impl Target {
         if let Some(text) = self.manifest() {
             return spec_from_manifest(&text?);
         }
+        if self.uri.is_none() {
+            return Err("give --uri s3://bucket/prefix/, or -f with a manifest".into());
+        }
         let usage: Vec<Usage> = if self.usage.is_empty() {
             vec![Usage::Import]
         } else {
@@ -238,7 +269,12 @@ fn main() -> ExitCode {
             print!("{}", s3connect::api::crds_yaml());
             ExitCode::SUCCESS
         }
-        Command::Policy(target) => match target.spec().and_then(|s| least_privilege(&s)) {
+        Command::Policy(args) if args.operator => {
+            let policy = s3connect::iam::operator_policy(&args.iam_path, args.permissions_boundary.as_deref());
+            println!("{}", serde_json::to_string_pretty(&policy).expect("a policy serialises"));
+            ExitCode::SUCCESS
+        }
+        Command::Policy(PolicyArgs { target, .. }) => match target.spec().and_then(|s| least_privilege(&s)) {
             Ok(policy) => {
                 println!("{}", serde_json::to_string_pretty(&policy).expect("a policy serialises"));
                 ExitCode::SUCCESS
@@ -299,6 +335,15 @@ async fn with_progress<F: std::future::Future>(uri: &str, work: F) -> F::Output 
     }
 }
 
+/// An IAM path: `/`, or `/` + segments + `/`, of IAM's characters.
+fn iam_path(text: &str) -> Result<String, String> {
+    let ok = text.starts_with('/')
+        && text.ends_with('/')
+        && text.len() <= 512
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"/+=,.@_-".contains(&b));
+    if ok { Ok(text.to_owned()) } else { Err("an IAM path starts and ends with / (for example /s3connect/)".into()) }
+}
+
 fn usage_error(message: &str) -> ExitCode {
     eprintln!("s3connect: {message}");
     ExitCode::from(2)
@@ -329,7 +374,15 @@ async fn operator(args: OperatorArgs) -> ExitCode {
         secret_grace: std::time::Duration::from_secs(args.secret_grace),
         namespace: args.namespace,
         ignore_namespaces: args.ignore_namespaces,
+        managed: None,
     };
+    let mut config = config;
+    let buckets: Vec<String> = args.managed_buckets.into_iter().filter(|b| !b.trim().is_empty()).collect();
+    if !buckets.is_empty() {
+        let iam = s3connect::iam::Iam::from_environment(args.managed_iam_path, args.managed_permissions_boundary).await;
+        tracing::info!(buckets = %buckets.join(","), path = iam.path(), "managed credentials enabled");
+        config.managed = Some(controller::connection::managed::Managed { buckets, iam });
+    }
     tracing::info!(
         allowed_endpoints = %config.allowed_endpoints,
         namespace = config.namespace.as_deref().unwrap_or("(all)"),

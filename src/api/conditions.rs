@@ -68,6 +68,19 @@ pub enum Reason {
     /// A registration was asked for, the answer was lost, and it is not on the platform
     /// (yet): looked up again, never blindly created again.
     RegistrationUnconfirmed,
+    // CredentialsValid, managed credentials (spec.credentials.managed)
+    /// The operator was not set up to manage credentials (no --managed-buckets).
+    ManagedCredentialsDisabled,
+    /// The bucket is not in the operator's --managed-buckets list.
+    ManagedBucketNotAllowed,
+    /// IAM denied a call to the operator's own identity.
+    OperatorIamDenied,
+    /// IAM refused a call for another reason (a limit, a bad boundary ARN).
+    IamRejected,
+    /// IAM did not answer, or answered with a server error: retried.
+    IamUnavailable,
+    /// The Secret or IAM user the operator would use exists and is not the operator's.
+    ManagedResourceConflict,
     // Any S3 condition, for an answer that is none of the above (a 5xx, say).
     S3Error,
     /// S3 refused a probe with a 4xx that is neither a permission nor a throttling answer:
@@ -123,6 +136,12 @@ impl Reason {
             PlatformInternalError => "PlatformInternalError",
             PlatformUnreachable => "PlatformUnreachable",
             RegistrationUnconfirmed => "RegistrationUnconfirmed",
+            ManagedCredentialsDisabled => "ManagedCredentialsDisabled",
+            ManagedBucketNotAllowed => "ManagedBucketNotAllowed",
+            OperatorIamDenied => "OperatorIamDenied",
+            IamRejected => "IamRejected",
+            IamUnavailable => "IamUnavailable",
+            ManagedResourceConflict => "ManagedResourceConflict",
             S3Error => "S3Error",
             S3RequestRejected => "S3RequestRejected",
             NotChecked => "NotChecked",
@@ -141,6 +160,7 @@ impl Reason {
                 | Reason::PlatformInternalError
                 | Reason::PlatformUnreachable
                 | Reason::RegistrationUnconfirmed
+                | Reason::IamUnavailable
         )
     }
 }

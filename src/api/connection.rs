@@ -113,11 +113,87 @@ fn default_revalidate_interval() -> String {
 /// A Secret in the connection's namespace holding S3 access keys. There is no namespace
 /// field on purpose: a cross-namespace reference would let anyone who may create an
 /// S3Connection read any Secret through the operator.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(CREDENTIALS_RULE).message(CREDENTIALS_MESSAGE).reason(Reason::FieldValueInvalid))]
 pub struct Credentials {
     /// The Secret with the access keys, and the names of its keys.
-    pub secret_ref: CredentialsSecretRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<CredentialsSecretRef>,
+    /// Keys the operator makes itself: an IAM user under the path `/s3connect/`, with
+    /// exactly the policy `s3connect policy` prints for this uri and usage, and an access key
+    /// in a Secret the operator owns (named in `status.managedCredentials.secretName`),
+    /// rotated on `rotationInterval` and deleted with the connection. The bucket must be
+    /// in the operator's `--managed-buckets` list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedCredentials>,
+}
+
+const CREDENTIALS_RULE: &str = "has(self.secretRef) != has(self.managed)";
+const CREDENTIALS_MESSAGE: &str =
+    "credentials needs exactly one of secretRef (keys you provide) and managed (keys the operator makes)";
+
+/// Access keys the operator creates, rotates and deletes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedCredentials {
+    /// How old a key may get before the operator replaces it, in days (`90d`, AWS's
+    /// recommendation, by default). The new key is validated (and registered with the
+    /// platform) before the old one is deleted, so Ready never goes False for a rotation.
+    #[serde(default = "default_rotation_interval")]
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,3}d$"))]
+    pub rotation_interval: String,
+    /// What deleting the S3Connection does to the IAM user: `Delete` (its keys, policy
+    /// and the user itself) or `Retain` (left in IAM for a person).
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+fn default_rotation_interval() -> String {
+    "90d".to_owned()
+}
+
+impl ManagedCredentials {
+    /// The rotation interval.
+    pub fn rotation(&self) -> std::time::Duration {
+        let days: u64 = self.rotation_interval.trim_end_matches('d').parse().unwrap_or(90);
+        std::time::Duration::from_secs(days.clamp(1, 9999) * 86_400)
+    }
+}
+
+/// What happens to managed IAM resources when the S3Connection is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete the access keys, the inline policy and the user.
+    #[default]
+    Delete,
+    /// Leave them in IAM.
+    Retain,
+}
+
+/// The name of the Secret the operator writes a managed connection's keys to.
+pub fn managed_secret_name(connection: &str) -> String {
+    const SUFFIX: &str = "-s3connect-keys";
+    if connection.len() + SUFFIX.len() <= 253 {
+        return format!("{connection}{SUFFIX}");
+    }
+    let hash = crate::api::short_hash(connection);
+    format!("{}-{hash}{SUFFIX}", &connection[..253 - SUFFIX.len() - hash.len() - 1])
+}
+
+impl Credentials {
+    /// The Secret the keys are read from: the one named, or the one the operator writes.
+    pub fn secret(&self, connection: &str) -> CredentialsSecretRef {
+        match &self.secret_ref {
+            Some(r) => r.clone(),
+            None => CredentialsSecretRef {
+                name: managed_secret_name(connection).into(),
+                access_key_id_key: default_access_key_id_key(),
+                secret_access_key_key: default_secret_access_key_key(),
+                session_token_key: default_session_token_key(),
+            },
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
@@ -315,7 +391,35 @@ pub struct S3ConnectionStatus {
     /// `reconcile.fluxcd.io/requestedAt`) annotation acted on: a new value validates at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+    /// With managed credentials: the IAM user and Secret the operator made (never a key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_credentials: Option<ManagedCredentialsStatus>,
 }
+
+/// What the operator made for managed credentials. Key material lives in the Secret only.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedCredentialsStatus {
+    /// The IAM user's name (under `userPath`).
+    pub user_name: String,
+    /// The IAM path the operator creates users under.
+    pub user_path: String,
+    /// The Secret holding the current access key (owned by this S3Connection).
+    pub secret_name: String,
+    /// When the current access key was created; it is replaced after `rotationInterval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_created_time: Option<Time>,
+    /// The previous access key still exists: it is deleted once the connection is Ready
+    /// with the new one.
+    #[serde(default)]
+    pub retiring_previous_key: bool,
+    /// The value of the last `s3connect.io/rotate-keys-at` annotation acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_rotate_at: Option<String>,
+}
+
+/// Annotating a managed S3Connection with a new value of this rotates its key at once.
+pub const ROTATE_ANNOTATION: &str = "s3connect.io/rotate-keys-at";
 
 /// Annotating an object with a new value of this validates (or re-checks) it at once.
 pub const REQUESTED_AT_ANNOTATION: &str = "s3connect.io/requested-at";

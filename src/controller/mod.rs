@@ -91,6 +91,9 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Namespaces to leave alone (served by another instance, say).
     pub ignore_namespaces: Vec<String>,
+    /// Managed credentials: the buckets keys may be made for and the operator's IAM; None
+    /// when no bucket is listed (the default).
+    pub managed: Option<connection::managed::Managed>,
 }
 
 impl Config {

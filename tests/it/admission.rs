@@ -133,6 +133,33 @@ async fn bad_interval_endpoint_and_origin_are_refused() {
 }
 
 #[tokio::test]
+async fn credentials_are_either_a_secret_or_managed_never_both_or_neither() {
+    let ns = support::namespace(&support::client().await, "creds").await;
+    let api = api::<S3Connection>(&ns).await;
+    let both = json!({"secretRef": {"name": "keys"}, "managed": {}});
+    for credentials in [both, json!({})] {
+        let message =
+            rejected(&api, connection("c", with(valid_connection_spec(), "credentials", credentials.clone()))).await;
+        assert!(message.contains("exactly one of secretRef"), "{credentials}: {message}");
+    }
+    for interval in ["90", "0d", "1w", "12h"] {
+        let managed = json!({"managed": {"rotationInterval": interval}});
+        let message = rejected(&api, connection("c", with(valid_connection_spec(), "credentials", managed))).await;
+        assert!(message.contains("spec.credentials.managed.rotationInterval"), "{interval}: {message}");
+    }
+    let managed = json!({"managed": {"deletionPolicy": "Orphan"}});
+    let message = rejected(&api, connection("c", with(valid_connection_spec(), "credentials", managed))).await;
+    assert!(message.contains(r#"Unsupported value: "Orphan""#), "{message}");
+    // The defaults a person reads back: 90 days, deleted with the connection.
+    let created =
+        accepted(&api, connection("m", with(valid_connection_spec(), "credentials", json!({"managed": {}})))).await;
+    assert_eq!(
+        created.data["spec"]["credentials"]["managed"],
+        json!({"rotationInterval": "90d", "deletionPolicy": "Delete"})
+    );
+}
+
+#[tokio::test]
 async fn a_minimal_connection_gets_the_documented_defaults() {
     let ns = support::namespace(&support::client().await, "defaults").await;
     let api = api::<S3Connection>(&ns).await;

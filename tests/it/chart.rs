@@ -209,6 +209,8 @@ affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: [{
 networkPolicy: {enabled: true, egressPorts: [443, 6443, 9000]}
 podDisruptionBudget: {enabled: true, minAvailable: 1}
 rbac: {aggregateToDefaultRoles: true}
+managedCredentials: {buckets: [labelling-*, team-a-data], permissionsBoundary: "arn:aws:iam::123456789012:policy/s3connect-boundary"}
+serviceAccount: {annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::123456789012:role/s3connect"}}
 "#,
     )
     .unwrap();
@@ -228,6 +230,10 @@ rbac: {aggregateToDefaultRoles: true}
         "aggregate-to-view",
         "aggregate-to-edit",
         "port: 9000",
+        "value: \"labelling-*,team-a-data\"",
+        "S3CONNECT_MANAGED_PERMISSIONS_BOUNDARY",
+        "verbs: [get, list, watch, create, patch]",
+        "eks.amazonaws.com/role-arn",
     ] {
         assert!(rendered.contains(wanted), "{wanted} not rendered:\n{rendered}");
     }

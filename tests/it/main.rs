@@ -14,6 +14,7 @@ mod export;
 mod gitops;
 mod isolation;
 mod launcher;
+mod managed;
 mod operations;
 mod packaging;
 mod testenv;

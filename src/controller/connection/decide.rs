@@ -31,6 +31,11 @@ pub enum Blocker {
     },
     /// The operator's own RBAC does not let it read the Secret.
     SecretForbidden,
+    /// Managed credentials could not be made (IAM, the operator's set-up, a conflict).
+    Managed {
+        reason: Reason,
+        message: String,
+    },
 }
 
 /// What the controller should do next, as far as the decision goes.
@@ -67,6 +72,8 @@ impl Verdict {
 /// Names the connection's Secret in messages.
 pub struct Subject<'a> {
     pub spec: &'a S3ConnectionSpec,
+    /// The connection's name (a managed connection's Secret is named after it).
+    pub name: &'a str,
     pub namespace: &'a str,
     pub keys_from: KeysFrom,
 }
@@ -81,10 +88,15 @@ pub enum KeysFrom {
 }
 
 impl Subject<'_> {
+    /// The Secret the keys are read from.
+    fn refs(&self) -> crate::api::connection::CredentialsSecretRef {
+        self.spec.credentials.secret(self.name)
+    }
+
     /// Where the keys are: `Secret "name"` or `the environment`.
     fn keys_place(&self) -> String {
         match self.keys_from {
-            KeysFrom::Secret => format!("Secret {:?}", secret_name(self.spec)),
+            KeysFrom::Secret => format!("Secret {:?}", self.refs().name.as_ref() as &str),
             KeysFrom::Environment => "the environment".to_owned(),
         }
     }
@@ -200,15 +212,11 @@ fn export(spec: &S3ConnectionSpec) -> bool {
     spec.usage.contains(&Usage::Export)
 }
 
-fn secret_name(spec: &S3ConnectionSpec) -> &str {
-    &spec.credentials.secret_ref.name
-}
-
 /// Conditions after a blocker: the failing one, the rest not checked, and Ready.
 fn blocked(subject: &Subject<'_>, blocker: &Blocker) -> Verdict {
     let spec = subject.spec;
-    let secret = secret_name(spec);
-    let refs = &spec.credentials.secret_ref;
+    let refs = &subject.refs();
+    let secret: &str = &refs.name;
     let (failing, reason, message) = match blocker {
         Blocker::InvalidUri(why) => (
             BUCKET_REACHABLE,
@@ -257,6 +265,7 @@ fn blocked(subject: &Subject<'_>, blocker: &Blocker) -> Verdict {
                 subject.namespace
             ),
         ),
+        Blocker::Managed { reason, message } => (CREDENTIALS_VALID, *reason, message.clone()),
     };
     let mut conditions = Vec::new();
     let failed = Cond::failed(failing, reason, message.clone());
@@ -268,8 +277,14 @@ fn blocked(subject: &Subject<'_>, blocker: &Blocker) -> Verdict {
         .into_iter()
         .map(|a| PermissionCheck { action: a.iam().to_owned(), result: PermissionResult::Untested })
         .collect();
-    // An RBAC fix sends no watch event: look again with backoff.
-    let next = if *blocker == Blocker::SecretForbidden { Next::RecheckLater } else { Next::WaitForChange };
+    // An RBAC or IAM fix sends no watch event: look again with backoff (a transient IAM
+    // failure is retried as any other); a Secret or spec fix does.
+    let next = match blocker {
+        Blocker::SecretForbidden => Next::RecheckLater,
+        Blocker::Managed { reason, .. } if reason.is_transient() => Next::Retry,
+        Blocker::Managed { reason: Reason::OperatorIamDenied | Reason::IamRejected, .. } => Next::RecheckLater,
+        _ => Next::WaitForChange,
+    };
     Verdict { conditions, permissions, missing_policy: None, cors: None, next }
 }
 
@@ -393,7 +408,7 @@ fn where_(spec: &S3ConnectionSpec) -> String {
 
 fn credentials_condition(subject: &Subject<'_>, fatal: Option<&Failure>) -> Cond {
     let spec = subject.spec;
-    let refs = &spec.credentials.secret_ref;
+    let refs = &subject.refs();
     let accepted = || {
         Cond::ok(
             CREDENTIALS_VALID,

@@ -2,6 +2,7 @@
 //! status (server-side apply) -> schedule the next validation.
 
 pub mod decide;
+pub mod managed;
 pub mod register;
 pub mod schedule;
 
@@ -36,6 +37,8 @@ pub enum Error {
     ReadSecret { namespace: String, name: String, source: kube::Error },
     #[error("writing the status of S3Connection {namespace}/{name} failed: {source}")]
     WriteStatus { namespace: String, name: String, source: kube::Error },
+    #[error("writing the managed credentials of S3Connection {namespace}/{name} failed: {source}")]
+    WriteManaged { namespace: String, name: String, source: kube::Error },
 }
 
 /// What to look at when reading a Secret failed: RBAC only when the API server said so.
@@ -114,7 +117,8 @@ fn record_intents(
 /// Deletion: remove the platform connections, then the finalizer.
 async fn clean_up(conn: &S3Connection, ctx: &Context) -> Result<Action, Error> {
     if !has_finalizer(conn) {
-        return Ok(Action::await_change());
+        // Platform registrations first (they hold the keys), then the IAM user.
+        return clean_up_managed(conn, ctx).await;
     }
     let namespace = conn.namespace().unwrap_or_default();
     let connections = conn.status.as_ref().map(|s| s.platform_connections.clone()).unwrap_or_default();
@@ -165,6 +169,38 @@ async fn clean_up(conn: &S3Connection, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
+/// Deletion of a managed connection: its IAM user, policy and keys (unless retained), then
+/// the finalizer. What IAM refused is shown in the status, and retried.
+async fn clean_up_managed(conn: &S3Connection, ctx: &Context) -> Result<Action, Error> {
+    if !conn.finalizers().iter().any(|f| f == managed::FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let namespace = conn.namespace().unwrap_or_default();
+    if let Err(e) = managed::remove(ctx, conn).await {
+        let message = format!("{e} The S3Connection is deleted once its IAM user is.");
+        let reason =
+            if e.is_transient() { conditions::Reason::IamUnavailable } else { conditions::Reason::OperatorIamDenied };
+        let patch = serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "status": {
+            "conditions": conditions::merge(
+                &conn.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(),
+                &[Cond::failed(conditions::CREDENTIALS_VALID, reason, message)],
+                conn.metadata.generation,
+                &Time(Timestamp::now()),
+            ),
+        }});
+        let _ = Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
+            .patch_status(&conn.name_any(), &PatchParams::apply("s3connect-cleanup").force(), &Patch::Apply(&patch))
+            .await;
+        let uid = conn.uid().unwrap_or_default();
+        let next = super::status::Next::Retry { cap: Duration::from_secs(300) };
+        return Ok(super::status::action(ctx, &uid, next, jitter_fraction(&uid)));
+    }
+    let rest: Vec<String> = conn.finalizers().iter().filter(|f| *f != managed::FINALIZER).cloned().collect();
+    set_finalizers(ctx, conn, rest).await?;
+    info!(connection = %format!("{namespace}/{}", conn.name_any()), "managed IAM user removed");
+    Ok(Action::await_change())
+}
+
 pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let name = conn.name_any();
@@ -176,7 +212,30 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     let uid = conn.uid().unwrap_or_default();
     let spec = &conn.spec;
 
-    let (secret, forbidden) = match get_secret(&ctx, &namespace, &spec.credentials.secret_ref.name).await {
+    // Finalizers before anything is registered or made in IAM, so that nothing outside the
+    // cluster outlives the object; one write for both.
+    let mut finalizers = conn.finalizers().to_vec();
+    for (wanted, finalizer) in
+        [(spec.platform.is_some(), register::FINALIZER), (spec.credentials.managed.is_some(), managed::FINALIZER)]
+    {
+        if wanted && !finalizers.iter().any(|f| f == finalizer) {
+            finalizers.push(finalizer.to_owned());
+        }
+    }
+    if finalizers.len() != conn.finalizers().len() {
+        set_finalizers(&ctx, &conn, finalizers).await?;
+    }
+    // Managed credentials: the IAM user and a current key exist before the Secret is read.
+    let (mut managed_status, mut managed_blocker) = (None, None);
+    if spec.credentials.managed.is_some() {
+        match managed::ensure(&ctx, &conn).await {
+            Ok(Ok(ensured)) => managed_status = Some(ensured.status),
+            Ok(Err(blocker)) => managed_blocker = Some(blocker),
+            Err(source) => return Err(Error::WriteManaged { namespace, name, source }),
+        }
+    }
+    let refs = spec.credentials.secret(&name);
+    let (secret, forbidden) = match get_secret(&ctx, &namespace, &refs.name).await {
         Ok(s) => (s, false),
         Err(Error::ReadSecret { source: kube::Error::Api(e), name, .. }) if e.code == 403 => {
             warn!(connection = %format!("{namespace}/{}", conn.name_any()), secret = %name, "the operator's RBAC forbids reading the Secret");
@@ -190,12 +249,6 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         None => None,
     };
     let platform_secret_version = platform_secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
-    if spec.platform.is_some() && !has_finalizer(&conn) {
-        // Before anything is registered, so that no platform connection outlives the object.
-        let mut finalizers = conn.finalizers().to_vec();
-        finalizers.push(register::FINALIZER.to_owned());
-        set_finalizers(&ctx, &conn, finalizers).await?;
-    }
 
     let interval = parse_interval(&spec.revalidate_interval);
     let jitter = jitter_fraction(&uid);
@@ -219,20 +272,24 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     };
     match plan(&facts) {
         Plan::ValidateNow => {}
+        // A managed-credentials problem the status does not show yet.
+        _ if managed_blocker.as_ref().is_some_and(|b| !shows(conn.as_ref(), b)) => {}
         Plan::WaitFor(d) => return Ok(Action::requeue(d)),
         Plan::WaitForChange => return Ok(Action::await_change()),
     }
 
     let owner = format!("{namespace}/{name}");
-    let subject = Subject { spec, namespace: &namespace, keys_from: KeysFrom::Secret };
+    let subject = Subject { spec, name: &name, namespace: &namespace, keys_from: KeysFrom::Secret };
     let existing = conn.status.as_ref().map(|s| s.platform_connections.clone()).unwrap_or_default();
     let mut platform_connections = existing.clone();
     let mut registration_intents =
         conn.status.as_ref().map(|s| s.platform_registration_intents.clone()).unwrap_or_default();
-    let prepared = if forbidden {
+    let prepared = if let Some(blocker) = managed_blocker {
+        Err(blocker)
+    } else if forbidden {
         Err(Blocker::SecretForbidden)
     } else {
-        prepare(spec, secret.as_ref(), &ctx.config.allowed_endpoints)
+        prepare(spec, &refs, secret.as_ref(), &ctx.config.allowed_endpoints)
     };
     let (verdict, report) = async {
         match prepared {
@@ -326,6 +383,13 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
             status
         }
     };
+    if let Some(mut managed) = managed_status {
+        // The previous key goes once a validation with the new one is Ready.
+        if !holding && verdict.ready().is_true() {
+            managed::retire_previous(&ctx, &conn, &mut managed).await;
+        }
+        status.managed_credentials = Some(managed);
+    }
     if !holding && let Some(l) = &location {
         status.endpoint = Some(crate::s3::client::contacted_url(
             spec.endpoint.as_deref(),
@@ -373,6 +437,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
 /// Everything a probe needs, or the one thing that stops it.
 fn prepare(
     spec: &crate::api::connection::S3ConnectionSpec,
+    refs: &crate::api::connection::CredentialsSecretRef,
     secret: Option<&Secret>,
     allowed: &crate::endpoints::AllowList,
 ) -> Result<(Location, Keys), Blocker> {
@@ -391,7 +456,7 @@ fn prepare(
         }
     }
     let secret = secret.ok_or(Blocker::SecretNotFound)?;
-    Ok((location, keys_from(secret, &spec.credentials.secret_ref)?))
+    Ok((location, keys_from(secret, refs)?))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -434,6 +499,7 @@ fn new_status(
         last_validated_time: Some(Time(now)),
         credentials_version: secret_version,
         last_handled_reconcile_at: old.last_handled_reconcile_at.clone(),
+        managed_credentials: old.managed_credentials.clone(),
     }
 }
 
@@ -455,6 +521,7 @@ fn error_kind(err: &Error) -> &'static str {
         Error::NoNamespace(_) => "NoNamespace",
         Error::ReadSecret { .. } => "ReadSecret",
         Error::WriteStatus { .. } => "WriteStatus",
+        Error::WriteManaged { .. } => "WriteManaged",
     }
 }
 
@@ -475,6 +542,9 @@ fn trigger_hash(conn: &S3Connection) -> Option<u64> {
     conn.metadata.deletion_timestamp.is_some().hash(&mut h);
     conn.annotations().get(register::SKIP_CLEANUP).hash(&mut h);
     crate::api::connection::requested_at(conn.annotations()).hash(&mut h);
+    conn.annotations().get(crate::api::connection::ROTATE_ANNOTATION).hash(&mut h);
+    // Deletion goes one finalizer at a time (platform registrations, then the IAM user).
+    conn.finalizers().hash(&mut h);
     Some(h.finish())
 }
 
@@ -486,7 +556,7 @@ fn referencing(store: &Store<S3Connection>, secret: &PartialObjectMeta<Secret>) 
         .iter()
         .filter(|c| c.namespace() == namespace)
         .filter(|c| {
-            *c.spec.credentials.secret_ref.name == *name
+            *c.spec.credentials.secret(&c.name_any()).name == *name
                 || c.spec.platform.as_ref().is_some_and(|p| *p.secret_ref.name == *name)
         })
         .map(|c| ObjectRef::from_obj(c.as_ref()))
@@ -509,4 +579,14 @@ pub async fn run(ctx: Arc<Context>) {
         error_policy,
     )
     .await;
+}
+
+/// Whether the status already shows `blocker` on CredentialsValid.
+fn shows(conn: &S3Connection, blocker: &Blocker) -> bool {
+    let Blocker::Managed { reason, message } = blocker else { return false };
+    conn.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == conditions::CREDENTIALS_VALID && c.reason == reason.as_str() && c.message == *message)
+    })
 }

@@ -296,11 +296,11 @@ impl Run<'_> {
                 return None;
             }
         }
-        let secret = Api::<Secret>::namespaced(self.ctx.client.clone(), self.namespace)
-            .get_opt(&spec.credentials.secret_ref.name)
-            .await
-            .ok()??;
-        let keys = crate::controller::connection::keys_from(&secret, &spec.credentials.secret_ref).ok()?;
+        let conn_name = self.conn.name_any();
+        let refs = spec.credentials.secret(&conn_name);
+        let secret =
+            Api::<Secret>::namespaced(self.ctx.client.clone(), self.namespace).get_opt(&refs.name).await.ok()??;
+        let keys = crate::controller::connection::keys_from(&secret, &refs).ok()?;
         let owner = format!("{}/{}", self.namespace, self.ds.name_any());
         let probe = Probe {
             location,
@@ -319,7 +319,7 @@ impl Run<'_> {
         read_spec.cors.mode = CorsMode::Ignore;
         read_spec.uri = location.to_string();
         let verdict = decide(
-            &Subject { spec: &read_spec, namespace: self.namespace, keys_from: KeysFrom::Secret },
+            &Subject { spec: &read_spec, name: &conn_name, namespace: self.namespace, keys_from: KeysFrom::Secret },
             Ok((location, &report)),
         );
         let problem = verdict

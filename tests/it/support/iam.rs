@@ -9,6 +9,14 @@ use super::{env, http::send, sign::signed, unique};
 
 /// Calls one IAM action and returns the XML response; panics on an error status.
 pub async fn call(params: &[(&str, &str)]) -> String {
+    let (status, body) = try_call(params).await;
+    let action = params.iter().find(|(k, _)| *k == "Action").map_or("?", |(_, v)| *v);
+    assert!(status.is_success(), "IAM {action} failed with {status}: {body}");
+    body
+}
+
+/// Calls one IAM action and returns its status and body, whatever they are.
+pub async fn try_call(params: &[(&str, &str)]) -> (http::StatusCode, String) {
     let mut form = String::from("Version=2010-05-08");
     for (k, v) in params {
         form.push('&');
@@ -22,10 +30,7 @@ pub async fn call(params: &[(&str, &str)]) -> String {
         .body(Full::new(Bytes::from(form.clone())))
         .expect("an IAM request");
     let request = signed(request, form.as_bytes(), "iam", &env().s3_admin);
-    let (status, body) = send(request).await;
-    let action = params.iter().find(|(k, _)| *k == "Action").map_or("?", |(_, v)| *v);
-    assert!(status.is_success(), "IAM {action} failed with {status}: {body}");
-    body
+    send(request).await
 }
 
 fn percent_encode(value: &str) -> String {

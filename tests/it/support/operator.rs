@@ -24,7 +24,7 @@ pub fn shared() -> &'static PathBuf {
     static LOG: OnceLock<PathBuf> = OnceLock::new();
     LOG.get_or_init(|| {
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{}.log", std::process::id()));
-        let ignore = ["restart", "sigterm", "leader", "rbac", "log-debug", "log-trace", "regkill", "dskill"]
+        let ignore = ["restart", "sigterm", "leader", "rbac", "log-debug", "log-trace", "regkill", "dskill", "managed"]
             .map(private_namespace)
             .join(",");
         let child = spawn(&log, &["--ignore-namespaces", &ignore]);
@@ -55,7 +55,22 @@ pub fn spawn_with_log_level(log: &PathBuf, level: &str, extra: &[&str]) -> Child
     spawn_full(log, &env().kubeconfig, level, extra)
 }
 
+/// Like `spawn`, with extra environment variables (an AWS identity, say).
+pub fn spawn_with_env(log: &PathBuf, extra: &[&str], vars: &[(&str, &str)]) -> Child {
+    spawn_env(log, &env().kubeconfig, "info,s3connect=debug", extra, vars)
+}
+
 fn spawn_full(log: &PathBuf, kubeconfig: &std::path::Path, rust_log: &str, extra: &[&str]) -> Child {
+    spawn_env(log, kubeconfig, rust_log, extra, &[])
+}
+
+fn spawn_env(
+    log: &PathBuf,
+    kubeconfig: &std::path::Path,
+    rust_log: &str,
+    extra: &[&str],
+    vars: &[(&str, &str)],
+) -> Child {
     let file = std::fs::File::create(log).expect("creating the operator log");
     let pid_file = log.with_extension("pid");
     let _ = std::fs::remove_file(&pid_file);
@@ -78,6 +93,7 @@ fn spawn_full(log: &PathBuf, kubeconfig: &std::path::Path, rust_log: &str, extra
         .args(extra)
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", rust_log)
+        .envs(vars.iter().copied())
         .stdin(Stdio::piped())
         .stdout(file.try_clone().unwrap())
         .stderr(file)

@@ -56,7 +56,7 @@ impl Report {
 }
 
 fn verdict(spec: &S3ConnectionSpec, report: &Report) -> Verdict {
-    decide(&Subject { spec, namespace: "team-a", keys_from: KeysFrom::Secret }, Ok((&location(), report)))
+    decide(&Subject { spec, name: "c", namespace: "team-a", keys_from: KeysFrom::Secret }, Ok((&location(), report)))
 }
 
 fn condition<'a>(v: &'a Verdict, type_: &str) -> &'a Cond {
@@ -111,7 +111,7 @@ fn import_only_connections_have_no_write_condition() {
 #[test]
 fn secret_problems_block_everything_and_wait_for_a_change() {
     let spec = spec(json!({}));
-    let subject = Subject { spec: &spec, namespace: "team-a", keys_from: KeysFrom::Secret };
+    let subject = Subject { spec: &spec, name: "c", namespace: "team-a", keys_from: KeysFrom::Secret };
     let v = decide(&subject, Err(&Blocker::SecretNotFound));
     assert_fails(
         &v,
@@ -137,7 +137,7 @@ fn secret_problems_block_everything_and_wait_for_a_change() {
 #[test]
 fn invalid_uri_and_disallowed_endpoint_are_bucket_failures() {
     let spec = spec(json!({}));
-    let subject = Subject { spec: &spec, namespace: "ns", keys_from: KeysFrom::Secret };
+    let subject = Subject { spec: &spec, name: "c", namespace: "ns", keys_from: KeysFrom::Secret };
     let v = decide(&subject, Err(&Blocker::InvalidUri("bad bucket".into())));
     assert_fails(&v, BUCKET_REACHABLE, Reason::InvalidUri, &["bad bucket", "s3://bucket/prefix/"]);
     let v = decide(
@@ -170,7 +170,7 @@ fn keys_from_the_environment_are_named_as_such_not_as_a_secret() {
     let spec = spec(
         json!({"credentials": {"secretRef": {"name": "keys", "accessKeyIdKey": "id", "secretAccessKeyKey": "secret"}}}),
     );
-    let subject = |keys_from| Subject { spec: &spec, namespace: "(local)", keys_from };
+    let subject = |keys_from| Subject { spec: &spec, name: "c", namespace: "(local)", keys_from };
     for (code, reason, secret_words, env_words) in [
         (
             "InvalidAccessKeyId",
@@ -445,7 +445,7 @@ fn registration_comes_after_the_s3_checks_and_gates_ready() {
 fn a_secret_the_operator_may_not_read_names_its_rbac_and_is_rechecked() {
     let spec = spec(json!({}));
     let v = decide(
-        &Subject { spec: &spec, namespace: "team-a", keys_from: KeysFrom::Secret },
+        &Subject { spec: &spec, name: "c", namespace: "team-a", keys_from: KeysFrom::Secret },
         Err(&Blocker::SecretForbidden),
     );
     assert_fails(
@@ -461,7 +461,8 @@ fn a_secret_the_operator_may_not_read_names_its_rbac_and_is_rechecked() {
 fn a_secret_value_no_credential_can_be_names_the_key_never_the_value() {
     let spec = spec(json!({}));
     let blocker = Blocker::SecretValueInvalid { key: "AWS_ACCESS_KEY_ID".into() };
-    let v = decide(&Subject { spec: &spec, namespace: "team-a", keys_from: KeysFrom::Secret }, Err(&blocker));
+    let v =
+        decide(&Subject { spec: &spec, name: "c", namespace: "team-a", keys_from: KeysFrom::Secret }, Err(&blocker));
     assert_fails(
         &v,
         CREDENTIALS_VALID,
@@ -469,7 +470,10 @@ fn a_secret_value_no_credential_can_be_names_the_key_never_the_value() {
         &["key \"AWS_ACCESS_KEY_ID\" in Secret \"keys\"", "control character", "paste the value again"],
     );
     assert_eq!(v.next, Next::WaitForChange, "only a new Secret value can fix it");
-    let v = decide(&Subject { spec: &spec, namespace: "(local)", keys_from: KeysFrom::Environment }, Err(&blocker));
+    let v = decide(
+        &Subject { spec: &spec, name: "c", namespace: "(local)", keys_from: KeysFrom::Environment },
+        Err(&blocker),
+    );
     assert_fails(&v, CREDENTIALS_VALID, Reason::SecretValueInvalid, &["AWS_ACCESS_KEY_ID in the environment"]);
 }
 
@@ -582,7 +586,7 @@ fn a_missing_secret_is_waited_for_within_the_grace_then_someone_must_act() {
     use k8s_openapi::jiff::Timestamp;
     let spec = spec(json!({}));
     let v = decide(
-        &Subject { spec: &spec, namespace: "team-a", keys_from: KeysFrom::Secret },
+        &Subject { spec: &spec, name: "c", namespace: "team-a", keys_from: KeysFrom::Secret },
         Err(&Blocker::SecretNotFound),
     );
     let created = Timestamp::from_second(1_800_000_000).unwrap();
@@ -591,7 +595,7 @@ fn a_missing_secret_is_waited_for_within_the_grace_then_someone_must_act() {
     assert_eq!(secret_grace_left(&v, Some(created), at(20), grace), Some(std::time::Duration::from_secs(100)));
     assert_eq!(secret_grace_left(&v, Some(created), at(120), grace), None, "grace over: Stalled");
     let missing_key = decide(
-        &Subject { spec: &spec, namespace: "team-a", keys_from: KeysFrom::Secret },
+        &Subject { spec: &spec, name: "c", namespace: "team-a", keys_from: KeysFrom::Secret },
         Err(&Blocker::SecretKeyMissing { key: "K".into(), present: vec![] }),
     );
     assert_eq!(secret_grace_left(&missing_key, Some(created), at(1), grace), None, "a wrong Secret is not on its way");
@@ -601,7 +605,7 @@ fn a_missing_secret_is_waited_for_within_the_grace_then_someone_must_act() {
 fn conditions_not_checked_name_the_failure_instead_of_repeating_it() {
     let spec = spec(json!({"usage": ["Import", "Export"]}));
     let v = decide(
-        &Subject { spec: &spec, namespace: "team-a", keys_from: KeysFrom::Secret },
+        &Subject { spec: &spec, name: "c", namespace: "team-a", keys_from: KeysFrom::Secret },
         Err(&Blocker::SecretNotFound),
     );
     let repeated = v.conditions.iter().filter(|c| c.message.contains("was not found")).count();
