@@ -100,6 +100,11 @@ struct OperatorArgs {
     /// A permissions boundary (policy ARN) every managed user is created with.
     #[arg(long, env = "S3CONNECT_MANAGED_PERMISSIONS_BOUNDARY")]
     managed_permissions_boundary: Option<String>,
+    /// A PEM file of CA certificates to trust besides the system's, for S3, IAM and the
+    /// platform API (a private CA in front of an S3-compatible store, a TLS-inspecting
+    /// proxy). HTTPS_PROXY, HTTP_PROXY and NO_PROXY are followed as usual.
+    #[arg(long, env = "S3CONNECT_CA_BUNDLE")]
+    ca_bundle: Option<std::path::PathBuf>,
     #[arg(long, env = "S3CONNECT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Where /metrics, /healthz and /readyz are served.
@@ -170,6 +175,14 @@ struct CheckArgs {
     /// Add the missing CORS rule (Apply mode) instead of only checking for it.
     #[arg(long)]
     apply_cors: bool,
+    /// The AWS profile (shared config and credentials files) to take credentials from;
+    /// AWS_PROFILE otherwise. Credentials come from the standard chain: environment,
+    /// profile (static keys, credential_process, assume-role, SSO), web identity.
+    #[arg(long)]
+    profile: Option<String>,
+    /// A PEM file of CA certificates to trust besides the system's (AWS_CA_BUNDLE otherwise).
+    #[arg(long, env = "AWS_CA_BUNDLE")]
+    ca_bundle: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -245,21 +258,56 @@ impl Target {
 
 /// The keys `check` uses, from the environment; a value that cannot be a credential is
 /// bad input (exit 2), named by its variable and never echoed.
-fn keys_from_env() -> Result<Keys, String> {
+/// Credentials from aws-config's default chain (with `profile` if given), and the S3
+/// endpoint the environment or profile names (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`,
+/// `endpoint_url`).
+async fn aws_identity(profile: Option<&str>) -> Result<(Keys, Option<String>), String> {
+    use aws_sdk_s3::config::ProvideCredentials;
+    let mut loader = s3connect::aws::config_loader();
+    if let Some(p) = profile {
+        loader = loader.profile_name(p);
+    }
+    let config = loader.load().await;
+    let none = || {
+        "no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or name a profile of ~/.aws/config with --profile or AWS_PROFILE".to_owned()
+    };
+    let provider = config.credentials_provider().ok_or_else(none)?;
+    let credentials = provider.provide_credentials().await.map_err(|e| {
+        // Each cause's own words, once (the chain repeats itself), never a response dump.
+        let mut causes: Vec<String> = Vec::new();
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(cause) = next {
+            let text = cause.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            if !causes.iter().any(|c| c.contains(&text)) {
+                causes.push(text);
+            }
+            next = cause.source();
+        }
+        let why: String = causes.join(": ").chars().take(400).collect();
+        format!("{} ({})", none(), s3connect::api::conditions::printable(&why))
+    })?;
+    let keys = Keys {
+        access_key_id: credentials.access_key_id().to_owned(),
+        secret_access_key: credentials.secret_access_key().to_owned(),
+        session_token: credentials.session_token().map(str::to_owned),
+    };
+    let s3_endpoint = std::env::var("AWS_ENDPOINT_URL_S3").ok().filter(|e| !e.is_empty());
+    Ok((keys, s3_endpoint.or_else(|| config.endpoint_url().map(str::to_owned))))
+}
+
+/// Key variables that are set must look like keys: one pasted with a line break or a
+/// control character is refused naming the variable (never its value).
+fn keys_from_env() -> Result<(), String> {
     use s3connect::controller::{BadValue, credential_text};
     use std::os::unix::ffi::OsStrExt;
-    let var = |k: &str| match std::env::var_os(k).map(|v| credential_text(v.as_bytes())) {
-        None | Some(Err(BadValue::Missing)) => Ok(None),
-        Some(Ok(v)) => Ok(Some(v)),
-        Some(Err(BadValue::Invalid)) => Err(format!(
-            "{k} has characters no credential has (a control character, a line break or space inside it, or non-ASCII): set it again, exactly as issued"
-        )),
-    };
-    Ok(Keys {
-        access_key_id: var("AWS_ACCESS_KEY_ID")?.ok_or("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")?,
-        secret_access_key: var("AWS_SECRET_ACCESS_KEY")?.ok_or("set AWS_SECRET_ACCESS_KEY")?,
-        session_token: var("AWS_SESSION_TOKEN")?,
-    })
+    for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+        if let Some(Err(BadValue::Invalid)) = std::env::var_os(k).map(|v| credential_text(v.as_bytes())) {
+            return Err(format!(
+                "{k} has characters no credential has (a control character, a line break or space inside it, or non-ASCII): set it again, exactly as issued"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -282,8 +330,14 @@ fn main() -> ExitCode {
             Err(e) => usage_error(&e),
         },
         Command::Check(args) => {
-            let (targets, keys) = match (args.target.specs(), keys_from_env()) {
-                (Ok(s), Ok(k)) => (s, k),
+            if let Err(e) = s3connect::net::trust_ca_bundle(args.ca_bundle.as_deref()) {
+                return usage_error(&e);
+            }
+            let (targets, (keys, endpoint)) = match (args.target.specs(), keys_from_env()) {
+                (Ok(s), Ok(_)) => match runtime().block_on(aws_identity(args.profile.as_deref())) {
+                    Ok(found) => (s, found),
+                    Err(e) => return usage_error(&e),
+                },
                 (Err(e), _) | (_, Err(e)) => return usage_error(&e),
             };
             let deadline = std::time::Duration::from_secs(args.timeout);
@@ -292,6 +346,10 @@ fn main() -> ExitCode {
             let mut code = 0u8;
             for (name, mut spec) in targets {
                 spec.cors.mode = check_cors_mode(spec.cors.mode, args.apply_cors);
+                // The manifest's (or --endpoint's) endpoint wins over AWS_ENDPOINT_URL(_S3).
+                if spec.endpoint.is_none() {
+                    spec.endpoint.clone_from(&endpoint);
+                }
                 let checked = runtime().block_on(with_progress(&spec.uri, check(&spec, &keys, deadline)));
                 // The worst outcome decides: 2 bad input, 1 not ready, 0 ready.
                 code = code.max(if checked.bad_input() { 2 } else { u8::from(!checked.ready()) });
@@ -315,6 +373,10 @@ fn main() -> ExitCode {
         }
         Command::Operator(args) => {
             telemetry::init(args.log_format);
+            if let Err(e) = s3connect::net::trust_ca_bundle(args.ca_bundle.as_deref()) {
+                tracing::error!(error = %e, "cannot use --ca-bundle");
+                return ExitCode::FAILURE;
+            }
             runtime().block_on(operator(args))
         }
     }
@@ -357,8 +419,22 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
 }
 
+/// The Kubernetes client. HTTPS_PROXY is for S3, IAM and the platform API: the API server
+/// is reached directly (as in a cluster, where kube never reads the proxy variables) unless
+/// the kubeconfig names a proxy-url of its own.
+async fn kube_client() -> Result<kube::Client, kube::Error> {
+    let mut config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
+    let from_env = ["HTTPS_PROXY", "https_proxy"].iter().find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    if let (Some(proxy), Some(env)) = (&config.proxy_url, from_env)
+        && proxy.to_string().trim_end_matches('/') == env.trim_end_matches('/')
+    {
+        config.proxy_url = None;
+    }
+    kube::Client::try_from(config)
+}
+
 async fn operator(args: OperatorArgs) -> ExitCode {
-    let client = match kube::Client::try_default().await {
+    let client = match kube_client().await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "no Kubernetes configuration: run in a cluster or set KUBECONFIG");

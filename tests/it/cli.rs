@@ -217,3 +217,108 @@ async fn check_reads_every_connection_of_a_file_and_exits_with_the_worst() {
     assert!(err.contains("still probing"), "{err}");
     assert!(out.contains("EndpointUnreachable"), "{out}");
 }
+
+/// `s3connect check` with only the files and variables given: a scratch HOME, no keys in
+/// the environment, instance metadata off.
+fn check_with_aws_files(
+    dir: &std::path::Path,
+    args: &[impl AsRef<std::ffi::OsStr>],
+    vars: &[(&str, &str)],
+) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_s3connect"))
+        .arg("check")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("AWS_CONFIG_FILE", dir.join("config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("credentials"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(vars.iter().copied())
+        .output()
+        .expect("running s3connect check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test]
+async fn check_takes_credentials_from_profiles_and_the_endpoint_from_the_environment() {
+    let bucket = s3::bucket("chain", "us-east-1").await;
+    s3::put(&bucket, "images/a.jpg", b"a").await;
+    let uri = format!("s3://{bucket}/images/");
+    let location = Location::parse(&uri).unwrap();
+    let actions = [Action::GetBucketLocation, Action::ListBucket, Action::GetObject];
+    let reader = iam::user_with_policy("chain", &policy(&location, None, &actions)).await;
+    // A user that may only assume a role, and the role, trusting that user, that may read.
+    let (assumer, assumer_name) =
+        iam::user_with_policy_named("chain-assumer", &iam::allow(&["sts:AssumeRole"], &["*".to_owned()])).await;
+    let role = support::unique("chain-role");
+    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": format!("arn:aws:iam::123456789012:user/{assumer_name}")}, "Action": "sts:AssumeRole"}]});
+    let created =
+        iam::call(&[("Action", "CreateRole"), ("RoleName", &role), ("AssumeRolePolicyDocument", &trust.to_string())])
+            .await;
+    let role_arn = created.split("<Arn>").nth(1).and_then(|s| s.split('<').next()).expect("the role's ARN").to_owned();
+    iam::call(&[
+        ("Action", "PutRolePolicy"),
+        ("RoleName", &role),
+        ("PolicyName", "read"),
+        ("PolicyDocument", &policy(&location, None, &actions).to_string()),
+    ])
+    .await;
+
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(support::unique("aws-files"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("credentials"),
+        format!(
+            "[labelling]\naws_access_key_id = {}\naws_secret_access_key = {}\n\n[base]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            reader.access_key_id, reader.secret_access_key, assumer.access_key_id, assumer.secret_access_key
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("config"),
+        format!(
+            "[profile labelling]\nregion = us-east-1\n\n[profile base]\nregion = us-east-1\n\n[profile assumed]\nrole_arn = {role_arn}\nsource_profile = base\nregion = us-east-1\n"
+        ),
+    )
+    .unwrap();
+    let endpoint = support::env().s3_endpoint.clone();
+    let base = ["--uri", uri.as_str(), "--force-path-style", "--cors-mode", "ignore"];
+    let with = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|s| s.to_string()).collect() };
+
+    // A static-key profile, by flag and by AWS_PROFILE; the endpoint from AWS_ENDPOINT_URL_S3.
+    let s3_endpoint = [("AWS_ENDPOINT_URL_S3", endpoint.as_str())];
+    let (code, text) = check_with_aws_files(&dir, &with(&["--profile", "labelling"]), &s3_endpoint);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&endpoint), "the endpoint from the environment was not the one used: {text}");
+    let (code, text) = check_with_aws_files(&dir, &base, &[s3_endpoint[0], ("AWS_PROFILE", "labelling")]);
+    assert_eq!(code, 0, "{text}");
+    // An assume-role profile: STS (the global AWS_ENDPOINT_URL) hands out the role's keys.
+    let (code, text) =
+        check_with_aws_files(&dir, &with(&["--profile", "assumed"]), &[("AWS_ENDPOINT_URL", endpoint.as_str())]);
+    assert_eq!(code, 0, "{text}");
+    // The base profile alone may not read the bucket: the role's keys were really used.
+    let (code, text) =
+        check_with_aws_files(&dir, &with(&["--profile", "base"]), &[("AWS_ENDPOINT_URL", endpoint.as_str())]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("ListBucketDenied") || text.contains("GetBucketLocationDenied"), "{text}");
+    // Explicit flags win: --endpoint over the environment's (an unreachable one here).
+    let (code, text) = check_with_aws_files(
+        &dir,
+        &with(&["--profile", "labelling", "--endpoint", endpoint.as_str()]),
+        &[("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1")],
+    );
+    assert_eq!(code, 0, "{text}");
+    // No credentials anywhere: exit 2, saying where they may come from.
+    let (code, text) = check_with_aws_files(&dir, &with(&["--profile", "nobody"]), &s3_endpoint);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--profile") && text.contains("AWS_ACCESS_KEY_ID"), "{text}");
+    for keys in [&reader, &assumer] {
+        assert!(!text.contains(&keys.secret_access_key));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
