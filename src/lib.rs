@@ -8,6 +8,7 @@ pub mod controller;
 pub mod endpoints;
 pub mod iam;
 pub mod leader;
+pub mod net;
 pub mod platform;
 pub mod s3;
 pub mod telemetry;

@@ -81,6 +81,8 @@ pub enum Reason {
     IamUnavailable,
     /// The Secret or IAM user the operator would use exists and is not the operator's.
     ManagedResourceConflict,
+    /// TLS refused the endpoint's certificate.
+    EndpointCertificateUntrusted,
     // Any S3 condition, for an answer that is none of the above (a 5xx, say).
     S3Error,
     /// S3 refused a probe with a 4xx that is neither a permission nor a throttling answer:
@@ -142,6 +144,7 @@ impl Reason {
             IamRejected => "IamRejected",
             IamUnavailable => "IamUnavailable",
             ManagedResourceConflict => "ManagedResourceConflict",
+            EndpointCertificateUntrusted => "EndpointCertificateUntrusted",
             S3Error => "S3Error",
             S3RequestRejected => "S3RequestRejected",
             NotChecked => "NotChecked",

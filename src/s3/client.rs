@@ -46,9 +46,30 @@ pub(crate) fn http_client() -> SharedHttpClient {
     static CLIENT: OnceLock<SharedHttpClient> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            let hyper = Builder::new()
-                .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-                .build_https();
+            let provider = tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring);
+            let (ca, proxy) = (crate::net::extra_ca(), crate::net::proxy_in_environment());
+            let hyper = if ca.is_none() && !proxy {
+                Builder::new().tls_provider(provider).build_https()
+            } else {
+                // The system's roots plus the extra bundle; the proxy from the environment.
+                let trust = ca.map_or_else(tls::TrustStore::default, |pem| {
+                    tls::TrustStore::default().with_pem_certificate(pem.to_vec())
+                });
+                let context = tls::TlsContext::builder().with_trust_store(trust).build().expect("a TLS context");
+                Builder::new().build_with_connector_fn(move |settings, components| {
+                    let mut builder = aws_smithy_http_client::Connector::builder();
+                    builder.set_connector_settings(settings.cloned());
+                    if let Some(c) = components {
+                        builder.set_sleep_impl(c.sleep_impl());
+                    }
+                    let proxy = if proxy {
+                        aws_smithy_http_client::proxy::ProxyConfig::from_env()
+                    } else {
+                        aws_smithy_http_client::proxy::ProxyConfig::disabled()
+                    };
+                    builder.proxy_config(proxy).tls_provider(provider.clone()).tls_context(context.clone()).build()
+                })
+            };
             SharedHttpClient::new(Pooled(hyper))
         })
         .clone()

@@ -18,6 +18,8 @@ pub enum FailureKind {
     WrongRegion,
     /// No answer: connection refused, DNS failure or timeout.
     Unreachable,
+    /// TLS refused the endpoint's certificate (a private CA not given to the operator).
+    CertificateUntrusted,
     /// The store does not implement this API (S3-compatible stores and CORS, say).
     NotImplemented,
     /// The bucket has no CORS configuration at all (not an error for the probes).
@@ -47,6 +49,7 @@ impl FailureKind {
                 | Self::NoSuchBucket
                 | Self::WrongRegion
                 | Self::Unreachable
+                | Self::CertificateUntrusted
         )
     }
 }
@@ -105,6 +108,16 @@ pub fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, aws_sdk_s3::config::h
                 }
                 why
             };
+            // rustls: "invalid peer certificate: UnknownIssuer" and the like. Retrying does
+            // not change a certificate.
+            if why.contains("certificate") {
+                return Failure {
+                    kind: FailureKind::CertificateUntrusted,
+                    code: "CertificateUntrusted".into(),
+                    detail: why,
+                    bucket_region: None,
+                };
+            }
             unreachable_failure(&why)
         }
         SdkError::ConstructionFailure(_) => Failure {

@@ -66,6 +66,12 @@ fn the_chart_lints_and_its_values_are_checked() {
     // A typo is refused, not ignored.
     let (ok, out) = helm(&["lint", "charts/s3connect", "--set", "replicas=3"]);
     assert!(!ok && out.contains("'replicas' not allowed"), "values.schema.json let a typo through: {out}");
+    // A CA bundle comes from a ConfigMap or a Secret, not both.
+    let (ok, out) = helm(&["lint", "charts/s3connect", "--set", "caBundle.configMap=a", "--set", "caBundle.secret=b"]);
+    assert!(!ok && out.contains("caBundle"), "both sources of the CA bundle were accepted: {out}");
+    // Without managed credentials the operator only reads Secrets.
+    let (_, default) = helm(&["template", "t", "charts/s3connect"]);
+    assert!(default.contains("resources: [secrets]\n    verbs: [get, list, watch]\n"), "{default}");
     // The operator creates events and never patches them: no verb it does not use.
     let (_, default) = helm(&["template", "t", "charts/s3connect"]);
     assert!(default.contains("resources: [events]\n    verbs: [create]"), "{default}");
@@ -209,6 +215,8 @@ affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: [{
 networkPolicy: {enabled: true, egressPorts: [443, 6443, 9000]}
 podDisruptionBudget: {enabled: true, minAvailable: 1}
 rbac: {aggregateToDefaultRoles: true}
+proxy: {httpsProxy: "http://proxy.example.com:3128", noProxy: ".svc,10.0.0.0/8"}
+caBundle: {configMap: private-ca, key: ca.pem}
 managedCredentials: {buckets: [labelling-*, team-a-data], permissionsBoundary: "arn:aws:iam::123456789012:policy/s3connect-boundary"}
 serviceAccount: {annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::123456789012:role/s3connect"}}
 "#,
@@ -234,6 +242,10 @@ serviceAccount: {annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::1234567
         "S3CONNECT_MANAGED_PERMISSIONS_BOUNDARY",
         "verbs: [get, list, watch, create, patch]",
         "eks.amazonaws.com/role-arn",
+        "value: \"http://proxy.example.com:3128\"",
+        "value: /etc/s3connect/ca/ca.pem",
+        "configMap: {name: \"private-ca\"}",
+        "mountPath: /etc/s3connect/ca",
     ] {
         assert!(rendered.contains(wanted), "{wanted} not rendered:\n{rendered}");
     }

@@ -15,6 +15,7 @@ mod gitops;
 mod isolation;
 mod launcher;
 mod managed;
+mod network;
 mod operations;
 mod packaging;
 mod testenv;

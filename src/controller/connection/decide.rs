@@ -464,6 +464,16 @@ fn bucket_condition(spec: &S3ConnectionSpec, location: &Location, report: &Repor
     if let Some(f) = &report.fatal {
         let failed = |reason, message: String| Cond::failed(BUCKET_REACHABLE, reason, message);
         match f.kind {
+            FailureKind::CertificateUntrusted => {
+                return failed(
+                    Reason::EndpointCertificateUntrusted,
+                    format!(
+                        "The TLS certificate of {} is not trusted ({}): give the operator the CA that signed it (flag --ca-bundle, Helm value caBundle), or fix the store's certificate.",
+                        where_(spec),
+                        f.detail
+                    ),
+                );
+            }
             FailureKind::Unreachable => {
                 return failed(
                     Reason::EndpointUnreachable,

@@ -24,9 +24,21 @@ pub fn shared() -> &'static PathBuf {
     static LOG: OnceLock<PathBuf> = OnceLock::new();
     LOG.get_or_init(|| {
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{}.log", std::process::id()));
-        let ignore = ["restart", "sigterm", "leader", "rbac", "log-debug", "log-trace", "regkill", "dskill", "managed"]
-            .map(private_namespace)
-            .join(",");
+        let ignore = [
+            "restart",
+            "sigterm",
+            "leader",
+            "rbac",
+            "log-debug",
+            "log-trace",
+            "regkill",
+            "dskill",
+            "managed",
+            "netca",
+            "netnoca",
+        ]
+        .map(private_namespace)
+        .join(",");
         let child = spawn(&log, &["--ignore-namespaces", &ignore]);
         *OPERATOR.lock().unwrap() = Some(child);
         log
