@@ -142,7 +142,14 @@ impl Iam {
         let config = crate::aws::config_loader().load().await;
         // IAM is global; signing still needs a region, which a bare environment may lack.
         let region = config.region().cloned().unwrap_or_else(|| aws_sdk_iam::config::Region::from_static("us-east-1"));
-        let client = aws_sdk_iam::Client::from_conf(aws_sdk_iam::config::Builder::from(&config).region(region).build());
+        // No SDK retries: a create whose answer was lost must not be sent again blindly;
+        // the controller looks (ListAccessKeys) before it creates again.
+        let client = aws_sdk_iam::Client::from_conf(
+            aws_sdk_iam::config::Builder::from(&config)
+                .region(region)
+                .retry_config(aws_sdk_iam::config::retry::RetryConfig::disabled())
+                .build(),
+        );
         Iam { client, path, boundary }
     }
 

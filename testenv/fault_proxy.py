@@ -7,9 +7,14 @@ or is accepted and never answered ("hang"). Faults are scoped to a bucket (the f
 segment: clients use path-style addressing) so that tests running at the same time do not
 see each other's faults.
 
+Query-protocol calls (IAM, STS: POST / with an Action) are under the bucket "" and can be
+narrowed to one action; "lose_answer" passes the request on and then hangs up without
+the answer (the call happened, the caller cannot know), "count" limits how many.
+
 Control (no auth, loopback only):
   POST /_faults  {"bucket": b, "share": 0.15, "status": 500, "code": "InternalError"}
                  {"bucket": b, "hang": true}      {"bucket": b}  (clears)
+                 {"bucket": "", "action": "CreateAccessKey", "lose_answer": true, "count": 1}
   GET  /_faults  -> {bucket: {"requests": n, "injected": n}}
 
 Standard library only.
@@ -84,11 +89,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if path.rstrip("/") == "/_faults":
             return self.control(body)
         bucket = path.lstrip("/").split("/", 1)[0]
+        action = urllib.parse.parse_qs(body.decode("latin-1")).get("Action", [None])[0] if bucket == "" else None
         with LOCK:
             fault = dict(FAULTS.get(bucket) or {})
             stats = STATS.setdefault(bucket, {"requests": 0, "injected": 0})
             stats["requests"] += 1
             inject = bool(fault) and random.random() < float(fault.get("share", 1.0))
+            if fault.get("action") and fault["action"] != action:
+                inject = False
+            if inject and "count" in fault:
+                left = int(FAULTS[bucket]["count"])
+                inject = left > 0
+                FAULTS[bucket]["count"] = left - 1
             if inject:
                 stats["injected"] += 1
         if inject and fault.get("hang"):
@@ -96,6 +108,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
                 time.sleep(1)
+            self.close_connection = True
+            return None
+        if inject and fault.get("lose_answer"):
+            conn = http.client.HTTPConnection(UPSTREAM[0], UPSTREAM[1], timeout=60)
+            try:
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "content-length")}
+                headers["Content-Length"] = str(len(body))
+                conn.request(self.command, self.path, body=body, headers=headers)
+                conn.getresponse().read()  # it happened upstream; the caller never hears of it
+            finally:
+                conn.close()
             self.close_connection = True
             return None
         if inject:

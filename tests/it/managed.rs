@@ -15,7 +15,7 @@ use s3connect::api::S3Connection;
 use serde_json::{Value, json};
 
 use crate::support::operator::{condition, everything_shown, private_namespace, spawn_with_env};
-use crate::support::{self, env, iam, platform, s3};
+use crate::support::{self, env, faults, iam, platform, s3};
 
 /// The operator's own policy, as the CLI prints it for the README.
 fn operator_policy() -> Value {
@@ -25,7 +25,7 @@ fn operator_policy() -> Value {
     serde_json::from_slice(&out.stdout).expect("a JSON policy")
 }
 
-/// The IAM calls of `user_name` that answer, as (HTTP status, body).
+/// Whether the IAM user exists.
 async fn iam_get_user(user: &str) -> bool {
     iam::try_call(&[("Action", "GetUser"), ("UserName", user)]).await.0.is_success()
 }
@@ -123,7 +123,8 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
         &[
             ("AWS_ACCESS_KEY_ID", &operator_keys.access_key_id),
             ("AWS_SECRET_ACCESS_KEY", &operator_keys.secret_access_key),
-            ("AWS_ENDPOINT_URL_IAM", &env().s3_endpoint),
+            // Through the fault proxy, to lose an answer below.
+            ("AWS_ENDPOINT_URL_IAM", &env().s3_fault_proxy),
             ("AWS_REGION", "us-east-1"),
             ("AWS_EC2_METADATA_DISABLED", "true"),
         ],
@@ -148,6 +149,12 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     let before = registrations(&owner).await;
     assert_eq!(before.len(), 1, "{before:?}");
 
+    // A key the Secret does not hold (an answer lost, one a person made): with it the user
+    // is at AWS's two-key limit, and the rotation must still work and remove it.
+    let stray = iam::call(&[("Action", "CreateAccessKey"), ("UserName", &user)]).await;
+    let stray = stray.split("<AccessKeyId>").nth(1).and_then(|s| s.split('<').next()).unwrap().to_owned();
+    assert_eq!(access_keys(&user).await.len(), 2);
+
     // Rotate now: Ready throughout; the registration is replaced; one (new) key is left.
     let rotate = json!({"metadata": {"annotations": {"s3connect.io/rotate-keys-at": "now-1"}}});
     api.patch("c", &PatchParams::default(), &Patch::Merge(&rotate)).await.unwrap();
@@ -166,11 +173,26 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     let second = access_keys(&user).await;
     assert_eq!(second.len(), 1, "one key after a rotation: {second:?}");
     assert_ne!(second, first, "the key was not replaced");
+    assert_ne!(second[0], stray, "the stray key was kept");
     let after = registrations(&owner).await;
     assert_eq!(after.len(), 1, "{after:?}");
     assert_ne!(after[0]["connection_id"], before[0]["connection_id"], "the platform registration was not replaced");
     assert_ne!(after[0]["name"], before[0]["name"], "registered under the old key's name");
     assert!(ready(&c));
+
+    // CreateAccessKey happens in IAM but its answer is lost: the key is never sent again
+    // blindly; the next attempt finds a key the Secret does not hold, deletes it, makes one.
+    faults::set("", json!({"action": "CreateAccessKey", "lose_answer": true, "count": 1})).await;
+    apply(&api, "lost", &bucket, false).await;
+    let l = wait(&api, "lost", "Ready", ready).await;
+    faults::set("", json!({})).await;
+    let lost_user = format!("{ns}.lost");
+    let keys = access_keys(&lost_user).await;
+    let lost_secret = Api::<Secret>::namespaced(client.clone(), &ns).get("lost-s3connect-keys").await.unwrap();
+    assert_eq!(keys.len(), 1, "the key whose answer was lost is still there: {keys:?}");
+    assert_eq!(lost_secret.data.unwrap()["AWS_ACCESS_KEY_ID"].0, keys[0].as_bytes());
+    assert_eq!(faults::stats("").await.1, 1, "the answer was not lost: the test proves nothing");
+    assert!(ready(&l));
 
     // A bucket outside the operator's list: refused, and nothing is made in IAM.
     apply(&api, "outside", &elsewhere, false).await;
@@ -220,16 +242,16 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
         assert!(!shown.contains(std::str::from_utf8(&data[key].0).unwrap()), "{key} was shown");
     }
-    for id in first.iter().chain(&second) {
+    for id in first.iter().chain(&second).chain([&stray]) {
         assert!(!shown.contains(id.as_str()), "an access key id was shown");
     }
     assert!(!shown.contains(&operator_keys.access_key_id) && !shown.contains(&operator_keys.secret_access_key));
 
     // Deletion: the key, the policy and the user go, then the S3Connection.
-    for name in ["c", "denied", "outside", "foreign"] {
+    for name in ["c", "denied", "outside", "foreign", "lost"] {
         api.delete(name, &DeleteParams::default()).await.unwrap();
     }
-    for name in ["c", "denied", "outside", "foreign"] {
+    for name in ["c", "denied", "outside", "foreign", "lost"] {
         let mut gone = false;
         for _ in 0..150 {
             if api.get_opt(name).await.unwrap().is_none() {

@@ -151,9 +151,38 @@ pub fn hold_ready(
     now: k8s_openapi::jiff::Timestamp,
     grace: std::time::Duration,
 ) -> Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>> {
+    hold_ready_if(old, same_inputs, ready, ready.reason.is_transient(), now, grace)
+}
+
+/// How long after IAM made a managed key S3 may still refuse it: IAM is eventually
+/// consistent, and a key is often unknown to S3 for some seconds.
+pub const KEY_PROPAGATION: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Whether `ready` is S3 not knowing a managed key made at `key_created` yet: retried (and
+/// a rotation keeps the last Ready verdict meanwhile), not reported as a bad key.
+pub fn key_propagating(
+    ready: &Cond,
+    key_created: Option<k8s_openapi::jiff::Timestamp>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> bool {
+    let refused = matches!(ready.reason, Reason::InvalidAccessKeyId | Reason::SignatureDoesNotMatch);
+    let young = key_created
+        .is_some_and(|c| std::time::Duration::try_from(now.duration_since(c)).is_ok_and(|age| age < KEY_PROPAGATION));
+    refused && young
+}
+
+/// `hold_ready` for a failure the caller knows to be `retryable`.
+pub fn hold_ready_if(
+    old: &crate::api::connection::S3ConnectionStatus,
+    same_inputs: bool,
+    ready: &Cond,
+    retryable: bool,
+    now: k8s_openapi::jiff::Timestamp,
+    grace: std::time::Duration,
+) -> Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>> {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
     let was_ready = old.conditions.iter().any(|c| c.type_ == READY && c.status == "True");
-    if !same_inputs || !was_ready || ready.is_true() || !ready.reason.is_transient() {
+    if !same_inputs || !was_ready || ready.is_true() || !retryable {
         return None;
     }
     let since = old

@@ -129,8 +129,7 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     let handled = annotation(ROTATED_FOR_ANNOTATION);
     let rotate_asked = conn.annotations().get(ROTATE_ANNOTATION).cloned();
     let now = Timestamp::now();
-    let due = created
-        .is_some_and(|c| std::time::Duration::try_from(now.duration_since(c)).unwrap_or_default() >= spec.rotation());
+    let due = rotation_due(created, now, spec.rotation());
     let asked = rotate_asked.is_some() && rotate_asked != handled;
     let mut status = ManagedCredentialsStatus {
         user_name: user.clone(),
@@ -228,6 +227,12 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     Ok(Ok(Ensured { status, rotated }))
 }
 
+/// Whether a key made at `created` is `interval` old. A key of unknown age (the annotation
+/// removed by hand) is not rotated on age alone.
+fn rotation_due(created: Option<Timestamp>, now: Timestamp, interval: std::time::Duration) -> bool {
+    created.is_some_and(|c| std::time::Duration::try_from(now.duration_since(c)).is_ok_and(|age| age >= interval))
+}
+
 fn value(secret: &Secret, key: &str) -> Option<String> {
     secret.data.as_ref()?.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok())
 }
@@ -285,6 +290,21 @@ pub async fn remove(ctx: &Context, conn: &S3Connection) -> Result<(), IamError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_rotated_once_it_is_as_old_as_the_interval() {
+        let at = |days: i64| Timestamp::from_second(1_800_000_000 + days * 86_400).unwrap();
+        let ninety = crate::api::connection::ManagedCredentials {
+            rotation_interval: "90d".into(),
+            deletion_policy: Default::default(),
+        }
+        .rotation();
+        assert_eq!(ninety, std::time::Duration::from_secs(90 * 86_400));
+        assert!(!rotation_due(Some(at(0)), at(89), ninety));
+        assert!(rotation_due(Some(at(0)), at(90), ninety));
+        assert!(!rotation_due(None, at(1000), ninety), "unknown age");
+        assert!(!rotation_due(Some(at(10)), at(0), ninety), "a clock behind the key's date");
+    }
 
     #[test]
     fn bucket_patterns_match_whole_names() {

@@ -354,7 +354,21 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     let same_inputs = old.observed_generation == conn.metadata.generation
         && old.credentials_version == secret_version
         && old.platform_secret_version == platform_secret_version;
-    let held = decide::hold_ready(&old, same_inputs, verdict.ready(), now, ctx.config.transient_grace);
+    // A managed key S3 does not know yet (IAM propagates in seconds): retried, and a
+    // rotation keeps the last Ready verdict meanwhile; the new Secret is our own change.
+    let propagating = decide::key_propagating(
+        verdict.ready(),
+        managed_status.as_ref().and_then(|m| m.key_created_time.as_ref()).map(|t| t.0),
+        now,
+    );
+    let held = decide::hold_ready_if(
+        &old,
+        same_inputs || propagating,
+        verdict.ready(),
+        verdict.ready().reason.is_transient() || propagating,
+        now,
+        ctx.config.transient_grace,
+    );
     let created = conn.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let secret_wait = decide::secret_grace_left(&verdict, created, now, ctx.config.secret_grace);
     let holding = held.is_some();
@@ -369,7 +383,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
                 &conn,
                 &old,
                 &verdict,
-                secret_wait.is_some(),
+                secret_wait.is_some() || propagating,
                 location.as_ref(),
                 report,
                 secret_version,
@@ -415,6 +429,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     // Within the Secret's grace: the watch brings it back when the Secret appears, and this
     // turns it Stalled when the grace is over.
     let next = secret_wait.map_or(next, |left| super::status::Next::After(left + Duration::from_secs(1)));
+    let next = if propagating { super::status::Next::After(Duration::from_secs(5)) } else { next };
     let action = super::status::action(&ctx, &uid, next, jitter);
     let ready = verdict.ready();
     let metrics = &crate::telemetry::metrics::METRICS;

@@ -542,6 +542,20 @@ mod grace {
         }
     }
 
+    #[test]
+    fn a_managed_key_s3_does_not_know_yet_is_retried_and_a_rotation_stays_ready() {
+        let unknown = Cond::failed(READY, Reason::InvalidAccessKeyId, "S3 does not know the key");
+        assert!(key_propagating(&unknown, Some(at(0)), at(30)), "30 s after IAM made it");
+        assert!(!key_propagating(&unknown, Some(at(0)), at(121)), "two minutes on, the key is bad");
+        assert!(!key_propagating(&unknown, None, at(1)), "keys a person gave: reported at once");
+        let denied = Cond::failed(READY, Reason::GetObjectDenied, "denied");
+        assert!(!key_propagating(&denied, Some(at(0)), at(1)), "a permission problem is not propagation");
+        // A rotation (the Secret changed, so the inputs did) keeps the last Ready verdict.
+        let old = ready_status(&[], 0);
+        assert!(hold_ready_if(&old, true, &unknown, true, at(5), GRACE).is_some());
+        assert!(hold_ready(&old, false, &unknown, at(5), GRACE).is_none(), "without propagation: shown");
+    }
+
     fn transient() -> Cond {
         Cond::failed(READY, Reason::S3Error, "S3 answered the s3:ListBucket probe with InternalError; retrying.")
     }
