@@ -282,10 +282,14 @@ async fn check_takes_credentials_from_profiles_and_the_endpoint_from_the_environ
     std::fs::write(
         dir.join("config"),
         format!(
-            "[profile labelling]\nregion = us-east-1\n\n[profile base]\nregion = us-east-1\n\n[profile assumed]\nrole_arn = {role_arn}\nsource_profile = base\nregion = us-east-1\n"
+            "[profile labelling]\nregion = us-east-1\n\n[profile base]\nregion = us-east-1\n\n[profile assumed]\nrole_arn = {role_arn}\nsource_profile = base\nregion = us-east-1\n\n[profile process]\ncredential_process = cat {}\n",
+            dir.join("process.json").display()
         ),
     )
     .unwrap();
+    // What a credential_process prints (a vault helper, say): here, the reader's keys.
+    let process = serde_json::json!({"Version": 1, "AccessKeyId": reader.access_key_id, "SecretAccessKey": reader.secret_access_key});
+    std::fs::write(dir.join("process.json"), process.to_string()).unwrap();
     let endpoint = support::env().s3_endpoint.clone();
     let base = ["--uri", uri.as_str(), "--force-path-style", "--cors-mode", "ignore"];
     let with = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|s| s.to_string()).collect() };
@@ -296,6 +300,9 @@ async fn check_takes_credentials_from_profiles_and_the_endpoint_from_the_environ
     assert_eq!(code, 0, "{text}");
     assert!(text.contains(&endpoint), "the endpoint from the environment was not the one used: {text}");
     let (code, text) = check_with_aws_files(&dir, &base, &[s3_endpoint[0], ("AWS_PROFILE", "labelling")]);
+    assert_eq!(code, 0, "{text}");
+    // A credential_process profile.
+    let (code, text) = check_with_aws_files(&dir, &with(&["--profile", "process"]), &s3_endpoint);
     assert_eq!(code, 0, "{text}");
     // An assume-role profile: STS (the global AWS_ENDPOINT_URL) hands out the role's keys.
     let (code, text) =

@@ -133,6 +133,28 @@ async fn a_private_ca_and_a_proxy_are_followed_for_s3_and_the_platform() {
     assert!(seen.contains(&format!("CONNECT 127.0.0.1:{tls_port}")), "S3 did not go through the proxy:\n{seen}");
     assert!(seen.contains(&host_port(&env().platform_url)), "the platform API did not go through the proxy:\n{seen}");
 
+    // `check` on a person's machine: AWS_CA_BUNDLE as the AWS CLI reads it.
+    let check = |ca_bundle: Option<&std::path::Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_s3connect"));
+        command
+            .args(["check", "--uri", &format!("s3://{bucket}/images/"), "--endpoint", &https_endpoint])
+            .args(["--force-path-style", "--cors-mode", "ignore"])
+            .env("AWS_ACCESS_KEY_ID", &keys.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &keys.secret_access_key)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_CA_BUNDLE");
+        if let Some(ca) = ca_bundle {
+            command.env("AWS_CA_BUNDLE", ca);
+        }
+        let out = command.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, text) = check(Some(&ca));
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = check(None);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("EndpointCertificateUntrusted"), "{text}");
+
     for operator in [&mut trusting, &mut plain] {
         drop(operator.stdin.take());
         assert!(operator.wait().unwrap().success());
