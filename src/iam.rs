@@ -36,7 +36,8 @@ impl std::fmt::Display for IamError {
         match self {
             IamError::Denied { action, detail } => write!(
                 f,
-                "IAM denied {action} to the operator's own identity ({detail}): add it to the operator's policy (`s3connect policy --operator` prints the whole policy)."
+                "IAM denied {action} to the operator's own identity ({detail}): add it to statement {} of the operator's policy (`s3connect policy --operator` prints the whole policy).",
+                statement_of(action)
             ),
             IamError::Foreign { user, path } => write!(
                 f,
@@ -50,6 +51,11 @@ impl std::fmt::Display for IamError {
             }
         }
     }
+}
+
+/// The statement of `operator_policy` that grants `action`.
+fn statement_of(action: &str) -> &'static str {
+    if matches!(action, "iam:CreateUser" | "iam:TagUser") { "S3ConnectCreateUsers" } else { "S3ConnectManageUsers" }
 }
 
 impl IamError {
@@ -357,6 +363,12 @@ mod tests {
         let e = IamError::Denied { action: "iam:CreateAccessKey", detail: "AccessDenied: no".into() };
         let text = e.to_string();
         assert!(text.contains("iam:CreateAccessKey") && text.contains("s3connect policy --operator"));
+        assert!(text.contains("statement S3ConnectManageUsers"), "{text}");
+        let create = IamError::Denied { action: "iam:CreateUser", detail: "no".into() }.to_string();
+        assert!(create.contains("statement S3ConnectCreateUsers"), "{create}");
+        // Every statement named exists in the policy.
+        let policy = operator_policy(DEFAULT_PATH, None).to_string();
+        assert!(policy.contains("S3ConnectCreateUsers") && policy.contains("S3ConnectManageUsers"));
         assert!(!e.is_transient() && IamError::Unavailable { action: "x", detail: "y".into() }.is_transient());
     }
 }

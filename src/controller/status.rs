@@ -73,7 +73,8 @@ where
 /// condition carry that; `kubectl describe` shows every condition).
 pub const STALLED_MESSAGE: &str = "Not retried by itself: fix what Ready says, then change the spec or set the s3connect.io/requested-at annotation to check again.";
 /// What Reconciling says while a failure is retried.
-pub const RETRYING_MESSAGE: &str = "Retried by itself with backoff: nothing to do unless Ready stays False.";
+pub const RETRYING_MESSAGE: &str =
+    "The operator retries or waits by itself (with backoff): nothing to do while this is True; Ready says on what.";
 /// What Reconciling says while Ready is Unknown (work in progress).
 pub const IN_PROGRESS_MESSAGE: &str = "In progress: Ready says what the operator is doing.";
 

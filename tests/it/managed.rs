@@ -145,6 +145,16 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     let secret = Api::<Secret>::namespaced(client.clone(), &ns).get("c-s3connect-keys").await.unwrap();
     assert_eq!(secret.metadata.owner_references.as_ref().unwrap()[0].uid, c.metadata.uid.clone().unwrap());
     assert_eq!(secret.data.as_ref().unwrap()["AWS_ACCESS_KEY_ID"].0, first[0].as_bytes());
+    // Exactly the policy `s3connect policy` prints for this uri and usage.
+    let got = iam::call(&[("Action", "GetUserPolicy"), ("UserName", &user), ("PolicyName", "s3connect")]).await;
+    let document = got.split("<PolicyDocument>").nth(1).and_then(|s| s.split('<').next()).unwrap();
+    let document = percent_decode(&document.replace("&quot;", "\""));
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_s3connect"))
+        .args(["policy", "--uri", &format!("s3://{bucket}/images/"), "--usage", "import"])
+        .output()
+        .unwrap();
+    let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&document).expect("a JSON policy"), printed);
     let owner = format!("{ns}/c");
     let before = registrations(&owner).await;
     assert_eq!(before.len(), 1, "{before:?}");
@@ -234,6 +244,13 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     assert!(message.contains(&foreign) && message.contains("secretRef"), "{message}");
     assert!(access_keys(&foreign).await.is_empty(), "a key was made for a user outside the path");
 
+    // deletionPolicy: Retain leaves the user (and its key) in IAM for a person.
+    let kept = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": "kept"}, "spec": {
+        "uri": format!("s3://{bucket}/images/"), "credentials": {"managed": {"deletionPolicy": "Retain"}},
+        "endpoint": env().s3_endpoint, "forcePathStyle": true}});
+    api.patch("kept", &PatchParams::apply("test").force(), &Patch::Apply(&kept)).await.unwrap();
+    wait(&api, "kept", "Ready", ready).await;
+
     // No key material anywhere the operator writes: status, events, its log.
     let mut shown = everything_shown(&client, &ns).await;
     shown.push_str(&std::fs::read_to_string(&log).unwrap());
@@ -248,10 +265,10 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     assert!(!shown.contains(&operator_keys.access_key_id) && !shown.contains(&operator_keys.secret_access_key));
 
     // Deletion: the key, the policy and the user go, then the S3Connection.
-    for name in ["c", "denied", "outside", "foreign", "lost"] {
+    for name in ["c", "denied", "outside", "foreign", "lost", "kept"] {
         api.delete(name, &DeleteParams::default()).await.unwrap();
     }
-    for name in ["c", "denied", "outside", "foreign", "lost"] {
+    for name in ["c", "denied", "outside", "foreign", "lost", "kept"] {
         let mut gone = false;
         for _ in 0..150 {
             if api.get_opt(name).await.unwrap().is_none() {
@@ -265,7 +282,29 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     assert!(!iam_get_user(&user).await, "the IAM user outlived its S3Connection");
     assert!(!iam_get_user(&format!("{ns}.denied")).await);
     assert!(iam_get_user(&foreign).await, "a user outside the operator's path was deleted");
+    assert!(!iam_get_user(&format!("{ns}.lost")).await);
+    assert!(iam_get_user(&format!("{ns}.kept")).await, "deletionPolicy Retain, yet the user was deleted");
+    assert_eq!(access_keys(&format!("{ns}.kept")).await.len(), 1);
     assert!(registrations(&owner).await.is_empty());
     drop(operator.stdin.take());
     assert!(operator.wait().unwrap().success(), "the operator did not stop cleanly");
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
 }
