@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use s3connect::api::connection::Usage;
 use s3connect::s3::client::Keys;
 use s3connect::s3::policy::{policy, required};
@@ -44,11 +44,7 @@ fn kubectl_apply(ns: &str, manifests: &str) -> (bool, String) {
 }
 
 async fn create_namespace(client: &kube::Client, ns: &str) {
-    let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-        .create(&PostParams::default(), &serde_json::from_value(obj).unwrap())
-        .await
-        .unwrap();
+    support::named_namespace(client, ns).await;
 }
 
 #[test]

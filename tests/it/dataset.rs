@@ -226,11 +226,7 @@ async fn a_platform_500_on_create_names_the_tracking_id_and_creates_once() {
 async fn killed_between_create_and_status_write_leaves_exactly_one_dataset() {
     let client = support::client().await;
     let ns = private_namespace("dskill");
-    let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-        .create(&PostParams::default(), &serde_json::from_value(obj).unwrap())
-        .await
-        .unwrap();
+    support::named_namespace(&client, &ns).await;
     let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("operator-dskill-{}.log", std::process::id()));
     let mut first = spawn(&log, &["--namespace", &ns]);

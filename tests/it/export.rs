@@ -401,17 +401,7 @@ async fn no_files_with_the_status_is_retried_without_ever_looking_unconfirmed() 
     assert!(platform::exports(&case.project).await.is_empty());
 }
 
-/// The platform's connections registered under the S3Connection `owner`'s names.
-async fn registrations(owner: &str) -> Vec<Value> {
-    let prefix = format!("s3connect {owner} ");
-    platform::state().await["connections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
-        .cloned()
-        .collect()
-}
+use platform::registrations;
 
 async fn wait_gone(case: &ExportCase) {
     let api = Api::<s3connect::api::S3Connection>::namespaced(case.client.clone(), &case.ns);

@@ -67,26 +67,13 @@ async fn apply(api: &Api<S3Connection>, name: &str, bucket: &str, platform: bool
     api.patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&conn)).await.unwrap();
 }
 
-async fn registrations(owner: &str) -> Vec<Value> {
-    let prefix = format!("s3connect {owner} ");
-    platform::state().await["connections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
-        .cloned()
-        .collect()
-}
+use platform::registrations;
 
 #[tokio::test]
 async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     let client = support::client().await;
     let ns = private_namespace("managed");
-    let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-        .create(&PostParams::default(), &serde_json::from_value(obj).unwrap())
-        .await
-        .unwrap();
+    support::named_namespace(&client, &ns).await;
     let bucket = s3::bucket("managed", "us-east-1").await;
     s3::put(&bucket, "images/cat.jpg", b"cat").await;
     let elsewhere = s3::bucket("elsewhere", "us-east-1").await;

@@ -50,11 +50,7 @@ fn host_port(url: &str) -> String {
 
 async fn namespace_with_secrets(client: &kube::Client, purpose: &str, keys: &s3connect::s3::client::Keys) -> String {
     let ns = private_namespace(purpose);
-    let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-        .create(&PostParams::default(), &serde_json::from_value(obj).unwrap())
-        .await
-        .unwrap();
+    support::named_namespace(client, &ns).await;
     support::keys_secret(client, &ns, "keys", keys).await;
     let p = &env().platform;
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "labellerr"}, "stringData": {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use s3connect::api::S3Connection;
 use s3connect::api::connection::Usage;
 use s3connect::s3::policy::{policy, required};
@@ -136,11 +136,7 @@ async fn metrics_and_health_endpoints() {
 async fn two_replicas_take_turns_through_the_lease() {
     let client = support::client().await;
     let ns = private_namespace("leader");
-    let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-        .create(&PostParams::default(), &serde_json::from_value(obj).unwrap())
-        .await
-        .unwrap();
+    support::named_namespace(&client, &ns).await;
     let args = ["--namespace", &ns, "--leader-election", "--lease-namespace", &ns, "--lease-duration", "4"];
     let (log_a, log_b) = (log_path("leader-a"), log_path("leader-b"));
     let mut a = spawn(&log_a, &args);

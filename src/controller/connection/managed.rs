@@ -64,14 +64,18 @@ fn blocked(reason: Reason, message: String) -> Blocker {
     Blocker::Managed { reason, message }
 }
 
-fn from_iam(e: &IamError) -> Blocker {
-    let reason = match e {
+/// The condition reason for what IAM said.
+pub fn reason_of(e: &IamError) -> Reason {
+    match e {
         IamError::Denied { .. } => Reason::OperatorIamDenied,
         IamError::Foreign { .. } => Reason::ManagedResourceConflict,
         IamError::Rejected { .. } => Reason::IamRejected,
         IamError::Unavailable { .. } => Reason::IamUnavailable,
-    };
-    blocked(reason, e.to_string())
+    }
+}
+
+fn from_iam(e: &IamError) -> Blocker {
+    blocked(reason_of(e), e.to_string())
 }
 
 /// Makes sure the connection's IAM user, policy and a current key exist, rotating the key

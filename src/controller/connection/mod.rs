@@ -146,27 +146,32 @@ async fn clean_up(conn: &S3Connection, ctx: &Context) -> Result<Action, Error> {
                 cond.message,
                 register::SKIP_CLEANUP
             );
-            let patch = serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "status": {
-                "conditions": conditions::merge(
-                    &conn.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(),
-                    &[Cond { message, ..cond }],
-                    conn.metadata.generation,
-                    &Time(Timestamp::now()),
-                ),
-            }});
-            // A status patch of its own field manager, so that the main status stays as it is.
-            let _ = Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
-                .patch_status(&conn.name_any(), &PatchParams::apply("s3connect-cleanup").force(), &Patch::Apply(&patch))
-                .await;
-            let uid = conn.uid().unwrap_or_default();
-            let next = super::status::Next::Retry { cap: Duration::from_secs(300) };
-            return Ok(super::status::action(ctx, &uid, next, jitter_fraction(&uid)));
+            return Ok(deletion_waits(ctx, conn, Cond { message, ..cond }).await);
         }
     }
     let rest: Vec<String> = conn.finalizers().iter().filter(|f| *f != register::FINALIZER).cloned().collect();
     set_finalizers(ctx, conn, rest).await?;
     info!(connection = %format!("{namespace}/{}", conn.name_any()), skipped = skip, "platform connections removed");
     Ok(Action::await_change())
+}
+
+/// Shows why deletion waits (`cond`, under a field manager of its own so that the main
+/// status stays as it is) and retries with backoff.
+async fn deletion_waits(ctx: &Context, conn: &S3Connection, cond: Cond) -> Action {
+    let patch = serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "status": {
+        "conditions": conditions::merge(
+            &conn.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(),
+            &[cond],
+            conn.metadata.generation,
+            &Time(Timestamp::now()),
+        ),
+    }});
+    let _ = Api::<S3Connection>::namespaced(ctx.client.clone(), &conn.namespace().unwrap_or_default())
+        .patch_status(&conn.name_any(), &PatchParams::apply("s3connect-cleanup").force(), &Patch::Apply(&patch))
+        .await;
+    let uid = conn.uid().unwrap_or_default();
+    let next = super::status::Next::Retry { cap: Duration::from_secs(300) };
+    super::status::action(ctx, &uid, next, jitter_fraction(&uid))
 }
 
 /// Deletion of a managed connection: its IAM user, policy and keys (unless retained), then
@@ -178,22 +183,8 @@ async fn clean_up_managed(conn: &S3Connection, ctx: &Context) -> Result<Action, 
     let namespace = conn.namespace().unwrap_or_default();
     if let Err(e) = managed::remove(ctx, conn).await {
         let message = format!("{e} The S3Connection is deleted once its IAM user is.");
-        let reason =
-            if e.is_transient() { conditions::Reason::IamUnavailable } else { conditions::Reason::OperatorIamDenied };
-        let patch = serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "status": {
-            "conditions": conditions::merge(
-                &conn.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(),
-                &[Cond::failed(conditions::CREDENTIALS_VALID, reason, message)],
-                conn.metadata.generation,
-                &Time(Timestamp::now()),
-            ),
-        }});
-        let _ = Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(&conn.name_any(), &PatchParams::apply("s3connect-cleanup").force(), &Patch::Apply(&patch))
-            .await;
-        let uid = conn.uid().unwrap_or_default();
-        let next = super::status::Next::Retry { cap: Duration::from_secs(300) };
-        return Ok(super::status::action(ctx, &uid, next, jitter_fraction(&uid)));
+        let cond = Cond::failed(conditions::CREDENTIALS_VALID, managed::reason_of(&e), message);
+        return Ok(deletion_waits(ctx, conn, cond).await);
     }
     let rest: Vec<String> = conn.finalizers().iter().filter(|f| *f != managed::FINALIZER).cloned().collect();
     set_finalizers(ctx, conn, rest).await?;

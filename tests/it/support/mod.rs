@@ -163,6 +163,15 @@ pub async fn namespace(client: &kube::Client, hint: &str) -> String {
 }
 
 /// Runs kubectl against the test API server and returns (success, stdout + stderr).
+/// Creates the namespace `name` exactly (one a private operator serves, say).
+pub async fn named_namespace(client: &kube::Client, name: &str) {
+    let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&PostParams::default(), &serde_json::from_value(obj).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+}
+
 pub fn kubectl(args: &[&str]) -> (bool, String) {
     let out = Command::new("kubectl")
         .arg("--kubeconfig")

@@ -43,6 +43,18 @@ pub async fn state() -> Value {
     admin("GET", "state", None).await
 }
 
+/// The platform's connections registered under the S3Connection `owner`'s names.
+pub async fn registrations(owner: &str) -> Vec<Value> {
+    let prefix = format!("s3connect {owner} ");
+    state().await["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
+        .cloned()
+        .collect()
+}
+
 /// The exports the platform holds for `project`.
 pub async fn exports(project: &str) -> Vec<Value> {
     state().await["exports"].as_array().unwrap().iter().filter(|e| e["project_id"] == project).cloned().collect()
