@@ -31,7 +31,10 @@ impl std::fmt::Display for AllowList {
     }
 }
 
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
+/// `*` matches any run of characters other than `/ : @ ? #` (so never across a host, port
+/// or path), case-insensitively; also used for bucket name patterns, which have none of
+/// those characters.
+pub(crate) fn glob(pattern: &[u8], text: &[u8]) -> bool {
     match pattern.split_first() {
         None => text.is_empty(),
         Some((b'*', rest)) => {

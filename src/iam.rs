@@ -133,6 +133,15 @@ pub fn user_name(namespace: &str, name: &str) -> String {
     format!("{}-{}", &full[..55], crate::api::short_hash(&full))
 }
 
+/// The owner tag's value (`<namespace>/<name>`), within IAM's 256 characters: a longer one
+/// keeps its first 247 and a hash of the whole, as `user_name` does.
+fn owner_tag(owner: &str) -> String {
+    if owner.len() <= 256 {
+        return owner.to_owned();
+    }
+    format!("{}-{}", &owner[..247], crate::api::short_hash(owner))
+}
+
 /// IAM, as the operator's own identity.
 #[derive(Clone, Debug)]
 pub struct Iam {
@@ -170,19 +179,17 @@ impl Iam {
             Err(e) if no_such_entity(&e) => {}
             Err(e) => return Err(classify("iam:GetUser", &e)),
         }
+        let tag =
+            aws_sdk_iam::types::Tag::builder().key("s3connect.io/owner").value(owner_tag(owner)).build().map_err(
+                |e| IamError::Rejected { action: "iam:CreateUser", code: "InvalidTag".into(), detail: e.to_string() },
+            )?;
         let create = self
             .client
             .create_user()
             .user_name(user)
             .path(&self.path)
             .set_permissions_boundary(self.boundary.clone())
-            .tags(
-                aws_sdk_iam::types::Tag::builder()
-                    .key("s3connect.io/owner")
-                    .value(owner)
-                    .build()
-                    .expect("key and value"),
-            );
+            .tags(tag);
         match create.send().await {
             Ok(_) => Ok(()),
             Err(e) if matches!(e, SdkError::ServiceError(_)) && e.code() == Some("EntityAlreadyExists") => {
@@ -331,6 +338,14 @@ mod tests {
         assert_ne!(long, user_name("ns", &format!("{}y", "x".repeat(199))));
         let allowed = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
         assert!(long.chars().all(allowed) && user_name("a", "b.c-d").chars().all(allowed));
+    }
+
+    #[test]
+    fn the_owner_tag_fits_iam_for_the_longest_names() {
+        let longest = format!("{}/{}", "n".repeat(63), "c".repeat(253));
+        assert_eq!(owner_tag(&longest).len(), 256);
+        assert_ne!(owner_tag(&longest), owner_tag(&format!("{}/{}d", "n".repeat(63), "c".repeat(252))));
+        assert_eq!(owner_tag("team-a/cats"), "team-a/cats");
     }
 
     #[test]

@@ -41,15 +41,7 @@ pub struct Managed {
 
 impl Managed {
     pub fn allows(&self, bucket: &str) -> bool {
-        self.buckets.iter().any(|p| glob(p.as_bytes(), bucket.as_bytes()))
-    }
-}
-
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|n| glob(rest, &text[n..])),
-        Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
+        self.buckets.iter().any(|p| crate::endpoints::glob(p.as_bytes(), bucket.as_bytes()))
     }
 }
 
@@ -312,7 +304,9 @@ mod tests {
 
     #[test]
     fn bucket_patterns_match_whole_names() {
-        let m = |patterns: &[&str], bucket: &str| patterns.iter().any(|p| glob(p.as_bytes(), bucket.as_bytes()));
+        let m = |patterns: &[&str], bucket: &str| {
+            patterns.iter().any(|p| crate::endpoints::glob(p.as_bytes(), bucket.as_bytes()))
+        };
         assert!(m(&["labelling-*"], "labelling-cats"));
         assert!(!m(&["labelling-*"], "other-labelling-cats"));
         assert!(m(&["a", "team-*-data"], "team-x-data"));
