@@ -297,7 +297,7 @@ async fn aws_identity(profile: Option<&str>) -> Result<(Keys, Option<String>), S
 
 /// Key variables that are set must look like keys: one pasted with a line break or a
 /// control character is refused naming the variable (never its value).
-fn keys_from_env() -> Result<(), String> {
+fn check_key_variables() -> Result<(), String> {
     use s3connect::controller::{BadValue, credential_text};
     use std::os::unix::ffi::OsStrExt;
     for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
@@ -333,7 +333,7 @@ fn main() -> ExitCode {
             if let Err(e) = s3connect::net::trust_ca_bundle(args.ca_bundle.as_deref()) {
                 return usage_error(&e);
             }
-            let (targets, (keys, endpoint)) = match (args.target.specs(), keys_from_env()) {
+            let (targets, (keys, endpoint)) = match (args.target.specs(), check_key_variables()) {
                 (Ok(s), Ok(_)) => match runtime().block_on(aws_identity(args.profile.as_deref())) {
                     Ok(found) => (s, found),
                     Err(e) => return usage_error(&e),

@@ -48,8 +48,9 @@ impl Managed {
 /// What `ensure` found or did.
 pub struct Ensured {
     pub status: ManagedCredentialsStatus,
-    /// A new key was made in this reconcile, and an older one is still there.
-    pub rotated: bool,
+    /// The Secret with the current key, as read or just written: the validation reads
+    /// its keys from this, not from another GET.
+    pub secret: Option<Secret>,
 }
 
 fn blocked(reason: Reason, message: String) -> Blocker {
@@ -140,7 +141,7 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     let needs_policy = annotation(POLICY_ANNOTATION).as_deref() != Some(policy_hash.as_str());
     let rotate = !needs_key && (due || asked);
     if !needs_key && !needs_policy && !rotate {
-        return Ok(Ok(Ensured { status, rotated: false }));
+        return Ok(Ok(Ensured { status, secret }));
     }
     let owner = format!("{namespace}/{name}");
     if needs_key || needs_policy {
@@ -212,15 +213,15 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
         type_: Some("Opaque".into()),
         ..Default::default()
     };
-    secrets.patch(&secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
-    let rotated = rotate && keys_to_write.is_some();
-    if rotated {
+    let written =
+        secrets.patch(&secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
+    if rotate && keys_to_write.is_some() {
         status.retiring_previous_key = true;
         tracing::info!(connection = %owner, user = %user, "managed access key rotated; the previous one goes once Ready");
     } else if keys_to_write.is_some() {
         tracing::info!(connection = %owner, user = %user, "managed access key created");
     }
-    Ok(Ok(Ensured { status, rotated }))
+    Ok(Ok(Ensured { status, secret: Some(written) }))
 }
 
 /// Whether a key made at `created` is `interval` old. A key of unknown age (the annotation
@@ -233,16 +234,18 @@ fn value(secret: &Secret, key: &str) -> Option<String> {
     secret.data.as_ref()?.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok())
 }
 
-/// After a Ready validation with the current key: deletes every other key of the user (the
-/// previous one after a rotation; any a person added). One ListAccessKeys per validation.
-pub async fn retire_previous(ctx: &Context, conn: &S3Connection, status: &mut ManagedCredentialsStatus) {
+/// After a Ready validation with the key in `secret` (the one validated): deletes every
+/// other key of the user (the previous one after a rotation; any a person added). One
+/// ListAccessKeys per validation.
+pub async fn retire_previous(
+    ctx: &Context,
+    conn: &S3Connection,
+    secret: &Secret,
+    status: &mut ManagedCredentialsStatus,
+) {
     let Some(managed) = &ctx.config.managed else { return };
     let namespace = conn.namespace().unwrap_or_default();
-    let Ok(Some(secret)) = Api::<Secret>::namespaced(ctx.client.clone(), &namespace).get_opt(&status.secret_name).await
-    else {
-        return;
-    };
-    let Some(current) = value(&secret, ACCESS_KEY_ID) else { return };
+    let Some(current) = value(secret, ACCESS_KEY_ID) else { return };
     let user = &status.user_name;
     let result = async {
         let mut deleted = 0;

@@ -217,16 +217,20 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         set_finalizers(&ctx, &conn, finalizers).await?;
     }
     // Managed credentials: the IAM user and a current key exist before the Secret is read.
-    let (mut managed_status, mut managed_blocker) = (None, None);
+    let (mut managed_status, mut managed_blocker, mut managed_secret) = (None, None, None);
     if spec.credentials.managed.is_some() {
         match managed::ensure(&ctx, &conn).await {
-            Ok(Ok(ensured)) => managed_status = Some(ensured.status),
+            Ok(Ok(ensured)) => (managed_status, managed_secret) = (Some(ensured.status), Some(ensured.secret)),
             Ok(Err(blocker)) => managed_blocker = Some(blocker),
             Err(source) => return Err(Error::WriteManaged { namespace, name, source }),
         }
     }
     let refs = spec.credentials.secret(&name);
-    let (secret, forbidden) = match get_secret(&ctx, &namespace, &refs.name).await {
+    let read = match managed_secret {
+        Some(secret) => Ok(secret),
+        None => get_secret(&ctx, &namespace, &refs.name).await,
+    };
+    let (secret, forbidden) = match read {
         Ok(s) => (s, false),
         Err(Error::ReadSecret { source: kube::Error::Api(e), name, .. }) if e.code == 403 => {
             warn!(connection = %format!("{namespace}/{}", conn.name_any()), secret = %name, "the operator's RBAC forbids reading the Secret");
@@ -390,8 +394,11 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     };
     if let Some(mut managed) = managed_status {
         // The previous key goes once a validation with the new one is Ready.
-        if !holding && verdict.ready().is_true() {
-            managed::retire_previous(&ctx, &conn, &mut managed).await;
+        if !holding
+            && verdict.ready().is_true()
+            && let Some(validated) = &secret
+        {
+            managed::retire_previous(&ctx, &conn, validated, &mut managed).await;
         }
         status.managed_credentials = Some(managed);
     }

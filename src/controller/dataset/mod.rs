@@ -181,11 +181,10 @@ impl Run<'_> {
             Step::Lookup => {
                 let found = platform.find_datasets(self.creds, self.data_type(), &name).await;
                 match found {
-                    Ok(ids) if !ids.is_empty() => {
+                    Ok(ids) if let Some(id) = ids.first().cloned() => {
                         if ids.len() > 1 {
                             warn!(dataset = %name, ids = ?ids, "several platform datasets have this name; adopting the first");
                         }
-                        let id = ids.into_iter().next().expect("not empty");
                         info!(dataset = %name, dataset_id = %id, "adopted the dataset an earlier create made");
                         Ok(decide::adopted(status, ready, id))
                     }
