@@ -15,6 +15,7 @@ Control (no auth, loopback only):
   POST /_faults  {"bucket": b, "share": 0.15, "status": 500, "code": "InternalError"}
                  {"bucket": b, "hang": true}      {"bucket": b}  (clears)
                  {"bucket": "", "action": "CreateAccessKey", "lose_answer": true, "count": 1}
+                 {"bucket": b, "every": 2, "status": 503, "code": "SlowDown"}  (every 2nd request)
   GET  /_faults  -> {bucket: {"requests": n, "injected": n}}
 
 Standard library only.
@@ -94,7 +95,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             fault = dict(FAULTS.get(bucket) or {})
             stats = STATS.setdefault(bucket, {"requests": 0, "injected": 0})
             stats["requests"] += 1
-            inject = bool(fault) and random.random() < float(fault.get("share", 1.0))
+            if "every" in fault:  # deterministic: every n-th request of the bucket
+                inject = stats["requests"] % int(fault["every"]) == 0
+            else:
+                inject = bool(fault) and random.random() < float(fault.get("share", 1.0))
             if fault.get("action") and fault["action"] != action:
                 inject = False
             if inject and "count" in fault:
