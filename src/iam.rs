@@ -1,12 +1,14 @@
 //! IAM for managed credentials: the operator, with its own AWS identity (aws-config's
 //! default chain: IRSA, EKS Pod Identity, environment, profiles), makes one IAM user per
-//! managed S3Connection under a fixed path, gives it exactly the connection's least-privilege
-//! policy, and creates, rotates and deletes its access keys.
+//! managed S3Connection under a dedicated path, gives it exactly the connection's
+//! least-privilege policy, and creates, rotates and deletes its access keys.
 //!
-//! Every call is idempotent or adopted by name: a user that exists under our path is ours
-//! (its name is derived from the namespace and name), a policy is put (replaced) whole, and
-//! an access key that is in no Secret the operator wrote (a create whose answer was lost) is
-//! deleted before a new one is made.
+//! A user is the operator's only when its tags say so: the installation's id, and the
+//! namespace, name and uid of its S3Connection. A name is never enough (a person's
+//! `john.smith`, another installation's user, a Retained user of an earlier connection of
+//! the same name): such a user is left untouched and reported as a conflict. A policy is
+//! put (replaced) whole, and an access key that is in no Secret the operator wrote (a
+//! create whose answer was lost) is deleted before a new one is made.
 
 use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
 use serde_json::{Value, json};
@@ -23,8 +25,8 @@ pub const POLICY_NAME: &str = "s3connect";
 pub enum IamError {
     /// The operator's identity may not `action`.
     Denied { action: &'static str, detail: String },
-    /// A user of that name exists outside the operator's path: someone else's.
-    Foreign { user: String, path: String },
+    /// A user of that name exists and is not this connection's: `why` says how we know.
+    Foreign { user: String, why: String },
     /// IAM refused the request for another reason (a limit, a malformed boundary ARN).
     Rejected { action: &'static str, code: String, detail: String },
     /// No answer, a 5xx or throttling: retried with backoff.
@@ -39,9 +41,9 @@ impl std::fmt::Display for IamError {
                 "IAM denied {action} to the operator's own identity ({detail}): add it to statement {} of the operator's policy (`s3connect policy --operator` prints the whole policy).",
                 statement_of(action)
             ),
-            IamError::Foreign { user, path } => write!(
+            IamError::Foreign { user, why } => write!(
                 f,
-                "IAM user {user:?} already exists under path {path:?}, not the operator's: rename or delete that user, or use spec.credentials.secretRef."
+                "IAM user {user:?} already exists and is not this S3Connection's ({why}); the operator leaves it untouched: rename the S3Connection (the user is named <namespace>.<name>), have its owner delete that user, or use spec.credentials.secretRef."
             ),
             IamError::Rejected { action, code, detail } => {
                 write!(f, "IAM refused {action} ({code}: {detail}): fix what IAM names, then the operator tries again.")
@@ -133,13 +135,54 @@ pub fn user_name(namespace: &str, name: &str) -> String {
     format!("{}-{}", &full[..55], crate::api::short_hash(&full))
 }
 
-/// The owner tag's value (`<namespace>/<name>`), within IAM's 256 characters: a longer one
-/// keeps its first 247 and a hash of the whole, as `user_name` does.
-fn owner_tag(owner: &str) -> String {
-    if owner.len() <= 256 {
-        return owner.to_owned();
+/// Tag keys every managed user carries.
+pub const TAG_INSTALLATION: &str = "s3connect.io/installation";
+pub const TAG_RELEASE: &str = "s3connect.io/release";
+pub const TAG_NAMESPACE: &str = "s3connect.io/namespace";
+pub const TAG_NAME: &str = "s3connect.io/name";
+pub const TAG_UID: &str = "s3connect.io/uid";
+
+/// Whose a managed user is: written as tags when the user is made, compared before the
+/// operator adopts, changes or deletes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// The installation's id (made once, kept in a ConfigMap: see `installation`).
+    pub installation: String,
+    /// The installation's name (the Helm release), for a person reading the tags.
+    pub release: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl Owner {
+    fn tags(&self) -> [(&'static str, &str); 5] {
+        [
+            (TAG_INSTALLATION, &self.installation),
+            (TAG_RELEASE, &self.release),
+            (TAG_NAMESPACE, &self.namespace),
+            (TAG_NAME, &self.name),
+            (TAG_UID, &self.uid),
+        ]
     }
-    format!("{}-{}", &owner[..247], crate::api::short_hash(owner))
+
+    /// Why a user with `tags` is not this owner's, or None when it is.
+    pub fn mismatch(&self, tags: &std::collections::BTreeMap<String, String>) -> Option<String> {
+        let tag = |k: &str| tags.get(k).map(String::as_str);
+        match tag(TAG_INSTALLATION) {
+            None => Some(format!("it has no {TAG_INSTALLATION} tag: the operator did not make it")),
+            Some(i) if i != self.installation => Some(format!(
+                "it belongs to another s3connect installation ({})",
+                tag(TAG_RELEASE).unwrap_or("unnamed")
+            )),
+            Some(_) if tag(TAG_UID) != Some(self.uid.as_str()) => Some(format!(
+                "it was made for an earlier S3Connection {}/{} (another uid), perhaps one deleted with deletionPolicy Retain",
+                tag(TAG_NAMESPACE).unwrap_or("?"),
+                tag(TAG_NAME).unwrap_or("?")
+            )),
+            Some(_) => None,
+        }
+    }
 }
 
 /// IAM, as the operator's own identity.
@@ -172,39 +215,56 @@ impl Iam {
         &self.path
     }
 
-    /// Makes the user, or adopts it when it exists under our path.
-    pub async fn ensure_user(&self, user: &str, owner: &str) -> Result<(), IamError> {
+    /// Makes the user, or adopts it when it exists under our path with `owner`'s tags.
+    pub async fn ensure_user(&self, user: &str, owner: &Owner) -> Result<(), IamError> {
         match self.client.get_user().user_name(user).send().await {
-            Ok(out) => return self.ours(user, out.user().map(|u| u.path())),
+            Ok(out) => return self.ours(user, out.user().map(|u| u.path()), owner).await,
             Err(e) if no_such_entity(&e) => {}
             Err(e) => return Err(classify("iam:GetUser", &e)),
         }
-        let tag =
-            aws_sdk_iam::types::Tag::builder().key("s3connect.io/owner").value(owner_tag(owner)).build().map_err(
-                |e| IamError::Rejected { action: "iam:CreateUser", code: "InvalidTag".into(), detail: e.to_string() },
-            )?;
-        let create = self
-            .client
-            .create_user()
-            .user_name(user)
-            .path(&self.path)
-            .set_permissions_boundary(self.boundary.clone())
-            .tags(tag);
+        let mut create =
+            self.client.create_user().user_name(user).path(&self.path).set_permissions_boundary(self.boundary.clone());
+        for (key, value) in owner.tags() {
+            let tag = aws_sdk_iam::types::Tag::builder().key(key).value(value).build().map_err(|e| {
+                IamError::Rejected { action: "iam:CreateUser", code: "InvalidTag".into(), detail: e.to_string() }
+            })?;
+            create = create.tags(tag);
+        }
         match create.send().await {
             Ok(_) => Ok(()),
             Err(e) if matches!(e, SdkError::ServiceError(_)) && e.code() == Some("EntityAlreadyExists") => {
                 let out =
                     self.client.get_user().user_name(user).send().await.map_err(|e| classify("iam:GetUser", &e))?;
-                self.ours(user, out.user().map(|u| u.path()))
+                self.ours(user, out.user().map(|u| u.path()), owner).await
             }
             Err(e) => Err(classify("iam:CreateUser", &e)),
         }
     }
 
-    fn ours(&self, user: &str, path: Option<&str>) -> Result<(), IamError> {
-        match path {
-            Some(p) if p == self.path => Ok(()),
-            other => Err(IamError::Foreign { user: user.to_owned(), path: other.unwrap_or("/").to_owned() }),
+    /// Ok when the user is under our path and tagged as `owner`'s.
+    async fn ours(&self, user: &str, path: Option<&str>, owner: &Owner) -> Result<(), IamError> {
+        let path = path.unwrap_or("/");
+        if path != self.path {
+            return Err(IamError::Foreign {
+                user: user.to_owned(),
+                why: format!("it is under path {path:?}, not the operator's {:?}", self.path),
+            });
+        }
+        let out =
+            self.client.list_user_tags().user_name(user).send().await.map_err(|e| classify("iam:ListUserTags", &e))?;
+        let tags = out.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect();
+        match owner.mismatch(&tags) {
+            None => Ok(()),
+            Some(why) => Err(IamError::Foreign { user: user.to_owned(), why }),
+        }
+    }
+
+    /// Whether the user exists and is `owner`'s; Err(Foreign) when it exists and is not.
+    async fn owned(&self, user: &str, owner: &Owner) -> Result<bool, IamError> {
+        match self.client.get_user().user_name(user).send().await {
+            Ok(out) => self.ours(user, out.user().map(|u| u.path()), owner).await.map(|()| true),
+            Err(e) if no_such_entity(&e) => Ok(false),
+            Err(e) => Err(classify("iam:GetUser", &e)),
         }
     }
 
@@ -268,27 +328,65 @@ impl Iam {
         }
     }
 
-    /// Deletes the user's keys, its inline policy and the user; a user already gone is
-    /// fine, and one outside our path is left alone.
-    pub async fn delete_user(&self, user: &str) -> Result<(), IamError> {
-        match self.client.get_user().user_name(user).send().await {
-            // Someone else's user of that name: the operator never made anything there.
-            Ok(out) if self.ours(user, out.user().map(|u| u.path())).is_err() => return Ok(()),
-            Ok(_) => {}
-            Err(e) if no_such_entity(&e) => return Ok(()),
-            Err(e) => return Err(classify("iam:GetUser", &e)),
+    /// Takes every access away from `owner`'s user: each key deactivated (so that it stops
+    /// working even if a later call fails), then deleted, then the inline policy. The user
+    /// itself stays, empty, for the connection's deletion. Returns how many keys went; a
+    /// user that is gone, or not `owner`'s, is left alone.
+    pub async fn revoke(&self, user: &str, owner: &Owner) -> Result<usize, IamError> {
+        match self.owned(user, owner).await {
+            Ok(true) => {}
+            Ok(false) | Err(IamError::Foreign { .. }) => return Ok(0),
+            Err(e) => return Err(e),
         }
-        for key in self.keys(user).await? {
+        let keys = self.keys(user).await?;
+        for key in &keys {
+            self.deactivate_key(user, &key.id).await?;
+        }
+        for key in &keys {
             self.delete_key(user, &key.id).await?;
         }
-        match self.client.delete_user_policy().user_name(user).policy_name(POLICY_NAME).send().await {
-            Ok(_) => {}
-            Err(e) if no_such_entity(&e) => {}
-            Err(e) => return Err(classify("iam:DeleteUserPolicy", &e)),
-        }
-        match self.client.delete_user().user_name(user).send().await {
+        self.delete_policy(user).await?;
+        Ok(keys.len())
+    }
+
+    async fn deactivate_key(&self, user: &str, id: &str) -> Result<(), IamError> {
+        let update = self
+            .client
+            .update_access_key()
+            .user_name(user)
+            .access_key_id(id)
+            .status(aws_sdk_iam::types::StatusType::Inactive);
+        match update.send().await {
             Ok(_) => Ok(()),
             Err(e) if no_such_entity(&e) => Ok(()),
+            Err(e) => Err(classify("iam:UpdateAccessKey", &e)),
+        }
+    }
+
+    async fn delete_policy(&self, user: &str) -> Result<(), IamError> {
+        match self.client.delete_user_policy().user_name(user).policy_name(POLICY_NAME).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if no_such_entity(&e) => Ok(()),
+            Err(e) => Err(classify("iam:DeleteUserPolicy", &e)),
+        }
+    }
+
+    /// Deletes `owner`'s user: its keys (deactivated first), its inline policy and the user.
+    /// A user already gone is fine; one that is not `owner`'s is left alone (Ok(false)).
+    pub async fn delete_user(&self, user: &str, owner: &Owner) -> Result<bool, IamError> {
+        match self.owned(user, owner).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(true),
+            Err(IamError::Foreign { why, .. }) => {
+                tracing::info!(user, why = %why, "IAM user left alone: it is not this S3Connection's");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+        self.revoke(user, owner).await?;
+        match self.client.delete_user().user_name(user).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if no_such_entity(&e) => Ok(true),
             Err(e) => Err(classify("iam:DeleteUser", &e)),
         }
     }
@@ -315,9 +413,9 @@ pub fn operator_policy(path: &str, boundary: Option<&str>) -> Value {
                 "Sid": "S3ConnectManageUsers",
                 "Effect": "Allow",
                 "Action": [
-                    "iam:GetUser", "iam:DeleteUser",
+                    "iam:GetUser", "iam:ListUserTags", "iam:DeleteUser",
                     "iam:PutUserPolicy", "iam:DeleteUserPolicy",
-                    "iam:CreateAccessKey", "iam:ListAccessKeys", "iam:DeleteAccessKey",
+                    "iam:CreateAccessKey", "iam:ListAccessKeys", "iam:UpdateAccessKey", "iam:DeleteAccessKey",
                 ],
                 "Resource": users,
             },
@@ -341,11 +439,29 @@ mod tests {
     }
 
     #[test]
-    fn the_owner_tag_fits_iam_for_the_longest_names() {
-        let longest = format!("{}/{}", "n".repeat(63), "c".repeat(253));
-        assert_eq!(owner_tag(&longest).len(), 256);
-        assert_ne!(owner_tag(&longest), owner_tag(&format!("{}/{}d", "n".repeat(63), "c".repeat(252))));
-        assert_eq!(owner_tag("team-a/cats"), "team-a/cats");
+    fn a_user_is_ours_only_with_our_installation_and_the_connections_uid() {
+        let owner = Owner {
+            installation: "i-1".into(),
+            release: "s3connect".into(),
+            namespace: "john".into(),
+            name: "smith".into(),
+            uid: "u-1".into(),
+        };
+        let tags: std::collections::BTreeMap<String, String> =
+            owner.tags().iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        assert_eq!(owner.mismatch(&tags), None);
+        // A person's user named john.smith: no tags at all.
+        let person = owner.mismatch(&Default::default()).unwrap();
+        assert!(person.contains("did not make it"), "{person}");
+        // Another installation in the same account.
+        let other = Owner { installation: "i-2".into(), ..owner.clone() }.mismatch(&tags).unwrap();
+        assert!(other.contains("another s3connect installation (s3connect)"), "{other}");
+        // An earlier connection of the same name (Retained), or a name another namespace chose.
+        let earlier = Owner { uid: "u-2".into(), ..owner.clone() }.mismatch(&tags).unwrap();
+        assert!(earlier.contains("john/smith") && earlier.contains("Retain"), "{earlier}");
+        // Every tag fits IAM's limits for the longest names Kubernetes allows.
+        let longest = Owner { namespace: "n".repeat(63), name: "c".repeat(253), ..owner };
+        assert!(longest.tags().iter().all(|(k, v)| k.len() <= 128 && v.len() <= 256));
     }
 
     #[test]
@@ -361,6 +477,8 @@ mod tests {
             "iam:CreateAccessKey",
             "iam:ListAccessKeys",
             "iam:DeleteAccessKey",
+            "iam:ListUserTags",
+            "iam:UpdateAccessKey",
         ] {
             assert!(text.contains(action), "{action}");
         }

@@ -26,7 +26,8 @@ enum Command {
     ///
     /// Uses the in-cluster configuration, or KUBECONFIG / ~/.kube/config outside a cluster.
     Operator(OperatorArgs),
-    /// Print the CustomResourceDefinitions (S3Connection, DatasetExport, Dataset) as YAML.
+    /// Print the CustomResourceDefinitions (S3Connection, DatasetExport, Dataset,
+    /// S3AccessGrant) as YAML.
     ///
     /// Install them with: s3connect crd | kubectl apply --server-side -f -
     Crd,
@@ -88,12 +89,28 @@ struct OperatorArgs {
     /// then, Stalled after.
     #[arg(long, env = "S3CONNECT_SECRET_GRACE", default_value_t = 120)]
     secret_grace: u64,
-    /// Bucket name patterns (comma-separated, `*` matches any run of characters) that
-    /// managed credentials may be made for. None by default: no tenant can have the
-    /// operator mint keys until an admin lists their buckets. The operator's own AWS
-    /// identity comes from the standard chain (IRSA, EKS Pod Identity, environment).
-    #[arg(long, env = "S3CONNECT_MANAGED_BUCKETS", value_delimiter = ',')]
-    managed_buckets: Vec<String>,
+    /// Manage credentials (spec.credentials.managed): make IAM users and keys for the
+    /// connections that an S3AccessGrant covers, with the operator's own AWS identity from
+    /// the standard chain (IRSA, EKS Pod Identity, environment). Off by default.
+    #[arg(long, env = "S3CONNECT_MANAGED_CREDENTIALS")]
+    managed_credentials: bool,
+    /// Removed: grants replaced the global bucket list. Set, it stops the operator with
+    /// the upgrade note, so that no install silently changes who may mint keys.
+    #[arg(long, env = "S3CONNECT_MANAGED_BUCKETS", hide = true)]
+    managed_buckets: Option<String>,
+    /// This installation's name (the Helm release): with an id the operator makes once
+    /// (ConfigMap `<name>-installation` in the operator's namespace), it tags every IAM
+    /// user, so that installations sharing an AWS account never touch each other's users.
+    #[arg(long, env = "S3CONNECT_INSTALLATION", default_value = "s3connect", value_parser = installation_name)]
+    installation: String,
+    /// The least time between two key rotations asked for with the
+    /// s3connect.io/rotate-keys-at annotation, per connection (seconds).
+    #[arg(long, env = "S3CONNECT_MIN_ROTATION_INTERVAL", default_value_t = 3600)]
+    min_rotation_interval: u64,
+    /// The most S3Connections with managed credentials (IAM users) one namespace may have;
+    /// the newest beyond it wait with ManagedQuotaExceeded.
+    #[arg(long, env = "S3CONNECT_MAX_MANAGED_PER_NAMESPACE", default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..))]
+    max_managed_per_namespace: u32,
     /// The IAM path managed users are created under (and the only one the operator touches).
     #[arg(long, env = "S3CONNECT_MANAGED_IAM_PATH", default_value = s3connect::iam::DEFAULT_PATH, value_parser = iam_path)]
     managed_iam_path: String,
@@ -397,13 +414,35 @@ async fn with_progress<F: std::future::Future>(uri: &str, work: F) -> F::Output 
     }
 }
 
-/// An IAM path: `/`, or `/` + segments + `/`, of IAM's characters.
+/// An IAM path of the operator's own: `/` + segments + `/`, of IAM's characters. `/` itself
+/// is refused: every person's user lives there, and the path is the first thing that keeps
+/// the operator away from users it did not make.
 fn iam_path(text: &str) -> Result<String, String> {
     let ok = text.starts_with('/')
         && text.ends_with('/')
+        && text.len() > 1
         && text.len() <= 512
+        && !text.contains("//")
         && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"/+=,.@_-".contains(&b));
-    if ok { Ok(text.to_owned()) } else { Err("an IAM path starts and ends with / (for example /s3connect/)".into()) }
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err("the IAM path must be a dedicated one that starts and ends with /, for example /s3connect/ (never / itself)".into())
+    }
+}
+
+/// An installation's name: a DNS label, as it names a ConfigMap and an IAM tag.
+fn installation_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 40
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-');
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err("an installation name is up to 40 lowercase letters, digits and hyphens".into())
+    }
 }
 
 fn usage_error(message: &str) -> ExitCode {
@@ -453,11 +492,29 @@ async fn operator(args: OperatorArgs) -> ExitCode {
         managed: None,
     };
     let mut config = config;
-    let buckets: Vec<String> = args.managed_buckets.into_iter().filter(|b| !b.trim().is_empty()).collect();
-    if !buckets.is_empty() {
+    if args.managed_buckets.as_deref().is_some_and(|b| !b.trim().is_empty()) {
+        tracing::error!(
+            "--managed-buckets (S3CONNECT_MANAGED_BUCKETS, Helm value managedCredentials.buckets) was removed: a cluster admin now grants buckets per namespace with S3AccessGrant objects (Helm value managedCredentials.grants), and --managed-credentials (managedCredentials.enabled) switches managed credentials on. Create the grants, then unset it."
+        );
+        return ExitCode::FAILURE;
+    }
+    if args.managed_credentials {
+        use controller::connection::managed::{Managed, installation};
+        let installation = match installation(&client, &args.lease_namespace, &args.installation).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read or create this installation's id: the operator needs get and create on ConfigMaps in its own namespace");
+                return ExitCode::FAILURE;
+            }
+        };
         let iam = s3connect::iam::Iam::from_environment(args.managed_iam_path, args.managed_permissions_boundary).await;
-        tracing::info!(buckets = %buckets.join(","), path = iam.path(), "managed credentials enabled");
-        config.managed = Some(controller::connection::managed::Managed { buckets, iam });
+        tracing::info!(path = iam.path(), installation = %installation.release, "managed credentials enabled: S3AccessGrants decide what each namespace may obtain");
+        config.managed = Some(Managed {
+            iam,
+            installation,
+            min_rotation_interval: std::time::Duration::from_secs(args.min_rotation_interval),
+            max_per_namespace: args.max_managed_per_namespace,
+        });
     }
     tracing::info!(
         allowed_endpoints = %config.allowed_endpoints,

@@ -81,6 +81,8 @@ pub enum Reason {
     IamUnavailable,
     /// The Secret or IAM user the operator would use exists and is not the operator's.
     ManagedResourceConflict,
+    /// The namespace has as many managed IAM users as the operator allows one namespace.
+    ManagedQuotaExceeded,
     /// TLS refused the endpoint's certificate.
     EndpointCertificateUntrusted,
     // Any S3 condition, for an answer that is none of the above (a 5xx, say).
@@ -144,6 +146,7 @@ impl Reason {
             IamRejected => "IamRejected",
             IamUnavailable => "IamUnavailable",
             ManagedResourceConflict => "ManagedResourceConflict",
+            ManagedQuotaExceeded => "ManagedQuotaExceeded",
             EndpointCertificateUntrusted => "EndpointCertificateUntrusted",
             S3Error => "S3Error",
             S3RequestRejected => "S3RequestRejected",

@@ -123,8 +123,9 @@ pub struct Credentials {
     /// Keys the operator makes itself: an IAM user under the path `/s3connect/`, with
     /// exactly the policy `s3connect policy` prints for this uri and usage, and an access key
     /// in a Secret the operator owns (named in `status.managedCredentials.secretName`),
-    /// rotated on `rotationInterval` and deleted with the connection. The bucket must be
-    /// in the operator's `--managed-buckets` list.
+    /// rotated on `rotationInterval` and deleted with the connection. A cluster admin
+    /// must grant the namespace this bucket, prefix, usage and deletion policy with an
+    /// S3AccessGrant; until then nothing is made in IAM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<ManagedCredentials>,
 }
@@ -416,6 +417,13 @@ pub struct ManagedCredentialsStatus {
     /// The value of the last `s3connect.io/rotate-keys-at` annotation acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_rotate_at: Option<String>,
+    /// The S3AccessGrant that covers this connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    /// A rotation asked for with the annotation waits until then: keys are rotated on
+    /// request at most once per the operator's `--min-rotation-interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_waits_until: Option<Time>,
 }
 
 /// Annotating a managed S3Connection with a new value of this rotates its key at once.

@@ -5,10 +5,12 @@ pub mod conditions;
 pub mod connection;
 pub mod dataset;
 pub mod export;
+pub mod grant;
 
 pub use connection::{S3Connection, S3ConnectionSpec, S3ConnectionStatus};
 pub use dataset::{Dataset, DatasetSpec, DatasetStatus};
 pub use export::{DatasetExport, DatasetExportSpec, DatasetExportStatus};
+pub use grant::{S3AccessGrant, S3AccessGrantSpec, S3AccessGrantStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -61,7 +63,7 @@ impl std::ops::Deref for ObjectName {
 
 /// The CRDs, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![S3Connection::crd(), DatasetExport::crd(), Dataset::crd()]
+    vec![S3Connection::crd(), DatasetExport::crd(), Dataset::crd(), S3AccessGrant::crd()]
 }
 
 /// The CRDs as one multi-document YAML stream: what `s3connect crd` prints and what

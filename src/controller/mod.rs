@@ -91,8 +91,8 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Namespaces to leave alone (served by another instance, say).
     pub ignore_namespaces: Vec<String>,
-    /// Managed credentials: the buckets keys may be made for and the operator's IAM; None
-    /// when no bucket is listed (the default).
+    /// Managed credentials: the operator's IAM and installation; None when switched off
+    /// (the default). S3AccessGrants decide what each namespace may obtain.
     pub managed: Option<connection::managed::Managed>,
 }
 
@@ -260,6 +260,7 @@ pub async fn run_controller<K, O, I, Fut, E>(
     mapper: fn(&Store<K>, &O) -> I,
     reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
     error_policy: fn(Arc<K>, &E, Arc<Context>) -> Action,
+    extra: impl FnOnce(Controller<K>, Store<K>) -> Controller<K>,
 ) where
     K: Resource<DynamicType = ()> + Clone + serde::Serialize + DeserializeOwned + Debug + Send + Sync + 'static,
     O: Clone + Resource + DeserializeOwned + Debug + Send + 'static,
@@ -285,6 +286,7 @@ pub async fn run_controller<K, O, I, Fut, E>(
         .predicate_filter(trigger_hash, Default::default());
     let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
+    let controller = extra(controller, store.clone());
     controller
         // Reconciles in flight: more than the ones that may start at once, since one that
         // waits on a hung store gives its start permit up and only then counts against its

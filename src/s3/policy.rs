@@ -81,7 +81,8 @@ pub fn policy(location: &Location, region: Option<&str>, actions: &[Action]) -> 
             "Resource": location.bucket_arn(region),
         });
         if !location.prefix.is_empty() {
-            list["Condition"] = json!({"StringLike": {"s3:prefix": [format!("{}*", location.prefix)]}});
+            list["Condition"] =
+                json!({"StringLike": {"s3:prefix": [format!("{}*", super::uri::iam_literal(&location.prefix))]}});
         }
         statements.push(list);
     }

@@ -44,8 +44,25 @@ impl Location {
     /// The ARN that covers every object under the prefix: the `/*` that policies written
     /// by hand so often miss.
     pub fn objects_arn(&self, region: Option<&str>) -> String {
-        format!("arn:{}:s3:::{}/{}*", partition(region), self.bucket, self.prefix)
+        format!("arn:{}:s3:::{}/{}*", partition(region), self.bucket, iam_literal(&self.prefix))
     }
+}
+
+/// `text` as a literal in an IAM policy: `*`, `?` and `$` in a key prefix are wildcards
+/// and policy variables to IAM (`ima*/` would cover `images/` and `imax/`, `${aws:username}/`
+/// each user's own folder), so each is written as IAM's escape for it (`${*}`, `${?}`,
+/// `${$}`). A policy for a prefix is then never broader than the prefix.
+pub fn iam_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '*' => out.push_str("${*}"),
+            '?' => out.push_str("${?}"),
+            '$' => out.push_str("${$}"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl fmt::Display for Location {
@@ -170,6 +187,11 @@ mod tests {
         assert_eq!(l.bucket_arn(Some("eu-west-1")), "arn:aws:s3:::b");
         assert_eq!(l.objects_arn(None), "arn:aws:s3:::b/p/*");
         assert_eq!(loc("b", "").objects_arn(Some("cn-north-1")), "arn:aws-cn:s3:::b/*");
+        // IAM's wildcards and policy variables in a prefix are literals in the policy.
+        assert_eq!(loc("b", "ima*/").objects_arn(None), "arn:aws:s3:::b/ima${*}/*");
+        assert_eq!(loc("b", "a?b/").objects_arn(None), "arn:aws:s3:::b/a${?}b/*");
+        assert_eq!(loc("b", "${aws:username}/").objects_arn(None), "arn:aws:s3:::b/${$}{aws:username}/*");
+        assert_eq!(iam_literal("plain/prefix/"), "plain/prefix/");
         assert_eq!(l.bucket_arn(Some("us-gov-west-1")), "arn:aws-us-gov:s3:::b");
     }
 }

@@ -1,26 +1,33 @@
 //! Managed credentials (`spec.credentials.managed`): the IAM user, its policy and its access
 //! key, made and rotated by the operator, with the key in a Secret the S3Connection owns.
 //!
-//! Exactly once: the finalizer is set before anything is made in IAM; the user is adopted
-//! by name (under the operator's path only); a key is written to the Secret as soon as IAM
-//! returns it, and any key of the user that the Secret does not hold (an answer lost before
-//! the write) is deleted before another is made, so AWS's two-key limit is never in the way.
-//! The previous key is deleted only after a validation with the new one is Ready.
+//! Check first, mint after: before any IAM call the connection must be covered by an
+//! `S3AccessGrant` (read fresh from the API server, never from a cache), its namespace must
+//! be within its quota of IAM users, and a requested rotation within the minimum interval
+//! waits. A connection no longer covered has its keys deactivated and deleted at once.
+//!
+//! Exactly once: the finalizer is set before anything is made in IAM; a user is adopted
+//! only when its tags name this installation and this S3Connection's uid; a key is written
+//! to the Secret as soon as IAM returns it, and any key of the user that the Secret does
+//! not hold (an answer lost before the write) is deleted before another is made, so AWS's
+//! two-key limit is never in the way. The previous key is deleted only after a validation
+//! with the new one is Ready.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, Preconditions};
 
 use super::decide::Blocker;
 use crate::api::conditions::Reason;
 use crate::api::connection::{ManagedCredentialsStatus, ROTATE_ANNOTATION, S3Connection, managed_secret_name};
+use crate::api::grant::{self, S3AccessGrant};
 use crate::controller::{Context, FIELD_MANAGER};
-use crate::iam::{Iam, IamError};
+use crate::iam::{Iam, IamError, Owner};
 use crate::s3::uri::Location;
 
 /// Held while IAM resources of the connection may exist.
@@ -34,14 +41,68 @@ const SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
 /// The operator's set-up for managed credentials.
 #[derive(Clone, Debug)]
 pub struct Managed {
-    /// Bucket name patterns (`*` matches any run of characters) keys may be made for.
-    pub buckets: Vec<String>,
     pub iam: Iam,
+    pub installation: Installation,
+    /// The least time between two rotations a person asks for (the annotation); a key's
+    /// age-based rotation is days apart anyway.
+    pub min_rotation_interval: std::time::Duration,
+    /// The most managed IAM users one namespace may have.
+    pub max_per_namespace: u32,
 }
 
-impl Managed {
-    pub fn allows(&self, bucket: &str) -> bool {
-        self.buckets.iter().any(|p| crate::endpoints::glob(p.as_bytes(), bucket.as_bytes()))
+/// This installation of the operator: its id tags every IAM user it makes, so that two
+/// installations in one AWS account never touch each other's users.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Installation {
+    /// Made once (a random UUID) and kept in a ConfigMap in the operator's namespace.
+    pub id: String,
+    /// The installation's name (the Helm release's full name).
+    pub release: String,
+}
+
+const INSTALLATION_KEY: &str = "id";
+
+/// Reads this installation's id from the ConfigMap `<release>-installation` in
+/// `namespace`, making it on first start. Two replicas starting together agree: the one
+/// whose create loses reads the winner's.
+pub async fn installation(client: &kube::Client, namespace: &str, release: &str) -> Result<Installation, String> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+    let name = format!("{release}-installation");
+    let read =
+        |cm: &ConfigMap| cm.data.as_ref().and_then(|d| d.get(INSTALLATION_KEY)).filter(|v| !v.is_empty()).cloned();
+    let failed = |e: kube::Error| format!("ConfigMap {namespace}/{name}: {e}");
+    if let Some(id) = api.get_opt(&name).await.map_err(failed)?.as_ref().and_then(read) {
+        return Ok(Installation { id, release: release.to_owned() });
+    }
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(BTreeMap::from([("app.kubernetes.io/managed-by".to_owned(), "s3connect".to_owned())])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(INSTALLATION_KEY.to_owned(), crate::platform::uuid4())])),
+        ..Default::default()
+    };
+    let made = match api.create(&Default::default(), &cm).await {
+        Ok(made) => made,
+        Err(kube::Error::Api(e)) if e.code == 409 => api.get(&name).await.map_err(failed)?,
+        Err(e) => return Err(failed(e)),
+    };
+    let id = read(&made).ok_or_else(|| {
+        format!("ConfigMap {namespace}/{name} has no {INSTALLATION_KEY:?}: delete it and restart the operator")
+    })?;
+    Ok(Installation { id, release: release.to_owned() })
+}
+
+/// Who the connection's IAM user belongs to.
+pub fn owner(managed: &Managed, conn: &S3Connection) -> Owner {
+    Owner {
+        installation: managed.installation.id.clone(),
+        release: managed.installation.release.clone(),
+        namespace: conn.namespace().unwrap_or_default(),
+        name: conn.name_any(),
+        uid: conn.uid().unwrap_or_default(),
     }
 }
 
@@ -51,6 +112,8 @@ pub struct Ensured {
     /// The Secret with the current key, as read or just written: the validation reads
     /// its keys from this, not from another GET.
     pub secret: Option<Secret>,
+    /// A rotation someone asked for waits until then (`--min-rotation-interval`).
+    pub rotation_waits_until: Option<Timestamp>,
 }
 
 fn blocked(reason: Reason, message: String) -> Blocker {
@@ -71,6 +134,50 @@ fn from_iam(e: &IamError) -> Blocker {
     blocked(reason_of(e), e.to_string())
 }
 
+/// The grant that covers the connection, or what is missing; grants and the namespace's
+/// labels are read fresh, since a stale cache could mint a key a grant no longer allows.
+async fn granted(
+    ctx: &Context,
+    conn: &S3Connection,
+    location: &Location,
+) -> Result<Result<String, String>, kube::Error> {
+    let namespace = conn.namespace().unwrap_or_default();
+    let grants = Api::<S3AccessGrant>::all(ctx.client.clone()).list(&ListParams::default()).await?.items;
+    let labels = if grants.iter().any(|g| g.spec.namespace_selector.is_some()) {
+        Api::<Namespace>::all(ctx.client.clone()).get_metadata(&namespace).await?.metadata.labels.unwrap_or_default()
+    } else {
+        BTreeMap::new()
+    };
+    let spec = conn.spec.credentials.managed.as_ref();
+    let request = grant::Request {
+        namespace: &namespace,
+        namespace_labels: &labels,
+        bucket: &location.bucket,
+        prefix: &location.prefix,
+        usages: &conn.spec.usage,
+        deletion_policy: spec.map(|m| m.deletion_policy).unwrap_or_default(),
+    };
+    Ok(grant::decide(&grants, &request))
+}
+
+/// Where the connection stands among its namespace's managed connections, oldest first
+/// (read fresh): the first `--max-managed-per-namespace` are served, so a namespace's
+/// newest connection waits, never an established one.
+async fn quota_rank(ctx: &Context, conn: &S3Connection) -> Result<(usize, usize), kube::Error> {
+    let namespace = conn.namespace().unwrap_or_default();
+    let all = Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace).list(&ListParams::default()).await?;
+    let mut managed: Vec<_> = all
+        .items
+        .iter()
+        .filter(|c| c.spec.credentials.managed.is_some() && c.metadata.deletion_timestamp.is_none())
+        .map(|c| (c.metadata.creation_timestamp.clone().map(|t| t.0), c.uid().unwrap_or_default()))
+        .collect();
+    managed.sort();
+    let uid = conn.uid().unwrap_or_default();
+    let rank = managed.iter().position(|(_, u)| *u == uid).unwrap_or(managed.len());
+    Ok((rank, managed.len()))
+}
+
 /// Makes sure the connection's IAM user, policy and a current key exist, rotating the key
 /// when it is due. Err is a blocker for the status (or a Kubernetes error to retry).
 pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured, Blocker>, kube::Error> {
@@ -81,31 +188,22 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     let Some(managed) = &ctx.config.managed else {
         return Ok(Err(blocked(
             Reason::ManagedCredentialsDisabled,
-            "This operator does not manage credentials: ask the cluster admin to list the bucket in --managed-buckets (Helm value managedCredentials.buckets) and give the operator an AWS identity, or use spec.credentials.secretRef.".into(),
+            "This operator does not manage credentials: ask the cluster admin to switch them on (flag --managed-credentials, Helm value managedCredentials.enabled) and to grant this namespace the bucket with an S3AccessGrant, or use spec.credentials.secretRef.".into(),
         )));
     };
     // An invalid uri is reported by the validation as usual.
     let Ok(location) = Location::parse(&conn.spec.uri) else {
         return Ok(Err(blocked(Reason::IamRejected, "spec.uri is invalid: fix it first.".into())));
     };
-    if !managed.allows(&location.bucket) {
-        return Ok(Err(blocked(
-            Reason::ManagedBucketNotAllowed,
-            format!(
-                "Bucket {:?} is not in the operator's managed-credentials list ({}): ask the cluster admin to add it (flag --managed-buckets, Helm value managedCredentials.buckets), or use spec.credentials.secretRef.",
-                location.bucket,
-                managed.buckets.join(", ")
-            ),
-        )));
-    }
     let iam = &managed.iam;
     let user = crate::iam::user_name(&namespace, &name);
     let secret_name = managed_secret_name(&name);
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     let secret = secrets.get_opt(&secret_name).await?;
     let uid = conn.uid().unwrap_or_default();
+    let ours = |s: &Secret| s.owner_references().iter().any(|o| o.uid == uid);
     if let Some(s) = &secret
-        && !s.owner_references().iter().any(|o| o.uid == uid)
+        && !ours(s)
     {
         return Ok(Err(blocked(
             Reason::ManagedResourceConflict,
@@ -114,12 +212,58 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
             ),
         )));
     }
-    // The finalizer is set (by the caller) before anything exists in IAM.
+    let owner = owner(managed, conn);
+
+    // What a cluster admin granted, before anything in IAM; keys of a connection no
+    // longer covered go now.
+    let grant_name = match granted(ctx, conn, &location).await? {
+        Ok(g) => g,
+        Err(message) => {
+            let had = secret.is_some() || conn.status.as_ref().is_some_and(|s| s.managed_credentials.is_some());
+            if !had {
+                return Ok(Err(blocked(Reason::ManagedBucketNotAllowed, message)));
+            }
+            let revoked = match iam.revoke(&user, &owner).await {
+                Ok(n) => n,
+                Err(e) => return Ok(Err(from_iam(&e))),
+            };
+            if let Some(s) = &secret {
+                let uid = s.uid();
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions { uid, resource_version: None }),
+                    ..Default::default()
+                };
+                match secrets.delete(&secret_name, &params).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            tracing::warn!(connection = %format!("{namespace}/{name}"), user = %user, keys = revoked, "no S3AccessGrant covers the connection any more: its managed access keys were deactivated and deleted");
+            return Ok(Err(blocked(
+                Reason::ManagedBucketNotAllowed,
+                format!("{message} Its managed access keys were deactivated and deleted."),
+            )));
+        }
+    };
+    let current = secret.as_ref().and_then(|s| value(s, ACCESS_KEY_ID));
+    // A namespace's quota of IAM users applies before a new user is made.
+    if current.is_none() {
+        let (rank, total) = quota_rank(ctx, conn).await?;
+        let max = managed.max_per_namespace as usize;
+        if rank >= max {
+            return Ok(Err(blocked(
+                Reason::ManagedQuotaExceeded,
+                format!(
+                    "Namespace {namespace:?} has {total} S3Connections with managed credentials and the operator makes IAM users for at most {max} per namespace (--max-managed-per-namespace); this one is newer than the first {max}: delete another, ask the cluster admin to raise the limit, or use spec.credentials.secretRef."
+                ),
+            )));
+        }
+    }
 
     let policy = crate::check::least_privilege(&conn.spec).unwrap_or_default();
     let policy_hash = crate::api::short_hash(&policy.to_string());
     let annotation = |k: &str| secret.as_ref().and_then(|s| s.annotations().get(k).cloned());
-    let current = secret.as_ref().and_then(|s| value(s, ACCESS_KEY_ID));
     let created = annotation(CREATED_ANNOTATION).and_then(|t| t.parse::<Timestamp>().ok());
     // Rotation is recorded on the Secret, read fresh from the API server: a reconcile that
     // sees an older copy of the S3Connection never rotates twice for one request.
@@ -128,6 +272,11 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     let now = Timestamp::now();
     let due = rotation_due(created, now, spec.rotation());
     let asked = rotate_asked.is_some() && rotate_asked != handled;
+    // Asked-for rotations are spaced: a tenant cannot churn IAM keys toward AWS's quotas.
+    let waits_until = created
+        .filter(|_| asked && !due)
+        .and_then(|c| c.checked_add(managed.min_rotation_interval).ok())
+        .filter(|until| *until > now);
     let mut status = ManagedCredentialsStatus {
         user_name: user.clone(),
         user_path: iam.path().to_owned(),
@@ -135,15 +284,16 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
         key_created_time: created.map(Time),
         retiring_previous_key: false,
         last_handled_rotate_at: handled.clone(),
+        grant: Some(grant_name),
+        rotation_waits_until: waits_until.map(Time),
     };
 
     let needs_key = current.is_none();
     let needs_policy = annotation(POLICY_ANNOTATION).as_deref() != Some(policy_hash.as_str());
-    let rotate = !needs_key && (due || asked);
+    let rotate = !needs_key && (due || asked) && waits_until.is_none();
     if !needs_key && !needs_policy && !rotate {
-        return Ok(Ok(Ensured { status, secret }));
+        return Ok(Ok(Ensured { status, secret, rotation_waits_until: waits_until }));
     }
-    let owner = format!("{namespace}/{name}");
     if needs_key || needs_policy {
         if let Err(e) = iam.ensure_user(&user, &owner).await {
             return Ok(Err(from_iam(&e)));
@@ -215,13 +365,14 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     };
     let written =
         secrets.patch(&secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
+    let connection = format!("{namespace}/{name}");
     if rotate && keys_to_write.is_some() {
         status.retiring_previous_key = true;
-        tracing::info!(connection = %owner, user = %user, "managed access key rotated; the previous one goes once Ready");
+        tracing::info!(connection = %connection, user = %user, "managed access key rotated; the previous one goes once Ready");
     } else if keys_to_write.is_some() {
-        tracing::info!(connection = %owner, user = %user, "managed access key created");
+        tracing::info!(connection = %connection, user = %user, "managed access key created");
     }
-    Ok(Ok(Ensured { status, secret: Some(written) }))
+    Ok(Ok(Ensured { status, secret: Some(written), rotation_waits_until: waits_until }))
 }
 
 /// Whether a key made at `created` is `interval` old. A key of unknown age (the annotation
@@ -270,20 +421,33 @@ pub async fn retire_previous(
     }
 }
 
-/// Deletion: the user, its policy and keys (unless retained). Err names what IAM refused.
-pub async fn remove(ctx: &Context, conn: &S3Connection) -> Result<(), IamError> {
-    let Some(managed) = &ctx.config.managed else { return Ok(()) };
-    let retain = conn
-        .spec
-        .credentials
-        .managed
-        .as_ref()
-        .is_some_and(|m| m.deletion_policy == crate::api::connection::DeletionPolicy::Retain);
+/// Deletion of the connection, or managed credentials taken out of its spec: the user, its
+/// policy and keys go (unless `retain`), then the finalizer may. The user name is derived
+/// from the connection and ownership from its tags, so nothing else needs to be kept. Err
+/// is the reason and the sentence the status shows while it waits.
+pub async fn remove(ctx: &Context, conn: &S3Connection, retain: bool) -> Result<(), (Reason, String)> {
+    let user = crate::iam::user_name(&conn.namespace().unwrap_or_default(), &conn.name_any());
+    let Some(managed) = &ctx.config.managed else {
+        return Err((
+            Reason::ManagedCredentialsDisabled,
+            format!(
+                "This operator's managed credentials are switched off, so it cannot delete IAM user {user:?} that it made for this S3Connection: switch them on again (--managed-credentials, Helm value managedCredentials.enabled) to delete it, or remove the finalizer {FINALIZER} to leave the user in IAM."
+            ),
+        ));
+    };
     if retain {
         return Ok(());
     }
-    let user = crate::iam::user_name(&conn.namespace().unwrap_or_default(), &conn.name_any());
-    managed.iam.delete_user(&user).await
+    managed.iam.delete_user(&user, &owner(managed, conn)).await.map(|_| ()).map_err(|e| (reason_of(&e), e.to_string()))
+}
+
+/// Whether deleting the connection keeps its IAM user.
+pub fn retains(conn: &S3Connection) -> bool {
+    conn.spec
+        .credentials
+        .managed
+        .as_ref()
+        .is_some_and(|m| m.deletion_policy == crate::api::connection::DeletionPolicy::Retain)
 }
 
 #[cfg(test)]

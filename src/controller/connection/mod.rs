@@ -2,11 +2,14 @@
 //! status (server-side apply) -> schedule the next validation.
 
 pub mod decide;
+pub mod grants;
 pub mod managed;
 pub mod register;
 pub mod schedule;
 
 use std::hash::{Hash, Hasher};
+
+use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -174,6 +177,51 @@ async fn deletion_waits(ctx: &Context, conn: &S3Connection, cond: Cond) -> Actio
     super::status::action(ctx, &uid, next, jitter_fraction(&uid))
 }
 
+/// Managed credentials replaced by a secretRef: the operator's IAM user and its Secret go,
+/// then the finalizer and the status that named them. Until IAM allows it, the status says
+/// why and the connection is retried.
+async fn switch_off_managed(conn: &S3Connection, ctx: &Context) -> Result<Action, Error> {
+    let (namespace, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
+    if let Err((reason, e)) = managed::remove(ctx, conn, false).await {
+        let message = format!(
+            "{e} spec.credentials.managed was removed; the operator deletes the IAM user it made before it uses the new credentials."
+        );
+        let cond = Cond::failed(conditions::CREDENTIALS_VALID, reason, message);
+        return Ok(deletion_waits(ctx, conn, cond).await);
+    }
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    let secret_name = crate::api::connection::managed_secret_name(&name);
+    let uid = conn.uid().unwrap_or_default();
+    if let Some(s) = secrets.get_opt(&secret_name).await.map_err(|source| Error::ReadSecret {
+        namespace: namespace.clone(),
+        name: secret_name.clone(),
+        source,
+    })? && s.owner_references().iter().any(|o| o.uid == uid)
+    {
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions { uid: s.uid(), resource_version: None }),
+            ..Default::default()
+        };
+        match secrets.delete(&secret_name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => return Err(Error::WriteManaged { namespace, name, source }),
+        }
+    }
+    let rest: Vec<String> = conn.finalizers().iter().filter(|f| *f != managed::FINALIZER).cloned().collect();
+    set_finalizers(ctx, conn, rest).await?;
+    if conn.status.as_ref().is_some_and(|s| s.managed_credentials.is_some()) {
+        let status = S3ConnectionStatus { managed_credentials: None, ..conn.status.clone().unwrap_or_default() };
+        super::status::apply(ctx, conn, &status).await.map_err(|source| Error::WriteStatus {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        })?;
+    }
+    info!(connection = %format!("{namespace}/{name}"), "managed credentials switched off: the IAM user was removed");
+    Ok(Action::requeue(Duration::from_secs(1)))
+}
+
 /// Deletion of a managed connection: its IAM user, policy and keys (unless retained), then
 /// the finalizer. What IAM refused is shown in the status, and retried.
 async fn clean_up_managed(conn: &S3Connection, ctx: &Context) -> Result<Action, Error> {
@@ -181,9 +229,9 @@ async fn clean_up_managed(conn: &S3Connection, ctx: &Context) -> Result<Action, 
         return Ok(Action::await_change());
     }
     let namespace = conn.namespace().unwrap_or_default();
-    if let Err(e) = managed::remove(ctx, conn).await {
+    if let Err((reason, e)) = managed::remove(ctx, conn, managed::retains(conn)).await {
         let message = format!("{e} The S3Connection is deleted once its IAM user is.");
-        let cond = Cond::failed(conditions::CREDENTIALS_VALID, managed::reason_of(&e), message);
+        let cond = Cond::failed(conditions::CREDENTIALS_VALID, reason, message);
         return Ok(deletion_waits(ctx, conn, cond).await);
     }
     let rest: Vec<String> = conn.finalizers().iter().filter(|f| *f != managed::FINALIZER).cloned().collect();
@@ -216,11 +264,20 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     if finalizers.len() != conn.finalizers().len() {
         set_finalizers(&ctx, &conn, finalizers).await?;
     }
+    // Managed credentials taken out of the spec: the IAM user they made goes too (no live
+    // key is left behind), then the finalizer.
+    if spec.credentials.managed.is_none() && conn.finalizers().iter().any(|f| f == managed::FINALIZER) {
+        return switch_off_managed(&conn, &ctx).await;
+    }
     // Managed credentials: the IAM user and a current key exist before the Secret is read.
     let (mut managed_status, mut managed_blocker, mut managed_secret) = (None, None, None);
+    let mut rotation_waits_until = None;
     if spec.credentials.managed.is_some() {
         match managed::ensure(&ctx, &conn).await {
-            Ok(Ok(ensured)) => (managed_status, managed_secret) = (Some(ensured.status), Some(ensured.secret)),
+            Ok(Ok(ensured)) => {
+                (managed_status, managed_secret) = (Some(ensured.status), Some(ensured.secret));
+                rotation_waits_until = ensured.rotation_waits_until;
+            }
             Ok(Err(blocker)) => managed_blocker = Some(blocker),
             Err(source) => return Err(Error::WriteManaged { namespace, name, source }),
         }
@@ -269,6 +326,19 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         Plan::ValidateNow => {}
         // A managed-credentials problem the status does not show yet.
         _ if managed_blocker.as_ref().is_some_and(|b| !shows(conn.as_ref(), b)) => {}
+        // A rotation that waits, not shown yet.
+        _ if rotation_waits_until.is_some()
+            && conn.status.as_ref().and_then(|s| s.managed_credentials.as_ref()).map(|m| &m.rotation_waits_until)
+                != managed_status.as_ref().map(|m| &m.rotation_waits_until) =>
+        {
+            if let Some(until) = rotation_waits_until {
+                let every = ctx.config.managed.as_ref().map_or(0, |m| m.min_rotation_interval.as_secs());
+                let note = format!(
+                    "The key rotation asked for waits until {until}: the operator rotates managed keys on request at most once every {every} s (--min-rotation-interval)."
+                );
+                ctx.event(conn.object_ref(&()), false, "RotationWaits", "RotateKeys", &note).await;
+            }
+        }
         Plan::WaitFor(d) => return Ok(Action::requeue(d)),
         Plan::WaitForChange => return Ok(Action::await_change()),
     }
@@ -279,6 +349,9 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     let mut platform_connections = existing.clone();
     let mut registration_intents =
         conn.status.as_ref().map(|s| s.platform_registration_intents.clone()).unwrap_or_default();
+    // Keys revoked (no grant covers the connection): the status no longer names them.
+    let revoked =
+        matches!(&managed_blocker, Some(Blocker::Managed { reason: conditions::Reason::ManagedBucketNotAllowed, .. }));
     let prepared = if let Some(blocker) = managed_blocker {
         Err(blocker)
     } else if forbidden {
@@ -401,6 +474,8 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
             managed::retire_previous(&ctx, &conn, validated, &mut managed).await;
         }
         status.managed_credentials = Some(managed);
+    } else if revoked {
+        status.managed_credentials = None;
     }
     if !holding && let Some(l) = &location {
         status.endpoint = Some(crate::s3::client::contacted_url(
@@ -428,6 +503,14 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     // turns it Stalled when the grace is over.
     let next = secret_wait.map_or(next, |left| super::status::Next::After(left + Duration::from_secs(1)));
     let next = if propagating { super::status::Next::After(Duration::from_secs(5)) } else { next };
+    // A rotation that waits is done when its time comes.
+    let next = match (rotation_waits_until.and_then(|t| Duration::try_from(t.duration_since(now)).ok()), next) {
+        (Some(wait), super::status::Next::Success(after)) => {
+            let wait = wait + Duration::from_secs(1);
+            super::status::Next::Success(Some(after.map_or(wait, |a| a.min(wait))))
+        }
+        (_, next) => next,
+    };
     let action = super::status::action(&ctx, &uid, next, jitter);
     let ready = verdict.ready();
     let metrics = &crate::telemetry::metrics::METRICS;
@@ -590,6 +673,16 @@ pub async fn run(ctx: Arc<Context>) {
         referencing,
         reconcile,
         error_policy,
+        |controller, store| {
+            if ctx.config.managed.is_none() {
+                return controller;
+            }
+            // A grant changed or went: every managed connection is checked again at once.
+            tokio::spawn(grants::keep_status(ctx.clone(), store.clone()));
+            let changes =
+                grants::changes(&ctx).flat_map(move |()| futures::stream::iter(grants::managed_connections(&store)));
+            controller.reconcile_on(changes)
+        },
     )
     .await;
 }

@@ -300,6 +300,7 @@ pub async fn run(ctx: Arc<Context>) {
         referencing,
         reconcile,
         error_policy,
+        |c, _| c,
     )
     .await;
 }

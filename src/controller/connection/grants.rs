@@ -1,0 +1,172 @@
+//! S3AccessGrants as the connection controller sees them: a change of a grant's spec (or
+//! its deletion) re-checks every managed connection at once, so that keys a grant no longer
+//! covers are revoked within one reconcile; and each grant's status counts the connections
+//! it serves.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+
+use crate::api::S3Connection;
+use crate::api::conditions::{self, NamedCond, Reason, Status};
+use crate::api::grant::{S3AccessGrant, S3AccessGrantStatus};
+use crate::controller::{Context, FIELD_MANAGER};
+
+/// How often grant statuses are brought up to date.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// One item each time a grant's spec changes or a grant goes (not on status writes).
+pub fn changes(ctx: &Context) -> impl Stream<Item = ()> + Send + 'static {
+    let mut seen: HashMap<String, Option<i64>> = HashMap::new();
+    watcher(Api::<S3AccessGrant>::all(ctx.client.clone()), watcher::Config::default())
+        .backoff(super::super::watch_backoff())
+        .filter_map(move |event| {
+            let changed = match event {
+                Ok(watcher::Event::Apply(g) | watcher::Event::InitApply(g)) => {
+                    seen.insert(g.uid().unwrap_or_default(), g.metadata.generation) != Some(g.metadata.generation)
+                }
+                Ok(watcher::Event::Delete(g)) => {
+                    seen.remove(&g.uid().unwrap_or_default());
+                    true
+                }
+                _ => false,
+            };
+            futures::future::ready(changed.then_some(()))
+        })
+}
+
+/// The managed connections, for a re-check after a grant changed.
+pub fn managed_connections(store: &Store<S3Connection>) -> Vec<ObjectRef<S3Connection>> {
+    store
+        .state()
+        .iter()
+        .filter(|c| c.spec.credentials.managed.is_some())
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Keeps each grant's status current: Ready, and how many connections it serves (from the
+/// connections' own status). Writes only what changed.
+pub async fn keep_status(ctx: Arc<Context>, store: Store<S3Connection>) {
+    let api = Api::<S3AccessGrant>::all(ctx.client.clone());
+    let mut tick = tokio::time::interval(STATUS_EVERY);
+    loop {
+        tick.tick().await;
+        let grants = match api.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list S3AccessGrants for their status");
+                continue;
+            }
+        };
+        let mut served: HashMap<String, u32> = HashMap::new();
+        for c in store.state() {
+            if let Some(grant) =
+                c.status.as_ref().and_then(|s| s.managed_credentials.as_ref()).and_then(|m| m.grant.clone())
+            {
+                *served.entry(grant).or_default() += 1;
+            }
+        }
+        for grant in grants {
+            let name = grant.name_any();
+            let status = status_of(&grant, served.get(&name).copied().unwrap_or(0));
+            if grant.status.as_ref().is_some_and(|s| same(s, &status)) {
+                continue;
+            }
+            let patch =
+                serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3AccessGrant", "status": status});
+            if let Err(e) =
+                api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
+            {
+                tracing::warn!(grant = %name, error = %e, "could not write the S3AccessGrant's status");
+            }
+        }
+    }
+}
+
+fn same(old: &S3AccessGrantStatus, new: &S3AccessGrantStatus) -> bool {
+    let key = |s: &S3AccessGrantStatus| {
+        (
+            s.observed_generation,
+            s.connections,
+            s.conditions
+                .iter()
+                .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone(), c.message.clone()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    key(old) == key(new)
+}
+
+/// Pure: the status a grant should have, serving `connections`.
+pub fn status_of(grant: &S3AccessGrant, connections: u32) -> S3AccessGrantStatus {
+    let bad_selector = grant
+        .spec
+        .namespace_selector
+        .as_ref()
+        .and_then(|s| kube::core::Selector::try_from(s.clone()).err().map(|e| e.to_string()))
+        .or_else(|| {
+            grant.spec.namespace_selector.as_ref().and_then(|s| {
+                kube::core::Selector::try_from(s.clone()).ok().filter(kube::core::Selector::selects_all).map(|_| {
+                    "an empty selector selects no namespace here (a grant to every namespace must say so with an expression)".to_owned()
+                })
+            })
+        });
+    let cond = match bad_selector {
+        Some(why) if grant.spec.namespaces.is_empty() => NamedCond::new(
+            conditions::READY,
+            Status::False,
+            "InvalidSelector",
+            format!("spec.namespaceSelector cannot be used ({why}): fix it, or list spec.namespaces."),
+        ),
+        _ => NamedCond::new(
+            conditions::READY,
+            Status::True,
+            Reason::Validated.as_str(),
+            format!("Serves {connections} managed S3Connection(s)."),
+        ),
+    };
+    let generation = grant.meta().generation;
+    let old = grant.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    S3AccessGrantStatus {
+        observed_generation: generation,
+        conditions: conditions::merge_named(&old, &[cond], generation, &Time(Timestamp::now())),
+        connections,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(spec: serde_json::Value) -> S3AccessGrant {
+        S3AccessGrant::new("g", serde_json::from_value(spec).unwrap())
+    }
+
+    #[test]
+    fn a_grant_is_ready_unless_its_selector_cannot_choose_a_namespace() {
+        let ok = status_of(&grant(serde_json::json!({"namespaces": ["a"], "buckets": [{"bucket": "b"}]})), 3);
+        assert_eq!((ok.connections, ok.conditions[0].status.as_str()), (3, "True"));
+        assert!(ok.conditions[0].message.contains("Serves 3"), "{:?}", ok.conditions);
+        let bad = status_of(
+            &grant(
+                serde_json::json!({"namespaceSelector": {"matchExpressions": [{"key": "t", "operator": "Nope"}]}, "buckets": [{"bucket": "b"}]}),
+            ),
+            0,
+        );
+        assert_eq!(
+            (bad.conditions[0].status.as_str(), bad.conditions[0].reason.as_str()),
+            ("False", "InvalidSelector")
+        );
+        let empty = status_of(&grant(serde_json::json!({"namespaceSelector": {}, "buckets": [{"bucket": "b"}]})), 0);
+        assert!(empty.conditions[0].message.contains("selects no namespace"), "{:?}", empty.conditions);
+    }
+}
