@@ -349,6 +349,20 @@ impl Iam {
         Ok(keys.len())
     }
 
+    /// Deletes every key of `owner`'s user but `keep`; Err(Foreign) when the user is not
+    /// `owner`'s (nothing is touched then).
+    pub async fn delete_other_keys(&self, user: &str, owner: &Owner, keep: &str) -> Result<usize, IamError> {
+        if !self.owned(user, owner).await? {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        for key in self.keys(user).await?.iter().filter(|k| k.id != keep) {
+            self.delete_key(user, &key.id).await?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
     async fn deactivate_key(&self, user: &str, id: &str) -> Result<(), IamError> {
         let update = self
             .client

@@ -434,14 +434,14 @@ fn iam_path(text: &str) -> Result<String, String> {
 /// An installation's name: a DNS label, as it names a ConfigMap and an IAM tag.
 fn installation_name(text: &str) -> Result<String, String> {
     let ok = !text.is_empty()
-        && text.len() <= 40
+        && text.len() <= 63
         && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !text.starts_with('-')
         && !text.ends_with('-');
     if ok {
         Ok(text.to_owned())
     } else {
-        Err("an installation name is up to 40 lowercase letters, digits and hyphens".into())
+        Err("an installation name is up to 63 lowercase letters, digits and hyphens".into())
     }
 }
 

@@ -100,7 +100,7 @@ pub struct S3AccessGrantStatus {
     pub conditions: Vec<Condition>,
     /// Managed S3Connections this grant serves now.
     #[serde(default)]
-    pub connections: u32,
+    pub connections: i64,
 }
 
 /// What a managed connection asks to be covered for.

@@ -324,3 +324,119 @@ fn helm_installs_upgrades_and_uninstalls_the_crds_with_the_release() {
     drop(launcher.stdin.take());
     let _ = launcher.wait();
 }
+
+/// A client that acts as `user`, through impersonation by the test admin.
+async fn client_as(user: &str) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&support::env().kubeconfig).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    config.auth_info.impersonate = Some(user.to_owned());
+    kube::Client::try_from(config).unwrap()
+}
+
+fn secret(name: &str, type_: &str, owned: bool) -> k8s_openapi::api::core::v1::Secret {
+    let mut s = json!({"apiVersion": "v1", "kind": "Secret", "type": type_, "metadata": {"name": name,
+        "annotations": {"kubernetes.io/service-account.name": "default"}}, "stringData": {"AWS_ACCESS_KEY_ID": "x"}});
+    if owned {
+        s["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "s3connect"});
+        s["metadata"]["ownerReferences"] = json!([{"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection",
+            "name": "c", "uid": "00000000-0000-0000-0000-000000000001", "controller": true}]);
+    }
+    serde_json::from_value(s).unwrap()
+}
+
+/// The error message of a refused request, or None when it was admitted.
+fn refusal<T>(result: Result<T, kube::Error>) -> Option<String> {
+    match result {
+        Ok(_) => None,
+        Err(kube::Error::Api(s)) => Some(format!("{} {}", s.code, s.message)),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn with_managed_credentials_the_operator_may_write_only_the_secrets_it_owns() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{DeleteParams, PostParams};
+    let client = support::client().await;
+    let ns = private_namespace("vap");
+    create_namespace(&client, &ns).await;
+    let (ok, rendered) = helm(&[
+        "template",
+        "vap",
+        "charts/s3connect",
+        "--namespace",
+        &ns,
+        "--set",
+        "crds.install=false",
+        "--set",
+        "managedCredentials.enabled=true",
+    ]);
+    assert!(ok, "{rendered}");
+    // Tenants' default roles never include grants: only cluster admins make them.
+    for doc in rendered.split("\n---").filter(|d| d.contains("aggregate-to-")) {
+        assert!(!doc.contains("s3accessgrants"), "an aggregated role includes S3AccessGrants:\n{doc}");
+    }
+    let (ok, out) = kubectl_apply(&ns, &rendered);
+    assert!(ok, "the rendered chart does not apply: {out}");
+    let operator = client_as(&format!("system:serviceaccount:{ns}:vap-s3connect")).await;
+    let mine = Api::<Secret>::namespaced(operator.clone(), &ns);
+    let post = PostParams::default();
+
+    // The policy is in force once an unlabelled Secret is refused (the API server loads it
+    // within seconds); each probe that got through is removed again.
+    let mut refused = None;
+    for n in 0..100 {
+        let name = format!("probe-{n}");
+        match refusal(mine.create(&post, &secret(&name, "Opaque", false)).await) {
+            Some(message) => {
+                refused = Some(message);
+                break;
+            }
+            None => {
+                Api::<Secret>::namespaced(client.clone(), &ns).delete(&name, &DeleteParams::default()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let refused = refused.expect("the ValidatingAdmissionPolicy never took effect");
+    assert!(refused.contains("managed-by=s3connect") && refused.contains("S3Connection"), "{refused}");
+
+    // RBAC lets the operator create Secrets anywhere; the policy refuses what would make its
+    // token cluster-admin in effect: a service-account-token Secret, here or in kube-system.
+    let system = Api::<Secret>::namespaced(operator.clone(), "kube-system");
+    let token = refusal(system.create(&post, &secret("stolen", "kubernetes.io/service-account-token", false)).await);
+    assert!(token.as_deref().is_some_and(|m| m.contains("Opaque")), "{token:?}");
+    let dressed = refusal(mine.create(&post, &secret("dressed", "kubernetes.io/service-account-token", true)).await);
+    assert!(dressed.as_deref().is_some_and(|m| m.contains("Opaque")), "{dressed:?}");
+    assert!(Api::<Secret>::namespaced(client.clone(), "kube-system").get_opt("stolen").await.unwrap().is_none());
+
+    // A Secret someone else owns: not changed, not deleted.
+    let theirs = Api::<Secret>::namespaced(client.clone(), &ns);
+    theirs.create(&post, &secret("theirs", "Opaque", false)).await.unwrap();
+    let patch = json!({"stringData": {"AWS_ACCESS_KEY_ID": "changed"}});
+    let changed = refusal(mine.patch("theirs", &PatchParams::default(), &Patch::Merge(&patch)).await);
+    assert!(changed.is_some(), "the operator changed a Secret it does not own");
+    let adopt = json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": "s3connect"},
+        "ownerReferences": [{"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "name": "c", "uid": "00000000-0000-0000-0000-000000000001"}]}});
+    let adopted = refusal(mine.patch("theirs", &PatchParams::default(), &Patch::Merge(&adopt)).await);
+    assert!(adopted.is_some(), "the operator took a Secret over by labelling it");
+    assert!(
+        refusal(mine.delete("theirs", &DeleteParams::default()).await).is_some(),
+        "the operator deleted a Secret it does not own"
+    );
+
+    // Its own: made, changed, deleted; but never stripped of what marks it.
+    assert_eq!(refusal(mine.create(&post, &secret("own", "Opaque", true)).await), None);
+    assert_eq!(refusal(mine.patch("own", &PatchParams::default(), &Patch::Merge(&patch)).await), None);
+    let strip = json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}});
+    assert!(refusal(mine.patch("own", &PatchParams::default(), &Patch::Merge(&strip)).await).is_some());
+    assert_eq!(refusal(mine.delete("own", &DeleteParams::default()).await), None);
+
+    // And it cannot grant itself (or anyone) a bucket.
+    let g = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3AccessGrant", "metadata": {"name": format!("{ns}-self")},
+        "spec": {"namespaces": [ns], "buckets": [{"bucket": "*"}]}});
+    let grant = refusal(
+        Api::<s3connect::api::S3AccessGrant>::all(operator).create(&post, &serde_json::from_value(g).unwrap()).await,
+    );
+    assert!(grant.as_deref().is_some_and(|m| m.starts_with("403")), "{grant:?}");
+}

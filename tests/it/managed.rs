@@ -2,7 +2,8 @@
 //! user holding exactly the policy `s3connect policy --operator` prints, the S3/IAM server
 //! enforcing IAM per action, and the platform stand-in. The operator makes the user, its
 //! policy and key, rotates the key without Ready ever going False, deletes the user with
-//! the connection, and refuses buckets outside its list and calls IAM denies it.
+//! the connection, serves only what an S3AccessGrant covers (revoking keys when a grant
+//! narrows), and never adopts or deletes a user that is not provably its own.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use s3connect::api::S3Connection;
+use s3connect::api::{S3AccessGrant, S3Connection};
 use serde_json::{Value, json};
 
 use crate::support::operator::{condition, everything_shown, private_namespace, spawn_with_env};
@@ -69,6 +70,72 @@ async fn apply(api: &Api<S3Connection>, name: &str, bucket: &str, platform: bool
 
 use platform::registrations;
 
+/// Creates (or replaces) a cluster-scoped S3AccessGrant.
+async fn grant(client: &kube::Client, name: &str, spec: Value) {
+    let g = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3AccessGrant", "metadata": {"name": name}, "spec": spec});
+    Api::<S3AccessGrant>::all(client.clone())
+        .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&g))
+        .await
+        .unwrap();
+}
+
+/// The operator's identity for a test: the documented policy's actions, nothing else. The
+/// test IAM server matches IAM resources only as `*`, so the user ARNs are widened to that
+/// here (the operator checks the path and tags itself, tested with users outside them).
+async fn operator_identity(hint: &str) -> (s3connect::s3::client::Keys, String, Value) {
+    let mut policy = operator_policy();
+    for statement in policy["Statement"].as_array_mut().unwrap() {
+        assert_eq!(statement["Resource"], "arn:aws:iam::*:user/s3connect/*");
+        statement["Resource"] = json!("*");
+    }
+    let (keys, user) = iam::user_with_policy_named(hint, &policy).await;
+    (keys, user, policy)
+}
+
+/// Starts a managed-credentials operator for `ns` as `keys`, with `extra` arguments.
+fn managed_operator(
+    log: &str,
+    ns: &str,
+    keys: &s3connect::s3::client::Keys,
+    extra: &[&str],
+) -> (std::process::Child, PathBuf) {
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{log}-{}.log", std::process::id()));
+    let mut args = vec!["--namespace", ns, "--lease-namespace", ns, "--managed-credentials"];
+    args.extend_from_slice(extra);
+    let child = spawn_with_env(
+        &log,
+        &args,
+        &[
+            ("AWS_ACCESS_KEY_ID", &keys.access_key_id),
+            ("AWS_SECRET_ACCESS_KEY", &keys.secret_access_key),
+            // Through the fault proxy, to lose an answer.
+            ("AWS_ENDPOINT_URL_IAM", &env().s3_fault_proxy),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    (child, log)
+}
+
+fn reason_is(type_: &'static str, reason: &'static str) -> impl Fn(&S3Connection) -> bool {
+    move |c| condition(c, type_).is_some_and(|x| x.reason == reason)
+}
+
+/// Whether `keys` can read `key` in `bucket` (S3 as the tenant would use the key).
+async fn can_read(keys: &s3connect::s3::client::Keys, bucket: &str, key: &str) -> bool {
+    s3::client_with(keys, "us-east-1").get_object().bucket(bucket).key(key).send().await.is_ok()
+}
+
+fn keys_in(secret: &Secret) -> s3connect::s3::client::Keys {
+    let data = secret.data.as_ref().unwrap();
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    s3connect::s3::client::Keys {
+        access_key_id: text("AWS_ACCESS_KEY_ID"),
+        secret_access_key: text("AWS_SECRET_ACCESS_KEY"),
+        session_token: None,
+    }
+}
+
 #[tokio::test]
 async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     let client = support::client().await;
@@ -94,27 +161,20 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     };
     Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.unwrap();
 
-    // The operator's identity: the documented policy's actions, nothing else. The test IAM
-    // server matches IAM resources only as `*`, so the user ARNs are widened to that here
-    // (the operator checks the path itself, tested below with a user outside it).
-    let mut policy = operator_policy();
-    for statement in policy["Statement"].as_array_mut().unwrap() {
-        assert_eq!(statement["Resource"], "arn:aws:iam::*:user/s3connect/*");
-        statement["Resource"] = json!("*");
-    }
-    let (operator_keys, operator_user) = iam::user_with_policy_named("operator", &policy).await;
-    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-managed-{}.log", std::process::id()));
-    let mut operator = spawn_with_env(
-        &log,
-        &["--namespace", &ns, "--managed-buckets", &format!("{bucket},no-such-*")],
-        &[
-            ("AWS_ACCESS_KEY_ID", &operator_keys.access_key_id),
-            ("AWS_SECRET_ACCESS_KEY", &operator_keys.secret_access_key),
-            // Through the fault proxy, to lose an answer below.
-            ("AWS_ENDPOINT_URL_IAM", &env().s3_fault_proxy),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ],
+    let (operator_keys, operator_user, policy) = operator_identity("operator").await;
+    // The bucket is granted to this namespace (with Retain allowed); `elsewhere` is not.
+    let installation = support::unique("mgd");
+    grant(
+        &client,
+        &support::unique("grant"),
+        json!({"namespaces": [ns], "buckets": [{"bucket": bucket}], "deletionPolicies": ["Delete", "Retain"]}),
+    )
+    .await;
+    let (mut operator, log) = managed_operator(
+        "managed",
+        &ns,
+        &operator_keys,
+        &["--installation", &installation, "--min-rotation-interval", "0"],
     );
     let api = Api::<S3Connection>::namespaced(client.clone(), &ns);
 
@@ -191,14 +251,16 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     assert_eq!(faults::stats("").await.1, 1, "the answer was not lost: the test proves nothing");
     assert!(ready(&l));
 
-    // A bucket outside the operator's list: refused, and nothing is made in IAM.
+    // A bucket no grant covers: refused, and nothing is made in IAM.
     apply(&api, "outside", &elsewhere, false).await;
-    let o = wait(&api, "outside", "ManagedBucketNotAllowed", |c| {
-        condition(c, "CredentialsValid").is_some_and(|x| x.reason == "ManagedBucketNotAllowed")
-    })
-    .await;
+    let o = wait(&api, "outside", "ManagedBucketNotAllowed", reason_is("CredentialsValid", "ManagedBucketNotAllowed"))
+        .await;
     let message = &condition(&o, "CredentialsValid").unwrap().message;
-    assert!(message.contains(&elsewhere) && message.contains("--managed-buckets"), "{message}");
+    assert!(
+        message.contains(&elsewhere) && message.contains("S3AccessGrant") && message.contains("secretRef"),
+        "{message}"
+    );
+    assert_eq!(condition(&o, "Ready").unwrap().reason, "ManagedBucketNotAllowed");
     assert!(condition(&o, "Stalled").is_some_and(|s| s.status == "True"), "{:?}", o.status);
     assert!(!iam_get_user(&format!("{ns}.outside")).await, "a user was made for a bucket outside the list");
 
@@ -231,6 +293,47 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     assert!(message.contains(&foreign) && message.contains("secretRef"), "{message}");
     assert!(access_keys(&foreign).await.is_empty(), "a key was made for a user outside the path");
 
+    // A person's user of that name under the operator's path, without the operator's tags:
+    // never adopted, never given a key, left alone when the connection goes.
+    let person = format!("{ns}.person");
+    iam::call(&[("Action", "CreateUser"), ("UserName", &person), ("Path", "/s3connect/")]).await;
+    apply(&api, "person", &bucket, false).await;
+    let p =
+        wait(&api, "person", "ManagedResourceConflict", reason_is("CredentialsValid", "ManagedResourceConflict")).await;
+    let message = &condition(&p, "CredentialsValid").unwrap().message;
+    assert!(message.contains(&person) && message.contains("did not make it"), "{message}");
+    assert!(access_keys(&person).await.is_empty(), "a key was made for a person's user");
+
+    // IAM wildcards and policy variables in a prefix are literals in the minted policy,
+    // exactly as `s3connect policy` prints it.
+    for (name, prefix, escaped) in [("star", "ima*/", "ima${*}/"), ("var", "${aws:username}/", "${$}{aws:username}/")] {
+        let uri = format!("s3://{bucket}/{prefix}");
+        let conn = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": name}, "spec": {
+            "uri": uri, "credentials": {"managed": {}}, "endpoint": env().s3_endpoint, "forcePathStyle": true}});
+        api.patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&conn)).await.unwrap();
+        let user = format!("{ns}.{name}");
+        let mut document = None;
+        for _ in 0..150 {
+            let (status, body) =
+                iam::try_call(&[("Action", "GetUserPolicy"), ("UserName", &user), ("PolicyName", "s3connect")]).await;
+            if status.is_success() {
+                document = Some(minted(&body));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let document = document.expect("the managed user's policy was put within 30 s");
+        let printed = std::process::Command::new(env!("CARGO_BIN_EXE_s3connect"))
+            .args(["policy", "--uri", &uri, "--usage", "import"])
+            .output()
+            .unwrap();
+        let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
+        assert_eq!(document, printed);
+        let text = document.to_string();
+        assert!(text.contains(&format!("{bucket}/{escaped}*")), "{text}");
+        assert!(!text.contains(&format!("/{prefix}")), "an unescaped prefix: {text}");
+    }
+
     // deletionPolicy: Retain leaves the user (and its key) in IAM for a person.
     let kept = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": "kept"}, "spec": {
         "uri": format!("s3://{bucket}/images/"), "credentials": {"managed": {"deletionPolicy": "Retain"}},
@@ -251,11 +354,27 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     }
     assert!(!shown.contains(&operator_keys.access_key_id) && !shown.contains(&operator_keys.secret_access_key));
 
+    // Managed credentials taken out of the spec: the IAM user and its Secret go with them.
+    support::keys_secret(&client, &ns, "own-keys", &operator_keys).await;
+    let lost_uid = l.metadata.uid.clone().unwrap();
+    let switched = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": "lost"}, "spec": {
+        "uri": format!("s3://{bucket}/images/"), "credentials": {"secretRef": {"name": "own-keys"}},
+        "endpoint": env().s3_endpoint, "forcePathStyle": true}});
+    api.patch("lost", &PatchParams::apply("test").force(), &Patch::Apply(&switched)).await.unwrap();
+    let l = wait(&api, "lost", "the managed finalizer removed", |c| {
+        !c.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == "s3connect.io/iam-user"))
+    })
+    .await;
+    assert_eq!(l.metadata.uid.unwrap(), lost_uid);
+    assert!(!iam_get_user(&lost_user).await, "the IAM user outlived managed credentials being switched off");
+    assert!(Api::<Secret>::namespaced(client.clone(), &ns).get_opt("lost-s3connect-keys").await.unwrap().is_none());
+
     // Deletion: the key, the policy and the user go, then the S3Connection.
-    for name in ["c", "denied", "outside", "foreign", "lost", "kept"] {
+    let all = ["c", "denied", "outside", "foreign", "lost", "kept", "person", "star", "var"];
+    for name in all {
         api.delete(name, &DeleteParams::default()).await.unwrap();
     }
-    for name in ["c", "denied", "outside", "foreign", "lost", "kept"] {
+    for name in all {
         let mut gone = false;
         for _ in 0..150 {
             if api.get_opt(name).await.unwrap().is_none() {
@@ -269,12 +388,20 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     assert!(!iam_get_user(&user).await, "the IAM user outlived its S3Connection");
     assert!(!iam_get_user(&format!("{ns}.denied")).await);
     assert!(iam_get_user(&foreign).await, "a user outside the operator's path was deleted");
-    assert!(!iam_get_user(&format!("{ns}.lost")).await);
+    assert!(iam_get_user(&person).await, "a person's user under the operator's path was deleted");
+    assert!(!iam_get_user(&format!("{ns}.star")).await);
     assert!(iam_get_user(&format!("{ns}.kept")).await, "deletionPolicy Retain, yet the user was deleted");
     assert_eq!(access_keys(&format!("{ns}.kept")).await.len(), 1);
     assert!(registrations(&owner).await.is_empty());
     drop(operator.stdin.take());
     assert!(operator.wait().unwrap().success(), "the operator did not stop cleanly");
+}
+
+/// The policy document in a GetUserPolicy answer.
+fn minted(body: &str) -> Value {
+    let document = body.split("<PolicyDocument>").nth(1).and_then(|s| s.split('<').next()).unwrap();
+    let document = percent_decode(&document.replace("&quot;", "\"").replace("&amp;", "&"));
+    serde_json::from_str(&document).expect("a JSON policy")
 }
 
 fn percent_decode(text: &str) -> String {
@@ -294,4 +421,183 @@ fn percent_decode(text: &str) -> String {
         i += 1;
     }
     String::from_utf8(out).unwrap()
+}
+
+/// Two teams, one operator installation sharded over two namespaces, and a second
+/// installation in the same AWS account: each namespace gets only what its grant covers,
+/// a narrowed grant revokes at once, quotas and rotation spacing hold, and no installation
+/// touches another's users.
+#[tokio::test]
+async fn namespaces_get_only_what_a_grant_covers_and_installations_keep_apart() {
+    let client = support::client().await;
+    let (ns_a, ns_b) = (private_namespace("mgda"), private_namespace("mgdb"));
+    support::named_namespace(&client, &ns_a).await;
+    support::named_namespace(&client, &ns_b).await;
+    let bucket_a = s3::bucket("team-a", "us-east-1").await;
+    let bucket_b = s3::bucket("team-b", "us-east-1").await;
+    for b in [&bucket_a, &bucket_b] {
+        s3::put(b, "images/cat.jpg", b"cat").await;
+    }
+    let (grant_a, grant_b) = (support::unique("grant-a"), support::unique("grant-b"));
+    grant(&client, &grant_a, json!({"namespaces": [ns_a], "buckets": [{"bucket": bucket_a}]})).await;
+    grant(&client, &grant_b, json!({"namespaces": [ns_b], "buckets": [{"bucket": bucket_b}]})).await;
+    let (keys, _, _) = operator_identity("operator-mt").await;
+    let installation = support::unique("mt");
+    let (mut op_a, _) =
+        managed_operator("mgda", &ns_a, &keys, &["--installation", &installation, "--min-rotation-interval", "0"]);
+    let (mut op_b, log_b) = managed_operator(
+        "mgdb",
+        &ns_b,
+        &keys,
+        &["--installation", &installation, "--max-managed-per-namespace", "1", "--min-rotation-interval", "3600"],
+    );
+    let (api_a, api_b) = (
+        Api::<S3Connection>::namespaced(client.clone(), &ns_a),
+        Api::<S3Connection>::namespaced(client.clone(), &ns_b),
+    );
+
+    // B is served for its own bucket.
+    apply(&api_b, "b1", &bucket_b, false).await;
+    let b1 = wait(&api_b, "b1", "Ready", ready).await;
+    assert_eq!(managed(&b1)["grant"], grant_b.as_str());
+
+    // B asks for A's whole bucket, to read and write, and to keep the user: refused before
+    // anything is made in IAM; the message names what is missing and who can fix it.
+    let steal = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": "steal"}, "spec": {
+        "uri": format!("s3://{bucket_a}/"), "usage": ["Import", "Export"],
+        "credentials": {"managed": {"deletionPolicy": "Retain"}}, "endpoint": env().s3_endpoint, "forcePathStyle": true}});
+    api_b.patch("steal", &PatchParams::apply("test").force(), &Patch::Apply(&steal)).await.unwrap();
+    let s = wait(&api_b, "steal", "ManagedBucketNotAllowed", reason_is("CredentialsValid", "ManagedBucketNotAllowed"))
+        .await;
+    let message = &condition(&s, "CredentialsValid").unwrap().message;
+    assert!(message.contains(&bucket_a) && message.contains("cluster admin"), "{message}");
+    assert!(condition(&s, "Stalled").is_some_and(|c| c.status == "True"), "{:?}", s.status);
+    assert!(!iam_get_user(&format!("{ns_b}.steal")).await, "a user was made for another team's bucket");
+    let none = Api::<Secret>::namespaced(client.clone(), &ns_b).get_opt("steal-s3connect-keys").await.unwrap();
+    assert!(none.is_none(), "a key Secret was written for another team's bucket");
+
+    // A is served for the same bucket.
+    apply(&api_a, "a1", &bucket_a, false).await;
+    let a1 = wait(&api_a, "a1", "Ready", ready).await;
+    let user_a = format!("{ns_a}.a1");
+    let tags = iam::call(&[("Action", "ListUserTags"), ("UserName", &user_a)]).await;
+    for wanted in [ns_a.as_str(), "a1", a1.metadata.uid.as_deref().unwrap()] {
+        assert!(tags.contains(&format!("<Value>{wanted}</Value>")), "{wanted} not in the user's tags: {tags}");
+    }
+
+    // B's quota is one IAM user: a second is refused, and nothing is made for it.
+    apply(&api_b, "b2", &bucket_b, false).await;
+    let b2 = wait(&api_b, "b2", "ManagedQuotaExceeded", reason_is("CredentialsValid", "ManagedQuotaExceeded")).await;
+    let message = &condition(&b2, "CredentialsValid").unwrap().message;
+    assert!(message.contains("at most 1") && message.contains("--max-managed-per-namespace"), "{message}");
+    assert!(!iam_get_user(&format!("{ns_b}.b2")).await, "a user was made beyond the namespace's quota");
+
+    // Rotation asked for again and again within --min-rotation-interval: waits, and says so.
+    let user_b = format!("{ns_b}.b1");
+    let before = access_keys(&user_b).await;
+    for n in 0..5 {
+        let rotate = json!({"metadata": {"annotations": {"s3connect.io/rotate-keys-at": format!("spam-{n}")}}});
+        api_b.patch("b1", &PatchParams::default(), &Patch::Merge(&rotate)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let b1 = wait(&api_b, "b1", "the rotation shown as waiting", |c| !managed(c)["rotationWaitsUntil"].is_null()).await;
+    assert!(ready(&b1));
+    assert_eq!(access_keys(&user_b).await, before, "a rotation inside the minimum interval happened");
+    let events = everything_shown(&client, &ns_b).await;
+    assert!(
+        events.contains("RotationWaits") && events.contains("--min-rotation-interval"),
+        "no event says the rotation waits"
+    );
+
+    // A's grant narrowed to a prefix a1 is not under: its key stops working and is gone,
+    // within one reconcile of the change; B is unaffected.
+    let secret_a = Api::<Secret>::namespaced(client.clone(), &ns_a).get("a1-s3connect-keys").await.unwrap();
+    let old_keys = keys_in(&secret_a);
+    assert!(can_read(&old_keys, &bucket_a, "images/cat.jpg").await, "the managed key cannot read its own bucket");
+    grant(&client, &grant_a, json!({"namespaces": [ns_a], "buckets": [{"bucket": bucket_a, "prefixes": ["other/"]}]}))
+        .await;
+    let a1 = wait(&api_a, "a1", "revoked", reason_is("CredentialsValid", "ManagedBucketNotAllowed")).await;
+    let message = &condition(&a1, "CredentialsValid").unwrap().message;
+    assert!(message.contains("\"other/\"") && message.contains("deactivated and deleted"), "{message}");
+    assert!(access_keys(&user_a).await.is_empty(), "the revoked key is still in IAM");
+    assert!(!can_read(&old_keys, &bucket_a, "images/cat.jpg").await, "the revoked key still reads the bucket");
+    assert!(Api::<Secret>::namespaced(client.clone(), &ns_a).get_opt("a1-s3connect-keys").await.unwrap().is_none());
+    assert!(managed(&a1).is_null(), "the status still names revoked credentials: {}", managed(&a1));
+    assert!(ready(&api_b.get("b1").await.unwrap()), "B's connection was affected by A's grant");
+    // Granted again: a new key, Ready.
+    grant(&client, &grant_a, json!({"namespaces": [ns_a], "buckets": [{"bucket": bucket_a}]})).await;
+    wait(&api_a, "a1", "Ready again", ready).await;
+    assert_eq!(access_keys(&user_a).await.len(), 1);
+    let served = Api::<S3AccessGrant>::all(client.clone());
+    let mut counted = false;
+    for _ in 0..150 {
+        let g = served.get(&grant_b).await.unwrap();
+        if g.status.as_ref().is_some_and(|s| {
+            s.connections == 1 && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+        }) {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        counted,
+        "grant B's status does not count its one connection: {:?}",
+        served.get(&grant_b).await.unwrap().status
+    );
+
+    // A second installation in the same AWS account takes over A's namespace: it never
+    // rotates, adopts or deletes the first installation's user.
+    drop(op_a.stdin.take());
+    assert!(op_a.wait().unwrap().success());
+    let other = support::unique("other");
+    let (mut op_other, _) =
+        managed_operator("mgda2", &ns_a, &keys, &["--installation", &other, "--min-rotation-interval", "0"]);
+    let keys_before = access_keys(&user_a).await;
+    let rotate = json!({"metadata": {"annotations": {"s3connect.io/rotate-keys-at": "takeover"}}});
+    api_a.patch("a1", &PatchParams::default(), &Patch::Merge(&rotate)).await.unwrap();
+    let a1 =
+        wait(&api_a, "a1", "ManagedResourceConflict", reason_is("CredentialsValid", "ManagedResourceConflict")).await;
+    let message = &condition(&a1, "CredentialsValid").unwrap().message;
+    assert!(message.contains("another s3connect installation"), "{message}");
+    assert_eq!(access_keys(&user_a).await, keys_before, "another installation changed the user's keys");
+    api_a.delete("a1", &DeleteParams::default()).await.unwrap();
+    let mut gone = false;
+    for _ in 0..150 {
+        if api_a.get_opt("a1").await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(gone, "a1 was not deleted");
+    assert!(iam_get_user(&user_a).await, "another installation deleted the user");
+    assert_eq!(access_keys(&user_a).await, keys_before);
+
+    // No key material in what B's operator showed.
+    let mut shown = everything_shown(&client, &ns_b).await;
+    shown.push_str(&std::fs::read_to_string(&log_b).unwrap());
+    let b_secret = Api::<Secret>::namespaced(client.clone(), &ns_b).get("b1-s3connect-keys").await.unwrap();
+    let b_keys = keys_in(&b_secret);
+    assert!(!shown.contains(&b_keys.access_key_id) && !shown.contains(&b_keys.secret_access_key));
+    assert!(!shown.contains(&old_keys.secret_access_key));
+
+    for (api, names) in [(&api_b, &["b1", "b2", "steal"][..])] {
+        for name in names {
+            api.delete(name, &DeleteParams::default()).await.unwrap();
+        }
+    }
+    for name in ["b1", "b2", "steal"] {
+        for _ in 0..150 {
+            if api_b.get_opt(name).await.unwrap().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(!iam_get_user(&user_b).await, "B's user outlived its connection");
+    for op in [&mut op_b, &mut op_other] {
+        drop(op.stdin.take());
+        assert!(op.wait().unwrap().success(), "an operator did not stop cleanly");
+    }
 }

@@ -67,7 +67,7 @@ pub async fn keep_status(ctx: Arc<Context>, store: Store<S3Connection>) {
                 continue;
             }
         };
-        let mut served: HashMap<String, u32> = HashMap::new();
+        let mut served: HashMap<String, i64> = HashMap::new();
         for c in store.state() {
             if let Some(grant) =
                 c.status.as_ref().and_then(|s| s.managed_credentials.as_ref()).and_then(|m| m.grant.clone())
@@ -107,7 +107,7 @@ fn same(old: &S3AccessGrantStatus, new: &S3AccessGrantStatus) -> bool {
 }
 
 /// Pure: the status a grant should have, serving `connections`.
-pub fn status_of(grant: &S3AccessGrant, connections: u32) -> S3AccessGrantStatus {
+pub fn status_of(grant: &S3AccessGrant, connections: i64) -> S3AccessGrantStatus {
     let bad_selector = grant
         .spec
         .namespace_selector

@@ -282,7 +282,12 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
         user_path: iam.path().to_owned(),
         secret_name: secret_name.clone(),
         key_created_time: created.map(Time),
-        retiring_previous_key: false,
+        // Still true when the previous key could not be deleted yet: tried again.
+        retiring_previous_key: conn
+            .status
+            .as_ref()
+            .and_then(|s| s.managed_credentials.as_ref())
+            .is_some_and(|m| m.retiring_previous_key),
         last_handled_rotate_at: handled.clone(),
         grant: Some(grant_name),
         rotation_waits_until: waits_until.map(Time),
@@ -294,13 +299,15 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     if !needs_key && !needs_policy && !rotate {
         return Ok(Ok(Ensured { status, secret, rotation_waits_until: waits_until }));
     }
-    if needs_key || needs_policy {
-        if let Err(e) = iam.ensure_user(&user, &owner).await {
-            return Ok(Err(from_iam(&e)));
-        }
-        if let Err(e) = iam.put_policy(&user, &policy).await {
-            return Ok(Err(from_iam(&e)));
-        }
+    // Whatever is about to change in IAM, the user is this connection's first (its tags),
+    // never a person's or another installation's of the same name.
+    if let Err(e) = iam.ensure_user(&user, &owner).await {
+        return Ok(Err(from_iam(&e)));
+    }
+    if (needs_key || needs_policy)
+        && let Err(e) = iam.put_policy(&user, &policy).await
+    {
+        return Ok(Err(from_iam(&e)));
     }
     let mut keys_to_write = None;
     if needs_key || rotate {
@@ -385,9 +392,9 @@ fn value(secret: &Secret, key: &str) -> Option<String> {
     secret.data.as_ref()?.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok())
 }
 
-/// After a Ready validation with the key in `secret` (the one validated): deletes every
-/// other key of the user (the previous one after a rotation; any a person added). One
-/// ListAccessKeys per validation.
+/// After a Ready validation with a new key (`status.retiringPreviousKey`): deletes every
+/// other key of the user (the previous one; any a person added), once the user is shown
+/// to be this connection's.
 pub async fn retire_previous(
     ctx: &Context,
     conn: &S3Connection,
@@ -395,19 +402,13 @@ pub async fn retire_previous(
     status: &mut ManagedCredentialsStatus,
 ) {
     let Some(managed) = &ctx.config.managed else { return };
+    if !status.retiring_previous_key {
+        return;
+    }
     let namespace = conn.namespace().unwrap_or_default();
     let Some(current) = value(secret, ACCESS_KEY_ID) else { return };
     let user = &status.user_name;
-    let result = async {
-        let mut deleted = 0;
-        for key in managed.iam.keys(user).await?.iter().filter(|k| k.id != current) {
-            managed.iam.delete_key(user, &key.id).await?;
-            deleted += 1;
-        }
-        Ok::<_, IamError>(deleted)
-    }
-    .await;
-    match result {
+    match managed.iam.delete_other_keys(user, &owner(managed, conn), &current).await {
         Ok(deleted) => {
             status.retiring_previous_key = false;
             if deleted > 0 {
@@ -415,7 +416,6 @@ pub async fn retire_previous(
             }
         }
         Err(e) => {
-            status.retiring_previous_key = true;
             tracing::warn!(user = %user, error = %e, "the previous managed access key could not be deleted yet");
         }
     }

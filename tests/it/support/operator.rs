@@ -34,6 +34,9 @@ pub fn shared() -> &'static PathBuf {
             "regkill",
             "dskill",
             "managed",
+            "mgda",
+            "mgdb",
+            "vap",
             "netca",
             "netnoca",
         ]
