@@ -511,6 +511,7 @@ def admin_state():
             "exports": [{k: v for k, v in e.items() if k != "files"} for e in STATE["exports"].values()],
             "datasets": list(STATE["datasets"].values()),
             "calls": STATE["calls"],
+            "faults": STATE["faults"],
         })
 
 

@@ -188,6 +188,8 @@ pub enum DatasetReason {
     /// The manual's "Dataset creation shows status 500 or Failed".
     DatasetFailed,
     CreationUnconfirmed,
+    /// A dataset of that name exists on the platform and is not this Dataset's.
+    NameInUse,
     PlatformRejected,
     PlatformInternalError,
     PlatformUnreachable,
@@ -207,6 +209,7 @@ impl DatasetReason {
             NoFiles => "NoFiles",
             DatasetFailed => "DatasetFailed",
             CreationUnconfirmed => "CreationUnconfirmed",
+            NameInUse => "NameInUse",
             PlatformRejected => "PlatformRejected",
             PlatformInternalError => "PlatformInternalError",
             PlatformUnreachable => "PlatformUnreachable",

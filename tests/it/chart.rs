@@ -213,7 +213,7 @@ podDisruptionBudget: {enabled: true, minAvailable: 1}
 rbac: {aggregateToDefaultRoles: true}
 proxy: {httpsProxy: "http://proxy.example.com:3128", noProxy: ".svc,10.0.0.0/8"}
 caBundle: {configMap: private-ca, key: ca.pem}
-managedCredentials: {buckets: [labelling-*, team-a-data], permissionsBoundary: "arn:aws:iam::123456789012:policy/s3connect-boundary"}
+managedCredentials: {enabled: true, permissionsBoundary: "arn:aws:iam::123456789012:policy/s3connect-boundary", grants: [{name: team-a-all, namespaces: [team-a], namespaceSelector: {matchLabels: {team: a}}, buckets: [{bucket: "labelling-*"}, {bucket: team-a-data, prefixes: ["images/", "{namespace}/"]}], usages: [Import], deletionPolicies: [Delete, Retain]}]}
 serviceAccount: {annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::123456789012:role/s3connect"}}
 "#,
     )
@@ -222,7 +222,17 @@ serviceAccount: {annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::1234567
     let (ok, rendered) =
         helm(&["template", &name, "charts/s3connect", "--namespace", &ns, "-f", values.to_str().unwrap()]);
     assert!(ok, "{rendered}");
-    for kind in ["Deployment", "PodDisruptionBudget", "NetworkPolicy", "ClusterRole", "ServiceAccount", "Service"] {
+    for kind in [
+        "Deployment",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ClusterRole",
+        "ServiceAccount",
+        "Service",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "S3AccessGrant",
+    ] {
         assert!(rendered.contains(&format!("kind: {kind}\n")), "no {kind}:\n{rendered}");
     }
     for wanted in [
@@ -234,9 +244,11 @@ serviceAccount: {annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::1234567
         "aggregate-to-view",
         "aggregate-to-edit",
         "port: 9000",
-        "value: \"labelling-*,team-a-data\"",
+        "S3CONNECT_MANAGED_CREDENTIALS",
         "S3CONNECT_MANAGED_PERMISSIONS_BOUNDARY",
-        "verbs: [get, list, watch, create, patch]",
+        "verbs: [get, list, watch, create, patch, delete]",
+        "resources: [s3accessgrants]",
+        "- '{namespace}/'",
         "eks.amazonaws.com/role-arn",
         "value: \"http://proxy.example.com:3128\"",
         "value: /etc/s3connect/ca/ca.pem",
@@ -282,7 +294,12 @@ fn helm_installs_upgrades_and_uninstalls_the_crds_with_the_release() {
     };
     let (ok, out) = helm_at(&["install", "s3c", "charts/s3connect", "--namespace", "default"]);
     assert!(ok, "helm install: {out}");
-    for crd in ["s3connections.s3connect.io", "datasetexports.s3connect.io", "datasets.s3connect.io"] {
+    for crd in [
+        "s3connections.s3connect.io",
+        "datasetexports.s3connect.io",
+        "datasets.s3connect.io",
+        "s3accessgrants.s3connect.io",
+    ] {
         let (ok, out) = kubectl(&["get", "crd", crd]);
         assert!(ok, "{crd} not installed: {out}");
     }

@@ -143,11 +143,13 @@ async fn a_dataset_reaches_ready_with_the_folders_files_count() {
             .unwrap()
             .contains(&format!("3 files from s3://{}/images/cats/", case.bucket))
     );
-    let name = format!("{}-cats", case.ns);
+    let name = format!("{}/cats", case.ns);
     let found = on_platform(&name).await;
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0]["path"], format!("{}/images/cats/", case.bucket));
-    assert_eq!(found[0]["description"], "three cats");
+    // The description carries the Dataset's identity: what lookups and deletion match.
+    let uid = case.api().get("cats").await.unwrap().metadata.uid.unwrap();
+    assert_eq!(found[0]["description"], format!("three cats [s3connect uid={uid}]"));
     assert_eq!(status["datasetId"], found[0]["dataset_id"]);
     let (ok, out) = support::kubectl(&["get", "datasets", "-n", &case.ns]);
     assert!(ok && out.contains("FILES") && out.contains("DatasetReady"), "{out}");
@@ -171,7 +173,7 @@ async fn an_empty_folder_is_no_files_with_the_remedy() {
         assert!(message.contains(words), "{words:?} missing from {message}");
     }
     assert!(kstatus(&status, "Stalled"), "someone must upload files: {status:#}");
-    assert_eq!(on_platform(&format!("{}-empty", case.ns)).await[0]["files_count"], 0);
+    assert_eq!(on_platform(&format!("{}/empty", case.ns)).await[0]["files_count"], 0);
 
     // Argo CD's view of it, and of a Ready one and one not seen yet, from real objects.
     case.dataset("cats", json!({"path": "cats/"})).await;
@@ -219,7 +221,7 @@ async fn a_platform_500_on_create_names_the_tracking_id_and_creates_once() {
     assert!(kstatus(&status, "Reconciling"), "looked up again by itself: {status:#}");
     // Looked up by name, not there (the 500 came before the platform acted), created once.
     case.wait("cats", "Ready", |s| has_ready(s, "True", "DatasetReady")).await;
-    assert_eq!(on_platform(&format!("{}-cats", case.ns)).await.len(), 1);
+    assert_eq!(on_platform(&format!("{}/cats", case.ns)).await.len(), 1);
 }
 
 #[tokio::test]
@@ -280,8 +282,8 @@ async fn delete_removes_the_platforms_dataset_and_retain_keeps_it() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(case.api().get_opt("gone").await.unwrap().is_none(), "the Delete dataset is still there");
-    assert!(on_platform(&format!("{}-gone", case.ns)).await.is_empty(), "Delete: the platform still has it");
-    assert_eq!(on_platform(&format!("{}-kept", case.ns)).await.len(), 1, "Retain: the platform lost it");
+    assert!(on_platform(&format!("{}/gone", case.ns)).await.is_empty(), "Delete: the platform still has it");
+    assert_eq!(on_platform(&format!("{}/kept", case.ns)).await.len(), 1, "Retain: the platform lost it");
 }
 
 #[tokio::test]
@@ -300,6 +302,57 @@ async fn a_sync_adds_new_files_to_the_count() {
     // Only a sync makes the platform count the folder again.
     assert_eq!(synced["lastHandledSync"], "1");
     assert!(synced["lastSyncTime"].as_str() >= first["lastSyncTime"].as_str());
-    let found = on_platform(&format!("{}-cats", case.ns)).await;
+    let found = on_platform(&format!("{}/cats", case.ns)).await;
     assert_eq!((found.len(), &found[0]["synced_project"]), (1, &json!("proj-7")));
+}
+
+/// Two namespaces choose the same display name: the second is shown NameInUse and never
+/// adopts, and deleting it (with deletionPolicy Delete) leaves the first's dataset alone.
+/// A create whose answer is a 500 after the platform acted is found again by this
+/// Dataset's identity, never by its name alone.
+#[tokio::test]
+async fn a_namesake_in_another_namespace_is_never_adopted_or_deleted() {
+    let (a, b) = (DatasetCase::new("ds-own").await, DatasetCase::new("ds-other").await);
+    let shared_name = support::unique("shared-name");
+    a.dataset("cats", json!({"path": "cats/", "displayName": shared_name})).await;
+    a.wait("cats", "Ready", |s| has_ready(s, "True", "DatasetReady")).await;
+    let theirs = on_platform(&shared_name).await;
+    assert_eq!(theirs.len(), 1);
+
+    b.dataset("cats", json!({"path": "cats/", "displayName": shared_name, "deletionPolicy": "Delete"})).await;
+    let status = b.wait("cats", "NameInUse", |s| has_ready(s, "False", "NameInUse")).await;
+    let message = ready(&status)["message"].as_str().unwrap();
+    assert!(message.contains(&shared_name) && message.contains("spec.displayName"), "{message}");
+    assert!(kstatus(&status, "Stalled"), "someone must choose another name: {status:#}");
+    assert!(status["datasetId"].is_null(), "adopted someone else's dataset: {status:#}");
+    assert_eq!(on_platform(&shared_name).await.len(), 1, "a second dataset of that name was made");
+
+    b.api().delete("cats", &Default::default()).await.unwrap();
+    for _ in 0..150 {
+        if b.api().get_opt("cats").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(b.api().get_opt("cats").await.unwrap().is_none(), "B's Dataset was not deleted");
+    assert_eq!(on_platform(&shared_name).await, theirs, "deleting B's Dataset touched A's");
+    let a_now = serde_json::to_value(a.api().get("cats").await.unwrap().status).unwrap();
+    assert!(has_ready(&a_now, "True", "DatasetReady"), "A's Dataset was affected: {a_now:#}");
+
+    // A 500 after the platform made the dataset: found by this Dataset's identity, adopted,
+    // exactly one on the platform.
+    let connection_id = b.registered().await;
+    platform::fault("datasets/create", json!({"after_status": 500, "after_count": 1, "connection_id": connection_id}))
+        .await;
+    let own_name = support::unique("own-name");
+    b.dataset("dogs", json!({"path": "dogs/", "displayName": own_name})).await;
+    b.wait("dogs", "Ready", |s| has_ready(s, "True", "DatasetReady")).await;
+    assert_eq!(on_platform(&own_name).await.len(), 1, "the create whose answer was a 500 was repeated");
+    let faults = platform::state().await["faults"]["datasets/create"].clone();
+    let fired = faults
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["connection_id"] == connection_id.as_str() && f["after_count"] == 0);
+    assert!(fired, "the 500 after acting was never sent: the test proves nothing ({faults})");
 }

@@ -463,13 +463,26 @@ async fn the_finalizer_removes_registrations_it_never_recorded() {
         connection_type: "import",
         data_type: "image",
     };
+    let uid = Api::<S3Connection>::namespaced(support::client().await, &case.ns)
+        .get("exports")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
     client
-        .create_connection(&support::env().platform, &form, &format!("s3connect {owner} import keys-0"), "stray")
+        .create_connection(&support::env().platform, &form, &format!("s3connect {owner} {uid} import keys-0"), "stray")
         .await
         .unwrap();
-    assert_eq!(registrations(&owner).await.len(), 3);
+    // Another object's of the same namespace and name (another cluster sharing the
+    // account, or one deleted and made again): never this connection's to delete.
+    let namesake = format!("s3connect {owner} 00000000-0000-0000-0000-000000000000 import keys-0");
+    client.create_connection(&support::env().platform, &form, &namesake, "another cluster's").await.unwrap();
+    assert_eq!(registrations(&owner).await.len(), 4);
     wait_gone(&case).await;
-    assert!(registrations(&owner).await.is_empty(), "registrations left after delete");
+    let left = registrations(&owner).await;
+    assert_eq!(left.len(), 1, "registrations left after delete, or a namesake deleted: {left:#?}");
+    assert_eq!(left[0]["name"], namesake);
 }
 
 #[tokio::test]

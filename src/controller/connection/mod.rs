@@ -136,7 +136,15 @@ async fn clean_up(conn: &S3Connection, ctx: &Context) -> Result<Action, Error> {
                 let secret = get_secret(ctx, &namespace, &p.secret_ref.name).await?;
                 match super::platform::credentials(secret.as_ref(), &p.secret_ref, &namespace) {
                     Err(cond) => Some(cond),
-                    Ok(creds) => match register::remove_all(&ctx.platform, &creds, &owner, &connections).await {
+                    Ok(creds) => match register::remove_all(
+                        &ctx.platform,
+                        &creds,
+                        &owner,
+                        &conn.uid().unwrap_or_default(),
+                        &connections,
+                    )
+                    .await
+                    {
                         Ok(_) => None,
                         Err((doing, e)) => Some(super::platform::failure(conditions::REGISTERED, &doing, &e)),
                     },
@@ -387,6 +395,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
                                     &registration_intents,
                                     &version,
                                     &owner,
+                                    &uid,
                                     &mut |intents| record_intents(&ctx, &conn, intents),
                                 )
                                 .await;

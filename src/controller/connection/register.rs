@@ -31,16 +31,19 @@ pub fn primary_id(connections: &[PlatformConnection]) -> Option<String> {
     find("export").or_else(|| find("import"))
 }
 
-/// The name a registration is created under: deterministic (namespace, name, usage and
-/// the keys' version), so that one whose answer was lost is found again, and every
+/// The name a registration is created under: deterministic (namespace, name, uid, usage
+/// and the keys' version), so that one whose answer was lost is found again, and every
 /// registration of a connection shares the prefix `name_prefix` its finalizer looks for.
-pub fn registration_name(owner: &str, kind: &str, credentials_version: &str) -> String {
-    format!("{}{kind} keys-{credentials_version}", name_prefix(owner))
+pub fn registration_name(owner: &str, uid: &str, kind: &str, credentials_version: &str) -> String {
+    format!("{}{kind} keys-{credentials_version}", name_prefix(owner, uid))
 }
 
-/// What every registration name of the connection `owner` starts with.
-pub fn name_prefix(owner: &str) -> String {
-    format!("s3connect {owner} ")
+/// What every registration name of the connection `owner` (`namespace/name`) with `uid`
+/// starts with. The uid makes it this object's alone: a connection of the same name in
+/// another cluster sharing the platform account, or one deleted and made again, has
+/// another, so neither adopts nor deletes the other's registrations.
+pub fn name_prefix(owner: &str, uid: &str) -> String {
+    format!("s3connect {owner} {uid} ")
 }
 
 pub struct Registration {
@@ -70,6 +73,7 @@ pub async fn register(
     intents: &[RegistrationIntent],
     credentials_version: &str,
     owner: &str,
+    uid: &str,
     record: &mut RecordIntents<'_>,
 ) -> Registration {
     let mut connections: Vec<PlatformConnection> = Vec::new();
@@ -82,7 +86,7 @@ pub async fn register(
             pending.retain(|i| i.connection_type != kind);
             continue;
         }
-        let name = registration_name(owner, kind, credentials_version);
+        let name = registration_name(owner, uid, kind, credentials_version);
         let stop = |cond: Cond, connections: Vec<PlatformConnection>, pending: Vec<RegistrationIntent>| Registration {
             cond,
             connections: keep(existing, connections),
@@ -205,9 +209,10 @@ pub async fn remove_all(
     client: &platform::Client,
     creds: &Credentials,
     owner: &str,
+    uid: &str,
     recorded: &[PlatformConnection],
 ) -> Result<usize, (String, PlatformError)> {
-    let prefix = name_prefix(owner);
+    let prefix = name_prefix(owner, uid);
     let mut ids: Vec<String> = recorded.iter().map(|c| c.id.clone()).collect();
     for kind in ["import", "export"] {
         let found = client
@@ -247,11 +252,14 @@ mod tests {
 
     #[test]
     fn registration_names_are_deterministic_and_share_the_connections_prefix() {
-        let name = registration_name("team-a/images", "import", "42");
-        assert_eq!(name, "s3connect team-a/images import keys-42");
-        assert!(name.starts_with(&name_prefix("team-a/images")));
-        assert!(!registration_name("team-a/images-2", "import", "42").starts_with(&name_prefix("team-a/images")));
-        // Names made before the keys' version was part of them are still the connection's.
-        assert!("s3connect team-a/images import".starts_with(&name_prefix("team-a/images")));
+        let name = registration_name("team-a/images", "u-1", "import", "42");
+        assert_eq!(name, "s3connect team-a/images u-1 import keys-42");
+        assert!(name.starts_with(&name_prefix("team-a/images", "u-1")));
+        assert!(
+            !registration_name("team-a/images-2", "u-1", "import", "42")
+                .starts_with(&name_prefix("team-a/images", "u-1"))
+        );
+        // Another object of the same namespace and name (another cluster, or made again).
+        assert!(!name.starts_with(&name_prefix("team-a/images", "u-2")));
     }
 }

@@ -135,6 +135,23 @@ pub fn adopted(mut status: DatasetStatus, ready: NamedCond, id: String) -> Outco
     Outcome { status, conds: vec![ready, processing], retrying: true, next: Next::After(Duration::from_secs(2)) }
 }
 
+/// A dataset of this name exists on the platform and is someone else's (another namespace's,
+/// another cluster's, a person's): shown, never adopted, and nothing is created until the
+/// name changes.
+pub fn name_in_use(mut status: DatasetStatus, ready: NamedCond, name: &str) -> Outcome {
+    clear_intent(&mut status);
+    status.phase = Some(DatasetPhase::Pending);
+    let conflict = cond(
+        READY,
+        Status::False,
+        R::NameInUse,
+        format!(
+            "A dataset named {name:?} already exists on the platform and is not this Dataset's (it lacks this Dataset's s3connect identity): set spec.displayName to a name of its own."
+        ),
+    );
+    Outcome { status, conds: vec![ready, conflict], retrying: false, next: Next::AwaitChange }
+}
+
 /// After the one create call.
 pub fn after_create(status: DatasetStatus, ready: NamedCond, result: Result<String, PlatformError>) -> Outcome {
     let tracking_id = status.creation_tracking_id.clone().unwrap_or_default();

@@ -57,9 +57,38 @@ const FOR_DATASET: super::platform::Need = super::platform::Need {
     withheld: "no dataset is created",
 };
 
-/// The dataset's name on the platform.
+/// The dataset's name on the platform: `<namespace>/<name>` unless given (a `/` is in no
+/// namespace or name, so no two Datasets share a default name).
 fn platform_name(ds: &Dataset) -> String {
-    ds.spec.display_name.clone().unwrap_or_else(|| format!("{}-{}", ds.namespace().unwrap_or_default(), ds.name_any()))
+    ds.spec.display_name.clone().unwrap_or_else(|| format!("{}/{}", ds.namespace().unwrap_or_default(), ds.name_any()))
+}
+
+/// What marks a platform dataset as this Dataset's: its uid, in the description (the one
+/// field besides the name that the platform keeps). A name another namespace can choose is
+/// never enough to adopt or delete a dataset.
+fn identity(ds: &Dataset) -> String {
+    format!("[s3connect uid={}]", ds.uid().unwrap_or_default())
+}
+
+/// The platform datasets named `name`, split into this Dataset's (by the identity in their
+/// description) and everyone else's.
+async fn by_name(
+    ctx: &Context,
+    creds: &Credentials,
+    ds: &Dataset,
+    data_type: &str,
+    name: &str,
+) -> Result<(Vec<String>, Vec<String>), crate::platform::PlatformError> {
+    let mark = identity(ds);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for id in ctx.platform.find_datasets(creds, data_type, name).await? {
+        match ctx.platform.get_dataset(creds, &id).await? {
+            Some(info) if info.description.contains(&mark) => ours.push(id),
+            Some(_) => theirs.push(id),
+            None => {}
+        }
+    }
+    Ok((ours, theirs))
 }
 
 /// The dataset's folder: the connection's bucket and prefix, and the dataset's path.
@@ -175,15 +204,14 @@ impl Run<'_> {
 
     async fn step(&self, step: Step, mut status: DatasetStatus, written: &mut DatasetStatus) -> Result<Outcome, Error> {
         let ready = decide::connection_ready(&self.ds.spec.connection_ref.name, &self.connection_id());
-        let platform = &self.ctx.platform;
         let name = platform_name(self.ds);
         match step {
             Step::Lookup => {
-                let found = platform.find_datasets(self.creds, self.data_type(), &name).await;
+                let found = by_name(self.ctx, self.creds, self.ds, self.data_type(), &name).await;
                 match found {
-                    Ok(ids) if let Some(id) = ids.first().cloned() => {
-                        if ids.len() > 1 {
-                            warn!(dataset = %name, ids = ?ids, "several platform datasets have this name; adopting the first");
+                    Ok((ours, _)) if let Some(id) = ours.first().cloned() => {
+                        if ours.len() > 1 {
+                            warn!(dataset = %name, ids = ?ours, "several platform datasets carry this Dataset's identity; adopting the first");
                         }
                         info!(dataset = %name, dataset_id = %id, "adopted the dataset an earlier create made");
                         Ok(decide::adopted(status, ready, id))
@@ -213,13 +241,23 @@ impl Run<'_> {
             return Ok(decide::blocked(status, conn_missing(&self.ds.spec.connection_ref.name)));
         };
         let name = platform_name(self.ds);
+        // Someone else's dataset under this name is shown, not duplicated or adopted later.
+        match by_name(self.ctx, self.creds, self.ds, self.data_type(), &name).await {
+            Ok((ours, _)) if let Some(id) = ours.first().cloned() => return Ok(decide::adopted(status, ready, id)),
+            Ok((_, theirs)) if !theirs.is_empty() => return Ok(decide::name_in_use(status, ready, &name)),
+            Ok(_) => {}
+            Err(e) => return Ok(decide::after_create(status, ready, Err(e))),
+        }
         let tracking_id = crate::platform::uuid4();
         let intent = decide::intent(status, &ready, &name, &tracking_id, Timestamp::now());
         write(self.ctx, self.ds, written, &intent).await?;
         *written = intent.status.clone();
         let owner = format!("{}/{}", self.namespace, self.ds.name_any());
-        let description =
-            self.ds.spec.description.clone().unwrap_or_else(|| format!("Managed by s3connect (Dataset {owner})"));
+        let description = format!(
+            "{} {}",
+            self.ds.spec.description.clone().unwrap_or_else(|| format!("Managed by s3connect (Dataset {owner})")),
+            identity(self.ds)
+        );
         let connection_id = self.connection_id();
         let request = DatasetRequest {
             name: &name,
@@ -363,10 +401,12 @@ async fn clean_up(ctx: &Context, ds: &Dataset, conn: Option<&S3Connection>) -> R
                 Ok(Err(c)) => Some(c.message),
                 Ok(Ok(creds)) => {
                     let mut ids: Vec<String> = status.dataset_id.iter().cloned().collect();
+                    // Unrecorded (a create whose answer was lost): only a dataset that
+                    // carries this Dataset's identity is deleted, never a namesake.
                     if status.dataset_id.is_none() {
                         let data_type = ds.spec.data_type.unwrap_or(conn.spec.data_type).as_str();
-                        match ctx.platform.find_datasets(&creds, data_type, &platform_name(ds)).await {
-                            Ok(found) => ids.extend(found),
+                        match by_name(ctx, &creds, ds, data_type, &platform_name(ds)).await {
+                            Ok((ours, _)) => ids.extend(ours),
                             Err(e) => ids.push(format!("(lookup failed: {e})")),
                         }
                     }
