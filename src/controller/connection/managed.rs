@@ -219,6 +219,9 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     let grant_name = match granted(ctx, conn, &location).await? {
         Ok(g) => g,
         Err(message) => {
+            // One sentence whether this reconcile revoked or an earlier one did (or there
+            // was never a key), so that the status does not flip between the two.
+            let message = format!("{message} Any managed access key it had was deactivated and deleted.");
             let had = secret.is_some() || conn.status.as_ref().is_some_and(|s| s.managed_credentials.is_some());
             if !had {
                 return Ok(Err(blocked(Reason::ManagedBucketNotAllowed, message)));
@@ -240,10 +243,7 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
                 }
             }
             tracing::warn!(connection = %format!("{namespace}/{name}"), user = %user, keys = revoked, "no S3AccessGrant covers the connection any more: its managed access keys were deactivated and deleted");
-            return Ok(Err(blocked(
-                Reason::ManagedBucketNotAllowed,
-                format!("{message} Its managed access keys were deactivated and deleted."),
-            )));
+            return Ok(Err(blocked(Reason::ManagedBucketNotAllowed, message)));
         }
     };
     let current = secret.as_ref().and_then(|s| value(s, ACCESS_KEY_ID));
