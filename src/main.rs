@@ -84,6 +84,11 @@ struct OperatorArgs {
     /// unreachable store (seconds).
     #[arg(long, env = "S3CONNECT_TRANSIENT_GRACE", default_value_t = 300)]
     transient_grace: u64,
+    /// How long a Ready connection stays Ready while its store answers nothing at all
+    /// (every request refused or timed out; seconds): a store that is down is not a
+    /// sporadic error, and the labelling team must not see Ready while every upload fails.
+    #[arg(long, env = "S3CONNECT_UNREACHABLE_GRACE", default_value_t = 60)]
+    unreachable_grace: u64,
     /// How long after a connection is created a missing Secret is waited for, as External
     /// Secrets or Sealed Secrets may create it a moment later (seconds): Reconciling until
     /// then, Stalled after.
@@ -486,6 +491,7 @@ async fn operator(args: OperatorArgs) -> ExitCode {
         namespace_concurrency: args.namespace_concurrency,
         validation_timeout: std::time::Duration::from_secs(args.validation_timeout),
         transient_grace: std::time::Duration::from_secs(args.transient_grace),
+        unreachable_grace: std::time::Duration::from_secs(args.unreachable_grace.min(args.transient_grace)),
         secret_grace: std::time::Duration::from_secs(args.secret_grace),
         namespace: args.namespace,
         ignore_namespaces: args.ignore_namespaces,

@@ -84,6 +84,8 @@ pub struct Config {
     /// How long a Ready connection stays Ready while its validations fail only for reasons
     /// that clear by themselves (S3 5xx, throttling, an unreachable store).
     pub transient_grace: std::time::Duration,
+    /// The same, when the store answered nothing at all in a validation (down, not flaky).
+    pub unreachable_grace: std::time::Duration,
     /// How long after a connection is created a missing Secret is waited for (Reconciling)
     /// before it is a problem someone must fix (Stalled).
     pub secret_grace: std::time::Duration,

@@ -99,7 +99,18 @@ pub fn with_kstatus(mut conds: Vec<NamedCond>, retrying: bool) -> Vec<NamedCond>
 
 /// Writes `status` (the whole status, with server-side apply under the operator's field
 /// manager); a refusal is made visible (see `refused`).
-pub async fn apply<K>(ctx: &Context, object: &K, status: &impl serde::Serialize) -> Result<(), kube::Error>
+///
+/// The write is preconditioned on `version`, the resourceVersion of the view the status was
+/// decided from (the object as the reconcile read it, then as each write left it): a write
+/// decided from a stale cache is refused with 409 instead of erasing what a newer write
+/// recorded (an intent, a report id), and the caller decides again. `version` becomes the
+/// written object's.
+pub async fn apply<K>(
+    ctx: &Context,
+    object: &K,
+    status: &impl serde::Serialize,
+    version: &mut Option<String>,
+) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -108,15 +119,34 @@ where
 {
     let (namespace, name) =
         (object.meta().namespace.clone().unwrap_or_default(), object.meta().name.clone().unwrap_or_default());
-    let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    let mut patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    if let Some(v) = version.as_deref() {
+        patch["metadata"] = json!({"resourceVersion": v});
+    }
     let result = Api::<K>::namespaced(ctx.client.clone(), &namespace)
         .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await;
-    if let Err(e) = &result {
-        refused(ctx, object, e).await;
+    match result {
+        Ok(written) => {
+            *version = written.meta().resource_version.clone();
+            Ok(())
+        }
+        Err(e) => {
+            refused(ctx, object, &e).await;
+            Err(e)
+        }
     }
-    result.map(|_| ())
 }
+
+/// Whether the API server refused a write because the object changed since it was read:
+/// decide again from a fresh view, soon, without counting a failure.
+pub fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+/// How soon a reconcile whose write met a newer object runs again (the watch has usually
+/// caught up by then).
+pub const AFTER_CONFLICT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A status with conditions, for the write every controller ends with.
 pub trait WithConditions: Clone + PartialEq + serde::Serialize {
@@ -148,6 +178,7 @@ pub async fn write_changed<K, S>(
     mut status: S,
     conds: Vec<NamedCond>,
     retrying: bool,
+    version: &mut Option<String>,
 ) -> Result<Option<S>, kube::Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -166,7 +197,7 @@ where
     if a == b && crate::api::conditions::same_ignoring_time(status.conditions(), written.conditions()) {
         return Ok(None);
     }
-    apply(ctx, object, &status).await?;
+    apply(ctx, object, &status, version).await?;
     Ok(Some(status))
 }
 
@@ -190,6 +221,14 @@ pub enum Next {
 
 /// After a reconcile of `kind` failed on the Kubernetes API (`error` labels the metric):
 /// counted, logged, and retried with backoff up to five minutes.
+/// After a write met a newer object (409): decide again soon from a fresh view; not a
+/// failure of the object, so nothing is counted against its backoff.
+pub fn after_conflict(kind: &'static str, object: &str) -> Action {
+    crate::telemetry::metrics::METRICS.reconcile_error(kind, "Conflict");
+    tracing::debug!(kind, object, "the object changed since it was read: deciding again");
+    Action::requeue(AFTER_CONFLICT)
+}
+
 pub fn after_error(
     ctx: &Context,
     kind: &'static str,

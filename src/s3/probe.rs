@@ -164,6 +164,19 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether the store answered nothing at all: the validation stopped on an unreachable
+    /// endpoint (refused, timed out) before any request got an answer. Unlike sporadic
+    /// failures, this is not waited out for long: the store is down for everyone.
+    pub fn unanswered(&self) -> bool {
+        let unreachable = |f: &Failure| f.kind == FailureKind::Unreachable;
+        self.fatal.as_ref().is_some_and(unreachable)
+            && self.actions.iter().all(|(_, o)| match o {
+                Outcome::Untested => true,
+                Outcome::Failed(f) => unreachable(f),
+                Outcome::Allowed | Outcome::Denied(_) => false,
+            })
+    }
+
     pub fn outcome(&self, action: Action) -> Option<&Outcome> {
         self.actions.iter().find(|(a, _)| *a == action).map(|(_, o)| o)
     }
@@ -464,6 +477,30 @@ async fn probe_cors(run: &mut Run<'_>) -> CorsOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_is_down_only_when_nothing_at_all_answered() {
+        let failure = |kind| Failure { kind, code: "x".into(), detail: "y".into(), bucket_region: None };
+        let report = |fatal: Option<Failure>, first: Outcome| Report {
+            actions: vec![(Action::GetBucketLocation, first), (Action::ListBucket, Outcome::Untested)],
+            fatal,
+            bucket_region: None,
+            region_used: "us-east-1".into(),
+            listed: false,
+            sample_object: None,
+            probe_object: None,
+            cors: None,
+            requests: 1,
+        };
+        let unreachable = || failure(FailureKind::Unreachable);
+        assert!(report(Some(unreachable()), Outcome::Untested).unanswered());
+        assert!(report(Some(unreachable()), Outcome::Failed(unreachable())).unanswered());
+        // Something answered (a denial, a success): flaky or a permission, not down.
+        assert!(!report(Some(unreachable()), Outcome::Denied(failure(FailureKind::AccessDenied))).unanswered());
+        assert!(!report(Some(unreachable()), Outcome::Allowed).unanswered());
+        assert!(!report(Some(failure(FailureKind::NoSuchBucket)), Outcome::Untested).unanswered());
+        assert!(!report(None, Outcome::Untested).unanswered());
+    }
 
     #[test]
     fn each_connection_has_its_own_stable_probe_object() {

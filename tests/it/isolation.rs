@@ -35,6 +35,10 @@ impl Tenant {
     async fn with_usage(hint: &str, usage: &[Usage]) -> Tenant {
         let client = support::client().await;
         let ns = support::namespace(&client, hint).await;
+        Self::in_namespace(client, ns, hint, usage).await
+    }
+
+    async fn in_namespace(client: kube::Client, ns: String, hint: &str, usage: &[Usage]) -> Tenant {
         let bucket = s3::bucket(hint, "us-east-1").await;
         s3::put(&bucket, "images/cat.jpg", b"a cat").await;
         let location = Location::parse(&format!("{bucket}/images/")).unwrap();
@@ -596,4 +600,46 @@ async fn after_an_api_server_restart_new_objects_are_reconciled_within_seconds()
     let _ = operator.wait();
     drop(launcher.stdin.take());
     let _ = launcher.wait();
+}
+
+/// A store that answers nothing at all (every request hangs) is down, not flaky: Ready stays
+/// True only for the short unreachable grace, then turns False by itself, while sporadic
+/// failures keep the long transient grace (above) and an unrelated connection stays Ready.
+#[tokio::test]
+async fn a_store_that_answers_nothing_turns_ready_false_after_the_unreachable_grace() {
+    let client = support::client().await;
+    let ns = crate::support::operator::private_namespace("down");
+    support::named_namespace(&client, &ns).await;
+    let t = Tenant::in_namespace(client, ns, "down", &[Usage::Import]).await;
+    let log =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-down-{}.log", std::process::id()));
+    let mut operator = crate::support::operator::spawn(
+        &log,
+        &["--namespace", &t.ns, "--unreachable-grace", "3", "--validation-timeout", "2"],
+    );
+    t.connection("c", json!({"endpoint": support::env().s3_fault_proxy})).await;
+    t.connection("healthy", json!({})).await;
+    t.ready("c").await;
+    t.ready("healthy").await;
+
+    faults::set(&t.bucket, json!({"hang": true})).await;
+    let held = t.revalidate("c").await;
+    assert!(is_ready(&held), "Ready flipped before the grace: {:?}", held.status);
+    let reconciling = condition(&held, "Reconciling").expect("Reconciling says what is retried");
+    assert_eq!(reconciling.reason, "EndpointUnreachable");
+    assert!(reconciling.message.contains("Ready turns False if this lasts 3 s"), "{}", reconciling.message);
+    // By itself, with no further request.
+    let down =
+        wait_for(&t.client, &t.ns, "c", "Ready False", |c| has(c, "Ready", "False", "EndpointUnreachable")).await;
+    assert!(has(&down, "BucketReachable", "False", "EndpointUnreachable"), "{:?}", down.status);
+    let (_, injected) = faults::stats(&t.bucket).await;
+    assert!(injected > 0, "no request was held: the test proves nothing");
+    let healthy = t.api().get("healthy").await.unwrap();
+    assert!(is_ready(&healthy), "an unrelated connection was affected: {:?}", healthy.status);
+
+    faults::set(&t.bucket, json!({})).await;
+    let back = t.revalidate("c").await;
+    assert!(is_ready(&back), "not Ready again once the store answers: {:?}", back.status);
+    drop(operator.stdin.take());
+    assert!(operator.wait().unwrap().success());
 }

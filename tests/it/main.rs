@@ -10,6 +10,7 @@ mod cli;
 mod connection;
 mod crds;
 mod dataset;
+mod exactly_once;
 mod export;
 mod gitops;
 mod isolation;

@@ -82,38 +82,55 @@ fn has_finalizer(conn: &S3Connection) -> bool {
     conn.finalizers().iter().any(|f| f == register::FINALIZER)
 }
 
-/// Sets the finalizers to `finalizers`, failing if the object changed meanwhile.
-async fn set_finalizers(ctx: &Context, conn: &S3Connection, finalizers: Vec<String>) -> Result<(), Error> {
+/// Sets the finalizers to `finalizers`, failing if the object changed meanwhile; returns
+/// the object's new resourceVersion.
+async fn set_finalizers(ctx: &Context, conn: &S3Connection, finalizers: Vec<String>) -> Result<Option<String>, Error> {
     let (namespace, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
     let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": conn.resource_version()}});
     Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map(|_| ())
+        .map(|c| c.resource_version())
         .map_err(|source| Error::WriteStatus { namespace, name, source })
 }
 
+/// The resourceVersion every status write of one reconcile is preconditioned on: the
+/// object's as read, then as each write left it.
+type Version = Arc<std::sync::Mutex<Option<String>>>;
+
+fn current(version: &Version) -> Option<String> {
+    version.lock().map(|v| v.clone()).unwrap_or_default()
+}
+
 /// Writes the registrations about to be created into the status, before the platform is
-/// asked: the whole status as it is, so that nothing else changes.
+/// asked: the whole status as it is, so that nothing else changes, preconditioned on the
+/// version the decision was made from (a stale view is refused, and nothing is created).
 fn record_intents(
     ctx: &Context,
     conn: &S3Connection,
     intents: Vec<crate::api::connection::RegistrationIntent>,
+    version: Version,
 ) -> futures::future::BoxFuture<'static, Result<(), String>> {
     let mut status = conn.status.clone().unwrap_or_default();
     status.platform_registration_intents = intents;
     let api = Api::<S3Connection>::namespaced(ctx.client.clone(), &conn.namespace().unwrap_or_default());
     let name = conn.name_any();
     Box::pin(async move {
-        let patch =
+        let mut patch =
             serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "status": status});
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-            .await
-            .map(|_| ())
-            .map_err(|e| match e {
-                kube::Error::Api(status) => status.message,
-                other => other.to_string(),
-            })
+        if let Some(v) = current(&version) {
+            patch["metadata"] = serde_json::json!({"resourceVersion": v});
+        }
+        match api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+            Ok(written) => {
+                if let Ok(mut v) = version.lock() {
+                    *v = written.resource_version();
+                }
+                Ok(())
+            }
+            Err(kube::Error::Api(status)) => Err(status.message),
+            Err(other) => Err(other.to_string()),
+        }
     })
 }
 
@@ -217,10 +234,10 @@ async fn switch_off_managed(conn: &S3Connection, ctx: &Context) -> Result<Action
         }
     }
     let rest: Vec<String> = conn.finalizers().iter().filter(|f| *f != managed::FINALIZER).cloned().collect();
-    set_finalizers(ctx, conn, rest).await?;
+    let mut version = set_finalizers(ctx, conn, rest).await?;
     if conn.status.as_ref().is_some_and(|s| s.managed_credentials.is_some()) {
         let status = S3ConnectionStatus { managed_credentials: None, ..conn.status.clone().unwrap_or_default() };
-        super::status::apply(ctx, conn, &status).await.map_err(|source| Error::WriteStatus {
+        super::status::apply(ctx, conn, &status, &mut version).await.map_err(|source| Error::WriteStatus {
             namespace: namespace.clone(),
             name: name.clone(),
             source,
@@ -269,8 +286,12 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
             finalizers.push(finalizer.to_owned());
         }
     }
+    let written_at: Version = Arc::new(std::sync::Mutex::new(conn.resource_version()));
     if finalizers.len() != conn.finalizers().len() {
-        set_finalizers(&ctx, &conn, finalizers).await?;
+        let written = set_finalizers(&ctx, &conn, finalizers).await?;
+        if let Ok(mut v) = written_at.lock() {
+            *v = written;
+        }
     }
     // Managed credentials taken out of the spec: the IAM user they made goes too (no live
     // key is left behind), then the finalizer.
@@ -330,8 +351,22 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         failures: ctx.failures(&uid),
         jitter,
     };
+    // Held Ready while the store answered nothing: once the unreachable grace is over, look
+    // now, so that Ready turns False then and not at the next scheduled validation.
+    let down_for = conn.status.as_ref().and_then(|s| {
+        let ready = s.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == "True");
+        let reconciling = s.conditions.iter().find(|c| {
+            c.type_ == conditions::RECONCILING
+                && c.status == "True"
+                && c.reason == conditions::Reason::EndpointUnreachable.as_str()
+        });
+        reconciling
+            .filter(|_| ready)
+            .map(|c| Duration::try_from(now.duration_since(c.last_transition_time.0)).unwrap_or_default())
+    });
     match plan(&facts) {
         Plan::ValidateNow => {}
+        _ if down_for.is_some_and(|d| d >= ctx.config.unreachable_grace) => {}
         // A managed-credentials problem the status does not show yet.
         _ if managed_blocker.as_ref().is_some_and(|b| !shows(conn.as_ref(), b)) => {}
         // A rotation that waits, not shown yet.
@@ -396,7 +431,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
                                     &version,
                                     &owner,
                                     &uid,
-                                    &mut |intents| record_intents(&ctx, &conn, intents),
+                                    &mut |intents| record_intents(&ctx, &conn, intents, written_at.clone()),
                                 )
                                 .await;
                                 platform_connections = done.connections;
@@ -438,14 +473,25 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         managed_status.as_ref().and_then(|m| m.key_created_time.as_ref()).map(|t| t.0),
         now,
     );
+    // A store that answered nothing is down, not flaky: a shorter grace.
+    let down = report.is_some_and(Report::unanswered);
+    let grace = if down { ctx.config.unreachable_grace } else { ctx.config.transient_grace };
     let held = decide::hold_ready_if(
         &old,
         same_inputs || propagating,
         verdict.ready(),
         verdict.ready().reason.is_transient() || propagating,
         now,
-        ctx.config.transient_grace,
+        grace,
     );
+    // While held for a store that is down, look again by the end of the grace, so that
+    // Ready turns False when it ends rather than at the next backoff step.
+    let grace_left = held.as_ref().filter(|_| down).and_then(|conds| {
+        conds.iter().find(|c| c.type_ == conditions::RECONCILING).map(|c| {
+            let since = Duration::try_from(now.duration_since(c.last_transition_time.0)).unwrap_or_default();
+            grace.saturating_sub(since)
+        })
+    });
     let created = conn.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let secret_wait = decide::secret_grace_left(&verdict, created, now, ctx.config.secret_grace);
     let holding = held.is_some();
@@ -494,7 +540,8 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
             status.region.as_deref().unwrap_or("us-east-1"),
         ));
     }
-    super::status::apply(&ctx, conn.as_ref(), &status).await.map_err(|source| Error::WriteStatus {
+    let mut written = current(&written_at);
+    super::status::apply(&ctx, conn.as_ref(), &status, &mut written).await.map_err(|source| Error::WriteStatus {
         namespace: namespace.clone(),
         name: name.clone(),
         source,
@@ -512,6 +559,10 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     // turns it Stalled when the grace is over.
     let next = secret_wait.map_or(next, |left| super::status::Next::After(left + Duration::from_secs(1)));
     let next = if propagating { super::status::Next::After(Duration::from_secs(5)) } else { next };
+    let next = match grace_left {
+        Some(left) => super::status::Next::After((left + Duration::from_secs(1)).min(Duration::from_secs(10))),
+        None => next,
+    };
     // A rotation that waits is done when its time comes.
     let next = match (rotation_waits_until.and_then(|t| Duration::try_from(t.duration_since(now)).ok()), next) {
         (Some(wait), super::status::Next::Success(after)) => {
@@ -631,6 +682,11 @@ fn error_kind(err: &Error) -> &'static str {
 }
 
 fn error_policy(conn: Arc<S3Connection>, err: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::WriteStatus { source, .. } = err
+        && super::status::is_conflict(source)
+    {
+        return super::status::after_conflict("S3Connection", &conn.name_any());
+    }
     let uid = conn.uid().unwrap_or_default();
     let failures = ctx.record_failure(&uid);
     let delay =

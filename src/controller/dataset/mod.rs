@@ -128,8 +128,10 @@ pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Er
     let started = std::time::Instant::now();
     let mut status = ds.status.clone().unwrap_or_default();
     status.observed_generation = ds.metadata.generation;
-    // What the status says now; every later comparison is against the last write.
+    // What the status says now; every later comparison is against the last write, and
+    // every write is preconditioned on the version it was decided from.
     let mut written = ds.status.clone().unwrap_or_default();
+    let mut version = ds.resource_version();
     let problem = super::platform::connection_problem(connection.as_ref(), &conn_name, &FOR_DATASET);
     let step = decide::step(&ds.spec, &status, ds.annotations(), problem.clone(), Timestamp::now());
     status.last_handled_reconcile_at = crate::api::connection::requested_at(ds.annotations());
@@ -140,14 +142,16 @@ pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Er
         (step, Some(conn)) => {
             let creds = match super::platform::credentials_of(&ctx, conn, &namespace, CONNECTION_READY).await {
                 Ok(Ok(c)) => c,
-                Ok(Err(c)) => return finish(&ctx, &ds, &written, decide::blocked(status, c), started).await,
+                Ok(Err(c)) => {
+                    return finish(&ctx, &ds, &written, decide::blocked(status, c), started, &mut version).await;
+                }
                 Err((what, source)) => return Err(Error::Read { what, source }),
             };
             let run = Run { ctx: &ctx, ds: &ds, conn, creds: &creds, namespace: &namespace };
-            run.step(step, status, &mut written).await?
+            run.step(step, status, &mut written, &mut version).await?
         }
     };
-    finish(&ctx, &ds, &written, outcome, started).await
+    finish(&ctx, &ds, &written, outcome, started, &mut version).await
 }
 
 fn conn_missing(name: &str) -> NamedCond {
@@ -166,10 +170,11 @@ async fn finish(
     written: &DatasetStatus,
     outcome: Outcome,
     started: std::time::Instant,
+    version: &mut Option<String>,
 ) -> Result<Action, Error> {
     let uid = ds.uid().unwrap_or_default();
     let ready = outcome.conds.iter().find(|c| c.type_ == READY).cloned().expect("Ready is always decided");
-    write(ctx, ds, written, &outcome).await?;
+    write(ctx, ds, written, &outcome, version).await?;
     let metrics = &crate::telemetry::metrics::METRICS;
     metrics.reconciled("Dataset", &ready.reason, started.elapsed());
     let (namespace, name) = (ds.namespace().unwrap_or_default(), ds.name_any());
@@ -202,7 +207,13 @@ impl Run<'_> {
             .unwrap_or_default()
     }
 
-    async fn step(&self, step: Step, mut status: DatasetStatus, written: &mut DatasetStatus) -> Result<Outcome, Error> {
+    async fn step(
+        &self,
+        step: Step,
+        mut status: DatasetStatus,
+        written: &mut DatasetStatus,
+        version: &mut Option<String>,
+    ) -> Result<Outcome, Error> {
         let ready = decide::connection_ready(&self.ds.spec.connection_ref.name, &self.connection_id());
         let name = platform_name(self.ds);
         match step {
@@ -220,12 +231,12 @@ impl Run<'_> {
                     Ok(_) => {
                         status.creation_started_time = None;
                         status.creation_tracking_id = None;
-                        self.create(status, ready, written).await
+                        self.create(status, ready, written, version).await
                     }
                     Err(e) => Ok(decide::after_create(status, ready, Err(e))),
                 }
             }
-            Step::Create => self.create(status, ready, written).await,
+            Step::Create => self.create(status, ready, written, version).await,
             Step::Check { sync } => self.check(status, ready, sync).await,
             Step::Blocked(_) | Step::Idle(_) => unreachable!("handled by the caller"),
         }
@@ -236,6 +247,7 @@ impl Run<'_> {
         status: DatasetStatus,
         ready: NamedCond,
         written: &mut DatasetStatus,
+        version: &mut Option<String>,
     ) -> Result<Outcome, Error> {
         let Some(location) = folder(self.ds, self.conn) else {
             return Ok(decide::blocked(status, conn_missing(&self.ds.spec.connection_ref.name)));
@@ -250,7 +262,9 @@ impl Run<'_> {
         }
         let tracking_id = crate::platform::uuid4();
         let intent = decide::intent(status, &ready, &name, &tracking_id, Timestamp::now());
-        write(self.ctx, self.ds, written, &intent).await?;
+        // Preconditioned on the version this decision was made from: a stale cache gets a
+        // 409 here, and the platform is never called.
+        write(self.ctx, self.ds, written, &intent, version).await?;
         *written = intent.status.clone();
         let owner = format!("{}/{}", self.namespace, self.ds.name_any());
         let description = format!(
@@ -449,12 +463,25 @@ async fn clean_up(ctx: &Context, ds: &Dataset, conn: Option<&S3Connection>) -> R
 
 /// Writes `outcome` unless it says nothing new against `written` (the status as last
 /// written), and an event when the phase changed.
-async fn write(ctx: &Context, ds: &Dataset, written: &DatasetStatus, outcome: &Outcome) -> Result<(), Error> {
+async fn write(
+    ctx: &Context,
+    ds: &Dataset,
+    written: &DatasetStatus,
+    outcome: &Outcome,
+    version: &mut Option<String>,
+) -> Result<(), Error> {
     let name = ds.name_any();
-    let Some(status) =
-        shared::write_changed(ctx, ds, written, outcome.status.clone(), outcome.conds.clone(), outcome.retrying)
-            .await
-            .map_err(|source| Error::Write { name: name.clone(), source })?
+    let Some(status) = shared::write_changed(
+        ctx,
+        ds,
+        written,
+        outcome.status.clone(),
+        outcome.conds.clone(),
+        outcome.retrying,
+        version,
+    )
+    .await
+    .map_err(|source| Error::Write { name: name.clone(), source })?
     else {
         return Ok(());
     };
@@ -469,6 +496,11 @@ async fn write(ctx: &Context, ds: &Dataset, written: &DatasetStatus, outcome: &O
 }
 
 fn error_policy(ds: Arc<Dataset>, err: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::Write { source, .. } = err
+        && shared::is_conflict(source)
+    {
+        return shared::after_conflict("Dataset", &ds.name_any());
+    }
     let kind = match err {
         Error::NoNamespace(_) => "NoNamespace",
         Error::Read { .. } => "Read",

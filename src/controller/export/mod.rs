@@ -130,8 +130,10 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
         status.submission_tracking_id = None;
     }
 
-    // What the status says now; every later comparison is against the last write.
+    // What the status says now; every later comparison is against the last write, and
+    // every write is preconditioned on the version it was decided from.
     let mut written = export.status.clone().unwrap_or_default();
+    let mut version = export.resource_version();
     let names = ExportNames {
         name: export.spec.name.as_deref().unwrap_or(&name),
         project_id: &export.spec.project_id,
@@ -170,7 +172,10 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
                     // The intent, durably, before the platform hears of the export.
                     let tracking_id = crate::platform::uuid4();
                     let intent = decide::intent(status, &ready, &tracking_id, Timestamp::now());
-                    write(&ctx, &export, &written, &intent).await?;
+                    // Preconditioned on the version this decision was made from: if the
+                    // cache was behind (an intent or a report id it has not seen), the
+                    // API server refuses it and the platform is never called.
+                    write(&ctx, &export, &written, &intent, &mut version).await?;
                     written = intent.status.clone();
                     let folder_path = format!(
                         "{}/{}{}",
@@ -197,7 +202,7 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
         }
     };
     let ready = outcome.conds.iter().find(|c| c.type_ == READY).cloned().expect("Ready is always decided");
-    write(&ctx, &export, &written, &outcome).await?;
+    write(&ctx, &export, &written, &outcome, &mut version).await?;
     let metrics = &crate::telemetry::metrics::METRICS;
     metrics.reconciled("DatasetExport", &ready.reason, started.elapsed());
     metrics.set_ready(&uid, "DatasetExport", &namespace, &name, ready.is_true(), &ready.reason);
@@ -230,12 +235,20 @@ async fn write(
     export: &DatasetExport,
     written: &DatasetExportStatus,
     outcome: &Outcome,
+    version: &mut Option<String>,
 ) -> Result<(), Error> {
     let name = export.name_any();
-    let Some(status) =
-        shared::write_changed(ctx, export, written, outcome.status.clone(), outcome.conds.clone(), outcome.retrying)
-            .await
-            .map_err(|source| Error::WriteStatus { name: name.clone(), source })?
+    let Some(status) = shared::write_changed(
+        ctx,
+        export,
+        written,
+        outcome.status.clone(),
+        outcome.conds.clone(),
+        outcome.retrying,
+        version,
+    )
+    .await
+    .map_err(|source| Error::WriteStatus { name: name.clone(), source })?
     else {
         return Ok(());
     };
@@ -257,6 +270,11 @@ async fn write(
 }
 
 fn error_policy(export: Arc<DatasetExport>, err: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::WriteStatus { source, .. } = err
+        && shared::is_conflict(source)
+    {
+        return shared::after_conflict("DatasetExport", &export.name_any());
+    }
     let kind = match err {
         Error::NoNamespace(_) => "NoNamespace",
         Error::Read { .. } => "Read",

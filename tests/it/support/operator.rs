@@ -37,6 +37,7 @@ pub fn shared() -> &'static PathBuf {
             "mgda",
             "mgdb",
             "vap",
+            "down",
             "netca",
             "netnoca",
         ]

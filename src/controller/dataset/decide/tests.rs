@@ -260,3 +260,17 @@ fn a_new_reconcile_request_looks_at_a_settled_dataset_now_and_a_handled_one_does
     let flux: BTreeMap<String, String> = [("reconcile.fluxcd.io/requestedAt".to_owned(), "t2".to_owned())].into();
     assert_eq!(step(&s, &with_id(DatasetPhase::Failed), &flux, None, at(0)), Step::Check { sync: false });
 }
+
+#[test]
+fn a_namesake_is_shown_never_adopted_and_the_next_step_creates_after_a_rename() {
+    let looking = intent(DatasetStatus::default(), &ready(), "shared", "t-1", at(0)).status;
+    let out = name_in_use(looking, ready(), "shared");
+    let r = out.conds.iter().find(|c| c.type_ == READY).unwrap();
+    assert_eq!((r.status, r.reason.as_str()), (Status::False, "NameInUse"));
+    assert!(r.message.contains("\"shared\"") && r.message.contains("spec.displayName"), "{}", r.message);
+    assert!(!out.retrying, "someone must choose a name: Stalled");
+    assert_eq!(out.next, Next::AwaitChange);
+    assert_eq!(out.status.dataset_id, None);
+    // The intent is cleared: after a rename, the next step is a create (checked again).
+    assert_eq!(step(&spec(serde_json::json!({})), &out.status, &none(), None, at(1)), Step::Create);
+}
