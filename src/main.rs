@@ -71,8 +71,9 @@ struct OperatorArgs {
     /// store gives its turn up after 2 s, so a hung endpoint cannot hold the others back.
     #[arg(long, env = "S3CONNECT_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
-    /// Validations one namespace may have in flight at once; its others wait their turn
-    /// without holding anyone else's.
+    /// Reconciles one namespace may have in flight at once (waiting to start, running, or
+    /// waiting on a slow store); its others wait their turn in their own queue, without
+    /// holding anything another namespace needs.
     #[arg(long, env = "S3CONNECT_NAMESPACE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     namespace_concurrency: u16,
     /// The most one validation may take, retries included (seconds); a store that has not
@@ -89,6 +90,11 @@ struct OperatorArgs {
     /// sporadic error, and the labelling team must not see Ready while every upload fails.
     #[arg(long, env = "S3CONNECT_UNREACHABLE_GRACE", default_value_t = 60)]
     unreachable_grace: u64,
+    /// The least time between two validations of one connection that no spec change asked
+    /// for (new keys in its Secret, a requested-at annotation), in seconds: a tenant cannot
+    /// make the operator probe S3 or call the platform faster than this.
+    #[arg(long, env = "S3CONNECT_MIN_VALIDATION_SPACING", default_value_t = 5)]
+    min_validation_spacing: u64,
     /// How long after a connection is created a missing Secret is waited for, as External
     /// Secrets or Sealed Secrets may create it a moment later (seconds): Reconciling until
     /// then, Stalled after.
@@ -492,6 +498,7 @@ async fn operator(args: OperatorArgs) -> ExitCode {
         validation_timeout: std::time::Duration::from_secs(args.validation_timeout),
         transient_grace: std::time::Duration::from_secs(args.transient_grace),
         unreachable_grace: std::time::Duration::from_secs(args.unreachable_grace.min(args.transient_grace)),
+        min_validation_spacing: std::time::Duration::from_secs(args.min_validation_spacing),
         secret_grace: std::time::Duration::from_secs(args.secret_grace),
         namespace: args.namespace,
         ignore_namespaces: args.ignore_namespaces,

@@ -388,6 +388,10 @@ pub struct S3ConnectionStatus {
     /// resourceVersion of the credentials Secret that was validated (never its content).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_version: Option<String>,
+    /// A salted digest of the key values that were validated (never the values): a change
+    /// of the Secret that leaves them as they were (labels, annotations) is no change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_digest: Option<String>,
     /// The value of the last `s3connect.io/requested-at` (or Flux's
     /// `reconcile.fluxcd.io/requestedAt`) annotation acted on: a new value validates at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -454,7 +458,8 @@ pub struct PlatformConnection {
     pub connection_type: String,
     /// The platform's connection id.
     pub id: String,
-    /// resourceVersion of the credentials Secret whose keys were registered.
+    /// Which keys were registered: the digest of their values (`status.credentialsDigest`),
+    /// or, for registrations made before digests, the Secret's resourceVersion.
     pub credentials_version: String,
 }
 

@@ -86,6 +86,9 @@ pub struct Config {
     pub transient_grace: std::time::Duration,
     /// The same, when the store answered nothing at all in a validation (down, not flaky).
     pub unreachable_grace: std::time::Duration,
+    /// The least time between two validations of one object that no spec change asked
+    /// for (a Secret's new keys, a requested-at annotation, a retry).
+    pub min_validation_spacing: std::time::Duration,
     /// How long after a connection is created a missing Secret is waited for (Reconciling)
     /// before it is a problem someone must fix (Stalled).
     pub secret_grace: std::time::Duration,
@@ -118,6 +121,8 @@ pub struct Context {
     /// Consecutive failures per object uid, for backoff. In memory on purpose: after a
     /// restart the status's lastValidatedTime still spaces out the first retry.
     failures: Mutex<HashMap<String, u32>>,
+    /// When each object's last validation started, to space them.
+    validated: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Context {
@@ -138,6 +143,7 @@ impl Context {
             platform,
             config,
             failures: Mutex::default(),
+            validated: Mutex::default(),
         }
     }
 
@@ -191,6 +197,24 @@ impl Context {
         let n = map.entry(uid.to_owned()).or_insert(0);
         *n = n.saturating_add(1);
         *n
+    }
+
+    /// How long until the object may be validated again (zero: now).
+    pub fn spacing_left(&self, uid: &str) -> std::time::Duration {
+        let validated = self.validated.lock().unwrap_or_else(|e| e.into_inner());
+        validated
+            .get(uid)
+            .map_or(std::time::Duration::ZERO, |at| self.config.min_validation_spacing.saturating_sub(at.elapsed()))
+    }
+
+    pub fn validation_started(&self, uid: &str) {
+        self.validated.lock().unwrap_or_else(|e| e.into_inner()).insert(uid.to_owned(), std::time::Instant::now());
+    }
+
+    /// An object that is gone leaves nothing behind in memory.
+    pub fn forget(&self, uid: &str) {
+        self.validated.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
     }
 
     pub fn record_success(&self, uid: &str) {
@@ -275,13 +299,26 @@ pub async fn run_controller<K, O, I, Fut, E>(
     let (reader, writer) = reflector::store();
     let trigger = watcher(api, ctx.config.watch_config())
         .backoff(watch_backoff())
-        // The cache never needs managedFields, which are a large part of each object.
-        .modify(|o| o.meta_mut().managed_fields = None)
+        // The cache keeps what the controllers read: never managedFields, nor annotations
+        // other than the operator's and Flux's (a tenant's object may carry 256 KiB of
+        // them, and kubectl's last-applied-configuration is the whole object again).
+        .modify(|o| {
+            let meta = o.meta_mut();
+            meta.managed_fields = None;
+            if let Some(annotations) = meta.annotations.as_mut() {
+                annotations.retain(|k, _| kept_annotation(k));
+            }
+        })
         .reflect(writer)
-        // An object that is gone leaves the per-object gauges with it.
-        .inspect_ok(|event| {
-            if let watcher::Event::Delete(o) = event {
-                crate::telemetry::metrics::METRICS.forget(o.meta().uid.as_deref().unwrap_or_default());
+        // An object that is gone leaves the per-object gauges and state with it.
+        .inspect_ok({
+            let ctx = ctx.clone();
+            move |event| {
+                if let watcher::Event::Delete(o) = event {
+                    let uid = o.meta().uid.as_deref().unwrap_or_default();
+                    crate::telemetry::metrics::METRICS.forget(uid);
+                    ctx.forget(uid);
+                }
             }
         })
         .applied_objects()
@@ -290,21 +327,18 @@ pub async fn run_controller<K, O, I, Fut, E>(
     let store = controller.store();
     let controller = extra(controller, store.clone());
     controller
-        // Reconciles in flight: more than the ones that may start at once, since one that
-        // waits on a hung store gives its start permit up and only then counts against its
-        // namespace (see `slots`); one waiting for a permit holds no connection yet.
-        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency.saturating_mul(4)))
+        // No bound here: `slots` bounds each namespace and the work that starts at once,
+        // and a reconcile waiting for its namespace's turn is a few bytes. A bound here
+        // would be shared by all namespaces, and one namespace with many objects could
+        // fill it (200 objects on a hung endpoint once held every one of 64 places).
+        .with_config(kube::runtime::controller::Config::default().concurrency(0))
         .trigger_backoff(watch_backoff())
         .watches_stream(related, move |o| mapper(&store, &o))
         .shutdown_on_signal()
         .run(
             move |object, ctx| async move {
-                // A namespace with its share of slow work in flight (its endpoints hang,
-                // say) waits its turn without holding a slot anyone else needs.
+                // Each namespace waits its turn in its own queue (see `slots`).
                 let namespace = object.meta().namespace.clone().unwrap_or_default();
-                if !ctx.slots.admits(&namespace) {
-                    return Ok(Action::requeue(slots::Slots::retry_delay()));
-                }
                 #[cfg(debug_assertions)]
                 let debug_panic =
                     object.meta().annotations.as_ref().is_some_and(|a| a.contains_key(DEBUG_PANIC_ANNOTATION));
@@ -332,6 +366,12 @@ pub async fn run_controller<K, O, I, Fut, E>(
             }
         })
         .await;
+}
+
+/// Annotations the controllers read: the operator's own (`s3connect.io/...`, the debug
+/// panic included) and Flux's reconcile request.
+pub fn kept_annotation(key: &str) -> bool {
+    key.starts_with("s3connect.io/") || key == "reconcile.fluxcd.io/requestedAt"
 }
 
 /// How watches retry after an error: quickly, so that after an API server restart new

@@ -1,44 +1,46 @@
 //! Who may talk to the outside (S3, the platform) at once, so that no namespace holds the
 //! others hostage.
 //!
-//! At most `global` validations *start* at once: each holds a start permit until its work
-//! is done or has waited `hold` on the network, whichever comes first. Fast work (the
-//! common case) is bounded by `global`, whatever its namespace. Work that waits longer is
-//! slow: it gives its permit up and finishes in the background of the others, bounded by
-//! the validation's deadline, and it counts against its namespace. A namespace with
-//! `per_namespace` slow validations in flight (its endpoints hang, say) gets no new ones
-//! until some finish: a reconcile of it gives its controller slot back at once and comes
-//! back a moment later. So a namespace full of hung endpoints holds at most
-//! `per_namespace` plus the validations it started before they turned slow.
+//! Two bounds, the namespace's first. Each namespace has at most `per_namespace` reconciles
+//! in flight (waiting for a start permit, running, or waiting on a slow store); the rest
+//! of that namespace queue behind them, in order, and hold nothing anyone else needs. Of
+//! all in flight, at most `global` *start* at once: each holds a start permit until its work
+//! is done or has waited `hold` on the network, whichever comes first; slow work then gives
+//! the permit up and finishes in the background, bounded by the validation's deadline, still
+//! holding its namespace's slot. So however many objects one namespace has, and however
+//! hung their endpoints, another namespace's reconcile waits behind at most `per_namespace`
+//! of them per busy namespace, each for at most `hold`.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub struct Slots {
     global: Semaphore,
     hold: Duration,
     per_namespace: usize,
-    slow: Mutex<HashMap<String, usize>>,
+    namespaces: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
-/// Counts one slow validation of a namespace until dropped.
-struct Slow<'a> {
+/// A namespace's slot, held while its reconcile is in flight; the namespace's entry goes
+/// when its last slot does, so that the map is bounded by the namespaces busy now.
+struct InFlight<'a> {
     slots: &'a Slots,
     namespace: &'a str,
+    semaphore: Arc<Semaphore>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
-impl Drop for Slow<'_> {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let mut slow = self.slots.slow.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = slow.get_mut(self.namespace) {
-            *n -= 1;
-            if *n == 0 {
-                slow.remove(self.namespace);
-            }
+        let mut namespaces = self.slots.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        drop(self.permit.take());
+        // Only the map and this guard hold it, and nobody holds a permit: idle.
+        if Arc::strong_count(&self.semaphore) == 2 && self.semaphore.available_permits() == self.slots.per_namespace {
+            namespaces.remove(self.namespace);
         }
     }
 }
@@ -49,22 +51,31 @@ impl Slots {
             global: Semaphore::new(global.max(1)),
             hold,
             per_namespace: per_namespace.max(1),
-            slow: Mutex::default(),
+            namespaces: Mutex::default(),
         }
     }
 
-    /// Whether `namespace` may start outside work now: false while it already has its
-    /// share of slow work in flight.
-    pub fn admits(&self, namespace: &str) -> bool {
-        self.slow.lock().unwrap_or_else(|e| e.into_inner()).get(namespace).copied().unwrap_or(0) < self.per_namespace
+    /// Reconciles of `namespace` in flight now.
+    pub fn in_flight(&self, namespace: &str) -> usize {
+        let namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        namespaces.get(namespace).map_or(0, |s| self.per_namespace - s.available_permits())
     }
 
-    /// Runs the work `start` makes, for `namespace`, once a start permit is free, keeping
-    /// the permit until the work is done or has run for `hold`; past that it counts as
-    /// slow. The work is made only once the permit is held, on the heap: a reconcile
-    /// waiting for its turn is a few bytes, not the whole state of a validation.
+    /// Runs the work `start` makes, for `namespace`: once the namespace has a free slot,
+    /// then once a start permit is free, keeping the permit until the work is done or has
+    /// run for `hold`. The work is made only then, on the heap: a reconcile waiting for its
+    /// turn is a few bytes, not the whole state of a validation.
     pub async fn run<F: Future>(&self, namespace: &str, start: impl FnOnce() -> F) -> F::Output {
-        // The semaphore is never closed, so acquiring only fails if it were; then run anyway.
+        let semaphore = {
+            let mut namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+            namespaces
+                .entry(namespace.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_namespace)))
+                .clone()
+        };
+        let mut in_flight = InFlight { slots: self, namespace, semaphore: semaphore.clone(), permit: None };
+        // Neither semaphore is ever closed, so acquiring only fails if it were; then run anyway.
+        in_flight.permit = semaphore.acquire_owned().await.ok();
         let permit = self.global.acquire().await.ok();
         let mut work = Box::pin(start());
         tokio::select! {
@@ -72,60 +83,57 @@ impl Slots {
             () = tokio::time::sleep(self.hold) => {}
         }
         drop(permit);
-        *self.slow.lock().unwrap_or_else(|e| e.into_inner()).entry(namespace.to_owned()).or_insert(0) += 1;
-        let _slow = Slow { slots: self, namespace };
         work.await
-    }
-
-    /// How long a reconcile whose namespace is not admitted waits before it tries again.
-    pub fn retry_delay() -> Duration {
-        Duration::from_millis(500 + fastrand::u64(..1500))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
     #[tokio::test]
-    async fn hung_work_gives_its_start_permit_up_and_counts_against_its_namespace() {
-        let slots = Arc::new(Slots::new(1, 2, Duration::from_millis(300)));
-        let hung: Vec<_> = (0..2)
+    async fn a_namespace_full_of_hung_work_holds_its_own_slots_and_no_one_elses() {
+        let slots = Arc::new(Slots::new(2, 3, Duration::from_millis(200)));
+        let hung: Vec<_> = (0..50)
             .map(|_| {
                 let slots = slots.clone();
-                tokio::spawn(async move { slots.run("a", std::future::pending::<()>).await })
+                tokio::spawn(async move { slots.run("noisy", std::future::pending::<()>).await })
             })
             .collect();
-        // Let both start (and take the one start permit in turn).
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(slots.admits("a"), "nothing is slow yet");
-        let started = tokio::time::Instant::now();
-        slots.run("b", || async {}).await;
-        let waited = started.elapsed();
-        // Behind both hung ones' holds at most; the upper bound says it did not wait for them.
-        assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(5), "waited {waited:?}");
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        assert!(!slots.admits("a"), "a has its two slow validations");
-        assert!(slots.admits("b"), "b is not a's");
-        hung[0].abort();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(slots.admits("a"), "a got one back when a slow one ended");
-        hung[1].abort();
+        assert_eq!(slots.in_flight("noisy"), 3, "the namespace's bound");
+        let started = tokio::time::Instant::now();
+        slots.run("quiet", || async {}).await;
+        let waited = started.elapsed();
+        // Behind at most the noisy namespace's three, each for at most the hold.
+        assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+        assert_eq!(slots.in_flight("quiet"), 0);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Slow by now: their start permits are back, and quiet starts at once.
+        let started = tokio::time::Instant::now();
+        slots.run("quiet", || async {}).await;
+        assert!(started.elapsed() < Duration::from_millis(100), "waited {:?}", started.elapsed());
+        for h in hung {
+            h.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(slots.in_flight("noisy"), 0);
+        assert!(slots.namespaces.lock().unwrap().is_empty(), "idle namespaces are forgotten");
     }
 
     #[tokio::test]
-    async fn fast_work_keeps_the_global_bound_and_never_counts_as_slow() {
-        let slots = Arc::new(Slots::new(2, 1, Duration::from_secs(60)));
+    async fn fast_work_keeps_both_bounds() {
+        let slots = Arc::new(Slots::new(4, 2, Duration::from_secs(60)));
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
-        let tasks: Vec<_> = (0..8)
-            .map(|_| {
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
                 let (slots, running, most) = (slots.clone(), running.clone(), most.clone());
                 tokio::spawn(async move {
+                    let ns = if i % 2 == 0 { "a" } else { "b" };
                     slots
-                        .run("a", || async {
+                        .run(ns, || async {
                             let now = running.fetch_add(1, SeqCst) + 1;
                             most.fetch_max(now, SeqCst);
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -138,7 +146,7 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        assert_eq!(most.load(SeqCst), 2);
-        assert!(slots.admits("a"));
+        // Two namespaces of two each: four at once, which is also the global bound.
+        assert_eq!(most.load(SeqCst), 4);
     }
 }

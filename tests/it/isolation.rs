@@ -259,12 +259,13 @@ fn hung_listener() -> u16 {
 }
 
 #[tokio::test]
-async fn hung_stores_and_a_hung_platform_in_two_namespaces_do_not_delay_a_third() {
+async fn two_hundred_hung_stores_and_a_hung_platform_in_two_namespaces_do_not_delay_a_third() {
     let client = support::client().await;
-    // Namespace A: 20 connections to an endpoint that accepts and never answers.
+    // Namespace A: 200 connections to an endpoint that accepts and never answers (far more
+    // than the operator starts at once, and than its namespace may have in flight).
     let a = Tenant::new("hung-s3").await;
     let port = hung_listener();
-    for i in 0..20 {
+    for i in 0..200 {
         a.connection(&format!("c{i}"), json!({"endpoint": format!("http://127.0.0.1:{port}")})).await;
     }
     // Namespace B: 16 connections whose S3 is fine and whose platform test hangs.
@@ -640,6 +641,95 @@ async fn a_store_that_answers_nothing_turns_ready_false_after_the_unreachable_gr
     faults::set(&t.bucket, json!({})).await;
     let back = t.revalidate("c").await;
     assert!(is_ready(&back), "not Ready again once the store answers: {:?}", back.status);
+    drop(operator.stdin.take());
+    assert!(operator.wait().unwrap().success());
+}
+
+/// A change of a Secret's labels or annotations is no change of its keys: no validation, no
+/// S3 request, no new platform registration. New keys (or a request) still validate.
+#[tokio::test]
+async fn a_metadata_only_secret_change_makes_no_s3_request_and_no_platform_call() {
+    let t = Tenant::new("meta-only").await;
+    let p = &support::env().platform;
+    let platform_secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "labellerr"},
+        "stringData": {"LABELLERR_API_KEY": p.api_key, "LABELLERR_API_SECRET": p.api_secret, "LABELLERR_CLIENT_ID": p.client_id}});
+    Api::<Secret>::namespaced(t.client.clone(), &t.ns)
+        .patch("labellerr", &PatchParams::apply("test").force(), &Patch::Apply(&platform_secret))
+        .await
+        .unwrap();
+    t.connection(
+        "c",
+        json!({"endpoint": support::env().s3_fault_proxy, "platform": {"secretRef": {"name": "labellerr"}}}),
+    )
+    .await;
+    let before = wait_for(&t.client, &t.ns, "c", "Registered", |c| {
+        condition(c, "Registered").is_some_and(|r| r.status == "True")
+    })
+    .await;
+    let owner = format!("{}/c", t.ns);
+    let registered = platform::registrations(&owner).await;
+    let (requests, _) = faults::stats(&t.bucket).await;
+    let secrets = Api::<Secret>::namespaced(t.client.clone(), &t.ns);
+    for n in 0..3 {
+        let patch = json!({"metadata": {"annotations": {"example.com/touched": n.to_string()}, "labels": {"touched": n.to_string()}}});
+        secrets.patch("keys", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+    // Absence can only be shown by waiting: long enough for the watch and a reconcile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = t.api().get("c").await.unwrap();
+    let (s_before, s_after) = (before.status.as_ref().unwrap(), after.status.as_ref().unwrap());
+    assert_eq!(s_after.last_validated_time, s_before.last_validated_time, "a metadata-only change validated again");
+    assert_eq!(faults::stats(&t.bucket).await.0, requests, "a metadata-only change sent S3 requests");
+    assert_eq!(platform::registrations(&owner).await, registered, "a metadata-only change touched the registration");
+    assert!(s_after.credentials_digest.as_deref().is_some_and(|d| d.len() == 16), "{s_after:?}");
+    // The positive control: a request does validate, through the same counter.
+    let c = t.revalidate("c").await;
+    assert!(is_ready(&c));
+    assert!(
+        faults::stats(&t.bucket).await.0 > requests,
+        "a requested validation sent no S3 request: the counter proves nothing"
+    );
+    t.assert_no_secrets().await;
+    let shown = everything_shown(&t.client, &t.ns).await;
+    assert!(!shown.contains(&t.keys.secret_access_key));
+}
+
+/// Validations of one object are spaced: requests in a loop cannot make the operator probe
+/// S3 faster than --min-validation-spacing.
+#[tokio::test]
+async fn requests_in_a_loop_are_spaced() {
+    let client = support::client().await;
+    let ns = crate::support::operator::private_namespace("spacing");
+    support::named_namespace(&client, &ns).await;
+    let t = Tenant::in_namespace(client, ns, "spacing", &[Usage::Import]).await;
+    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("operator-spacing-{}.log", std::process::id()));
+    let mut operator = crate::support::operator::spawn(&log, &["--namespace", &t.ns, "--min-validation-spacing", "3"]);
+    t.connection("c", json!({"endpoint": support::env().s3_fault_proxy})).await;
+    t.ready("c").await;
+    // What one validation of a Ready connection sends (the first one also applied CORS).
+    let (first, _) = faults::stats(&t.bucket).await;
+    t.revalidate("c").await;
+    let (start, _) = faults::stats(&t.bucket).await;
+    let one_validation = start - first;
+    assert!(one_validation > 0);
+    let mut last = String::new();
+    for n in 0..6 {
+        last = format!("loop-{n}");
+        let patch = json!({"metadata": {"annotations": {"s3connect.io/requested-at": last}}});
+        t.api().patch("c", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = wait_for(&t.client, &t.ns, "c", "the last request handled", |c| {
+        c.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref()) == Some(last.as_str())
+    })
+    .await;
+    assert!(is_ready(&c));
+    let (total, _) = faults::stats(&t.bucket).await;
+    // Six requests within 0.6 s: at most two validations (one when the spacing allows, one
+    // for the newest request), never six.
+    let validations = (total - start) as f64 / one_validation as f64;
+    assert!(validations <= 2.0 && validations >= 1.0, "{validations} validations for six requests");
     drop(operator.stdin.take());
     assert!(operator.wait().unwrap().success());
 }

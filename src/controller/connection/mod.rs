@@ -70,6 +70,27 @@ pub fn keys_from(secret: &Secret, refs: &CredentialsSecretRef) -> Result<Keys, B
     })
 }
 
+/// A digest of the key values the connection uses, salted with its uid (so that equal keys
+/// of two connections do not show as equal): what decides whether the Secret changed, so
+/// that a change of its labels or annotations changes nothing. None while a key is missing.
+fn credentials_digest(uid: &str, secret: &Secret, refs: &CredentialsSecretRef) -> Option<String> {
+    use sha2::Digest;
+    let data = secret.data.as_ref()?;
+    let mut hash = sha2::Sha256::new();
+    hash.update(uid.as_bytes());
+    for (i, key) in
+        [&refs.access_key_id_key, &refs.secret_access_key_key, &refs.session_token_key].into_iter().enumerate()
+    {
+        let value = data.get(key.as_str()).map(|v| v.0.as_slice());
+        if i < 2 && value.is_none() {
+            return None;
+        }
+        hash.update([0xff]);
+        hash.update(value.unwrap_or_default().trim_ascii());
+    }
+    Some(hash.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
+}
+
 async fn get_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Secret>, Error> {
     Api::<Secret>::namespaced(ctx.client.clone(), namespace).get_opt(name).await.map_err(|source| Error::ReadSecret {
         namespace: namespace.to_owned(),
@@ -325,6 +346,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         Err(e) => return Err(e),
     };
     let secret_version = secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
+    let secret_digest = secret.as_ref().and_then(|s| credentials_digest(&uid, s, &refs));
     let platform_secret = match &spec.platform {
         Some(p) => get_secret(&ctx, &namespace, &p.secret_ref.name).await?,
         None => None,
@@ -343,6 +365,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     let facts = schedule::Facts {
         status: conn.status.as_ref(),
         generation: conn.metadata.generation,
+        secret_digest: secret_digest.as_deref(),
         secret_version: secret_version.as_deref(),
         platform_secret_version: platform_secret_version.as_deref(),
         requested: requested.as_deref(),
@@ -386,6 +409,16 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         Plan::WaitForChange => return Ok(Action::await_change()),
     }
 
+    // Validations of one object are spaced: a tenant annotating its Secret or connection in
+    // a loop cannot make the operator probe S3 or call the platform faster than this. A
+    // spec change (a new generation) is looked at at once.
+    let spec_changed = conn.status.as_ref().is_none_or(|s| s.observed_generation != conn.metadata.generation);
+    let left = ctx.spacing_left(&uid);
+    if !spec_changed && !left.is_zero() {
+        return Ok(Action::requeue(left));
+    }
+    ctx.validation_started(&uid);
+
     let owner = format!("{namespace}/{name}");
     let subject = Subject { spec, name: &name, namespace: &namespace, keys_from: KeysFrom::Secret };
     let existing = conn.status.as_ref().map(|s| s.platform_connections.clone()).unwrap_or_default();
@@ -419,7 +452,10 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
                         match super::platform::credentials(platform_secret.as_ref(), &p.secret_ref, &namespace) {
                             Err(cond) => cond,
                             Ok(creds) => {
-                                let version = secret_version.clone().unwrap_or_default();
+                                // Registered per key values: a metadata-only change of the
+                                // Secret never re-creates the registration.
+                                let version =
+                                    secret_digest.clone().or_else(|| secret_version.clone()).unwrap_or_default();
                                 let done = register::register(
                                     &ctx.platform,
                                     &creds,
@@ -464,7 +500,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
 
     let old = conn.status.clone().unwrap_or_default();
     let same_inputs = old.observed_generation == conn.metadata.generation
-        && old.credentials_version == secret_version
+        && !schedule::secret_changed(&old, secret_digest.as_deref(), secret_version.as_deref())
         && old.platform_secret_version == platform_secret_version;
     // A managed key S3 does not know yet (IAM propagates in seconds): retried, and a
     // rotation keeps the last Ready verdict meanwhile; the new Secret is our own change.
@@ -509,7 +545,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
                 secret_wait.is_some() || propagating,
                 location.as_ref(),
                 report,
-                secret_version,
+                (secret_version, secret_digest),
                 now,
             );
             status.platform_connection_id = register::primary_id(&platform_connections);
@@ -623,7 +659,7 @@ fn new_status(
     waiting_for_secret: bool,
     location: Option<&Location>,
     report: Option<&Report>,
-    secret_version: Option<String>,
+    (secret_version, secret_digest): (Option<String>, Option<String>),
     now: Timestamp,
 ) -> S3ConnectionStatus {
     let generation = conn.metadata.generation;
@@ -654,6 +690,7 @@ fn new_status(
         platform_secret_version: old.platform_secret_version.clone(),
         last_validated_time: Some(Time(now)),
         credentials_version: secret_version,
+        credentials_digest: secret_digest,
         last_handled_reconcile_at: old.last_handled_reconcile_at.clone(),
         managed_credentials: old.managed_credentials.clone(),
     }
@@ -724,11 +761,36 @@ fn referencing(store: &Store<S3Connection>, secret: &PartialObjectMeta<Secret>) 
         .collect()
 }
 
+/// Secrets per LIST page of the metadata watch.
+const SECRET_PAGE: u32 = 50;
+
+/// The last event of each Secret in `batch` (errors kept), in order.
+fn last_per_secret<E>(batch: Vec<Result<PartialObjectMeta<Secret>, E>>) -> Vec<Result<PartialObjectMeta<Secret>, E>> {
+    let key = |r: &Result<PartialObjectMeta<Secret>, E>| r.as_ref().ok().map(|s| (s.namespace(), s.name_any()));
+    let mut out: Vec<Result<PartialObjectMeta<Secret>, E>> = Vec::with_capacity(batch.len());
+    for item in batch {
+        if let Some(k) = key(&item)
+            && let Some(i) = out.iter().position(|o| key(o).as_ref() == Some(&k))
+        {
+            drop(out.remove(i));
+        }
+        out.push(item);
+    }
+    out
+}
+
 /// Runs the controller until a termination signal.
 pub async fn run(ctx: Arc<Context>) {
     // Metadata only: secret values never sit in the operator's memory between probes.
     let secrets = super::api::<PartialObjectMeta<Secret>>(&ctx);
-    let secret_changes = watcher(secrets, ctx.config.watch_config()).backoff(super::watch_backoff()).touched_objects();
+    // Small LIST pages: a tenant's Secrets may carry up to 256 KiB of annotations each, and
+    // a page of 500 of them would be over 100 MB at once.
+    let secret_changes = watcher(secrets, ctx.config.watch_config().page_size(SECRET_PAGE))
+        .backoff(super::watch_backoff())
+        .touched_objects()
+        // A burst of events for one Secret (someone re-annotating it in a loop) maps once.
+        .ready_chunks(256)
+        .flat_map(|batch| futures::stream::iter(last_per_secret(batch)));
     super::run_controller(
         ctx.clone(),
         "S3Connection",

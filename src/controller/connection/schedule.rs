@@ -101,9 +101,20 @@ fn last_next(status: &S3ConnectionStatus) -> Option<Reason> {
     })
 }
 
+/// Whether the keys differ from the ones last validated: by their digest where both are
+/// known (a metadata-only change of the Secret is no change), else by resourceVersion.
+pub fn secret_changed(status: &S3ConnectionStatus, digest: Option<&str>, version: Option<&str>) -> bool {
+    match (status.credentials_digest.as_deref(), digest) {
+        (Some(old), Some(new)) => old != new,
+        _ => status.credentials_version.as_deref() != version,
+    }
+}
+
 pub struct Facts<'a> {
     pub status: Option<&'a S3ConnectionStatus>,
     pub generation: Option<i64>,
+    /// The digest of the key values in the Secret now (None: not found or incomplete).
+    pub secret_digest: Option<&'a str>,
     /// resourceVersion of the credentials Secret now (None: not found).
     pub secret_version: Option<&'a str>,
     /// resourceVersion of the platform Secret now, when spec.platform names one.
@@ -122,7 +133,7 @@ pub struct Facts<'a> {
 pub fn plan(f: &Facts<'_>) -> Plan {
     let Some(status) = f.status else { return Plan::ValidateNow };
     if status.observed_generation != f.generation
-        || status.credentials_version.as_deref() != f.secret_version
+        || secret_changed(status, f.secret_digest, f.secret_version)
         || status.platform_secret_version.as_deref() != f.platform_secret_version
         || (f.requested.is_some() && status.last_handled_reconcile_at.as_deref() != f.requested)
     {
@@ -170,6 +181,7 @@ mod tests {
         Facts {
             status: Some(status),
             generation: Some(1),
+            secret_digest: None,
             secret_version: Some("100"),
             platform_secret_version: None,
             requested: None,
@@ -204,6 +216,25 @@ mod tests {
         assert_eq!(plan(&Facts { secret_version: Some("101"), ..facts(&s, 0) }), Plan::ValidateNow);
         assert_eq!(plan(&Facts { secret_version: None, ..facts(&s, 0) }), Plan::ValidateNow);
         assert_eq!(plan(&Facts { platform_secret_version: Some("7"), ..facts(&s, 0) }), Plan::ValidateNow);
+    }
+
+    #[test]
+    fn a_secret_whose_keys_are_unchanged_is_no_reason_to_validate() {
+        let mut s = status(Cond::ok(READY, Reason::Validated, "ok"), 1, "100");
+        s.credentials_digest = Some("d1".into());
+        // Labels or annotations changed (a new resourceVersion), the keys did not.
+        let metadata_only = Facts { secret_version: Some("101"), secret_digest: Some("d1"), ..facts(&s, 0) };
+        assert!(matches!(plan(&metadata_only), Plan::WaitFor(_)), "{:?}", plan(&metadata_only));
+        let new_keys = Facts { secret_version: Some("102"), secret_digest: Some("d2"), ..facts(&s, 0) };
+        assert_eq!(plan(&new_keys), Plan::ValidateNow);
+        // The Secret gone: a change.
+        assert_eq!(plan(&Facts { secret_version: None, secret_digest: None, ..facts(&s, 0) }), Plan::ValidateNow);
+        // A status from before digests: the resourceVersion decides, once.
+        s.credentials_digest = None;
+        assert_eq!(
+            plan(&Facts { secret_version: Some("101"), secret_digest: Some("d1"), ..facts(&s, 0) }),
+            Plan::ValidateNow
+        );
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub fn shared() -> &'static PathBuf {
             "mgdb",
             "vap",
             "down",
+            "spacing",
             "netca",
             "netnoca",
         ]
@@ -107,6 +108,8 @@ fn spawn_env(
         // and a Secret that is late against 4 s, not 120 s.
         .args(["--platform-create-timeout", "10", "--secret-grace", "4"])
         .args(extra)
+        // Tests ask for validations back to back; the spacing is tested on its own.
+        .env("S3CONNECT_MIN_VALIDATION_SPACING", "0")
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", rust_log)
         .envs(vars.iter().copied())
