@@ -729,7 +729,7 @@ async fn requests_in_a_loop_are_spaced() {
     // Six requests within 0.6 s: at most two validations (one when the spacing allows, one
     // for the newest request), never six.
     let validations = (total - start) as f64 / one_validation as f64;
-    assert!(validations <= 2.0 && validations >= 1.0, "{validations} validations for six requests");
+    assert!((1.0..=2.0).contains(&validations), "{validations} validations for six requests");
     drop(operator.stdin.take());
     assert!(operator.wait().unwrap().success());
 }
