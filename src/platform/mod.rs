@@ -12,12 +12,15 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 use crate::s3::client::Keys;
+
+/// The most of an answer the client reads (the platform's answers are a few kilobytes).
+const MAX_BODY: usize = 4 << 20;
 
 pub const DEFAULT_URL: &str = "https://api.labellerr.com";
 /// The labelling UI's origin, which the connection calls carry like the SDK's.
@@ -620,7 +623,10 @@ impl Client {
                 Ok(Ok(r)) => r,
             };
             let status = response.status().as_u16();
-            let body = match tokio::time::timeout(timeout, response.into_body().collect()).await {
+            // Bounded: the platform's answers are small, and a broken proxy in front of it
+            // must not take the operator's memory.
+            let body = match tokio::time::timeout(timeout, Limited::new(response.into_body(), MAX_BODY).collect()).await
+            {
                 Ok(Ok(b)) => b.to_bytes(),
                 _ if create && (200..300).contains(&status) => {
                     return Err(unknown("the answer was cut off".into()));

@@ -9,7 +9,9 @@ use std::time::Duration;
 use aws_sdk_s3::config::{
     BehaviorVersion, ConfigBag, Credentials, IdentityCache, Intercept, Region, RequestChecksumCalculation,
     ResponseChecksumValidation, RuntimeComponents, SharedHttpClient, StalledStreamProtectionConfig,
-    interceptors::{BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef},
+    interceptors::{
+        BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+    },
     retry::RetryConfig,
     timeout::TimeoutConfig,
 };
@@ -172,6 +174,37 @@ pub fn contacted_url(endpoint: Option<&str>, force_path_style: bool, bucket: &st
     }
 }
 
+/// The most of a response body the operator reads: the probes' answers are a few kilobytes
+/// (a one-key listing, a CORS configuration of at most 100 rules, a 1-byte range), and a
+/// tenant's endpoint answering a gigabyte must not take the operator's memory.
+pub const MAX_RESPONSE_BODY: usize = 1 << 20;
+
+/// Refuses a response body past `MAX_RESPONSE_BODY`: at once when its length says so, else
+/// as it is read (the body is wrapped before the SDK buffers it to deserialize).
+#[derive(Debug)]
+struct BoundedBodies;
+
+impl Intercept for BoundedBodies {
+    fn name(&self) -> &'static str {
+        "BoundedBodies"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let body = context.response_mut().body_mut();
+        if let Some(n) = body.content_length().filter(|n| *n > MAX_RESPONSE_BODY as u64) {
+            return Err(format!("the answer is {n} bytes, more than the {MAX_RESPONSE_BODY} the operator reads").into());
+        }
+        let taken = std::mem::replace(body, aws_smithy_types::body::SdkBody::taken());
+        *body = aws_smithy_types::body::SdkBody::from_body_1_x(http_body_util::Limited::new(taken, MAX_RESPONSE_BODY));
+        Ok(())
+    }
+}
+
 /// A client that signs with `keys` and sends to `target`.
 pub fn client(keys: &Keys, target: &Target) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config(keys, target).build())
@@ -192,6 +225,7 @@ fn config(keys: &Keys, target: &Target) -> aws_sdk_s3::config::Builder {
         .region(Region::new(target.region.clone()))
         .force_path_style(target.force_path_style)
         .retry_config(RetryConfig::disabled())
+        .interceptor(BoundedBodies)
         // Static keys, used once: nothing to cache.
         .identity_cache(IdentityCache::no_cache())
         // The probes move a few hundred bytes under an attempt timeout; throughput

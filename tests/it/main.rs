@@ -16,6 +16,7 @@ mod gitops;
 mod isolation;
 mod launcher;
 mod managed;
+mod memory;
 mod network;
 mod operations;
 mod packaging;
