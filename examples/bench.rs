@@ -369,6 +369,65 @@ async fn scale(n: usize) {
     }
 }
 
+/// `n` connections in the benchmark's namespace, all on one Secret that someone annotates
+/// every 2 s (metadata only), and then a connection in another namespace: how long that one
+/// takes to be Ready, and what the annotations cost the noisy namespace.
+async fn noisy(n: usize) {
+    let (env, kube) = setup_with_secrets().await;
+    let (_, ready_at) = create_until_ready(&kube, &env, n, |_| "keys-0".into(), "10m", Duration::from_secs(1800)).await;
+    assert_eq!(ready_at.len(), n, "not every noisy connection became Ready");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = get(&env.metrics).await;
+    let annotating = tokio::spawn({
+        let (kube, keys) = (kube.clone(), env.keys.clone());
+        async move {
+            for tick in 1.. {
+                secret(&kube, "keys-0", &keys, tick).await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The quiet namespace: one Secret, one connection.
+    let quiet = "quiet";
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": quiet}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(kube.clone())
+        .create(&PostParams::default(), &serde_json::from_value(ns).unwrap())
+        .await
+        .unwrap();
+    let s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keys"},
+        "stringData": {"AWS_ACCESS_KEY_ID": env.keys.access_key_id, "AWS_SECRET_ACCESS_KEY": env.keys.secret_access_key}});
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(kube.clone(), quiet)
+        .create(&PostParams::default(), &serde_json::from_value(s).unwrap())
+        .await
+        .unwrap();
+    let api = Api::<S3Connection>::namespaced(kube.clone(), quiet);
+    let obj = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": "quiet"},
+        "spec": {"uri": "s3://bench-0/data/", "credentials": {"secretRef": {"name": "keys"}}, "endpoint": env.s3, "forcePathStyle": true}});
+    let started = Instant::now();
+    api.create(&PostParams::default(), &serde_json::from_value(obj).unwrap()).await.unwrap();
+    let mut took = None;
+    while started.elapsed() < Duration::from_secs(120) {
+        if api.get("quiet").await.is_ok_and(|c| ready(&c)) {
+            took = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    annotating.abort();
+    let after = get(&env.metrics).await;
+    let delta = |name: &str| sum(&after, name, &KIND) - sum(&before, name, &KIND);
+    let s3 = sum(&after, "s3connect_s3_requests_total", &[]) - sum(&before, "s3connect_s3_requests_total", &[]);
+    let (_, _, hwm) = proc_stats(env.operator_pid);
+    println!(
+        "| {n} on one Secret annotated every 2 s | quiet Ready after {} | {:.0} reconciles and {s3:.0} S3 requests while annotating (the quiet connection's own validation included) | peak RSS {:.1} MiB |",
+        took.map_or("(not within 120 s)".to_owned(), |t| format!("{:.2} s", t.as_secs_f64())),
+        delta("s3connect_reconciliations_total"),
+        hwm as f64 / 1024.0,
+    );
+}
+
 async fn rotate(n: usize) {
     let (env, kube) = setup().await;
     secret(&kube, "shared", &env.keys, 0).await;
@@ -545,10 +604,11 @@ async fn main() {
     match args.get(1).map(String::as_str) {
         Some("scale") => scale(n).await,
         Some("rotate") => rotate(n).await,
+        Some("noisy") => noisy(n).await,
         // Its own single-threaded runtime, on a thread of its own.
         Some("s3") => std::thread::spawn(move || s3_overhead(n as u32)).join().unwrap(),
         Some("idle") => idle(n, args.get(3).and_then(|v| v.parse().ok()).unwrap_or(2)).await,
         Some("steady") => steady(n, args.get(3).and_then(|v| v.parse().ok()).unwrap_or(10)).await,
-        _ => eprintln!("usage: bench scale N | rotate N | steady N MINUTES | idle N MINUTES | s3 N"),
+        _ => eprintln!("usage: bench scale N | rotate N | noisy N | steady N MINUTES | idle N MINUTES | s3 N"),
     }
 }

@@ -25,11 +25,7 @@ const N: usize = 20;
 #[tokio::test]
 async fn a_lagging_watch_and_an_api_server_restart_never_create_twice_or_lose_an_id() {
     // A private control plane: restarting the shared one would disturb every other test.
-    let (mut launcher, env_file) = support::launch_private(&[]);
-    let vars = std::fs::read_to_string(&env_file).unwrap();
-    let var = |k: &str| vars.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap().to_owned();
-    let kubeconfig = std::path::PathBuf::from(var("KUBECONFIG"));
-    let run_dir = std::path::PathBuf::from(var("S3CONNECT_TEST_RUN_DIR"));
+    let support::Private { mut launcher, kubeconfig, run_dir, client } = support::private(&[]).await;
     let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&kubeconfig).unwrap()).unwrap();
     let server = config["clusters"][0]["cluster"]["server"].as_str().unwrap().to_owned();
 
@@ -48,15 +44,6 @@ async fn a_lagging_watch_and_an_api_server_restart_never_create_twice_or_lose_an
     let lagging = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("kubeconfig-lagging-{}", std::process::id()));
     std::fs::write(&lagging, serde_json::to_string(&config).unwrap()).unwrap();
-    let client = {
-        let config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-        kube::Client::try_from(config).unwrap()
-    };
 
     let ns = support::namespace(&client, "once").await;
     let bucket = s3::bucket("once", "us-east-1").await;

@@ -534,20 +534,7 @@ async fn no_key_material_reaches_the_log_at_debug_or_trace() {
 #[tokio::test]
 async fn after_an_api_server_restart_new_objects_are_reconciled_within_seconds() {
     // A private control plane: restarting the shared one would disturb every other test.
-    let (mut launcher, env_file) = crate::support::launch_private(&[]);
-    let vars = std::fs::read_to_string(&env_file).unwrap();
-    let var = |k: &str| vars.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap().to_owned();
-    let kubeconfig = std::path::PathBuf::from(var("KUBECONFIG"));
-    let run_dir = std::path::PathBuf::from(var("S3CONNECT_TEST_RUN_DIR"));
-    let client = {
-        let config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-        kube::Client::try_from(config).unwrap()
-    };
+    let support::Private { mut launcher, kubeconfig, run_dir, client } = support::private(&[]).await;
     let ns = support::namespace(&client, "restart-api").await;
     let bucket = s3::bucket("restart-api", "us-east-1").await;
     s3::put(&bucket, "images/cat.jpg", b"a cat").await;

@@ -57,19 +57,7 @@ fn endless_body() -> u16 {
 #[tokio::test]
 async fn bulky_secrets_and_an_endless_answer_do_not_take_the_operators_memory() {
     // A private control plane: 150 MB of Secrets would slow every other test's.
-    let (mut launcher, env_file) = support::launch_private(&[]);
-    let vars = std::fs::read_to_string(&env_file).unwrap();
-    let kubeconfig =
-        std::path::PathBuf::from(vars.lines().find_map(|l| l.strip_prefix("KUBECONFIG=")).unwrap().to_owned());
-    let client = {
-        let config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-        kube::Client::try_from(config).unwrap()
-    };
+    let support::Private { mut launcher, kubeconfig, client, .. } = support::private(&[]).await;
     let bulky = support::namespace(&client, "bulky").await;
     let annotation = "x".repeat(250_000);
     let secrets = Api::<Secret>::namespaced(client.clone(), &bulky);

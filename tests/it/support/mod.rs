@@ -106,6 +106,29 @@ pub fn launch_private(extra: &[&str]) -> (Child, PathBuf) {
     (child, env_file)
 }
 
+/// A private control plane (see `launch_private`) and an admin client for it.
+pub struct Private {
+    /// Closing its stdin tears the environment down.
+    pub launcher: Child,
+    pub kubeconfig: PathBuf,
+    /// The launcher's run directory (its pid file, the API server's certificates).
+    pub run_dir: PathBuf,
+    pub client: kube::Client,
+}
+
+/// Starts a private control plane and connects to it as the admin.
+pub async fn private(extra: &[&str]) -> Private {
+    let (launcher, env_file) = launch_private(extra);
+    let vars = std::fs::read_to_string(&env_file).unwrap();
+    let var = |k: &str| vars.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap().to_owned();
+    let (kubeconfig, run_dir) = (PathBuf::from(var("KUBECONFIG")), PathBuf::from(var("S3CONNECT_TEST_RUN_DIR")));
+    let config = kube::Config::from_custom_kubeconfig(Kubeconfig::read_from(&kubeconfig).unwrap(), &Default::default())
+        .await
+        .expect("a valid private kubeconfig");
+    let client = kube::Client::try_from(config).expect("a client for the private API server");
+    Private { launcher, kubeconfig, run_dir, client }
+}
+
 fn launch() -> PathBuf {
     let script = repo_root().join("testenv/launch.py");
     let mut child = Command::new("python3")
