@@ -75,9 +75,9 @@ pub async fn keep_status(ctx: Arc<Context>, store: Store<S3Connection>) {
                 *served.entry(grant).or_default() += 1;
             }
         }
-        for grant in grants {
+        for grant in grants.iter().filter(|g| counts_all(&ctx.config, g)) {
             let name = grant.name_any();
-            let status = status_of(&grant, served.get(&name).copied().unwrap_or(0));
+            let status = status_of(grant, served.get(&name).copied().unwrap_or(0));
             if grant.status.as_ref().is_some_and(|s| same(s, &status)) {
                 continue;
             }
@@ -90,6 +90,18 @@ pub async fn keep_status(ctx: Arc<Context>, store: Store<S3Connection>) {
             }
         }
     }
+}
+
+/// Whether this instance sees every connection `grant` may serve, and so may write its
+/// count: it serves every namespace the grant names, and all namespaces when the grant has
+/// a selector. Instances sharded by namespace (`--namespace`, `--ignore-namespaces`) leave
+/// the others' grants alone instead of writing each other's partial counts.
+pub fn counts_all(config: &crate::controller::Config, grant: &S3AccessGrant) -> bool {
+    let serves = |ns: &str| {
+        config.namespace.as_deref().is_none_or(|only| only == ns) && !config.ignore_namespaces.iter().any(|i| i == ns)
+    };
+    let whole_cluster = config.namespace.is_none() && config.ignore_namespaces.is_empty();
+    grant.spec.namespaces.iter().all(|ns| serves(ns)) && (grant.spec.namespace_selector.is_none() || whole_cluster)
 }
 
 fn same(old: &S3AccessGrantStatus, new: &S3AccessGrantStatus) -> bool {
@@ -149,6 +161,37 @@ mod tests {
 
     fn grant(spec: serde_json::Value) -> S3AccessGrant {
         S3AccessGrant::new("g", serde_json::from_value(spec).unwrap())
+    }
+
+    fn config(namespace: Option<&str>, ignore: &[&str]) -> crate::controller::Config {
+        crate::controller::Config {
+            allowed_endpoints: crate::endpoints::AllowList::new(Vec::<String>::new()),
+            concurrency: 1,
+            namespace_concurrency: 1,
+            validation_timeout: Duration::from_secs(1),
+            transient_grace: Duration::from_secs(1),
+            unreachable_grace: Duration::from_secs(1),
+            min_validation_spacing: Duration::ZERO,
+            secret_grace: Duration::from_secs(1),
+            namespace: namespace.map(str::to_owned),
+            ignore_namespaces: ignore.iter().map(|s| (*s).to_owned()).collect(),
+            managed: None,
+        }
+    }
+
+    #[test]
+    fn only_an_instance_that_sees_all_of_a_grants_namespaces_writes_its_count() {
+        let named = grant(serde_json::json!({"namespaces": ["a", "b"], "buckets": [{"bucket": "x"}]}));
+        let selected =
+            grant(serde_json::json!({"namespaceSelector": {"matchLabels": {"t": "a"}}, "buckets": [{"bucket": "x"}]}));
+        assert!(counts_all(&config(None, &[]), &named) && counts_all(&config(None, &[]), &selected));
+        assert!(!counts_all(&config(Some("a"), &[]), &named), "a shard serving a alone");
+        assert!(counts_all(
+            &config(Some("a"), &[]),
+            &grant(serde_json::json!({"namespaces": ["a"], "buckets": [{"bucket": "x"}]}))
+        ));
+        assert!(!counts_all(&config(None, &["b"]), &named));
+        assert!(!counts_all(&config(None, &["c"]), &selected), "a selector may choose an ignored namespace");
     }
 
     #[test]
