@@ -69,9 +69,9 @@ pub enum Reason {
     /// (yet): looked up again, never blindly created again.
     RegistrationUnconfirmed,
     // CredentialsValid, managed credentials (spec.credentials.managed)
-    /// The operator was not set up to manage credentials (no --managed-buckets).
+    /// The operator was not set up to manage credentials (no --managed-credentials).
     ManagedCredentialsDisabled,
-    /// The bucket is not in the operator's --managed-buckets list.
+    /// No S3AccessGrant covers the connection's namespace, bucket, prefix, usage and deletion policy.
     ManagedBucketNotAllowed,
     /// IAM denied a call to the operator's own identity.
     OperatorIamDenied,
