@@ -87,7 +87,12 @@ pub fn after_api_error(failures: u32, interval: Duration, jitter: f64) -> Durati
 fn last_next(status: &S3ConnectionStatus) -> Option<Reason> {
     let ready = status.conditions.iter().find(|c| c.type_ == READY)?;
     if ready.status == "True" {
-        return Some(Reason::Validated);
+        // Held Ready while validations fail (the transient grace): retried with backoff
+        // like any failure, not at the Ready interval, so that Ready turns False when the
+        // grace ends rather than at the next scheduled validation.
+        let held =
+            status.conditions.iter().any(|c| c.type_ == crate::api::conditions::RECONCILING && c.status == "True");
+        return Some(if held { Reason::S3Error } else { Reason::Validated });
     }
     Some(match ready.reason.as_str() {
         "InvalidUri" => Reason::InvalidUri,
@@ -216,6 +221,23 @@ mod tests {
         assert_eq!(plan(&Facts { secret_version: Some("101"), ..facts(&s, 0) }), Plan::ValidateNow);
         assert_eq!(plan(&Facts { secret_version: None, ..facts(&s, 0) }), Plan::ValidateNow);
         assert_eq!(plan(&Facts { platform_secret_version: Some("7"), ..facts(&s, 0) }), Plan::ValidateNow);
+    }
+
+    #[test]
+    fn a_connection_held_ready_through_failures_is_retried_with_backoff_not_at_its_interval() {
+        use crate::api::conditions::RECONCILING;
+        let mut s = status(Cond::ok(READY, Reason::Validated, "ok"), 1, "100");
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let held = Cond {
+            status: crate::api::conditions::Status::True,
+            ..Cond::failed(RECONCILING, Reason::S3Error, "still Ready; retrying")
+        };
+        s.conditions = merge(&[], &[Cond::ok(READY, Reason::Validated, "ok"), held], Some(1), &now);
+        assert_eq!(s.conditions.len(), 2);
+        // 30 s after the last complete validation: due by backoff (10 s), not in 10 minutes.
+        assert_eq!(plan(&Facts { failures: 1, ..facts(&s, 30) }), Plan::ValidateNow);
+        let ready = status(Cond::ok(READY, Reason::Validated, "ok"), 1, "100");
+        assert!(matches!(plan(&facts(&ready, 30)), Plan::WaitFor(_)));
     }
 
     #[test]
