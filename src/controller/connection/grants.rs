@@ -120,18 +120,16 @@ fn same(old: &S3AccessGrantStatus, new: &S3AccessGrantStatus) -> bool {
 
 /// Pure: the status a grant should have, serving `connections`.
 pub fn status_of(grant: &S3AccessGrant, connections: i64) -> S3AccessGrantStatus {
-    let bad_selector = grant
-        .spec
-        .namespace_selector
-        .as_ref()
-        .and_then(|s| kube::core::Selector::try_from(s.clone()).err().map(|e| e.to_string()))
-        .or_else(|| {
-            grant.spec.namespace_selector.as_ref().and_then(|s| {
-                kube::core::Selector::try_from(s.clone()).ok().filter(kube::core::Selector::selects_all).map(|_| {
-                    "an empty selector selects no namespace here (a grant to every namespace must say so with an expression)".to_owned()
-                })
-            })
-        });
+    let bad_selector = grant.spec.namespace_selector.as_ref().and_then(|s| {
+        match kube::core::Selector::try_from(s.clone()) {
+        Err(e) => Some(e.to_string()),
+        Ok(selector) if selector.selects_all() => Some(
+            "an empty selector selects no namespace here (a grant to every namespace must say so with an expression)"
+                .to_owned(),
+        ),
+        Ok(_) => None,
+    }
+    });
     let cond = match bad_selector {
         Some(why) if grant.spec.namespaces.is_empty() => NamedCond::new(
             conditions::READY,
