@@ -119,23 +119,31 @@ where
 {
     let (namespace, name) =
         (object.meta().namespace.clone().unwrap_or_default(), object.meta().name.clone().unwrap_or_default());
+    let result = apply_at(&Api::<K>::namespaced(ctx.client.clone(), &namespace), &name, status, version).await;
+    if let Err(e) = &result {
+        refused(ctx, object, e).await;
+    }
+    result
+}
+
+/// The write of `apply`, without the event: the whole status under the operator's field
+/// manager, preconditioned on `version`, which becomes the written object's.
+pub async fn apply_at<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &impl serde::Serialize,
+    version: &mut Option<String>,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let mut patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
     if let Some(v) = version.as_deref() {
         patch["metadata"] = json!({"resourceVersion": v});
     }
-    let result = Api::<K>::namespaced(ctx.client.clone(), &namespace)
-        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await;
-    match result {
-        Ok(written) => {
-            *version = written.meta().resource_version.clone();
-            Ok(())
-        }
-        Err(e) => {
-            refused(ctx, object, &e).await;
-            Err(e)
-        }
-    }
+    let written = api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    *version = written.meta().resource_version.clone();
+    Ok(())
 }
 
 /// Whether the API server refused a write because the object changed since it was read:

@@ -171,6 +171,18 @@ pub fn key_propagating(
     refused && young
 }
 
+/// How long `Reconciling` has been True, and for what reason (None: it is not).
+pub fn reconciling_for(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    now: k8s_openapi::jiff::Timestamp,
+) -> Option<(&str, std::time::Duration)> {
+    let c = conditions.iter().find(|c| c.type_ == crate::api::conditions::RECONCILING && c.status == "True")?;
+    Some((
+        c.reason.as_str(),
+        std::time::Duration::try_from(now.duration_since(c.last_transition_time.0)).unwrap_or_default(),
+    ))
+}
+
 /// `hold_ready` for a failure the caller knows to be `retryable`.
 pub fn hold_ready_if(
     old: &crate::api::connection::S3ConnectionStatus,

@@ -95,6 +95,20 @@ pub async fn installation(client: &kube::Client, namespace: &str, release: &str)
     Ok(Installation { id, release: release.to_owned() })
 }
 
+/// Deletes the managed key Secret `secret` (already shown to be the connection's), only if
+/// it is still that object (its uid as a precondition); one already gone is fine.
+pub async fn delete_secret(secrets: &Api<Secret>, secret: &Secret) -> Result<(), kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid: secret.uid(), resource_version: None }),
+        ..Default::default()
+    };
+    match secrets.delete(&secret.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Who the connection's IAM user belongs to.
 pub fn owner(managed: &Managed, conn: &S3Connection) -> Owner {
     Owner {
@@ -112,8 +126,6 @@ pub struct Ensured {
     /// The Secret with the current key, as read or just written: the validation reads
     /// its keys from this, not from another GET.
     pub secret: Option<Secret>,
-    /// A rotation someone asked for waits until then (`--min-rotation-interval`).
-    pub rotation_waits_until: Option<Timestamp>,
 }
 
 fn blocked(reason: Reason, message: String) -> Blocker {
@@ -231,16 +243,7 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
                 Err(e) => return Ok(Err(from_iam(&e))),
             };
             if let Some(s) = &secret {
-                let uid = s.uid();
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions { uid, resource_version: None }),
-                    ..Default::default()
-                };
-                match secrets.delete(&secret_name, &params).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(e),
-                }
+                delete_secret(&secrets, s).await?;
             }
             tracing::warn!(connection = %format!("{namespace}/{name}"), user = %user, keys = revoked, "no S3AccessGrant covers the connection any more: its managed access keys were deactivated and deleted");
             return Ok(Err(blocked(Reason::ManagedBucketNotAllowed, message)));
@@ -297,7 +300,7 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     let needs_policy = annotation(POLICY_ANNOTATION).as_deref() != Some(policy_hash.as_str());
     let rotate = !needs_key && (due || asked) && waits_until.is_none();
     if !needs_key && !needs_policy && !rotate {
-        return Ok(Ok(Ensured { status, secret, rotation_waits_until: waits_until }));
+        return Ok(Ok(Ensured { status, secret }));
     }
     // Whatever is about to change in IAM, the user is this connection's first (its tags),
     // never a person's or another installation's of the same name.
@@ -379,7 +382,7 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     } else if keys_to_write.is_some() {
         tracing::info!(connection = %connection, user = %user, "managed access key created");
     }
-    Ok(Ok(Ensured { status, secret: Some(written), rotation_waits_until: waits_until }))
+    Ok(Ok(Ensured { status, secret: Some(written) }))
 }
 
 /// Whether a key made at `created` is `interval` old. A key of unknown age (the annotation

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use self::decide::{Blocker, KeysFrom, Next, Subject, Verdict, decide};
 use self::schedule::{Plan, jitter_fraction, parse_interval, plan, revalidate_after};
-use super::{BadValue, Context, FIELD_MANAGER};
+use super::{BadValue, Context};
 use crate::api::conditions::{self, Cond};
 use crate::api::connection::{CorsState, CredentialsSecretRef, S3Connection, S3ConnectionStatus};
 use crate::s3::client::Keys;
@@ -137,15 +137,11 @@ fn record_intents(
     let api = Api::<S3Connection>::namespaced(ctx.client.clone(), &conn.namespace().unwrap_or_default());
     let name = conn.name_any();
     Box::pin(async move {
-        let mut patch =
-            serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "status": status});
-        if let Some(v) = current(&version) {
-            patch["metadata"] = serde_json::json!({"resourceVersion": v});
-        }
-        match api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
-            Ok(written) => {
+        let mut at = current(&version);
+        match super::status::apply_at(&api, &name, &status, &mut at).await {
+            Ok(()) => {
                 if let Ok(mut v) = version.lock() {
-                    *v = written.resource_version();
+                    *v = at;
                 }
                 Ok(())
             }
@@ -244,15 +240,11 @@ async fn switch_off_managed(conn: &S3Connection, ctx: &Context) -> Result<Action
         source,
     })? && s.owner_references().iter().any(|o| o.uid == uid)
     {
-        let params = kube::api::DeleteParams {
-            preconditions: Some(kube::api::Preconditions { uid: s.uid(), resource_version: None }),
-            ..Default::default()
-        };
-        match secrets.delete(&secret_name, &params).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(source) => return Err(Error::WriteManaged { namespace, name, source }),
-        }
+        managed::delete_secret(&secrets, &s).await.map_err(|source| Error::WriteManaged {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        })?;
     }
     let rest: Vec<String> = conn.finalizers().iter().filter(|f| *f != managed::FINALIZER).cloned().collect();
     let mut version = set_finalizers(ctx, conn, rest).await?;
@@ -321,13 +313,9 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     }
     // Managed credentials: the IAM user and a current key exist before the Secret is read.
     let (mut managed_status, mut managed_blocker, mut managed_secret) = (None, None, None);
-    let mut rotation_waits_until = None;
     if spec.credentials.managed.is_some() {
         match managed::ensure(&ctx, &conn).await {
-            Ok(Ok(ensured)) => {
-                (managed_status, managed_secret) = (Some(ensured.status), Some(ensured.secret));
-                rotation_waits_until = ensured.rotation_waits_until;
-            }
+            Ok(Ok(ensured)) => (managed_status, managed_secret) = (Some(ensured.status), Some(ensured.secret)),
             Ok(Err(blocker)) => managed_blocker = Some(blocker),
             Err(source) => return Err(Error::WriteManaged { namespace, name, source }),
         }
@@ -347,6 +335,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     };
     let secret_version = secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
     let secret_digest = secret.as_ref().and_then(|s| credentials_digest(&uid, s, &refs));
+    let rotation_waits_until = managed_status.as_ref().and_then(|m| m.rotation_waits_until.as_ref()).map(|t| t.0);
     let platform_secret = match &spec.platform {
         Some(p) => get_secret(&ctx, &namespace, &p.secret_ref.name).await?,
         None => None,
@@ -378,14 +367,9 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     // now, so that Ready turns False then and not at the next scheduled validation.
     let down_for = conn.status.as_ref().and_then(|s| {
         let ready = s.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == "True");
-        let reconciling = s.conditions.iter().find(|c| {
-            c.type_ == conditions::RECONCILING
-                && c.status == "True"
-                && c.reason == conditions::Reason::EndpointUnreachable.as_str()
-        });
-        reconciling
-            .filter(|_| ready)
-            .map(|c| Duration::try_from(now.duration_since(c.last_transition_time.0)).unwrap_or_default())
+        decide::reconciling_for(&s.conditions, now)
+            .filter(|(reason, _)| ready && *reason == conditions::Reason::EndpointUnreachable.as_str())
+            .map(|(_, d)| d)
     });
     match plan(&facts) {
         Plan::ValidateNow => {}
@@ -522,12 +506,11 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     );
     // While held for a store that is down, look again by the end of the grace, so that
     // Ready turns False when it ends rather than at the next backoff step.
-    let grace_left = held.as_ref().filter(|_| down).and_then(|conds| {
-        conds.iter().find(|c| c.type_ == conditions::RECONCILING).map(|c| {
-            let since = Duration::try_from(now.duration_since(c.last_transition_time.0)).unwrap_or_default();
-            grace.saturating_sub(since)
-        })
-    });
+    let grace_left = held
+        .as_ref()
+        .filter(|_| down)
+        .and_then(|conds| decide::reconciling_for(conds, now))
+        .map(|(_, held_for)| grace.saturating_sub(held_for));
     let created = conn.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let secret_wait = decide::secret_grace_left(&verdict, created, now, ctx.config.secret_grace);
     let holding = held.is_some();
