@@ -290,6 +290,28 @@ fn proc_stats(pid: u32) -> (f64, f64, u64) {
     (ticks(11), ticks(12), hwm)
 }
 
+/// RSS now and at its peak, and what it is made of (anonymous memory, mapped files).
+fn memory(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    format!(
+        "RSS {:.1} MiB (anonymous {:.1}, files {:.1}), peak {:.1} MiB, {} threads",
+        kib("VmRSS:"),
+        kib("RssAnon:"),
+        kib("RssFile:"),
+        kib("VmHWM:"),
+        kib("Threads:") * 1024.0
+    )
+}
+
 async fn get(url: &str) -> String {
     let out = Command::new("curl").args(["-sf", url]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -327,6 +349,12 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 
 async fn scale(n: usize) {
     let (env, kube) = setup_with_secrets().await;
+    // Idle: started, caches synced, nothing to reconcile yet.
+    while get(&env.metrics).await.is_empty() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    eprintln!("idle, no objects: {}", memory(env.operator_pid));
     let api_before = operator_api_requests(&kube).await;
     let started = Instant::now();
     let (created, ready_at) = create_until_ready(&kube, &env, n, spread, "10m", Duration::from_secs(1800)).await;
@@ -357,6 +385,7 @@ async fn scale(n: usize) {
         busy * 1000.0,
         ready_at.len(),
     );
+    eprintln!("after {n}: {}", memory(env.operator_pid));
     eprintln!(
         "total wall {:.1}s, {reconciles} reconciles, {s3} S3 requests, {api} API requests",
         started.elapsed().as_secs_f64()
