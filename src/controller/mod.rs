@@ -3,7 +3,9 @@
 
 pub mod connection;
 pub mod dataset;
+pub mod driver;
 pub mod export;
+pub mod finalizer;
 pub mod platform;
 pub mod slots;
 pub mod status;

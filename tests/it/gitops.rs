@@ -5,9 +5,17 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PostParams};
+use s3connect::api::conditions::{NamedCond, Status, merge_named};
 use s3connect::api::connection::Usage;
+use s3connect::api::dataset::DatasetStatus;
+use s3connect::api::export::DatasetExportStatus;
 use s3connect::api::{Dataset, DatasetExport};
+use s3connect::controller::driver::Outcome;
+use s3connect::controller::status::with_kstatus;
+use s3connect::controller::{dataset, export};
+use s3connect::platform::ExportState;
 use s3connect::s3::policy::{Action, policy, required};
 use s3connect::s3::uri::Location;
 use serde_json::{Value, json};
@@ -45,6 +53,24 @@ fn verdicts(objects: &[Value]) -> Vec<(String, String)> {
         .iter()
         .map(|r| (r["kstatus"].as_str().unwrap().to_owned(), r["cel"].as_str().unwrap_or("").to_owned()))
         .collect()
+}
+
+fn now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
+
+/// `object` with the status the operator writes for `outcome` (its kstatus conditions
+/// included).
+fn with_outcome<S: serde::Serialize>(object: &Value, outcome: &Outcome<S>) -> Value {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let conds = with_kstatus(outcome.conditions(), outcome.retrying);
+    let mut status = serde_json::to_value(&outcome.status).unwrap();
+    status["observedGeneration"] = object["metadata"]["generation"].clone();
+    status["conditions"] =
+        serde_json::to_value(merge_named(&[], &conds, object["metadata"]["generation"].as_i64(), &now)).unwrap();
+    let mut o = object.clone();
+    o["status"] = status;
+    o
 }
 
 /// `object` as it is before the operator has seen it: no status.
@@ -101,7 +127,20 @@ async fn kstatus_and_the_flux_expressions_read_every_kind_in_every_state() {
     succeeded["status"] = json!({"observedGeneration": export["metadata"]["generation"], "phase": "Succeeded", "conditions": [
         {"type": "Ready", "status": "True", "reason": "ExportSucceeded", "message": "done", "lastTransitionTime": "2026-11-30T00:00:00Z"}]});
 
+    // The platform at work, decided as the operator decides it: an export running, a
+    // dataset processing. The one rule for every kind: Ready Unknown, Reconciling True.
+    let report = DatasetExportStatus { report_id: Some("rep-1".into()), ..Default::default() };
+    let running = export::decide::after_check(report, "rep-1", Ok(Some(ExportState::Running("Pending".into()))), now());
+    let connection_ready = NamedCond::new("ConnectionReady", Status::True, "ConnectionReady", "ready");
+    let processing = dataset::decide::adopted(DatasetStatus::default(), connection_ready, "ds-1".into());
+    for (kind, o) in [("export", &running.ready), ("dataset", &processing.ready)] {
+        assert_eq!(o.status, Status::Unknown, "{kind}: {o:?}");
+    }
+    let (running, processing) = (with_outcome(&export, &running), with_outcome(&dataset, &processing));
+
     let objects = vec![
+        running,
+        processing,
         conns[0].clone(),
         conns[1].clone(),
         conns[2].clone(),
@@ -119,12 +158,36 @@ async fn kstatus_and_the_flux_expressions_read_every_kind_in_every_state() {
     // object it has not seen yet (the gap the expressions close).
     assert_eq!(
         kstatus,
-        ["Current", "Failed", "InProgress", "Current", "Failed", "Current", "Current", "Failed", "Current"],
+        [
+            "InProgress",
+            "InProgress",
+            "Current",
+            "Failed",
+            "InProgress",
+            "Current",
+            "Failed",
+            "Current",
+            "Current",
+            "Failed",
+            "Current"
+        ],
         "{got:?}"
     );
     assert_eq!(
         flux,
-        ["Current", "Failed", "InProgress", "InProgress", "Failed", "Current", "InProgress", "Failed", "InProgress"],
+        [
+            "InProgress",
+            "InProgress",
+            "Current",
+            "Failed",
+            "InProgress",
+            "InProgress",
+            "Failed",
+            "Current",
+            "InProgress",
+            "Failed",
+            "InProgress"
+        ],
         "{got:?}"
     );
 }

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use self::decide::{Blocker, KeysFrom, Next, Subject, Verdict, decide};
 use self::schedule::{Plan, jitter_fraction, parse_interval, plan, revalidate_after};
-use super::{BadValue, Context};
+use super::{BadValue, Context, finalizer};
 use crate::api::conditions::{self, Cond};
 use crate::api::connection::{CorsState, CredentialsSecretRef, S3Connection, S3ConnectionStatus};
 use crate::s3::client::Keys;
@@ -100,19 +100,17 @@ async fn get_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Option
 }
 
 fn has_finalizer(conn: &S3Connection) -> bool {
-    conn.finalizers().iter().any(|f| f == register::FINALIZER)
+    finalizer::has(conn, register::FINALIZER)
 }
 
 /// Sets the finalizers to `finalizers`, failing if the object changed meanwhile; returns
 /// the object's new resourceVersion.
 async fn set_finalizers(ctx: &Context, conn: &S3Connection, finalizers: Vec<String>) -> Result<Option<String>, Error> {
-    let (namespace, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
-    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": conn.resource_version()}});
-    Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(|c| c.resource_version())
-        .map_err(|source| Error::WriteStatus { namespace, name, source })
+    finalizer::set(&ctx.client, conn, finalizers).await.map_err(|source| Error::WriteStatus {
+        namespace: conn.namespace().unwrap_or_default(),
+        name: conn.name_any(),
+        source,
+    })
 }
 
 /// The resourceVersion every status write of one reconcile is preconditioned on: the
@@ -194,8 +192,7 @@ async fn clean_up(conn: &S3Connection, ctx: &Context) -> Result<Action, Error> {
             return Ok(deletion_waits(ctx, conn, Cond { message, ..cond }).await);
         }
     }
-    let rest: Vec<String> = conn.finalizers().iter().filter(|f| *f != register::FINALIZER).cloned().collect();
-    set_finalizers(ctx, conn, rest).await?;
+    set_finalizers(ctx, conn, finalizer::without(conn, register::FINALIZER)).await?;
     info!(connection = %format!("{namespace}/{}", conn.name_any()), skipped = skip, "platform connections removed");
     Ok(Action::await_change())
 }
@@ -246,8 +243,7 @@ async fn switch_off_managed(conn: &S3Connection, ctx: &Context) -> Result<Action
             source,
         })?;
     }
-    let rest: Vec<String> = conn.finalizers().iter().filter(|f| *f != managed::FINALIZER).cloned().collect();
-    let mut version = set_finalizers(ctx, conn, rest).await?;
+    let mut version = set_finalizers(ctx, conn, finalizer::without(conn, managed::FINALIZER)).await?;
     if conn.status.as_ref().is_some_and(|s| s.managed_credentials.is_some()) {
         let status = S3ConnectionStatus { managed_credentials: None, ..conn.status.clone().unwrap_or_default() };
         super::status::apply(ctx, conn, &status, &mut version).await.map_err(|source| Error::WriteStatus {
@@ -263,7 +259,7 @@ async fn switch_off_managed(conn: &S3Connection, ctx: &Context) -> Result<Action
 /// Deletion of a managed connection: its IAM user, policy and keys (unless retained), then
 /// the finalizer. What IAM refused is shown in the status, and retried.
 async fn clean_up_managed(conn: &S3Connection, ctx: &Context) -> Result<Action, Error> {
-    if !conn.finalizers().iter().any(|f| f == managed::FINALIZER) {
+    if !finalizer::has(conn, managed::FINALIZER) {
         return Ok(Action::await_change());
     }
     let namespace = conn.namespace().unwrap_or_default();
@@ -272,8 +268,7 @@ async fn clean_up_managed(conn: &S3Connection, ctx: &Context) -> Result<Action, 
         let cond = Cond::failed(conditions::CREDENTIALS_VALID, reason, message);
         return Ok(deletion_waits(ctx, conn, cond).await);
     }
-    let rest: Vec<String> = conn.finalizers().iter().filter(|f| *f != managed::FINALIZER).cloned().collect();
-    set_finalizers(ctx, conn, rest).await?;
+    set_finalizers(ctx, conn, finalizer::without(conn, managed::FINALIZER)).await?;
     info!(connection = %format!("{namespace}/{}", conn.name_any()), "managed IAM user removed");
     Ok(Action::await_change())
 }
@@ -291,16 +286,12 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
 
     // Finalizers before anything is registered or made in IAM, so that nothing outside the
     // cluster outlives the object; one write for both.
-    let mut finalizers = conn.finalizers().to_vec();
-    for (wanted, finalizer) in
-        [(spec.platform.is_some(), register::FINALIZER), (spec.credentials.managed.is_some(), managed::FINALIZER)]
-    {
-        if wanted && !finalizers.iter().any(|f| f == finalizer) {
-            finalizers.push(finalizer.to_owned());
-        }
-    }
+    // (Only added here: each is removed once what it holds is gone.)
+    let wants =
+        [(spec.platform.is_some(), register::FINALIZER), (spec.credentials.managed.is_some(), managed::FINALIZER)];
+    let added: Vec<(bool, &str)> = wants.into_iter().filter(|(wanted, _)| *wanted).collect();
     let written_at: Version = Arc::new(std::sync::Mutex::new(conn.resource_version()));
-    if finalizers.len() != conn.finalizers().len() {
+    if let Some(finalizers) = finalizer::wanted(conn.as_ref(), &added) {
         let written = set_finalizers(&ctx, &conn, finalizers).await?;
         if let Ok(mut v) = written_at.lock() {
             *v = written;
@@ -308,7 +299,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     }
     // Managed credentials taken out of the spec: the IAM user they made goes too (no live
     // key is left behind), then the finalizer.
-    if spec.credentials.managed.is_none() && conn.finalizers().iter().any(|f| f == managed::FINALIZER) {
+    if spec.credentials.managed.is_none() && finalizer::has(conn.as_ref(), managed::FINALIZER) {
         return switch_off_managed(&conn, &ctx).await;
     }
     // Managed credentials: the IAM user and a current key exist before the Secret is read.

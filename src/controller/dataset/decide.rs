@@ -77,16 +77,8 @@ pub fn step(
     }
 }
 
-/// What a step ends with: the new status, conditions (Ready last), and what next.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
-    pub status: DatasetStatus,
-    pub conds: Vec<NamedCond>,
-    /// Reconciling (the operator works on it by itself) rather than Stalled, whenever
-    /// Ready is not True.
-    pub retrying: bool,
-    pub next: Next,
-}
+/// What a step ends with.
+pub type Outcome = crate::controller::driver::Outcome<DatasetStatus>;
 
 fn cond(type_: &'static str, status: Status, reason: R, message: impl Into<String>) -> NamedCond {
     NamedCond::new(type_, status, reason.as_str(), message)
@@ -108,7 +100,7 @@ pub fn blocked(mut status: DatasetStatus, problem: NamedCond) -> Outcome {
     // Ready carries the connection's own reason; the S3Connection watch brings the dataset
     // back when the connection changes.
     let ready = NamedCond { type_: READY, status: Status::False, ..problem.clone() };
-    Outcome { status, conds: vec![problem, ready], retrying: false, next: Next::After(Duration::from_secs(300)) }
+    Outcome { status, conds: vec![problem], ready, retrying: false, next: Next::After(Duration::from_secs(300)) }
 }
 
 /// The intent, as written before the platform hears of the dataset.
@@ -118,7 +110,7 @@ pub fn intent(mut status: DatasetStatus, ready: &NamedCond, name: &str, tracking
     status.creation_tracking_id = Some(tracking_id.to_owned());
     status.platform_name = Some(name.to_owned());
     let creating = not_yet(R::Creating, format!("Creating dataset {name:?} on the platform."));
-    Outcome { status, conds: vec![ready.clone(), creating], retrying: true, next: Next::AwaitChange }
+    Outcome { status, conds: vec![ready.clone()], ready: creating, retrying: true, next: Next::AwaitChange }
 }
 
 fn clear_intent(status: &mut DatasetStatus) {
@@ -132,7 +124,7 @@ pub fn adopted(mut status: DatasetStatus, ready: NamedCond, id: String) -> Outco
     status.phase = Some(DatasetPhase::Creating);
     let processing = not_yet(R::Processing, format!("The platform is processing dataset {id}."));
     status.dataset_id = Some(id);
-    Outcome { status, conds: vec![ready, processing], retrying: true, next: Next::After(Duration::from_secs(2)) }
+    Outcome { status, conds: vec![ready], ready: processing, retrying: true, next: Next::After(Duration::from_secs(2)) }
 }
 
 /// A dataset of this name exists on the platform and is someone else's (another namespace's,
@@ -149,7 +141,7 @@ pub fn name_in_use(mut status: DatasetStatus, ready: NamedCond, name: &str) -> O
             "A dataset named {name:?} already exists on the platform and is not this Dataset's (it lacks this Dataset's s3connect identity): set spec.displayName to a name of its own."
         ),
     );
-    Outcome { status, conds: vec![ready, conflict], retrying: false, next: Next::AwaitChange }
+    Outcome { status, conds: vec![ready], ready: conflict, retrying: false, next: Next::AwaitChange }
 }
 
 /// After the one create call.
@@ -170,7 +162,8 @@ pub fn after_create(status: DatasetStatus, ready: NamedCond, result: Result<Stri
             );
             Outcome {
                 status,
-                conds: vec![ready, c],
+                conds: vec![ready],
+                ready: c,
                 retrying: true,
                 next: Next::Retry { cap: Duration::from_secs(60) },
             }
@@ -184,7 +177,7 @@ pub fn after_create(status: DatasetStatus, ready: NamedCond, result: Result<Stri
             }
             let failed = platform_failure(&format!("creating dataset {name:?}"), &e);
             let next = if rejected { Next::AwaitChange } else { Next::Retry { cap: RETRY_CAP } };
-            Outcome { status, conds: vec![ready, failed], retrying: !rejected, next }
+            Outcome { status, conds: vec![ready], ready: failed, retrying: !rejected, next }
         }
     }
 }
@@ -217,7 +210,8 @@ pub fn after_check(
             let failed = platform_failure(&format!("reading dataset {id}"), &e);
             return Outcome {
                 status,
-                conds: vec![ready, failed],
+                conds: vec![ready],
+                ready: failed,
                 retrying: true,
                 next: Next::Retry { cap: RETRY_CAP },
             };
@@ -232,7 +226,7 @@ pub fn after_check(
                     "The platform no longer knows dataset {id} (deleted there?): delete this Dataset, and re-create it to make a new one."
                 ),
             );
-            return Outcome { status, conds: vec![ready, gone], retrying: false, next: Next::AwaitChange };
+            return Outcome { status, conds: vec![ready], ready: gone, retrying: false, next: Next::AwaitChange };
         }
         Ok(Some(info)) => info,
     };
@@ -256,19 +250,19 @@ pub fn after_check(
         ),
         None => what.to_owned(),
     };
-    let (conds, retrying, next) = if info.status_code >= 400 {
+    let (readiness, retrying, next) = if info.status_code >= 400 {
         status.phase = Some(DatasetPhase::Failed);
         let message = recheck_says(&format!(
             "The platform reports dataset {id} failed (status {}), the manual's \"status 500 or Failed\".",
             info.status_code
         ));
         let fix = " Fix the connection's read permissions, then delete and re-create this Dataset.";
-        (vec![ready, cond(READY, Status::False, R::DatasetFailed, message + fix)], false, Next::AwaitChange)
+        (cond(READY, Status::False, R::DatasetFailed, message + fix), false, Next::AwaitChange)
     } else if info.status_code != 300 {
         status.phase = Some(DatasetPhase::Creating);
         let processing =
             not_yet(R::Processing, format!("The platform is processing dataset {id} (status {}).", info.status_code));
-        (vec![ready, processing], true, Next::After(poll_after(attempt)))
+        (processing, true, Next::After(poll_after(attempt)))
     } else if info.files_count == 0 {
         status.phase = Some(DatasetPhase::Failed);
         let message = recheck_says(&format!(
@@ -284,7 +278,7 @@ pub fn after_check(
         };
         let next =
             sync_due_in(spec, &status, now).map_or(Next::AwaitChange, |d| Next::After(d.max(Duration::from_secs(1))));
-        (vec![ready, cond(READY, Status::False, R::NoFiles, message + fix)], false, next)
+        (cond(READY, Status::False, R::NoFiles, message + fix), false, next)
     } else {
         status.phase = Some(DatasetPhase::Ready);
         let done = cond(
@@ -295,9 +289,9 @@ pub fn after_check(
         );
         // A Ready dataset costs nothing until its sync is due.
         let next = Next::Success(sync_due_in(spec, &status, now).map(|d| d.max(Duration::from_secs(1))));
-        return Outcome { status, conds: vec![ready, done], retrying: false, next };
+        return Outcome { status, conds: vec![ready], ready: done, retrying: false, next };
     };
-    Outcome { status, conds, retrying, next }
+    Outcome { status, conds: vec![ready], ready: readiness, retrying, next }
 }
 
 fn platform_failure(doing: &str, e: &PlatformError) -> NamedCond {

@@ -12,21 +12,21 @@
 
 pub mod decide;
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use self::decide::{Outcome, Recheck, Step};
 use super::Context;
+use super::driver::{self, Error, PlatformObject};
+use super::finalizer;
 use super::status::{self as shared, Next};
 use crate::api::conditions::{self, BUCKET_REACHABLE, CREDENTIALS_VALID, NamedCond, READ_PERMITTED, READY};
 use crate::api::connection::{CorsMode, S3Connection, Usage};
@@ -38,16 +38,6 @@ use crate::s3::uri::Location;
 pub const CONNECTION_READY: &str = "ConnectionReady";
 /// Held while deleting the object must delete the platform's dataset (deletionPolicy Delete).
 pub const FINALIZER: &str = "s3connect.io/dataset";
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Dataset {0} has no namespace")]
-    NoNamespace(String),
-    #[error("reading {what} failed: {source}")]
-    Read { what: String, source: kube::Error },
-    #[error("writing Dataset {name} failed: {source}")]
-    Write { name: String, source: kube::Error },
-}
 
 const FOR_DATASET: super::platform::Need = super::platform::Need {
     usage: Usage::Import,
@@ -103,25 +93,20 @@ fn folder(ds: &Dataset, conn: &S3Connection) -> Option<Location> {
 }
 
 pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let name = ds.name_any();
-    let namespace = ds.namespace().ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    let namespace = driver::namespace(ds.as_ref())?;
     let uid = ds.uid().unwrap_or_default();
     let conn_name = ds.spec.connection_ref.name.to_string();
     let connection = Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
         .get_opt(&conn_name)
         .await
-        .map_err(|source| Error::Read { what: format!("S3Connection {namespace}/{conn_name}"), source })?;
+        .map_err(Error::read(format!("S3Connection {namespace}/{conn_name}")))?;
     if ds.metadata.deletion_timestamp.is_some() {
         crate::telemetry::metrics::METRICS.forget(&uid);
         return clean_up(&ctx, &ds, connection.as_ref()).await;
     }
+    // Before anything is created, so that a Delete dataset never outlives the object.
     let wants_finalizer = ds.spec.deletion_policy == DeletionPolicy::Delete;
-    if wants_finalizer != ds.finalizers().iter().any(|f| f == FINALIZER) {
-        // Before anything is created, so that a Delete dataset never outlives the object.
-        let mut finalizers: Vec<String> = ds.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
-        if wants_finalizer {
-            finalizers.push(FINALIZER.to_owned());
-        }
+    if let Some(finalizers) = finalizer::wanted(ds.as_ref(), &[(wants_finalizer, FINALIZER)]) {
         set_finalizers(&ctx, &ds, finalizers).await?;
         return Ok(Action::requeue(Duration::ZERO));
     }
@@ -143,7 +128,8 @@ pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Er
             let creds = match super::platform::credentials_of(&ctx, conn, &namespace, CONNECTION_READY).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(c)) => {
-                    return finish(&ctx, &ds, &written, decide::blocked(status, c), started, &mut version).await;
+                    let outcome = decide::blocked(status, c);
+                    return driver::finish(&ctx, ds.as_ref(), &mut written, outcome, started, &mut version).await;
                 }
                 Err((what, source)) => return Err(Error::Read { what, source }),
             };
@@ -151,7 +137,7 @@ pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Er
             run.step(step, status, &mut written, &mut version).await?
         }
     };
-    finish(&ctx, &ds, &written, outcome, started, &mut version).await
+    driver::finish(&ctx, ds.as_ref(), &mut written, outcome, started, &mut version).await
 }
 
 fn conn_missing(name: &str) -> NamedCond {
@@ -161,25 +147,6 @@ fn conn_missing(name: &str) -> NamedCond {
         "ConnectionNotFound",
         format!("S3Connection {name:?} was not found in this namespace."),
     )
-}
-
-/// Writes the outcome, counts it, and returns the next action.
-async fn finish(
-    ctx: &Context,
-    ds: &Dataset,
-    written: &DatasetStatus,
-    outcome: Outcome,
-    started: std::time::Instant,
-    version: &mut Option<String>,
-) -> Result<Action, Error> {
-    let uid = ds.uid().unwrap_or_default();
-    let ready = outcome.conds.iter().find(|c| c.type_ == READY).cloned().expect("Ready is always decided");
-    write(ctx, ds, written, &outcome, version).await?;
-    let metrics = &crate::telemetry::metrics::METRICS;
-    metrics.reconciled("Dataset", &ready.reason, started.elapsed());
-    let (namespace, name) = (ds.namespace().unwrap_or_default(), ds.name_any());
-    metrics.set_ready(&uid, "Dataset", &namespace, &name, ready.is_true(), &ready.reason);
-    Ok(shared::action(ctx, &uid, outcome.next, super::connection::schedule::jitter_fraction(&uid)))
 }
 
 /// One reconcile's platform work for a dataset whose connection can be used.
@@ -264,8 +231,7 @@ impl Run<'_> {
         let intent = decide::intent(status, &ready, &name, &tracking_id, Timestamp::now());
         // Preconditioned on the version this decision was made from: a stale cache gets a
         // 409 here, and the platform is never called.
-        write(self.ctx, self.ds, written, &intent, version).await?;
-        *written = intent.status.clone();
+        driver::write(self.ctx, self.ds, written, &intent, version).await?;
         let owner = format!("{}/{}", self.namespace, self.ds.name_any());
         let description = format!(
             "{} {}",
@@ -384,19 +350,16 @@ impl Run<'_> {
 }
 
 async fn set_finalizers(ctx: &Context, ds: &Dataset, finalizers: Vec<String>) -> Result<(), Error> {
-    let (namespace, name) = (ds.namespace().unwrap_or_default(), ds.name_any());
-    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": ds.resource_version()}});
-    Api::<Dataset>::namespaced(ctx.client.clone(), &namespace)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+    finalizer::set(&ctx.client, ds, finalizers)
         .await
         .map(|_| ())
-        .map_err(|source| Error::Write { name, source })
+        .map_err(|source| Error::Write { name: ds.name_any(), source })
 }
 
 /// Deletion with deletionPolicy Delete: the platform's dataset first (the recorded one,
 /// and one an unconfirmed create may have made), then the finalizer.
 async fn clean_up(ctx: &Context, ds: &Dataset, conn: Option<&S3Connection>) -> Result<Action, Error> {
-    if !ds.finalizers().iter().any(|f| f == FINALIZER) {
+    if !finalizer::has(ds, FINALIZER) {
         return Ok(Action::await_change());
     }
     let namespace = ds.namespace().unwrap_or_default();
@@ -455,95 +418,46 @@ async fn clean_up(ctx: &Context, ds: &Dataset, conn: Option<&S3Connection>) -> R
         let next = Next::Retry { cap: Duration::from_secs(300) };
         return Ok(shared::action(ctx, &ds.uid().unwrap_or_default(), next, 0.5));
     }
-    let rest: Vec<String> = ds.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
-    set_finalizers(ctx, ds, rest).await?;
+    set_finalizers(ctx, ds, finalizer::without(ds, FINALIZER)).await?;
     info!(dataset = %format!("{namespace}/{}", ds.name_any()), skipped = skip, "platform dataset removed");
     Ok(Action::await_change())
 }
 
-/// Writes `outcome` unless it says nothing new against `written` (the status as last
-/// written), and an event when the phase changed.
-async fn write(
-    ctx: &Context,
-    ds: &Dataset,
-    written: &DatasetStatus,
-    outcome: &Outcome,
-    version: &mut Option<String>,
-) -> Result<(), Error> {
-    let name = ds.name_any();
-    let Some(status) = shared::write_changed(
-        ctx,
-        ds,
-        written,
-        outcome.status.clone(),
-        outcome.conds.clone(),
-        outcome.retrying,
-        version,
-    )
-    .await
-    .map_err(|source| Error::Write { name: name.clone(), source })?
-    else {
-        return Ok(());
-    };
-    if status.phase != written.phase {
-        let ready = outcome.conds.iter().find(|c| c.type_ == READY).expect("Ready is always decided");
-        let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
-        let warning = !ready.is_true() && status.phase == Some(DatasetPhase::Failed);
-        ctx.event(ds.object_ref(&()), warning, &phase, "Dataset", &ready.message).await;
-        info!(dataset = %format!("{}/{name}", ds.namespace().unwrap_or_default()), phase = %phase, dataset_id = status.dataset_id.as_deref().unwrap_or(""), "phase");
+impl PlatformObject for Dataset {
+    type Status = DatasetStatus;
+    const KIND: &'static str = "Dataset";
+    const TRIGGERS: &'static [&'static str] = &[SYNC_NOW_ANNOTATION, super::connection::register::SKIP_CLEANUP];
+
+    fn status(&self) -> Option<&DatasetStatus> {
+        self.status.as_ref()
     }
-    Ok(())
-}
 
-fn error_policy(ds: Arc<Dataset>, err: &Error, ctx: Arc<Context>) -> Action {
-    if let Error::Write { source, .. } = err
-        && shared::is_conflict(source)
-    {
-        return shared::after_conflict("Dataset", &ds.name_any());
+    fn connection_name(&self) -> &str {
+        &self.spec.connection_ref.name
     }
-    let kind = match err {
-        Error::NoNamespace(_) => "NoNamespace",
-        Error::Read { .. } => "Read",
-        Error::Write { .. } => "Write",
-    };
-    shared::after_error(&ctx, "Dataset", &ds.name_any(), &ds.uid().unwrap_or_default(), kind, err)
-}
 
-/// Spec changes, deletion, the sync-now annotation and a reconcile request trigger;
-/// status writes do not.
-fn trigger_hash(ds: &Dataset) -> Option<u64> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    ds.metadata.generation.hash(&mut h);
-    ds.metadata.deletion_timestamp.is_some().hash(&mut h);
-    ds.annotations().get(SYNC_NOW_ANNOTATION).hash(&mut h);
-    crate::api::connection::requested_at(ds.annotations()).hash(&mut h);
-    ds.annotations().get(super::connection::register::SKIP_CLEANUP).hash(&mut h);
-    Some(h.finish())
-}
+    /// Until its platform dataset exists.
+    fn waits_for_connection(&self) -> bool {
+        self.status.as_ref().is_none_or(|s| s.dataset_id.is_none())
+    }
 
-/// Datasets still waiting for the connection that changed.
-fn referencing(store: &Store<Dataset>, conn: &PartialObjectMeta<S3Connection>) -> Vec<ObjectRef<Dataset>> {
-    store
-        .state()
-        .iter()
-        .filter(|d| d.namespace() == conn.namespace() && *d.spec.connection_ref.name == *conn.name_any())
-        .filter(|d| d.status.as_ref().is_none_or(|s| s.dataset_id.is_none()))
-        .map(|d| ObjectRef::from_obj(d.as_ref()))
-        .collect()
+    fn phase(status: &DatasetStatus) -> Option<String> {
+        status.phase.map(|p| format!("{p:?}"))
+    }
+
+    fn platform_id(status: &DatasetStatus) -> Option<&str> {
+        status.dataset_id.as_deref()
+    }
+
+    fn phase_event(status: &DatasetStatus, ready: &NamedCond) -> (bool, String) {
+        (!ready.is_true() && status.phase == Some(DatasetPhase::Failed), ready.message.clone())
+    }
+
+    fn jitter(&self) -> f64 {
+        super::connection::schedule::jitter_fraction(&self.uid().unwrap_or_default())
+    }
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    let connections = super::connection_changes(&ctx);
-    super::run_controller(
-        ctx.clone(),
-        "Dataset",
-        super::api(&ctx),
-        trigger_hash,
-        connections,
-        referencing,
-        reconcile,
-        error_policy,
-        |c, _| c,
-    )
-    .await;
+    driver::run::<Dataset, _>(ctx, reconcile).await;
 }

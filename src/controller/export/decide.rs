@@ -68,30 +68,18 @@ fn clear_intent(status: &mut DatasetExportStatus) {
     status.submission_tracking_id = None;
 }
 
-/// What a step ends with: the new status, conditions (Ready last), and what next.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
-    pub status: DatasetExportStatus,
-    pub conds: Vec<NamedCond>,
-    /// The operator is working on it by itself (Reconciling), rather than waiting for a
-    /// person (Stalled), whenever Ready is not True.
-    pub retrying: bool,
-    pub next: Next,
-}
+/// What a step ends with.
+pub type Outcome = crate::controller::driver::Outcome<DatasetExportStatus>;
 
 fn cond(type_: &'static str, status: Status, reason: R, message: impl Into<String>) -> NamedCond {
     NamedCond::new(type_, status, reason.as_str(), message)
 }
 
-/// `conds` plus Ready: True once complete, else the first failing condition's.
-fn with_ready(mut conds: Vec<NamedCond>) -> Vec<NamedCond> {
-    let first =
-        conds.iter().find(|c| c.status == Status::False).or_else(|| conds.iter().find(|c| !c.is_true())).cloned();
-    conds.push(match first {
-        Some(c) => NamedCond { type_: READY, status: Status::False, ..c },
-        None => cond(READY, Status::True, R::ExportSucceeded, "The export has completed."),
-    });
-    conds
+/// The outcome with Ready by the driver's rule: True once complete, else the first failing
+/// condition's (Unknown while the platform is working on it).
+fn outcome(status: DatasetExportStatus, conds: Vec<NamedCond>, retrying: bool, next: Next) -> Outcome {
+    let done = cond(READY, Status::True, R::ExportSucceeded, "The export has completed.");
+    Outcome::derived(status, conds, done, retrying, next)
 }
 
 /// The cap on retries after a platform failure.
@@ -102,12 +90,7 @@ pub fn blocked(mut status: DatasetExportStatus, problem: NamedCond) -> Outcome {
     status.phase = Some(ExportPhase::Pending);
     // The S3Connection watch brings the export back when the connection changes; the
     // requeue is only a safety net.
-    Outcome {
-        status,
-        conds: with_ready(vec![problem]),
-        retrying: false,
-        next: Next::After(std::time::Duration::from_secs(300)),
-    }
+    outcome(status, vec![problem], false, Next::After(std::time::Duration::from_secs(300)))
 }
 
 /// The intent, as written before the platform hears of the export.
@@ -116,7 +99,7 @@ pub fn intent(mut status: DatasetExportStatus, ready: &NamedCond, tracking_id: &
     status.submission_started_time = Some(Time(now));
     status.submission_tracking_id = Some(tracking_id.to_owned());
     let submitting = cond(SUBMITTED, Status::Unknown, R::Submitting, "Submitting the export.");
-    Outcome { status, conds: with_ready(vec![ready.clone(), submitting]), retrying: true, next: Next::AwaitChange }
+    outcome(status, vec![ready.clone(), submitting], true, Next::AwaitChange)
 }
 
 /// After the one submission call.
@@ -141,18 +124,13 @@ pub fn after_submit(
                 format!("The platform accepted the export as report {report_id}."),
             );
             let running = cond(COMPLETE, Status::Unknown, R::ExportRunning, "The export is running.");
-            Outcome {
-                status,
-                conds: with_ready(vec![ready, accepted, running]),
-                retrying: true,
-                next: Next::After(std::time::Duration::from_secs(1)),
-            }
+            outcome(status, vec![ready, accepted, running], true, Next::After(std::time::Duration::from_secs(1)))
         }
         // The platform may have acted: never submitted again without a person.
         Err(PlatformError::Unknown { detail, .. }) => {
             status.phase = Some(ExportPhase::Pending);
             let c = unconfirmed_cond(export, &tracking_id, &format!("the platform's answer was lost ({detail})"));
-            Outcome { status, conds: with_ready(vec![ready, c]), retrying: false, next: Next::AwaitChange }
+            outcome(status, vec![ready, c], false, Next::AwaitChange)
         }
         Err(PlatformError::NoFilesWithStatus { message }) => {
             // Refused: nothing was created, so the intent goes and a later try is no duplicate.
@@ -170,12 +148,7 @@ pub fn after_submit(
             );
             let nothing =
                 cond(SUBMITTED, Status::Unknown, R::NoFilesWithStatus, "The platform created no export: see Complete.");
-            Outcome {
-                status,
-                conds: with_ready(vec![ready, nothing, none]),
-                retrying: false,
-                next: Next::Retry { cap: RETRY_CAP },
-            }
+            outcome(status, vec![ready, nothing, none], false, Next::Retry { cap: RETRY_CAP })
         }
         Err(PlatformError::Rejected { message, .. }) => {
             clear_intent(&mut status);
@@ -188,19 +161,14 @@ pub fn after_submit(
                     "The platform refused the export: {message}. Re-create the DatasetExport with what it asks for."
                 ),
             );
-            Outcome { status, conds: with_ready(vec![ready, refused]), retrying: false, next: Next::AwaitChange }
+            outcome(status, vec![ready, refused], false, Next::AwaitChange)
         }
         // Never reached the platform, or refused before acting (429): nothing was created.
         Err(e) => {
             clear_intent(&mut status);
             status.phase = Some(ExportPhase::Pending);
             let failed = platform_failure(SUBMITTED, "submitting the export", &e);
-            Outcome {
-                status,
-                conds: with_ready(vec![ready, failed]),
-                retrying: true,
-                next: Next::Retry { cap: RETRY_CAP },
-            }
+            outcome(status, vec![ready, failed], true, Next::Retry { cap: RETRY_CAP })
         }
     }
 }
@@ -231,7 +199,7 @@ pub fn unconfirmed(mut status: DatasetExportStatus, export: &ExportNames<'_>) ->
     let started = status.submission_started_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
     let tracking_id = status.submission_tracking_id.clone().unwrap_or_else(|| "not recorded".into());
     let c = unconfirmed_cond(export, &tracking_id, &format!("submitted at {started}, outcome not recorded"));
-    Outcome { status, conds: with_ready(vec![c]), retrying: false, next: Next::AwaitChange }
+    outcome(status, vec![c], false, Next::AwaitChange)
 }
 
 /// After asking the platform how report `report_id` is doing.
@@ -288,7 +256,7 @@ pub fn after_check(
         }
         Err(e) => (platform_failure(COMPLETE, "reading the export's status", &e), true, Next::Poll),
     };
-    Outcome { status, conds: with_ready(vec![submitted, complete]), retrying, next }
+    outcome(status, vec![submitted, complete], retrying, next)
 }
 
 /// The export's connection is gone while a report is being followed.
@@ -301,9 +269,12 @@ pub fn connection_gone(status: DatasetExportStatus, report_id: &str) -> Outcome 
         R::ConnectionNotFound,
         "Its S3Connection is gone, and with it the platform credentials: re-create the S3Connection to follow the export.",
     );
+    // Not the platform at work: a person must bring the connection back (Ready False).
+    let ready = NamedCond { type_: READY, status: Status::False, ..c.clone() };
     Outcome {
         status,
-        conds: with_ready(vec![submitted, c]),
+        conds: vec![submitted, c],
+        ready,
         retrying: false,
         next: Next::After(std::time::Duration::from_secs(60)),
     }
@@ -312,7 +283,7 @@ pub fn connection_gone(status: DatasetExportStatus, report_id: &str) -> Outcome 
 /// The platform credentials cannot be read (a missing Secret or key): `c` says which.
 pub fn no_credentials(status: DatasetExportStatus, before: Option<NamedCond>, c: NamedCond) -> Outcome {
     let conds = before.into_iter().chain([NamedCond { type_: CONNECTION_READY, ..c }]).collect();
-    Outcome { status, conds: with_ready(conds), retrying: false, next: Next::AwaitChange }
+    outcome(status, conds, false, Next::AwaitChange)
 }
 
 /// A platform failure as a condition of `type_`.

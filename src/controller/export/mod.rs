@@ -17,20 +17,17 @@
 pub mod decide;
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PartialObjectMeta};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Resource, ResourceExt};
-use tracing::info;
 
-use self::decide::{ExportNames, Outcome, Step};
+use self::decide::{ExportNames, Step};
 use super::Context;
-use super::status as shared;
-use crate::api::conditions::{NamedCond, READY, Status};
+use super::driver::{self, Error, PlatformObject};
+use crate::api::conditions::{NamedCond, Status};
 use crate::api::connection::{S3Connection, Usage};
 use crate::api::export::{
     DatasetExport, DatasetExportStatus, ExportFormat, ExportPhase, ExportReason as R, FileStatus,
@@ -43,16 +40,6 @@ pub const RESUBMIT_ANNOTATION: &str = "s3connect.io/resubmit";
 pub const CONNECTION_READY: &str = "ConnectionReady";
 pub const SUBMITTED: &str = "Submitted";
 pub const COMPLETE: &str = "Complete";
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("DatasetExport {0} has no namespace")]
-    NoNamespace(String),
-    #[error("reading {what} failed: {source}")]
-    Read { what: String, source: kube::Error },
-    #[error("writing the status of DatasetExport {name} failed: {source}")]
-    WriteStatus { name: String, source: kube::Error },
-}
 
 /// Report ids the platform gave whose status write failed, by export uid, so that a retry
 /// in the same process records them instead of submitting again. Export-only state: it
@@ -101,7 +88,7 @@ const FOR_EXPORT: super::platform::Need = super::platform::Need {
 
 pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = export.name_any();
-    let namespace = export.namespace().ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    let namespace = driver::namespace(export.as_ref())?;
     let uid = export.uid().unwrap_or_default();
     let mut status = export.status.clone().unwrap_or_default();
     if matches!(status.phase, Some(ExportPhase::Succeeded | ExportPhase::Failed)) {
@@ -112,7 +99,7 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
     let connection = Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
         .get_opt(&conn_name)
         .await
-        .map_err(|source| Error::Read { what: format!("S3Connection {namespace}/{conn_name}"), source })?;
+        .map_err(Error::read(format!("S3Connection {namespace}/{conn_name}")))?;
     status.observed_generation = export.metadata.generation;
     status.last_handled_reconcile_at = crate::api::connection::requested_at(export.annotations());
     if status.destination.is_none()
@@ -175,8 +162,7 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
                     // Preconditioned on the version this decision was made from: if the
                     // cache was behind (an intent or a report id it has not seen), the
                     // API server refuses it and the platform is never called.
-                    write(&ctx, &export, &written, &intent, &mut version).await?;
-                    written = intent.status.clone();
+                    driver::write(&ctx, export.as_ref(), &mut written, &intent, &mut version).await?;
                     let folder_path = format!(
                         "{}/{}{}",
                         conn_status.bucket.unwrap_or_default(),
@@ -201,12 +187,7 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
             }
         }
     };
-    let ready = outcome.conds.iter().find(|c| c.type_ == READY).cloned().expect("Ready is always decided");
-    write(&ctx, &export, &written, &outcome, &mut version).await?;
-    let metrics = &crate::telemetry::metrics::METRICS;
-    metrics.reconciled("DatasetExport", &ready.reason, started.elapsed());
-    metrics.set_ready(&uid, "DatasetExport", &namespace, &name, ready.is_true(), &ready.reason);
-    Ok(shared::action(&ctx, &uid, outcome.next, 0.5))
+    driver::finish(&ctx, export.as_ref(), &mut written, outcome, started, &mut version).await
 }
 
 fn submitted_as(report_id: &str) -> NamedCond {
@@ -227,98 +208,48 @@ async fn platform_credentials(
         .map_err(|(what, source)| Error::Read { what, source })
 }
 
-/// Writes `outcome` unless it says nothing new against `written` (the status as last
-/// written), and an event when the phase changed. The report id is forgotten from memory
-/// once it is recorded.
-async fn write(
-    ctx: &Context,
-    export: &DatasetExport,
-    written: &DatasetExportStatus,
-    outcome: &Outcome,
-    version: &mut Option<String>,
-) -> Result<(), Error> {
-    let name = export.name_any();
-    let Some(status) = shared::write_changed(
-        ctx,
-        export,
-        written,
-        outcome.status.clone(),
-        outcome.conds.clone(),
-        outcome.retrying,
-        version,
-    )
-    .await
-    .map_err(|source| Error::WriteStatus { name: name.clone(), source })?
-    else {
-        return Ok(());
-    };
-    if status.report_id.is_some() {
-        unrecorded().remove(&export.uid().unwrap_or_default());
+impl PlatformObject for DatasetExport {
+    type Status = DatasetExportStatus;
+    const KIND: &'static str = "DatasetExport";
+    const TRIGGERS: &'static [&'static str] = &[REPORT_ID_ANNOTATION, RESUBMIT_ANNOTATION];
+
+    fn status(&self) -> Option<&DatasetExportStatus> {
+        self.status.as_ref()
     }
-    if status.phase != written.phase {
-        let ready = outcome.conds.iter().find(|c| c.type_ == READY).expect("Ready is always decided");
-        let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+
+    fn connection_name(&self) -> &str {
+        &self.spec.connection_ref.name
+    }
+
+    fn waits_for_connection(&self) -> bool {
+        !matches!(self.status.as_ref().and_then(|s| s.phase), Some(ExportPhase::Succeeded | ExportPhase::Failed))
+    }
+
+    fn phase(status: &DatasetExportStatus) -> Option<String> {
+        status.phase.map(|p| format!("{p:?}"))
+    }
+
+    fn platform_id(status: &DatasetExportStatus) -> Option<&str> {
+        status.report_id.as_deref()
+    }
+
+    fn phase_event(status: &DatasetExportStatus, ready: &NamedCond) -> (bool, String) {
+        let phase = Self::phase(status).unwrap_or_default();
         let note = match &status.report_id {
             Some(id) => format!("Export {phase} (report {id})."),
             None => format!("Export {phase}: {}", ready.message),
         };
-        ctx.event(export.object_ref(&()), status.phase == Some(ExportPhase::Failed), &phase, "Export", &note).await;
-        let namespace = export.namespace().unwrap_or_default();
-        info!(export = %format!("{namespace}/{name}"), phase = %phase, report_id = status.report_id.as_deref().unwrap_or(""), "phase");
+        (status.phase == Some(ExportPhase::Failed), note)
     }
-    Ok(())
-}
 
-fn error_policy(export: Arc<DatasetExport>, err: &Error, ctx: Arc<Context>) -> Action {
-    if let Error::WriteStatus { source, .. } = err
-        && shared::is_conflict(source)
-    {
-        return shared::after_conflict("DatasetExport", &export.name_any());
+    /// A report id is forgotten from memory once it is recorded.
+    fn written(&self, status: &DatasetExportStatus) {
+        if status.report_id.is_some() {
+            unrecorded().remove(&self.uid().unwrap_or_default());
+        }
     }
-    let kind = match err {
-        Error::NoNamespace(_) => "NoNamespace",
-        Error::Read { .. } => "Read",
-        Error::WriteStatus { .. } => "WriteStatus",
-    };
-    shared::after_error(&ctx, "DatasetExport", &export.name_any(), &export.uid().unwrap_or_default(), kind, err)
-}
-
-/// Spec changes, deletion, the two resolution annotations and a reconcile request
-/// trigger; status writes do not.
-fn trigger_hash(export: &DatasetExport) -> Option<u64> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    export.metadata.generation.hash(&mut h);
-    export.metadata.deletion_timestamp.is_some().hash(&mut h);
-    export.annotations().get(REPORT_ID_ANNOTATION).hash(&mut h);
-    export.annotations().get(RESUBMIT_ANNOTATION).hash(&mut h);
-    crate::api::connection::requested_at(export.annotations()).hash(&mut h);
-    Some(h.finish())
-}
-
-fn referencing(store: &Store<DatasetExport>, conn: &PartialObjectMeta<S3Connection>) -> Vec<ObjectRef<DatasetExport>> {
-    store
-        .state()
-        .iter()
-        .filter(|e| e.namespace() == conn.namespace() && *e.spec.connection_ref.name == *conn.name_any())
-        .filter(|e| {
-            !matches!(e.status.as_ref().and_then(|s| s.phase), Some(ExportPhase::Succeeded | ExportPhase::Failed))
-        })
-        .map(|e| ObjectRef::from_obj(e.as_ref()))
-        .collect()
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    let connections = super::connection_changes(&ctx);
-    super::run_controller(
-        ctx.clone(),
-        "DatasetExport",
-        super::api(&ctx),
-        trigger_hash,
-        connections,
-        referencing,
-        reconcile,
-        error_policy,
-        |c, _| c,
-    )
-    .await;
+    driver::run::<DatasetExport, _>(ctx, reconcile).await;
 }

@@ -26,7 +26,7 @@ fn in_flight() -> DatasetExportStatus {
 }
 
 fn get<'a>(o: &'a Outcome, type_: &str) -> &'a NamedCond {
-    o.conds.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_} in {:?}", o.conds))
+    o.get(type_).unwrap_or_else(|| panic!("no {type_} in {:?}", o.conds))
 }
 
 fn assert_cond(o: &Outcome, type_: &str, status: Status, reason: R, words: &[&str]) {
@@ -139,6 +139,8 @@ fn following_a_report_to_each_end() {
     assert_eq!(step(&mut s, &annotations(&[]), None), Step::Follow("rep-1".into()));
     let o = after_check(s.clone(), "rep-1", Ok(Some(ExportState::Running("Pending".into()))), at(1));
     assert_eq!((o.status.phase, o.next, o.retrying), (Some(ExportPhase::Running), Next::Poll, true));
+    // The platform at work: Ready Unknown (with Reconciling), as for every kind.
+    assert_cond(&o, READY, Status::Unknown, R::ExportRunning, &["Pending"]);
     let o = after_check(s.clone(), "rep-1", Ok(Some(ExportState::Succeeded)), at(2));
     assert_eq!(o.status.phase, Some(ExportPhase::Succeeded));
     assert_cond(&o, READY, Status::True, R::ExportSucceeded, &[]);

@@ -1,0 +1,274 @@
+//! The driver every controller whose object lives on the platform shares (DatasetExport,
+//! Dataset): what a decision ends with (`Outcome`), writing it once against the status as
+//! last written, counting it, and the controller around the kind's own `reconcile`.
+//!
+//! A kind supplies what differs through `PlatformObject`: its name, the connection it
+//! waits for, the annotations that trigger it, how a phase reads in an event. Its module
+//! keeps only its facts, its pure decision and its platform calls.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use kube::api::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use tracing::info;
+
+use super::Context;
+use super::status::{self as shared, Next, WithConditions};
+use crate::api::S3Connection;
+use crate::api::conditions::{NamedCond, READY, Status};
+
+/// What a decision ends with: the new status, the conditions before Ready, Ready itself,
+/// whether the operator keeps working on it by itself (Reconciling) or waits for a person
+/// (Stalled) while Ready is not True, and when to look again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome<S> {
+    pub status: S,
+    pub conds: Vec<NamedCond>,
+    pub ready: NamedCond,
+    pub retrying: bool,
+    pub next: Next,
+}
+
+impl<S> Outcome<S> {
+    /// Ready from `conds`, by the one rule every kind follows: a False condition makes
+    /// Ready False with its reason and message; otherwise one that is Unknown (the platform
+    /// is working on it) makes Ready Unknown with its; otherwise Ready is `done`.
+    pub fn derived(status: S, conds: Vec<NamedCond>, done: NamedCond, retrying: bool, next: Next) -> Self {
+        let ready = ready_of(&conds).unwrap_or(done);
+        Outcome { status, conds, ready, retrying, next }
+    }
+
+    /// The condition `type_` of this outcome, Ready included.
+    pub fn get(&self, type_: &str) -> Option<&NamedCond> {
+        if type_ == READY { Some(&self.ready) } else { self.conds.iter().find(|c| c.type_ == type_) }
+    }
+
+    /// Every condition as written: the kind's, then Ready.
+    pub fn conditions(&self) -> Vec<NamedCond> {
+        self.conds.iter().cloned().chain([self.ready.clone()]).collect()
+    }
+}
+
+/// Ready as `conds` decide it (None when every one is True): the first False one's, else
+/// the first Unknown one's.
+pub fn ready_of(conds: &[NamedCond]) -> Option<NamedCond> {
+    let first = conds.iter().find(|c| c.status == Status::False).or_else(|| conds.iter().find(|c| !c.is_true()))?;
+    Some(NamedCond { type_: READY, ..first.clone() })
+}
+
+/// What differs between the kinds the driver runs.
+pub trait PlatformObject:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    type Status: WithConditions + Default + Send + Sync;
+    /// The kind, as metrics, logs and events name it.
+    const KIND: &'static str;
+    /// Annotations whose change is a reason to reconcile, besides a spec change, deletion
+    /// and a reconcile request (status writes are not).
+    const TRIGGERS: &'static [&'static str];
+
+    fn status(&self) -> Option<&Self::Status>;
+    /// The S3Connection (in the object's namespace) it works through.
+    fn connection_name(&self) -> &str;
+    /// Whether a change of its connection may let it go ahead.
+    fn waits_for_connection(&self) -> bool;
+    fn phase(status: &Self::Status) -> Option<String>;
+    /// The platform's id for it, once known (for the log line of a phase change).
+    fn platform_id(status: &Self::Status) -> Option<&str>;
+    /// The event for a phase change: whether it is a warning, and its note.
+    fn phase_event(status: &Self::Status, ready: &NamedCond) -> (bool, String);
+    /// After `status` was written.
+    fn written(&self, _status: &Self::Status) {}
+    /// The fraction of a retry's delay that is jittered.
+    fn jitter(&self) -> f64 {
+        0.5
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0} has no namespace")]
+    NoNamespace(String),
+    #[error("reading {what} failed: {source}")]
+    Read { what: String, source: kube::Error },
+    #[error("writing {name} failed: {source}")]
+    Write { name: String, source: kube::Error },
+}
+
+impl Error {
+    pub fn read(what: String) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Error::Read { what, source }
+    }
+}
+
+fn label<K: PlatformObject>(object: &K) -> String {
+    format!("{} {}/{}", K::KIND, object.namespace().unwrap_or_default(), object.name_any())
+}
+
+/// The object's namespace (a namespaced kind always has one; an object without is an error).
+pub fn namespace<K: PlatformObject>(object: &K) -> Result<String, Error> {
+    object.namespace().ok_or_else(|| Error::NoNamespace(format!("{} {}", K::KIND, object.name_any())))
+}
+
+/// Writes `outcome` unless it says nothing new against `written` (the status as last
+/// written, which it becomes), preconditioned on `version`; an event and a log line when
+/// the phase changed.
+pub async fn write<K: PlatformObject>(
+    ctx: &Context,
+    object: &K,
+    written: &mut K::Status,
+    outcome: &Outcome<K::Status>,
+    version: &mut Option<String>,
+) -> Result<(), Error> {
+    let Some(status) = shared::write_changed(
+        ctx,
+        object,
+        written,
+        outcome.status.clone(),
+        outcome.conditions(),
+        outcome.retrying,
+        version,
+    )
+    .await
+    .map_err(|source| Error::Write { name: label(object), source })?
+    else {
+        return Ok(());
+    };
+    object.written(&status);
+    let (phase, before) = (K::phase(&status), K::phase(written));
+    if phase != before {
+        let phase = phase.unwrap_or_default();
+        let (warning, note) = K::phase_event(&status, &outcome.ready);
+        ctx.event(object.object_ref(&()), warning, &phase, K::KIND, &note).await;
+        let id = K::platform_id(&status).unwrap_or("");
+        info!(kind = K::KIND, object = %format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any()), phase = %phase, id, "phase");
+    }
+    *written = status;
+    Ok(())
+}
+
+/// Writes the outcome, counts it, and returns the next action.
+pub async fn finish<K: PlatformObject>(
+    ctx: &Context,
+    object: &K,
+    written: &mut K::Status,
+    outcome: Outcome<K::Status>,
+    started: std::time::Instant,
+    version: &mut Option<String>,
+) -> Result<Action, Error> {
+    write(ctx, object, written, &outcome, version).await?;
+    let (uid, ready) = (object.uid().unwrap_or_default(), &outcome.ready);
+    let metrics = &crate::telemetry::metrics::METRICS;
+    metrics.reconciled(K::KIND, &ready.reason, started.elapsed());
+    let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
+    metrics.set_ready(&uid, K::KIND, &namespace, &name, ready.is_true(), &ready.reason);
+    Ok(shared::action(ctx, &uid, outcome.next, object.jitter()))
+}
+
+pub fn error_policy<K: PlatformObject>(object: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::Write { source, .. } = err
+        && shared::is_conflict(source)
+    {
+        return shared::after_conflict(K::KIND, &object.name_any());
+    }
+    let kind = match err {
+        Error::NoNamespace(_) => "NoNamespace",
+        Error::Read { .. } => "Read",
+        Error::Write { .. } => "Write",
+    };
+    shared::after_error(&ctx, K::KIND, &object.name_any(), &object.uid().unwrap_or_default(), kind, err)
+}
+
+/// Spec changes, deletion, the kind's trigger annotations and a reconcile request
+/// trigger; status writes do not.
+fn trigger_hash<K: PlatformObject>(object: &K) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    object.meta().generation.hash(&mut h);
+    object.meta().deletion_timestamp.is_some().hash(&mut h);
+    for key in K::TRIGGERS {
+        object.annotations().get(*key).hash(&mut h);
+    }
+    crate::api::connection::requested_at(object.annotations()).hash(&mut h);
+    Some(h.finish())
+}
+
+/// The objects still waiting for the connection that changed.
+fn referencing<K: PlatformObject>(store: &Store<K>, conn: &PartialObjectMeta<S3Connection>) -> Vec<ObjectRef<K>> {
+    store
+        .state()
+        .iter()
+        .filter(|o| o.namespace() == conn.namespace() && o.connection_name() == conn.name_any())
+        .filter(|o| o.waits_for_connection())
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
+/// Runs the controller for `K` until a termination signal, reconciling with `reconcile`.
+pub async fn run<K, Fut>(ctx: Arc<Context>, reconcile: fn(Arc<K>, Arc<Context>) -> Fut)
+where
+    K: PlatformObject,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let connections = super::connection_changes(&ctx);
+    super::run_controller(
+        ctx.clone(),
+        K::KIND,
+        super::api(&ctx),
+        trigger_hash::<K>,
+        connections,
+        referencing::<K>,
+        reconcile,
+        error_policy::<K>,
+        |c, _| c,
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(type_: &'static str, status: Status, reason: &str) -> NamedCond {
+        NamedCond::new(type_, status, reason, reason)
+    }
+
+    #[test]
+    fn ready_is_the_first_failure_else_the_work_in_progress_else_done() {
+        let done = c(READY, Status::True, "Done");
+        let derived = |conds: Vec<NamedCond>| Outcome::derived((), conds, done.clone(), true, Next::AwaitChange).ready;
+        let ok = c("A", Status::True, "Fine");
+        let working = c("B", Status::Unknown, "Working");
+        let failed = c("C", Status::False, "Broken");
+        assert_eq!(derived(vec![ok.clone()]), done);
+        let r = derived(vec![ok.clone(), working.clone()]);
+        assert_eq!((r.type_, r.status, r.reason.as_str()), (READY, Status::Unknown, "Working"));
+        let r = derived(vec![working, ok, failed]);
+        assert_eq!((r.type_, r.status, r.reason.as_str()), (READY, Status::False, "Broken"));
+    }
+
+    #[test]
+    fn the_outcome_writes_ready_last_and_finds_it_by_type() {
+        let o = Outcome::derived(
+            (),
+            vec![c("A", Status::Unknown, "Working")],
+            c(READY, Status::True, "Done"),
+            true,
+            Next::Poll,
+        );
+        let types: Vec<&str> = o.conditions().iter().map(|c| c.type_).collect();
+        assert_eq!(types, ["A", READY]);
+        assert_eq!(o.get(READY).map(|c| c.status), Some(Status::Unknown));
+        assert_eq!(o.get("A").map(|c| c.reason.as_str()), Some("Working"));
+        assert!(o.get("Z").is_none());
+    }
+}
