@@ -61,6 +61,7 @@ async fn accepted(api: &Api<DynamicObject>, object: Value) -> DynamicObject {
 
 #[tokio::test]
 async fn malformed_uris_are_refused_with_the_accepted_forms() {
+    let _timer = crate::timed!();
     let ns = support::namespace(&support::client().await, "uri").await;
     let api = api::<S3Connection>(&ns).await;
     for (i, uri) in [
@@ -94,6 +95,7 @@ async fn malformed_uris_are_refused_with_the_accepted_forms() {
 
 #[tokio::test]
 async fn unknown_usage_is_refused_naming_the_supported_values() {
+    let _timer = crate::timed!();
     let ns = support::namespace(&support::client().await, "usage").await;
     let api = api::<S3Connection>(&ns).await;
     let message =
@@ -108,6 +110,7 @@ async fn unknown_usage_is_refused_naming_the_supported_values() {
 
 #[tokio::test]
 async fn bad_interval_endpoint_and_origin_are_refused() {
+    let _timer = crate::timed!();
     let ns = support::namespace(&support::client().await, "fields").await;
     let api = api::<S3Connection>(&ns).await;
     for interval in ["5s", "25h", "10x", "soon"] {
@@ -134,6 +137,7 @@ async fn bad_interval_endpoint_and_origin_are_refused() {
 
 #[tokio::test]
 async fn credentials_are_either_a_secret_or_managed_never_both_or_neither() {
+    let _timer = crate::timed!();
     let ns = support::namespace(&support::client().await, "creds").await;
     let api = api::<S3Connection>(&ns).await;
     let both = json!({"secretRef": {"name": "keys"}, "managed": {}});
@@ -161,6 +165,7 @@ async fn credentials_are_either_a_secret_or_managed_never_both_or_neither() {
 
 #[tokio::test]
 async fn a_minimal_connection_gets_the_documented_defaults() {
+    let _timer = crate::timed!();
     let ns = support::namespace(&support::client().await, "defaults").await;
     let api = api::<S3Connection>(&ns).await;
     let created = accepted(&api, connection("minimal", valid_connection_spec())).await;
@@ -182,6 +187,7 @@ async fn a_minimal_connection_gets_the_documented_defaults() {
 
 #[tokio::test]
 async fn export_statuses_must_be_known_non_empty_and_unique() {
+    let _timer = crate::timed!();
     let ns = support::namespace(&support::client().await, "statuses").await;
     let api = api::<DatasetExport>(&ns).await;
 
@@ -199,6 +205,7 @@ async fn export_statuses_must_be_known_non_empty_and_unique() {
 
 #[tokio::test]
 async fn unknown_export_format_and_bad_folder_are_refused() {
+    let _timer = crate::timed!();
     let ns = support::namespace(&support::client().await, "format").await;
     let api = api::<DatasetExport>(&ns).await;
     let message = rejected(&api, export("e", with(valid_export_spec(), "format", json!("xml")))).await;
@@ -214,6 +221,7 @@ async fn unknown_export_format_and_bad_folder_are_refused() {
 
 #[tokio::test]
 async fn export_spec_is_immutable() {
+    let _timer = crate::timed!();
     let ns = support::namespace(&support::client().await, "immutable").await;
     let api = api::<DatasetExport>(&ns).await;
     accepted(&api, export("once", valid_export_spec())).await;
@@ -236,6 +244,7 @@ async fn export_spec_is_immutable() {
 
 #[tokio::test]
 async fn control_characters_dot_segments_and_origins_s3_refuses_never_get_in() {
+    let _timer = crate::timed!();
     let ns = support::namespace(&support::client().await, "hostile").await;
     let conns = api::<S3Connection>(&ns).await;
     // Once admitted, each of these made every status write fail (the API server's YAML
@@ -288,6 +297,7 @@ async fn control_characters_dot_segments_and_origins_s3_refuses_never_get_in() {
 
 #[tokio::test]
 async fn datasets_refuse_bad_paths_and_changes_the_platform_cannot_make() {
+    let _timer = crate::timed!();
     let ns = support::namespace(&support::client().await, "dsadmit").await;
     let api = api::<s3connect::api::Dataset>(&ns).await;
     let dataset = |name: &str, spec: Value| json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "Dataset", "metadata": {"name": name}, "spec": spec});

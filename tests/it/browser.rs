@@ -129,6 +129,7 @@ async fn cors_condition(client: &kube::Client, ns: &str, name: &str, status: &st
 
 #[tokio::test]
 async fn the_browser_loads_images_exactly_when_the_status_says_cors_is_configured() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let ns = support::namespace(&client, "browser").await;
     let page = Origin::Local(free_port());
@@ -174,6 +175,7 @@ async fn the_browser_loads_images_exactly_when_the_status_says_cors_is_configure
 
 #[tokio::test]
 async fn the_default_origin_is_what_a_browser_at_the_labelling_interface_accepts() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let ns = support::namespace(&client, "browser-default").await;
     let interface = Origin::Https("pro.labellerr.com");

@@ -49,6 +49,7 @@ async fn create_namespace(client: &kube::Client, ns: &str) {
 
 #[test]
 fn the_chart_lints_and_its_values_are_checked() {
+    let _timer = crate::timed!();
     let (ok, out) = helm(&["lint", "--strict", "charts/s3connect"]);
     assert!(ok, "helm lint --strict: {out}");
     let (ok, out) = helm(&["lint", "charts/s3connect", "--set", "logFormat=xml"]);
@@ -128,6 +129,7 @@ fn impersonating(user: &str) -> PathBuf {
 
 #[tokio::test]
 async fn the_operator_works_with_exactly_the_charts_rbac_and_says_when_it_lacks_some() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let ns = private_namespace("rbac");
     create_namespace(&client, &ns).await;
@@ -194,6 +196,7 @@ async fn the_operator_works_with_exactly_the_charts_rbac_and_says_when_it_lacks_
 
 #[tokio::test]
 async fn every_chart_option_renders_and_the_api_server_accepts_it() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let ns = support::namespace(&client, "chartall").await;
     let values = support::repo_root().join("target").join(format!("chart-values-{}.yaml", std::process::id()));
@@ -276,6 +279,7 @@ serviceAccount: {annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::1234567
 
 #[test]
 fn helm_installs_upgrades_and_uninstalls_the_crds_with_the_release() {
+    let _timer = crate::timed!();
     // A private control plane without CRDs: the chart installs them.
     let (mut launcher, env_file) = support::launch_private(&["--crds", ""]);
     let vars = std::fs::read_to_string(&env_file).unwrap();
@@ -372,6 +376,7 @@ fn refusal<T>(result: Result<T, kube::Error>) -> Option<String> {
 
 #[tokio::test]
 async fn with_managed_credentials_the_operator_may_write_only_the_secrets_it_owns() {
+    let _timer = crate::timed!();
     use k8s_openapi::api::core::v1::Secret;
     use kube::api::{DeleteParams, PostParams};
     let client = support::client().await;

@@ -27,6 +27,7 @@ fn check(uri: &str, keys: &s3connect::s3::client::Keys, extra: &[&str]) -> (i32,
 
 #[tokio::test]
 async fn check_exits_zero_when_ready_and_one_with_the_reason_when_not() {
+    let _timer = crate::timed!();
     let bucket = s3::bucket("check", "us-east-1").await;
     s3::put(&bucket, "images/a.jpg", b"a").await;
     let uri = format!("s3://{bucket}/images/");
@@ -96,6 +97,7 @@ async fn check_exits_zero_when_ready_and_one_with_the_reason_when_not() {
 
 #[tokio::test]
 async fn a_ready_connection_is_not_validated_or_written_again_until_due() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let ns = support::namespace(&client, "quiet").await;
     let bucket = s3::bucket("quiet", "us-east-1").await;
@@ -129,6 +131,7 @@ async fn a_ready_connection_is_not_validated_or_written_again_until_due() {
 
 #[test]
 fn the_operator_stops_cleanly_on_sigterm() {
+    let _timer = crate::timed!();
     let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("operator-sigterm-{}.log", std::process::id()));
     // A namespace of its own, so that it does not race the shared operator.
@@ -148,6 +151,7 @@ fn the_operator_stops_cleanly_on_sigterm() {
 
 #[tokio::test]
 async fn check_reads_every_connection_of_a_file_and_exits_with_the_worst() {
+    let _timer = crate::timed!();
     let bucket = s3::bucket("checkall", "us-east-1").await;
     s3::put(&bucket, "images/a.jpg", b"a").await;
     let location = Location::parse(&format!("{bucket}/images/")).unwrap();
@@ -245,6 +249,7 @@ fn check_with_aws_files(
 
 #[tokio::test]
 async fn check_takes_credentials_from_profiles_and_the_endpoint_from_the_environment() {
+    let _timer = crate::timed!();
     let bucket = s3::bucket("chain", "us-east-1").await;
     s3::put(&bucket, "images/a.jpg", b"a").await;
     let uri = format!("s3://{bucket}/images/");

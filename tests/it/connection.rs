@@ -126,6 +126,7 @@ impl Case {
 
 #[tokio::test]
 async fn missing_secret_and_missing_key() {
+    let _timer = crate::timed!();
     let mut case = Case::new("nosecret", "us-east-1").await;
     case.connection("c", json!({})).await;
     let c = case
@@ -163,6 +164,7 @@ async fn missing_secret_and_missing_key() {
 
 #[tokio::test]
 async fn unknown_access_key_and_wrong_secret() {
+    let _timer = crate::timed!();
     let mut case = Case::new("badkeys", "us-east-1").await;
     let unknown =
         Keys { access_key_id: "AKIAUNKNOWN000000000".into(), secret_access_key: "s".repeat(40), session_token: None };
@@ -191,6 +193,7 @@ async fn unknown_access_key_and_wrong_secret() {
 
 #[tokio::test]
 async fn missing_bucket() {
+    let _timer = crate::timed!();
     let mut case = Case::new("nobucket", "us-east-1").await;
     // S3 says NoSuchBucket only to someone allowed on that bucket name; otherwise it is
     // AccessDenied, existing or not.
@@ -213,6 +216,7 @@ async fn missing_bucket() {
 
 #[tokio::test]
 async fn list_bucket_denied() {
+    let _timer = crate::timed!();
     let mut case = Case::new("nolist", "us-east-1").await;
     let keys = case.user_without(&[Usage::Import], CorsMode::Apply, &[Action::ListBucket]).await;
     case.secret("keys", &keys).await;
@@ -229,6 +233,7 @@ async fn list_bucket_denied() {
 
 #[tokio::test]
 async fn get_object_denied_by_a_policy_without_slash_star() {
+    let _timer = crate::timed!();
     let mut case = Case::new("noslash", "us-east-1").await;
     // The classic mistake: s3:GetObject on the bucket ARN instead of bucket/*.
     let bucket_arn = format!("arn:aws:s3:::{}", case.bucket);
@@ -260,6 +265,7 @@ async fn get_object_denied_by_a_policy_without_slash_star() {
 
 #[tokio::test]
 async fn empty_prefix_has_no_objects() {
+    let _timer = crate::timed!();
     let mut case = Case::new("empty", "us-east-1").await;
     let keys = case.user(&required(&[Usage::Import], CorsMode::Apply)).await;
     case.secret("keys", &keys).await;
@@ -279,6 +285,7 @@ async fn empty_prefix_has_no_objects() {
 
 #[tokio::test]
 async fn get_bucket_location_denied() {
+    let _timer = crate::timed!();
     let mut case = Case::new("noloc", "us-east-1").await;
     let keys = case.user_without(&[Usage::Import], CorsMode::Apply, &[Action::GetBucketLocation]).await;
     case.secret("keys", &keys).await;
@@ -295,6 +302,7 @@ async fn get_bucket_location_denied() {
 
 #[tokio::test]
 async fn get_bucket_cors_denied() {
+    let _timer = crate::timed!();
     let mut case = Case::new("nogetcors", "us-east-1").await;
     let keys = case.user_without(&[Usage::Import], CorsMode::Apply, &[Action::GetBucketCors]).await;
     case.secret("keys", &keys).await;
@@ -314,6 +322,7 @@ async fn get_bucket_cors_denied() {
 
 #[tokio::test]
 async fn put_bucket_cors_denied_gives_the_json_to_set_by_hand() {
+    let _timer = crate::timed!();
     let mut case = Case::new("noputcors", "us-east-1").await;
     let keys = case.user_without(&[Usage::Import], CorsMode::Apply, &[Action::PutBucketCors]).await;
     case.secret("keys", &keys).await;
@@ -332,6 +341,7 @@ async fn put_bucket_cors_denied_gives_the_json_to_set_by_hand() {
 
 #[tokio::test]
 async fn apply_mode_keeps_a_foreign_cors_rule() {
+    let _timer = crate::timed!();
     let mut case = Case::new("foreign", "us-east-1").await;
     let foreign = CorsRule::builder()
         .id("website")
@@ -361,6 +371,7 @@ async fn apply_mode_keeps_a_foreign_cors_rule() {
 
 #[tokio::test]
 async fn verify_mode_reports_a_missing_rule() {
+    let _timer = crate::timed!();
     let mut case = Case::new("verify", "us-east-1").await;
     let keys = case.user(&required(&[Usage::Import], CorsMode::Verify)).await;
     case.secret("keys", &keys).await;
@@ -384,6 +395,7 @@ async fn verify_mode_reports_a_missing_rule() {
 
 #[tokio::test]
 async fn export_with_put_object_denied() {
+    let _timer = crate::timed!();
     let mut case = Case::new("noput", "us-east-1").await;
     let keys = case.user_without(&[Usage::Import, Usage::Export], CorsMode::Apply, &[Action::PutObject]).await;
     case.secret("keys", &keys).await;
@@ -401,6 +413,7 @@ async fn export_with_put_object_denied() {
 
 #[tokio::test]
 async fn region_mismatch_names_the_real_region() {
+    let _timer = crate::timed!();
     let mut case = Case::new("region", "eu-west-1").await;
     let keys = case.user(&required(&[Usage::Import], CorsMode::Apply)).await;
     case.secret("keys", &keys).await;
@@ -421,6 +434,7 @@ async fn region_mismatch_names_the_real_region() {
 
 #[tokio::test]
 async fn unreachable_endpoint_retries() {
+    let _timer = crate::timed!();
     let mut case = Case::new("unreach", "us-east-1").await;
     let keys = case.user(&[Action::ListBucket]).await;
     case.secret("keys", &keys).await;
@@ -435,6 +449,7 @@ async fn unreachable_endpoint_retries() {
 
 #[tokio::test]
 async fn endpoint_outside_the_allow_list_is_refused() {
+    let _timer = crate::timed!();
     let mut case = Case::new("notallowed", "us-east-1").await;
     let keys = case.user(&[Action::ListBucket]).await;
     case.secret("keys", &keys).await;
@@ -452,6 +467,7 @@ async fn endpoint_outside_the_allow_list_is_refused() {
 
 #[tokio::test]
 async fn the_policy_from_s3connect_policy_is_enough_and_the_ui_origin_can_get_objects() {
+    let _timer = crate::timed!();
     let mut case = Case::new("happy", "us-east-1").await;
     let uri = format!("s3://{}/images/", case.bucket);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_s3connect"))
@@ -522,6 +538,7 @@ async fn the_policy_from_s3connect_policy_is_enough_and_the_ui_origin_can_get_ob
 
 #[tokio::test]
 async fn rotating_the_secret_from_bad_to_good_keys_makes_it_ready() {
+    let _timer = crate::timed!();
     let mut case = Case::new("rotate", "us-east-1").await;
     let good = case.user(&required(&[Usage::Import], CorsMode::Apply)).await;
     let bad = Keys { secret_access_key: "b".repeat(40), ..good.clone() };
@@ -546,6 +563,7 @@ async fn rotating_the_secret_from_bad_to_good_keys_makes_it_ready() {
 
 #[tokio::test]
 async fn editing_the_spec_revalidates_at_once() {
+    let _timer = crate::timed!();
     let mut case = Case::new("edit", "us-east-1").await;
     // Keys for reading only: adding Export to the spec must turn the connection not Ready.
     let keys = case.user(&required(&[Usage::Import], CorsMode::Apply)).await;
@@ -574,6 +592,7 @@ async fn editing_the_spec_revalidates_at_once() {
 
 #[tokio::test]
 async fn a_secret_that_arrives_a_moment_later_is_waited_for_not_stalled_on() {
+    let _timer = crate::timed!();
     // External Secrets, Sealed Secrets and GitOps tools create the Secret next to the
     // connection, often a moment after it.
     let mut case = Case::new("latesecret", "us-east-1").await;

@@ -8,6 +8,7 @@ use crate::support;
 
 #[test]
 fn committed_crds_are_fresh() {
+    let _timer = crate::timed!();
     let path = support::repo_root().join("crds/s3connect.yaml");
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
@@ -19,6 +20,7 @@ fn committed_crds_are_fresh() {
 
 #[tokio::test]
 async fn crds_are_established_with_status_subresource_and_printer_columns() {
+    let _timer = crate::timed!();
     let crds = Api::<CustomResourceDefinition>::all(support::client().await);
     for (name, columns) in [
         (
@@ -78,6 +80,7 @@ fn explain(what: &str) -> (bool, String) {
 
 #[test]
 fn kubectl_explain_describes_the_spec() {
+    let _timer = crate::timed!();
     let (ok, out) = explain("s3connection.spec");
     assert!(ok, "kubectl explain failed: {out}");
     for field in [

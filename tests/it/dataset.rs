@@ -132,6 +132,7 @@ async fn on_platform(name: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_dataset_reaches_ready_with_the_folders_files_count() {
+    let _timer = crate::timed!();
     let case = DatasetCase::new("ds-ready").await;
     case.dataset("cats", json!({"path": "cats/", "description": "three cats"})).await;
     let status = case.wait("cats", "Ready", |s| has_ready(s, "True", "DatasetReady")).await;
@@ -164,6 +165,7 @@ async fn a_dataset_reaches_ready_with_the_folders_files_count() {
 
 #[tokio::test]
 async fn an_empty_folder_is_no_files_with_the_remedy() {
+    let _timer = crate::timed!();
     let case = DatasetCase::new("ds-empty").await;
     case.dataset("empty", json!({"path": "empty/"})).await;
     let status = case.wait("empty", "NoFiles", |s| has_ready(s, "False", "NoFiles")).await;
@@ -190,6 +192,7 @@ async fn an_empty_folder_is_no_files_with_the_remedy() {
 
 #[tokio::test]
 async fn keys_that_lose_get_object_make_the_dataset_failed_naming_the_statement() {
+    let _timer = crate::timed!();
     let case = DatasetCase::new("ds-failed").await;
     // The connection was validated with read access; then GetObject goes from its policy.
     let location = Location::parse(&format!("{}/images/", case.bucket)).unwrap();
@@ -211,6 +214,7 @@ async fn keys_that_lose_get_object_make_the_dataset_failed_naming_the_statement(
 
 #[tokio::test]
 async fn a_platform_500_on_create_names_the_tracking_id_and_creates_once() {
+    let _timer = crate::timed!();
     let case = DatasetCase::new("ds-500").await;
     let connection_id = case.registered().await;
     platform::fault("datasets/create", json!({"status": 500, "count": 1, "connection_id": connection_id})).await;
@@ -226,6 +230,7 @@ async fn a_platform_500_on_create_names_the_tracking_id_and_creates_once() {
 
 #[tokio::test]
 async fn killed_between_create_and_status_write_leaves_exactly_one_dataset() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let ns = private_namespace("dskill");
     support::named_namespace(&client, &ns).await;
@@ -265,6 +270,7 @@ async fn killed_between_create_and_status_write_leaves_exactly_one_dataset() {
 
 #[tokio::test]
 async fn delete_removes_the_platforms_dataset_and_retain_keeps_it() {
+    let _timer = crate::timed!();
     let case = DatasetCase::new("ds-policy").await;
     case.dataset("gone", json!({"path": "cats/", "deletionPolicy": "Delete"})).await;
     case.dataset("kept", json!({"path": "dogs/"})).await;
@@ -288,6 +294,7 @@ async fn delete_removes_the_platforms_dataset_and_retain_keeps_it() {
 
 #[tokio::test]
 async fn a_sync_adds_new_files_to_the_count() {
+    let _timer = crate::timed!();
     let case = DatasetCase::new("ds-sync").await;
     case.dataset("cats", json!({"path": "cats/", "sync": {"projectId": "proj-7", "interval": "1h"}})).await;
     let first =
@@ -312,6 +319,7 @@ async fn a_sync_adds_new_files_to_the_count() {
 /// Dataset's identity, never by its name alone.
 #[tokio::test]
 async fn a_namesake_in_another_namespace_is_never_adopted_or_deleted() {
+    let _timer = crate::timed!();
     let (a, b) = (DatasetCase::new("ds-own").await, DatasetCase::new("ds-other").await);
     let shared_name = support::unique("shared-name");
     a.dataset("cats", json!({"path": "cats/", "displayName": shared_name})).await;

@@ -24,6 +24,7 @@ const N: usize = 20;
 
 #[tokio::test]
 async fn a_lagging_watch_and_an_api_server_restart_never_create_twice_or_lose_an_id() {
+    let _timer = crate::timed!();
     // A private control plane: restarting the shared one would disturb every other test.
     let support::Private { mut launcher, kubeconfig, run_dir, client } = support::private(&[]).await;
     let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&kubeconfig).unwrap()).unwrap();

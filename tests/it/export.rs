@@ -202,6 +202,7 @@ async fn registered_id(case: &ExportCase) -> String {
 
 #[tokio::test]
 async fn an_export_lands_at_its_destination_with_exactly_the_requested_statuses() {
+    let _timer = crate::timed!();
     let case = ExportCase::new("land", &[], None).await;
     let connection_id = registered_id(&case).await;
     let held = platform::state().await;
@@ -236,6 +237,7 @@ async fn an_export_lands_at_its_destination_with_exactly_the_requested_statuses(
 
 #[tokio::test]
 async fn no_file_in_the_requested_statuses_is_no_files_with_status() {
+    let _timer = crate::timed!();
     let case = ExportCase::new("nofiles", &[], None).await;
     registered_id(&case).await;
     case.export("cr-only", &["cr_assigned"]).await;
@@ -253,6 +255,7 @@ async fn no_file_in_the_requested_statuses_is_no_files_with_status() {
 
 #[tokio::test]
 async fn a_connection_without_put_object_never_submits() {
+    let _timer = crate::timed!();
     let case = ExportCase::new("noput", &[Action::PutObject], None).await;
     case.export("blocked", &["review"]).await;
     let status = case
@@ -268,6 +271,7 @@ async fn a_connection_without_put_object_never_submits() {
 
 #[tokio::test]
 async fn a_platform_429_carries_the_tracking_id_and_the_export_completes_after_recovery() {
+    let _timer = crate::timed!();
     // 429 is the platform refusing before it acts: safe to submit again by itself. (A 5xx
     // is not: see the next test.)
     let case = ExportCase::new("p429", &[], None).await;
@@ -298,6 +302,7 @@ async fn a_platform_429_carries_the_tracking_id_and_the_export_completes_after_r
 
 #[tokio::test]
 async fn a_platform_500_on_submission_is_unconfirmed_and_never_submitted_twice() {
+    let _timer = crate::timed!();
     // The platform creates the export and then answers 500: from outside, a 500 says
     // nothing about whether it acted. Decided: a 5xx on a create is an unknown outcome.
     let case = ExportCase::new("p500", &[], None).await;
@@ -336,6 +341,7 @@ async fn a_platform_500_on_submission_is_unconfirmed_and_never_submitted_twice()
 
 #[tokio::test]
 async fn a_platform_slow_to_answer_a_submission_gets_it_once() {
+    let _timer = crate::timed!();
     // Answers after 35 s and after 150 s, against the operator's 10 s create timeout (the
     // tests' setting; 120 s by default): the platform acted at once both times.
     let case = ExportCase::new("slow", &[], None).await;
@@ -365,6 +371,7 @@ async fn a_platform_slow_to_answer_a_submission_gets_it_once() {
 
 #[tokio::test]
 async fn no_files_with_the_status_is_retried_without_ever_looking_unconfirmed() {
+    let _timer = crate::timed!();
     let case = ExportCase::new("nofiles-again", &[], None).await;
     registered_id(&case).await;
     case.export("none", &["cr_assigned"]).await;
@@ -417,6 +424,7 @@ async fn wait_gone(case: &ExportCase) {
 
 #[tokio::test]
 async fn a_registration_answered_late_or_with_a_500_is_adopted_never_duplicated() {
+    let _timer = crate::timed!();
     for (hint, fault) in [
         ("reg-slow", json!({"count": 1, "delay_after": 35})),
         ("reg-500", json!({"after_status": 500, "after_count": 1})),
@@ -451,6 +459,7 @@ async fn a_registration_answered_late_or_with_a_500_is_adopted_never_duplicated(
 
 #[tokio::test]
 async fn the_finalizer_removes_registrations_it_never_recorded() {
+    let _timer = crate::timed!();
     let case = ExportCase::new("stray", &[], None).await;
     registered_id(&case).await;
     let owner = format!("{}/exports", case.ns);
@@ -487,6 +496,7 @@ async fn the_finalizer_removes_registrations_it_never_recorded() {
 
 #[tokio::test]
 async fn killed_between_registration_create_and_status_write_registers_once() {
+    let _timer = crate::timed!();
     let ns = private_namespace("regkill");
     let case = ExportCase::unstarted_in("regkill", ns.clone()).await;
     let owner = format!("{ns}/exports");
@@ -523,6 +533,7 @@ async fn killed_between_registration_create_and_status_write_registers_once() {
 
 #[tokio::test]
 async fn killed_between_the_platform_accepting_and_the_status_write_never_exports_twice() {
+    let _timer = crate::timed!();
     let ns = private_namespace("restart");
     let case = ExportCase::new("restart", &[], Some(ns.clone())).await;
     let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -573,6 +584,7 @@ async fn killed_between_the_platform_accepting_and_the_status_write_never_export
 
 #[tokio::test]
 async fn deleting_a_registered_connection_removes_it_from_the_platform() {
+    let _timer = crate::timed!();
     let case = ExportCase::new("unregister", &[], None).await;
     let id = registered_id(&case).await;
     let api = Api::<S3Connection>::namespaced(case.client.clone(), &case.ns);
@@ -603,6 +615,7 @@ async fn deleting_a_registered_connection_removes_it_from_the_platform() {
 
 #[tokio::test]
 async fn new_keys_replace_the_platform_connection() {
+    let _timer = crate::timed!();
     let case = ExportCase::new("rekey", &[], None).await;
     let old_id = registered_id(&case).await;
     let location = Location::parse(&format!("{}/data/", case.bucket)).unwrap();
@@ -632,6 +645,7 @@ async fn new_keys_replace_the_platform_connection() {
 
 #[tokio::test]
 async fn deletion_waits_for_the_platform_and_the_annotation_lets_it_go() {
+    let _timer = crate::timed!();
     let case = ExportCase::new("stuck", &[], None).await;
     let id = registered_id(&case).await;
     let api = Api::<S3Connection>::namespaced(case.client.clone(), &case.ns);
@@ -665,6 +679,7 @@ async fn deletion_waits_for_the_platform_and_the_annotation_lets_it_go() {
 
 #[tokio::test]
 async fn a_connection_the_platform_test_refuses_is_never_created() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let ns = support::namespace(&client, "refused").await;
     let bucket = s3::bucket("refused", "us-east-1").await;
@@ -695,6 +710,7 @@ async fn a_connection_the_platform_test_refuses_is_never_created() {
 
 #[tokio::test]
 async fn asking_for_a_reconcile_re_checks_an_export_at_once() {
+    let _timer = crate::timed!();
     let case = ExportCase::new("poke", &[], None).await;
     registered_id(&case).await;
     case.export("later", &["cr_assigned"]).await;

@@ -82,6 +82,7 @@ fn unobserved(object: &Value) -> Value {
 
 #[tokio::test]
 async fn kstatus_and_the_flux_expressions_read_every_kind_in_every_state() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let ns = support::namespace(&client, "gitops").await;
     let bucket = s3::bucket("gitops", "us-east-1").await;

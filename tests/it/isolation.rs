@@ -104,6 +104,7 @@ async fn event_reasons(client: &kube::Client, ns: &str) -> Vec<(String, String, 
 
 #[tokio::test]
 async fn secret_values_no_credential_can_be_are_refused_by_key_and_the_operator_lives_on() {
+    let _timer = crate::timed!();
     let tenant = Tenant::new("badvalue").await;
     let pid = operator_pid(shared());
     let bad_ids: [&[u8]; 4] = [b"AKIA\nX", b"AKIA\x01X", b"AKIA\x7fX", b"\xff\xfe\x00A"];
@@ -159,6 +160,7 @@ async fn secret_values_no_credential_can_be_are_refused_by_key_and_the_operator_
 
 #[tokio::test]
 async fn check_refuses_such_keys_as_bad_input_naming_the_variable() {
+    let _timer = crate::timed!();
     for (var, value) in [("AWS_ACCESS_KEY_ID", "AKIA\nXYZ"), ("AWS_SECRET_ACCESS_KEY", "sec\u{1}ret")] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_s3connect"))
             .args(["check", "--uri", "s3://some-bucket/images/", "--endpoint", "http://127.0.0.1:1"])
@@ -176,6 +178,7 @@ async fn check_refuses_such_keys_as_bad_input_naming_the_variable() {
 
 #[tokio::test]
 async fn a_panic_in_one_reconcile_is_that_objects_condition_and_no_one_elses() {
+    let _timer = crate::timed!();
     let tenant = Tenant::new("panic").await;
     let pid = operator_pid(shared());
     let conn = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection",
@@ -199,6 +202,7 @@ async fn a_panic_in_one_reconcile_is_that_objects_condition_and_no_one_elses() {
 
 #[tokio::test]
 async fn a_status_write_the_api_server_refuses_is_a_warning_event() {
+    let _timer = crate::timed!();
     let tenant = Tenant::new("refused").await;
     // An admission policy that refuses every status update of S3Connections in this
     // namespace, as a stricter cluster policy might.
@@ -260,6 +264,7 @@ fn hung_listener() -> u16 {
 
 #[tokio::test]
 async fn two_hundred_hung_stores_and_a_hung_platform_in_two_namespaces_do_not_delay_a_third() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     // Namespace A: 200 connections to an endpoint that accepts and never answers (far more
     // than the operator starts at once, and than its namespace may have in flight).
@@ -318,6 +323,7 @@ async fn two_hundred_hung_stores_and_a_hung_platform_in_two_namespaces_do_not_de
 
 #[tokio::test]
 async fn transient_s3_errors_never_flip_a_ready_connection() {
+    let _timer = crate::timed!();
     let t = Tenant::new("flaky").await;
     t.connection("c", json!({"endpoint": support::env().s3_fault_proxy})).await;
     let mut last = t.ready("c").await;
@@ -349,6 +355,7 @@ async fn transient_s3_errors_never_flip_a_ready_connection() {
 
 #[tokio::test]
 async fn half_of_all_requests_slowed_down_still_reaches_ready() {
+    let _timer = crate::timed!();
     let t = Tenant::new("slowdown").await;
     faults::set(&t.bucket, json!({"every": 2, "status": 503, "code": "SlowDown"})).await;
     t.connection("c", json!({"endpoint": support::env().s3_fault_proxy})).await;
@@ -371,6 +378,7 @@ async fn half_of_all_requests_slowed_down_still_reaches_ready() {
 
 #[tokio::test]
 async fn a_4xx_that_is_no_permission_problem_is_stalled_not_retried_as_transient() {
+    let _timer = crate::timed!();
     let t = Tenant::new("http431").await;
     faults::set(&t.bucket, json!({"share": 1.0, "status": 431, "code": "RequestHeaderFieldsTooLarge"})).await;
     t.connection("c", json!({"endpoint": support::env().s3_fault_proxy})).await;
@@ -385,6 +393,7 @@ async fn a_4xx_that_is_no_permission_problem_is_stalled_not_retried_as_transient
 
 #[tokio::test]
 async fn connections_sharing_a_bucket_with_different_origins_keep_both_rules() {
+    let _timer = crate::timed!();
     let t = Tenant::new("shared-cors").await;
     let foreign = aws_sdk_s3::types::CorsRule::builder()
         .id("website")
@@ -425,6 +434,7 @@ async fn connections_sharing_a_bucket_with_different_origins_keep_both_rules() {
 
 #[tokio::test]
 async fn the_allow_list_is_checked_against_the_host_actually_contacted() {
+    let _timer = crate::timed!();
     let t = Tenant::new("vhost").await;
     let port = support::env().s3_endpoint.rsplit(':').next().unwrap().to_owned();
     // Virtual-hosted addressing sends to <bucket>.<host>: a host the admin never allowed.
@@ -447,6 +457,7 @@ async fn the_allow_list_is_checked_against_the_host_actually_contacted() {
 
 #[tokio::test]
 async fn the_vendor_guides_policies_work_exactly_as_written() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let ns = support::namespace(&client, "guide").await;
     let bucket = s3::bucket("guide", "us-east-1").await;
@@ -521,6 +532,7 @@ async fn validate_with_logging_at(level: &str, purpose: &str) -> (String, Vec<St
 
 #[tokio::test]
 async fn no_key_material_reaches_the_log_at_debug_or_trace() {
+    let _timer = crate::timed!();
     for (level, purpose) in [("debug", "log-debug"), ("trace", "log-trace")] {
         let (text, secrets) = validate_with_logging_at(level, purpose).await;
         assert!(text.lines().count() > 50, "{level}: the log is too short to prove anything");
@@ -533,6 +545,7 @@ async fn no_key_material_reaches_the_log_at_debug_or_trace() {
 
 #[tokio::test]
 async fn after_an_api_server_restart_new_objects_are_reconciled_within_seconds() {
+    let _timer = crate::timed!();
     // A private control plane: restarting the shared one would disturb every other test.
     let support::Private { mut launcher, kubeconfig, run_dir, client } = support::private(&[]).await;
     let ns = support::namespace(&client, "restart-api").await;
@@ -595,6 +608,7 @@ async fn after_an_api_server_restart_new_objects_are_reconciled_within_seconds()
 /// failures keep the long transient grace (above) and an unrelated connection stays Ready.
 #[tokio::test]
 async fn a_store_that_answers_nothing_turns_ready_false_after_the_unreachable_grace() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let ns = crate::support::operator::private_namespace("down");
     support::named_namespace(&client, &ns).await;
@@ -636,6 +650,7 @@ async fn a_store_that_answers_nothing_turns_ready_false_after_the_unreachable_gr
 /// S3 request, no new platform registration. New keys (or a request) still validate.
 #[tokio::test]
 async fn a_metadata_only_secret_change_makes_no_s3_request_and_no_platform_call() {
+    let _timer = crate::timed!();
     let t = Tenant::new("meta-only").await;
     let p = &support::env().platform;
     let platform_secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "labellerr"},
@@ -685,6 +700,7 @@ async fn a_metadata_only_secret_change_makes_no_s3_request_and_no_platform_call(
 /// S3 faster than --min-validation-spacing.
 #[tokio::test]
 async fn requests_in_a_loop_are_spaced() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let ns = crate::support::operator::private_namespace("spacing");
     support::named_namespace(&client, &ns).await;

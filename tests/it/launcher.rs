@@ -64,6 +64,7 @@ fn assert_gone(pids: &[(String, u32)], run_dir: Option<&Path>, how: &str) {
 
 #[test]
 fn closing_stdin_tears_everything_down() {
+    let _timer = crate::timed!();
     let mut env = launch();
     drop(env.child.stdin.take());
     let status = env.child.wait().unwrap();
@@ -73,6 +74,7 @@ fn closing_stdin_tears_everything_down() {
 
 #[test]
 fn sigterm_tears_everything_down() {
+    let _timer = crate::timed!();
     let mut env = launch();
     let ok = Command::new("kill").args(["-TERM", &env.child.id().to_string()]).status().unwrap().success();
     assert!(ok);
@@ -82,6 +84,7 @@ fn sigterm_tears_everything_down() {
 
 #[test]
 fn a_killed_launcher_takes_its_children_with_it() {
+    let _timer = crate::timed!();
     let mut env = launch();
     env.child.kill().unwrap(); // SIGKILL: no teardown code runs, the kernel's death signal does
     env.child.wait().unwrap();

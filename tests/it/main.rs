@@ -3,6 +3,19 @@
 
 mod support;
 
+/// A timer for the test it is made in: how long the test took goes to the file
+/// `S3CONNECT_TEST_TIMES` names (scripts/test prints the slowest), failed or not.
+#[macro_export]
+macro_rules! timed {
+    () => {
+        $crate::support::Timer::start({
+            fn here() {}
+            let name = std::any::type_name_of_val(&here);
+            name.strip_suffix("::here").unwrap_or(name)
+        })
+    };
+}
+
 mod admission;
 mod browser;
 mod chart;

@@ -138,6 +138,7 @@ fn keys_in(secret: &Secret) -> s3connect::s3::client::Keys {
 
 #[tokio::test]
 async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let ns = private_namespace("managed");
     support::named_namespace(&client, &ns).await;
@@ -429,6 +430,7 @@ fn percent_decode(text: &str) -> String {
 /// touches another's users.
 #[tokio::test]
 async fn namespaces_get_only_what_a_grant_covers_and_installations_keep_apart() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let (ns_a, ns_b) = (private_namespace("mgda"), private_namespace("mgdb"));
     support::named_namespace(&client, &ns_a).await;

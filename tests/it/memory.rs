@@ -56,6 +56,7 @@ fn endless_body() -> u16 {
 
 #[tokio::test]
 async fn bulky_secrets_and_an_endless_answer_do_not_take_the_operators_memory() {
+    let _timer = crate::timed!();
     // A private control plane: 150 MB of Secrets would slow every other test's.
     let support::Private { mut launcher, kubeconfig, client, .. } = support::private(&[]).await;
     let bulky = support::namespace(&client, "bulky").await;

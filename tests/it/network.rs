@@ -64,6 +64,7 @@ async fn namespace_with_secrets(client: &kube::Client, purpose: &str, keys: &s3c
 
 #[tokio::test]
 async fn a_private_ca_and_a_proxy_are_followed_for_s3_and_the_platform() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let bucket = s3::bucket("netca", "us-east-1").await;
     s3::put(&bucket, "images/cat.jpg", b"cat").await;

@@ -68,6 +68,7 @@ async fn get(url: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn metrics_and_health_endpoints() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let ns = support::namespace(&client, "metrics").await;
     ready_connection(&client, &ns, "c").await;
@@ -134,6 +135,7 @@ async fn metrics_and_health_endpoints() {
 
 #[tokio::test]
 async fn two_replicas_take_turns_through_the_lease() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let ns = private_namespace("leader");
     support::named_namespace(&client, &ns).await;

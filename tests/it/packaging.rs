@@ -24,6 +24,7 @@ fn tools() -> PathBuf {
 
 #[test]
 fn the_dockerfile_passes_hadolint() {
+    let _timer = crate::timed!();
     let out = Command::new(tools().join("hadolint"))
         .arg(support::repo_root().join("Dockerfile"))
         .output()
@@ -75,6 +76,7 @@ async fn connection(
 
 #[tokio::test]
 async fn argocd_health_checks_read_real_statuses() {
+    let _timer = crate::timed!();
     let client = support::client().await;
     let ns = support::namespace(&client, "health").await;
     let bucket = s3::bucket("health", "us-east-1").await;

@@ -8,6 +8,7 @@ use crate::support::{self, iam, s3};
 
 #[tokio::test]
 async fn apiserver_is_the_pinned_upstream_version() {
+    let _timer = crate::timed!();
     let info = support::client().await.apiserver_version().await.expect("GET /version");
     let pinned = std::fs::read_to_string(support::repo_root().join("testenv/versions.env")).unwrap();
     let pinned = pinned.lines().find_map(|l| l.strip_prefix("KUBERNETES_VERSION=")).expect("KUBERNETES_VERSION pinned");
@@ -17,6 +18,7 @@ async fn apiserver_is_the_pinned_upstream_version() {
 
 #[tokio::test]
 async fn list_only_user_lists_but_is_denied_get_object() {
+    let _timer = crate::timed!();
     let bucket = s3::bucket("list-only", "us-east-1").await;
     s3::put(&bucket, "images/cat.jpg", b"not really a jpeg").await;
     let keys =
@@ -43,6 +45,7 @@ async fn list_only_user_lists_but_is_denied_get_object() {
 
 #[tokio::test]
 async fn unknown_keys_and_wrong_secrets_are_refused() {
+    let _timer = crate::timed!();
     let bucket = s3::bucket("auth", "us-east-1").await;
     let unknown =
         Keys { access_key_id: "AKIAUNKNOWNUNKNOWN00".into(), secret_access_key: "x".repeat(40), session_token: None };

@@ -238,3 +238,28 @@ pub async fn s3_connection(
         .await
         .unwrap_or_else(|e| panic!("creating S3Connection {ns}/{name}: {e}"));
 }
+
+/// Records how long a test took (see `timed!`).
+pub struct Timer {
+    name: &'static str,
+    started: std::time::Instant,
+}
+
+impl Timer {
+    pub fn start(name: &'static str) -> Self {
+        Timer { name: name.strip_prefix("it::").unwrap_or(name), started: std::time::Instant::now() }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let Some(path) = std::env::var_os("S3CONNECT_TEST_TIMES") else { return };
+        let outcome = if std::thread::panicking() { "failed" } else { "ok" };
+        let line = format!("{:.1} {} {outcome}\n", self.started.elapsed().as_secs_f64(), self.name);
+        // One short append per test: lines from tests running at once do not interleave.
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+}
