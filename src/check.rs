@@ -5,11 +5,10 @@ use serde_json::json;
 
 use crate::api::S3ConnectionSpec;
 use crate::api::connection::{CorsMode, S3Connection};
-use crate::controller::connection::decide::{Blocker, KeysFrom, Subject, Verdict, decide};
 use crate::s3::client::Keys;
-use crate::s3::policy::{policy, required};
 use crate::s3::probe::{self, Probe, Report};
 use crate::s3::uri::Location;
+use crate::validation::{Blocker, KeysFrom, Subject, Verdict, decide};
 
 /// Reads the first S3Connection from a YAML stream (other documents, such as the Secret
 /// next to it, are skipped).
@@ -77,12 +76,6 @@ fn unknown_fields(value: &serde_json::Value, schema: &serde_json::Value, path: &
     }
 }
 
-/// The least-privilege policy for a connection.
-pub fn least_privilege(spec: &S3ConnectionSpec) -> Result<serde_json::Value, String> {
-    let location = Location::parse(&spec.uri).map_err(|e| e.to_string())?;
-    Ok(policy(&location, spec.region.as_deref(), &required(&spec.usage, spec.cors.mode)))
-}
-
 pub struct Checked {
     pub location: Option<Location>,
     pub report: Option<Report>,
@@ -99,7 +92,7 @@ pub async fn check(spec: &S3ConnectionSpec, keys: &Keys, deadline: std::time::Du
             return Checked { location: None, report: None, verdict };
         }
     };
-    let probe = Probe { deadline, ..Probe::for_spec(spec, &location, "s3connect check") };
+    let probe = Probe { deadline, ..crate::validation::probe_for(spec, &location, "s3connect check") };
     let report = probe::run(&probe, keys).await;
     let verdict = decide(&subject, Ok((&location, &report)));
     Checked { location: Some(location), report: Some(report), verdict }

@@ -132,7 +132,7 @@ pub fn user_name(namespace: &str, name: &str) -> String {
     if full.len() <= 64 {
         return full;
     }
-    format!("{}-{}", &full[..55], crate::api::short_hash(&full))
+    format!("{}-{}", &full[..55], crate::text::short_hash(&full))
 }
 
 /// Tag keys every managed user carries.

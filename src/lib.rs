@@ -5,6 +5,7 @@ pub mod api;
 pub mod aws;
 pub mod check;
 pub mod controller;
+pub mod credentials;
 pub mod endpoints;
 pub mod iam;
 pub mod leader;
@@ -12,6 +13,9 @@ pub mod net;
 pub mod platform;
 pub mod s3;
 pub mod telemetry;
+pub mod text;
+pub mod timing;
+pub mod validation;
 
 #[cfg(test)]
 mod properties;

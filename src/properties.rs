@@ -4,14 +4,14 @@
 //! failure) so that `make test` stays fast.
 
 use crate::api::conditions::printable;
-use crate::controller::connection::schedule::parse_interval;
-use crate::controller::credential_text;
+use crate::credentials::credential_text;
 use crate::endpoints::AllowList;
 use crate::s3::client::contacted_url;
 use crate::s3::cors;
 use crate::s3::error::classify_parts;
 use crate::s3::policy::{Action, policy};
 use crate::s3::uri::Location;
+use crate::timing::parse_interval;
 
 const CASES: usize = 4000;
 

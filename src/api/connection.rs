@@ -178,7 +178,7 @@ pub fn managed_secret_name(connection: &str) -> String {
     if connection.len() + SUFFIX.len() <= 253 {
         return format!("{connection}{SUFFIX}");
     }
-    let hash = crate::api::short_hash(connection);
+    let hash = crate::text::short_hash(connection);
     format!("{}-{hash}{SUFFIX}", &connection[..253 - SUFFIX.len() - hash.len() - 1])
 }
 

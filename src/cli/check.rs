@@ -124,7 +124,7 @@ async fn aws_identity(profile: Option<&str>) -> Result<(Keys, Option<String>), S
 /// Key variables that are set must look like keys: one pasted with a line break or a
 /// control character is refused naming the variable (never its value).
 fn check_key_variables() -> Result<(), String> {
-    use s3connect::controller::{BadValue, credential_text};
+    use s3connect::credentials::{BadValue, credential_text};
     use std::os::unix::ffi::OsStrExt;
     for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
         if let Some(Err(BadValue::Invalid)) = std::env::var_os(k).map(|v| credential_text(v.as_bytes())) {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use s3connect::check::least_privilege;
+use s3connect::validation::least_privilege;
 
 use super::target::Target;
 use super::usage_error;

@@ -101,33 +101,28 @@ pub fn credentials(secret: Option<&Secret>, refs: &PlatformSecretRef, namespace:
             ),
         ));
     };
-    let get = |key: &str| match crate::controller::secret_value(secret, key) {
+    let get = |key: &str| match crate::credentials::secret_value(secret, key) {
         Ok(v) => Ok(v),
-        Err(crate::controller::BadValue::Missing) => Err(Cond::failed(
+        Err(crate::credentials::BadValue::Missing) => Err(Cond::failed(
             REGISTERED,
             Reason::PlatformSecretKeyMissing,
             format!(
                 "Secret {:?} has no key {key:?} (it has: {}): add it, or name the key that holds it in spec.platform.secretRef.",
                 &*refs.name,
-                crate::controller::secret_keys(secret).join(", ")
+                crate::credentials::secret_keys(secret).join(", ")
             ),
         )),
-        Err(crate::controller::BadValue::Invalid) => {
-            Err(Cond::failed(REGISTERED, Reason::SecretValueInvalid, invalid_value_message(&refs.name, key)))
-        }
+        Err(crate::credentials::BadValue::Invalid) => Err(Cond::failed(
+            REGISTERED,
+            Reason::SecretValueInvalid,
+            crate::credentials::invalid_value_message(&refs.name, key),
+        )),
     };
     Ok(Credentials {
         api_key: get(&refs.api_key_key)?,
         api_secret: get(&refs.api_secret_key)?,
         client_id: get(&refs.client_id_key)?,
     })
-}
-
-/// Names the Secret and key of a value that is not visible ASCII, never the value.
-pub fn invalid_value_message(secret: &str, key: &str) -> String {
-    format!(
-        "The value of key {key:?} in Secret {secret:?} has characters no credential has (a control character, a line break or space inside it, or non-ASCII): paste the value again, exactly as issued, without quotes."
-    )
 }
 
 /// The condition (of type `type_`) for a failed platform call while `doing` something.

@@ -245,7 +245,7 @@ pub fn after_error(
     error: &'static str,
     err: &dyn std::fmt::Display,
 ) -> Action {
-    let delay = super::connection::schedule::backoff(ctx.record_failure(uid), std::time::Duration::from_secs(300), 0.5);
+    let delay = crate::timing::backoff(ctx.record_failure(uid), std::time::Duration::from_secs(300), 0.5);
     crate::telemetry::metrics::METRICS.reconcile_error(kind, error);
     tracing::warn!(kind, object, error = %err, retry_in_s = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
@@ -253,7 +253,7 @@ pub fn after_error(
 
 /// The Action for `next`, updating `uid`'s failure count.
 pub fn action(ctx: &Context, uid: &str, next: Next, jitter: f64) -> Action {
-    use super::connection::schedule::backoff;
+    use crate::timing::backoff;
     match next {
         Next::Success(after) => {
             ctx.record_success(uid);

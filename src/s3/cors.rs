@@ -15,7 +15,7 @@ const MAX_AGE_SECONDS: i32 = 3600;
 /// own, so that connections sharing a bucket with different origins add a rule each
 /// instead of replacing one another's on every validation.
 pub fn rule_id(owner: &str) -> String {
-    format!("{RULE_ID_PREFIX}{}", crate::api::short_hash(owner))
+    format!("{RULE_ID_PREFIX}{}", crate::text::short_hash(owner))
 }
 
 /// The rule `id` that lets `origins` GET and HEAD objects.

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::uri::Location;
-use crate::api::connection::{CorsMode, Usage};
+use super::{Access, Cors};
 
 /// An S3 action the operator probes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -38,19 +38,18 @@ impl Action {
     }
 }
 
-/// The actions `usage` needs, plus what the operator itself needs for `cors` with the same
+/// The actions `access` needs, plus what the operator itself needs for `cors` with the same
 /// credentials, in probe order.
-pub fn required(usage: &[Usage], cors: CorsMode) -> Vec<Action> {
-    let import = usage.contains(&Usage::Import);
-    let export = usage.contains(&Usage::Export);
+pub fn required(access: Access, cors: Cors) -> Vec<Action> {
+    let (import, export) = (access.read, access.write);
     let mut actions = vec![Action::GetBucketLocation, Action::ListBucket];
     if import {
         actions.push(Action::GetObject);
     }
     match cors {
-        CorsMode::Apply => actions.extend([Action::GetBucketCors, Action::PutBucketCors]),
-        CorsMode::Verify => actions.push(Action::GetBucketCors),
-        CorsMode::Ignore => {}
+        Cors::Apply => actions.extend([Action::GetBucketCors, Action::PutBucketCors]),
+        Cors::Verify => actions.push(Action::GetBucketCors),
+        Cors::Ignore => {}
     }
     if export {
         actions.extend([Action::PutObject, Action::DeleteObject]);
@@ -101,6 +100,8 @@ pub fn policy(location: &Location, region: Option<&str>, actions: &[Action]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    const READ: Access = Access { read: true, write: false };
+    const WRITE: Access = Access { read: false, write: true };
 
     fn loc(prefix: &str) -> Location {
         Location { bucket: "data".into(), prefix: prefix.into() }
@@ -110,23 +111,17 @@ mod tests {
     fn usage_and_cors_mode_decide_the_actions() {
         use Action::*;
         assert_eq!(
-            required(&[Usage::Import], CorsMode::Apply),
+            required(READ, Cors::Apply),
             [GetBucketLocation, ListBucket, GetObject, GetBucketCors, PutBucketCors]
         );
-        assert_eq!(
-            required(&[Usage::Import], CorsMode::Verify),
-            [GetBucketLocation, ListBucket, GetObject, GetBucketCors]
-        );
-        assert_eq!(
-            required(&[Usage::Export], CorsMode::Ignore),
-            [GetBucketLocation, ListBucket, PutObject, DeleteObject]
-        );
-        assert_eq!(required(&[Usage::Import, Usage::Export], CorsMode::Apply).len(), 7);
+        assert_eq!(required(READ, Cors::Verify), [GetBucketLocation, ListBucket, GetObject, GetBucketCors]);
+        assert_eq!(required(WRITE, Cors::Ignore), [GetBucketLocation, ListBucket, PutObject, DeleteObject]);
+        assert_eq!(required(Access { read: true, write: true }, Cors::Apply).len(), 7);
     }
 
     #[test]
     fn import_policy_scopes_objects_with_the_slash_star_and_listing_with_the_prefix() {
-        let p = policy(&loc("images/"), None, &required(&[Usage::Import], CorsMode::Apply));
+        let p = policy(&loc("images/"), None, &required(READ, Cors::Apply));
         assert_eq!(
             p,
             json!({"Version": "2012-10-17", "Statement": [

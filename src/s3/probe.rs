@@ -13,7 +13,7 @@ use super::cors;
 use super::error::{Failure, FailureKind, classify};
 use super::policy::{Action, required};
 use super::uri::Location;
-use crate::api::connection::{CorsMode, Usage};
+use super::{Access, Cors};
 
 /// Start of the name of the object an Export probe writes and deletes right away, under
 /// the prefix. Each connection has its own (see [`probe_key`]), so that connections
@@ -35,8 +35,8 @@ pub fn probe_key(prefix: &str, owner: &str) -> String {
 #[derive(Clone, Debug)]
 pub struct Probe<'a> {
     pub location: &'a Location,
-    pub usage: &'a [Usage],
-    pub cors_mode: CorsMode,
+    pub access: Access,
+    pub cors: Cors,
     pub origins: &'a [String],
     /// The region from the spec, if any.
     pub region: Option<&'a str>,
@@ -85,23 +85,6 @@ macro_rules! send {
 fn pause(attempt: u32) -> Duration {
     let ceiling = FIRST_PAUSE.saturating_mul(1 << attempt.min(8)).min(MAX_PAUSE);
     ceiling.mul_f64(0.5 + 0.5 * fastrand::f64())
-}
-
-impl<'a> Probe<'a> {
-    /// The probes a connection's spec asks for, at `location` (parsed from its uri).
-    pub fn for_spec(spec: &'a crate::api::S3ConnectionSpec, location: &'a Location, owner: &'a str) -> Self {
-        Probe {
-            location,
-            usage: &spec.usage,
-            cors_mode: spec.cors.mode,
-            origins: &spec.cors.allowed_origins,
-            region: spec.region.as_deref(),
-            endpoint: spec.endpoint.as_deref(),
-            force_path_style: spec.force_path_style,
-            owner,
-            deadline: DEFAULT_DEADLINE,
-        }
-    }
 }
 
 /// The answer to one action's probe.
@@ -253,7 +236,7 @@ impl Run<'_> {
 pub async fn run(probe: &Probe<'_>, keys: &Keys) -> Report {
     let initial_region = probe.region.unwrap_or("us-east-1");
     let counter = RequestCounter::default();
-    let actions = required(probe.usage, probe.cors_mode).into_iter().map(|a| (a, Outcome::Untested)).collect();
+    let actions = required(probe.access, probe.cors).into_iter().map(|a| (a, Outcome::Untested)).collect();
     let mut run = Run {
         probe,
         keys,
@@ -332,7 +315,7 @@ async fn probe_all(run: &mut Run<'_>) {
     }
 
     // 3. Read one byte of the sample: s3:GetObject on `bucket/prefix/*`, and KMS.
-    if run.probe.usage.contains(&Usage::Import)
+    if run.probe.access.read
         && let Some(key) = run.report.sample_object.clone()
     {
         match send!(run, run.client.get_object().bucket(bucket).key(&key).range("bytes=0-0")) {
@@ -350,7 +333,7 @@ async fn probe_all(run: &mut Run<'_>) {
     }
 
     // 4. CORS: read, and in Apply mode add the managed rule when it is missing.
-    if run.probe.cors_mode != CorsMode::Ignore {
+    if run.probe.cors != Cors::Ignore {
         let outcome = probe_cors(run).await;
         if run.report.fatal.is_some() {
             return;
@@ -362,7 +345,7 @@ async fn probe_all(run: &mut Run<'_>) {
 
     // 5. Export: write a small, self-describing object and delete it again. The delete
     // is probed even when the write was denied: deleting a missing key is allowed.
-    if run.probe.usage.contains(&Usage::Export) {
+    if run.probe.access.write {
         let key = probe_key(prefix, run.probe.owner);
         run.report.probe_object = Some(key.clone());
         let body = format!(
@@ -451,7 +434,7 @@ async fn probe_cors(run: &mut Run<'_>) -> CorsOutcome {
         Ok(rules) => rules,
         Err(count) => return CorsOutcome::TooManyRules { count },
     };
-    if run.probe.cors_mode == CorsMode::Verify {
+    if run.probe.cors == Cors::Verify {
         return CorsOutcome::Missing { wanted: cors::to_json(&merged) };
     }
     let config = CorsConfiguration::builder().set_cors_rules(Some(merged.clone())).build().expect("rules are set");

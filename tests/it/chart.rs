@@ -8,8 +8,9 @@ use std::time::Duration;
 use kube::api::{Api, Patch, PatchParams};
 use s3connect::api::connection::Usage;
 use s3connect::s3::client::Keys;
-use s3connect::s3::policy::{policy, required};
+use s3connect::s3::policy::policy;
 use s3connect::s3::uri::Location;
+use s3connect::validation::required;
 use serde_json::{Value, json};
 
 use crate::support::operator::{condition, private_namespace, spawn_with, wait_for};

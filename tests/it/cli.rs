@@ -108,7 +108,7 @@ async fn a_ready_connection_is_not_validated_or_written_again_until_due() {
         &policy(
             &location,
             None,
-            &s3connect::s3::policy::required(&[s3connect::api::connection::Usage::Import], Default::default()),
+            &s3connect::validation::required(&[s3connect::api::connection::Usage::Import], Default::default()),
         ),
     )
     .await;

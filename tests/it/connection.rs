@@ -12,8 +12,9 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use s3connect::api::S3Connection;
 use s3connect::api::connection::{CorsMode, Usage};
 use s3connect::s3::client::Keys;
-use s3connect::s3::policy::{Action, policy, required};
+use s3connect::s3::policy::{Action, policy};
 use s3connect::s3::uri::Location;
+use s3connect::validation::required;
 use serde_json::{Value, json};
 
 use crate::support::operator::{condition, everything_shown, log_lines, wait_for};

@@ -13,8 +13,9 @@ use std::time::Duration;
 use kube::api::{Api, PostParams};
 use s3connect::api::connection::{CorsMode, Usage};
 use s3connect::api::{Dataset, DatasetExport};
-use s3connect::s3::policy::{policy, required};
+use s3connect::s3::policy::policy;
 use s3connect::s3::uri::Location;
+use s3connect::validation::required;
 use serde_json::{Value, json};
 
 use crate::support::operator::{condition, spawn_with};

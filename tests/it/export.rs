@@ -12,8 +12,9 @@ use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use s3connect::api::connection::{CorsMode, Usage};
 use s3connect::api::{DatasetExport, S3Connection};
 use s3connect::s3::client::Keys;
-use s3connect::s3::policy::{Action, policy, required};
+use s3connect::s3::policy::{Action, policy};
 use s3connect::s3::uri::Location;
+use s3connect::validation::required;
 use serde_json::{Value, json};
 
 use crate::support::operator::{condition, everything_shown, operator_pid, private_namespace, spawn, wait_for};

@@ -16,8 +16,9 @@ use s3connect::controller::driver::Outcome;
 use s3connect::controller::status::with_kstatus;
 use s3connect::controller::{dataset, export};
 use s3connect::platform::ExportState;
-use s3connect::s3::policy::{Action, policy, required};
+use s3connect::s3::policy::{Action, policy};
 use s3connect::s3::uri::Location;
+use s3connect::validation::required;
 use serde_json::{Value, json};
 
 use crate::support::operator::{condition, wait_for};

@@ -11,8 +11,9 @@ use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use s3connect::api::S3Connection;
 use s3connect::api::connection::{CorsMode, Usage};
 use s3connect::s3::client::Keys;
-use s3connect::s3::policy::{policy, required};
+use s3connect::s3::policy::policy;
 use s3connect::s3::uri::Location;
+use s3connect::validation::required;
 use serde_json::{Value, json};
 
 use crate::support::operator::{condition, everything_shown, log_lines, operator_pid, shared, wait_for};

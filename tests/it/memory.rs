@@ -10,8 +10,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use s3connect::api::S3Connection;
 use s3connect::api::connection::{CorsMode, Usage};
-use s3connect::s3::policy::{policy, required};
+use s3connect::s3::policy::policy;
 use s3connect::s3::uri::Location;
+use s3connect::validation::required;
 use serde_json::json;
 
 use crate::support::operator::{condition, operator_pid, spawn_with};

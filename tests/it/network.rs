@@ -9,8 +9,9 @@ use std::process::{Child, Command, Stdio};
 
 use kube::api::{Api, PostParams};
 use s3connect::api::connection::{CorsMode, Usage};
-use s3connect::s3::policy::{policy, required};
+use s3connect::s3::policy::policy;
 use s3connect::s3::uri::Location;
+use s3connect::validation::required;
 use serde_json::json;
 
 use crate::support::operator::{condition, private_namespace, spawn_with_env, wait_for};

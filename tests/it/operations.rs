@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use kube::api::Api;
 use s3connect::api::S3Connection;
 use s3connect::api::connection::Usage;
-use s3connect::s3::policy::{policy, required};
+use s3connect::s3::policy::policy;
 use s3connect::s3::uri::Location;
+use s3connect::validation::required;
 use serde_json::{Value, json};
 
 use crate::support::operator::{condition, operator_pid, private_namespace, spawn, wait_for};

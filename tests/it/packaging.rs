@@ -8,8 +8,9 @@ use std::process::{Command, Stdio};
 use kube::api::{Api, PostParams};
 use s3connect::api::DatasetExport;
 use s3connect::api::connection::Usage;
-use s3connect::s3::policy::{Action, policy, required};
+use s3connect::s3::policy::{Action, policy};
 use s3connect::s3::uri::Location;
+use s3connect::validation::required;
 use serde_json::{Value, json};
 
 use crate::support::operator::{condition, wait_for};

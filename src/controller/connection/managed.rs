@@ -22,13 +22,13 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, Preconditions};
 
-use super::decide::Blocker;
 use crate::api::conditions::Reason;
 use crate::api::connection::{ManagedCredentialsStatus, ROTATE_ANNOTATION, S3Connection, managed_secret_name};
 use crate::api::grant::{self, S3AccessGrant};
 use crate::controller::{Context, FIELD_MANAGER};
 use crate::iam::{Iam, IamError, Owner};
 use crate::s3::uri::Location;
+use crate::validation::Blocker;
 
 /// Held while IAM resources of the connection may exist.
 pub const FINALIZER: &str = "s3connect.io/iam-user";
@@ -264,8 +264,8 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
         }
     }
 
-    let policy = crate::check::least_privilege(&conn.spec).unwrap_or_default();
-    let policy_hash = crate::api::short_hash(&policy.to_string());
+    let policy = crate::validation::least_privilege(&conn.spec).unwrap_or_default();
+    let policy_hash = crate::text::short_hash(&policy.to_string());
     let annotation = |k: &str| secret.as_ref().and_then(|s| s.annotations().get(k).cloned());
     let created = annotation(CREATED_ANNOTATION).and_then(|t| t.parse::<Timestamp>().ok());
     // Rotation is recorded on the Secret, read fresh from the API server: a reconcile that

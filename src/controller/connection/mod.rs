@@ -1,7 +1,6 @@
 //! The S3Connection controller: fetch facts (Secret, probes) -> decide (pure) -> write
 //! status (server-side apply) -> schedule the next validation.
 
-pub mod decide;
 pub mod grants;
 pub mod managed;
 pub mod register;
@@ -23,14 +22,15 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
-use self::decide::{Blocker, KeysFrom, Next, Subject, Verdict, decide};
-use self::schedule::{Plan, jitter_fraction, parse_interval, plan, revalidate_after};
-use super::{BadValue, Context, finalizer};
+use self::schedule::{Plan, plan};
+use super::{Context, finalizer};
 use crate::api::conditions::{self, Cond};
 use crate::api::connection::{CorsState, CredentialsSecretRef, S3Connection, S3ConnectionStatus};
 use crate::s3::client::Keys;
 use crate::s3::probe::{self, Probe, Report};
 use crate::s3::uri::Location;
+use crate::timing::{jitter_fraction, parse_interval, revalidate_after};
+use crate::validation::{self, Blocker, KeysFrom, Next, Subject, Verdict, decide, keys_from};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -51,23 +51,6 @@ fn read_hint(e: &kube::Error) -> &'static str {
         kube::Error::Api(s) if s.code < 500 && s.code != 429 => "the API server refused the read",
         _ => "the API server did not answer; retrying",
     }
-}
-
-/// Reads the access keys from `secret`.
-pub fn keys_from(secret: &Secret, refs: &CredentialsSecretRef) -> Result<Keys, Blocker> {
-    let get = |key: &str| match super::secret_value(secret, key) {
-        Ok(v) => Ok(Some(v)),
-        Err(BadValue::Missing) => Ok(None),
-        Err(BadValue::Invalid) => Err(Blocker::SecretValueInvalid { key: key.to_owned() }),
-    };
-    let required = |key: &str| {
-        get(key)?.ok_or_else(|| Blocker::SecretKeyMissing { key: key.to_owned(), present: super::secret_keys(secret) })
-    };
-    Ok(Keys {
-        access_key_id: required(&refs.access_key_id_key)?,
-        secret_access_key: required(&refs.secret_access_key_key)?,
-        session_token: get(&refs.session_token_key)?,
-    })
 }
 
 /// A digest of the key values the connection uses, salted with its uid (so that equal keys
@@ -358,7 +341,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     // now, so that Ready turns False then and not at the next scheduled validation.
     let down_for = conn.status.as_ref().and_then(|s| {
         let ready = s.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == "True");
-        decide::reconciling_for(&s.conditions, now)
+        validation::reconciling_for(&s.conditions, now)
             .filter(|(reason, _)| ready && *reason == conditions::Reason::EndpointUnreachable.as_str())
             .map(|(_, d)| d)
     });
@@ -414,7 +397,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         match prepared {
             Ok((location, keys)) => {
                 let probe =
-                    Probe { deadline: ctx.config.validation_timeout, ..Probe::for_spec(spec, &location, &owner) };
+                    Probe { deadline: ctx.config.validation_timeout, ..validation::probe_for(spec, &location, &owner) };
                 let report = probe::run(&probe, &keys).await;
                 let mut verdict = decide(&subject, Ok((&location, &report)));
                 if let Some(p) = &spec.platform {
@@ -451,7 +434,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
                             }
                         }
                     };
-                    verdict = decide::with_registration(verdict, registered);
+                    verdict = validation::with_registration(verdict, registered);
                 }
                 // `keys` goes out of scope here: nothing below can read them.
                 (verdict, Some(report))
@@ -463,7 +446,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
                         conditions::REGISTERED,
                         "the connection is registered once every probe passes",
                     );
-                    verdict = decide::with_registration(verdict, registered);
+                    verdict = validation::with_registration(verdict, registered);
                 }
                 (verdict, None)
             }
@@ -479,7 +462,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         && old.platform_secret_version == platform_secret_version;
     // A managed key S3 does not know yet (IAM propagates in seconds): retried, and a
     // rotation keeps the last Ready verdict meanwhile; the new Secret is our own change.
-    let propagating = decide::key_propagating(
+    let propagating = validation::key_propagating(
         verdict.ready(),
         managed_status.as_ref().and_then(|m| m.key_created_time.as_ref()).map(|t| t.0),
         now,
@@ -487,7 +470,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     // A store that answered nothing is down, not flaky: a shorter grace.
     let down = report.is_some_and(Report::unanswered);
     let grace = if down { ctx.config.unreachable_grace } else { ctx.config.transient_grace };
-    let held = decide::hold_ready_if(
+    let held = validation::hold_ready_if(
         &old,
         same_inputs || propagating,
         verdict.ready(),
@@ -500,10 +483,10 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     let grace_left = held
         .as_ref()
         .filter(|_| down)
-        .and_then(|conds| decide::reconciling_for(conds, now))
+        .and_then(|conds| validation::reconciling_for(conds, now))
         .map(|(_, held_for)| grace.saturating_sub(held_for));
     let created = conn.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let secret_wait = decide::secret_grace_left(&verdict, created, now, ctx.config.secret_grace);
+    let secret_wait = validation::secret_grace_left(&verdict, created, now, ctx.config.secret_grace);
     let holding = held.is_some();
     let mut status = match held {
         // Ready stays as the last complete validation found it, with Reconciling saying why

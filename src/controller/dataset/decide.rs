@@ -11,9 +11,9 @@ use k8s_openapi::jiff::Timestamp;
 use super::CONNECTION_READY;
 use crate::api::conditions::{NamedCond, READY, Status};
 use crate::api::dataset::{DatasetPhase, DatasetReason as R, DatasetSpec, DatasetStatus, SYNC_NOW_ANNOTATION};
-use crate::controller::connection::schedule::parse_interval;
 use crate::controller::status::Next;
 use crate::platform::{DatasetInfo, PlatformError};
+use crate::timing::parse_interval;
 
 /// What the driver does next.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -304,7 +304,7 @@ impl Run<'_> {
 
     /// The connection's read probes on the dataset's folder, with the connection's keys.
     async fn recheck(&self, location: &Location) -> Option<Recheck> {
-        use crate::controller::connection::decide::{KeysFrom, Subject, decide};
+        use crate::validation::{KeysFrom, Subject, decide};
         let spec = &self.conn.spec;
         if let Some(endpoint) = &spec.endpoint {
             let contacted =
@@ -317,12 +317,12 @@ impl Run<'_> {
         let refs = spec.credentials.secret(&conn_name);
         let secret =
             Api::<Secret>::namespaced(self.ctx.client.clone(), self.namespace).get_opt(&refs.name).await.ok()??;
-        let keys = crate::controller::connection::keys_from(&secret, &refs).ok()?;
+        let keys = crate::validation::keys_from(&secret, &refs).ok()?;
         let owner = format!("{}/{}", self.namespace, self.ds.name_any());
         let probe = Probe {
             location,
-            usage: &[Usage::Import],
-            cors_mode: CorsMode::Ignore,
+            access: crate::s3::Access { read: true, write: false },
+            cors: crate::s3::Cors::Ignore,
             origins: &[],
             region: spec.region.as_deref(),
             endpoint: spec.endpoint.as_deref(),
@@ -454,7 +454,7 @@ impl PlatformObject for Dataset {
     }
 
     fn jitter(&self) -> f64 {
-        super::connection::schedule::jitter_fraction(&self.uid().unwrap_or_default())
+        crate::timing::jitter_fraction(&self.uid().unwrap_or_default())
     }
 }
 

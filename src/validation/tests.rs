@@ -26,7 +26,7 @@ fn location() -> Location {
 /// A report where every required action was allowed and a sample was found.
 fn healthy(spec: &S3ConnectionSpec) -> Report {
     Report {
-        actions: crate::s3::policy::required(&spec.usage, spec.cors.mode)
+        actions: super::required(&spec.usage, spec.cors.mode)
             .into_iter()
             .map(|a| (a, if a == Action::PutBucketCors { Outcome::Untested } else { Outcome::Allowed }))
             .collect(),

@@ -5,10 +5,10 @@
 use crate::api::conditions::{
     BUCKET_REACHABLE, CORS_CONFIGURED, CREDENTIALS_VALID, Cond, READ_PERMITTED, READY, Reason, WRITE_PERMITTED,
 };
-use crate::api::connection::{CorsState, PermissionCheck, PermissionResult, S3ConnectionSpec, Usage};
+use crate::api::connection::{CorsMode, CorsState, PermissionCheck, PermissionResult, S3ConnectionSpec, Usage};
 use crate::s3::error::{Failure, FailureKind};
 use crate::s3::policy::{Action, policy};
-use crate::s3::probe::{CorsOutcome, Outcome, Report};
+use crate::s3::probe::{CorsOutcome, Outcome, Probe, Report};
 use crate::s3::uri::Location;
 
 /// Why no probe could run.
@@ -292,7 +292,7 @@ fn blocked(subject: &Subject<'_>, blocker: &Blocker) -> Verdict {
             CREDENTIALS_VALID,
             Reason::SecretValueInvalid,
             match subject.keys_from {
-                KeysFrom::Secret => crate::controller::platform::invalid_value_message(secret, key),
+                KeysFrom::Secret => crate::credentials::invalid_value_message(secret, key),
                 KeysFrom::Environment => format!(
                     "The value of {key} in the environment has characters no credential has (a control character, a line break or space inside it, or non-ASCII): set it again, exactly as issued."
                 ),
@@ -314,7 +314,7 @@ fn blocked(subject: &Subject<'_>, blocker: &Blocker) -> Verdict {
         conditions.push(if type_ == failing { failed.clone() } else { Cond::waiting_on(type_, &failed) });
     }
     conditions.push(Cond::failed(READY, reason, message));
-    let permissions = crate::s3::policy::required(&spec.usage, spec.cors.mode)
+    let permissions = required(&spec.usage, spec.cors.mode)
         .into_iter()
         .map(|a| PermissionCheck { action: a.iam().to_owned(), result: PermissionResult::Untested })
         .collect();
@@ -772,6 +772,68 @@ fn cors_condition(spec: &S3ConnectionSpec, location: &Location, report: &Report)
             ),
         ),
         CorsOutcome::Failed(f) => s3_error(CORS_CONFIGURED, Action::GetBucketCors, f),
+    }
+}
+
+/// Reads the access keys from `secret`.
+pub fn keys_from(
+    secret: &k8s_openapi::api::core::v1::Secret,
+    refs: &crate::api::connection::CredentialsSecretRef,
+) -> Result<crate::s3::client::Keys, Blocker> {
+    let get = |key: &str| match crate::credentials::secret_value(secret, key) {
+        Ok(v) => Ok(Some(v)),
+        Err(crate::credentials::BadValue::Missing) => Ok(None),
+        Err(crate::credentials::BadValue::Invalid) => Err(Blocker::SecretValueInvalid { key: key.to_owned() }),
+    };
+    let required = |key: &str| {
+        get(key)?.ok_or_else(|| Blocker::SecretKeyMissing {
+            key: key.to_owned(),
+            present: crate::credentials::secret_keys(secret),
+        })
+    };
+    Ok(crate::s3::client::Keys {
+        access_key_id: required(&refs.access_key_id_key)?,
+        secret_access_key: required(&refs.secret_access_key_key)?,
+        session_token: get(&refs.session_token_key)?,
+    })
+}
+
+/// The least-privilege policy for a connection.
+pub fn least_privilege(spec: &S3ConnectionSpec) -> Result<serde_json::Value, String> {
+    let location = Location::parse(&spec.uri).map_err(|e| e.to_string())?;
+    Ok(crate::s3::policy::policy(&location, spec.region.as_deref(), &required(&spec.usage, spec.cors.mode)))
+}
+
+/// What `usage` asks of the bucket.
+pub fn access(usage: &[Usage]) -> crate::s3::Access {
+    crate::s3::Access { read: usage.contains(&Usage::Import), write: usage.contains(&Usage::Export) }
+}
+
+pub fn cors(mode: CorsMode) -> crate::s3::Cors {
+    match mode {
+        CorsMode::Apply => crate::s3::Cors::Apply,
+        CorsMode::Verify => crate::s3::Cors::Verify,
+        CorsMode::Ignore => crate::s3::Cors::Ignore,
+    }
+}
+
+/// The actions a connection with `usage` and CORS `mode` needs, in probe order.
+pub fn required(usage: &[Usage], mode: CorsMode) -> Vec<crate::s3::policy::Action> {
+    crate::s3::policy::required(access(usage), cors(mode))
+}
+
+/// The probes a connection's spec asks for, at `location` (parsed from its uri).
+pub fn probe_for<'a>(spec: &'a S3ConnectionSpec, location: &'a Location, owner: &'a str) -> Probe<'a> {
+    Probe {
+        location,
+        access: access(&spec.usage),
+        cors: cors(spec.cors.mode),
+        origins: &spec.cors.allowed_origins,
+        region: spec.region.as_deref(),
+        endpoint: spec.endpoint.as_deref(),
+        force_path_style: spec.force_path_style,
+        owner,
+        deadline: crate::s3::probe::DEFAULT_DEADLINE,
     }
 }
 
