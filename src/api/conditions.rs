@@ -3,6 +3,41 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+/// A reason enum: each variant is spelled in conditions, metrics and events exactly as it
+/// is named, so the name is the one place the word is written (`as_str`, `Display`), and
+/// `ALL` lists them for the docs' and tests' checks.
+macro_rules! reasons {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            /// The variant spelled `text`, if any.
+            pub fn parse(text: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|r| r.as_str() == text)
+            }
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => stringify!($variant),)*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use reasons;
+
 pub const READY: &str = "Ready";
 pub const CREDENTIALS_VALID: &str = "CredentialsValid";
 pub const BUCKET_REACHABLE: &str = "BucketReachable";
@@ -10,13 +45,19 @@ pub const READ_PERMITTED: &str = "ReadPermitted";
 pub const WRITE_PERMITTED: &str = "WritePermitted";
 pub const CORS_CONFIGURED: &str = "CorsConfigured";
 pub const REGISTERED: &str = "Registered";
+/// Every kind that works through an S3Connection: whether it can use it.
+pub const CONNECTION_READY: &str = "ConnectionReady";
+/// DatasetExport: whether the platform accepted the export.
+pub const SUBMITTED: &str = "Submitted";
+/// DatasetExport: whether the export has finished.
+pub const COMPLETE: &str = "Complete";
 /// kstatus: the controller is still working towards the desired state (retrying).
 pub const RECONCILING: &str = "Reconciling";
 /// kstatus: the controller cannot make progress until someone changes something.
 pub const STALLED: &str = "Stalled";
 
+reasons! {
 /// Every reason a condition can carry. One name per documented failure mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
     // CredentialsValid
     CredentialsAccepted,
@@ -95,66 +136,33 @@ pub enum Reason {
     // Ready
     Validated,
 }
+}
+
+reasons! {
+    /// The reasons of ConnectionReady of every kind that works through an S3Connection,
+    /// besides the connection's own reason, which a connection that is not Ready passes on.
+    pub enum ConnectionReadyReason {
+        ConnectionNotFound,
+        ConnectionNotForImport,
+        ConnectionNotForExport,
+        ConnectionNotRegistered,
+        ConnectionReady,
+    }
+}
+
+reasons! {
+    /// Reasons of the operator's own making, on any kind.
+    pub enum OperatorReason {
+        /// A reconcile panicked (a bug): caught, shown on the object, the rest carries on.
+        ReconcilePanicked,
+        /// The API server refused a status write.
+        StatusWriteRefused,
+        /// A key rotation asked for by annotation waits for the least interval.
+        RotationWaits,
+    }
+}
 
 impl Reason {
-    pub fn as_str(self) -> &'static str {
-        use Reason::*;
-        match self {
-            CredentialsAccepted => "CredentialsAccepted",
-            SecretNotFound => "SecretNotFound",
-            SecretKeyMissing => "SecretKeyMissing",
-            SecretValueInvalid => "SecretValueInvalid",
-            SecretForbidden => "SecretForbidden",
-            InvalidAccessKeyId => "InvalidAccessKeyId",
-            SignatureDoesNotMatch => "SignatureDoesNotMatch",
-            ExpiredToken => "ExpiredToken",
-            ClockSkew => "ClockSkew",
-            BucketFound => "BucketFound",
-            InvalidUri => "InvalidUri",
-            EndpointNotAllowed => "EndpointNotAllowed",
-            EndpointUnreachable => "EndpointUnreachable",
-            NoSuchBucket => "NoSuchBucket",
-            RegionMismatch => "RegionMismatch",
-            GetBucketLocationDenied => "GetBucketLocationDenied",
-            ReadAllowed => "ReadAllowed",
-            ListBucketDenied => "ListBucketDenied",
-            GetObjectDenied => "GetObjectDenied",
-            NoObjects => "NoObjects",
-            KmsDecryptDenied => "KmsDecryptDenied",
-            WriteAllowed => "WriteAllowed",
-            PutObjectDenied => "PutObjectDenied",
-            DeleteObjectDenied => "DeleteObjectDenied",
-            CorsApplied => "CorsApplied",
-            CorsAlreadyPresent => "CorsAlreadyPresent",
-            CorsVerified => "CorsVerified",
-            CorsIgnored => "CorsIgnored",
-            GetBucketCorsDenied => "GetBucketCorsDenied",
-            PutBucketCorsDenied => "PutBucketCorsDenied",
-            CorsRuleMissing => "CorsRuleMissing",
-            CorsNotSupported => "CorsNotSupported",
-            CorsRuleLimit => "CorsRuleLimit",
-            Registered => "Registered",
-            PlatformSecretNotFound => "PlatformSecretNotFound",
-            PlatformSecretKeyMissing => "PlatformSecretKeyMissing",
-            PlatformRejected => "PlatformRejected",
-            PlatformInternalError => "PlatformInternalError",
-            PlatformUnreachable => "PlatformUnreachable",
-            RegistrationUnconfirmed => "RegistrationUnconfirmed",
-            ManagedCredentialsDisabled => "ManagedCredentialsDisabled",
-            ManagedBucketNotAllowed => "ManagedBucketNotAllowed",
-            OperatorIamDenied => "OperatorIamDenied",
-            IamRejected => "IamRejected",
-            IamUnavailable => "IamUnavailable",
-            ManagedResourceConflict => "ManagedResourceConflict",
-            ManagedQuotaExceeded => "ManagedQuotaExceeded",
-            EndpointCertificateUntrusted => "EndpointCertificateUntrusted",
-            S3Error => "S3Error",
-            S3RequestRejected => "S3RequestRejected",
-            NotChecked => "NotChecked",
-            Validated => "Validated",
-        }
-    }
-
     /// Failures that may go away by themselves (network, clocks, server errors): the
     /// controller retries with backoff and reports Reconciling, not Stalled.
     pub fn is_transient(self) -> bool {
@@ -368,5 +376,67 @@ mod tests {
         assert!(!same_ignoring_time(&a, &c));
         let d = merge(&[], &[Cond::ok(READY, Reason::Validated, "ok")], Some(2), &at(1));
         assert!(!same_ignoring_time(&a, &d));
+    }
+}
+
+#[cfg(test)]
+mod vocabulary_tests {
+    use super::*;
+
+    /// Every reason word of every kind.
+    fn all_reasons() -> Vec<&'static str> {
+        let mut all: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        all.extend(ConnectionReadyReason::ALL.iter().map(|r| r.as_str()));
+        all.extend(OperatorReason::ALL.iter().map(|r| r.as_str()));
+        all.extend(crate::api::export::ExportReason::ALL.iter().map(|r| r.as_str()));
+        all.extend(crate::api::dataset::DatasetReason::ALL.iter().map(|r| r.as_str()));
+        all.extend(crate::api::grant::GrantReason::ALL.iter().map(|r| r.as_str()));
+        all
+    }
+
+    #[test]
+    fn a_reason_is_spelled_by_its_variant_and_parses_back() {
+        for r in Reason::ALL {
+            assert_eq!(Reason::parse(r.as_str()), Some(*r));
+        }
+        assert_eq!(Reason::parse("NoSuchReason"), None);
+        assert_eq!(Reason::GetObjectDenied.to_string(), "GetObjectDenied");
+    }
+
+    /// The operator's code names reasons and condition types through api/ only: a string
+    /// literal that is a reason (outside the S3 and IAM clients, whose error codes share
+    /// some names, and outside tests) is a word that can drift from its variant.
+    #[test]
+    fn no_reason_is_written_as_a_string_literal_outside_api() {
+        let reasons = all_reasons();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                let rel = path.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+                if path.is_dir() {
+                    if !["api", "s3"].contains(&rel.as_str()) {
+                        dirs.push(path);
+                    }
+                    continue;
+                }
+                if rel == "iam.rs" || rel.ends_with("tests.rs") || !rel.ends_with(".rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                // Unit tests at the end of a file may spell what they assert.
+                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                for (i, line) in code.lines().enumerate() {
+                    for r in &reasons {
+                        if line.contains(&format!("\"{r}\"")) {
+                            found.push(format!("src/{rel}:{}: {r}", i + 1));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(found.is_empty(), "use the reason's variant: {found:#?}");
     }
 }

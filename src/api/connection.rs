@@ -430,26 +430,6 @@ pub struct ManagedCredentialsStatus {
     pub rotation_waits_until: Option<Time>,
 }
 
-/// Annotating a managed S3Connection with a new value of this rotates its key at once.
-pub const ROTATE_ANNOTATION: &str = "s3connect.io/rotate-keys-at";
-
-/// Annotating an object with a new value of this validates (or re-checks) it at once.
-pub const REQUESTED_AT_ANNOTATION: &str = "s3connect.io/requested-at";
-/// Flux's annotation for the same (`flux reconcile`), honoured alike.
-pub const FLUX_REQUESTED_AT_ANNOTATION: &str = "reconcile.fluxcd.io/requestedAt";
-
-/// The reconcile request an object's annotations make, if any: both annotations' values,
-/// so that a new value of either is a new request.
-pub fn requested_at(annotations: &std::collections::BTreeMap<String, String>) -> Option<String> {
-    let ours = annotations.get(REQUESTED_AT_ANNOTATION);
-    let flux = annotations.get(FLUX_REQUESTED_AT_ANNOTATION);
-    match (ours, flux) {
-        (None, None) => None,
-        (Some(a), None) | (None, Some(a)) => Some(a.clone()),
-        (Some(a), Some(b)) => Some(format!("{a}|{b}")),
-    }
-}
-
 /// One registration of the connection on the platform.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]

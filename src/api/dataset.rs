@@ -116,9 +116,6 @@ pub enum DeletionPolicy {
     Delete,
 }
 
-/// Annotating a Dataset with a new value of this syncs it now.
-pub const SYNC_NOW_ANNOTATION: &str = "s3connect.io/sync-now";
-
 /// What the operator last observed of the dataset.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -173,13 +170,9 @@ pub enum DatasetPhase {
     Failed,
 }
 
+crate::api::conditions::reasons! {
 /// The reasons of a Dataset's own conditions (ConnectionReady passes on the connection's).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DatasetReason {
-    ConnectionNotFound,
-    ConnectionNotForImport,
-    ConnectionNotRegistered,
-    ConnectionReady,
     Creating,
     Processing,
     DatasetReady,
@@ -190,35 +183,10 @@ pub enum DatasetReason {
     CreationUnconfirmed,
     /// A dataset of that name exists on the platform and is not this Dataset's.
     NameInUse,
+    /// Deleting the platform's dataset failed; the finalizer stays.
+    DeletionBlocked,
     PlatformRejected,
     PlatformInternalError,
     PlatformUnreachable,
 }
-
-impl DatasetReason {
-    pub fn as_str(self) -> &'static str {
-        use DatasetReason::*;
-        match self {
-            ConnectionNotFound => "ConnectionNotFound",
-            ConnectionNotForImport => "ConnectionNotForImport",
-            ConnectionNotRegistered => "ConnectionNotRegistered",
-            ConnectionReady => "ConnectionReady",
-            Creating => "Creating",
-            Processing => "Processing",
-            DatasetReady => "DatasetReady",
-            NoFiles => "NoFiles",
-            DatasetFailed => "DatasetFailed",
-            CreationUnconfirmed => "CreationUnconfirmed",
-            NameInUse => "NameInUse",
-            PlatformRejected => "PlatformRejected",
-            PlatformInternalError => "PlatformInternalError",
-            PlatformUnreachable => "PlatformUnreachable",
-        }
-    }
-}
-
-impl std::fmt::Display for DatasetReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }

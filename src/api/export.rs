@@ -132,14 +132,10 @@ pub struct DatasetExportStatus {
     pub conditions: Vec<Condition>,
 }
 
+crate::api::conditions::reasons! {
 /// The reasons of a DatasetExport's own conditions (its ConnectionReady passes on the
 /// connection's reason as it is).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportReason {
-    ConnectionNotFound,
-    ConnectionNotForExport,
-    ConnectionNotRegistered,
-    ConnectionReady,
     Submitting,
     Submitted,
     SubmissionUnconfirmed,
@@ -152,34 +148,6 @@ pub enum ExportReason {
     PlatformInternalError,
     PlatformUnreachable,
 }
-
-impl ExportReason {
-    pub fn as_str(self) -> &'static str {
-        use ExportReason::*;
-        match self {
-            ConnectionNotFound => "ConnectionNotFound",
-            ConnectionNotForExport => "ConnectionNotForExport",
-            ConnectionNotRegistered => "ConnectionNotRegistered",
-            ConnectionReady => "ConnectionReady",
-            Submitting => "Submitting",
-            Submitted => "Submitted",
-            SubmissionUnconfirmed => "SubmissionUnconfirmed",
-            NoFilesWithStatus => "NoFilesWithStatus",
-            ExportRunning => "ExportRunning",
-            ExportSucceeded => "ExportSucceeded",
-            ExportFailed => "ExportFailed",
-            ReportNotFound => "ReportNotFound",
-            PlatformRejected => "PlatformRejected",
-            PlatformInternalError => "PlatformInternalError",
-            PlatformUnreachable => "PlatformUnreachable",
-        }
-    }
-}
-
-impl std::fmt::Display for ExportReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]

@@ -300,3 +300,11 @@ mod tests {
         assert!(!bad.spec.selects("x", &labels));
     }
 }
+
+crate::api::conditions::reasons! {
+    /// The reasons of an S3AccessGrant's Ready besides Validated.
+    pub enum GrantReason {
+        /// Its namespaceSelector cannot be used.
+        InvalidSelector,
+    }
+}

@@ -1,6 +1,7 @@
 //! The custom resources (group `s3connect.io`, version `v1alpha1`): plain data and the
 //! CRDs generated from it.
 
+pub mod annotations;
 pub mod conditions;
 pub mod connection;
 pub mod dataset;

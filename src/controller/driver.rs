@@ -198,7 +198,7 @@ fn trigger_hash<K: PlatformObject>(object: &K) -> Option<u64> {
     for key in K::TRIGGERS {
         object.annotations().get(*key).hash(&mut h);
     }
-    crate::api::connection::requested_at(object.annotations()).hash(&mut h);
+    crate::api::annotations::requested_at(object.annotations()).hash(&mut h);
     Some(h.finish())
 }
 

@@ -196,14 +196,6 @@ pub enum Failure<E: std::error::Error + 'static> {
     Panicked,
 }
 
-/// The reason a status carries after a panic.
-pub const RECONCILE_PANICKED: &str = "ReconcilePanicked";
-
-/// In debug builds (the tests), an object annotated with this panics in its reconcile:
-/// the one way to prove, through the real stack, that a panic stays the object's own.
-#[cfg(debug_assertions)]
-pub const DEBUG_PANIC_ANNOTATION: &str = "s3connect.io/debug-panic";
-
 /// Runs `reconcile`, turning a panic into `Failure::Panicked`.
 pub async fn guarded<F, E>(reconcile: F) -> Result<Action, Failure<E>>
 where
@@ -230,7 +222,14 @@ where
     tokio::spawn(async move {
         let message = "The operator failed unexpectedly while reconciling this object (an internal error, logged as \"reconcile panicked\"); it retries with backoff and no other object is affected. If this persists, report it with the operator's log.";
         status::report_panic(&ctx, object.as_ref(), message).await;
-        ctx.event(object.object_ref(&()), true, RECONCILE_PANICKED, "Reconcile", message).await;
+        ctx.event(
+            object.object_ref(&()),
+            true,
+            crate::api::conditions::OperatorReason::ReconcilePanicked.as_str(),
+            "Reconcile",
+            message,
+        )
+        .await;
     });
     Action::requeue(delay)
 }
@@ -270,7 +269,7 @@ pub async fn run_controller<K, O, I, Fut, E>(
             let meta = o.meta_mut();
             meta.managed_fields = None;
             if let Some(annotations) = meta.annotations.as_mut() {
-                annotations.retain(|k, _| kept_annotation(k));
+                annotations.retain(|k, _| crate::api::annotations::kept_annotation(k));
             }
         })
         .reflect(writer)
@@ -304,13 +303,16 @@ pub async fn run_controller<K, O, I, Fut, E>(
                 // Each namespace waits its turn in its own queue (see `slots`).
                 let namespace = object.meta().namespace.clone().unwrap_or_default();
                 #[cfg(debug_assertions)]
-                let debug_panic =
-                    object.meta().annotations.as_ref().is_some_and(|a| a.contains_key(DEBUG_PANIC_ANNOTATION));
+                let debug_panic = object
+                    .meta()
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(crate::api::annotations::DEBUG_PANIC_ANNOTATION));
                 let slots_ctx = ctx.clone();
                 let run = move || async move {
                     #[cfg(debug_assertions)]
                     if debug_panic {
-                        panic!("{DEBUG_PANIC_ANNOTATION} is set");
+                        panic!("{} is set", crate::api::annotations::DEBUG_PANIC_ANNOTATION);
                     }
                     reconcile(object, ctx).await
                 };
@@ -330,12 +332,6 @@ pub async fn run_controller<K, O, I, Fut, E>(
             }
         })
         .await;
-}
-
-/// Annotations the controllers read: the operator's own (`s3connect.io/...`, the debug
-/// panic included) and Flux's reconcile request.
-pub fn kept_annotation(key: &str) -> bool {
-    key.starts_with("s3connect.io/") || key == "reconcile.fluxcd.io/requestedAt"
 }
 
 /// How watches retry after an error: quickly, so that after an API server restart new

@@ -5,7 +5,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 
 use super::Context;
-use crate::api::conditions::{Cond, NamedCond, READY, REGISTERED, Reason, Status};
+use crate::api::conditions::{
+    CONNECTION_READY, Cond, ConnectionReadyReason, NamedCond, READY, REGISTERED, Reason, Status,
+};
 use crate::api::connection::{PlatformSecretRef, S3Connection, Usage};
 use crate::platform::{Credentials, PlatformError};
 
@@ -13,7 +15,7 @@ use crate::platform::{Credentials, PlatformError};
 pub struct Need {
     pub usage: Usage,
     /// The reason when the connection lacks `usage`.
-    pub wrong_usage: &'static str,
+    pub wrong_usage: ConnectionReadyReason,
     /// Why that usage matters, after "add it to its spec.usage".
     pub why_usage: &'static str,
     /// What needs the registration ("exports", "datasets").
@@ -26,11 +28,10 @@ pub struct Need {
 /// None when it can. A connection that is not Ready passes on its own reason, so that the
 /// resource names what to fix there.
 pub fn connection_problem(conn: Option<&S3Connection>, name: &str, need: &Need) -> Option<NamedCond> {
-    const TYPE: &str = "ConnectionReady";
-    let not = |reason: &str, message: String| Some(NamedCond::new(TYPE, Status::False, reason, message));
+    let not = |reason: &str, message: String| Some(NamedCond::new(CONNECTION_READY, Status::False, reason, message));
     let Some(conn) = conn else {
         return not(
-            "ConnectionNotFound",
+            ConnectionReadyReason::ConnectionNotFound.as_str(),
             format!(
                 "S3Connection {name:?} was not found in this namespace: create it, or fix spec.connectionRef.name."
             ),
@@ -38,7 +39,7 @@ pub fn connection_problem(conn: Option<&S3Connection>, name: &str, need: &Need) 
     };
     if !conn.spec.usage.contains(&need.usage) {
         return not(
-            need.wrong_usage,
+            need.wrong_usage.as_str(),
             format!(
                 "S3Connection {name:?} does not have {:?} usage: add {:?} to its spec.usage {}.",
                 need.usage, need.usage, need.why_usage
@@ -47,7 +48,7 @@ pub fn connection_problem(conn: Option<&S3Connection>, name: &str, need: &Need) 
     }
     if conn.spec.platform.is_none() {
         return not(
-            "ConnectionNotRegistered",
+            ConnectionReadyReason::ConnectionNotRegistered.as_str(),
             format!(
                 "S3Connection {name:?} has no spec.platform: set it so that the connection is registered with the platform, which {} need.",
                 need.for_what
@@ -57,11 +58,15 @@ pub fn connection_problem(conn: Option<&S3Connection>, name: &str, need: &Need) 
     let status = conn.status.as_ref();
     match status.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY)) {
         Some(r) if r.status == "True" && status.is_some_and(|s| s.platform_connection_id.is_some()) => None,
-        Some(r) if r.status == "True" => {
-            not("ConnectionNotRegistered", format!("S3Connection {name:?} is not registered with the platform yet."))
-        }
+        Some(r) if r.status == "True" => not(
+            ConnectionReadyReason::ConnectionNotRegistered.as_str(),
+            format!("S3Connection {name:?} is not registered with the platform yet."),
+        ),
         Some(r) => not(&r.reason, format!("S3Connection {name:?} is not ready, so {}: {}", need.withheld, r.message)),
-        None => not("ConnectionNotFound", format!("S3Connection {name:?} has not been validated yet.")),
+        None => not(
+            ConnectionReadyReason::ConnectionNotFound.as_str(),
+            format!("S3Connection {name:?} has not been validated yet."),
+        ),
     }
 }
 
@@ -77,7 +82,7 @@ pub async fn credentials_of(
         return Ok(Err(NamedCond::new(
             type_,
             Status::False,
-            "ConnectionNotRegistered",
+            ConnectionReadyReason::ConnectionNotRegistered.as_str(),
             "The S3Connection has no spec.platform.",
         )));
     };

@@ -9,7 +9,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
-use super::{Context, FIELD_MANAGER, RECONCILE_PANICKED};
+use super::{Context, FIELD_MANAGER};
+use crate::api::conditions::OperatorReason;
 use crate::api::conditions::{NamedCond, READY, RECONCILING, STALLED, Status, printable};
 
 /// Sets Ready=False with `message` and Reconciling=True on the object's status, keeping
@@ -29,7 +30,7 @@ where
     let condition = |type_: &str, state: &str, message: &str| {
         let kept =
             old.iter().find(|c| c["type"] == type_ && c["status"] == state).map(|c| c["lastTransitionTime"].clone());
-        json!({"type": type_, "status": state, "reason": RECONCILE_PANICKED, "message": message,
+        json!({"type": type_, "status": state, "reason": OperatorReason::ReconcilePanicked.as_str(), "message": message,
                "observedGeneration": generation, "lastTransitionTime": kept.unwrap_or_else(|| json!(now))})
     };
     let mut conditions: Vec<Value> =
@@ -66,7 +67,7 @@ where
         status.code,
         printable(&status.message)
     );
-    ctx.event(object.object_ref(&()), true, "StatusWriteRefused", "WriteStatus", &note).await;
+    ctx.event(object.object_ref(&()), true, OperatorReason::StatusWriteRefused.as_str(), "WriteStatus", &note).await;
 }
 
 /// What Stalled says: the next step, not the failure again (Ready and the failing

@@ -17,7 +17,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::S3Connection;
 use crate::api::conditions::{self, NamedCond, Reason, Status};
-use crate::api::grant::{S3AccessGrant, S3AccessGrantStatus};
+use crate::api::grant::{GrantReason, S3AccessGrant, S3AccessGrantStatus};
 use crate::controller::{Context, FIELD_MANAGER};
 
 /// How often grant statuses are brought up to date.
@@ -134,7 +134,7 @@ pub fn status_of(grant: &S3AccessGrant, connections: i64) -> S3AccessGrantStatus
         Some(why) if grant.spec.namespaces.is_empty() => NamedCond::new(
             conditions::READY,
             Status::False,
-            "InvalidSelector",
+            GrantReason::InvalidSelector.as_str(),
             format!("spec.namespaceSelector cannot be used ({why}): fix it, or list spec.namespaces."),
         ),
         _ => NamedCond::new(

@@ -22,19 +22,15 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, Preconditions};
 
+use crate::api::annotations::{IAM_USER_FINALIZER, ROTATE_ANNOTATION};
 use crate::api::conditions::Reason;
-use crate::api::connection::{ManagedCredentialsStatus, ROTATE_ANNOTATION, S3Connection, managed_secret_name};
+use crate::api::connection::{ManagedCredentialsStatus, S3Connection, managed_secret_name};
 use crate::api::grant::{self, S3AccessGrant};
 use crate::controller::{Context, FIELD_MANAGER};
 use crate::iam::{Iam, IamError, Owner};
 use crate::s3::uri::Location;
 use crate::validation::Blocker;
 
-/// Held while IAM resources of the connection may exist.
-pub const FINALIZER: &str = "s3connect.io/iam-user";
-const CREATED_ANNOTATION: &str = "s3connect.io/key-created-at";
-const POLICY_ANNOTATION: &str = "s3connect.io/policy-hash";
-const ROTATED_FOR_ANNOTATION: &str = "s3connect.io/rotated-for";
 const ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
 const SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
 
@@ -267,10 +263,11 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     let policy = crate::validation::least_privilege(&conn.spec).unwrap_or_default();
     let policy_hash = crate::text::short_hash(&policy.to_string());
     let annotation = |k: &str| secret.as_ref().and_then(|s| s.annotations().get(k).cloned());
-    let created = annotation(CREATED_ANNOTATION).and_then(|t| t.parse::<Timestamp>().ok());
+    let created =
+        annotation(crate::api::annotations::KEY_CREATED_AT_ANNOTATION).and_then(|t| t.parse::<Timestamp>().ok());
     // Rotation is recorded on the Secret, read fresh from the API server: a reconcile that
     // sees an older copy of the S3Connection never rotates twice for one request.
-    let handled = annotation(ROTATED_FOR_ANNOTATION);
+    let handled = annotation(crate::api::annotations::ROTATED_FOR_ANNOTATION);
     let rotate_asked = conn.annotations().get(ROTATE_ANNOTATION).cloned();
     let now = Timestamp::now();
     let due = rotation_due(created, now, spec.rotation());
@@ -297,7 +294,8 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     };
 
     let needs_key = current.is_none();
-    let needs_policy = annotation(POLICY_ANNOTATION).as_deref() != Some(policy_hash.as_str());
+    let needs_policy =
+        annotation(crate::api::annotations::POLICY_HASH_ANNOTATION).as_deref() != Some(policy_hash.as_str());
     let rotate = !needs_key && (due || asked) && waits_until.is_none();
     if !needs_key && !needs_policy && !rotate {
         return Ok(Ok(Ensured { status, secret }));
@@ -332,24 +330,24 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     }
     // Write what changed: the key (at once, as it exists only in this answer) and the
     // policy version.
-    let mut annotations = BTreeMap::from([(POLICY_ANNOTATION.to_owned(), policy_hash)]);
+    let mut annotations = BTreeMap::from([(crate::api::annotations::POLICY_HASH_ANNOTATION.to_owned(), policy_hash)]);
     let mut data = secret.as_ref().and_then(|s| s.data.clone()).unwrap_or_default();
     match &keys_to_write {
         Some(keys) => {
             data.insert(ACCESS_KEY_ID.into(), ByteString(keys.access_key_id.clone().into_bytes()));
             data.insert(SECRET_ACCESS_KEY.into(), ByteString(keys.secret_access_key.clone().into_bytes()));
-            annotations.insert(CREATED_ANNOTATION.into(), now.to_string());
+            annotations.insert(crate::api::annotations::KEY_CREATED_AT_ANNOTATION.into(), now.to_string());
             status.key_created_time = Some(Time(now));
         }
         None => {
             if let Some(c) = created {
-                annotations.insert(CREATED_ANNOTATION.into(), c.to_string());
+                annotations.insert(crate::api::annotations::KEY_CREATED_AT_ANNOTATION.into(), c.to_string());
             }
         }
     }
     let handled_now = if rotate && asked { rotate_asked.clone() } else { handled };
     if let Some(h) = &handled_now {
-        annotations.insert(ROTATED_FOR_ANNOTATION.into(), h.clone());
+        annotations.insert(crate::api::annotations::ROTATED_FOR_ANNOTATION.into(), h.clone());
     }
     status.last_handled_rotate_at = handled_now;
     let owner_ref = OwnerReference {
@@ -434,7 +432,7 @@ pub async fn remove(ctx: &Context, conn: &S3Connection, retain: bool) -> Result<
         return Err((
             Reason::ManagedCredentialsDisabled,
             format!(
-                "This operator's managed credentials are switched off, so it cannot delete IAM user {user:?} that it made for this S3Connection: switch them on again (--managed-credentials, Helm value managedCredentials.enabled) to delete it, or remove the finalizer {FINALIZER} to leave the user in IAM."
+                "This operator's managed credentials are switched off, so it cannot delete IAM user {user:?} that it made for this S3Connection: switch them on again (--managed-credentials, Helm value managedCredentials.enabled) to delete it, or remove the finalizer {IAM_USER_FINALIZER} to leave the user in IAM."
             ),
         ));
     };

@@ -83,7 +83,7 @@ async fn get_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Option
 }
 
 fn has_finalizer(conn: &S3Connection) -> bool {
-    finalizer::has(conn, register::FINALIZER)
+    finalizer::has(conn, crate::api::annotations::PLATFORM_CONNECTION_FINALIZER)
 }
 
 /// Sets the finalizers to `finalizers`, failing if the object changed meanwhile; returns
@@ -140,7 +140,7 @@ async fn clean_up(conn: &S3Connection, ctx: &Context) -> Result<Action, Error> {
     }
     let namespace = conn.namespace().unwrap_or_default();
     let connections = conn.status.as_ref().map(|s| s.platform_connections.clone()).unwrap_or_default();
-    let skip = conn.annotations().get(register::SKIP_CLEANUP).is_some_and(|v| v == "true");
+    let skip = conn.annotations().get(crate::api::annotations::SKIP_CLEANUP).is_some_and(|v| v == "true");
     // Every registration under the connection's names goes, recorded or not (a create
     // whose answer was lost, a duplicate): the finalizer is there so that none keeps keys.
     if !skip && conn.spec.platform.is_some() {
@@ -170,12 +170,12 @@ async fn clean_up(conn: &S3Connection, ctx: &Context) -> Result<Action, Error> {
             let message = format!(
                 "{} The S3Connection is deleted once its platform connections are; to let it go without that, annotate it {}=true.",
                 cond.message,
-                register::SKIP_CLEANUP
+                crate::api::annotations::SKIP_CLEANUP
             );
             return Ok(deletion_waits(ctx, conn, Cond { message, ..cond }).await);
         }
     }
-    set_finalizers(ctx, conn, finalizer::without(conn, register::FINALIZER)).await?;
+    set_finalizers(ctx, conn, finalizer::without(conn, crate::api::annotations::PLATFORM_CONNECTION_FINALIZER)).await?;
     info!(connection = %format!("{namespace}/{}", conn.name_any()), skipped = skip, "platform connections removed");
     Ok(Action::await_change())
 }
@@ -226,7 +226,8 @@ async fn switch_off_managed(conn: &S3Connection, ctx: &Context) -> Result<Action
             source,
         })?;
     }
-    let mut version = set_finalizers(ctx, conn, finalizer::without(conn, managed::FINALIZER)).await?;
+    let mut version =
+        set_finalizers(ctx, conn, finalizer::without(conn, crate::api::annotations::IAM_USER_FINALIZER)).await?;
     if conn.status.as_ref().is_some_and(|s| s.managed_credentials.is_some()) {
         let status = S3ConnectionStatus { managed_credentials: None, ..conn.status.clone().unwrap_or_default() };
         super::status::apply(ctx, conn, &status, &mut version).await.map_err(|source| Error::WriteStatus {
@@ -242,7 +243,7 @@ async fn switch_off_managed(conn: &S3Connection, ctx: &Context) -> Result<Action
 /// Deletion of a managed connection: its IAM user, policy and keys (unless retained), then
 /// the finalizer. What IAM refused is shown in the status, and retried.
 async fn clean_up_managed(conn: &S3Connection, ctx: &Context) -> Result<Action, Error> {
-    if !finalizer::has(conn, managed::FINALIZER) {
+    if !finalizer::has(conn, crate::api::annotations::IAM_USER_FINALIZER) {
         return Ok(Action::await_change());
     }
     let namespace = conn.namespace().unwrap_or_default();
@@ -251,7 +252,7 @@ async fn clean_up_managed(conn: &S3Connection, ctx: &Context) -> Result<Action, 
         let cond = Cond::failed(conditions::CREDENTIALS_VALID, reason, message);
         return Ok(deletion_waits(ctx, conn, cond).await);
     }
-    set_finalizers(ctx, conn, finalizer::without(conn, managed::FINALIZER)).await?;
+    set_finalizers(ctx, conn, finalizer::without(conn, crate::api::annotations::IAM_USER_FINALIZER)).await?;
     info!(connection = %format!("{namespace}/{}", conn.name_any()), "managed IAM user removed");
     Ok(Action::await_change())
 }
@@ -270,8 +271,10 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     // Finalizers before anything is registered or made in IAM, so that nothing outside the
     // cluster outlives the object; one write for both.
     // (Only added here: each is removed once what it holds is gone.)
-    let wants =
-        [(spec.platform.is_some(), register::FINALIZER), (spec.credentials.managed.is_some(), managed::FINALIZER)];
+    let wants = [
+        (spec.platform.is_some(), crate::api::annotations::PLATFORM_CONNECTION_FINALIZER),
+        (spec.credentials.managed.is_some(), crate::api::annotations::IAM_USER_FINALIZER),
+    ];
     let added: Vec<(bool, &str)> = wants.into_iter().filter(|(wanted, _)| *wanted).collect();
     let written_at: Version = Arc::new(std::sync::Mutex::new(conn.resource_version()));
     if let Some(finalizers) = finalizer::wanted(conn.as_ref(), &added) {
@@ -282,7 +285,8 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     }
     // Managed credentials taken out of the spec: the IAM user they made goes too (no live
     // key is left behind), then the finalizer.
-    if spec.credentials.managed.is_none() && finalizer::has(conn.as_ref(), managed::FINALIZER) {
+    if spec.credentials.managed.is_none() && finalizer::has(conn.as_ref(), crate::api::annotations::IAM_USER_FINALIZER)
+    {
         return switch_off_managed(&conn, &ctx).await;
     }
     // Managed credentials: the IAM user and a current key exist before the Secret is read.
@@ -324,7 +328,7 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         .as_ref()
         .and_then(|s| s.last_validated_time.as_ref())
         .map(|t| Duration::try_from(now.duration_since(t.0)).unwrap_or(Duration::ZERO));
-    let requested = crate::api::connection::requested_at(conn.annotations());
+    let requested = crate::api::annotations::requested_at(conn.annotations());
     let facts = schedule::Facts {
         status: conn.status.as_ref(),
         generation: conn.metadata.generation,
@@ -360,7 +364,14 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
                 let note = format!(
                     "The key rotation asked for waits until {until}: the operator rotates managed keys on request at most once every {every} s (--min-rotation-interval)."
                 );
-                ctx.event(conn.object_ref(&()), false, "RotationWaits", "RotateKeys", &note).await;
+                ctx.event(
+                    conn.object_ref(&()),
+                    false,
+                    conditions::OperatorReason::RotationWaits.as_str(),
+                    "RotateKeys",
+                    &note,
+                )
+                .await;
             }
         }
         Plan::WaitFor(d) => return Ok(Action::requeue(d)),
@@ -662,7 +673,7 @@ async fn publish_events(ctx: &Context, conn: &S3Connection, old: &S3ConnectionSt
     }
     if verdict.cors == Some(CorsState::Applied) {
         let note = "Added the CORS rule the labelling UI needs; the bucket's other rules were kept.";
-        ctx.event(conn.object_ref(&()), false, "CorsApplied", "ApplyCors", note).await;
+        ctx.event(conn.object_ref(&()), false, conditions::Reason::CorsApplied.as_str(), "ApplyCors", note).await;
     }
 }
 
@@ -695,9 +706,9 @@ fn trigger_hash(conn: &S3Connection) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     conn.metadata.generation.hash(&mut h);
     conn.metadata.deletion_timestamp.is_some().hash(&mut h);
-    conn.annotations().get(register::SKIP_CLEANUP).hash(&mut h);
-    crate::api::connection::requested_at(conn.annotations()).hash(&mut h);
-    conn.annotations().get(crate::api::connection::ROTATE_ANNOTATION).hash(&mut h);
+    conn.annotations().get(crate::api::annotations::SKIP_CLEANUP).hash(&mut h);
+    crate::api::annotations::requested_at(conn.annotations()).hash(&mut h);
+    conn.annotations().get(crate::api::annotations::ROTATE_ANNOTATION).hash(&mut h);
     // Deletion goes one finalizer at a time (platform registrations, then the IAM user).
     conn.finalizers().hash(&mut h);
     Some(h.finish())

@@ -12,12 +12,6 @@ use crate::platform::{self, ConnectionForm, Credentials, PlatformError};
 use crate::s3::client::Keys;
 use crate::s3::uri::Location;
 
-/// Held while the platform has a connection for the object.
-pub const FINALIZER: &str = "s3connect.io/platform-connection";
-/// `"true"` releases the finalizer without deleting the platform connection (for when the
-/// platform is gone for good, or the connection was removed there by hand).
-pub const SKIP_CLEANUP: &str = "s3connect.io/skip-platform-cleanup";
-
 fn connection_type(usage: Usage) -> &'static str {
     match usage {
         Usage::Import => "import",

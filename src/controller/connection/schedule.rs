@@ -36,14 +36,17 @@ fn last_next(status: &S3ConnectionStatus) -> Option<Reason> {
             status.conditions.iter().any(|c| c.type_ == crate::api::conditions::RECONCILING && c.status == "True");
         return Some(if held { Reason::S3Error } else { Reason::Validated });
     }
-    Some(match ready.reason.as_str() {
-        "InvalidUri" => Reason::InvalidUri,
-        "EndpointNotAllowed" => Reason::EndpointNotAllowed,
-        "SecretNotFound" => Reason::SecretNotFound,
-        "SecretKeyMissing" => Reason::SecretKeyMissing,
-        "SecretValueInvalid" => Reason::SecretValueInvalid,
-        "PlatformSecretNotFound" => Reason::PlatformSecretNotFound,
-        "PlatformSecretKeyMissing" => Reason::PlatformSecretKeyMissing,
+    // The failures whose schedule differs from an S3 error's; any other counts as one.
+    Some(match Reason::parse(&ready.reason) {
+        Some(
+            r @ (Reason::InvalidUri
+            | Reason::EndpointNotAllowed
+            | Reason::SecretNotFound
+            | Reason::SecretKeyMissing
+            | Reason::SecretValueInvalid
+            | Reason::PlatformSecretNotFound
+            | Reason::PlatformSecretKeyMissing),
+        ) => r,
         _ => Reason::S3Error,
     })
 }

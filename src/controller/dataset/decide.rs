@@ -8,9 +8,9 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::CONNECTION_READY;
-use crate::api::conditions::{NamedCond, READY, Status};
-use crate::api::dataset::{DatasetPhase, DatasetReason as R, DatasetSpec, DatasetStatus, SYNC_NOW_ANNOTATION};
+use crate::api::annotations::SYNC_NOW_ANNOTATION;
+use crate::api::conditions::{CONNECTION_READY, ConnectionReadyReason, NamedCond, READY, Status};
+use crate::api::dataset::{DatasetPhase, DatasetReason as R, DatasetSpec, DatasetStatus};
 use crate::controller::status::Next;
 use crate::platform::{DatasetInfo, PlatformError};
 use crate::timing::parse_interval;
@@ -66,7 +66,7 @@ pub fn step(
     }
     let asked = sync_requested(status, annotations).is_some();
     // A new reconcile request: a settled dataset is looked at now, not when its sync is due.
-    let look = crate::api::connection::requested_at(annotations)
+    let look = crate::api::annotations::requested_at(annotations)
         .is_some_and(|r| status.last_handled_reconcile_at.as_deref() != Some(r.as_str()));
     match sync_due_in(spec, status, now) {
         Some(_) if asked => Step::Check { sync: true },
@@ -80,8 +80,9 @@ pub fn step(
 /// What a step ends with.
 pub type Outcome = crate::controller::driver::Outcome<DatasetStatus>;
 
-fn cond(type_: &'static str, status: Status, reason: R, message: impl Into<String>) -> NamedCond {
-    NamedCond::new(type_, status, reason.as_str(), message)
+/// A condition with one of the kind's reasons (or a ConnectionReady reason).
+fn cond(type_: &'static str, status: Status, reason: impl std::fmt::Display, message: impl Into<String>) -> NamedCond {
+    NamedCond::new(type_, status, reason.to_string(), message)
 }
 
 fn not_yet(reason: R, message: impl Into<String>) -> NamedCond {
@@ -304,7 +305,7 @@ pub fn connection_ready(name: &str, connection_id: &str) -> NamedCond {
     cond(
         CONNECTION_READY,
         Status::True,
-        R::ConnectionReady,
+        ConnectionReadyReason::ConnectionReady,
         format!("S3Connection {name:?} is ready and registered for Import (platform connection {connection_id})."),
     )
 }

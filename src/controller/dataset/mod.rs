@@ -28,20 +28,20 @@ use super::Context;
 use super::driver::{self, Error, PlatformObject};
 use super::finalizer;
 use super::status::{self as shared, Next};
-use crate::api::conditions::{self, BUCKET_REACHABLE, CREDENTIALS_VALID, NamedCond, READ_PERMITTED, READY};
+use crate::api::annotations::SYNC_NOW_ANNOTATION;
+use crate::api::conditions::{
+    self, BUCKET_REACHABLE, CONNECTION_READY, CREDENTIALS_VALID, ConnectionReadyReason, NamedCond, READ_PERMITTED,
+    READY,
+};
 use crate::api::connection::{CorsMode, S3Connection, Usage};
-use crate::api::dataset::{Dataset, DatasetPhase, DatasetStatus, DeletionPolicy, SYNC_NOW_ANNOTATION};
+use crate::api::dataset::{Dataset, DatasetPhase, DatasetReason, DatasetStatus, DeletionPolicy};
 use crate::platform::{Credentials, DatasetRequest};
 use crate::s3::probe::{self, Probe};
 use crate::s3::uri::Location;
 
-pub const CONNECTION_READY: &str = "ConnectionReady";
-/// Held while deleting the object must delete the platform's dataset (deletionPolicy Delete).
-pub const FINALIZER: &str = "s3connect.io/dataset";
-
 const FOR_DATASET: super::platform::Need = super::platform::Need {
     usage: Usage::Import,
-    wrong_usage: "ConnectionNotForImport",
+    wrong_usage: ConnectionReadyReason::ConnectionNotForImport,
     why_usage: "so that its read permissions are checked",
     for_what: "datasets",
     withheld: "no dataset is created",
@@ -106,7 +106,9 @@ pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Er
     }
     // Before anything is created, so that a Delete dataset never outlives the object.
     let wants_finalizer = ds.spec.deletion_policy == DeletionPolicy::Delete;
-    if let Some(finalizers) = finalizer::wanted(ds.as_ref(), &[(wants_finalizer, FINALIZER)]) {
+    if let Some(finalizers) =
+        finalizer::wanted(ds.as_ref(), &[(wants_finalizer, crate::api::annotations::DATASET_FINALIZER)])
+    {
         set_finalizers(&ctx, &ds, finalizers).await?;
         return Ok(Action::requeue(Duration::ZERO));
     }
@@ -119,7 +121,7 @@ pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Er
     let mut version = ds.resource_version();
     let problem = super::platform::connection_problem(connection.as_ref(), &conn_name, &FOR_DATASET);
     let step = decide::step(&ds.spec, &status, ds.annotations(), problem.clone(), Timestamp::now());
-    status.last_handled_reconcile_at = crate::api::connection::requested_at(ds.annotations());
+    status.last_handled_reconcile_at = crate::api::annotations::requested_at(ds.annotations());
     let outcome = match (step, connection.as_ref()) {
         (Step::Idle(after), _) => return Ok(after.map_or_else(Action::await_change, Action::requeue)),
         (Step::Blocked(p), _) => decide::blocked(status, p),
@@ -144,7 +146,7 @@ fn conn_missing(name: &str) -> NamedCond {
     NamedCond::new(
         CONNECTION_READY,
         conditions::Status::False,
-        "ConnectionNotFound",
+        ConnectionReadyReason::ConnectionNotFound.as_str(),
         format!("S3Connection {name:?} was not found in this namespace."),
     )
 }
@@ -359,12 +361,12 @@ async fn set_finalizers(ctx: &Context, ds: &Dataset, finalizers: Vec<String>) ->
 /// Deletion with deletionPolicy Delete: the platform's dataset first (the recorded one,
 /// and one an unconfirmed create may have made), then the finalizer.
 async fn clean_up(ctx: &Context, ds: &Dataset, conn: Option<&S3Connection>) -> Result<Action, Error> {
-    if !finalizer::has(ds, FINALIZER) {
+    if !finalizer::has(ds, crate::api::annotations::DATASET_FINALIZER) {
         return Ok(Action::await_change());
     }
     let namespace = ds.namespace().unwrap_or_default();
     let status = ds.status.clone().unwrap_or_default();
-    let skip = ds.annotations().get(super::connection::register::SKIP_CLEANUP).is_some_and(|v| v == "true");
+    let skip = ds.annotations().get(crate::api::annotations::SKIP_CLEANUP).is_some_and(|v| v == "true");
     let failed: Option<String> = if skip || (status.dataset_id.is_none() && status.creation_started_time.is_none()) {
         None
     } else {
@@ -406,9 +408,9 @@ async fn clean_up(ctx: &Context, ds: &Dataset, conn: Option<&S3Connection>) -> R
     if let Some(why) = failed {
         let message = format!(
             "{why} The Dataset is deleted once its platform dataset is (deletionPolicy: Delete); to let it go without that, annotate it {}=true.",
-            super::connection::register::SKIP_CLEANUP
+            crate::api::annotations::SKIP_CLEANUP
         );
-        let cond = NamedCond::new(READY, conditions::Status::False, "DeletionBlocked", message);
+        let cond = NamedCond::new(READY, conditions::Status::False, DatasetReason::DeletionBlocked.as_str(), message);
         let patch = serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "Dataset", "status": {
             "conditions": conditions::merge_named(&status.conditions, &[cond], ds.metadata.generation, &Time(Timestamp::now())),
         }});
@@ -418,7 +420,7 @@ async fn clean_up(ctx: &Context, ds: &Dataset, conn: Option<&S3Connection>) -> R
         let next = Next::Retry { cap: Duration::from_secs(300) };
         return Ok(shared::action(ctx, &ds.uid().unwrap_or_default(), next, 0.5));
     }
-    set_finalizers(ctx, ds, finalizer::without(ds, FINALIZER)).await?;
+    set_finalizers(ctx, ds, finalizer::without(ds, crate::api::annotations::DATASET_FINALIZER)).await?;
     info!(dataset = %format!("{namespace}/{}", ds.name_any()), skipped = skip, "platform dataset removed");
     Ok(Action::await_change())
 }
@@ -426,7 +428,7 @@ async fn clean_up(ctx: &Context, ds: &Dataset, conn: Option<&S3Connection>) -> R
 impl PlatformObject for Dataset {
     type Status = DatasetStatus;
     const KIND: &'static str = "Dataset";
-    const TRIGGERS: &'static [&'static str] = &[SYNC_NOW_ANNOTATION, super::connection::register::SKIP_CLEANUP];
+    const TRIGGERS: &'static [&'static str] = &[SYNC_NOW_ANNOTATION, crate::api::annotations::SKIP_CLEANUP];
 
     fn status(&self) -> Option<&DatasetStatus> {
         self.status.as_ref()

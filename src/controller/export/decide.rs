@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::{COMPLETE, CONNECTION_READY, REPORT_ID_ANNOTATION, RESUBMIT_ANNOTATION, SUBMITTED};
-use crate::api::conditions::{NamedCond, READY, Status};
+use crate::api::annotations::{REPORT_ID_ANNOTATION, RESUBMIT_ANNOTATION};
+use crate::api::conditions::{COMPLETE, CONNECTION_READY, ConnectionReadyReason, NamedCond, READY, SUBMITTED, Status};
 use crate::api::export::{DatasetExportStatus, ExportPhase, ExportReason as R};
 use crate::controller::status::Next;
 use crate::platform::{ExportState, PlatformError};
@@ -71,8 +71,9 @@ fn clear_intent(status: &mut DatasetExportStatus) {
 /// What a step ends with.
 pub type Outcome = crate::controller::driver::Outcome<DatasetExportStatus>;
 
-fn cond(type_: &'static str, status: Status, reason: R, message: impl Into<String>) -> NamedCond {
-    NamedCond::new(type_, status, reason.as_str(), message)
+/// A condition with one of the kind's reasons (or a ConnectionReady reason).
+fn cond(type_: &'static str, status: Status, reason: impl std::fmt::Display, message: impl Into<String>) -> NamedCond {
+    NamedCond::new(type_, status, reason.to_string(), message)
 }
 
 /// The outcome with Ready by the driver's rule: True once complete, else the first failing
@@ -266,7 +267,7 @@ pub fn connection_gone(status: DatasetExportStatus, report_id: &str) -> Outcome 
     let c = cond(
         COMPLETE,
         Status::Unknown,
-        R::ConnectionNotFound,
+        ConnectionReadyReason::ConnectionNotFound,
         "Its S3Connection is gone, and with it the platform credentials: re-create the S3Connection to follow the export.",
     );
     // Not the platform at work: a person must bring the connection back (Ready False).

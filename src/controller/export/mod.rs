@@ -27,19 +27,12 @@ use kube::runtime::controller::Action;
 use self::decide::{ExportNames, Step};
 use super::Context;
 use super::driver::{self, Error, PlatformObject};
-use crate::api::conditions::{NamedCond, Status};
+use crate::api::conditions::{CONNECTION_READY, ConnectionReadyReason, NamedCond, SUBMITTED, Status};
 use crate::api::connection::{S3Connection, Usage};
 use crate::api::export::{
     DatasetExport, DatasetExportStatus, ExportFormat, ExportPhase, ExportReason as R, FileStatus,
 };
 use crate::platform::ExportRequest;
-
-pub const REPORT_ID_ANNOTATION: &str = "s3connect.io/report-id";
-pub const RESUBMIT_ANNOTATION: &str = "s3connect.io/resubmit";
-
-pub const CONNECTION_READY: &str = "ConnectionReady";
-pub const SUBMITTED: &str = "Submitted";
-pub const COMPLETE: &str = "Complete";
 
 /// Report ids the platform gave whose status write failed, by export uid, so that a retry
 /// in the same process records them instead of submitting again. Export-only state: it
@@ -80,7 +73,7 @@ pub fn connection_problem(conn: Option<&S3Connection>, name: &str) -> Option<Nam
 
 const FOR_EXPORT: super::platform::Need = super::platform::Need {
     usage: Usage::Export,
-    wrong_usage: "ConnectionNotForExport",
+    wrong_usage: ConnectionReadyReason::ConnectionNotForExport,
     why_usage: "so that its write permissions are checked",
     for_what: "exports",
     withheld: "nothing is submitted",
@@ -101,7 +94,7 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
         .await
         .map_err(Error::read(format!("S3Connection {namespace}/{conn_name}")))?;
     status.observed_generation = export.metadata.generation;
-    status.last_handled_reconcile_at = crate::api::connection::requested_at(export.annotations());
+    status.last_handled_reconcile_at = crate::api::annotations::requested_at(export.annotations());
     if status.destination.is_none()
         && let Some((Some(b), Some(p))) =
             connection.as_ref().and_then(|c| c.status.as_ref()).map(|s| (s.bucket.clone(), s.prefix.clone()))
@@ -151,7 +144,7 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
                     let ready = cond(
                         CONNECTION_READY,
                         Status::True,
-                        R::ConnectionReady,
+                        ConnectionReadyReason::ConnectionReady,
                         format!(
                             "S3Connection {conn_name:?} is ready and registered (platform connection {connection_id})."
                         ),
@@ -211,7 +204,8 @@ async fn platform_credentials(
 impl PlatformObject for DatasetExport {
     type Status = DatasetExportStatus;
     const KIND: &'static str = "DatasetExport";
-    const TRIGGERS: &'static [&'static str] = &[REPORT_ID_ANNOTATION, RESUBMIT_ANNOTATION];
+    const TRIGGERS: &'static [&'static str] =
+        &[crate::api::annotations::REPORT_ID_ANNOTATION, crate::api::annotations::RESUBMIT_ANNOTATION];
 
     fn status(&self) -> Option<&DatasetExportStatus> {
         self.status.as_ref()

@@ -9,7 +9,7 @@ fn names() -> ExportNames<'static> {
 }
 
 fn ready() -> NamedCond {
-    cond(CONNECTION_READY, Status::True, R::ConnectionReady, "ready")
+    cond(CONNECTION_READY, Status::True, ConnectionReadyReason::ConnectionReady, "ready")
 }
 
 fn at(secs: i64) -> Timestamp {

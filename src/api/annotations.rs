@@ -1,0 +1,59 @@
+//! Every annotation and finalizer the operator reads or sets, in one place: what a person
+//! (or Flux) writes on an object to ask for something, and what the operator puts on what
+//! it owns.
+
+use std::collections::BTreeMap;
+
+/// Annotating an object with a new value of this validates (or re-checks) it at once.
+pub const REQUESTED_AT_ANNOTATION: &str = "s3connect.io/requested-at";
+/// Flux's annotation for the same (`flux reconcile`), honoured alike.
+pub const FLUX_REQUESTED_AT_ANNOTATION: &str = "reconcile.fluxcd.io/requestedAt";
+/// Annotating a managed S3Connection with a new value of this rotates its key at once.
+pub const ROTATE_ANNOTATION: &str = "s3connect.io/rotate-keys-at";
+/// `"true"` on an S3Connection or Dataset releases its finalizer without deleting what it
+/// holds on the platform (for when the platform is gone for good, or the object was
+/// removed there by hand).
+pub const SKIP_CLEANUP: &str = "s3connect.io/skip-platform-cleanup";
+/// Annotating a Dataset with a new value of this syncs it now.
+pub const SYNC_NOW_ANNOTATION: &str = "s3connect.io/sync-now";
+/// On a DatasetExport whose submission is unconfirmed: the report id found on the
+/// platform, to follow it.
+pub const REPORT_ID_ANNOTATION: &str = "s3connect.io/report-id";
+/// On a DatasetExport whose submission is unconfirmed: a new value submits it once more.
+pub const RESUBMIT_ANNOTATION: &str = "s3connect.io/resubmit";
+/// In debug builds (the tests), an object annotated with this panics in its reconcile:
+/// the one way to prove, through the real stack, that a panic stays the object's own.
+#[cfg(debug_assertions)]
+pub const DEBUG_PANIC_ANNOTATION: &str = "s3connect.io/debug-panic";
+
+/// On a managed key Secret: when its key was created.
+pub const KEY_CREATED_AT_ANNOTATION: &str = "s3connect.io/key-created-at";
+/// On a managed key Secret: the digest of the policy its user was given.
+pub const POLICY_HASH_ANNOTATION: &str = "s3connect.io/policy-hash";
+/// On a managed key Secret: the rotation request its key answers.
+pub const ROTATED_FOR_ANNOTATION: &str = "s3connect.io/rotated-for";
+
+/// Held while the platform has a connection for an S3Connection.
+pub const PLATFORM_CONNECTION_FINALIZER: &str = "s3connect.io/platform-connection";
+/// Held while IAM resources of an S3Connection with managed credentials may exist.
+pub const IAM_USER_FINALIZER: &str = "s3connect.io/iam-user";
+/// Held while deleting a Dataset must delete the platform's dataset (deletionPolicy Delete).
+pub const DATASET_FINALIZER: &str = "s3connect.io/dataset";
+
+/// The reconcile request an object's annotations make, if any: both annotations' values,
+/// so that a new value of either is a new request.
+pub fn requested_at(annotations: &BTreeMap<String, String>) -> Option<String> {
+    let ours = annotations.get(REQUESTED_AT_ANNOTATION);
+    let flux = annotations.get(FLUX_REQUESTED_AT_ANNOTATION);
+    match (ours, flux) {
+        (None, None) => None,
+        (Some(a), None) | (None, Some(a)) => Some(a.clone()),
+        (Some(a), Some(b)) => Some(format!("{a}|{b}")),
+    }
+}
+
+/// Annotations the controllers read, and so the only ones their caches keep: the
+/// operator's own (`s3connect.io/...`) and Flux's reconcile request.
+pub fn kept_annotation(key: &str) -> bool {
+    key.starts_with("s3connect.io/") || key == FLUX_REQUESTED_AT_ANNOTATION
+}
