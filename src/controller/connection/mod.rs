@@ -257,6 +257,9 @@ async fn clean_up_managed(conn: &S3Connection, ctx: &Context) -> Result<Action, 
     Ok(Action::await_change())
 }
 
+/// One reconcile, as named steps: deletion; finalizers; the facts (managed credentials,
+/// the Secrets); whether a validation is due; the validation (probes, then the platform
+/// registration); the status it leads to; the write; what next.
 pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let name = conn.name_any();
@@ -265,34 +268,81 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         crate::telemetry::metrics::METRICS.forget(&conn.uid().unwrap_or_default());
         return clean_up(&conn, &ctx).await;
     }
-    let uid = conn.uid().unwrap_or_default();
-    let spec = &conn.spec;
+    let written_at = ensure_finalizers(&ctx, &conn).await?;
+    // Managed credentials taken out of the spec: the IAM user they made goes too (no live
+    // key is left behind), then the finalizer.
+    if conn.spec.credentials.managed.is_none()
+        && finalizer::has(conn.as_ref(), crate::api::annotations::IAM_USER_FINALIZER)
+    {
+        return switch_off_managed(&conn, &ctx).await;
+    }
+    let facts = gather(&ctx, &conn, name, namespace).await?;
+    if let Some(action) = not_due(&ctx, &conn, &facts).await {
+        return Ok(action);
+    }
+    ctx.validation_started(&facts.uid);
+    let validated = validate(&ctx, &conn, &facts, &written_at).await;
+    let settled = settle(&ctx, &conn, &facts, &validated).await;
+    let mut written = current(&written_at);
+    super::status::apply(&ctx, conn.as_ref(), &settled.status, &mut written).await.map_err(|source| {
+        Error::WriteStatus { namespace: facts.namespace.clone(), name: facts.name.clone(), source }
+    })?;
+    if !settled.holding {
+        publish_events(&ctx, &conn, &settled.old, &validated.verdict).await;
+    }
+    Ok(finish(&ctx, &facts, &validated, &settled, started))
+}
 
-    // Finalizers before anything is registered or made in IAM, so that nothing outside the
-    // cluster outlives the object; one write for both.
-    // (Only added here: each is removed once what it holds is gone.)
+/// Finalizers before anything is registered or made in IAM, so that nothing outside the
+/// cluster outlives the object; one write for both (each is removed only once what it
+/// holds is gone). Returns the version later writes are preconditioned on.
+async fn ensure_finalizers(ctx: &Context, conn: &S3Connection) -> Result<Version, Error> {
     let wants = [
-        (spec.platform.is_some(), crate::api::annotations::PLATFORM_CONNECTION_FINALIZER),
-        (spec.credentials.managed.is_some(), crate::api::annotations::IAM_USER_FINALIZER),
+        (conn.spec.platform.is_some(), crate::api::annotations::PLATFORM_CONNECTION_FINALIZER),
+        (conn.spec.credentials.managed.is_some(), crate::api::annotations::IAM_USER_FINALIZER),
     ];
     let added: Vec<(bool, &str)> = wants.into_iter().filter(|(wanted, _)| *wanted).collect();
     let written_at: Version = Arc::new(std::sync::Mutex::new(conn.resource_version()));
-    if let Some(finalizers) = finalizer::wanted(conn.as_ref(), &added) {
-        let written = set_finalizers(&ctx, &conn, finalizers).await?;
+    if let Some(finalizers) = finalizer::wanted(conn, &added) {
+        let written = set_finalizers(ctx, conn, finalizers).await?;
         if let Ok(mut v) = written_at.lock() {
             *v = written;
         }
     }
-    // Managed credentials taken out of the spec: the IAM user they made goes too (no live
-    // key is left behind), then the finalizer.
-    if spec.credentials.managed.is_none() && finalizer::has(conn.as_ref(), crate::api::annotations::IAM_USER_FINALIZER)
-    {
-        return switch_off_managed(&conn, &ctx).await;
-    }
-    // Managed credentials: the IAM user and a current key exist before the Secret is read.
+    Ok(written_at)
+}
+
+/// What one reconcile of a connection knows before it decides anything.
+struct Facts {
+    name: String,
+    namespace: String,
+    uid: String,
+    refs: CredentialsSecretRef,
+    /// Managed credentials as made (or kept) in IAM, or what stops them.
+    managed_status: Option<crate::api::connection::ManagedCredentialsStatus>,
+    managed_blocker: Option<Blocker>,
+    secret: Option<Secret>,
+    /// The operator's RBAC forbids reading the Secret.
+    forbidden: bool,
+    secret_version: Option<String>,
+    secret_digest: Option<String>,
+    rotation_waits_until: Option<Timestamp>,
+    platform_secret: Option<Secret>,
+    platform_secret_version: Option<String>,
+    interval: Duration,
+    jitter: f64,
+    now: Timestamp,
+    requested: Option<String>,
+}
+
+/// Managed credentials first (the IAM user and a current key exist before the Secret is
+/// read), then the key Secret and the platform Secret.
+async fn gather(ctx: &Context, conn: &S3Connection, name: String, namespace: String) -> Result<Facts, Error> {
+    let uid = conn.uid().unwrap_or_default();
+    let spec = &conn.spec;
     let (mut managed_status, mut managed_blocker, mut managed_secret) = (None, None, None);
     if spec.credentials.managed.is_some() {
-        match managed::ensure(&ctx, &conn).await {
+        match managed::ensure(ctx, conn).await {
             Ok(Ok(ensured)) => (managed_status, managed_secret) = (Some(ensured.status), Some(ensured.secret)),
             Ok(Err(blocker)) => managed_blocker = Some(blocker),
             Err(source) => return Err(Error::WriteManaged { namespace, name, source }),
@@ -301,51 +351,68 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
     let refs = spec.credentials.secret(&name);
     let read = match managed_secret {
         Some(secret) => Ok(secret),
-        None => get_secret(&ctx, &namespace, &refs.name).await,
+        None => get_secret(ctx, &namespace, &refs.name).await,
     };
     let (secret, forbidden) = match read {
         Ok(s) => (s, false),
-        Err(Error::ReadSecret { source: kube::Error::Api(e), name, .. }) if e.code == 403 => {
-            warn!(connection = %format!("{namespace}/{}", conn.name_any()), secret = %name, "the operator's RBAC forbids reading the Secret");
+        Err(Error::ReadSecret { source: kube::Error::Api(e), name: secret, .. }) if e.code == 403 => {
+            warn!(connection = %format!("{namespace}/{name}"), secret = %secret, "the operator's RBAC forbids reading the Secret");
             (None, true)
         }
         Err(e) => return Err(e),
     };
-    let secret_version = secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
-    let secret_digest = secret.as_ref().and_then(|s| credentials_digest(&uid, s, &refs));
-    let rotation_waits_until = managed_status.as_ref().and_then(|m| m.rotation_waits_until.as_ref()).map(|t| t.0);
     let platform_secret = match &spec.platform {
-        Some(p) => get_secret(&ctx, &namespace, &p.secret_ref.name).await?,
+        Some(p) => get_secret(ctx, &namespace, &p.secret_ref.name).await?,
         None => None,
     };
-    let platform_secret_version = platform_secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
+    Ok(Facts {
+        secret_version: secret.as_ref().and_then(|s| s.metadata.resource_version.clone()),
+        secret_digest: secret.as_ref().and_then(|s| credentials_digest(&uid, s, &refs)),
+        rotation_waits_until: managed_status.as_ref().and_then(|m| m.rotation_waits_until.as_ref()).map(|t| t.0),
+        platform_secret_version: platform_secret.as_ref().and_then(|s| s.metadata.resource_version.clone()),
+        interval: parse_interval(&spec.revalidate_interval),
+        jitter: jitter_fraction(&uid),
+        now: Timestamp::now(),
+        requested: crate::api::annotations::requested_at(conn.annotations()),
+        name,
+        namespace,
+        uid,
+        refs,
+        managed_status,
+        managed_blocker,
+        secret,
+        forbidden,
+        platform_secret,
+    })
+}
 
-    let interval = parse_interval(&spec.revalidate_interval);
-    let jitter = jitter_fraction(&uid);
-    let now = Timestamp::now();
+/// When no validation is due yet: the action that waits for it. Validations of one object
+/// are also spaced, so that a tenant annotating its Secret or connection in a loop cannot
+/// make the operator probe S3 or call the platform faster than that (a spec change is
+/// looked at at once).
+async fn not_due(ctx: &Context, conn: &S3Connection, f: &Facts) -> Option<Action> {
     let since_last = conn
         .status
         .as_ref()
         .and_then(|s| s.last_validated_time.as_ref())
-        .map(|t| Duration::try_from(now.duration_since(t.0)).unwrap_or(Duration::ZERO));
-    let requested = crate::api::annotations::requested_at(conn.annotations());
+        .map(|t| Duration::try_from(f.now.duration_since(t.0)).unwrap_or(Duration::ZERO));
     let facts = schedule::Facts {
         status: conn.status.as_ref(),
         generation: conn.metadata.generation,
-        secret_digest: secret_digest.as_deref(),
-        secret_version: secret_version.as_deref(),
-        platform_secret_version: platform_secret_version.as_deref(),
-        requested: requested.as_deref(),
+        secret_digest: f.secret_digest.as_deref(),
+        secret_version: f.secret_version.as_deref(),
+        platform_secret_version: f.platform_secret_version.as_deref(),
+        requested: f.requested.as_deref(),
         since_last,
-        interval,
-        failures: ctx.failures(&uid),
-        jitter,
+        interval: f.interval,
+        failures: ctx.failures(&f.uid),
+        jitter: f.jitter,
     };
     // Held Ready while the store answered nothing: once the unreachable grace is over, look
     // now, so that Ready turns False then and not at the next scheduled validation.
     let down_for = conn.status.as_ref().and_then(|s| {
         let ready = s.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == "True");
-        validation::reconciling_for(&s.conditions, now)
+        validation::reconciling_for(&s.conditions, f.now)
             .filter(|(reason, _)| ready && *reason == conditions::Reason::EndpointUnreachable.as_str())
             .map(|(_, d)| d)
     });
@@ -353,129 +420,142 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         Plan::ValidateNow => {}
         _ if down_for.is_some_and(|d| d >= ctx.config.unreachable_grace) => {}
         // A managed-credentials problem the status does not show yet.
-        _ if managed_blocker.as_ref().is_some_and(|b| !shows(conn.as_ref(), b)) => {}
+        _ if f.managed_blocker.as_ref().is_some_and(|b| !shows(conn, b)) => {}
         // A rotation that waits, not shown yet.
-        _ if rotation_waits_until.is_some()
+        _ if f.rotation_waits_until.is_some()
             && conn.status.as_ref().and_then(|s| s.managed_credentials.as_ref()).map(|m| &m.rotation_waits_until)
-                != managed_status.as_ref().map(|m| &m.rotation_waits_until) =>
+                != f.managed_status.as_ref().map(|m| &m.rotation_waits_until) =>
         {
-            if let Some(until) = rotation_waits_until {
+            if let Some(until) = f.rotation_waits_until {
                 let every = ctx.config.managed.as_ref().map_or(0, |m| m.min_rotation_interval.as_secs());
                 let note = format!(
                     "The key rotation asked for waits until {until}: the operator rotates managed keys on request at most once every {every} s (--min-rotation-interval)."
                 );
-                ctx.event(
-                    conn.object_ref(&()),
-                    false,
-                    conditions::OperatorReason::RotationWaits.as_str(),
-                    "RotateKeys",
-                    &note,
-                )
-                .await;
+                let reason = conditions::OperatorReason::RotationWaits.as_str();
+                ctx.event(conn.object_ref(&()), false, reason, "RotateKeys", &note).await;
             }
         }
-        Plan::WaitFor(d) => return Ok(Action::requeue(d)),
-        Plan::WaitForChange => return Ok(Action::await_change()),
+        Plan::WaitFor(d) => return Some(Action::requeue(d)),
+        Plan::WaitForChange => return Some(Action::await_change()),
     }
-
-    // Validations of one object are spaced: a tenant annotating its Secret or connection in
-    // a loop cannot make the operator probe S3 or call the platform faster than this. A
-    // spec change (a new generation) is looked at at once.
     let spec_changed = conn.status.as_ref().is_none_or(|s| s.observed_generation != conn.metadata.generation);
-    let left = ctx.spacing_left(&uid);
-    if !spec_changed && !left.is_zero() {
-        return Ok(Action::requeue(left));
-    }
-    ctx.validation_started(&uid);
+    let left = ctx.spacing_left(&f.uid);
+    (!spec_changed && !left.is_zero()).then(|| Action::requeue(left))
+}
 
-    let owner = format!("{namespace}/{name}");
-    let subject = Subject { spec, name: &name, namespace: &namespace, keys_from: KeysFrom::Secret };
+/// What a validation found: the verdict (with the registration), the probes' report, and
+/// the platform registrations as they are now.
+struct Validated {
+    verdict: Verdict,
+    report: Option<Report>,
+    platform_connections: Vec<crate::api::connection::PlatformConnection>,
+    registration_intents: Vec<crate::api::connection::RegistrationIntent>,
+    /// Keys revoked (no grant covers the connection): the status no longer names them.
+    revoked: bool,
+}
+
+/// The probes with the connection's keys, then, once every probe passes, its registration
+/// on the platform (intents recorded first, preconditioned on `written_at`).
+async fn validate(ctx: &Context, conn: &S3Connection, f: &Facts, written_at: &Version) -> Validated {
+    let spec = &conn.spec;
+    let owner = format!("{}/{}", f.namespace, f.name);
+    let subject = Subject { spec, name: &f.name, namespace: &f.namespace, keys_from: KeysFrom::Secret };
     let existing = conn.status.as_ref().map(|s| s.platform_connections.clone()).unwrap_or_default();
     let mut platform_connections = existing.clone();
     let mut registration_intents =
         conn.status.as_ref().map(|s| s.platform_registration_intents.clone()).unwrap_or_default();
-    // Keys revoked (no grant covers the connection): the status no longer names them.
-    let revoked =
-        matches!(&managed_blocker, Some(Blocker::Managed { reason: conditions::Reason::ManagedBucketNotAllowed, .. }));
-    let prepared = if let Some(blocker) = managed_blocker {
+    let revoked = matches!(
+        &f.managed_blocker,
+        Some(Blocker::Managed { reason: conditions::Reason::ManagedBucketNotAllowed, .. })
+    );
+    let prepared = if let Some(blocker) = f.managed_blocker.clone() {
         Err(blocker)
-    } else if forbidden {
+    } else if f.forbidden {
         Err(Blocker::SecretForbidden)
     } else {
-        prepare(spec, &refs, secret.as_ref(), &ctx.config.allowed_endpoints)
+        prepare(spec, &f.refs, f.secret.as_ref(), &ctx.config.allowed_endpoints)
     };
-    let (verdict, report) = async {
-        match prepared {
-            Ok((location, keys)) => {
-                let probe =
-                    Probe { deadline: ctx.config.validation_timeout, ..validation::probe_for(spec, &location, &owner) };
-                let report = probe::run(&probe, &keys).await;
-                let mut verdict = decide(&subject, Ok((&location, &report)));
-                if let Some(p) = &spec.platform {
-                    let registered = if !verdict.ready().is_true() {
-                        Cond::not_checked(
-                            conditions::REGISTERED,
-                            "the connection is registered once every probe passes",
-                        )
-                    } else {
-                        match super::platform::credentials(platform_secret.as_ref(), &p.secret_ref, &namespace) {
-                            Err(cond) => cond,
-                            Ok(creds) => {
-                                // Registered per key values: a metadata-only change of the
-                                // Secret never re-creates the registration.
-                                let version =
-                                    secret_digest.clone().or_else(|| secret_version.clone()).unwrap_or_default();
-                                let done = register::register(
-                                    &ctx.platform,
-                                    &creds,
-                                    spec,
-                                    &location,
-                                    &keys,
-                                    &existing,
-                                    &registration_intents,
-                                    &version,
-                                    &owner,
-                                    &uid,
-                                    &mut |intents| record_intents(&ctx, &conn, intents, written_at.clone()),
-                                )
-                                .await;
-                                platform_connections = done.connections;
-                                registration_intents = done.intents;
-                                done.cond
-                            }
+    let not_checked =
+        || Cond::not_checked(conditions::REGISTERED, "the connection is registered once every probe passes");
+    let (verdict, report) = match prepared {
+        Ok((location, keys)) => {
+            let probe =
+                Probe { deadline: ctx.config.validation_timeout, ..validation::probe_for(spec, &location, &owner) };
+            let report = probe::run(&probe, &keys).await;
+            let mut verdict = decide(&subject, Ok((&location, &report)));
+            if let Some(p) = &spec.platform {
+                let registered = if !verdict.ready().is_true() {
+                    not_checked()
+                } else {
+                    match super::platform::credentials(f.platform_secret.as_ref(), &p.secret_ref, &f.namespace) {
+                        Err(cond) => cond,
+                        Ok(creds) => {
+                            // Registered per key values: a metadata-only change of the
+                            // Secret never re-creates the registration.
+                            let version =
+                                f.secret_digest.clone().or_else(|| f.secret_version.clone()).unwrap_or_default();
+                            let done = register::register(
+                                &ctx.platform,
+                                &creds,
+                                spec,
+                                &location,
+                                &keys,
+                                &existing,
+                                &registration_intents,
+                                &version,
+                                &owner,
+                                &f.uid,
+                                &mut |intents| record_intents(ctx, conn, intents, written_at.clone()),
+                            )
+                            .await;
+                            platform_connections = done.connections;
+                            registration_intents = done.intents;
+                            done.cond
                         }
-                    };
-                    verdict = validation::with_registration(verdict, registered);
-                }
-                // `keys` goes out of scope here: nothing below can read them.
-                (verdict, Some(report))
+                    }
+                };
+                verdict = validation::with_registration(verdict, registered);
             }
-            Err(blocker) => {
-                let mut verdict = decide(&subject, Err(&blocker));
-                if spec.platform.is_some() {
-                    let registered = Cond::not_checked(
-                        conditions::REGISTERED,
-                        "the connection is registered once every probe passes",
-                    );
-                    verdict = validation::with_registration(verdict, registered);
-                }
-                (verdict, None)
-            }
+            // `keys` goes out of scope here: nothing below can read them.
+            (verdict, Some(report))
         }
-    }
-    .await;
-    let report = report.as_ref();
-    let location = Location::parse(&spec.uri).ok();
+        Err(blocker) => {
+            let mut verdict = decide(&subject, Err(&blocker));
+            if spec.platform.is_some() {
+                verdict = validation::with_registration(verdict, not_checked());
+            }
+            (verdict, None)
+        }
+    };
+    Validated { verdict, report, platform_connections, registration_intents, revoked }
+}
 
+/// The status a validation leads to, and what decides the next one.
+struct Settled {
+    old: S3ConnectionStatus,
+    status: S3ConnectionStatus,
+    /// Ready is held as the last complete validation found it (a transient failure, a key
+    /// still propagating).
+    holding: bool,
+    propagating: bool,
+    /// Within the Secret's grace: how long it is still waited for.
+    secret_wait: Option<Duration>,
+    /// Held for a store that is down: how long the grace still runs.
+    grace_left: Option<Duration>,
+}
+
+async fn settle(ctx: &Context, conn: &S3Connection, f: &Facts, v: &Validated) -> Settled {
+    let (verdict, report, now) = (&v.verdict, v.report.as_ref(), f.now);
+    let location = Location::parse(&conn.spec.uri).ok();
     let old = conn.status.clone().unwrap_or_default();
     let same_inputs = old.observed_generation == conn.metadata.generation
-        && !schedule::secret_changed(&old, secret_digest.as_deref(), secret_version.as_deref())
-        && old.platform_secret_version == platform_secret_version;
+        && !schedule::secret_changed(&old, f.secret_digest.as_deref(), f.secret_version.as_deref())
+        && old.platform_secret_version == f.platform_secret_version;
     // A managed key S3 does not know yet (IAM propagates in seconds): retried, and a
     // rotation keeps the last Ready verdict meanwhile; the new Secret is our own change.
     let propagating = validation::key_propagating(
         verdict.ready(),
-        managed_status.as_ref().and_then(|m| m.key_created_time.as_ref()).map(|t| t.0),
+        f.managed_status.as_ref().and_then(|m| m.key_created_time.as_ref()).map(|t| t.0),
         now,
     );
     // A store that answered nothing is down, not flaky: a shorter grace.
@@ -497,101 +577,97 @@ pub async fn reconcile(conn: Arc<S3Connection>, ctx: Arc<Context>) -> Result<Act
         .and_then(|conds| validation::reconciling_for(conds, now))
         .map(|(_, held_for)| grace.saturating_sub(held_for));
     let created = conn.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let secret_wait = validation::secret_grace_left(&verdict, created, now, ctx.config.secret_grace);
+    let secret_wait = validation::secret_grace_left(verdict, created, now, ctx.config.secret_grace);
     let holding = held.is_some();
     let mut status = match held {
         // Ready stays as the last complete validation found it, with Reconciling saying why
         // this one did not finish.
         Some(conditions) => {
-            S3ConnectionStatus { conditions, last_handled_reconcile_at: requested.clone(), ..old.clone() }
+            S3ConnectionStatus { conditions, last_handled_reconcile_at: f.requested.clone(), ..old.clone() }
         }
         None => {
             let mut status = new_status(
-                &conn,
+                conn,
                 &old,
-                &verdict,
+                verdict,
                 secret_wait.is_some() || propagating,
                 location.as_ref(),
                 report,
-                (secret_version, secret_digest),
+                (f.secret_version.clone(), f.secret_digest.clone()),
                 now,
             );
-            status.platform_connection_id = register::primary_id(&platform_connections);
-            status.platform_connections = platform_connections;
-            status.platform_secret_version = platform_secret_version;
-            status.last_handled_reconcile_at = requested.clone();
-            status.platform_registration_intents = registration_intents;
+            status.platform_connection_id = register::primary_id(&v.platform_connections);
+            status.platform_connections = v.platform_connections.clone();
+            status.platform_secret_version = f.platform_secret_version.clone();
+            status.last_handled_reconcile_at = f.requested.clone();
+            status.platform_registration_intents = v.registration_intents.clone();
             status
         }
     };
-    if let Some(mut managed) = managed_status {
+    if let Some(mut managed) = f.managed_status.clone() {
         // The previous key goes once a validation with the new one is Ready.
         if !holding
             && verdict.ready().is_true()
-            && let Some(validated) = &secret
+            && let Some(validated) = &f.secret
         {
-            managed::retire_previous(&ctx, &conn, validated, &mut managed).await;
+            managed::retire_previous(ctx, conn, validated, &mut managed).await;
         }
         status.managed_credentials = Some(managed);
-    } else if revoked {
+    } else if v.revoked {
         status.managed_credentials = None;
     }
     if !holding && let Some(l) = &location {
         status.endpoint = Some(crate::s3::client::contacted_url(
-            spec.endpoint.as_deref(),
-            spec.force_path_style,
+            conn.spec.endpoint.as_deref(),
+            conn.spec.force_path_style,
             &l.bucket,
             status.region.as_deref().unwrap_or("us-east-1"),
         ));
     }
-    let mut written = current(&written_at);
-    super::status::apply(&ctx, conn.as_ref(), &status, &mut written).await.map_err(|source| Error::WriteStatus {
-        namespace: namespace.clone(),
-        name: name.clone(),
-        source,
-    })?;
-    if !holding {
-        publish_events(&ctx, &conn, &old, &verdict).await;
-    }
+    Settled { old, status, holding, propagating, secret_wait, grace_left }
+}
 
-    let next = match verdict.next {
-        Next::Revalidate => super::status::Next::Success(Some(revalidate_after(interval, jitter))),
-        Next::Retry | Next::RecheckLater => super::status::Next::Retry { cap: interval },
-        Next::WaitForChange => super::status::Next::Success(None),
+/// The next validation, the metrics and the log line of a validation that was written.
+fn finish(ctx: &Context, f: &Facts, v: &Validated, s: &Settled, started: Instant) -> Action {
+    use super::status::Next as After;
+    let next = match v.verdict.next {
+        Next::Revalidate => After::Success(Some(revalidate_after(f.interval, f.jitter))),
+        Next::Retry | Next::RecheckLater => After::Retry { cap: f.interval },
+        Next::WaitForChange => After::Success(None),
     };
     // Within the Secret's grace: the watch brings it back when the Secret appears, and this
     // turns it Stalled when the grace is over.
-    let next = secret_wait.map_or(next, |left| super::status::Next::After(left + Duration::from_secs(1)));
-    let next = if propagating { super::status::Next::After(Duration::from_secs(5)) } else { next };
-    let next = match grace_left {
-        Some(left) => super::status::Next::After((left + Duration::from_secs(1)).min(Duration::from_secs(10))),
+    let next = s.secret_wait.map_or(next, |left| After::After(left + Duration::from_secs(1)));
+    let next = if s.propagating { After::After(Duration::from_secs(5)) } else { next };
+    let next = match s.grace_left {
+        Some(left) => After::After((left + Duration::from_secs(1)).min(Duration::from_secs(10))),
         None => next,
     };
     // A rotation that waits is done when its time comes.
-    let next = match (rotation_waits_until.and_then(|t| Duration::try_from(t.duration_since(now)).ok()), next) {
-        (Some(wait), super::status::Next::Success(after)) => {
+    let next = match (f.rotation_waits_until.and_then(|t| Duration::try_from(t.duration_since(f.now)).ok()), next) {
+        (Some(wait), After::Success(after)) => {
             let wait = wait + Duration::from_secs(1);
-            super::status::Next::Success(Some(after.map_or(wait, |a| a.min(wait))))
+            After::Success(Some(after.map_or(wait, |a| a.min(wait))))
         }
         (_, next) => next,
     };
-    let action = super::status::action(&ctx, &uid, next, jitter);
-    let ready = verdict.ready();
+    let action = super::status::action(ctx, &f.uid, next, f.jitter);
+    let ready = v.verdict.ready();
     let metrics = &crate::telemetry::metrics::METRICS;
     metrics.reconciled("S3Connection", ready.reason.as_str(), started.elapsed());
     // Within the transient grace the status still says Ready, and so does the gauge.
     let (shown, shown_reason) =
-        if holding { (true, conditions::Reason::Validated) } else { (ready.is_true(), ready.reason) };
-    metrics.set_ready(&uid, "S3Connection", &namespace, &name, shown, shown_reason.as_str());
+        if s.holding { (true, conditions::Reason::Validated) } else { (ready.is_true(), ready.reason) };
+    metrics.set_ready(&f.uid, "S3Connection", &f.namespace, &f.name, shown, shown_reason.as_str());
     info!(
-        connection = %owner,
+        connection = %format!("{}/{}", f.namespace, f.name),
         ready = ready.status.as_str(),
         reason = ready.reason.as_str(),
-        s3_requests = report.map_or(0, |r| r.requests),
+        s3_requests = v.report.as_ref().map_or(0, |r| r.requests),
         duration_ms = started.elapsed().as_millis() as u64,
         "validated"
     );
-    Ok(action)
+    action
 }
 
 /// Everything a probe needs, or the one thing that stops it.
