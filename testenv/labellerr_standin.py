@@ -40,6 +40,7 @@ STATE = {
     "datasets": {},     # dataset_id -> {...}
     "faults": {},       # endpoint name -> [{"status", "count", "delay", "delay_after", scope}]
     "calls": [],        # (endpoint, uuid) of every authenticated call
+    "held": [],         # answers being held (`delay_after`): {"endpoint", "id", scope...}
 }
 FILE_STATUSES = {"review", "r_assigned", "client_review", "cr_assigned", "accepted"}
 FORMATS = {"json": "json", "coco_json": "json", "csv": "csv", "png": "zip"}
@@ -102,7 +103,15 @@ def after(name):
             f["after_count"] -= 1
             status = f["after_status"]
     if seconds:
-        time.sleep(seconds)
+        # Shown while held, so that a test waits for the answer instead of sleeping past it.
+        held = {"endpoint": name, "id": uuid.uuid4().hex, **{k: f.get(k) for k in ("project_id", "connection_id", "path", "name")}}
+        with LOCK:
+            STATE["held"].append(held)
+        try:
+            time.sleep(seconds)
+        finally:
+            with LOCK:
+                STATE["held"] = [h for h in STATE["held"] if h["id"] != held["id"]]
     if status:
         tracking = request.args.get("uuid")
         return jsonify({"error": "Internal server error", "message": "Something went wrong", "tracking_id": tracking}), status
@@ -512,6 +521,7 @@ def admin_state():
             "datasets": list(STATE["datasets"].values()),
             "calls": STATE["calls"],
             "faults": STATE["faults"],
+            "held": STATE["held"],
         })
 
 

@@ -261,7 +261,7 @@ async fn killed_between_create_and_status_write_leaves_exactly_one_dataset() {
     let log2 = log.with_file_name(format!("operator-dskill2-{}.log", std::process::id()));
     let mut second = spawn(&log2, &["--namespace", &ns]);
     let status = case.wait("cats", "Ready", |s| has_ready(s, "True", "DatasetReady")).await;
-    tokio::time::sleep(Duration::from_secs(4)).await; // past the held answer
+    platform::until_answered("datasets/create", "connection_id", &connection_id).await;
     let found = on_platform(&name).await;
     assert_eq!(found.len(), 1, "created again after the restart: {found:#?}");
     assert_eq!(status["datasetId"], found[0]["dataset_id"], "the restarted operator adopted it");

@@ -347,7 +347,6 @@ async fn a_platform_slow_to_answer_a_submission_gets_it_once() {
     // tests' setting; 120 s by default): the platform acted at once both times.
     let case = ExportCase::new("slow", &[], None).await;
     registered_id(&case).await;
-    let started = std::time::Instant::now();
     platform::fault("export/create", json!({"count": 1, "delay_after": 35, "project_id": case.project})).await;
     case.export("slow", &["review"]).await;
     let status = case
@@ -363,9 +362,7 @@ async fn a_platform_slow_to_answer_a_submission_gets_it_once() {
         .wait_export("slower", "SubmissionUnconfirmed", |s| has(s, "Submitted", "False", "SubmissionUnconfirmed"))
         .await;
     // Past the first held answer: nothing was submitted again.
-    if let Some(rest) = Duration::from_secs(37).checked_sub(started.elapsed()) {
-        tokio::time::sleep(rest).await;
-    }
+    platform::until_answered("export/create", "project_id", &case.project).await;
     assert_eq!(platform::exports(&case.project).await.len(), 1, "35 s: submitted twice");
     assert_eq!(platform::exports(&later.project).await.len(), 1, "150 s: submitted twice");
 }
@@ -524,7 +521,7 @@ async fn killed_between_registration_create_and_status_write_registers_once() {
     let log2 = log.with_file_name(format!("operator-regkill2-{}.log", std::process::id()));
     let mut second = spawn(&log2, &["--namespace", &ns]);
     registered_id(&case).await;
-    tokio::time::sleep(Duration::from_secs(6)).await; // past the held answer
+    platform::until_answered("connections/create", "name", &format!("s3connect {owner} ")).await;
     assert_eq!(registrations(&owner).await.len(), 2, "one per usage after the restart, none twice");
     wait_gone(&case).await;
     assert!(registrations(&owner).await.is_empty());
@@ -565,7 +562,7 @@ async fn killed_between_the_platform_accepting_and_the_status_write_never_export
         .await;
     let message = cond(&status, "Submitted")["message"].as_str().unwrap();
     assert!(message.contains("s3connect.io/report-id") && message.contains("s3connect.io/resubmit"), "{message}");
-    tokio::time::sleep(Duration::from_secs(7)).await; // past the held answer
+    platform::until_answered("export/create", "project_id", &case.project).await;
     let exports = platform::exports(&case.project).await;
     assert_eq!(exports.len(), 1, "the restarted operator submitted again");
 

@@ -39,6 +39,21 @@ pub async fn fault(endpoint: &str, settings: Value) {
     admin("POST", "faults", Some(body)).await;
 }
 
+/// Waits until no answer of `endpoint` whose fault was scoped by `key` = `value`
+/// (`project_id`, `connection_id`, `name`) is held any more: the held call has been
+/// answered (or its client gave up and the stand-in let it go).
+pub async fn until_answered(endpoint: &str, key: &str, value: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let held = state().await["held"].as_array().cloned().unwrap_or_default();
+        if !held.iter().any(|h| h["endpoint"] == endpoint && h[key] == value) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{endpoint} ({key}={value}) still held: {held:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn state() -> Value {
     admin("GET", "state", None).await
 }
