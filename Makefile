@@ -1,5 +1,5 @@
 # Entry points; each is a script under scripts/ or testenv/ that works without make too.
-.PHONY: demo test bench testenv crds lint
+.PHONY: demo test bench image testenv crds lint
 
 ## demo: a local control plane and S3 server with s3connect's resources applied
 demo:
@@ -12,6 +12,10 @@ test:
 ## bench: scale, rotation, steady-state, idle and S3 request CPU benchmarks (not part of test)
 bench:
 	scripts/bench
+
+## image: the container image as an OCI archive (target/s3connect-image.tar), with buildah, as root
+image:
+	scripts/image
 
 ## testenv: install (build) the test environment's pinned components
 testenv:

@@ -26,6 +26,7 @@ mod dataset;
 mod exactly_once;
 mod export;
 mod gitops;
+mod image;
 mod isolation;
 mod launcher;
 mod managed;

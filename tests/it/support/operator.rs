@@ -41,6 +41,7 @@ pub fn shared() -> &'static PathBuf {
             "spacing",
             "netca",
             "netnoca",
+            "image",
         ]
         .map(private_namespace)
         .join(",");
