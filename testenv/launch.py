@@ -362,6 +362,8 @@ def main():
                     help="CRD file or folder to apply once the API server is up ('' for none)")
     ap.add_argument("--run-dir", help="where state and logs go (default: a new folder under the cache)")
     ap.add_argument("--keep", action="store_true", help="keep the run folder (logs) after teardown")
+    ap.add_argument("--without-versitygw", action="store_true",
+                    help="do not start versitygw (the demo installs only what it runs)")
     args = ap.parse_args()
 
     v = versions()
@@ -370,7 +372,10 @@ def main():
     etcd_bin = os.path.join(cache, "bin", f"etcd-{v['ETCD_VERSION']}")
     venv = os.path.join(cache, "venv")
     versitygw = os.path.join(cache, "bin", f"versitygw-{v['VERSITYGW_VERSION']}")
-    for path in (apiserver, etcd_bin, versitygw, os.path.join(venv, "bin", "moto_server")):
+    needed = [apiserver, etcd_bin, os.path.join(venv, "bin", "moto_server")]
+    if not args.without_versitygw:
+        needed.append(versitygw)
+    for path in needed:
         if not os.path.exists(path):
             log(f"{path} is missing: run testenv/setup first")
             return 2
@@ -398,7 +403,7 @@ def main():
         s3, admin = start_moto(env, venv)
         platform, platform_auth = start_platform(env, venv, s3)
         fault_proxy = start_fault_proxy(env, s3)
-        vgw, vgw_keys = start_versitygw(env, versitygw)
+        vgw, vgw_keys = ("", ("", "")) if args.without_versitygw else start_versitygw(env, versitygw)
         apply_crds(kubeconfig, args.crds)
         version = subprocess.run([apiserver, "--version"], capture_output=True, text=True).stdout.strip()
         env_file = os.path.join(run_dir, "env")
