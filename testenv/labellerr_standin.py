@@ -41,13 +41,15 @@ STATE = {
     "faults": {},       # endpoint name -> [{"status", "count", "delay", "delay_after", scope}]
     "calls": [],        # (endpoint, uuid) of every authenticated call
     "held": [],         # answers being held (`delay_after`): {"endpoint", "id", scope...}
+    "templates": {},    # template_id -> {"template_id", "template_name", "data_type", "questions"}
+    "annotation_projects": {},  # project_id -> {...}
 }
 FILE_STATUSES = {"review", "r_assigned", "client_review", "cr_assigned", "accepted"}
 FORMATS = {"json": "json", "coco_json": "json", "csv": "csv", "png": "zip"}
 
 
 def scope_key(f):
-    return (f.get("project_id"), f.get("connection_id"), f.get("path"), f.get("name"))
+    return (f.get("project_id"), f.get("connection_id"), f.get("path"), f.get("name"), f.get("project_name"))
 
 
 def matching_fault(name):
@@ -86,6 +88,8 @@ def in_scope(f):
     if f.get("connection_id") and body.get("connection_id") != f["connection_id"]:
         return False
     if f.get("path") and request.form.get("path") != f["path"]:
+        return False
+    if f.get("project_name") and body.get("project_name") != f["project_name"]:
         return False
     if f.get("name") and not request.form.get("name", "").startswith(f["name"]):
         return False
@@ -495,6 +499,204 @@ def sync_dataset():
     return jsonify({"response": {"message": "Sync completed", "files_count": count}})
 
 
+# Annotation projects: templates, projects, rotations and dataset changes, validated as
+# the vendor's SDK and platform do (one data type; no empty dataset; question rules).
+DRAWING = {"BoundingBox", "polygon", "polyline", "dot"}
+OPTION_TYPES = DRAWING | {"input", "radio", "boolean", "select", "dropdown", "stt", "imc"}
+
+
+@app.post("/annotations/create_template")
+def create_template():
+    err = authenticated("templates/create")
+    if err:
+        return err
+    body = request.get_json(silent=True) or {}
+    data_type = request.args.get("data_type")
+    if data_type not in DATA_TYPES:
+        return bad("data_type is invalid")
+    if not body.get("templateName"):
+        return bad("templateName is required")
+    questions = body.get("questions") or []
+    if not questions:
+        return bad("questions are required")
+    for q in questions:
+        kind = q.get("option_type")
+        if kind not in OPTION_TYPES:
+            return bad(f"option_type {kind!r} is invalid")
+        if kind in DRAWING and not q.get("color"):
+            return bad(f"question {q.get('question_number')}: color is required for {kind}")
+        if kind not in DRAWING and kind != "input" and not q.get("options"):
+            return bad(f"question {q.get('question_number')}: options are required for {kind}")
+        if not q.get("question_id"):
+            return bad("question_id is required")
+    template_id = uuid.uuid4().hex
+    with LOCK:
+        STATE["templates"][template_id] = {"template_id": template_id, "template_name": body["templateName"],
+                                           "data_type": data_type, "questions": questions}
+    return after("templates/create") or jsonify({"response": {"template_id": template_id}})
+
+
+@app.get("/annotations/list_questions_templates")
+def list_templates():
+    err = authenticated("templates/list")
+    if err:
+        return err
+    data_type = request.args.get("data_type")
+    with LOCK:
+        items = [{"template_id": t["template_id"], "template_name": t["template_name"]}
+                 for t in STATE["templates"].values() if not data_type or t["data_type"] == data_type]
+    return jsonify({"response": items})
+
+
+def rotations_ok(r):
+    keys = ("annotation_rotation_count", "review_rotation_count", "client_review_rotation_count")
+    if not isinstance(r, dict) or any(not isinstance(r.get(k), int) or r[k] < 1 for k in keys):
+        return "every rotation count must be an integer >= 1"
+    if STATE.get("plan") == "free" and any(r[k] != 1 for k in keys):
+        return "Your plan allows only 1 annotation, 1 review and 1 client review rotation"
+    return None
+
+
+def datasets_ok(ids, data_type):
+    for d in ids:
+        ds = STATE["datasets"].get(d)
+        if ds is None:
+            return f"Dataset {d} not found"
+        if ds["data_type"] != data_type:
+            return f"Dataset {d} is of type {ds['data_type']}, not {data_type}"
+        if ds["files_count"] == 0:
+            return f"Dataset {d} has no files"
+    return None
+
+
+@app.post("/projects/create")
+def create_project():
+    err = authenticated("projects/create")
+    if err:
+        return err
+    body = request.get_json(silent=True) or {}
+    for field in ("project_name", "data_type", "annotation_template_id"):
+        if not body.get(field):
+            return bad(f"{field} is required")
+    ids = body.get("attached_datasets") or []
+    with LOCK:
+        if not ids:
+            return bad("attached_datasets must name at least one dataset")
+        problem = datasets_ok(ids, body["data_type"]) or rotations_ok(body.get("rotations"))
+        template = STATE["templates"].get(body["annotation_template_id"])
+        if problem:
+            return bad(problem)
+        if template is None:
+            return bad("Template not found", 404)
+        if template["data_type"] != body["data_type"]:
+            return bad("The template's data type differs from the project's")
+        project_id = uuid.uuid4().hex
+        STATE["annotation_projects"][project_id] = {
+            "project_id": project_id, "project_name": body["project_name"], "data_type": body["data_type"],
+            "annotation_template_id": body["annotation_template_id"], "attached_datasets": list(ids),
+            "rotations": body.get("rotations"), "use_ai": bool(body.get("use_ai")),
+            "created_by": body.get("created_by"), "status_code": 300, "archived": False,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    return after("projects/create") or jsonify({"response": {"project_id": project_id}})
+
+
+@app.get("/projects/project/<project_id>")
+def get_project(project_id):
+    err = authenticated("projects/get")
+    if err:
+        return err
+    with LOCK:
+        p = STATE["annotation_projects"].get(project_id)
+        if p is None:
+            return bad("Project not found", 404)
+        return jsonify({"response": dict(p)})
+
+
+@app.delete("/projects/project/<project_id>")
+def delete_project(project_id):
+    err = authenticated("projects/delete")
+    if err:
+        return err
+    with LOCK:
+        if STATE["annotation_projects"].pop(project_id, None) is None:
+            return bad("Project not found", 404)
+    return jsonify({"response": {"message": "Project deleted"}})
+
+
+@app.post("/projects/archive")
+def archive_project():
+    err = authenticated("projects/archive")
+    if err:
+        return err
+    body = request.get_json(silent=True) or {}
+    with LOCK:
+        p = STATE["annotation_projects"].get(body.get("project_id"))
+        if p is None:
+            return bad("Project not found", 404)
+        p["archived"] = True
+    return jsonify({"response": {"message": "Project archived"}})
+
+
+@app.get("/project_drafts/projects/detailed_list")
+def list_projects():
+    err = authenticated("projects/list")
+    if err:
+        return err
+    with LOCK:
+        items = [{"project_id": p["project_id"], "project_name": p["project_name"]}
+                 for p in STATE["annotation_projects"].values()]
+    return jsonify({"response": {"projects": items}})
+
+
+@app.post("/projects/rotations/add")
+def set_rotations():
+    err = authenticated("projects/rotations")
+    if err:
+        return err
+    body = request.get_json(silent=True) or {}
+    with LOCK:
+        p = STATE["annotation_projects"].get(request.args.get("project_id"))
+        if p is None:
+            return bad("Project not found", 404)
+        problem = rotations_ok(body)
+        if problem:
+            return bad(problem)
+        p["rotations"] = body
+    return after("projects/rotations") or jsonify({"response": {"message": "Rotations updated"}})
+
+
+def change_datasets(name, attach):
+    err = authenticated(name)
+    if err:
+        return err
+    body = request.get_json(silent=True) or {}
+    ids = body.get("attached_datasets") or []
+    with LOCK:
+        p = STATE["annotation_projects"].get(request.args.get("project_id"))
+        if p is None:
+            return bad("Project not found", 404)
+        if attach:
+            problem = datasets_ok(ids, p["data_type"])
+            if problem:
+                return bad(problem)
+            p["attached_datasets"] += [d for d in ids if d not in p["attached_datasets"]]
+        else:
+            p["attached_datasets"] = [d for d in p["attached_datasets"] if d not in ids]
+        p.setdefault("jobs", []).append({"attach" if attach else "detach": ids, "uuid": request.args.get("uuid")})
+    return after(name) or jsonify({"response": {"job_id": uuid.uuid4().hex}})
+
+
+@app.post("/actions/jobs/add_datasets_to_project")
+def attach_datasets():
+    return change_datasets("projects/attach", True)
+
+
+@app.post("/actions/jobs/delete_datasets_from_project")
+def detach_datasets():
+    return change_datasets("projects/detach", False)
+
+
 @app.post("/_admin/projects")
 def admin_project():
     body = request.get_json()
@@ -522,6 +724,8 @@ def admin_state():
             "calls": STATE["calls"],
             "faults": STATE["faults"],
             "held": STATE["held"],
+            "templates": list(STATE["templates"].values()),
+            "annotation_projects": list(STATE["annotation_projects"].values()),
         })
 
 

@@ -39,6 +39,8 @@ pub const PLATFORM_CONNECTION_FINALIZER: &str = "s3connect.io/platform-connectio
 pub const IAM_USER_FINALIZER: &str = "s3connect.io/iam-user";
 /// Held while deleting a Dataset must delete the platform's dataset (deletionPolicy Delete).
 pub const DATASET_FINALIZER: &str = "s3connect.io/dataset";
+/// Held while deleting an AnnotationProject must archive or delete the platform's project.
+pub const PROJECT_FINALIZER: &str = "s3connect.io/annotation-project";
 
 /// The reconcile request an object's annotations make, if any: both annotations' values,
 /// so that a new value of either is a new request.

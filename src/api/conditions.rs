@@ -51,6 +51,12 @@ pub const CONNECTION_READY: &str = "ConnectionReady";
 pub const SUBMITTED: &str = "Submitted";
 /// DatasetExport: whether the export has finished.
 pub const COMPLETE: &str = "Complete";
+/// AnnotationProject: whether its datasets are Ready, with files, of one data type.
+pub const DATASETS_READY: &str = "DatasetsReady";
+/// AnnotationProject: whether its template exists.
+pub const TEMPLATE_READY: &str = "TemplateReady";
+/// AnnotationProject: whether its project exists on the platform.
+pub const CREATED: &str = "Created";
 /// kstatus: the controller is still working towards the desired state (retrying).
 pub const RECONCILING: &str = "Reconciling";
 /// kstatus: the controller cannot make progress until someone changes something.
@@ -391,6 +397,7 @@ mod vocabulary_tests {
         all.extend(crate::api::export::ExportReason::ALL.iter().map(|r| r.as_str()));
         all.extend(crate::api::dataset::DatasetReason::ALL.iter().map(|r| r.as_str()));
         all.extend(crate::api::grant::GrantReason::ALL.iter().map(|r| r.as_str()));
+        all.extend(crate::api::project::ProjectReason::ALL.iter().map(|r| r.as_str()));
         all
     }
 

@@ -7,11 +7,13 @@ pub mod connection;
 pub mod dataset;
 pub mod export;
 pub mod grant;
+pub mod project;
 
 pub use connection::{S3Connection, S3ConnectionSpec, S3ConnectionStatus};
 pub use dataset::{Dataset, DatasetSpec, DatasetStatus};
 pub use export::{DatasetExport, DatasetExportSpec, DatasetExportStatus};
 pub use grant::{S3AccessGrant, S3AccessGrantSpec, S3AccessGrantStatus};
+pub use project::{AnnotationProject, AnnotationProjectSpec, AnnotationProjectStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -55,7 +57,7 @@ impl std::ops::Deref for ObjectName {
 
 /// The CRDs, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![S3Connection::crd(), DatasetExport::crd(), Dataset::crd(), S3AccessGrant::crd()]
+    vec![S3Connection::crd(), DatasetExport::crd(), Dataset::crd(), S3AccessGrant::crd(), AnnotationProject::crd()]
 }
 
 /// The CRDs as one multi-document YAML stream: what `s3connect crd` prints and what

@@ -271,7 +271,8 @@ async fn operator(args: OperatorArgs) -> ExitCode {
         tokio::join!(
             controller::connection::run(ctx.clone()),
             controller::export::run(ctx.clone()),
-            controller::dataset::run(ctx)
+            controller::dataset::run(ctx.clone()),
+            controller::project::run(ctx)
         );
     };
     let deadline = async {

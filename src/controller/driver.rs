@@ -191,7 +191,7 @@ pub fn error_policy<K: PlatformObject>(object: Arc<K>, err: &Error, ctx: Arc<Con
 
 /// Spec changes, deletion, the kind's trigger annotations and a reconcile request
 /// trigger; status writes do not.
-fn trigger_hash<K: PlatformObject>(object: &K) -> Option<u64> {
+pub fn trigger_hash<K: PlatformObject>(object: &K) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     object.meta().generation.hash(&mut h);
     object.meta().deletion_timestamp.is_some().hash(&mut h);

@@ -7,6 +7,7 @@ pub mod driver;
 pub mod export;
 pub mod finalizer;
 pub mod platform;
+pub mod project;
 pub mod slots;
 pub mod status;
 

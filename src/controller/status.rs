@@ -175,7 +175,11 @@ macro_rules! with_conditions {
         }
     )*};
 }
-with_conditions!(crate::api::export::DatasetExportStatus, crate::api::dataset::DatasetStatus);
+with_conditions!(
+    crate::api::export::DatasetExportStatus,
+    crate::api::dataset::DatasetStatus,
+    crate::api::project::AnnotationProjectStatus
+);
 
 /// Writes `status` with `conds` (and the kstatus conditions) merged against `written`,
 /// the status as last written, unless only timestamps would change. Returns what was

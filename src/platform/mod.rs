@@ -9,6 +9,9 @@
 //! 5xx (the platform may fail after acting), the outcome is `Unknown` and the caller
 //! decides: a registration is looked up by its name, an export waits for a person.
 
+mod projects;
+pub use projects::{ProjectInfo, ProjectRequest, TemplateInfo, TemplateQuestion};
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -150,6 +153,8 @@ pub struct DatasetRequest<'a> {
 pub struct DatasetInfo {
     pub name: String,
     pub description: String,
+    /// image, video, audio, document or text.
+    pub data_type: String,
     pub files_count: i64,
     /// 300: processed; 400 and above: failed; anything else: processing.
     pub status_code: i64,
@@ -442,6 +447,7 @@ impl Client {
         Ok(Some(DatasetInfo {
             name: r["name"].as_str().unwrap_or_default().to_owned(),
             description: r["description"].as_str().unwrap_or_default().to_owned(),
+            data_type: r["data_type"].as_str().unwrap_or_default().to_owned(),
             files_count: number(&r["files_count"]),
             status_code: number(&r["status_code"]),
         }))
@@ -678,6 +684,15 @@ fn metric_path(path: &str) -> &'static str {
         "/datasets/create" => "/datasets/create",
         "/datasets/list" => "/datasets/list",
         "/connectors/datasets/sync" => "/connectors/datasets/sync",
+        "/annotations/create_template" => "/annotations/create_template",
+        "/annotations/list_questions_templates" => "/annotations/list_questions_templates",
+        "/projects/create" => "/projects/create",
+        "/project_drafts/projects/detailed_list" => "/project_drafts/projects/detailed_list",
+        "/projects/archive" => "/projects/archive",
+        "/projects/rotations/add" => "/projects/rotations/add",
+        "/actions/jobs/add_datasets_to_project" => "/actions/jobs/add_datasets_to_project",
+        "/actions/jobs/delete_datasets_from_project" => "/actions/jobs/delete_datasets_from_project",
+        p if p.starts_with("/projects/project/") => "/projects/project/{id}",
         p if p.ends_with("/details") => "/connectors/connections/{id}/details",
         p if p.starts_with("/datasets/") && p.ends_with("/delete") => "/datasets/{id}/delete",
         p if p.starts_with("/datasets/") => "/datasets/{id}",

@@ -34,4 +34,5 @@ mod memory;
 mod network;
 mod operations;
 mod packaging;
+mod project;
 mod testenv;

@@ -28,7 +28,13 @@ fn with_id(phase: DatasetPhase) -> DatasetStatus {
 }
 
 fn info(code: i64, files: i64) -> DatasetInfo {
-    DatasetInfo { name: "team-cats".into(), description: String::new(), files_count: files, status_code: code }
+    DatasetInfo {
+        name: "team-cats".into(),
+        description: String::new(),
+        data_type: "image".into(),
+        files_count: files,
+        status_code: code,
+    }
 }
 
 fn ready_of(o: &Outcome) -> &NamedCond {

@@ -1,0 +1,525 @@
+//! The AnnotationProject controller: wait until every referenced Dataset is Ready with files
+//! and of one data type; create the template (from inline questions) once, then the
+//! project once; then keep its rotations and attached datasets as the spec says, one
+//! platform call per change.
+//!
+//! Exactly once: each create writes its intent (and tracking id) before the call. After an
+//! unknown outcome the template is looked up by its name, which carries this object's uid;
+//! the project by its name and this object's template. A project over a template given by
+//! id cannot be proven this object's after a lost answer: a person names it (spec.adopt).
+//! A dataset change is recorded before its call and checked against the project's own list
+//! of datasets before it is ever sent again.
+
+pub mod decide;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use tracing::info;
+
+use self::decide::DatasetState;
+use super::Context;
+use super::driver::{self, Error, PlatformObject};
+use super::finalizer;
+use crate::api::annotations::PROJECT_FINALIZER;
+use crate::api::conditions::{self, NamedCond, READY};
+use crate::api::dataset::Dataset;
+use crate::api::project::{
+    AnnotationProject, AnnotationProjectStatus, ProjectDeletionPolicy, ProjectPhase, ProjectReason,
+};
+use crate::api::{S3Connection, annotations};
+use crate::platform::{Credentials, ProjectRequest, TemplateQuestion};
+
+impl PlatformObject for AnnotationProject {
+    type Status = AnnotationProjectStatus;
+    const KIND: &'static str = "AnnotationProject";
+    const TRIGGERS: &'static [&'static str] = &[annotations::SKIP_CLEANUP];
+
+    fn status(&self) -> Option<&AnnotationProjectStatus> {
+        self.status.as_ref()
+    }
+
+    /// Projects work through their Datasets' connections; Dataset changes bring them back.
+    fn connection_name(&self) -> &str {
+        ""
+    }
+
+    fn waits_for_connection(&self) -> bool {
+        false
+    }
+
+    fn phase(status: &AnnotationProjectStatus) -> Option<String> {
+        status.phase.map(|p| format!("{p:?}"))
+    }
+
+    fn platform_id(status: &AnnotationProjectStatus) -> Option<&str> {
+        status.project_id.as_deref()
+    }
+
+    fn phase_event(status: &AnnotationProjectStatus, ready: &NamedCond) -> (bool, String) {
+        (status.phase == Some(ProjectPhase::Failed), ready.message.clone())
+    }
+}
+
+/// The project's name on the platform: `<namespace>/<name>` unless given.
+fn platform_name(p: &AnnotationProject) -> String {
+    p.spec.display_name.clone().unwrap_or_else(|| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
+}
+
+/// Each referenced Dataset as it is now (read fresh), and the platform credentials of the
+/// first one's connection.
+async fn read_datasets(
+    ctx: &Context,
+    p: &AnnotationProject,
+    namespace: &str,
+) -> Result<(Vec<(String, DatasetState)>, Option<S3Connection>), Error> {
+    let api = Api::<Dataset>::namespaced(ctx.client.clone(), namespace);
+    let connections = Api::<S3Connection>::namespaced(ctx.client.clone(), namespace);
+    let mut found = Vec::new();
+    let mut seen: Vec<S3Connection> = Vec::new();
+    for r in &p.spec.dataset_refs {
+        let name = r.name.to_string();
+        let ds = api.get_opt(&name).await.map_err(Error::read(format!("Dataset {namespace}/{name}")))?;
+        // The dataset's connection: its platform credentials, and its dataType when the
+        // Dataset names none.
+        let mut conn = None;
+        if let Some(d) = &ds {
+            let conn_name = d.spec.connection_ref.name.to_string();
+            conn = match seen.iter().find(|c| c.name_any() == conn_name) {
+                Some(c) => Some(c.clone()),
+                None => connections
+                    .get_opt(&conn_name)
+                    .await
+                    .map_err(Error::read(format!("S3Connection {namespace}/{conn_name}")))?,
+            };
+            if let Some(c) = &conn
+                && !seen.iter().any(|s| s.name_any() == c.name_any())
+            {
+                seen.push(c.clone());
+            }
+        }
+        let state = match &ds {
+            None => DatasetState::Missing,
+            Some(d) => {
+                let status = d.status.clone().unwrap_or_default();
+                let ready = status.conditions.iter().find(|c| c.type_ == READY);
+                let data_type =
+                    d.spec.data_type.or_else(|| conn.as_ref().map(|c| c.spec.data_type)).unwrap_or_default();
+                match (ready, status.dataset_id.clone()) {
+                    (Some(c), Some(id)) if c.status == "True" => DatasetState::Ready {
+                        id,
+                        data_type: data_type.as_str().to_owned(),
+                        files: status.files_count.unwrap_or(0),
+                    },
+                    (Some(c), _) => DatasetState::NotReady { reason: c.reason.clone(), message: c.message.clone() },
+                    (None, _) => DatasetState::NotReady {
+                        reason: "NotObserved".into(),
+                        message: "the operator has not looked at it yet".into(),
+                    },
+                }
+            }
+        };
+        found.push((name, state));
+    }
+    let connection = seen.into_iter().next();
+    Ok((found, connection))
+}
+
+pub async fn reconcile(p: Arc<AnnotationProject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = driver::namespace(p.as_ref())?;
+    if p.metadata.deletion_timestamp.is_some() {
+        crate::telemetry::metrics::METRICS.forget(&p.uid().unwrap_or_default());
+        return clean_up(&ctx, &p, &namespace).await;
+    }
+    let wants = p.spec.deletion_policy != ProjectDeletionPolicy::Retain;
+    if let Some(finalizers) = finalizer::wanted(p.as_ref(), &[(wants, PROJECT_FINALIZER)]) {
+        finalizer::set(&ctx.client, p.as_ref(), finalizers)
+            .await
+            .map_err(|source| Error::Write { name: p.name_any(), source })?;
+        return Ok(Action::requeue(Duration::ZERO));
+    }
+    let started = std::time::Instant::now();
+    let mut status = p.status.clone().unwrap_or_default();
+    status.observed_generation = p.metadata.generation;
+    status.last_handled_reconcile_at = annotations::requested_at(p.annotations());
+    let mut written = p.status.clone().unwrap_or_default();
+    let mut version = p.resource_version();
+
+    let (found, connection) = read_datasets(&ctx, &p, &namespace).await?;
+    let mut gate = decide::datasets(&p.spec, &found);
+    let creds = match (&gate, connection.as_ref()) {
+        (Ok(_), Some(conn)) => {
+            match super::platform::credentials_of(&ctx, conn, &namespace, conditions::DATASETS_READY)
+                .await
+                .map_err(|(what, source)| Error::Read { what, source })?
+            {
+                Ok(c) => Some(c),
+                Err(c) => {
+                    gate = Err((c, false));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    // Datasets made elsewhere: as the platform has them.
+    if let (Ok((ids, data_type)), Some(creds)) = (&mut gate, &creds) {
+        for extra in &p.spec.dataset_ids {
+            match ctx.platform.get_dataset(creds, &extra.0).await {
+                Ok(Some(info)) if info.data_type == *data_type || info.data_type.is_empty() => {
+                    ids.push(extra.0.clone())
+                }
+                Ok(Some(info)) => {
+                    let message = format!(
+                        "Platform dataset {} (spec.datasetIds) holds {} files but the project is for {data_type}: remove it or fix spec.dataType. Nothing was created.",
+                        extra.0, info.data_type
+                    );
+                    let c = NamedCond::new(
+                        conditions::DATASETS_READY,
+                        conditions::Status::False,
+                        ProjectReason::DataTypeMismatch.as_str(),
+                        message,
+                    );
+                    gate = Err((c, false));
+                    break;
+                }
+                Ok(None) => {
+                    let message =
+                        format!("The platform does not know dataset {} (spec.datasetIds): fix or remove it.", extra.0);
+                    let c = NamedCond::new(
+                        conditions::DATASETS_READY,
+                        conditions::Status::False,
+                        ProjectReason::DatasetNotFound.as_str(),
+                        message,
+                    );
+                    gate = Err((c, false));
+                    break;
+                }
+                Err(e) => {
+                    let c: NamedCond = super::platform::failure(
+                        conditions::DATASETS_READY,
+                        &format!("reading dataset {}", extra.0),
+                        &e,
+                    )
+                    .into();
+                    gate = Err((c, true));
+                    break;
+                }
+            }
+        }
+    }
+    let (ids, data_type, creds) = match (gate, creds) {
+        (Ok((ids, t)), Some(c)) => (ids, t, c),
+        (Err((problem, retrying)), _) => {
+            let outcome = decide::blocked(status, problem, retrying);
+            return driver::finish(&ctx, p.as_ref(), &mut written, outcome, started, &mut version).await;
+        }
+        (Ok(_), None) => {
+            let problem = NamedCond::new(
+                conditions::DATASETS_READY,
+                conditions::Status::False,
+                ProjectReason::DatasetNotReady.as_str(),
+                "The datasets' S3Connection was not found: the project needs its platform credentials.",
+            );
+            let outcome = decide::blocked(status, problem, false);
+            return driver::finish(&ctx, p.as_ref(), &mut written, outcome, started, &mut version).await;
+        }
+    };
+    let run = Run { ctx: &ctx, p: &p, creds: &creds, data_type: &data_type };
+    let outcome = run.step(status, ids, &mut written, &mut version).await?;
+    driver::finish(&ctx, p.as_ref(), &mut written, outcome, started, &mut version).await
+}
+
+/// One reconcile's platform work for a project whose datasets are ready.
+struct Run<'a> {
+    ctx: &'a Context,
+    p: &'a AnnotationProject,
+    creds: &'a Credentials,
+    data_type: &'a str,
+}
+
+impl Run<'_> {
+    async fn step(
+        &self,
+        status: AnnotationProjectStatus,
+        ids: Vec<String>,
+        written: &mut AnnotationProjectStatus,
+        version: &mut Option<String>,
+    ) -> Result<decide::Outcome, Error> {
+        let datasets_ready = decide::datasets_ready(&ids, self.data_type);
+        // The template.
+        let (status, template) = match self.template(status, &datasets_ready, written, version).await? {
+            Ok(t) => t,
+            Err(outcome) => return Ok(*outcome),
+        };
+        let conds = vec![datasets_ready, template];
+        // The project.
+        let status = if status.project_id.is_none() {
+            let outcome = self.create(status, conds.clone(), &ids, written, version).await?;
+            if outcome.status.project_id.is_none() {
+                return Ok(outcome);
+            }
+            outcome.status
+        } else {
+            status
+        };
+        // How it is, then what to change.
+        let id = status.project_id.clone().unwrap_or_default();
+        let attempt = self.ctx.failures(&self.p.uid().unwrap_or_default());
+        let info = self.ctx.platform.get_project(self.creds, &id).await;
+        let (mut status, conds, info) = match decide::after_get(status, conds, info, attempt) {
+            Ok(x) => x,
+            Err(outcome) => {
+                if outcome.status.phase == Some(ProjectPhase::Creating) {
+                    self.ctx.record_failure(&self.p.uid().unwrap_or_default());
+                }
+                return Ok(*outcome);
+            }
+        };
+        // A recorded change: done if the project shows it, else provably not applied.
+        if let Some(change) = status.dataset_change.take()
+            && !decide::applied(&change, &info.datasets)
+        {
+            info!(project = %id, tracking_id = %change.tracking_id, "a recorded dataset change does not show on the platform: sending it again");
+        }
+        status.attached_datasets = info.datasets.clone();
+        let (attach, detach, rotations) = decide::changes(&self.p.spec, &status, &ids);
+        if rotations {
+            let r = self.p.spec.rotations;
+            if let Err(e) =
+                self.ctx.platform.set_rotations(self.creds, &id, [r.annotation, r.review, r.client_review]).await
+            {
+                return Ok(decide::change_failed(status, conds, "setting the rotations", &e));
+            }
+            status.rotations = Some(r);
+        }
+        for (datasets, detach) in [(attach, false), (detach, true)] {
+            if datasets.is_empty() {
+                continue;
+            }
+            let tracking_id = crate::platform::uuid4();
+            let (a, d) = if detach { (vec![], datasets.clone()) } else { (datasets.clone(), vec![]) };
+            let intent = decide::change_intent(status, &conds, a, d, &tracking_id, Timestamp::now());
+            driver::write(self.ctx, self.p, written, &intent, version).await?;
+            status = intent.status;
+            let what = if detach { "detaching datasets" } else { "attaching datasets" };
+            match self.ctx.platform.change_datasets(self.creds, &id, &datasets, detach, &tracking_id).await {
+                Ok(()) => {
+                    status.dataset_change = None;
+                    if detach {
+                        status.attached_datasets.retain(|x| !datasets.contains(x));
+                    } else {
+                        status.attached_datasets.extend(datasets);
+                    }
+                }
+                Err(crate::platform::PlatformError::Unknown { .. }) => {
+                    // Kept: the next reconcile reads the project's datasets before anything else.
+                    return Ok(decide::change_failed(
+                        status,
+                        conds,
+                        what,
+                        &crate::platform::PlatformError::Unknown { detail: "no answer".into(), tracking_id },
+                    ));
+                }
+                Err(e) => return Ok(decide::change_failed(status, conds, what, &e)),
+            }
+        }
+        Ok(decide::ready(status, conds))
+    }
+
+    /// The template: given by id, recorded, found after a lost answer, or created once.
+    async fn template(
+        &self,
+        mut status: AnnotationProjectStatus,
+        ready: &NamedCond,
+        written: &mut AnnotationProjectStatus,
+        version: &mut Option<String>,
+    ) -> Result<Result<(AnnotationProjectStatus, NamedCond), Box<decide::Outcome>>, Error> {
+        let spec = &self.p.spec.template;
+        if let Some(id) = &spec.template_id {
+            status.template_id = Some(id.0.clone());
+            return Ok(Ok((status, decide::template_given(&id.0))));
+        }
+        if let Some(id) = status.template_id.clone() {
+            return Ok(Ok((status, decide::template_exists(&id))));
+        }
+        let uid = self.p.uid().unwrap_or_default();
+        let name = decide::template_name(spec.name.as_deref().unwrap_or(&platform_name(self.p)), &uid);
+        if status.template_creation_started_time.is_some() {
+            // A create whose answer was lost: found by its name (which carries this uid), or
+            // provably not made.
+            match self.ctx.platform.list_templates(self.creds, self.data_type).await {
+                Ok(list) => {
+                    if let Some(t) = list.iter().find(|t| t.name == name) {
+                        return Ok(decide::after_template(status, ready.clone(), Ok(t.id.clone())));
+                    }
+                }
+                Err(e) => return Ok(decide::after_template(status, ready.clone(), Err(e))),
+            }
+        }
+        let tracking_id = crate::platform::uuid4();
+        let intent = decide::template_intent(status, ready, &tracking_id, Timestamp::now());
+        driver::write(self.ctx, self.p, written, &intent, version).await?;
+        let questions: Vec<TemplateQuestion> = spec
+            .questions
+            .iter()
+            .enumerate()
+            .map(|(i, q)| TemplateQuestion {
+                number: i + 1,
+                id: decide::question_id(&uid, i + 1),
+                question: &q.question,
+                option_type: q.type_.as_str(),
+                required: q.required,
+                options: q.options.iter().map(|o| o.0.as_str()).collect(),
+                color: q.color.as_deref(),
+            })
+            .collect();
+        let result =
+            self.ctx.platform.create_template(self.creds, self.data_type, &name, &questions, &tracking_id).await;
+        Ok(decide::after_template(intent.status, ready.clone(), result))
+    }
+
+    /// The project: adopted, found after a lost answer, or created once.
+    async fn create(
+        &self,
+        status: AnnotationProjectStatus,
+        conds: Vec<NamedCond>,
+        ids: &[String],
+        written: &mut AnnotationProjectStatus,
+        version: &mut Option<String>,
+    ) -> Result<decide::Outcome, Error> {
+        let platform = &self.ctx.platform;
+        let template_id = status.template_id.clone().unwrap_or_default();
+        if let Some(adopt) = &self.p.spec.adopt {
+            let id = adopt.project_id.0.clone();
+            return Ok(match platform.get_project(self.creds, &id).await {
+                Ok(Some(info)) => decide::after_create(status, conds, Ok((id, info.datasets, None)), true),
+                Ok(None) => decide::project_gone(status, conds, &id),
+                Err(e) => decide::after_create(status, conds, Err(e), true),
+            });
+        }
+        let name = platform_name(self.p);
+        if status.creation_started_time.is_some() {
+            if self.p.spec.template.template_id.is_some() {
+                return Ok(decide::unconfirmed_with_shared_template(status, conds));
+            }
+            // Ours if it has our name and our template (whose name carries this uid).
+            let list = match platform.list_projects(self.creds).await {
+                Ok(l) => l,
+                Err(e) => return Ok(decide::after_create(status, conds, Err(e), false)),
+            };
+            for id in list {
+                match platform.get_project(self.creds, &id).await {
+                    Ok(Some(info)) if info.name == name && info.template_id == template_id => {
+                        info!(project = %id, "adopted the project an earlier create made");
+                        return Ok(decide::after_create(status, conds, Ok((id, info.datasets, None)), false));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Ok(decide::after_create(status, conds, Err(e), false)),
+                }
+            }
+        }
+        let tracking_id = crate::platform::uuid4();
+        let intent = decide::project_intent(status, &conds, &name, &tracking_id, Timestamp::now());
+        driver::write(self.ctx, self.p, written, &intent, version).await?;
+        let r = self.p.spec.rotations;
+        let rotations = [r.annotation, r.review, r.client_review];
+        let request = ProjectRequest {
+            name: &name,
+            datasets: ids,
+            data_type: self.data_type,
+            template_id: &template_id,
+            rotations,
+            use_ai: self.p.spec.use_ai,
+            created_by: self.p.spec.created_by.as_deref(),
+        };
+        let result = platform.create_project(self.creds, &request, &tracking_id).await;
+        Ok(decide::after_create(intent.status, conds, result.map(|id| (id, ids.to_vec(), Some(rotations))), false))
+    }
+}
+
+/// Deletion with deletionPolicy Archive or Delete: the platform's project first, then the
+/// finalizer.
+async fn clean_up(ctx: &Context, p: &AnnotationProject, namespace: &str) -> Result<Action, Error> {
+    if !finalizer::has(p, PROJECT_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let status = p.status.clone().unwrap_or_default();
+    let skip = p.annotations().get(annotations::SKIP_CLEANUP).is_some_and(|v| v == "true");
+    let failed = match (&status.project_id, skip) {
+        (Some(id), false) => {
+            let (_, connection) = read_datasets(ctx, p, namespace).await?;
+            match connection {
+                None => Some("Its Datasets' S3Connection is gone, and with it the platform credentials.".to_owned()),
+                Some(conn) => match super::platform::credentials_of(ctx, &conn, namespace, READY)
+                    .await
+                    .map_err(|(what, source)| Error::Read { what, source })?
+                {
+                    Err(c) => Some(c.message),
+                    Ok(creds) => {
+                        let done = match p.spec.deletion_policy {
+                            ProjectDeletionPolicy::Archive => ctx.platform.archive_project(&creds, id).await,
+                            _ => ctx.platform.delete_project(&creds, id).await,
+                        };
+                        done.err().map(|e| format!("Removing project {id} on the platform failed: {e}."))
+                    }
+                },
+            }
+        }
+        _ => None,
+    };
+    if let Some(why) = failed {
+        let message = format!(
+            "{why} The AnnotationProject is deleted once its project is archived or deleted (deletionPolicy); to let it go without that, annotate it {}=true.",
+            annotations::SKIP_CLEANUP
+        );
+        let cond = NamedCond::new(READY, conditions::Status::False, ProjectReason::DeletionBlocked.as_str(), message);
+        let patch = serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "AnnotationProject", "status": {
+            "conditions": conditions::merge_named(&status.conditions, &[cond], p.metadata.generation, &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now())),
+        }});
+        let _ = Api::<AnnotationProject>::namespaced(ctx.client.clone(), namespace)
+            .patch_status(&p.name_any(), &PatchParams::apply("s3connect-cleanup").force(), &Patch::Apply(&patch))
+            .await;
+        let next = super::status::Next::Retry { cap: Duration::from_secs(300) };
+        return Ok(super::status::action(ctx, &p.uid().unwrap_or_default(), next, 0.5));
+    }
+    finalizer::set(&ctx.client, p, finalizer::without(p, PROJECT_FINALIZER))
+        .await
+        .map_err(|source| Error::Write { name: p.name_any(), source })?;
+    info!(project = %format!("{namespace}/{}", p.name_any()), skipped = skip, "platform project released");
+    Ok(Action::await_change())
+}
+
+/// Projects over the Dataset that changed, until they are Ready.
+fn referencing(store: &Store<AnnotationProject>, ds: &PartialObjectMeta<Dataset>) -> Vec<ObjectRef<AnnotationProject>> {
+    store
+        .state()
+        .iter()
+        .filter(|p| p.namespace() == ds.namespace() && p.spec.dataset_refs.iter().any(|r| *r.name == *ds.name_any()))
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+pub async fn run(ctx: Arc<Context>) {
+    use kube::runtime::{WatchStreamExt, watcher};
+    let datasets = watcher(super::api::<PartialObjectMeta<Dataset>>(&ctx), ctx.config.watch_config())
+        .backoff(super::watch_backoff())
+        .applied_objects();
+    super::run_controller(
+        ctx.clone(),
+        AnnotationProject::KIND,
+        super::api(&ctx),
+        driver::trigger_hash::<AnnotationProject>,
+        datasets,
+        referencing,
+        reconcile,
+        driver::error_policy::<AnnotationProject>,
+        |c, _| c,
+    )
+    .await;
+}

@@ -1,0 +1,280 @@
+//! AnnotationProjects through the real stack: Datasets made from a registered connection's
+//! folders by the operator, then the template and the project on the platform stand-in,
+//! which validates as the platform does. Each test asserts the platform's own state.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use s3connect::api::AnnotationProject;
+use s3connect::api::connection::{CorsMode, Usage};
+use s3connect::s3::policy::policy;
+use s3connect::s3::uri::Location;
+use s3connect::validation::required;
+use serde_json::{Value, json};
+
+use crate::support::operator::shared;
+use crate::support::{self, iam, platform, s3};
+
+/// A namespace with a registered Import connection over `images/` (three files under
+/// `cats/`, one under `dogs/`, none under `none/`).
+struct Case {
+    client: kube::Client,
+    ns: String,
+}
+
+impl Case {
+    async fn new(hint: &str) -> Case {
+        shared();
+        let client = support::client().await;
+        let ns = support::namespace(&client, hint).await;
+        let bucket = s3::bucket(hint, "us-east-1").await;
+        for f in ["a.jpg", "b.jpg", "c.jpg"] {
+            s3::put(&bucket, &format!("images/cats/{f}"), b"a cat").await;
+        }
+        s3::put(&bucket, "images/dogs/d.jpg", b"a dog").await;
+        let location = Location::parse(&format!("{bucket}/images/")).unwrap();
+        let keys =
+            iam::user_with_policy(hint, &policy(&location, None, &required(&[Usage::Import], CorsMode::Apply))).await;
+        support::keys_secret(&client, &ns, "keys", &keys).await;
+        let p = &support::env().platform;
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "labellerr"},
+            "stringData": {"LABELLERR_API_KEY": p.api_key, "LABELLERR_API_SECRET": p.api_secret, "LABELLERR_CLIENT_ID": p.client_id}});
+        Api::<Secret>::namespaced(client.clone(), &ns)
+            .patch("labellerr", &PatchParams::apply("test").force(), &Patch::Apply(&secret))
+            .await
+            .unwrap();
+        support::s3_connection(
+            &client,
+            &ns,
+            "images",
+            &bucket,
+            "keys",
+            json!({"platform": {"secretRef": {"name": "labellerr"}}}),
+        )
+        .await;
+        Case { client, ns }
+    }
+
+    async fn apply(&self, doc: Value) {
+        let kind = doc["kind"].as_str().unwrap().to_owned();
+        let name = doc["metadata"]["name"].as_str().unwrap().to_owned();
+        let plural = match kind.as_str() {
+            "Dataset" => "datasets",
+            "AnnotationProject" => "annotationprojects",
+            other => panic!("{other}"),
+        };
+        let ar = kube::api::ApiResource {
+            group: "s3connect.io".into(),
+            version: "v1alpha1".into(),
+            api_version: "s3connect.io/v1alpha1".into(),
+            kind,
+            plural: plural.into(),
+        };
+        let api = Api::<kube::api::DynamicObject>::namespaced_with(self.client.clone(), &self.ns, &ar);
+        let mut doc = doc;
+        doc["apiVersion"] = json!("s3connect.io/v1alpha1");
+        api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&doc)).await.unwrap();
+    }
+
+    async fn dataset(&self, name: &str, path: &str) {
+        self.apply(json!({"kind": "Dataset", "metadata": {"name": name},
+            "spec": {"connectionRef": {"name": "images"}, "path": path, "displayName": format!("{}-{name}", self.ns)}}))
+            .await;
+    }
+
+    async fn project(&self, name: &str, spec: Value) {
+        self.apply(json!({"kind": "AnnotationProject", "metadata": {"name": name}, "spec": spec})).await;
+    }
+
+    fn api(&self) -> Api<AnnotationProject> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Waits until `done` holds for the project's status.
+    async fn wait(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..300 {
+            if let Some(p) = self.api().get_opt(name).await.unwrap() {
+                last = serde_json::to_value(&p.status).unwrap();
+                if done(&last) {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("AnnotationProject {name}: not {what} within 60 s: {last:#}");
+    }
+}
+
+fn ready(s: &Value, status: &str, reason: &str) -> bool {
+    s["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == status && c["reason"] == reason)
+}
+
+fn cond<'a>(s: &'a Value, type_: &str) -> &'a Value {
+    s["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == type_)).unwrap_or(&Value::Null)
+}
+
+/// The platform's projects and templates named for `ns`.
+async fn on_platform(ns: &str) -> (Vec<Value>, Vec<Value>) {
+    let state = platform::state().await;
+    let mine = |v: &Value, key: &str| v[key].as_str().is_some_and(|n| n.contains(ns));
+    let projects =
+        state["annotation_projects"].as_array().unwrap().iter().filter(|p| mine(p, "project_name")).cloned().collect();
+    let templates =
+        state["templates"].as_array().unwrap().iter().filter(|t| mine(t, "template_name")).cloned().collect();
+    (projects, templates)
+}
+
+fn questions() -> Value {
+    json!({"questions": [
+        {"question": "Where is the cat?", "type": "BoundingBox", "color": "#FF0000", "required": true},
+        {"question": "Which breed?", "type": "radio", "options": ["tabby", "siamese"]},
+    ]})
+}
+
+#[tokio::test]
+async fn the_pipeline_applied_at_once_converges_to_one_template_and_one_project() {
+    let _timer = crate::timed!();
+    let case = Case::new("pipeline").await;
+    // All at once, the project first: it waits for its datasets.
+    case.project("labels", json!({"datasetRefs": [{"name": "cats"}, {"name": "dogs"}], "template": questions()})).await;
+    case.dataset("cats", "cats/").await;
+    case.dataset("dogs", "dogs/").await;
+    let status = case.wait("labels", "Ready", |s| ready(s, "True", "ProjectReady")).await;
+    assert_eq!(status["phase"], "Ready");
+    assert_eq!(cond(&status, "TemplateReady")["status"], "True");
+    let (projects, templates) = on_platform(&case.ns).await;
+    assert_eq!((projects.len(), templates.len()), (1, 1), "{projects:#?} {templates:#?}");
+    let project = &projects[0];
+    assert_eq!(status["projectId"], project["project_id"]);
+    assert_eq!(project["annotation_template_id"], templates[0]["template_id"]);
+    assert_eq!(project["attached_datasets"].as_array().unwrap().len(), 2);
+    // The questions were numbered, with stable ids, in order.
+    let q = templates[0]["questions"].as_array().unwrap();
+    assert_eq!((q[0]["question_number"].as_u64(), q[1]["question_number"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (q[0]["option_type"].as_str(), q[1]["options"][0]["option_name"].as_str()),
+        (Some("BoundingBox"), Some("tabby"))
+    );
+    assert!(
+        q[0]["question_id"].as_str().is_some_and(|id| id.len() >= 32) && q[0]["question_id"] != q[1]["question_id"]
+    );
+
+    // Rotations changed -> the platform's rotations change, nothing is created again.
+    let patch = json!({"spec": {"rotations": {"annotation": 2, "review": 1, "clientReview": 1}}});
+    case.api().patch("labels", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    case.wait("labels", "the rotations applied", |s| {
+        s["rotations"]["annotation"] == 2 && ready(s, "True", "ProjectReady")
+    })
+    .await;
+    let (projects, templates) = on_platform(&case.ns).await;
+    assert_eq!((projects.len(), templates.len()), (1, 1));
+    assert_eq!(projects[0]["rotations"]["annotation_rotation_count"], 2);
+
+    // A dataset removed -> detached once; added back -> attached once.
+    let patch = json!({"spec": {"datasetRefs": [{"name": "cats"}]}});
+    case.api().patch("labels", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    case.wait("labels", "one dataset attached", |s| {
+        s["attachedDatasets"].as_array().is_some_and(|a| a.len() == 1) && ready(s, "True", "ProjectReady")
+    })
+    .await;
+    let patch = json!({"spec": {"datasetRefs": [{"name": "cats"}, {"name": "dogs"}]}});
+    case.api().patch("labels", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    case.wait("labels", "two datasets attached", |s| {
+        s["attachedDatasets"].as_array().is_some_and(|a| a.len() == 2) && ready(s, "True", "ProjectReady")
+    })
+    .await;
+    let (projects, _) = on_platform(&case.ns).await;
+    let jobs = projects[0]["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "one platform job per change: {jobs:#?}");
+    assert_eq!(projects[0]["attached_datasets"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_empty_dataset_keeps_the_project_pending_naming_it_and_nothing_is_created() {
+    let _timer = crate::timed!();
+    let case = Case::new("emptyds").await;
+    case.dataset("cats", "cats/").await;
+    case.dataset("nothing", "none/").await;
+    case.project("labels", json!({"datasetRefs": [{"name": "cats"}, {"name": "nothing"}], "template": questions()}))
+        .await;
+    let status = case
+        .wait("labels", "waiting on the empty dataset", |s| {
+            let c = cond(s, "DatasetsReady");
+            c["status"] == "False" && c["message"].as_str().is_some_and(|m| m.contains("\"nothing\""))
+        })
+        .await;
+    assert_eq!(status["phase"], "Pending");
+    assert!(
+        ["DatasetNotReady", "DatasetEmpty"].contains(&cond(&status, "Ready")["reason"].as_str().unwrap()),
+        "{status:#}"
+    );
+    let (projects, templates) = on_platform(&case.ns).await;
+    assert_eq!((projects.len(), templates.len()), (0, 0), "nothing is created while a dataset is not ready");
+}
+
+#[tokio::test]
+async fn mismatched_data_types_are_refused_before_any_call() {
+    let _timer = crate::timed!();
+    let case = Case::new("mismatch").await;
+    case.dataset("cats", "cats/").await;
+    case.project("labels", json!({"datasetRefs": [{"name": "cats"}], "dataType": "video", "template": questions()}))
+        .await;
+    let status = case.wait("labels", "DataTypeMismatch", |s| ready(s, "False", "DataTypeMismatch")).await;
+    let message = cond(&status, "Ready")["message"].as_str().unwrap();
+    assert!(message.contains("\"cats\"") && message.contains("image") && message.contains("video"), "{message}");
+    assert_eq!(cond(&status, "Stalled")["status"], "True", "a person must fix it");
+    let (projects, templates) = on_platform(&case.ns).await;
+    assert_eq!((projects.len(), templates.len()), (0, 0), "nothing was created");
+}
+
+#[tokio::test]
+async fn a_500_after_the_create_is_adopted_once_never_anothers_project() {
+    let _timer = crate::timed!();
+    let case = Case::new("adopt500").await;
+    case.dataset("cats", "cats/").await;
+    // The platform creates the project, then answers 500 (this project's name only).
+    let name = format!("{}/labels", case.ns);
+    platform::fault("projects/create", json!({"after_status": 500, "after_count": 1, "project_name": name})).await;
+    case.project("labels", json!({"datasetRefs": [{"name": "cats"}], "template": questions()})).await;
+    let status = case.wait("labels", "Ready after the lost answer", |s| ready(s, "True", "ProjectReady")).await;
+    let (projects, templates) = on_platform(&case.ns).await;
+    assert_eq!((projects.len(), templates.len()), (1, 1), "created exactly once: {projects:#?}");
+    assert_eq!(status["projectId"], projects[0]["project_id"]);
+    let faults = platform::state().await["faults"]["projects/create"].clone();
+    let ours = faults.as_array().unwrap().iter().find(|f| f["project_name"] == name.as_str()).unwrap().clone();
+    assert_eq!(ours["after_count"], 0, "the 500 was answered: {ours}");
+}
+
+#[tokio::test]
+async fn a_question_without_its_color_or_options_is_refused_at_admission() {
+    let _timer = crate::timed!();
+    let client = support::client().await;
+    let ns = support::namespace(&client, "projcel").await;
+    let api = Api::<AnnotationProject>::namespaced(client.clone(), &ns);
+    for (question, words) in [
+        (json!({"question": "Where?", "type": "BoundingBox"}), "needs a color"),
+        (json!({"question": "Which?", "type": "radio"}), "needs options"),
+    ] {
+        let doc = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "AnnotationProject", "metadata": {"name": "bad"},
+            "spec": {"datasetRefs": [{"name": "cats"}], "template": {"questions": [question]}}});
+        let err = api.create(&PostParams::default(), &serde_json::from_value(doc).unwrap()).await.unwrap_err();
+        assert!(err.to_string().contains(words), "{err}");
+    }
+    let both = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "AnnotationProject", "metadata": {"name": "bad"},
+        "spec": {"datasetRefs": [{"name": "cats"}], "template": {"templateId": "t1", "questions": [{"question": "q", "type": "input"}]}}});
+    let err = api.create(&PostParams::default(), &serde_json::from_value(both).unwrap()).await.unwrap_err();
+    assert!(err.to_string().contains("exactly one of templateId"), "{err}");
+    // Questions are fixed once created: an edit is refused at admission, saying why.
+    let good = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "AnnotationProject", "metadata": {"name": "good"},
+        "spec": {"datasetRefs": [{"name": "cats"}], "template": {"questions": [{"question": "q", "type": "input"}]}}});
+    api.create(&PostParams::default(), &serde_json::from_value(good).unwrap()).await.unwrap();
+    let patch = json!({"spec": {"template": {"questions": [{"question": "another", "type": "input"}]}}});
+    let err = api.patch("good", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap_err();
+    assert!(err.to_string().contains("questions are fixed once created"), "{err}");
+}
