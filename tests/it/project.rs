@@ -13,7 +13,7 @@ use s3connect::s3::uri::Location;
 use s3connect::validation::required;
 use serde_json::{Value, json};
 
-use crate::support::operator::shared;
+use crate::support::operator::{operator_pid, private_namespace, shared, spawn};
 use crate::support::{self, iam, platform, s3};
 
 /// A namespace with a registered Import connection over `images/` (three files under
@@ -28,6 +28,10 @@ impl Case {
         shared();
         let client = support::client().await;
         let ns = support::namespace(&client, hint).await;
+        Self::in_namespace(client, ns, hint).await
+    }
+
+    async fn in_namespace(client: kube::Client, ns: String, hint: &str) -> Case {
         let bucket = s3::bucket(hint, "us-east-1").await;
         for f in ["a.jpg", "b.jpg", "c.jpg"] {
             s3::put(&bucket, &format!("images/cats/{f}"), b"a cat").await;
@@ -277,4 +281,47 @@ async fn a_question_without_its_color_or_options_is_refused_at_admission() {
     let patch = json!({"spec": {"template": {"questions": [{"question": "another", "type": "input"}]}}});
     let err = api.patch("good", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap_err();
     assert!(err.to_string().contains("questions are fixed once created"), "{err}");
+}
+
+#[tokio::test]
+async fn killed_between_the_create_and_its_status_write_leaves_exactly_one_project() {
+    let _timer = crate::timed!();
+    let client = support::client().await;
+    let ns = private_namespace("projkill");
+    support::named_namespace(&client, &ns).await;
+    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("operator-projkill-{}.log", std::process::id()));
+    let mut first = spawn(&log, &["--namespace", &ns]);
+    let case = Case::in_namespace(client, ns.clone(), "projkill").await;
+    case.dataset("cats", "cats/").await;
+    // The platform makes the project, then holds its answer: the operator dies in between.
+    let name = format!("{ns}/labels");
+    platform::fault("projects/create", json!({"count": 1, "delay_after": 8, "project_name": name})).await;
+    case.project("labels", json!({"datasetRefs": [{"name": "cats"}], "template": questions()})).await;
+    for _ in 0..300 {
+        if !on_platform(&ns).await.0.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(on_platform(&ns).await.0.len(), 1, "the platform made the project");
+    let pid = operator_pid(&log);
+    assert!(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+    drop(first.stdin.take());
+    let _ = first.wait();
+    let before = serde_json::to_value(case.api().get("labels").await.unwrap().status).unwrap();
+    assert!(
+        before["creationStartedTime"].is_string() && before["projectId"].is_null(),
+        "the intent was recorded: {before:#}"
+    );
+
+    let log2 = log.with_file_name(format!("operator-projkill2-{}.log", std::process::id()));
+    let mut second = spawn(&log2, &["--namespace", &ns]);
+    let status = case.wait("labels", "Ready after the restart", |s| ready(s, "True", "ProjectReady")).await;
+    platform::until_answered("projects/create", "project_name", &name).await;
+    let (projects, templates) = on_platform(&ns).await;
+    assert_eq!((projects.len(), templates.len()), (1, 1), "created again after the restart: {projects:#?}");
+    assert_eq!(status["projectId"], projects[0]["project_id"], "the restarted operator adopted it");
+    drop(second.stdin.take());
+    assert!(second.wait().unwrap().success());
 }

@@ -42,6 +42,7 @@ pub fn shared() -> &'static PathBuf {
             "netca",
             "netnoca",
             "image",
+            "projkill",
         ]
         .map(private_namespace)
         .join(",");
