@@ -598,6 +598,12 @@ def create_project():
             "created_by": body.get("created_by"), "status_code": 300, "archived": False,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        # A stand-in's shortcut: the project's files start annotated and accepted, so that
+        # the whole pipeline (dataset -> project -> export) can run end to end.
+        STATE["projects"][project_id] = [
+            {"file_id": f"{d}-{i}", "name": f"{d}-{i}.jpg", "status": "accepted", "annotations": [{"bbox": [1, 2, 3, 4]}]}
+            for d in ids for i in range(STATE["datasets"][d]["files_count"])
+        ]
     return after("projects/create") or jsonify({"response": {"project_id": project_id}})
 
 

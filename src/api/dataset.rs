@@ -87,10 +87,15 @@ pub struct ConnectionRef {
 /// Syncing new files into a project.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.projectId) != has(self.projectRef)").message("give exactly one of sync.projectId and sync.projectRef"))]
 pub struct Sync {
-    /// The Labellerr project whose dataset receives the new files.
+    /// The Labellerr project whose dataset receives the new files (or `projectRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256), regex(pattern = r"^[^\x00-\x1f\x7f]+$"))]
-    pub project_id: String,
+    pub project_id: Option<String>,
+    /// An AnnotationProject of this namespace, once it is Ready (or `projectId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_ref: Option<crate::api::project::ProjectRef>,
     /// How often, as a duration (`5m` to `24h`, for example `1h`).
     #[serde(default = "default_sync_interval")]
     #[schemars(length(max = 16))]
@@ -185,6 +190,8 @@ pub enum DatasetReason {
     NameInUse,
     /// Deleting the platform's dataset failed; the finalizer stays.
     DeletionBlocked,
+    ProjectNotFound,
+    ProjectNotReady,
     PlatformRejected,
     PlatformInternalError,
     PlatformUnreachable,

@@ -30,14 +30,20 @@ use super::ObjectName;
 /// What to export, from which project, in which format, to which folder of which
 /// connection. Immutable: a different export is a new object.
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: delete and re-create the DatasetExport to run a different export"))]
+#[x_kube(validation = Rule::new("has(self.projectId) != has(self.projectRef)").message("give exactly one of projectId (a project made elsewhere) and projectRef (an AnnotationProject of this namespace)"))]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetExportSpec {
     /// The S3Connection (same namespace) to write to; it needs Export usage and platform
     /// registration.
     pub connection_ref: ConnectionRef,
-    /// The Labellerr project whose annotations are exported.
+    /// The Labellerr project whose annotations are exported (or `projectRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256), regex(pattern = r"^[^\x00-\x1f\x7f]+$"))]
-    pub project_id: String,
+    pub project_id: Option<String>,
+    /// An AnnotationProject of this namespace whose project is exported, once it is Ready
+    /// (or `projectId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_ref: Option<crate::api::project::ProjectRef>,
     /// The export's file format: json, coco_json, csv or png.
     pub format: ExportFormat,
     /// Export the files in any of these workflow statuses.
@@ -147,6 +153,8 @@ pub enum ExportReason {
     PlatformRejected,
     PlatformInternalError,
     PlatformUnreachable,
+    ProjectNotFound,
+    ProjectNotReady,
 }
 }
 

@@ -80,6 +80,13 @@ const IMMUTABLE_RULE: &str = "self.template == oldSelf.template \
     && has(self.adopt) == has(oldSelf.adopt) && (!has(self.adopt) || self.adopt == oldSelf.adopt)";
 const IMMUTABLE_MESSAGE: &str = "template (its questions are fixed once created: the platform has no update call), dataType, displayName, createdBy, useAI and adopt are immutable: delete and re-create the AnnotationProject; datasetRefs, datasetIds, rotations and deletionPolicy may change";
 
+/// An AnnotationProject of the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+pub struct ProjectRef {
+    /// Name of the AnnotationProject, in the same namespace.
+    pub name: ObjectName,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 pub struct DatasetRef {
     /// Name of the Dataset, in the same namespace.

@@ -184,3 +184,40 @@ mod tests {
         assert!(Reason::RegistrationUnconfirmed.is_transient());
     }
 }
+
+/// The platform project an object names: `project_id` as given, or the AnnotationProject
+/// `project_ref`'s once it is Ready. Otherwise the condition (of type `type_`, with the
+/// kind's reasons `not_found` and `not_ready`) saying what it waits for; Err when the
+/// AnnotationProject could not be read.
+pub async fn project_id_of(
+    ctx: &Context,
+    namespace: &str,
+    project_id: Option<&str>,
+    project_ref: Option<&crate::api::project::ProjectRef>,
+    type_: &'static str,
+    (not_found, not_ready): (&str, &str),
+) -> Result<Result<String, NamedCond>, (String, kube::Error)> {
+    if let Some(id) = project_id {
+        return Ok(Ok(id.to_owned()));
+    }
+    let name = project_ref.map(|r| r.name.to_string()).unwrap_or_default();
+    let project = Api::<crate::api::AnnotationProject>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(&name)
+        .await
+        .map_err(|source| (format!("AnnotationProject {namespace}/{name}"), source))?;
+    let Some(project) = project else {
+        let message =
+            format!("AnnotationProject {name:?} was not found in this namespace: create it, or fix projectRef.name.");
+        return Ok(Err(NamedCond::new(type_, Status::False, not_found, message)));
+    };
+    let status = project.status.unwrap_or_default();
+    let ready = status.conditions.iter().find(|c| c.type_ == READY);
+    match (ready, status.project_id) {
+        (Some(r), Some(id)) if r.status == "True" => Ok(Ok(id)),
+        (r, _) => {
+            let why = r.map_or_else(|| "not looked at yet".to_owned(), |r| format!("{}: {}", r.reason, r.message));
+            let message = format!("AnnotationProject {name:?} is not Ready ({why}); waiting for it.");
+            Ok(Err(NamedCond::new(type_, Status::False, not_ready, message)))
+        }
+    }
+}

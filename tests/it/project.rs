@@ -38,8 +38,9 @@ impl Case {
         }
         s3::put(&bucket, "images/dogs/d.jpg", b"a dog").await;
         let location = Location::parse(&format!("{bucket}/images/")).unwrap();
-        let keys =
-            iam::user_with_policy(hint, &policy(&location, None, &required(&[Usage::Import], CorsMode::Apply))).await;
+        // Import for the datasets, Export for the project's exports.
+        let usage = [Usage::Import, Usage::Export];
+        let keys = iam::user_with_policy(hint, &policy(&location, None, &required(&usage, CorsMode::Apply))).await;
         support::keys_secret(&client, &ns, "keys", &keys).await;
         let p = &support::env().platform;
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "labellerr"},
@@ -54,7 +55,7 @@ impl Case {
             "images",
             &bucket,
             "keys",
-            json!({"platform": {"secretRef": {"name": "labellerr"}}}),
+            json!({"usage": ["Import", "Export"], "platform": {"secretRef": {"name": "labellerr"}}}),
         )
         .await;
         Case { client, ns }
@@ -66,6 +67,7 @@ impl Case {
         let plural = match kind.as_str() {
             "Dataset" => "datasets",
             "AnnotationProject" => "annotationprojects",
+            "DatasetExport" => "datasetexports",
             other => panic!("{other}"),
         };
         let ar = kube::api::ApiResource {
@@ -324,4 +326,46 @@ async fn killed_between_the_create_and_its_status_write_leaves_exactly_one_proje
     assert_eq!(status["projectId"], projects[0]["project_id"], "the restarted operator adopted it");
     drop(second.stdin.take());
     assert!(second.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn an_export_names_its_project_by_reference_and_waits_for_it() {
+    let _timer = crate::timed!();
+    let case = Case::new("projref").await;
+    // Applied at once, the export first: it waits for the project, which waits for the dataset.
+    case.apply(json!({"kind": "DatasetExport", "metadata": {"name": "labels-out"}, "spec": {
+        "connectionRef": {"name": "images"}, "projectRef": {"name": "labels"}, "format": "json",
+        "statuses": ["accepted"], "folder": "exports/"}}))
+        .await;
+    let exports = Api::<s3connect::api::DatasetExport>::namespaced(case.client.clone(), &case.ns);
+    let mut waiting = Value::Null;
+    for _ in 0..150 {
+        waiting = serde_json::to_value(exports.get("labels-out").await.unwrap().status).unwrap();
+        if cond(&waiting, "Ready")["reason"] == "ProjectNotFound" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(cond(&waiting, "Ready")["reason"], "ProjectNotFound", "{waiting:#}");
+    assert!(cond(&waiting, "Ready")["message"].as_str().unwrap().contains("\"labels\""));
+    case.project("labels", json!({"datasetRefs": [{"name": "cats"}], "template": questions()})).await;
+    case.dataset("cats", "cats/").await;
+    let project = case.wait("labels", "Ready", |s| ready(s, "True", "ProjectReady")).await;
+    let mut done = Value::Null;
+    for _ in 0..300 {
+        done = serde_json::to_value(exports.get("labels-out").await.unwrap().status).unwrap();
+        if done["phase"] == "Succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(done["phase"], "Succeeded", "{done:#}");
+    let id = project["projectId"].as_str().unwrap();
+    assert_eq!(platform::exports(id).await.len(), 1, "one export, of the referenced project");
+    // Exactly one of projectId and projectRef, at admission.
+    let both = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "DatasetExport", "metadata": {"name": "both"}, "spec": {
+        "connectionRef": {"name": "images"}, "projectRef": {"name": "labels"}, "projectId": "p", "format": "json",
+        "statuses": ["accepted"], "folder": "x/"}});
+    let err = exports.create(&PostParams::default(), &serde_json::from_value(both).unwrap()).await.unwrap_err();
+    assert!(err.to_string().contains("exactly one of projectId"), "{err}");
 }

@@ -261,7 +261,41 @@ impl Run<'_> {
         let mut synced = None;
         if sync && let (Some(s), Some(l)) = (&self.ds.spec.sync, &location) {
             let (path, connection_id) = (format!("{}/{}", l.bucket, l.prefix), self.connection_id());
-            let call = platform.sync_dataset(self.creds, &s.project_id, &id, &connection_id, &path, self.data_type());
+            let reasons = (DatasetReason::ProjectNotFound.as_str(), DatasetReason::ProjectNotReady.as_str());
+            let project = super::platform::project_id_of(
+                self.ctx,
+                self.namespace,
+                s.project_id.as_deref(),
+                s.project_ref.as_ref(),
+                READY,
+                reasons,
+            )
+            .await
+            .map_err(|(what, source)| Error::Read { what, source })?;
+            let project_id = match project {
+                Ok(id) => id,
+                // The dataset stays as it is; the sync runs once the project is Ready.
+                Err(c) => {
+                    info!(dataset = %self.ds.name_any(), why = %c.message, "sync waits for its project");
+                    let info = platform.get_dataset(self.creds, &id).await;
+                    let mut outcome = decide::after_check(
+                        status,
+                        ready,
+                        &where_,
+                        &self.ds.spec,
+                        info,
+                        None,
+                        None,
+                        Timestamp::now(),
+                        0,
+                    );
+                    if matches!(outcome.next, Next::Success(_)) {
+                        outcome.next = Next::Success(Some(Duration::from_secs(10)));
+                    }
+                    return Ok(outcome);
+                }
+            };
+            let call = platform.sync_dataset(self.creds, &project_id, &id, &connection_id, &path, self.data_type());
             if let Err(e) = call.await {
                 return Ok(decide::after_check(
                     status,

@@ -114,14 +114,37 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
     // every write is preconditioned on the version it was decided from.
     let mut written = export.status.clone().unwrap_or_default();
     let mut version = export.resource_version();
+    // The project: given, or an AnnotationProject's once it is Ready.
+    let project = super::platform::project_id_of(
+        &ctx,
+        &namespace,
+        export.spec.project_id.as_deref(),
+        export.spec.project_ref.as_ref(),
+        CONNECTION_READY,
+        (R::ProjectNotFound.as_str(), R::ProjectNotReady.as_str()),
+    )
+    .await
+    .map_err(|(what, source)| Error::Read { what, source })?;
+    let (project_id, project_problem) = match project {
+        Ok(id) => (id, None),
+        Err(c) => (String::new(), Some(c)),
+    };
     let names = ExportNames {
         name: export.spec.name.as_deref().unwrap_or(&name),
-        project_id: &export.spec.project_id,
+        project_id: &project_id,
         statuses: export.spec.statuses.iter().map(|s| status_str(*s)).collect(),
     };
-    let problem = connection_problem(connection.as_ref(), &conn_name);
+    let waits_for_project = project_problem.is_some();
+    let problem = connection_problem(connection.as_ref(), &conn_name).or(project_problem);
     let outcome = match decide::step(&mut status, export.annotations(), problem) {
         Step::Finished => return Ok(Action::await_change()),
+        // A project being made is looked at again soon (no watch brings the export back).
+        Step::Blocked(problem) if waits_for_project => {
+            let mut outcome = decide::blocked(status, problem);
+            outcome.next = super::status::Next::After(std::time::Duration::from_secs(5));
+            outcome.retrying = true;
+            outcome
+        }
         Step::Blocked(problem) => decide::blocked(status, problem),
         Step::Unconfirmed => decide::unconfirmed(status, &names),
         Step::Follow(report_id) => match connection.as_ref() {
@@ -129,7 +152,7 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
             Some(conn) => match platform_credentials(&ctx, conn, &namespace).await? {
                 Err(c) => decide::no_credentials(status, Some(submitted_as(&report_id)), c),
                 Ok(creds) => {
-                    let state = ctx.platform.export_status(&creds, &export.spec.project_id, &report_id).await;
+                    let state = ctx.platform.export_status(&creds, &project_id, &report_id).await;
                     decide::after_check(status, &report_id, state, Timestamp::now())
                 }
             },
@@ -170,8 +193,7 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
                         connection_id: &connection_id,
                         folder_path,
                     };
-                    let result =
-                        ctx.platform.create_export(&creds, &export.spec.project_id, &request, &tracking_id).await;
+                    let result = ctx.platform.create_export(&creds, &project_id, &request, &tracking_id).await;
                     if let Ok(id) = &result {
                         unrecorded().insert(uid.clone(), id.clone());
                     }
