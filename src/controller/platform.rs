@@ -162,29 +162,6 @@ pub fn failure(type_: &'static str, doing: &str, e: &PlatformError) -> Cond {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn platform_failures_name_the_reason_and_the_tracking_id() {
-        let c = failure(REGISTERED, "x", &PlatformError::Internal { status: 500, tracking_id: "abc-123".into() });
-        assert_eq!(c.reason, Reason::PlatformInternalError);
-        assert!(c.message.contains("tracking id abc-123") && c.message.contains("Labellerr support"));
-        let c = failure(REGISTERED, "x", &PlatformError::Rejected { status: 400, message: "bad path".into() });
-        assert_eq!(c.reason, Reason::PlatformRejected);
-        assert!(c.message.contains("bad path"));
-        let c = failure(
-            REGISTERED,
-            "creating",
-            &PlatformError::Unknown { detail: "HTTP 500".into(), tracking_id: "t-9".into() },
-        );
-        assert_eq!(c.reason, Reason::RegistrationUnconfirmed);
-        assert!(c.message.contains("t-9") && c.message.contains("by name"), "{}", c.message);
-        assert!(Reason::RegistrationUnconfirmed.is_transient());
-    }
-}
-
 /// The platform project an object names: `project_id` as given, or the AnnotationProject
 /// `project_ref`'s once it is Ready. Otherwise the condition (of type `type_`, with the
 /// kind's reasons `not_found` and `not_ready`) saying what it waits for; Err when the
@@ -219,5 +196,28 @@ pub async fn project_id_of(
             let message = format!("AnnotationProject {name:?} is not Ready ({why}); waiting for it.");
             Ok(Err(NamedCond::new(type_, Status::False, not_ready, message)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_failures_name_the_reason_and_the_tracking_id() {
+        let c = failure(REGISTERED, "x", &PlatformError::Internal { status: 500, tracking_id: "abc-123".into() });
+        assert_eq!(c.reason, Reason::PlatformInternalError);
+        assert!(c.message.contains("tracking id abc-123") && c.message.contains("Labellerr support"));
+        let c = failure(REGISTERED, "x", &PlatformError::Rejected { status: 400, message: "bad path".into() });
+        assert_eq!(c.reason, Reason::PlatformRejected);
+        assert!(c.message.contains("bad path"));
+        let c = failure(
+            REGISTERED,
+            "creating",
+            &PlatformError::Unknown { detail: "HTTP 500".into(), tracking_id: "t-9".into() },
+        );
+        assert_eq!(c.reason, Reason::RegistrationUnconfirmed);
+        assert!(c.message.contains("t-9") && c.message.contains("by name"), "{}", c.message);
+        assert!(Reason::RegistrationUnconfirmed.is_transient());
     }
 }
