@@ -516,13 +516,22 @@ async fn the_policy_from_s3connect_policy_is_enough_and_the_ui_origin_can_get_ob
         Some("https://pro.labellerr.com")
     );
 
-    // Events: the transition to Ready, and the CORS change, once each.
-    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(case.client.clone(), &case.ns)
-        .list(&Default::default())
-        .await
-        .unwrap();
-    let reasons: Vec<_> = events.items.iter().filter_map(|e| e.reason.as_deref()).collect();
-    assert!(reasons.contains(&"Validated") && reasons.contains(&"CorsApplied"), "events: {reasons:?}");
+    // Events: the transition to Ready, and the CORS change, once each. They are posted
+    // after the status write, so they may land a moment after Ready is seen.
+    let events_api = Api::<k8s_openapi::api::events::v1::Event>::namespaced(case.client.clone(), &case.ns);
+    let mut reasons: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        let events = events_api.list(&Default::default()).await.unwrap();
+        reasons = events.items.iter().filter_map(|e| e.reason.clone()).collect();
+        if reasons.iter().any(|r| r == "Validated") && reasons.iter().any(|r| r == "CorsApplied") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        reasons.iter().any(|r| r == "Validated") && reasons.iter().any(|r| r == "CorsApplied"),
+        "events: {reasons:?}"
+    );
 
     // A full Import+Export validation stays within its request budget.
     let owner = format!("{}/c", case.ns);

@@ -227,12 +227,19 @@ async fn an_export_lands_at_its_destination_with_exactly_the_requested_statuses(
     assert_eq!(names, ["cat.jpg", "dog.jpg"], "exactly the files in review and accepted");
     assert_eq!(platform::exports(&case.project).await.len(), 1);
 
-    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(case.client.clone(), &case.ns)
-        .list(&Default::default())
-        .await
-        .unwrap();
-    let reasons: Vec<_> = events.items.iter().filter_map(|e| e.reason.as_deref()).collect();
-    assert!(reasons.contains(&"Submitted") && reasons.contains(&"Succeeded"), "phase events: {reasons:?}");
+    // Phase events are posted after the status write: they may land a moment after it.
+    let events_api = Api::<k8s_openapi::api::events::v1::Event>::namespaced(case.client.clone(), &case.ns);
+    let both = |r: &[String]| r.iter().any(|x| x == "Submitted") && r.iter().any(|x| x == "Succeeded");
+    let mut reasons: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        let events = events_api.list(&Default::default()).await.unwrap();
+        reasons = events.items.iter().filter_map(|e| e.reason.clone()).collect();
+        if both(&reasons) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(both(&reasons), "phase events: {reasons:?}");
     case.assert_no_secrets().await;
 }
 
