@@ -153,12 +153,12 @@ impl Context {
     }
 
     pub fn failures(&self, uid: &str) -> u32 {
-        self.failures.lock().expect("not poisoned").get(uid).copied().unwrap_or(0)
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).get(uid).copied().unwrap_or(0)
     }
 
     /// Counts one more failure and returns the new count.
     pub fn record_failure(&self, uid: &str) -> u32 {
-        let mut map = self.failures.lock().expect("not poisoned");
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(uid.to_owned()).or_insert(0);
         *n = n.saturating_add(1);
         *n
@@ -183,7 +183,7 @@ impl Context {
     }
 
     pub fn record_success(&self, uid: &str) {
-        self.failures.lock().expect("not poisoned").remove(uid);
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
     }
 }
 

@@ -44,20 +44,26 @@ struct ObjectState {
     reason: String,
 }
 
+/// A map's lock; a panic elsewhere while it was held leaves the counts as they were, so
+/// metrics never stop the operator.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A label value as the exposition format wants it.
 fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
-    *map.lock().expect("not poisoned").entry(key).or_insert(0) += 1;
+    *lock(map).entry(key).or_insert(0) += 1;
 }
 
 impl Metrics {
     /// A finished reconcile of `kind` whose outcome is `reason` (the Ready reason).
     pub fn reconciled(&self, kind: &'static str, reason: &str, took: Duration) {
         bump(&self.reconciles, (kind, reason.to_owned()));
-        let mut d = self.durations.lock().expect("not poisoned");
+        let mut d = lock(&self.durations);
         let h = d.entry(kind).or_default();
         let secs = took.as_secs_f64();
         for (i, b) in BUCKETS.iter().enumerate() {
@@ -71,7 +77,7 @@ impl Metrics {
 
     /// One reconcile of `kind` (of any outcome) that computed for `busy`, waits excluded.
     pub fn reconcile_busy(&self, kind: &'static str, busy: Duration) {
-        let mut map = self.busy.lock().expect("not poisoned");
+        let mut map = lock(&self.busy);
         let entry = map.entry(kind).or_default();
         entry.0 += 1;
         entry.1 += busy.as_secs_f64();
@@ -108,11 +114,11 @@ impl Metrics {
             ready,
             reason: reason.to_owned(),
         };
-        self.ready.lock().expect("not poisoned").insert(uid.to_owned(), state);
+        lock(&self.ready).insert(uid.to_owned(), state);
     }
 
     pub fn forget(&self, uid: &str) {
-        self.ready.lock().expect("not poisoned").remove(uid);
+        lock(&self.ready).remove(uid);
     }
 
     /// The Prometheus text exposition format.
@@ -134,11 +140,11 @@ impl Metrics {
             map: &Mutex<BTreeMap<(A, B), u64>>,
             (a, b): (&str, &str),
         ) -> Vec<(String, u64)> {
-            let map = map.lock().expect("not poisoned");
+            let map = lock(map);
             map.iter().map(|((x, y), v)| (format!("{a}=\"{x}\",{b}=\"{y}\""), *v)).collect()
         }
         fn singles<A: std::fmt::Display>(map: &Mutex<BTreeMap<A, u64>>, a: &str) -> Vec<(String, u64)> {
-            let map = map.lock().expect("not poisoned");
+            let map = lock(map);
             map.iter().map(|(x, v)| (format!("{a}=\"{x}\""), *v)).collect()
         }
         let families = [
@@ -185,7 +191,7 @@ impl Metrics {
     fn timings(&self, out: &mut String) {
         let name = "s3connect_reconcile_duration_seconds";
         header(out, name, "histogram", "Reconcile durations by kind.");
-        for (kind, h) in self.durations.lock().expect("not poisoned").iter() {
+        for (kind, h) in lock(&self.durations).iter() {
             for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(out, "{name}_bucket{{kind=\"{kind}\",le=\"{b}\"}} {}", h.counts[i]);
             }
@@ -195,7 +201,7 @@ impl Metrics {
         }
         let name = "s3connect_reconcile_busy_seconds";
         header(out, name, "summary", "Time reconciles spent computing, network waits excluded.");
-        for (kind, (count, sum)) in self.busy.lock().expect("not poisoned").iter() {
+        for (kind, (count, sum)) in lock(&self.busy).iter() {
             let _ = writeln!(out, "{name}_sum{{kind=\"{kind}\"}} {sum}");
             let _ = writeln!(out, "{name}_count{{kind=\"{kind}\"}} {count}");
         }
@@ -203,7 +209,7 @@ impl Metrics {
 
     /// Objects by kind and Ready state, and one readiness series per object.
     fn objects(&self, out: &mut String) {
-        let objects = self.ready.lock().expect("not poisoned");
+        let objects = lock(&self.ready);
         let mut gauges: BTreeMap<(&str, bool), u64> = BTreeMap::new();
         for o in objects.values() {
             *gauges.entry((o.kind, o.ready)).or_insert(0) += 1;
