@@ -175,6 +175,26 @@ pub async fn finish<K: PlatformObject>(
     Ok(shared::action(ctx, &uid, outcome.next, object.jitter()))
 }
 
+/// Deletion waits on the platform: Ready=False with `reason` and `message` (under the
+/// clean-up field manager, best effort: the object is going away), and a retry with
+/// backoff up to five minutes.
+pub async fn deletion_blocked<K: PlatformObject>(ctx: &Context, object: &K, reason: &str, message: String) -> Action {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::api::{Api, Patch, PatchParams};
+    let cond = NamedCond::new(READY, Status::False, reason.to_owned(), message);
+    let old = object.status().map(|s| s.conditions().clone()).unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::KIND, "status": {
+        "conditions": crate::api::conditions::merge_named(&old, &[cond], object.meta().generation, &now),
+    }});
+    let api = Api::<K>::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+    let _ = api
+        .patch_status(&object.name_any(), &PatchParams::apply("s3connect-cleanup").force(), &Patch::Apply(&patch))
+        .await;
+    let next = Next::Retry { cap: std::time::Duration::from_secs(300) };
+    shared::action(ctx, &object.uid().unwrap_or_default(), next, 0.5)
+}
+
 pub fn error_policy<K: PlatformObject>(object: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
     if let Error::Write { source, .. } = err
         && shared::is_conflict(source)

@@ -16,10 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use tracing::{info, warn};
 
@@ -27,7 +26,7 @@ use self::decide::{Outcome, Recheck, Step};
 use super::Context;
 use super::driver::{self, Error, PlatformObject};
 use super::finalizer;
-use super::status::{self as shared, Next};
+use super::status::Next;
 use crate::api::annotations::SYNC_NOW_ANNOTATION;
 use crate::api::conditions::{
     self, BUCKET_REACHABLE, CONNECTION_READY, CREDENTIALS_VALID, ConnectionReadyReason, NamedCond, READ_PERMITTED,
@@ -444,15 +443,7 @@ async fn clean_up(ctx: &Context, ds: &Dataset, conn: Option<&S3Connection>) -> R
             "{why} The Dataset is deleted once its platform dataset is (deletionPolicy: Delete); to let it go without that, annotate it {}=true.",
             crate::api::annotations::SKIP_CLEANUP
         );
-        let cond = NamedCond::new(READY, conditions::Status::False, DatasetReason::DeletionBlocked.as_str(), message);
-        let patch = serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "Dataset", "status": {
-            "conditions": conditions::merge_named(&status.conditions, &[cond], ds.metadata.generation, &Time(Timestamp::now())),
-        }});
-        let _ = Api::<Dataset>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(&ds.name_any(), &PatchParams::apply("s3connect-cleanup").force(), &Patch::Apply(&patch))
-            .await;
-        let next = Next::Retry { cap: Duration::from_secs(300) };
-        return Ok(shared::action(ctx, &ds.uid().unwrap_or_default(), next, 0.5));
+        return Ok(driver::deletion_blocked(ctx, ds, DatasetReason::DeletionBlocked.as_str(), message).await);
     }
     set_finalizers(ctx, ds, finalizer::without(ds, crate::api::annotations::DATASET_FINALIZER)).await?;
     info!(dataset = %format!("{namespace}/{}", ds.name_any()), skipped = skip, "platform dataset removed");

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tracing::info;
@@ -478,15 +478,7 @@ async fn clean_up(ctx: &Context, p: &AnnotationProject, namespace: &str) -> Resu
             "{why} The AnnotationProject is deleted once its project is archived or deleted (deletionPolicy); to let it go without that, annotate it {}=true.",
             annotations::SKIP_CLEANUP
         );
-        let cond = NamedCond::new(READY, conditions::Status::False, ProjectReason::DeletionBlocked.as_str(), message);
-        let patch = serde_json::json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "AnnotationProject", "status": {
-            "conditions": conditions::merge_named(&status.conditions, &[cond], p.metadata.generation, &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now())),
-        }});
-        let _ = Api::<AnnotationProject>::namespaced(ctx.client.clone(), namespace)
-            .patch_status(&p.name_any(), &PatchParams::apply("s3connect-cleanup").force(), &Patch::Apply(&patch))
-            .await;
-        let next = super::status::Next::Retry { cap: Duration::from_secs(300) };
-        return Ok(super::status::action(ctx, &p.uid().unwrap_or_default(), next, 0.5));
+        return Ok(driver::deletion_blocked(ctx, p, ProjectReason::DeletionBlocked.as_str(), message).await);
     }
     finalizer::set(&ctx.client, p, finalizer::without(p, PROJECT_FINALIZER))
         .await
