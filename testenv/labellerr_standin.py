@@ -711,6 +711,26 @@ def admin_project():
     return jsonify({"ok": True})
 
 
+@app.post("/_admin/annotation_projects")
+def admin_annotation_project():
+    """A project as a person makes it in the platform's UI: its own template (no s3connect
+    identity), over the given datasets."""
+    body = request.get_json()
+    template_id, project_id = uuid.uuid4().hex, uuid.uuid4().hex
+    with LOCK:
+        STATE["templates"][template_id] = {"template_id": template_id, "template_name": body["template_name"],
+                                           "data_type": body["data_type"], "questions": []}
+        STATE["annotation_projects"][project_id] = {
+            "project_id": project_id, "project_name": body["project_name"], "data_type": body["data_type"],
+            "annotation_template_id": template_id, "attached_datasets": list(body["attached_datasets"]),
+            "rotations": {"annotation_rotation_count": 1, "review_rotation_count": 1, "client_review_rotation_count": 1},
+            "use_ai": False, "created_by": None, "status_code": 300, "archived": False,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        STATE["projects"][project_id] = []
+    return jsonify({"project_id": project_id, "template_id": template_id})
+
+
 @app.post("/_admin/faults")
 def admin_faults():
     body = request.get_json()

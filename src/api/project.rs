@@ -32,6 +32,7 @@ use super::connection::DataType;
 )]
 /// The datasets to label, the template to label them with, and how the work rotates.
 #[x_kube(validation = Rule::new(IMMUTABLE_RULE).message(IMMUTABLE_MESSAGE))]
+#[x_kube(validation = Rule::new("has(self.template) != has(self.adopt)").message("exactly one of template (for a project the operator creates) and adopt (a project made in the platform's UI, which keeps its own template)"))]
 #[serde(rename_all = "camelCase")]
 pub struct AnnotationProjectSpec {
     /// Datasets of this namespace to label (at least one); the project is created once each
@@ -57,7 +58,9 @@ pub struct AnnotationProjectSpec {
     #[serde(default, rename = "useAI")]
     pub use_ai: bool,
     /// The annotation guideline: an existing template's id, or questions to make one from.
-    pub template: Template,
+    /// Required unless `adopt` is set (an adopted project keeps its own template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Template>,
     /// How many annotators, reviewers and client reviewers see each file.
     #[serde(default)]
     pub rotations: Rotations,
@@ -72,7 +75,7 @@ pub struct AnnotationProjectSpec {
 
 /// The platform has no update call for a template's questions, a project's data type, name,
 /// creator or AI setting, or whom it was adopted from.
-const IMMUTABLE_RULE: &str = "self.template == oldSelf.template \
+const IMMUTABLE_RULE: &str = "has(self.template) == has(oldSelf.template) && (!has(self.template) || self.template == oldSelf.template) \
     && has(self.dataType) == has(oldSelf.dataType) && (!has(self.dataType) || self.dataType == oldSelf.dataType) \
     && has(self.displayName) == has(oldSelf.displayName) && (!has(self.displayName) || self.displayName == oldSelf.displayName) \
     && has(self.createdBy) == has(oldSelf.createdBy) && (!has(self.createdBy) || self.createdBy == oldSelf.createdBy) \
@@ -335,6 +338,8 @@ crate::api::conditions::reasons! {
         ProjectNotFound,
         CreationUnconfirmed,
         Adopted,
+        ProjectOwnedElsewhere,
+        DatasetOwnedElsewhere,
         RotationsRejected,
         DatasetsChanging,
         DatasetChangeUnconfirmed,

@@ -732,6 +732,21 @@ fn api_message(value: &Value, body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned())
 }
 
+/// What marks a platform object as made for one Kubernetes object: its uid, in a field the
+/// platform keeps (a dataset's description, a template's name). A name another namespace
+/// can choose is never enough to adopt or delete anything.
+pub fn identity(uid: &str) -> String {
+    format!("[s3connect uid={uid}]")
+}
+
+/// The uid in a platform object's identity mark, if it carries one.
+pub fn identity_in(text: &str) -> Option<&str> {
+    let start = text.find("[s3connect uid=")? + "[s3connect uid=".len();
+    let rest = &text[start..];
+    let uid = &rest[..rest.find(']')?];
+    (!uid.is_empty()).then_some(uid)
+}
+
 /// A random (version 4) UUID.
 pub fn uuid4() -> String {
     let mut b = fastrand::u128(..).to_be_bytes();
@@ -764,6 +779,15 @@ fn multipart(fields: &[(&'static str, String)]) -> (String, Bytes) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_identity_mark_reads_back_as_its_uid() {
+        let mark = identity("0b7c-11");
+        assert_eq!(identity_in(&format!("cats {mark}")), Some("0b7c-11"));
+        assert_eq!(identity_in("made in the UI"), None);
+        assert_eq!(identity_in("[s3connect uid=]"), None);
+        assert_eq!(identity_in("[s3connect uid=unterminated"), None);
+    }
 
     #[test]
     fn uuids_are_version_4() {

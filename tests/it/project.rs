@@ -276,6 +276,18 @@ async fn a_question_without_its_color_or_options_is_refused_at_admission() {
         "spec": {"datasetRefs": [{"name": "cats"}], "template": {"templateId": "t1", "questions": [{"question": "q", "type": "input"}]}}});
     let err = api.create(&PostParams::default(), &serde_json::from_value(both).unwrap()).await.unwrap_err();
     assert!(err.to_string().contains("exactly one of templateId"), "{err}");
+    // Exactly one of template and adopt: an adopted project keeps its own template.
+    for spec in [
+        json!({"datasetRefs": [{"name": "cats"}]}),
+        json!({"datasetRefs": [{"name": "cats"}], "adopt": {"projectId": "p1"}, "template": {"templateId": "t1"}}),
+    ] {
+        let doc = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "AnnotationProject", "metadata": {"name": "bad"}, "spec": spec});
+        let err = api.create(&PostParams::default(), &serde_json::from_value(doc).unwrap()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("exactly one of template (for a project the operator creates) and adopt"),
+            "{err}"
+        );
+    }
     // Questions are fixed once created: an edit is refused at admission, saying why.
     let good = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "AnnotationProject", "metadata": {"name": "good"},
         "spec": {"datasetRefs": [{"name": "cats"}], "template": {"questions": [{"question": "q", "type": "input"}]}}});
@@ -368,4 +380,99 @@ async fn an_export_names_its_project_by_reference_and_waits_for_it() {
         "statuses": ["accepted"], "folder": "x/"}});
     let err = exports.create(&PostParams::default(), &serde_json::from_value(both).unwrap()).await.unwrap_err();
     assert!(err.to_string().contains("exactly one of projectId"), "{err}");
+}
+
+/// Waits until the AnnotationProject `name` is gone (its finalizer released).
+async fn gone(case: &Case, name: &str) {
+    for _ in 0..300 {
+        if case.api().get_opt(name).await.unwrap().is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("AnnotationProject {name} still there: {:#?}", case.api().get(name).await.unwrap().status);
+}
+
+fn project_on_platform(state: &Value, id: &str) -> Option<Value> {
+    state["annotation_projects"].as_array().unwrap().iter().find(|p| p["project_id"] == id).cloned()
+}
+
+#[tokio::test]
+async fn adoption_takes_a_project_made_in_the_ui_never_another_namespaces() {
+    let _timer = crate::timed!();
+    // Team A's project, made by the operator; team B on the same platform account.
+    let a = Case::new("own-a").await;
+    a.dataset("cats", "cats/").await;
+    a.project("labels", json!({"datasetRefs": [{"name": "cats"}], "template": questions()})).await;
+    let theirs = a.wait("labels", "Ready", |s| ready(s, "True", "ProjectReady")).await;
+    let theirs = theirs["projectId"].as_str().unwrap().to_owned();
+    let datasets = Api::<s3connect::api::dataset::Dataset>::namespaced(a.client.clone(), &a.ns);
+    let their_dataset = datasets.get("cats").await.unwrap().status.unwrap().dataset_id.unwrap();
+    let b = Case::in_namespace(a.client.clone(), support::namespace(&a.client, "own-b").await, "own-b").await;
+    b.dataset("cats", "cats/").await;
+
+    // B names A's project (with deletionPolicy Delete): refused, nothing recorded.
+    b.project(
+        "steal",
+        json!({"datasetRefs": [{"name": "cats"}], "deletionPolicy": "Delete", "adopt": {"projectId": theirs}}),
+    )
+    .await;
+    let status = b.wait("steal", "refused", |s| ready(s, "False", "ProjectOwnedElsewhere")).await;
+    let message = cond(&status, "Ready")["message"].as_str().unwrap();
+    assert!(message.contains(&format!("{}/labels", a.ns)) && message.contains("spec.adopt"), "{message}");
+    assert_eq!(cond(&status, "Stalled")["status"], "True", "a person must fix it");
+    assert!(status["projectId"].is_null(), "{status:#}");
+    // B's project taking A's dataset by id: refused before any call.
+    b.project(
+        "borrow",
+        json!({"datasetRefs": [{"name": "cats"}], "datasetIds": [their_dataset], "template": questions()}),
+    )
+    .await;
+    let status = b.wait("borrow", "refused", |s| ready(s, "False", "DatasetOwnedElsewhere")).await;
+    assert!(cond(&status, "Ready")["message"].as_str().unwrap().contains(&their_dataset), "{status:#}");
+    b.api().delete("steal", &Default::default()).await.unwrap();
+    gone(&b, "steal").await;
+    let state = platform::state().await;
+    let project = project_on_platform(&state, &theirs).expect("A's project survives B's deletion");
+    assert_eq!(project["archived"], false);
+    assert!(on_platform(&b.ns).await.0.is_empty(), "B made no project: {:#?}", on_platform(&b.ns).await.0);
+
+    // A project made in B's name in the UI is adopted, and archived when its object goes.
+    let own_dataset = Api::<s3connect::api::dataset::Dataset>::namespaced(b.client.clone(), &b.ns);
+    let mut own = None;
+    for _ in 0..300 {
+        own = own_dataset.get("cats").await.unwrap().status.and_then(|s| s.dataset_id);
+        if own.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ui = platform::ui_project("cats, made by hand", "image", &[own.as_deref().unwrap()]).await;
+    b.project(
+        "ui",
+        json!({"datasetRefs": [{"name": "cats"}], "deletionPolicy": "Archive", "adopt": {"projectId": ui}}),
+    )
+    .await;
+    let status = b.wait("ui", "Ready", |s| ready(s, "True", "ProjectReady")).await;
+    assert_eq!(status["projectId"], ui.as_str());
+    let ui_template = project_on_platform(&platform::state().await, &ui).unwrap()["annotation_template_id"].clone();
+    assert_eq!(status["templateId"], ui_template, "an adopted project keeps its own template");
+    assert_eq!(on_platform(&b.ns).await.1.len(), 0, "no template was made for B's projects");
+    b.api().delete("ui", &Default::default()).await.unwrap();
+    gone(&b, "ui").await;
+    let archived = project_on_platform(&platform::state().await, &ui).expect("archived, not deleted");
+    assert_eq!(archived["archived"], true);
+
+    // A's own project, deletionPolicy Delete: deleted on the platform with its object.
+    let patch = json!({"spec": {"deletionPolicy": "Delete"}});
+    a.api().patch("labels", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    for _ in 0..300 {
+        if a.api().get("labels").await.unwrap().metadata.finalizers.is_some_and(|f| !f.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.api().delete("labels", &Default::default()).await.unwrap();
+    gone(&a, "labels").await;
+    assert!(project_on_platform(&platform::state().await, &theirs).is_none(), "deleted on the platform");
 }

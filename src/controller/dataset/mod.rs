@@ -53,10 +53,9 @@ fn platform_name(ds: &Dataset) -> String {
 }
 
 /// What marks a platform dataset as this Dataset's: its uid, in the description (the one
-/// field besides the name that the platform keeps). A name another namespace can choose is
-/// never enough to adopt or delete a dataset.
+/// field besides the name that the platform keeps).
 fn identity(ds: &Dataset) -> String {
-    format!("[s3connect uid={}]", ds.uid().unwrap_or_default())
+    crate::platform::identity(&ds.uid().unwrap_or_default())
 }
 
 /// The platform datasets named `name`, split into this Dataset's (by the identity in their

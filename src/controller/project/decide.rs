@@ -129,7 +129,7 @@ pub fn question_id(uid: &str, number: usize) -> String {
 /// The template's name on the platform, with this object's identity: a template is
 /// adopted after a lost answer only if it carries it.
 pub fn template_name(base: &str, uid: &str) -> String {
-    format!("{base} [s3connect uid={uid}]")
+    format!("{base} {}", crate::platform::identity(uid))
 }
 
 pub fn template_intent(
@@ -208,6 +208,28 @@ pub fn after_template(
 
 pub fn template_given(id: &str) -> NamedCond {
     cond(TEMPLATE_READY, Status::True, R::TemplateGiven, format!("Uses template {id} (spec.template.templateId)."))
+}
+
+/// The template of a project taken over by spec.adopt (None: not adopted yet); False when
+/// the spec has neither a template nor adopt (the CRD's rule refuses that at admission).
+pub fn template_adopted(id: Option<&str>, adopting: bool) -> NamedCond {
+    match (id, adopting) {
+        (_, false) => cond(
+            TEMPLATE_READY,
+            Status::False,
+            R::TemplateRejected,
+            "spec.template is missing: give templateId or questions, or adopt a project (spec.adopt).",
+        ),
+        (Some(id), true) => {
+            cond(TEMPLATE_READY, Status::True, R::Adopted, format!("Uses template {id}, the adopted project's own."))
+        }
+        (None, true) => cond(
+            TEMPLATE_READY,
+            Status::Unknown,
+            R::Adopted,
+            "Uses the adopted project's own template, once the project is adopted.",
+        ),
+    }
 }
 
 pub fn template_exists(id: &str) -> NamedCond {
@@ -307,6 +329,66 @@ pub fn unconfirmed_with_shared_template(status: AnnotationProjectStatus, conds: 
     );
     let conds = set(conds, c);
     outcome(status, conds, false, Next::AwaitChange)
+}
+
+/// spec.adopt's project, free to take: recorded with its own template and datasets (its
+/// rotations unknown, so they are set).
+pub fn adopted(mut status: AnnotationProjectStatus, conds: Vec<NamedCond>, id: String, info: ProjectInfo) -> Outcome {
+    let template = template_adopted(Some(&info.template_id), true);
+    status.template_id = Some(info.template_id);
+    after_create(status, set(conds, template), Ok((id, info.datasets, None)), true)
+}
+
+/// An AnnotationProject as adoption sees it: `namespace/name`, its uid, the project it
+/// records.
+pub type Claim = (String, String, Option<String>);
+
+/// Who other than the object with `uid` provably owns project `id`: an AnnotationProject
+/// that records it, or the one whose identity its template's name carries (a project the
+/// operator made, kept after its object went, or another installation's). A project made
+/// in the UI carries no identity and is free to adopt.
+pub fn project_owner(uid: &str, id: &str, claims: &[Claim], template_name: Option<&str>) -> Option<String> {
+    let named = |owner: &str| claims.iter().find(|(_, u, _)| u == owner).map(|(n, _, _)| n.clone());
+    if let Some((name, _, _)) = claims.iter().find(|(_, u, p)| u != uid && p.as_deref() == Some(id)) {
+        return Some(format!("AnnotationProject {name}, which records it"));
+    }
+    match template_name.and_then(crate::platform::identity_in) {
+        Some(owner) if owner != uid => Some(match named(owner) {
+            Some(name) => format!("AnnotationProject {name}, which made it"),
+            None => format!(
+                "the AnnotationProject with uid {owner}, which made it (its template carries that identity; that object is gone or in another cluster)"
+            ),
+        }),
+        _ => None,
+    }
+}
+
+/// spec.adopt names a project that provably is another object's: nothing is recorded, so
+/// nothing of it is changed or deleted through this object.
+pub fn adoption_refused(mut status: AnnotationProjectStatus, conds: Vec<NamedCond>, id: &str, owner: &str) -> Outcome {
+    status.phase = Some(ProjectPhase::Failed);
+    let c = cond(
+        CREATED,
+        Status::False,
+        R::ProjectOwnedElsewhere,
+        format!(
+            "Project {id} (spec.adopt.projectId) belongs to {owner}, so this object does not adopt, change or delete it: name a project made in the platform's UI, or remove spec.adopt to create one."
+        ),
+    );
+    outcome(status, set(conds, c), false, Next::AwaitChange)
+}
+
+/// A platform dataset named in spec.datasetIds that was made for a Dataset outside this
+/// namespace (its description carries that Dataset's identity).
+pub fn dataset_owned_elsewhere(id: &str, owner: &str) -> NamedCond {
+    cond(
+        DATASETS_READY,
+        Status::False,
+        R::DatasetOwnedElsewhere,
+        format!(
+            "Platform dataset {id} (spec.datasetIds) was made for a Dataset that is not in this namespace (uid {owner}): a project takes by id only datasets made in the UI or by this namespace's Datasets; remove it, or ask its owners to share it from their namespace. Nothing was created."
+        ),
+    )
 }
 
 /// The platform no longer knows the adopted or created project.

@@ -169,8 +169,28 @@ pub async fn reconcile(p: Arc<AnnotationProject>, ctx: Arc<Context>) -> Result<A
     };
     // Datasets made elsewhere: as the platform has them.
     if let (Ok((ids, data_type)), Some(creds)) = (&mut gate, &creds) {
+        // This namespace's Datasets, read once a dataset by id carries an s3connect identity.
+        let mut local: Option<Vec<String>> = None;
         for extra in &p.spec.dataset_ids {
-            match ctx.platform.get_dataset(creds, &extra.0).await {
+            let found = ctx.platform.get_dataset(creds, &extra.0).await;
+            let owner = match &found {
+                Ok(Some(info)) => crate::platform::identity_in(&info.description).map(str::to_owned),
+                _ => None,
+            };
+            if let Some(owner) = owner {
+                if local.is_none() {
+                    let list = Api::<Dataset>::namespaced(ctx.client.clone(), &namespace)
+                        .list_metadata(&Default::default())
+                        .await
+                        .map_err(Error::read(format!("Datasets in {namespace}")))?;
+                    local = Some(list.items.iter().filter_map(|d| d.uid()).collect());
+                }
+                if !local.iter().flatten().any(|u| *u == owner) {
+                    gate = Err((decide::dataset_owned_elsewhere(&extra.0, &owner), false));
+                    break;
+                }
+            }
+            match found {
                 Ok(Some(info)) if info.data_type == *data_type || info.data_type.is_empty() => {
                     ids.push(extra.0.clone())
                 }
@@ -259,14 +279,15 @@ impl Run<'_> {
         };
         let conds = vec![datasets_ready, template];
         // The project.
-        let status = if status.project_id.is_none() {
-            let outcome = self.create(status, conds.clone(), &ids, written, version).await?;
+        let (status, conds) = if status.project_id.is_none() {
+            let outcome = self.create(status, conds, &ids, written, version).await?;
             if outcome.status.project_id.is_none() {
                 return Ok(outcome);
             }
-            outcome.status
+            // Created or adopted (an adopted project's template is known only now).
+            (outcome.status, outcome.conds)
         } else {
-            status
+            (status, conds)
         };
         // How it is, then what to change.
         let id = status.project_id.clone().unwrap_or_default();
@@ -340,7 +361,14 @@ impl Run<'_> {
         written: &mut AnnotationProjectStatus,
         version: &mut Option<String>,
     ) -> Result<Result<(AnnotationProjectStatus, NamedCond), Box<decide::Outcome>>, Error> {
-        let spec = &self.p.spec.template;
+        let Some(spec) = &self.p.spec.template else {
+            // An adopted project keeps its own template (recorded when it is adopted).
+            let c = decide::template_adopted(status.template_id.as_deref(), self.p.spec.adopt.is_some());
+            if c.status == conditions::Status::False {
+                return Ok(Err(Box::new(decide::blocked(status, c, false))));
+            }
+            return Ok(Ok((status, c)));
+        };
         if let Some(id) = &spec.template_id {
             status.template_id = Some(id.0.clone());
             return Ok(Ok((status, decide::template_given(&id.0))));
@@ -384,6 +412,32 @@ impl Run<'_> {
         Ok(decide::after_template(intent.status, ready.clone(), result))
     }
 
+    /// Who else provably owns project `id` (read fresh: every AnnotationProject the
+    /// operator serves, and the name of the project's template).
+    async fn owner_of(
+        &self,
+        id: &str,
+        info: &crate::platform::ProjectInfo,
+    ) -> Result<Result<Option<String>, crate::platform::PlatformError>, Error> {
+        let all = super::api::<AnnotationProject>(self.ctx)
+            .list(&Default::default())
+            .await
+            .map_err(Error::read("AnnotationProjects".into()))?;
+        let claims: Vec<decide::Claim> = all
+            .items
+            .iter()
+            .map(|o| {
+                let name = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+                (name, o.uid().unwrap_or_default(), o.status.as_ref().and_then(|s| s.project_id.clone()))
+            })
+            .collect();
+        let template = match self.ctx.platform.list_templates(self.creds, &info.data_type).await {
+            Ok(list) => list.into_iter().find(|t| t.id == info.template_id).map(|t| t.name),
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(Ok(decide::project_owner(&self.p.uid().unwrap_or_default(), id, &claims, template.as_deref())))
+    }
+
     /// The project: adopted, found after a lost answer, or created once.
     async fn create(
         &self,
@@ -398,14 +452,18 @@ impl Run<'_> {
         if let Some(adopt) = &self.p.spec.adopt {
             let id = adopt.project_id.0.clone();
             return Ok(match platform.get_project(self.creds, &id).await {
-                Ok(Some(info)) => decide::after_create(status, conds, Ok((id, info.datasets, None)), true),
+                Ok(Some(info)) => match self.owner_of(&id, &info).await? {
+                    Ok(Some(owner)) => decide::adoption_refused(status, conds, &id, &owner),
+                    Ok(None) => decide::adopted(status, conds, id, info),
+                    Err(e) => decide::after_create(status, conds, Err(e), true),
+                },
                 Ok(None) => decide::project_gone(status, conds, &id),
                 Err(e) => decide::after_create(status, conds, Err(e), true),
             });
         }
         let name = platform_name(self.p);
         if status.creation_started_time.is_some() {
-            if self.p.spec.template.template_id.is_some() {
+            if self.p.spec.template.as_ref().is_some_and(|t| t.template_id.is_some()) {
                 return Ok(decide::unconfirmed_with_shared_template(status, conds));
             }
             // Ours if it has our name and our template (whose name carries this uid).

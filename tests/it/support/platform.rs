@@ -30,6 +30,13 @@ pub async fn project(id: &str, files: &[(&str, &str)]) {
     admin("POST", "projects", Some(json!({"project_id": id, "files": files}))).await;
 }
 
+/// A project made as a person makes one in the platform's UI (its own template, no
+/// s3connect identity) over `datasets`: its id.
+pub async fn ui_project(name: &str, data_type: &str, datasets: &[&str]) -> String {
+    let body = json!({"project_name": name, "template_name": format!("{name} guideline"), "data_type": data_type, "attached_datasets": datasets});
+    admin("POST", "annotation_projects", Some(body)).await["project_id"].as_str().unwrap().to_owned()
+}
+
 /// Makes the next `count` calls to `endpoint` (`export/create`, `connections/test`, ...)
 /// answer `status` (0: answer normally), optionally after `delay` seconds, or accept and
 /// then hold the answer for `delay_after` seconds.

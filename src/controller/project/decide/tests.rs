@@ -149,3 +149,36 @@ fn each_condition_type_is_written_once_whatever_the_steps_said_before() {
         assert_eq!(types.len(), n, "{:?}", out.conditions());
     }
 }
+
+#[test]
+fn a_project_is_adopted_only_if_no_other_object_provably_owns_it() {
+    let me = "uid-me";
+    let claims: Vec<Claim> = vec![
+        ("team-a/labels".into(), "uid-a".into(), Some("p-a".into())),
+        ("team-b/mine".into(), me.into(), None),
+        ("team-c/gone-project".into(), "uid-c".into(), None),
+    ];
+    // Made in the UI: no identity, no claim.
+    assert_eq!(project_owner(me, "p-ui", &claims, Some("Cats guideline")), None);
+    assert_eq!(project_owner(me, "p-ui", &claims, None), None);
+    // Recorded by another AnnotationProject.
+    let owner = project_owner(me, "p-a", &claims, Some("Cats guideline")).unwrap();
+    assert!(owner.contains("team-a/labels"), "{owner}");
+    // Made by another object (its template carries that object's uid), named if it is here.
+    let owner = project_owner(me, "p-c", &claims, Some("x [s3connect uid=uid-c]")).unwrap();
+    assert!(owner.contains("team-c/gone-project"), "{owner}");
+    let owner = project_owner(me, "p-z", &claims, Some("x [s3connect uid=uid-elsewhere]")).unwrap();
+    assert!(owner.contains("uid-elsewhere"), "{owner}");
+    // Made for this object: its own.
+    assert_eq!(project_owner(me, "p-me", &claims, Some("x [s3connect uid=uid-me]")), None);
+
+    let status = AnnotationProjectStatus::default();
+    let out = adoption_refused(status, vec![], "p-a", &owner);
+    let ready = out.ready.clone();
+    assert_eq!((ready.status, ready.reason.as_str()), (Status::False, "ProjectOwnedElsewhere"));
+    assert!(ready.message.contains("p-a") && ready.message.contains("spec.adopt"), "{}", ready.message);
+    assert_eq!(out.status.project_id, None, "nothing of it is recorded, so nothing of it is ever deleted");
+    assert_eq!(out.status.phase, Some(ProjectPhase::Failed));
+    let c = dataset_owned_elsewhere("d-1", "uid-x");
+    assert_eq!((c.type_, c.status, c.reason.as_str()), (DATASETS_READY, Status::False, "DatasetOwnedElsewhere"));
+}
