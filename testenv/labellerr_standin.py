@@ -323,7 +323,12 @@ def create_export():
                 return bad("Connection not found", 404)
         if not str(body.get("export_folder_path", "")).endswith("/"):
             return bad("export_folder_path must end with /")
-    files = [f for f in project if f["status"] in statuses]
+    # Since December 2025: only the files updated after this time (Unix milliseconds).
+    updated_after = body.get("updated_after_timestamp")
+    if updated_after is not None and (not isinstance(updated_after, int) or isinstance(updated_after, bool) or updated_after < 0):
+        return bad("updated_after_timestamp must be Unix milliseconds")
+    files = [f for f in project if f["status"] in statuses
+             and (updated_after is None or f.get("updated_at", 0) > updated_after)]
     if not files:
         return bad("No files found with the given status")
     report_id = uuid.uuid4().hex
@@ -337,6 +342,7 @@ def create_export():
             "connection_id": body.get("connection_id"),
             "export_folder_path": body.get("export_folder_path"),
             "files": files,
+            "updated_after_timestamp": updated_after,
             "export_status": "Pending",
             "is_completed": False,
         }
@@ -601,7 +607,8 @@ def create_project():
         # A stand-in's shortcut: the project's files start annotated and accepted, so that
         # the whole pipeline (dataset -> project -> export) can run end to end.
         STATE["projects"][project_id] = [
-            {"file_id": f"{d}-{i}", "name": f"{d}-{i}.jpg", "status": "accepted", "annotations": [{"bbox": [1, 2, 3, 4]}]}
+            {"file_id": f"{d}-{i}", "name": f"{d}-{i}.jpg", "status": "accepted", "annotations": [{"bbox": [1, 2, 3, 4]}],
+             "updated_at": now_ms()}
             for d in ids for i in range(STATE["datasets"][d]["files_count"])
         ]
     return after("projects/create") or jsonify({"response": {"project_id": project_id}})
@@ -703,11 +710,31 @@ def detach_datasets():
     return change_datasets("projects/detach", False)
 
 
+def now_ms():
+    return int(time.time() * 1000)
+
+
 @app.post("/_admin/projects")
 def admin_project():
     body = request.get_json()
     with LOCK:
-        STATE["projects"][body["project_id"]] = body["files"]
+        STATE["projects"][body["project_id"]] = [{"updated_at": now_ms(), **f} for f in body["files"]]
+    return jsonify({"ok": True})
+
+
+@app.post("/_admin/projects/<project_id>/files")
+def admin_update_files(project_id):
+    """Files annotated or reviewed on the platform: each named file gets the given status
+    (added if new), and its update time is now."""
+    body = request.get_json()
+    with LOCK:
+        files = STATE["projects"].setdefault(project_id, [])
+        for change in body["files"]:
+            f = next((f for f in files if f["name"] == change["name"]), None)
+            if f is None:
+                f = {"file_id": uuid.uuid4().hex, "name": change["name"], "annotations": [{"bbox": [1, 2, 3, 4]}]}
+                files.append(f)
+            f["status"], f["updated_at"] = change["status"], now_ms()
     return jsonify({"ok": True})
 
 

@@ -128,6 +128,8 @@ pub struct ConnectionForm<'a> {
 
 pub struct ExportRequest<'a> {
     pub name: &'a str,
+    /// Only the files updated after this time (Unix milliseconds): an incremental run.
+    pub updated_after: Option<i64>,
     pub description: &'a str,
     pub format: &'a str,
     pub statuses: Vec<&'a str>,
@@ -350,6 +352,13 @@ impl Client {
             "export_folder_path": req.folder_path,
             "question_ids": ["all"],
         }));
+        let body = match (body, req.updated_after) {
+            (Body::Json(mut v), Some(ms)) => {
+                v["updated_after_timestamp"] = json!(ms);
+                Body::Json(v)
+            }
+            (b, _) => b,
+        };
         let query = [("project_id", project_id)];
         let req = Call {
             method: "POST",

@@ -132,7 +132,34 @@ async fn kstatus_and_the_flux_expressions_read_every_kind_in_every_state() {
     // The platform at work, decided as the operator decides it: an export running, a
     // dataset processing. The one rule for every kind: Ready Unknown, Reconciling True.
     let report = DatasetExportStatus { report_id: Some("rep-1".into()), ..Default::default() };
-    let running = export::decide::after_check(report, "rep-1", Ok(Some(ExportState::Running("Pending".into()))), now());
+    let names = export::decide::ExportNames { name: "daily", project_id: "p", statuses: vec!["accepted"] };
+    let running = export::decide::after_check(
+        report.clone(),
+        "rep-1",
+        Ok(Some(ExportState::Running("Pending".into()))),
+        &names,
+        None,
+        now(),
+    );
+    // A scheduled export between runs: the last run succeeded (Current), or failed and the
+    // next run retries by itself (InProgress, never Stalled).
+    let daily = export::decide::Schedule {
+        every: "24h".into(),
+        interval: std::time::Duration::from_secs(86_400),
+        incremental: true,
+        keep: 10,
+    };
+    let run_ok = export::decide::after_check(
+        report.clone(),
+        "rep-1",
+        Ok(Some(ExportState::Succeeded)),
+        &names,
+        Some(&daily),
+        now(),
+    );
+    let failed = Ok(Some(ExportState::Failed("AccessDenied".into())));
+    let run_failed = export::decide::after_check(report, "rep-1", failed, &names, Some(&daily), now());
+    let (run_ok, run_failed) = (with_outcome(&export, &run_ok), with_outcome(&export, &run_failed));
     let connection_ready = NamedCond::new("ConnectionReady", Status::True, "ConnectionReady", "ready");
     let processing = dataset::decide::adopted(DatasetStatus::default(), connection_ready, "ds-1".into());
     for (kind, o) in [("export", &running.ready), ("dataset", &processing.ready)] {
@@ -152,6 +179,8 @@ async fn kstatus_and_the_flux_expressions_read_every_kind_in_every_state() {
         unobserved(&export),
         dataset.clone(),
         unobserved(&dataset),
+        run_ok,
+        run_failed,
     ];
     let got = verdicts(&objects);
     let kstatus: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
@@ -171,7 +200,9 @@ async fn kstatus_and_the_flux_expressions_read_every_kind_in_every_state() {
             "Current",
             "Current",
             "Failed",
-            "Current"
+            "Current",
+            "Current",
+            "InProgress"
         ],
         "{got:?}"
     );
@@ -188,6 +219,8 @@ async fn kstatus_and_the_flux_expressions_read_every_kind_in_every_state() {
             "Current",
             "InProgress",
             "Failed",
+            "InProgress",
+            "Current",
             "InProgress"
         ],
         "{got:?}"

@@ -21,6 +21,7 @@ use crate::support::{self, iam, platform, s3};
 struct Case {
     client: kube::Client,
     ns: String,
+    bucket: String,
 }
 
 impl Case {
@@ -58,7 +59,7 @@ impl Case {
             json!({"usage": ["Import", "Export"], "platform": {"secretRef": {"name": "labellerr"}}}),
         )
         .await;
-        Case { client, ns }
+        Case { client, ns, bucket }
     }
 
     async fn apply(&self, doc: Value) {
@@ -475,4 +476,97 @@ async fn adoption_takes_a_project_made_in_the_ui_never_another_namespaces() {
     a.api().delete("labels", &Default::default()).await.unwrap();
     gone(&a, "labels").await;
     assert!(project_on_platform(&platform::state().await, &theirs).is_none(), "deleted on the platform");
+}
+
+/// The file names in the one export file under `destination` (`s3://bucket/prefix/`).
+async fn exported_names(destination: &str) -> Vec<String> {
+    let (bucket, prefix) = destination.trim_start_matches("s3://").split_once('/').unwrap();
+    let s3 = s3::admin("us-east-1");
+    let listed = s3.list_objects_v2().bucket(bucket).prefix(prefix).send().await.unwrap();
+    let keys: Vec<String> = listed.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect();
+    assert_eq!(keys.len(), 1, "one export file per run folder: {keys:?}");
+    let body = s3.get_object().bucket(bucket).key(&keys[0]).send().await.unwrap().body.collect().await.unwrap();
+    let files: Vec<Value> = serde_json::from_slice(&body.into_bytes()).unwrap();
+    let mut names: Vec<String> = files.iter().map(|f| f["file_name"].as_str().unwrap().to_owned()).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_scheduled_incremental_export_exports_only_what_changed_each_run_exactly_once() {
+    let _timer = crate::timed!();
+    let case = Case::new("incremental").await;
+    case.dataset("cats", "cats/").await;
+    case.project("labels", json!({"datasetRefs": [{"name": "cats"}], "template": questions()})).await;
+    let project = case.wait("labels", "Ready", |s| ready(s, "True", "ProjectReady")).await;
+    let project = project["projectId"].as_str().unwrap().to_owned();
+    case.apply(json!({"kind": "DatasetExport", "metadata": {"name": "daily"}, "spec": {
+        "connectionRef": {"name": "images"}, "projectRef": {"name": "labels"}, "format": "json",
+        "statuses": ["accepted"], "folder": "exports/", "schedule": "24h", "incremental": true}}))
+        .await;
+    let exports = Api::<s3connect::api::DatasetExport>::namespaced(case.client.clone(), &case.ns);
+    let runs = |n: usize| {
+        let exports = exports.clone();
+        async move {
+            let mut last = Value::Null;
+            for _ in 0..300 {
+                last = serde_json::to_value(exports.get("daily").await.unwrap().status).unwrap();
+                if last["runs"].as_array().is_some_and(|r| r.len() == n) {
+                    return last;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            panic!("DatasetExport daily: not {n} runs within 60 s: {last:#}");
+        }
+    };
+    let run_now = |value: &'static str| {
+        let exports = exports.clone();
+        async move {
+            let patch = json!({"metadata": {"annotations": {"s3connect.io/run-now": value}}});
+            exports.patch("daily", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        }
+    };
+
+    // The first run exports everything, into its own folder; the next is a day later.
+    let first = runs(1).await;
+    assert_eq!(first["runs"][0]["result"], "Succeeded", "{first:#}");
+    assert!(first["runs"][0]["updatedAfter"].is_null(), "the first run is not incremental");
+    let everything = exported_names(first["runs"][0]["destination"].as_str().unwrap()).await;
+    assert_eq!(everything.len(), 3, "{everything:?}");
+    assert!(first["nextRunTime"].is_string() && ready(&first, "True", "ExportSucceeded"), "{first:#}");
+    assert!(
+        first["runs"][0]["destination"].as_str().unwrap().contains(&format!("s3://{}/images/exports/", case.bucket))
+    );
+
+    // Two files change (one reviewed again, one new): the next run exports exactly those.
+    platform::update_files(&project, &[(everything[0].as_str(), "accepted"), ("new-1.jpg", "accepted")]).await;
+    run_now("1").await;
+    let second = runs(2).await;
+    assert_eq!(second["runs"][0]["result"], "Succeeded", "{second:#}");
+    assert_eq!(second["runs"][0]["updatedAfter"], first["runs"][0]["startTime"]);
+    let mut changed = vec![everything[0].clone(), "new-1.jpg".to_owned()];
+    changed.sort();
+    assert_eq!(exported_names(second["runs"][0]["destination"].as_str().unwrap()).await, changed);
+
+    // And again: only what changed since the second run.
+    platform::update_files(&project, &[("new-2.jpg", "accepted")]).await;
+    run_now("2").await;
+    let third = runs(3).await;
+    assert_eq!(exported_names(third["runs"][0]["destination"].as_str().unwrap()).await, ["new-2.jpg"]);
+
+    // Nothing changed: a run with nothing to export is no failure.
+    run_now("3").await;
+    let fourth = runs(4).await;
+    assert_eq!(fourth["runs"][0]["result"], "NoFiles", "{fourth:#}");
+    assert!(ready(&fourth, "True", "NoNewFiles"), "{fourth:#}");
+
+    // Exactly once each: three exports on the platform, each with its own folder, the
+    // incremental ones from the start of the run before.
+    let made = platform::exports(&project).await;
+    assert_eq!(made.len(), 3, "{made:#?}");
+    let folders: std::collections::BTreeSet<_> = made.iter().map(|e| e["export_folder_path"].to_string()).collect();
+    assert_eq!(folders.len(), 3);
+    assert_eq!(made.iter().filter(|e| e["updated_after_timestamp"].is_null()).count(), 1);
+    // Each run-now value was taken once.
+    assert_eq!(fourth["lastHandledRunNow"], "3");
 }

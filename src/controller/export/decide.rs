@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::annotations::{REPORT_ID_ANNOTATION, RESUBMIT_ANNOTATION};
+use crate::api::annotations::{REPORT_ID_ANNOTATION, RESUBMIT_ANNOTATION, RUN_NOW_ANNOTATION};
 use crate::api::conditions::{COMPLETE, CONNECTION_READY, ConnectionReadyReason, NamedCond, READY, SUBMITTED, Status};
-use crate::api::export::{DatasetExportStatus, ExportPhase, ExportReason as R};
+use crate::api::export::{
+    DatasetExportSpec, DatasetExportStatus, ExportPhase, ExportReason as R, ExportRun, RunResult,
+};
 use crate::controller::status::Next;
 use crate::platform::{ExportState, PlatformError};
 
@@ -26,17 +28,72 @@ pub enum Step {
     Follow(String),
     /// An earlier submission's outcome is unknown and no one has said what to do.
     Unconfirmed,
+    /// A scheduled export between runs: the next one is due after this long.
+    Wait(std::time::Duration),
+}
+
+/// A recurring export's schedule, as `decide` needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    /// As the spec gives it (`24h`), for messages.
+    pub every: String,
+    pub interval: std::time::Duration,
+    pub incremental: bool,
+    /// How many runs the status lists.
+    pub keep: usize,
+}
+
+impl Schedule {
+    pub fn of(spec: &DatasetExportSpec) -> Option<Schedule> {
+        let every = spec.schedule.clone()?;
+        Some(Schedule {
+            interval: crate::timing::parse_interval(&every),
+            every,
+            incremental: spec.incremental,
+            keep: spec.runs_history_limit.unwrap_or(10).clamp(1, 50) as usize,
+        })
+    }
+}
+
+/// The folder a run writes to, under the export's: `<folder>/<run start, UTC>/`, for
+/// example `exports/20261204T060000Z/`.
+pub fn run_folder(folder: &str, start: Timestamp) -> String {
+    let folder = folder.trim_end_matches('/');
+    format!("{folder}/{}/", start.strftime("%Y%m%dT%H%M%SZ"))
+}
+
+/// A run's name on the platform: the export's, with the run's start.
+pub fn run_name(name: &str, start: Timestamp) -> String {
+    format!("{name}-{}", start.strftime("%Y%m%dT%H%M%SZ"))
+}
+
+/// A scheduled run about to be submitted: its start (to the microsecond, for the
+/// watermark) and its folder, recorded with the intent.
+pub fn start_run(status: &mut DatasetExportStatus, destination: String, now: Timestamp) {
+    status.run_started_time = Some(MicroTime(now));
+    status.destination = Some(destination);
+}
+
+/// With `incremental`: the files updated after this time (Unix milliseconds) are exported.
+pub fn updated_after(status: &DatasetExportStatus, schedule: Option<&Schedule>) -> Option<i64> {
+    schedule.filter(|s| s.incremental)?;
+    status.last_successful_run_time.as_ref().map(|t| t.0.as_millisecond())
 }
 
 /// The step for an export with `status` and `annotations`; `problem` is why its
 /// connection cannot be used (None: it can). Resolutions a person asked for (a report id
 /// to follow, a new resubmit value) are applied to `status`.
+///
+/// With a schedule, a finished run is not the end: the next is submitted when it is due
+/// or when `s3connect.io/run-now` has a new value (taken only when the run can start).
 pub fn step(
     status: &mut DatasetExportStatus,
     annotations: &BTreeMap<String, String>,
     problem: Option<NamedCond>,
+    schedule: Option<&Schedule>,
+    now: Timestamp,
 ) -> Step {
-    if matches!(status.phase, Some(ExportPhase::Succeeded | ExportPhase::Failed)) {
+    if schedule.is_none() && matches!(status.phase, Some(ExportPhase::Succeeded | ExportPhase::Failed)) {
         return Step::Finished;
     }
     if status.report_id.is_none() && status.submission_started_time.is_some() {
@@ -56,6 +113,21 @@ pub fn step(
     }
     if let Some(id) = &status.report_id {
         return Step::Follow(id.clone());
+    }
+    if schedule.is_some() {
+        let asked = annotations
+            .get(RUN_NOW_ANNOTATION)
+            .filter(|v| !v.is_empty() && status.last_handled_run_now.as_ref() != Some(*v))
+            .cloned();
+        let next = status.next_run_time.as_ref().map(|t| t.0);
+        match (asked, next) {
+            (None, Some(next)) if next > now => {
+                let wait = now.duration_until(next).unsigned_abs();
+                return Step::Wait(wait);
+            }
+            (Some(value), _) if problem.is_none() => status.last_handled_run_now = Some(value),
+            _ => {}
+        }
     }
     match problem {
         Some(cond) => Step::Blocked(cond),
@@ -109,9 +181,22 @@ pub fn after_submit(
     ready: NamedCond,
     result: Result<String, PlatformError>,
     export: &ExportNames<'_>,
+    schedule: Option<&Schedule>,
     now: Timestamp,
 ) -> Outcome {
     let tracking_id = status.submission_tracking_id.clone().unwrap_or_default();
+    // A run of a schedule that ends at the submission: into the history, and on to the next.
+    if let Some(s) = schedule {
+        let ended = match &result {
+            Err(PlatformError::Unknown { detail, .. }) => Some((RunResult::Unconfirmed, detail.clone())),
+            Err(PlatformError::NoFilesWithStatus { message }) => Some((RunResult::NoFiles, message.clone())),
+            Err(PlatformError::Rejected { message, .. }) => Some((RunResult::Failed, message.clone())),
+            _ => None,
+        };
+        if let Some((result, message)) = ended {
+            return between_runs(roll(status, result, Some(message), s, now), s, export, now);
+        }
+    }
     match result {
         Ok(report_id) => {
             clear_intent(&mut status);
@@ -195,7 +280,17 @@ fn unconfirmed_cond(export: &ExportNames<'_>, tracking_id: &str, why: &str) -> N
 
 /// An intent without a report id, found at the start of a reconcile: the operator stopped
 /// mid-submission, or an earlier answer was lost.
-pub fn unconfirmed(mut status: DatasetExportStatus, export: &ExportNames<'_>) -> Outcome {
+pub fn unconfirmed(
+    mut status: DatasetExportStatus,
+    export: &ExportNames<'_>,
+    schedule: Option<&Schedule>,
+    now: Timestamp,
+) -> Outcome {
+    if let Some(s) = schedule {
+        // Never resubmitted; the schedule goes on.
+        let why = "the operator stopped before recording the outcome".to_owned();
+        return between_runs(roll(status, RunResult::Unconfirmed, Some(why), s, now), s, export, now);
+    }
     status.phase = Some(ExportPhase::Pending);
     let started = status.submission_started_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
     let tracking_id = status.submission_tracking_id.clone().unwrap_or_else(|| "not recorded".into());
@@ -208,8 +303,20 @@ pub fn after_check(
     mut status: DatasetExportStatus,
     report_id: &str,
     state: Result<Option<ExportState>, PlatformError>,
+    export: &ExportNames<'_>,
+    schedule: Option<&Schedule>,
     now: Timestamp,
 ) -> Outcome {
+    if let Some(s) = schedule {
+        let ended = match &state {
+            Ok(Some(ExportState::Succeeded)) => Some((RunResult::Succeeded, None)),
+            Ok(Some(ExportState::Failed(message))) => Some((RunResult::Failed, Some(message.clone()))),
+            _ => None,
+        };
+        if let Some((result, message)) = ended {
+            return between_runs(roll(status, result, message, s, now), s, export, now);
+        }
+    }
     let submitted =
         cond(SUBMITTED, Status::True, R::Submitted, format!("The platform accepted the export as report {report_id}."));
     let (complete, retrying, next) = match state {
@@ -258,6 +365,147 @@ pub fn after_check(
         Err(e) => (platform_failure(COMPLETE, "reading the export's status", &e), true, Next::Poll),
     };
     outcome(status, vec![submitted, complete], retrying, next)
+}
+
+/// The run in progress ends with `result`: it goes to the front of the history (the
+/// oldest beyond `keep` drop off), the watermark moves if it provably covered everything
+/// up to its start, and the next run is due an interval after its start (at once if that
+/// has passed). The destination stays the last run's.
+pub fn roll(
+    mut status: DatasetExportStatus,
+    result: RunResult,
+    message: Option<String>,
+    s: &Schedule,
+    now: Timestamp,
+) -> DatasetExportStatus {
+    let start = status
+        .run_started_time
+        .take()
+        .or_else(|| status.submission_started_time.clone().map(|t| MicroTime(t.0)))
+        .unwrap_or(MicroTime(now));
+    status.start_time = None;
+    let run = ExportRun {
+        start_time: start.clone(),
+        completion_time: (result != RunResult::Unconfirmed).then_some(Time(now)),
+        result,
+        report_id: status.report_id.take(),
+        tracking_id: status.submission_tracking_id.take(),
+        destination: status.destination.clone(),
+        updated_after: status.last_successful_run_time.clone().filter(|_| s.incremental),
+        message,
+    };
+    // An incremental run that found nothing changed covered everything up to its start too.
+    if result == RunResult::Succeeded || (result == RunResult::NoFiles && s.incremental) {
+        status.last_successful_run_time = Some(start.clone());
+    }
+    status.runs.insert(0, run);
+    status.runs.truncate(s.keep);
+    let due = start.0.checked_add(s.interval).unwrap_or(now);
+    status.next_run_time = Some(Time(if due > now { due } else { now }));
+    status.submission_started_time = None;
+    status.completion_time = None;
+    status.phase = Some(match result {
+        RunResult::Succeeded => ExportPhase::Succeeded,
+        RunResult::NoFiles if s.incremental => ExportPhase::Succeeded,
+        _ => ExportPhase::Failed,
+    });
+    status
+}
+
+/// A scheduled export between runs: its conditions tell the last run's result, and when
+/// the next one starts.
+pub fn between_runs(status: DatasetExportStatus, s: &Schedule, export: &ExportNames<'_>, now: Timestamp) -> Outcome {
+    let next_at = status.next_run_time.as_ref().map_or(now, |t| t.0);
+    let wait = if next_at > now { now.duration_until(next_at).unsigned_abs() } else { std::time::Duration::ZERO };
+    let next = format!("the next run starts at {next_at} (every {})", s.every);
+    let Some(run) = status.runs.first().cloned() else {
+        let c = cond(SUBMITTED, Status::Unknown, R::Scheduled, format!("Scheduled: {next}."));
+        return outcome(status, vec![c], true, Next::After(wait));
+    };
+    let started = run.start_time.0;
+    let report = run.report_id.as_deref().map(|r| format!(" (report {r})")).unwrap_or_default();
+    let said = run.message.clone().unwrap_or_default();
+    let accepted = || {
+        cond(
+            SUBMITTED,
+            Status::True,
+            R::Submitted,
+            format!(
+                "The platform accepted the run of {started} as report {}.",
+                run.report_id.clone().unwrap_or_default()
+            ),
+        )
+    };
+    let (conds, retrying) = match run.result {
+        RunResult::Succeeded => {
+            let where_ = run.destination.clone().unwrap_or_else(|| "its destination".into());
+            let c = cond(
+                COMPLETE,
+                Status::True,
+                R::ExportSucceeded,
+                format!("The run of {started} is in {where_}; {next}."),
+            );
+            (vec![accepted(), c], false)
+        }
+        RunResult::NoFiles if s.incremental => {
+            let since = run.updated_after.as_ref().map(|t| t.0.to_string()).unwrap_or_else(|| "the start".into());
+            let c = cond(
+                COMPLETE,
+                Status::True,
+                R::NoNewFiles,
+                format!(
+                    "No file in the statuses {} changed since {since}: the run of {started} had nothing to export; {next}.",
+                    export.statuses.join(", ")
+                ),
+            );
+            (vec![c], false)
+        }
+        RunResult::NoFiles => {
+            let c = cond(
+                COMPLETE,
+                Status::False,
+                R::NoFilesWithStatus,
+                format!(
+                    "No files of project {} were in the statuses {} for the run of {started} (\"{said}\"): move files to review, client_review or accepted on the platform, or re-create this DatasetExport with other statuses; {next}.",
+                    export.project_id,
+                    export.statuses.join(", ")
+                ),
+            );
+            (vec![c], true)
+        }
+        RunResult::Failed => {
+            let c = cond(
+                COMPLETE,
+                Status::False,
+                R::ExportFailed,
+                format!(
+                    "The run of {started}{report} failed: {said}. Check the S3Connection's write permissions and the export's settings; {next} and tries again."
+                ),
+            );
+            (vec![c], true)
+        }
+        RunResult::Unconfirmed => {
+            let tracking = run.tracking_id.clone().unwrap_or_else(|| "not recorded".into());
+            let covered = if s.incremental {
+                ", and exports every file updated since the last successful run, this run's included"
+            } else {
+                ""
+            };
+            let c = cond(
+                SUBMITTED,
+                Status::False,
+                R::RunUnconfirmed,
+                format!(
+                    "The run of {started} may or may not have reached the platform ({said}; tracking id {tracking}), so to never export twice it was not submitted again: look for export {:?} of project {} on the platform; {next}{covered}.",
+                    run_name(export.name, started),
+                    export.project_id
+                ),
+            );
+            (vec![c], true)
+        }
+    };
+    let done = NamedCond { type_: READY, ..conds.last().cloned().unwrap_or_else(accepted) };
+    Outcome::derived(status, conds, done, retrying, Next::After(wait))
 }
 
 /// The export's connection is gone while a report is being followed.

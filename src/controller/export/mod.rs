@@ -84,9 +84,11 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
     let namespace = driver::namespace(export.as_ref())?;
     let uid = export.uid().unwrap_or_default();
     let mut status = export.status.clone().unwrap_or_default();
-    if matches!(status.phase, Some(ExportPhase::Succeeded | ExportPhase::Failed)) {
+    let schedule = decide::Schedule::of(&export.spec);
+    if schedule.is_none() && matches!(status.phase, Some(ExportPhase::Succeeded | ExportPhase::Failed)) {
         return Ok(Action::await_change());
     }
+    let now = Timestamp::now();
     let started = std::time::Instant::now();
     let conn_name = export.spec.connection_ref.name.to_string();
     let connection = Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
@@ -95,7 +97,9 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
         .map_err(Error::read(format!("S3Connection {namespace}/{conn_name}")))?;
     status.observed_generation = export.metadata.generation;
     status.last_handled_reconcile_at = crate::api::annotations::requested_at(export.annotations());
+    // A scheduled run's destination is its own folder, set when it is submitted.
     if status.destination.is_none()
+        && schedule.is_none()
         && let Some((Some(b), Some(p))) =
             connection.as_ref().and_then(|c| c.status.as_ref()).map(|s| (s.bucket.clone(), s.prefix.clone()))
     {
@@ -136,8 +140,12 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
     };
     let waits_for_project = project_problem.is_some();
     let problem = connection_problem(connection.as_ref(), &conn_name).or(project_problem);
-    let outcome = match decide::step(&mut status, export.annotations(), problem) {
+    let outcome = match decide::step(&mut status, export.annotations(), problem, schedule.as_ref(), now) {
         Step::Finished => return Ok(Action::await_change()),
+        Step::Wait(_) => match &schedule {
+            Some(s) => decide::between_runs(status, s, &names, now),
+            None => return Ok(Action::await_change()),
+        },
         // A project being made is looked at again soon (no watch brings the export back).
         Step::Blocked(problem) if waits_for_project => {
             let mut outcome = decide::blocked(status, problem);
@@ -146,14 +154,14 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
             outcome
         }
         Step::Blocked(problem) => decide::blocked(status, problem),
-        Step::Unconfirmed => decide::unconfirmed(status, &names),
+        Step::Unconfirmed => decide::unconfirmed(status, &names, schedule.as_ref(), now),
         Step::Follow(report_id) => match connection.as_ref() {
             None => decide::connection_gone(status, &report_id),
             Some(conn) => match platform_credentials(&ctx, conn, &namespace).await? {
                 Err(c) => decide::no_credentials(status, Some(submitted_as(&report_id)), c),
                 Ok(creds) => {
                     let state = ctx.platform.export_status(&creds, &project_id, &report_id).await;
-                    decide::after_check(status, &report_id, state, Timestamp::now())
+                    decide::after_check(status, &report_id, state, &names, schedule.as_ref(), Timestamp::now())
                 }
             },
         },
@@ -172,21 +180,30 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
                             "S3Connection {conn_name:?} is ready and registered (platform connection {connection_id})."
                         ),
                     );
+                    // A scheduled run: its own folder and name, from its start.
+                    let (run_folder, run_name) = match &schedule {
+                        Some(_) => {
+                            (decide::run_folder(&export.spec.folder, now), Some(decide::run_name(names.name, now)))
+                        }
+                        None => (folder(&export.spec.folder), None),
+                    };
+                    let bucket = conn_status.bucket.clone().unwrap_or_default();
+                    let prefix = conn_status.prefix.clone().unwrap_or_default();
+                    if schedule.is_some() {
+                        decide::start_run(&mut status, format!("s3://{bucket}/{prefix}{run_folder}"), now);
+                    }
+                    let updated_after = decide::updated_after(&status, schedule.as_ref());
                     // The intent, durably, before the platform hears of the export.
                     let tracking_id = crate::platform::uuid4();
-                    let intent = decide::intent(status, &ready, &tracking_id, Timestamp::now());
+                    let intent = decide::intent(status, &ready, &tracking_id, now);
                     // Preconditioned on the version this decision was made from: if the
                     // cache was behind (an intent or a report id it has not seen), the
                     // API server refuses it and the platform is never called.
                     driver::write(&ctx, export.as_ref(), &mut written, &intent, &mut version).await?;
-                    let folder_path = format!(
-                        "{}/{}{}",
-                        conn_status.bucket.unwrap_or_default(),
-                        conn_status.prefix.unwrap_or_default(),
-                        folder(&export.spec.folder)
-                    );
+                    let folder_path = format!("{bucket}/{prefix}{run_folder}");
                     let request = ExportRequest {
-                        name: names.name,
+                        name: run_name.as_deref().unwrap_or(names.name),
+                        updated_after,
                         description: export.spec.description.as_deref().unwrap_or("Exported by s3connect"),
                         format: format_str(export.spec.format),
                         statuses: names.statuses.clone(),
@@ -197,7 +214,7 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
                     if let Ok(id) = &result {
                         unrecorded().insert(uid.clone(), id.clone());
                     }
-                    decide::after_submit(intent.status, ready, result, &names, Timestamp::now())
+                    decide::after_submit(intent.status, ready, result, &names, schedule.as_ref(), Timestamp::now())
                 }
             }
         }
@@ -226,8 +243,11 @@ async fn platform_credentials(
 impl PlatformObject for DatasetExport {
     type Status = DatasetExportStatus;
     const KIND: &'static str = "DatasetExport";
-    const TRIGGERS: &'static [&'static str] =
-        &[crate::api::annotations::REPORT_ID_ANNOTATION, crate::api::annotations::RESUBMIT_ANNOTATION];
+    const TRIGGERS: &'static [&'static str] = &[
+        crate::api::annotations::REPORT_ID_ANNOTATION,
+        crate::api::annotations::RESUBMIT_ANNOTATION,
+        crate::api::annotations::RUN_NOW_ANNOTATION,
+    ];
 
     fn status(&self) -> Option<&DatasetExportStatus> {
         self.status.as_ref()
@@ -238,7 +258,8 @@ impl PlatformObject for DatasetExport {
     }
 
     fn waits_for_connection(&self) -> bool {
-        !matches!(self.status.as_ref().and_then(|s| s.phase), Some(ExportPhase::Succeeded | ExportPhase::Failed))
+        self.spec.schedule.is_some()
+            || !matches!(self.status.as_ref().and_then(|s| s.phase), Some(ExportPhase::Succeeded | ExportPhase::Failed))
     }
 
     fn phase(status: &DatasetExportStatus) -> Option<String> {

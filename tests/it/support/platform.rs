@@ -37,6 +37,13 @@ pub async fn ui_project(name: &str, data_type: &str, datasets: &[&str]) -> Strin
     admin("POST", "annotation_projects", Some(body)).await["project_id"].as_str().unwrap().to_owned()
 }
 
+/// Files of `project` annotated or reviewed now: each `(name, status)` is set (added if
+/// new) with the current time as its update time.
+pub async fn update_files(project: &str, files: &[(&str, &str)]) {
+    let files: Vec<Value> = files.iter().map(|(name, status)| json!({"name": name, "status": status})).collect();
+    admin("POST", &format!("projects/{project}/files"), Some(json!({"files": files}))).await;
+}
+
 /// Makes the next `count` calls to `endpoint` (`export/create`, `connections/test`, ...)
 /// answer `status` (0: answer normally), optionally after `delay` seconds, or accept and
 /// then hold the answer for `delay_after` seconds.
