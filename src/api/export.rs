@@ -80,7 +80,7 @@ pub struct DatasetExportSpec {
     pub incremental: bool,
     /// With a schedule: how many of the last runs the status lists (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 50))]
+    #[schemars(range(min = 1, max = 50), with = "Option<i32>")]
     pub runs_history_limit: Option<u32>,
 }
 

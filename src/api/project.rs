@@ -200,15 +200,15 @@ impl QuestionType {
 pub struct Rotations {
     /// Annotators per file.
     #[serde(default = "one")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = 100), with = "i32")]
     pub annotation: u32,
     /// Reviewers per file.
     #[serde(default = "one")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = 100), with = "i32")]
     pub review: u32,
     /// Client reviewers per file.
     #[serde(default = "one")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = 100), with = "i32")]
     pub client_review: u32,
 }
 
