@@ -49,7 +49,8 @@ FORMATS = {"json": "json", "coco_json": "json", "csv": "csv", "png": "zip"}
 
 
 def scope_key(f):
-    return (f.get("project_id"), f.get("connection_id"), f.get("path"), f.get("name"), f.get("project_name"))
+    return (f.get("project_id"), f.get("connection_id"), f.get("path"), f.get("name"), f.get("project_name"),
+            f.get("template_name"))
 
 
 def matching_fault(name):
@@ -90,6 +91,8 @@ def in_scope(f):
     if f.get("path") and request.form.get("path") != f["path"]:
         return False
     if f.get("project_name") and body.get("project_name") != f["project_name"]:
+        return False
+    if f.get("template_name") and not str(body.get("templateName", "")).startswith(f["template_name"]):
         return False
     if f.get("name") and not request.form.get("name", "").startswith(f["name"]):
         return False
@@ -756,6 +759,14 @@ def admin_annotation_project():
         }
         STATE["projects"][project_id] = []
     return jsonify({"project_id": project_id, "template_id": template_id})
+
+
+@app.delete("/_admin/annotation_projects/<project_id>")
+def admin_delete_annotation_project(project_id):
+    """A project deleted in the platform's UI, outside Git."""
+    with LOCK:
+        gone = STATE["annotation_projects"].pop(project_id, None)
+    return jsonify({"deleted": gone is not None})
 
 
 @app.post("/_admin/faults")

@@ -94,6 +94,18 @@ impl Case {
         self.apply(json!({"kind": "AnnotationProject", "metadata": {"name": name}, "spec": spec})).await;
     }
 
+    /// The platform id of the Dataset `name`, once it has one.
+    async fn dataset_id(&self, name: &str) -> String {
+        let api = Api::<s3connect::api::dataset::Dataset>::namespaced(self.client.clone(), &self.ns);
+        for _ in 0..300 {
+            if let Some(id) = api.get(name).await.unwrap().status.and_then(|s| s.dataset_id) {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("Dataset {name} has no platform id within 60 s");
+    }
+
     fn api(&self) -> Api<AnnotationProject> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
@@ -245,14 +257,21 @@ async fn a_500_after_the_create_is_adopted_once_never_anothers_project() {
     let _timer = crate::timed!();
     let case = Case::new("adopt500").await;
     case.dataset("cats", "cats/").await;
-    // The platform creates the project, then answers 500 (this project's name only).
+    // Someone made a project of the very same name in the UI.
     let name = format!("{}/labels", case.ns);
+    let dataset = case.dataset_id("cats").await;
+    let theirs = platform::ui_project(&name, "image", &[&dataset]).await;
+    // The platform creates the project, then answers 500 (this project's name only).
     platform::fault("projects/create", json!({"after_status": 500, "after_count": 1, "project_name": name})).await;
     case.project("labels", json!({"datasetRefs": [{"name": "cats"}], "template": questions()})).await;
     let status = case.wait("labels", "Ready after the lost answer", |s| ready(s, "True", "ProjectReady")).await;
     let (projects, templates) = on_platform(&case.ns).await;
-    assert_eq!((projects.len(), templates.len()), (1, 1), "created exactly once: {projects:#?}");
-    assert_eq!(status["projectId"], projects[0]["project_id"]);
+    let ours: Vec<&Value> = projects.iter().filter(|p| p["project_id"] != theirs.as_str()).collect();
+    let made: Vec<&Value> =
+        templates.iter().filter(|t| t["template_name"].as_str().unwrap().contains("[s3connect uid=")).collect();
+    assert_eq!((ours.len(), made.len()), (1, 1), "created exactly once: {projects:#?}");
+    assert_eq!(status["projectId"], ours[0]["project_id"], "its own, never the same-named one: {status:#}");
+    assert_eq!(ours[0]["annotation_template_id"], made[0]["template_id"]);
     let faults = platform::state().await["faults"]["projects/create"].clone();
     let ours = faults.as_array().unwrap().iter().find(|f| f["project_name"] == name.as_str()).unwrap().clone();
     assert_eq!(ours["after_count"], 0, "the 500 was answered: {ours}");
@@ -375,6 +394,8 @@ async fn an_export_names_its_project_by_reference_and_waits_for_it() {
     assert_eq!(done["phase"], "Succeeded", "{done:#}");
     let id = project["projectId"].as_str().unwrap();
     assert_eq!(platform::exports(id).await.len(), 1, "one export, of the referenced project");
+    let (projects, templates) = on_platform(&case.ns).await;
+    assert_eq!((projects.len(), templates.len()), (1, 1), "applied in any order, each made once");
     // Exactly one of projectId and projectRef, at admission.
     let both = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "DatasetExport", "metadata": {"name": "both"}, "spec": {
         "connectionRef": {"name": "images"}, "projectRef": {"name": "labels"}, "projectId": "p", "format": "json",
@@ -439,16 +460,8 @@ async fn adoption_takes_a_project_made_in_the_ui_never_another_namespaces() {
     assert!(on_platform(&b.ns).await.0.is_empty(), "B made no project: {:#?}", on_platform(&b.ns).await.0);
 
     // A project made in B's name in the UI is adopted, and archived when its object goes.
-    let own_dataset = Api::<s3connect::api::dataset::Dataset>::namespaced(b.client.clone(), &b.ns);
-    let mut own = None;
-    for _ in 0..300 {
-        own = own_dataset.get("cats").await.unwrap().status.and_then(|s| s.dataset_id);
-        if own.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let ui = platform::ui_project("cats, made by hand", "image", &[own.as_deref().unwrap()]).await;
+    let own = b.dataset_id("cats").await;
+    let ui = platform::ui_project("cats, made by hand", "image", &[&own]).await;
     b.project(
         "ui",
         json!({"datasetRefs": [{"name": "cats"}], "deletionPolicy": "Archive", "adopt": {"projectId": ui}}),
@@ -569,4 +582,48 @@ async fn a_scheduled_incremental_export_exports_only_what_changed_each_run_exact
     assert_eq!(made.iter().filter(|e| e["updated_after_timestamp"].is_null()).count(), 1);
     // Each run-now value was taken once.
     assert_eq!(fourth["lastHandledRunNow"], "3");
+}
+
+#[tokio::test]
+async fn the_platforms_refusals_show_with_their_remedy() {
+    let _timer = crate::timed!();
+    let case = Case::new("refusals").await;
+    case.dataset("cats", "cats/").await;
+    // The template refused: Failed, nothing more is created, the remedy names the questions.
+    let refused = format!("{}/refused", case.ns);
+    let fault = json!({"count": 1, "status": 400, "message": "question 1: color is not a valid hex color", "template_name": refused});
+    platform::fault("templates/create", fault).await;
+    case.project("refused", json!({"datasetRefs": [{"name": "cats"}], "template": questions()})).await;
+    let status = case.wait("refused", "TemplateRejected", |s| ready(s, "False", "TemplateRejected")).await;
+    let message = cond(&status, "Ready")["message"].as_str().unwrap();
+    assert!(message.contains("not a valid hex color") && message.contains("spec.template.questions"), "{message}");
+    assert_eq!((status["phase"].as_str(), cond(&status, "Stalled")["status"].as_str()), (Some("Failed"), Some("True")));
+
+    // A project made, then rotations beyond the plan: refused with the plan named.
+    case.project("labels", json!({"datasetRefs": [{"name": "cats"}], "template": questions()})).await;
+    let status = case.wait("labels", "Ready", |s| ready(s, "True", "ProjectReady")).await;
+    let id = status["projectId"].as_str().unwrap().to_owned();
+    let plan = "Your plan allows only 1 annotation, 1 review and 1 client review rotation";
+    platform::fault("projects/rotations", json!({"count": 1, "status": 400, "message": plan, "project_id": id})).await;
+    let patch = json!({"spec": {"rotations": {"annotation": 3, "review": 1, "clientReview": 1}}});
+    case.api().patch("labels", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let status = case.wait("labels", "RotationsRejected", |s| ready(s, "False", "RotationsRejected")).await;
+    let message = cond(&status, "Ready")["message"].as_str().unwrap();
+    assert!(message.contains("plan") && message.contains("spec.rotations"), "{message}");
+    let on = project_on_platform(&platform::state().await, &id).unwrap();
+    assert_eq!(on["rotations"]["annotation_rotation_count"], 1, "the platform kept its rotations");
+
+    // Deleted in the platform's UI: ProjectNotFound, and nothing is made again.
+    let patch = json!({"spec": {"rotations": {"annotation": 1, "review": 1, "clientReview": 1}}});
+    case.api().patch("labels", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    case.wait("labels", "Ready again", |s| ready(s, "True", "ProjectReady")).await;
+    platform::delete_ui(&id).await;
+    let patch = json!({"metadata": {"annotations": {"s3connect.io/requested-at": "gone"}}});
+    case.api().patch("labels", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let status = case.wait("labels", "ProjectNotFound", |s| ready(s, "False", "ProjectNotFound")).await;
+    let message = cond(&status, "Ready")["message"].as_str().unwrap();
+    assert!(message.contains(&id) && message.contains("re-create"), "{message}");
+    assert_eq!(status["phase"], "Failed");
+    let (projects, _) = on_platform(&case.ns).await;
+    assert!(projects.is_empty(), "no project was made again: {projects:#?}");
 }

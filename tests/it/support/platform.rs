@@ -44,6 +44,11 @@ pub async fn update_files(project: &str, files: &[(&str, &str)]) {
     admin("POST", &format!("projects/{project}/files"), Some(json!({"files": files}))).await;
 }
 
+/// A project deleted in the platform's UI, outside Git.
+pub async fn delete_ui(project: &str) {
+    admin("DELETE", &format!("annotation_projects/{project}"), None).await;
+}
+
 /// Makes the next `count` calls to `endpoint` (`export/create`, `connections/test`, ...)
 /// answer `status` (0: answer normally), optionally after `delay` seconds, or accept and
 /// then hold the answer for `delay_after` seconds.
