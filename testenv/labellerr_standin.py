@@ -761,6 +761,14 @@ def admin_annotation_project():
     return jsonify({"project_id": project_id, "template_id": template_id})
 
 
+@app.post("/_admin/annotation_projects/<project_id>")
+def admin_update_annotation_project(project_id):
+    """The platform changing a project by itself (say its status code, when it fails)."""
+    with LOCK:
+        STATE["annotation_projects"][project_id].update(request.get_json())
+    return jsonify({"ok": True})
+
+
 @app.delete("/_admin/annotation_projects/<project_id>")
 def admin_delete_annotation_project(project_id):
     """A project deleted in the platform's UI, outside Git."""

@@ -613,10 +613,18 @@ async fn the_platforms_refusals_show_with_their_remedy() {
     let on = project_on_platform(&platform::state().await, &id).unwrap();
     assert_eq!(on["rotations"]["annotation_rotation_count"], 1, "the platform kept its rotations");
 
-    // Deleted in the platform's UI: ProjectNotFound, and nothing is made again.
+    // Failed on the platform (status >= 400): ProjectFailed.
     let patch = json!({"spec": {"rotations": {"annotation": 1, "review": 1, "clientReview": 1}}});
     case.api().patch("labels", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     case.wait("labels", "Ready again", |s| ready(s, "True", "ProjectReady")).await;
+    platform::set_project(&id, json!({"status_code": 500})).await;
+    let patch = json!({"metadata": {"annotations": {"s3connect.io/requested-at": "failed"}}});
+    case.api().patch("labels", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let status = case.wait("labels", "ProjectFailed", |s| ready(s, "False", "ProjectFailed")).await;
+    let message = cond(&status, "Ready")["message"].as_str().unwrap();
+    assert!(message.contains("status 500") && message.contains("re-create"), "{message}");
+
+    // Deleted in the platform's UI: ProjectNotFound, and nothing is made again.
     platform::delete_ui(&id).await;
     let patch = json!({"metadata": {"annotations": {"s3connect.io/requested-at": "gone"}}});
     case.api().patch("labels", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();

@@ -44,6 +44,11 @@ pub async fn update_files(project: &str, files: &[(&str, &str)]) {
     admin("POST", &format!("projects/{project}/files"), Some(json!({"files": files}))).await;
 }
 
+/// The platform changing a project by itself: `fields` (say `status_code`) set.
+pub async fn set_project(project: &str, fields: Value) {
+    admin("POST", &format!("annotation_projects/{project}"), Some(fields)).await;
+}
+
 /// A project deleted in the platform's UI, outside Git.
 pub async fn delete_ui(project: &str) {
     admin("DELETE", &format!("annotation_projects/{project}"), None).await;
