@@ -1,9 +1,20 @@
 //! Intervals, backoff and jitter: how every controller spaces its work.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// The first retry after a failure; it doubles from there.
-const BASE_BACKOFF: Duration = Duration::from_secs(10);
+/// The first retry after a failure, in milliseconds; it doubles from there. Set once at
+/// start (`--retry-base`); ten seconds unless told.
+static BASE_BACKOFF_MS: AtomicU64 = AtomicU64::new(10_000);
+
+/// Sets the first retry after a failure (the operator's `--retry-base`), at start.
+pub fn set_retry_base(base: Duration) {
+    BASE_BACKOFF_MS.store(base.as_millis().clamp(100, 300_000) as u64, Ordering::Relaxed);
+}
+
+fn base_backoff() -> Duration {
+    Duration::from_millis(BASE_BACKOFF_MS.load(Ordering::Relaxed))
+}
 
 /// Parses `revalidateInterval` (`30s`, `10m`, `1h30m`). The schema admits nothing else;
 /// anything unparsable falls back to ten minutes rather than a hot loop.
@@ -59,6 +70,6 @@ pub fn revalidate_after(interval: Duration, jitter: f64) -> Duration {
 /// Backoff after `failures` consecutive failures (1 = the first), capped at `interval`,
 /// spread by up to +20 %.
 pub fn backoff(failures: u32, interval: Duration, jitter: f64) -> Duration {
-    let doubled = BASE_BACKOFF.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    let doubled = base_backoff().saturating_mul(1u32 << failures.saturating_sub(1).min(16));
     doubled.min(interval).mul_f64(1.0 + 0.2 * jitter)
 }

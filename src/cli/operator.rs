@@ -63,6 +63,10 @@ pub struct OperatorArgs {
     /// make the operator probe S3 or call the platform faster than this.
     #[arg(long, env = "S3CONNECT_MIN_VALIDATION_SPACING", default_value_t = 5)]
     min_validation_spacing: u64,
+    /// The first retry after a failure (seconds); each further one waits twice as long, up
+    /// to a cap of the failure's kind.
+    #[arg(long, env = "S3CONNECT_RETRY_BASE", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    retry_base: u64,
     /// How long after a connection is created a missing Secret is waited for, as External
     /// Secrets or Sealed Secrets may create it a moment later (seconds): Reconciling until
     /// then, Stalled after.
@@ -181,6 +185,7 @@ async fn operator(args: OperatorArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    s3connect::timing::set_retry_base(std::time::Duration::from_secs(args.retry_base));
     let config = controller::Config {
         allowed_endpoints: AllowList::new(args.allowed_endpoints),
         concurrency: args.concurrency,

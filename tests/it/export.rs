@@ -17,7 +17,9 @@ use s3connect::s3::uri::Location;
 use s3connect::validation::required;
 use serde_json::{Value, json};
 
-use crate::support::operator::{condition, everything_shown, operator_pid, private_namespace, spawn, wait_for};
+use crate::support::operator::{
+    condition, everything_shown, log_path, operator_pid, private_namespace, spawn, wait_for,
+};
 use crate::support::{self, iam, platform, s3, unique};
 
 struct ExportCase {
@@ -350,34 +352,38 @@ async fn a_platform_500_on_submission_is_unconfirmed_and_never_submitted_twice()
 #[tokio::test]
 async fn a_platform_slow_to_answer_a_submission_gets_it_once() {
     let _timer = crate::timed!();
-    // Answers after 35 s and after 150 s, against the operator's 10 s create timeout (the
-    // tests' setting; 120 s by default): the platform acted at once both times.
-    let case = ExportCase::new("slow", &[], None).await;
+    // Answers 4 s and 8 s after acting, against a 3 s create timeout (this test's own
+    // operator, so that the hold scales down; 120 s by default): the platform acted at once
+    // both times, and nothing is submitted again while or after it holds the answer.
+    let ns = private_namespace("slow");
+    let log = log_path("slow");
+    let mut operator = spawn(&log, &["--namespace", &ns, "--platform-create-timeout", "3"]);
+    let case = ExportCase::new("slow", &[], Some(ns)).await;
     registered_id(&case).await;
-    platform::fault("export/create", json!({"count": 1, "delay_after": 35, "project_id": case.project})).await;
-    case.export("slow", &["review"]).await;
-    let status = case
-        .wait_export("slow", "SubmissionUnconfirmed", |s| has(s, "Submitted", "False", "SubmissionUnconfirmed"))
-        .await;
-    assert!(cond(&status, "Submitted")["message"].as_str().unwrap().contains("no answer within 10 s"));
-
-    let later = ExportCase::new("slower", &[], None).await;
-    registered_id(&later).await;
-    platform::fault("export/create", json!({"count": 1, "delay_after": 150, "project_id": later.project})).await;
-    later.export("slower", &["review"]).await;
-    later
-        .wait_export("slower", "SubmissionUnconfirmed", |s| has(s, "Submitted", "False", "SubmissionUnconfirmed"))
-        .await;
-    // Past the first held answer: nothing was submitted again.
-    platform::until_answered("export/create", "project_id", &case.project).await;
-    assert_eq!(platform::exports(&case.project).await.len(), 1, "35 s: submitted twice");
-    assert_eq!(platform::exports(&later.project).await.len(), 1, "150 s: submitted twice");
+    for (name, hold) in [("slow", 4), ("slower", 8)] {
+        platform::fault("export/create", json!({"count": 1, "delay_after": hold, "project_id": case.project})).await;
+        case.export(name, &["review"]).await;
+        let status = case
+            .wait_export(name, "SubmissionUnconfirmed", |s| has(s, "Submitted", "False", "SubmissionUnconfirmed"))
+            .await;
+        assert!(cond(&status, "Submitted")["message"].as_str().unwrap().contains("no answer within 3 s"), "{status:#}");
+        // Past the held answer: nothing was submitted again.
+        platform::until_answered("export/create", "project_id", &case.project).await;
+        let made = platform::exports(&case.project).await;
+        assert_eq!(made.iter().filter(|e| e["export_name"] == name).count(), 1, "{hold} s: {made:#?}");
+    }
+    assert_eq!(platform::exports(&case.project).await.len(), 2);
+    drop(operator.stdin.take());
+    assert!(operator.wait().unwrap().success());
 }
 
 #[tokio::test]
 async fn no_files_with_the_status_is_retried_without_ever_looking_unconfirmed() {
     let _timer = crate::timed!();
-    let case = ExportCase::new("nofiles-again", &[], None).await;
+    // This test's own operator retries after 1 s, then 2 s (10 s and 20 s by default).
+    let ns = private_namespace("nofiles");
+    let mut operator = spawn(&log_path("nofiles"), &["--namespace", &ns, "--retry-base", "1"]);
+    let case = ExportCase::new("nofiles-again", &[], Some(ns)).await;
     registered_id(&case).await;
     case.export("none", &["cr_assigned"]).await;
     case.wait_export("none", "NoFilesWithStatus", |s| has(s, "Complete", "False", "NoFilesWithStatus")).await;
@@ -390,7 +396,7 @@ async fn no_files_with_the_status_is_retried_without_ever_looking_unconfirmed() 
             .filter(|c| c[0] == "export/create" && c[2] == case.project.as_str())
             .count()
     };
-    // Through two backoffs (10 s, 20 s), watched every 100 ms.
+    // Through two backoffs (1 s, 2 s), watched every 100 ms; the deadline is generous.
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
     while std::time::Instant::now() < deadline && attempts().await < 3 {
         let e = api.get("none").await.unwrap();
@@ -411,6 +417,8 @@ async fn no_files_with_the_status_is_retried_without_ever_looking_unconfirmed() 
         .await;
     assert!(status["submissionStartedTime"].is_null(), "an intent was left behind: {status:#}");
     assert!(platform::exports(&case.project).await.is_empty());
+    drop(operator.stdin.take());
+    assert!(operator.wait().unwrap().success());
 }
 
 use platform::registrations;

@@ -13,7 +13,7 @@ use s3connect::s3::uri::Location;
 use s3connect::validation::required;
 use serde_json::{Value, json};
 
-use crate::support::operator::{condition, operator_pid, private_namespace, spawn, wait_for};
+use crate::support::operator::{condition, log_path, operator_pid, private_namespace, spawn, wait_for};
 use crate::support::{self, iam, s3};
 
 /// A Secret with a user's keys and a Ready-able S3Connection `name` in `ns`.
@@ -29,10 +29,6 @@ async fn ready_connection(client: &kube::Client, ns: &str, name: &str) {
 
 fn is_ready(c: &S3Connection) -> bool {
     condition(c, "Ready").is_some_and(|r| r.status == "True")
-}
-
-fn log_path(purpose: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{purpose}-{}.log", std::process::id()))
 }
 
 fn log_lines(path: &PathBuf) -> Vec<Value> {

@@ -43,6 +43,8 @@ pub fn shared() -> &'static PathBuf {
             "netnoca",
             "image",
             "projkill",
+            "slow",
+            "nofiles",
         ]
         .map(private_namespace)
         .join(",");
@@ -50,6 +52,11 @@ pub fn shared() -> &'static PathBuf {
         *OPERATOR.lock().unwrap() = Some(child);
         log
     })
+}
+
+/// Where a test's own operator logs: `operator-<purpose>-<pid>.log` in the test target dir.
+pub fn log_path(purpose: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{purpose}-{}.log", std::process::id()))
 }
 
 /// A namespace the shared operator leaves alone, for a test that runs its own.
@@ -107,8 +114,13 @@ fn spawn_env(
         .args(["operator", "--log-format", "json", "--allowed-endpoints", ALLOWED_ENDPOINTS])
         .args(["--platform-url", &env().platform_url, "--metrics-addr", "127.0.0.1:0"])
         // A platform slow to accept a create is tested against 10 s, not the default 120 s,
-        // and a Secret that is late against 4 s, not 120 s.
-        .args(["--platform-create-timeout", "10", "--secret-grace", "4"])
+        // and a Secret that is late against 4 s, not 120 s, unless the test says otherwise.
+        .args(
+            [["--platform-create-timeout", "10"], ["--secret-grace", "4"]]
+                .into_iter()
+                .filter(|[flag, _]| !extra.contains(flag))
+                .flatten(),
+        )
         .args(extra)
         // Tests ask for validations back to back; the spacing is tested on its own.
         .env("S3CONNECT_MIN_VALIDATION_SPACING", "0")
