@@ -291,12 +291,23 @@ async fn two_hundred_hung_stores_and_a_hung_platform_in_two_namespaces_do_not_de
     // Let both fill their namespaces' slots.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
+    // Not a stopwatch but the order of events: a hung validation gives its slot up only
+    // when it times out (30 s, logged "validated"); had the bystander waited for a slot of
+    // theirs, one of them would have ended first. The times are printed as figures.
+    let hung_ended = || {
+        let theirs = [format!("{}/", a.ns), format!("{}/", b.ns)];
+        log_lines()
+            .iter()
+            .filter(|l| l["message"] == "validated")
+            .filter(|l| l["connection"].as_str().is_some_and(|c| theirs.iter().any(|t| c.starts_with(t.as_str()))))
+            .count()
+    };
     let c = Tenant::new("bystander").await;
     let started = Instant::now();
     c.connection("c", json!({})).await;
     c.ready("c").await;
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(5), "an unrelated connection took {took:?} to be Ready");
+    support::figure("an unrelated connection Ready beside 216 hung ones", started.elapsed());
+    assert_eq!(hung_ended(), 0, "the unrelated connection waited for a hung validation to end");
     for interval in ["11m", "12m"] {
         let started = Instant::now();
         let patch = json!({"spec": {"revalidateInterval": interval}});
@@ -306,8 +317,8 @@ async fn two_hundred_hung_stores_and_a_hung_platform_in_two_namespaces_do_not_de
             x.status.as_ref().is_some_and(|s| s.observed_generation == generation) && is_ready(x)
         })
         .await;
-        let took = started.elapsed();
-        assert!(took < Duration::from_secs(5), "a spec edit took {took:?} to be validated");
+        support::figure("a spec edit validated beside 216 hung connections", started.elapsed());
+        assert_eq!(hung_ended(), 0, "the spec edit waited for a hung validation to end");
     }
     // The hung ones say what they are waiting for, as far as they got.
     let hung = wait_for(&client, &a.ns, "c0", "EndpointUnreachable", |x| {
@@ -592,11 +603,12 @@ async fn after_an_api_server_restart_new_objects_are_reconciled_within_seconds()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(back, "the API server did not come back");
+    // A watch left dead by the restart would be noticed only at its timeout (minutes): the
+    // 30 s deadline of `ready` is generous against the second or so this takes.
     let started = Instant::now();
     support::s3_connection(&client, &ns, "after", &bucket, "keys", json!({})).await;
     ready("after").await;
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(15), "a connection created after the restart took {took:?}");
+    support::figure("a connection created after an API server restart Ready", started.elapsed());
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("RBAC"), "an API server outage was blamed on RBAC");
     drop(operator.stdin.take());

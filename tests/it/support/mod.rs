@@ -241,6 +241,19 @@ pub async fn s3_connection(
         .unwrap_or_else(|e| panic!("creating S3Connection {ns}/{name}: {e}"));
 }
 
+/// A measured figure a test prints instead of asserting a time (a stopwatch flakes on a
+/// shared machine): to stderr, and to `S3CONNECT_TEST_FIGURES` for the suite's summary.
+pub fn figure(what: &str, took: std::time::Duration) {
+    use std::io::Write;
+    let line = format!("{:.2} s: {what}\n", took.as_secs_f64());
+    eprint!("figure: {line}");
+    if let Some(path) = std::env::var_os("S3CONNECT_TEST_FIGURES")
+        && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
 /// Records how long a test took (see `timed!`).
 pub struct Timer {
     name: &'static str,

@@ -45,6 +45,7 @@ pub fn shared() -> &'static PathBuf {
             "projkill",
             "slow",
             "nofiles",
+            "poke",
         ]
         .map(private_namespace)
         .join(",");
