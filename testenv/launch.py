@@ -163,6 +163,7 @@ def start_etcd(env, binary):
         "--unsafe-no-fsync",
         "--log-level", "warn",
     ])
+    yield url
 
     def healthy():
         with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
@@ -204,6 +205,7 @@ def start_apiserver(env, binary, etcd_url):
         "--service-account-signing-key-file", sa_key,
         "--v", "0",
     ])
+    yield None
     server = f"https://127.0.0.1:{port}"
     ca = os.path.join(cert_dir, "apiserver.crt")
 
@@ -263,6 +265,7 @@ def start_moto(env, venv):
     # as AWS does (see testenv/moto_server.py).
     env.spawn("moto", [os.path.join(venv, "bin", "python"), os.path.join(ROOT, "testenv", "moto_server.py"),
                        "-H", "127.0.0.1", "-p", str(port)], env=child_env)
+    yield endpoint
 
     def up():
         with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=1) as r:
@@ -298,6 +301,7 @@ def start_versitygw(env, binary):
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ROOT_"))}
     env.spawn("versitygw", [binary, "--access", keys[0], "--secret", keys[1], "--keep-alive",
                             "--port", f"127.0.0.1:{port}", "posix", data], env=child_env)
+    yield None
 
     def up():
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -313,6 +317,7 @@ def start_fault_proxy(env, s3_endpoint):
     url = f"http://127.0.0.1:{port}"
     env.spawn("fault-proxy", [sys.executable, os.path.join(ROOT, "testenv", "fault_proxy.py"),
                               "--port", str(port), "--upstream", s3_endpoint])
+    yield None
 
     def up():
         with urllib.request.urlopen(f"{url}/_faults", timeout=1) as r:
@@ -335,6 +340,7 @@ def start_platform(env, venv, s3_endpoint):
         os.path.join(venv, "bin", "python"), os.path.join(ROOT, "testenv", "labellerr_standin.py"),
         "--port", str(port), "--s3-endpoint", s3_endpoint, "--auth-file", auth_file,
     ])
+    yield None
 
     def up():
         with urllib.request.urlopen(f"{url}/_admin/health", timeout=1) as r:
@@ -342,6 +348,23 @@ def start_platform(env, venv, s3_endpoint):
 
     wait_until("platform stand-in", up, env, 30)
     return url, auth
+
+
+def begin(start):
+    """Runs a start_* step up to its spawn; returns what it yields then (an address the
+    next steps need) and a function that waits for it to be up and returns its result.
+    Every component is spawned from this (the main) thread, as PR_SET_PDEATHSIG ties a
+    child to the thread that made it; the waits then overlap."""
+    early = next(start)
+
+    def finish():
+        try:
+            next(start)
+        except StopIteration as done:
+            return done.value
+        raise RuntimeError("a start step yielded twice")
+
+    return early, finish
 
 
 def apply_crds(kubeconfig, crds):
@@ -398,12 +421,20 @@ def main():
     parent = os.getppid()
     started = time.monotonic()
     try:
-        etcd_url = start_etcd(env, etcd_bin)
-        server, kubeconfig = start_apiserver(env, apiserver, etcd_url)
-        s3, admin = start_moto(env, venv)
-        platform, platform_auth = start_platform(env, venv, s3)
-        fault_proxy = start_fault_proxy(env, s3)
-        vgw, vgw_keys = ("", ("", "")) if args.without_versitygw else start_versitygw(env, versitygw)
+        # Everything starts at once (kube-apiserver waits for etcd by itself), then each is
+        # waited for: the slowest sets the pace, not the sum.
+        etcd_url, etcd_up = begin(start_etcd(env, etcd_bin))
+        _, apiserver_up = begin(start_apiserver(env, apiserver, etcd_url))
+        s3, moto_up = begin(start_moto(env, venv))
+        _, platform_up = begin(start_platform(env, venv, s3))
+        _, fault_proxy_up = begin(start_fault_proxy(env, s3))
+        vgw_up = None if args.without_versitygw else begin(start_versitygw(env, versitygw))[1]
+        etcd_up()
+        server, kubeconfig = apiserver_up()
+        s3, admin = moto_up()
+        platform, platform_auth = platform_up()
+        fault_proxy = fault_proxy_up()
+        vgw, vgw_keys = ("", ("", "")) if vgw_up is None else vgw_up()
         apply_crds(kubeconfig, args.crds)
         version = subprocess.run([apiserver, "--version"], capture_output=True, text=True).stdout.strip()
         env_file = os.path.join(run_dir, "env")
