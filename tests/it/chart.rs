@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use s3connect::api::connection::Usage;
 use s3connect::s3::client::Keys;
 use s3connect::s3::policy::policy;
@@ -179,7 +179,22 @@ async fn the_operator_works_with_exactly_the_charts_rbac_and_says_when_it_lacks_
         .patch("t-s3connect", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // In force once the API server's authorizer says so.
+    let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
+        "user": format!("system:serviceaccount:{ns}:t-s3connect"),
+        "resourceAttributes": {"namespace": ns, "verb": "get", "resource": "secrets", "name": "keys2"}}});
+    let reviews = Api::<k8s_openapi::api::authorization::v1::SubjectAccessReview>::all(client.clone());
+    let review: k8s_openapi::api::authorization::v1::SubjectAccessReview = serde_json::from_value(review).unwrap();
+    let mut allowed = true;
+    for _ in 0..300 {
+        let answer = reviews.create(&PostParams::default(), &review).await.unwrap();
+        allowed = answer.status.is_some_and(|s| s.allowed);
+        if !allowed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!allowed, "the narrowed role was not in force within 30 s");
     support::keys_secret(&client, &ns, "keys2", &good).await;
     support::s3_connection(&client, &ns, "c2", &bucket, "keys2", json!({})).await;
     let c = wait_for(&client, &ns, "c2", "SecretForbidden", |c| {

@@ -157,9 +157,7 @@ async fn a_lagging_watch_and_an_api_server_restart_never_create_twice_or_lose_an
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(intent, "no intent was recorded within 15 s");
-    let launcher_pid = std::fs::read_to_string(run_dir.join("launcher.pid")).unwrap();
-    assert!(Command::new("kill").args(["-USR1", launcher_pid.trim()]).status().unwrap().success());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    support::restart_apiserver(&run_dir, &client).await;
 
     // Everything settles: each export succeeded, each dataset is Ready.
     let settled = |e: &[DatasetExport], d: &[Dataset]| {

@@ -93,12 +93,22 @@ fn assert_same_operator(pid: u32) {
 }
 
 async fn event_reasons(client: &kube::Client, ns: &str) -> Vec<(String, String, String)> {
+    events_of(client, ns, None).await
+}
+
+/// The events about the object `name` only.
+async fn event_reasons_for(client: &kube::Client, ns: &str, name: &str) -> Vec<(String, String, String)> {
+    events_of(client, ns, Some(name)).await
+}
+
+async fn events_of(client: &kube::Client, ns: &str, name: Option<&str>) -> Vec<(String, String, String)> {
     Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await
         .unwrap()
         .items
         .into_iter()
+        .filter(|e| name.is_none() || e.regarding.as_ref().and_then(|r| r.name.as_deref()) == name)
         .map(|e| (e.reason.unwrap_or_default(), e.type_.unwrap_or_default(), e.note.unwrap_or_default()))
         .collect()
 }
@@ -224,12 +234,25 @@ async fn a_status_write_the_api_server_refuses_is_a_warning_event() {
         let (ok, out) = support::kubectl(&["apply", "-f", file.to_str().unwrap()]);
         assert!(ok, "{kind}: {out}");
     }
-    // The policy takes a moment to be enforced; the event is what this test is about.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // In force once a dry-run status update of another connection is refused.
+    tenant.connection("probe", json!({})).await;
+    let mut refused = false;
+    for _ in 0..300 {
+        let patch = json!({"status": {"observedGeneration": 0}});
+        let dry_run = PatchParams { dry_run: true, ..Default::default() };
+        if let Err(e) = tenant.api().patch_status("probe", &dry_run, &Patch::Merge(&patch)).await
+            && e.to_string().contains("status updates are frozen here")
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the admission policy was not in force within 30 s");
     tenant.connection("c", json!({})).await;
     let mut events = Vec::new();
     for _ in 0..150 {
-        events = event_reasons(&tenant.client, &tenant.ns).await;
+        events = event_reasons_for(&tenant.client, &tenant.ns, "c").await;
         if events.iter().any(|(r, _, _)| r == "StatusWriteRefused") {
             break;
         }
@@ -250,17 +273,21 @@ async fn a_status_write_the_api_server_refuses_is_a_warning_event() {
     tenant.assert_no_secrets().await;
 }
 
-/// A TCP listener on loopback that accepts connections and never answers.
-fn hung_listener() -> u16 {
+/// A TCP listener on loopback that accepts connections and never answers: its port, and
+/// how many connections it holds.
+fn hung_listener() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for stream in listener.incoming().flatten() {
             held.push(stream);
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     });
-    port
+    (port, accepted)
 }
 
 #[tokio::test]
@@ -270,7 +297,7 @@ async fn two_hundred_hung_stores_and_a_hung_platform_in_two_namespaces_do_not_de
     // Namespace A: 200 connections to an endpoint that accepts and never answers (far more
     // than the operator starts at once, and than its namespace may have in flight).
     let a = Tenant::new("hung-s3").await;
-    let port = hung_listener();
+    let (port, held) = hung_listener();
     for i in 0..200 {
         a.connection(&format!("c{i}"), json!({"endpoint": format!("http://127.0.0.1:{port}")})).await;
     }
@@ -288,8 +315,18 @@ async fn two_hundred_hung_stores_and_a_hung_platform_in_two_namespaces_do_not_de
     for i in 0..16 {
         b.connection(&format!("c{i}"), json!({"platform": {"secretRef": {"name": "labellerr"}}})).await;
     }
-    // Let both fill their namespaces' slots.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Both fill their namespaces' slots (8 each, all 16 of the operator's): 8 connections
+    // held by the hung store, 8 connection tests held by the platform.
+    let platform_held = || async {
+        let faults = platform::state().await["faults"]["connections/test"].clone();
+        let ours = faults.as_array().into_iter().flatten().find(|f| f["path"] == path.as_str()).cloned();
+        ours.map_or(0, |f| 1000 - f["count"].as_i64().unwrap_or(1000))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while held.load(std::sync::atomic::Ordering::Relaxed) < 8 || platform_held().await < 8 {
+        assert!(Instant::now() < deadline, "the hung connections did not take their slots within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Not a stopwatch but the order of events: a hung validation gives its slot up only
     // when it times out (30 s, logged "validated"); had the bystander waited for a slot of
@@ -589,20 +626,7 @@ async fn after_an_api_server_restart_new_objects_are_reconciled_within_seconds()
     support::s3_connection(&client, &ns, "before", &bucket, "keys", json!({})).await;
     ready("before").await;
 
-    let launcher_pid = std::fs::read_to_string(run_dir.join("launcher.pid")).unwrap();
-    let ok = std::process::Command::new("kill").args(["-USR1", launcher_pid.trim()]).status().unwrap().success();
-    assert!(ok, "signalling the launcher");
-    // Down, then back.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut back = false;
-    for _ in 0..600 {
-        if client.apiserver_version().await.is_ok() {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(back, "the API server did not come back");
+    support::restart_apiserver(&run_dir, &client).await;
     // A watch left dead by the restart would be noticed only at its timeout (minutes): the
     // 30 s deadline of `ready` is generous against the second or so this takes.
     let started = Instant::now();

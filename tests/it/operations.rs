@@ -48,7 +48,12 @@ fn metrics_addr(log: &PathBuf) -> String {
 
 /// Whether `check` holds within five seconds.
 fn eventually(check: impl Fn() -> bool) -> bool {
-    for _ in 0..50 {
+    within(5, check)
+}
+
+/// Whether `check` holds within `seconds`, looked at every 100 ms.
+fn within(seconds: u64, check: impl Fn() -> bool) -> bool {
+    for _ in 0..seconds * 10 {
         if check() {
             return true;
         }
@@ -138,14 +143,14 @@ async fn two_replicas_take_turns_through_the_lease() {
     support::named_namespace(&client, &ns).await;
     let args = ["--namespace", &ns, "--leader-election", "--lease-namespace", &ns, "--lease-duration", "4"];
     let (log_a, log_b) = (log_path("leader-a"), log_path("leader-b"));
+    let validated = |log: &PathBuf| log_lines(log).iter().filter(|l| l["message"] == "validated").count();
+    let leading = |log: &PathBuf| log_lines(log).iter().any(|l| l["message"] == "became the leader");
     let mut a = spawn(&log_a, &args);
-    std::thread::sleep(Duration::from_secs(1));
+    assert!(within(30, || leading(&log_a)), "the first replica did not take the lease within 30 s");
     let mut b = spawn(&log_b, &args);
     ready_connection(&client, &ns, "first").await;
     wait_for(&client, &ns, "first", "Ready", is_ready).await;
 
-    let validated = |log: &PathBuf| log_lines(log).iter().filter(|l| l["message"] == "validated").count();
-    let leading = |log: &PathBuf| log_lines(log).iter().any(|l| l["message"] == "became the leader");
     assert!(leading(&log_a) && !leading(&log_b), "a started first and leads");
     // The log line follows the status write: give it a moment.
     assert!(eventually(|| validated(&log_a) >= 1), "the leader did not validate");

@@ -241,6 +241,21 @@ pub async fn s3_connection(
         .unwrap_or_else(|e| panic!("creating S3Connection {ns}/{name}: {e}"));
 }
 
+/// Restarts the kube-apiserver of the environment in `run_dir` (the launcher does it on
+/// SIGUSR1) and returns once it was seen down and then answering again.
+pub async fn restart_apiserver(run_dir: &std::path::Path, client: &kube::Client) {
+    let launcher = std::fs::read_to_string(run_dir.join("launcher.pid")).unwrap();
+    let signalled = std::process::Command::new("kill").args(["-USR1", launcher.trim()]).status().unwrap();
+    assert!(signalled.success(), "signalling the launcher");
+    for (up, what, seconds) in [(false, "go down", 30), (true, "come back", 90)] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        while client.apiserver_version().await.is_ok() != up {
+            assert!(std::time::Instant::now() < deadline, "the API server did not {what} within {seconds} s");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// A measured figure a test prints instead of asserting a time (a stopwatch flakes on a
 /// shared machine): to stderr, and to `S3CONNECT_TEST_FIGURES` for the suite's summary.
 pub fn figure(what: &str, took: std::time::Duration) {
