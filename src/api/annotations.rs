@@ -21,8 +21,8 @@ pub const SYNC_NOW_ANNOTATION: &str = "s3connect.io/sync-now";
 pub const REPORT_ID_ANNOTATION: &str = "s3connect.io/report-id";
 /// On a DatasetExport whose submission is unconfirmed: a new value submits it once more.
 pub const RESUBMIT_ANNOTATION: &str = "s3connect.io/resubmit";
-/// On a DatasetExport with a schedule: a new value starts one run now (none is started
-/// while a run is in progress).
+/// On a DatasetExport with a schedule: a new value starts one run now (one given during a
+/// run starts the next right after it).
 pub const RUN_NOW_ANNOTATION: &str = "s3connect.io/run-now";
 /// In debug builds (the tests), an object annotated with this panics in its reconcile:
 /// the one way to prove, through the real stack, that a panic stays the object's own.

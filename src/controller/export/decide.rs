@@ -74,6 +74,12 @@ pub fn start_run(status: &mut DatasetExportStatus, destination: String, now: Tim
     status.destination = Some(destination);
 }
 
+/// When the next run is due: an interval after the last run's start (so that a new
+/// interval in the spec counts at once); None before the first run.
+pub fn next_run(status: &DatasetExportStatus, s: &Schedule) -> Option<Timestamp> {
+    status.runs.first().map(|r| r.start_time.0.checked_add(s.interval).unwrap_or(r.start_time.0))
+}
+
 /// With `incremental`: the files updated after this time (Unix milliseconds) are exported.
 pub fn updated_after(status: &DatasetExportStatus, schedule: Option<&Schedule>) -> Option<i64> {
     schedule.filter(|s| s.incremental)?;
@@ -114,12 +120,12 @@ pub fn step(
     if let Some(id) = &status.report_id {
         return Step::Follow(id.clone());
     }
-    if schedule.is_some() {
+    if let Some(s) = schedule {
         let asked = annotations
             .get(RUN_NOW_ANNOTATION)
             .filter(|v| !v.is_empty() && status.last_handled_run_now.as_ref() != Some(*v))
             .cloned();
-        let next = status.next_run_time.as_ref().map(|t| t.0);
+        let next = next_run(status, s);
         match (asked, next) {
             (None, Some(next)) if next > now => {
                 let wait = now.duration_until(next).unsigned_abs();
@@ -400,8 +406,6 @@ pub fn roll(
     }
     status.runs.insert(0, run);
     status.runs.truncate(s.keep);
-    let due = start.0.checked_add(s.interval).unwrap_or(now);
-    status.next_run_time = Some(Time(if due > now { due } else { now }));
     status.submission_started_time = None;
     status.completion_time = None;
     status.phase = Some(match result {
@@ -414,8 +418,15 @@ pub fn roll(
 
 /// A scheduled export between runs: its conditions tell the last run's result, and when
 /// the next one starts.
-pub fn between_runs(status: DatasetExportStatus, s: &Schedule, export: &ExportNames<'_>, now: Timestamp) -> Outcome {
-    let next_at = status.next_run_time.as_ref().map_or(now, |t| t.0);
+pub fn between_runs(
+    mut status: DatasetExportStatus,
+    s: &Schedule,
+    export: &ExportNames<'_>,
+    now: Timestamp,
+) -> Outcome {
+    // Due an interval after the last run's start, or at once if that has passed.
+    let next_at = next_run(&status, s).map_or(now, |t| if t > now { t } else { now });
+    status.next_run_time = Some(Time(next_at));
     let wait = if next_at > now { now.duration_until(next_at).unsigned_abs() } else { std::time::Duration::ZERO };
     let next = format!("the next run starts at {next_at} (every {})", s.every);
     let Some(run) = status.runs.first().cloned() else {

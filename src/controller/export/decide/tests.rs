@@ -223,6 +223,11 @@ fn a_scheduled_run_goes_to_the_history_and_the_next_is_due_an_interval_after_its
     assert_eq!(step(&mut st, &now, None, Some(&s), at(3_600)), Step::Submit);
     assert_eq!(st.last_handled_run_now.as_deref(), Some("1"));
     assert!(matches!(step(&mut st, &now, None, Some(&s), at(3_601)), Step::Wait(_)), "the same value: no second run");
+    // A new interval counts from the last run's start at once.
+    let hourly = Schedule { every: "1h".into(), interval: std::time::Duration::from_secs(3_600), ..s.clone() };
+    let mut st = between_runs(st, &hourly, &names(), at(1_000)).status;
+    assert_eq!(st.next_run_time, Some(Time(at(3_600))));
+    assert_eq!(step(&mut st, &annotations(&[]), None, Some(&hourly), at(3_600)), Step::Submit);
     // A one-shot export that finished is finished; a scheduled one is not.
     let mut done = DatasetExportStatus { phase: Some(ExportPhase::Succeeded), ..Default::default() };
     assert_eq!(step(&mut done, &annotations(&[]), None, None, at(0)), Step::Finished);
