@@ -391,8 +391,14 @@ def main():
 
     v = versions()
     cache = os.environ.get("S3CONNECT_TESTENV_CACHE", os.path.join(ROOT, ".testenv"))
-    apiserver = os.path.join(cache, "bin", f"kube-apiserver-{v['KUBERNETES_VERSION']}")
-    etcd_bin = os.path.join(cache, "bin", f"etcd-{v['ETCD_VERSION']}")
+    # The optimised builds (`testenv/setup`), or the demo's quicker-to-build ones
+    # (`testenv/setup --demo` on a first start) when those are all there is.
+    def built(name):
+        path = os.path.join(cache, "bin", name)
+        return path if os.path.exists(path) or not os.path.exists(path + "-quick") else path + "-quick"
+
+    apiserver = built(f"kube-apiserver-{v['KUBERNETES_VERSION']}")
+    etcd_bin = built(f"etcd-{v['ETCD_VERSION']}")
     venv = os.path.join(cache, "venv")
     versitygw = os.path.join(cache, "bin", f"versitygw-{v['VERSITYGW_VERSION']}")
     needed = [apiserver, etcd_bin, os.path.join(venv, "bin", "moto_server")]
