@@ -44,6 +44,46 @@ pub fn proxy_in_environment() -> bool {
         .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
 }
 
+/// The system's CA certificates plus the extra bundle, if any (possibly none at all).
+pub fn roots() -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(pem) = extra_ca() {
+        roots.add_parsable_certificates(certificates(pem)?);
+    }
+    Ok(roots)
+}
+
+/// An HTTP/1.1 client, over TLS where the URL says https, trusting `roots`, through the
+/// environment's proxy. Pooled connections idle for at most `idle`: a connection the
+/// server closed while idle fails a request in a way that looks like "sent, then lost".
+pub fn https_client(
+    roots: rustls::RootCertStore,
+    connect_timeout: std::time::Duration,
+    idle: std::time::Duration,
+) -> Result<Https, String> {
+    let tls =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(ProxyConnector::from_environment(connect_timeout));
+    let mut http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+    http.pool_idle_timeout(idle);
+    Ok(http.build(https))
+}
+
+/// The client [`https_client`] makes.
+pub type Https = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<ProxyConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,10 +104,11 @@ pub struct ProxyConnector {
 }
 
 impl ProxyConnector {
-    pub fn from_environment() -> Self {
+    /// Connections give up after `connect_timeout`.
+    pub fn from_environment(connect_timeout: std::time::Duration) -> Self {
         let mut direct = hyper_util::client::legacy::connect::HttpConnector::new();
         direct.enforce_http(false);
-        direct.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
+        direct.set_connect_timeout(Some(connect_timeout));
         let matcher = proxy_in_environment()
             .then(|| std::sync::Arc::new(hyper_util::client::proxy::matcher::Matcher::from_env()));
         ProxyConnector { direct, matcher }

@@ -82,17 +82,15 @@ fn secret_values_are_visible_ascii_or_refused() {
 
 #[test]
 fn cors_matching_and_merging_never_panic() {
-    use aws_sdk_s3::types::CorsRule;
+    use crate::s3::cors::CorsRule;
     let mut rng = rng();
     for _ in 0..CASES {
         let rules: Vec<CorsRule> = (0..rng.usize(0..4))
-            .map(|_| {
-                CorsRule::builder()
-                    .set_id(rng.bool().then(|| text(&mut rng)))
-                    .set_allowed_origins(Some((0..rng.usize(0..3)).map(|_| text(&mut rng)).collect()))
-                    .set_allowed_methods(Some(vec!["GET".into(), "HEAD".into()]))
-                    .build()
-                    .expect("methods and origins are set")
+            .map(|_| CorsRule {
+                id: rng.bool().then(|| text(&mut rng)),
+                allowed_origins: (0..rng.usize(0..3)).map(|_| text(&mut rng)).collect(),
+                allowed_methods: vec!["GET".into(), "HEAD".into()],
+                ..CorsRule::default()
             })
             .collect();
         let origins: Vec<String> = (0..rng.usize(1..3)).map(|_| text(&mut rng)).collect();
@@ -121,5 +119,58 @@ fn endpoints_intervals_messages_and_server_answers_never_panic() {
         let code = text(&mut rng);
         let f = classify_parts(rng.bool().then_some(code.as_str()), Some(&t), rng.u16(..), Some(&text(&mut rng)));
         assert!(f.code.bytes().all(|b| b.is_ascii_graphic()), "{f:?}");
+    }
+}
+
+#[test]
+fn s3_answers_and_request_urls_never_panic() {
+    use crate::s3::client::{Client, Keys, Request, RequestCounter, Target};
+    use crate::s3::xml;
+    const XML: [&str; 18] = [
+        "<",
+        ">",
+        "</",
+        "/>",
+        "Error",
+        "Code",
+        "Message",
+        "Contents",
+        "Key",
+        "CORSRule",
+        "AllowedOrigin",
+        "MaxAgeSeconds",
+        "&amp;",
+        "&#",
+        "<?xml ",
+        "\"",
+        "=",
+        "ID",
+    ];
+    let mut rng = rng();
+    let keys = Keys { access_key_id: "a".into(), secret_access_key: "b".into(), session_token: None };
+    for _ in 0..CASES {
+        let mut doc = String::new();
+        for _ in 0..rng.usize(0..30) {
+            if rng.bool() { doc.push_str(XML[rng.usize(..XML.len())]) } else { doc.push_str(&text(&mut rng)) }
+        }
+        let _ = (xml::error(&doc), xml::location(&doc), xml::keys(&doc));
+        let rules = xml::cors_rules(&doc);
+        let _ = xml::cors_configuration(&rules);
+
+        // Whatever the bucket, key and prefix, the request has a URL that parses.
+        let target = Target {
+            region: "us-east-1".into(),
+            endpoint: rng.bool().then(|| "http://s3.local:9000".to_owned()),
+            force_path_style: rng.bool(),
+        };
+        let (bucket, key, prefix) = (text(&mut rng), text(&mut rng), text(&mut rng));
+        let mut request = Request::new("GetObject", http::Method::GET, &bucket);
+        request.key = rng.bool().then_some(key.as_str());
+        request.query = vec![("prefix", prefix.as_str())];
+        let url = Client::new(&keys, &target, &RequestCounter::default()).url(&request);
+        let virtual_host = !target.force_path_style && !bucket.contains('.');
+        if !virtual_host {
+            assert!(url.parse::<http::Uri>().is_ok(), "{bucket:?} {key:?} {prefix:?} -> {url:?}");
+        }
     }
 }

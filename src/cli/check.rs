@@ -88,7 +88,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
 /// endpoint the environment or profile names (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`,
 /// `endpoint_url`).
 async fn aws_identity(profile: Option<&str>) -> Result<(Keys, Option<String>), String> {
-    use aws_sdk_s3::config::ProvideCredentials;
+    use aws_credential_types::provider::ProvideCredentials;
     let mut loader = s3connect::aws::config_loader();
     if let Some(p) = profile {
         loader = loader.profile_name(p);

@@ -16,8 +16,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 use crate::s3::client::Keys;
@@ -172,7 +170,7 @@ pub enum ExportState {
 #[derive(Clone)]
 pub struct Client {
     base: String,
-    http: HyperClient<hyper_rustls::HttpsConnector<crate::net::ProxyConnector>, Full<Bytes>>,
+    http: crate::net::Https,
     timeouts: Timeouts,
 }
 
@@ -191,34 +189,15 @@ impl Client {
     /// Like `new`, with other timeouts.
     pub fn with_timeouts(base_url: &str, timeouts: Timeouts) -> Result<Self, String> {
         // The system's roots plus the extra CA bundle, if any; the environment's proxy.
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(native.certs);
-        if let Some(pem) = crate::net::extra_ca() {
-            roots.add_parsable_certificates(crate::net::certificates(pem)?);
-        }
+        let roots = crate::net::roots()?;
         if roots.is_empty() {
             return Err(
                 "no CA certificates to trust for the platform API: mount the system's CA bundle, or give --ca-bundle"
                     .into(),
             );
         }
-        let tls =
-            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(crate::net::ProxyConnector::from_environment());
-        let mut http = HyperClient::builder(TokioExecutor::new());
-        // A pooled connection the platform closed while idle fails a request in a way
-        // that looks like "sent, then lost": never reuse one long enough for that.
-        http.pool_idle_timeout(Duration::from_secs(20));
-        Ok(Client { base: base_url.trim_end_matches('/').to_owned(), http: http.build(https), timeouts })
+        let http = crate::net::https_client(roots, Duration::from_secs(10), Duration::from_secs(20))?;
+        Ok(Client { base: base_url.trim_end_matches('/').to_owned(), http, timeouts })
     }
 
     pub fn base_url(&self) -> &str {

@@ -1,8 +1,18 @@
 //! The bucket CORS rule the labelling UI needs, and merging it into a bucket's existing
 //! rules: PutBucketCors replaces the whole configuration, so other rules are carried over.
 
-use aws_sdk_s3::types::CorsRule;
 use serde_json::{Value, json};
+
+/// One rule of a bucket's CORS configuration, as S3 has it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CorsRule {
+    pub id: Option<String>,
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<String>,
+    pub allowed_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age_seconds: Option<i32>,
+}
 
 /// Every rule s3connect adds has an id that starts like this.
 pub const RULE_ID_PREFIX: &str = "s3connect-";
@@ -20,22 +30,22 @@ pub fn rule_id(owner: &str) -> String {
 
 /// The rule `id` that lets `origins` GET and HEAD objects.
 pub fn managed_rule(id: &str, origins: &[String]) -> CorsRule {
-    CorsRule::builder()
-        .id(id)
-        .set_allowed_origins(Some(origins.to_vec()))
-        .set_allowed_methods(Some(METHODS.iter().map(|m| m.to_string()).collect()))
-        .allowed_headers("*")
-        .max_age_seconds(MAX_AGE_SECONDS)
-        .build()
-        .expect("origins and methods are set")
+    CorsRule {
+        id: Some(id.to_owned()),
+        allowed_origins: origins.to_vec(),
+        allowed_methods: METHODS.iter().map(|m| m.to_string()).collect(),
+        allowed_headers: vec!["*".to_owned()],
+        expose_headers: Vec::new(),
+        max_age_seconds: Some(MAX_AGE_SECONDS),
+    }
 }
 
 /// Whether `rules` already let every origin GET and HEAD objects.
 pub fn covers(rules: &[CorsRule], origins: &[String]) -> bool {
     origins.iter().all(|origin| {
         rules.iter().any(|rule| {
-            METHODS.iter().all(|m| rule.allowed_methods().iter().any(|have| have.eq_ignore_ascii_case(m)))
-                && rule.allowed_origins().iter().any(|pattern| origin_matches(pattern, origin))
+            METHODS.iter().all(|m| rule.allowed_methods.iter().any(|have| have.eq_ignore_ascii_case(m)))
+                && rule.allowed_origins.iter().any(|pattern| origin_matches(pattern, origin))
         })
     })
 }
@@ -58,7 +68,7 @@ fn origin_matches(pattern: &str, origin: &str) -> bool {
 /// `existing` with the rule `id` replaced (or added); every other rule is kept as it is.
 /// Err(count) when that would be more rules than S3 accepts.
 pub fn merge(existing: &[CorsRule], id: &str, origins: &[String]) -> Result<Vec<CorsRule>, usize> {
-    let mut rules: Vec<CorsRule> = existing.iter().filter(|r| r.id() != Some(id)).cloned().collect();
+    let mut rules: Vec<CorsRule> = existing.iter().filter(|r| r.id.as_deref() != Some(id)).cloned().collect();
     rules.push(managed_rule(id, origins));
     if rules.len() > MAX_RULES { Err(existing.len()) } else { Ok(rules) }
 }
@@ -70,19 +80,19 @@ pub fn to_json(rules: &[CorsRule]) -> Value {
         .iter()
         .map(|r| {
             let mut v = json!({
-                "AllowedOrigins": r.allowed_origins(),
-                "AllowedMethods": r.allowed_methods(),
+                "AllowedOrigins": r.allowed_origins,
+                "AllowedMethods": r.allowed_methods,
             });
-            if let Some(id) = r.id() {
+            if let Some(id) = &r.id {
                 v["ID"] = json!(id);
             }
-            if !r.allowed_headers().is_empty() {
-                v["AllowedHeaders"] = json!(r.allowed_headers());
+            if !r.allowed_headers.is_empty() {
+                v["AllowedHeaders"] = json!(r.allowed_headers);
             }
-            if !r.expose_headers().is_empty() {
-                v["ExposeHeaders"] = json!(r.expose_headers());
+            if !r.expose_headers.is_empty() {
+                v["ExposeHeaders"] = json!(r.expose_headers);
             }
-            if let Some(age) = r.max_age_seconds() {
+            if let Some(age) = r.max_age_seconds {
                 v["MaxAgeSeconds"] = json!(age);
             }
             v
@@ -96,12 +106,12 @@ mod tests {
     use super::*;
 
     fn rule(id: Option<&str>, origins: &[&str], methods: &[&str]) -> CorsRule {
-        CorsRule::builder()
-            .set_id(id.map(str::to_owned))
-            .set_allowed_origins(Some(origins.iter().map(|s| s.to_string()).collect()))
-            .set_allowed_methods(Some(methods.iter().map(|s| s.to_string()).collect()))
-            .build()
-            .unwrap()
+        CorsRule {
+            id: id.map(str::to_owned),
+            allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
+            allowed_methods: methods.iter().map(|s| s.to_string()).collect(),
+            ..CorsRule::default()
+        }
     }
 
     fn ui() -> Vec<String> {

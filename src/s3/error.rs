@@ -1,7 +1,5 @@
 //! The one place where an S3 error becomes a kind of failure. Everything downstream
-//! (conditions, reasons, remedies) works on `Failure`, never on SDK errors.
-
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+//! (conditions, reasons, remedies) works on `Failure`, never on HTTP answers.
 
 /// What went wrong with one S3 request, as far as the remedy is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,56 +85,6 @@ pub struct Failure {
     pub detail: String,
     /// The bucket's region, where S3 told us (`x-amz-bucket-region` or the error text).
     pub bucket_region: Option<String>,
-}
-
-/// Classifies an error from the SDK.
-pub fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Failure {
-    match err {
-        SdkError::TimeoutError(_) => unreachable_failure("the request timed out"),
-        SdkError::DispatchFailure(d) => {
-            let why = if d.is_timeout() {
-                "the connection timed out".to_owned()
-            } else {
-                // The connector's error chain names the cause (refused, DNS) and never
-                // carries request headers.
-                let mut why = String::from("could not connect");
-                let mut source: Option<&dyn std::error::Error> =
-                    d.as_connector_error().map(|c| c as &dyn std::error::Error);
-                while let Some(s) = source {
-                    why = s.to_string();
-                    source = s.source();
-                }
-                why
-            };
-            // rustls: "invalid peer certificate: UnknownIssuer" and the like. Retrying does
-            // not change a certificate.
-            if why.contains("certificate") {
-                return Failure {
-                    kind: FailureKind::CertificateUntrusted,
-                    code: "CertificateUntrusted".into(),
-                    detail: why,
-                    bucket_region: None,
-                };
-            }
-            unreachable_failure(&why)
-        }
-        SdkError::ConstructionFailure(_) => Failure {
-            kind: FailureKind::Other,
-            code: "RequestNotBuilt".into(),
-            detail: "the request could not be built; check endpoint and region".into(),
-            bucket_region: None,
-        },
-        _ => {
-            let raw = err.raw_response();
-            let status = raw.map(|r| r.status().as_u16()).unwrap_or(0);
-            let region = raw.and_then(|r| r.headers().get("x-amz-bucket-region")).map(str::to_owned);
-            classify_parts(err.code(), err.message(), status, region.as_deref())
-        }
-    }
-}
-
-fn unreachable_failure(why: &str) -> Failure {
-    Failure { kind: FailureKind::Unreachable, code: "Unreachable".into(), detail: why.to_owned(), bucket_region: None }
 }
 
 /// Classifies an S3 error response from its parts.

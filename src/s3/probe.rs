@@ -5,12 +5,11 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CorsConfiguration, CorsRule};
+use http::Method;
 
-use super::client::{Keys, RequestCounter, Target, counted_client};
-use super::cors;
-use super::error::{Failure, FailureKind, classify};
+use super::client::{Client, Keys, Request, RequestCounter, Response, Target};
+use super::cors::{self, CorsRule};
+use super::error::{Failure, FailureKind};
 use super::policy::{Action, required};
 use super::uri::Location;
 use super::{Access, Cors};
@@ -58,28 +57,6 @@ const ATTEMPTS: u32 = 4;
 /// The first pause between tries; it doubles, with full jitter, up to `MAX_PAUSE`.
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const MAX_PAUSE: Duration = Duration::from_secs(2);
-
-/// Sends the request `$builder` builds (evaluated anew for each try), again with
-/// jittered, growing pauses while the server answers with a retryable failure. The
-/// validation's deadline bounds the whole.
-macro_rules! send {
-    ($run:expr, $builder:expr) => {{
-        let mut attempt = 1;
-        loop {
-            match $builder.send().await {
-                Ok(out) => break Ok(out),
-                Err(e) => {
-                    let f = $run.failure(&e);
-                    if attempt >= ATTEMPTS || !f.kind.is_retryable() {
-                        break Err(f);
-                    }
-                    tokio::time::sleep(pause(attempt)).await;
-                    attempt += 1;
-                }
-            }
-        }
-    }};
-}
 
 /// The pause before try `attempt + 1`: full jitter over a doubling ceiling.
 fn pause(attempt: u32) -> Duration {
@@ -191,11 +168,11 @@ struct Run<'a> {
     probe: &'a Probe<'a>,
     keys: &'a Keys,
     counter: RequestCounter,
-    client: aws_sdk_s3::Client,
+    client: Client,
     report: Report,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     fn target(&self, region: &str) -> Target {
         Target {
             region: region.to_owned(),
@@ -204,14 +181,25 @@ impl Run<'_> {
         }
     }
 
-    /// Classifies an SDK error, redacting the keys from anything the server said.
-    fn failure<E: aws_sdk_s3::error::ProvideErrorMetadata>(
-        &self,
-        err: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-    ) -> Failure {
-        let mut f = classify(err);
-        f.detail = self.keys.redact(&f.detail);
-        f
+    /// Sends `request`, again with jittered, growing pauses while the server answers with
+    /// a retryable failure. The validation's deadline bounds the whole.
+    async fn send(&self, request: Request<'_>) -> Result<Response, Failure> {
+        let mut attempt = 1;
+        loop {
+            match self.client.send(&request).await {
+                Ok(response) => return Ok(response),
+                Err(f) if attempt >= ATTEMPTS || !f.kind.is_retryable() => return Err(f),
+                Err(_) => {
+                    tokio::time::sleep(pause(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// A request for this run's bucket.
+    fn request(&self, operation: &'static str, method: Method) -> Request<'a> {
+        Request::new(operation, method, &self.probe.location.bucket)
     }
 
     /// Records a failed request for `action`; returns false when probing must stop.
@@ -240,7 +228,7 @@ pub async fn run(probe: &Probe<'_>, keys: &Keys) -> Report {
     let mut run = Run {
         probe,
         keys,
-        client: counted_client(
+        client: Client::new(
             keys,
             &Target {
                 region: initial_region.to_owned(),
@@ -276,16 +264,18 @@ pub async fn run(probe: &Probe<'_>, keys: &Keys) -> Report {
 }
 
 async fn probe_all(run: &mut Run<'_>) {
-    let (bucket, prefix) = (&run.probe.location.bucket, &run.probe.location.prefix);
+    let prefix = run.probe.location.prefix.as_str();
 
     // 1. Where is the bucket? Also the first proof that the keys are accepted.
-    match send!(run, run.client.get_bucket_location().bucket(bucket)) {
+    let mut location = run.request("GetBucketLocation", Method::GET);
+    location.query = vec![("location", "")];
+    match run.send(location).await {
         Ok(out) => {
             run.report.set(Action::GetBucketLocation, Outcome::Allowed);
-            let region = normalise_region(out.location_constraint().map(|c| c.as_str()).unwrap_or(""));
+            let region = normalise_region(&super::xml::location(&String::from_utf8_lossy(&out.body)));
             if region != run.report.region_used {
                 // Sign the remaining requests for the bucket's real region.
-                run.client = counted_client(run.keys, &run.target(&region), &run.counter);
+                run.client = Client::new(run.keys, &run.target(&region), &run.counter);
                 run.report.region_used = region.clone();
             }
             run.report.bucket_region = Some(region);
@@ -300,12 +290,14 @@ async fn probe_all(run: &mut Run<'_>) {
     // 2. List two keys under the prefix: proves s3:ListBucket and finds a sample. Probe
     // objects sort last and are skipped, since a connection sharing the prefix may
     // delete its own at any moment.
-    let listed = send!(run, run.client.list_objects_v2().bucket(bucket).prefix(prefix).max_keys(2));
-    match listed {
+    let mut list = run.request("ListObjectsV2", Method::GET);
+    list.query = vec![("list-type", "2"), ("max-keys", "2"), ("prefix", prefix)];
+    match run.send(list).await {
         Ok(out) => {
             run.report.set(Action::ListBucket, Outcome::Allowed);
             run.report.listed = true;
-            run.report.sample_object = sample(out.contents().iter().filter_map(|o| o.key()), prefix);
+            let keys = super::xml::keys(&String::from_utf8_lossy(&out.body));
+            run.report.sample_object = sample(keys.iter().map(String::as_str), prefix);
         }
         Err(f) => {
             if !run.record_failure(Action::ListBucket, f) {
@@ -318,7 +310,11 @@ async fn probe_all(run: &mut Run<'_>) {
     if run.probe.access.read
         && let Some(key) = run.report.sample_object.clone()
     {
-        match send!(run, run.client.get_object().bucket(bucket).key(&key).range("bytes=0-0")) {
+        let mut get = run.request("GetObject", Method::GET);
+        get.key = Some(&key);
+        get.headers = vec![("range", "bytes=0-0".to_owned())];
+        get.read_body = false;
+        match run.send(get).await {
             Ok(_) => run.report.set(Action::GetObject, Outcome::Allowed),
             Err(f) => {
                 // An empty object has no byte 0, and a vanished one is NoSuchKey only to
@@ -353,9 +349,10 @@ async fn probe_all(run: &mut Run<'_>) {
              If you can read this, s3:DeleteObject is missing.\n",
             run.probe.owner
         );
-        let body = bytes::Bytes::from(body.into_bytes());
-        let put = send!(run, run.client.put_object().bucket(bucket).key(&key).body(ByteStream::from(body.clone())));
-        match put {
+        let mut put = run.request("PutObject", Method::PUT);
+        put.key = Some(&key);
+        put.body = bytes::Bytes::from(body.into_bytes());
+        match run.send(put).await {
             Ok(_) => run.report.set(Action::PutObject, Outcome::Allowed),
             Err(f) => {
                 if !run.record_failure(Action::PutObject, f) {
@@ -363,7 +360,9 @@ async fn probe_all(run: &mut Run<'_>) {
                 }
             }
         }
-        match send!(run, run.client.delete_object().bucket(bucket).key(&key)) {
+        let mut delete = run.request("DeleteObject", Method::DELETE);
+        delete.key = Some(&key);
+        match run.send(delete).await {
             Ok(_) => run.report.set(Action::DeleteObject, Outcome::Allowed),
             Err(f) => {
                 // Some stores answer a delete of a missing key with NoSuchKey (S3 says 204):
@@ -376,6 +375,12 @@ async fn probe_all(run: &mut Run<'_>) {
             }
         }
     }
+}
+
+/// The Content-MD5 header of `body`.
+fn base64_md5(body: &[u8]) -> String {
+    use md5::Digest;
+    aws_smithy_types::base64::encode(md5::Md5::digest(body))
 }
 
 /// One lock per bucket (and endpoint) for the read-modify-write of its CORS
@@ -400,13 +405,14 @@ fn cors_lock(endpoint: Option<&str>, bucket: &str) -> std::sync::Arc<tokio::sync
 async fn probe_cors(run: &mut Run<'_>) -> CorsOutcome {
     let lock = cors_lock(run.probe.endpoint, &run.probe.location.bucket);
     let _held = lock.lock().await;
-    let bucket = &run.probe.location.bucket;
     let origins = run.probe.origins;
     let id = cors::rule_id(run.probe.owner);
-    let existing: Vec<CorsRule> = match send!(run, run.client.get_bucket_cors().bucket(bucket)) {
+    let mut get = run.request("GetBucketCors", Method::GET);
+    get.query = vec![("cors", "")];
+    let existing: Vec<CorsRule> = match run.send(get).await {
         Ok(out) => {
             run.report.set(Action::GetBucketCors, Outcome::Allowed);
-            out.cors_rules().to_vec()
+            super::xml::cors_rules(&String::from_utf8_lossy(&out.body))
         }
         Err(f) => match f.kind {
             FailureKind::NoCorsConfiguration => {
@@ -437,8 +443,14 @@ async fn probe_cors(run: &mut Run<'_>) -> CorsOutcome {
     if run.probe.cors == Cors::Verify {
         return CorsOutcome::Missing { wanted: cors::to_json(&merged) };
     }
-    let config = CorsConfiguration::builder().set_cors_rules(Some(merged.clone())).build().expect("rules are set");
-    match send!(run, run.client.put_bucket_cors().bucket(bucket).cors_configuration(config.clone())) {
+    // S3 requires a checksum of the configuration; Content-MD5 is the one every
+    // S3-compatible store knows.
+    let body = super::xml::cors_configuration(&merged);
+    let mut put = run.request("PutBucketCors", Method::PUT);
+    put.query = vec![("cors", "")];
+    put.headers = vec![("content-md5", base64_md5(body.as_bytes())), ("content-type", "application/xml".to_owned())];
+    put.body = bytes::Bytes::from(body.into_bytes());
+    match run.send(put).await {
         Ok(_) => {
             run.report.set(Action::PutBucketCors, Outcome::Allowed);
             CorsOutcome::Applied
