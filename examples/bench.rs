@@ -21,6 +21,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
 use s3connect::api::S3Connection;
 use s3connect::s3::client::{Keys, Target};
+
+// The tests' SDK client for fixtures, shared rather than copied.
+#[path = "../tests/it/support/sdk.rs"]
+mod sdk;
+use sdk::sdk;
 use serde_json::json;
 
 const NS: &str = "bench";
@@ -114,23 +119,6 @@ async fn versitygw(data: &std::path::Path) -> (Child, String, Keys) {
         admin.put_object().bucket(&bucket).key("data/sample.jpg").body(b"sample".to_vec().into()).send().await.unwrap();
     }
     (vgw, s3, keys)
-}
-
-/// An SDK client with `keys` against `target`, for the fixtures and the comparison in `bench s3` (the operator has its own).
-pub fn sdk(keys: &Keys, target: &Target) -> aws_sdk_s3::Client {
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-    let credentials =
-        Credentials::new(&keys.access_key_id, &keys.secret_access_key, keys.session_token.clone(), None, "bench");
-    let mut config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .http_client(s3connect::aws::http_client())
-        .credentials_provider(credentials)
-        .region(Region::new(target.region.clone()))
-        .force_path_style(target.force_path_style);
-    if let Some(endpoint) = &target.endpoint {
-        config = config.endpoint_url(endpoint);
-    }
-    aws_sdk_s3::Client::from_conf(config.build())
 }
 
 fn target(s3: &str) -> Target {

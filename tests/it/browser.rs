@@ -22,7 +22,7 @@ const READ_BACK: &str = "255,0,0,255";
 
 fn s3() -> aws_sdk_s3::Client {
     let target = Target { region: "us-east-1".into(), endpoint: Some(env().versitygw.clone()), force_path_style: true };
-    support::s3::sdk(&env().versitygw_root, &target)
+    support::sdk::sdk(&env().versitygw_root, &target)
 }
 
 /// A bucket on versitygw, without CORS, holding `images/red.png`.

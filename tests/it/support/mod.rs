@@ -12,6 +12,7 @@ pub mod iam;
 pub mod operator;
 pub mod platform;
 pub mod s3;
+pub mod sdk;
 pub mod sign;
 
 use std::collections::HashMap;

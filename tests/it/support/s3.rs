@@ -4,28 +4,12 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use s3connect::s3::client::{Keys, Target};
 
+use super::sdk::sdk;
 use super::{env, unique};
 
 /// The test S3 server, in `region`, path style (as S3-compatible stores are used).
 pub fn target(region: &str) -> Target {
     Target { region: region.to_owned(), endpoint: Some(env().s3_endpoint.clone()), force_path_style: true }
-}
-
-/// An SDK client with `keys` against `target`, for fixtures (the operator has its own).
-pub fn sdk(keys: &Keys, target: &Target) -> aws_sdk_s3::Client {
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-    let credentials =
-        Credentials::new(&keys.access_key_id, &keys.secret_access_key, keys.session_token.clone(), None, "tests");
-    let mut config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .http_client(s3connect::aws::http_client())
-        .credentials_provider(credentials)
-        .region(Region::new(target.region.clone()))
-        .force_path_style(target.force_path_style);
-    if let Some(endpoint) = &target.endpoint {
-        config = config.endpoint_url(endpoint);
-    }
-    aws_sdk_s3::Client::from_conf(config.build())
 }
 
 /// A client with `keys` against the test S3 server.

@@ -1,0 +1,22 @@
+//! An aws-sdk-s3 client for fixtures (buckets, objects, reading back what the operator
+//! wrote): an S3 client independent of the operator's own. Used by the tests and by the
+//! benchmarks (examples/bench.rs includes this file).
+
+use s3connect::s3::client::{Keys, Target};
+
+/// An SDK client with `keys` against `target`.
+pub fn sdk(keys: &Keys, target: &Target) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let credentials =
+        Credentials::new(&keys.access_key_id, &keys.secret_access_key, keys.session_token.clone(), None, "fixtures");
+    let mut config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .http_client(s3connect::aws::http_client())
+        .credentials_provider(credentials)
+        .region(Region::new(target.region.clone()))
+        .force_path_style(target.force_path_style);
+    if let Some(endpoint) = &target.endpoint {
+        config = config.endpoint_url(endpoint);
+    }
+    aws_sdk_s3::Client::from_conf(config.build())
+}
