@@ -78,12 +78,17 @@ pub const MAX_RESPONSE_BODY: usize = 1 << 20;
 
 /// The one HTTP client (and connection pool) every S3 request goes through. Without any
 /// CA certificate, https fails with an untrusted certificate, which the status says.
-fn http() -> &'static crate::net::Https {
-    static CLIENT: OnceLock<crate::net::Https> = OnceLock::new();
-    CLIENT.get_or_init(|| {
+fn http() -> Result<&'static crate::net::Https, Failure> {
+    static CLIENT: OnceLock<Result<crate::net::Https, String>> = OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
         let roots = crate::net::roots().unwrap_or_else(|_| rustls::RootCertStore::empty());
         crate::net::https_client(roots, CONNECT_TIMEOUT, Duration::from_secs(20))
-            .expect("the ring provider supports the default TLS versions")
+    });
+    client.as_ref().map_err(|e| Failure {
+        kind: FailureKind::Other,
+        code: "TlsUnavailable".into(),
+        detail: format!("the operator could not set up TLS ({e}); report this as a bug"),
+        bucket_region: None,
     })
 }
 
@@ -128,7 +133,8 @@ fn encode(s: &str, keep_slash: bool, out: &mut String) {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || (keep_slash && b == b'/') {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.extend(['%', char::from(HEX[usize::from(b >> 4)]), char::from(HEX[usize::from(b & 15)])]);
         }
     }
 }
@@ -250,7 +256,11 @@ impl Client {
         // After signing: servers log it, nothing needs it signed.
         http_request.headers_mut().insert(http::header::USER_AGENT, http::HeaderValue::from_static(USER_AGENT));
         let answered = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
-            let response = http().request(http_request).await.map_err(|e| (None, transport_failure(&e)))?;
+            let response = http()
+                .map_err(|f| (None, f))?
+                .request(http_request)
+                .await
+                .map_err(|e| (None, transport_failure(&e)))?;
             let (parts, body) = response.into_parts();
             let status = parts.status.as_u16();
             let wanted = request.read_body || !parts.status.is_success();
