@@ -14,7 +14,7 @@ use aws_sigv4::http_request::{
 };
 use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
-use http::{HeaderMap, Method};
+use http::Method;
 use http_body_util::{BodyExt, Full, Limited};
 
 use super::error::{Failure, FailureKind, classify_parts};
@@ -171,25 +171,27 @@ impl<'a> Request<'a> {
     }
 }
 
-/// A successful (2xx) answer.
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
 /// A client that signs with one set of keys for one target, counting what it sends.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Client {
     keys: Keys,
+    /// The keys as the signer takes them, made once for every request of the client.
+    identity: Identity,
     target: Target,
     counter: RequestCounter,
 }
 
 impl Client {
     pub fn new(keys: &Keys, target: &Target, counter: &RequestCounter) -> Self {
-        Client { keys: keys.clone(), target: target.clone(), counter: counter.clone() }
+        let identity = aws_credential_types::Credentials::new(
+            &keys.access_key_id,
+            &keys.secret_access_key,
+            keys.session_token.clone(),
+            None,
+            "s3connect",
+        )
+        .into();
+        Client { keys: keys.clone(), identity, target: target.clone(), counter: counter.clone() }
     }
 
     /// The URL of `request`, encoded exactly as it is signed.
@@ -217,9 +219,10 @@ impl Client {
         url
     }
 
-    /// Sends `request` once. A non-2xx answer, no answer within the attempt timeout, or a
-    /// connection that failed becomes a classified [`Failure`] with the keys redacted.
-    pub async fn send(&self, request: &Request<'_>) -> Result<Response, Failure> {
+    /// Sends `request` once and returns the body of its 2xx answer. A non-2xx answer, no
+    /// answer within the attempt timeout, or a connection that failed becomes a classified
+    /// [`Failure`] with the keys redacted.
+    pub async fn send(&self, request: &Request<'_>) -> Result<Bytes, Failure> {
         self.counter.0.fetch_add(1, Ordering::Relaxed);
         let (outcome, result) = match self.attempt(request).await {
             Ok(response) => ("ok", Ok(response)),
@@ -242,7 +245,7 @@ impl Client {
     }
 
     /// One attempt; the error carries the status, if there was an answer at all.
-    async fn attempt(&self, request: &Request<'_>) -> Result<Response, (Option<u16>, Failure)> {
+    async fn attempt(&self, request: &Request<'_>) -> Result<Bytes, (Option<u16>, Failure)> {
         let url = self.url(request);
         let mut http_request = http::Request::builder().method(request.method.clone()).uri(&url);
         for (name, value) in &request.headers {
@@ -281,12 +284,11 @@ impl Client {
             Err(_) => return Err((None, unreachable("the request timed out"))),
             Ok(r) => r?,
         };
-        let status = parts.status.as_u16();
         if parts.status.is_success() {
-            return Ok(Response { status, headers: parts.headers, body });
+            return Ok(body);
         }
-        let text = String::from_utf8_lossy(&body);
-        let (code, message) = super::xml::error(&text);
+        let status = parts.status.as_u16();
+        let (code, message) = super::xml::error(&body);
         let region = parts.headers.get("x-amz-bucket-region").and_then(|v| v.to_str().ok());
         Err((Some(status), classify_parts(code.as_deref(), message.as_deref(), status, region)))
     }
@@ -297,15 +299,6 @@ impl Client {
         url: &str,
         request: &Request<'_>,
     ) -> Result<(), (Option<u16>, Failure)> {
-        let keys = &self.keys;
-        let identity: Identity = aws_credential_types::Credentials::new(
-            &keys.access_key_id,
-            &keys.secret_access_key,
-            keys.session_token.clone(),
-            None,
-            "s3connect",
-        )
-        .into();
         let mut settings = SigningSettings::default();
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
@@ -315,7 +308,7 @@ impl Client {
             (None, Failure { kind: FailureKind::Other, code: "RequestNotSigned".into(), detail, bucket_region: None })
         };
         let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
+            .identity(&self.identity)
             .region(&self.target.region)
             .name("s3")
             .time(SystemTime::now())

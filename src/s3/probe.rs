@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::Method;
 
-use super::client::{Client, Keys, Request, RequestCounter, Response, Target};
+use super::client::{Client, Keys, Request, RequestCounter, Target};
 use super::cors::{self, CorsRule};
 use super::error::{Failure, FailureKind};
 use super::policy::{Action, required};
@@ -183,7 +183,7 @@ impl<'a> Run<'a> {
 
     /// Sends `request`, again with jittered, growing pauses while the server answers with
     /// a retryable failure. The validation's deadline bounds the whole.
-    async fn send(&self, request: Request<'_>) -> Result<Response, Failure> {
+    async fn send(&self, request: Request<'_>) -> Result<bytes::Bytes, Failure> {
         let mut attempt = 1;
         loop {
             match self.client.send(&request).await {
@@ -272,7 +272,7 @@ async fn probe_all(run: &mut Run<'_>) {
     match run.send(location).await {
         Ok(out) => {
             run.report.set(Action::GetBucketLocation, Outcome::Allowed);
-            let region = normalise_region(&super::xml::location(&String::from_utf8_lossy(&out.body)));
+            let region = normalise_region(&super::xml::location(&out));
             if region != run.report.region_used {
                 // Sign the remaining requests for the bucket's real region.
                 run.client = Client::new(run.keys, &run.target(&region), &run.counter);
@@ -296,7 +296,7 @@ async fn probe_all(run: &mut Run<'_>) {
         Ok(out) => {
             run.report.set(Action::ListBucket, Outcome::Allowed);
             run.report.listed = true;
-            let keys = super::xml::keys(&String::from_utf8_lossy(&out.body));
+            let keys = super::xml::keys(&out);
             run.report.sample_object = sample(keys.iter().map(String::as_str), prefix);
         }
         Err(f) => {
@@ -412,7 +412,7 @@ async fn probe_cors(run: &mut Run<'_>) -> CorsOutcome {
     let existing: Vec<CorsRule> = match run.send(get).await {
         Ok(out) => {
             run.report.set(Action::GetBucketCors, Outcome::Allowed);
-            super::xml::cors_rules(&String::from_utf8_lossy(&out.body))
+            super::xml::cors_rules(&out)
         }
         Err(f) => match f.kind {
             FailureKind::NoCorsConfiguration => {

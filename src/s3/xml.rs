@@ -9,8 +9,9 @@ use super::cors::CorsRule;
 
 /// The `Code` and `Message` of an S3 error answer (`<Error>`, or `<ErrorResponse><Error>`
 /// as some compatible stores nest it).
-pub fn error(text: &str) -> (Option<String>, Option<String>) {
-    let mut doc = Document::new(text);
+pub fn error(body: &[u8]) -> (Option<String>, Option<String>) {
+    let text = String::from_utf8_lossy(body);
+    let mut doc = Document::new(&text);
     let Ok(mut root) = doc.root_element() else { return (None, None) };
     let (mut code, mut message) = (None, None);
     read_error(&mut root, &mut code, &mut message, 0);
@@ -29,15 +30,17 @@ fn read_error(scope: &mut ScopedDecoder<'_, '_>, code: &mut Option<String>, mess
 }
 
 /// The location constraint of a GetBucketLocation answer (empty for us-east-1).
-pub fn location(text: &str) -> String {
-    let mut doc = Document::new(text);
+pub fn location(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut doc = Document::new(&text);
     let Ok(mut root) = doc.root_element() else { return String::new() };
     try_data(&mut root).map(|c| c.trim().to_owned()).unwrap_or_default()
 }
 
 /// The keys of a ListObjectsV2 answer, in order.
-pub fn keys(text: &str) -> Vec<String> {
-    let mut doc = Document::new(text);
+pub fn keys(body: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(body);
+    let mut doc = Document::new(&text);
     let Ok(mut root) = doc.root_element() else { return Vec::new() };
     let mut keys = Vec::new();
     while let Some(mut contents) = root.next_tag() {
@@ -56,8 +59,9 @@ pub fn keys(text: &str) -> Vec<String> {
 }
 
 /// The rules of a GetBucketCors answer.
-pub fn cors_rules(text: &str) -> Vec<CorsRule> {
-    let mut doc = Document::new(text);
+pub fn cors_rules(body: &[u8]) -> Vec<CorsRule> {
+    let text = String::from_utf8_lossy(body);
+    let mut doc = Document::new(&text);
     let Ok(mut root) = doc.root_element() else { return Vec::new() };
     let mut rules = Vec::new();
     while let Some(mut tag) = root.next_tag() {
@@ -123,27 +127,32 @@ mod tests {
     fn errors_name_their_code_and_message_however_nested() {
         let s3 = r#"<?xml version="1.0" encoding="UTF-8"?>
 <Error><Code>AccessDenied</Code><Message>Access &amp; more</Message><RequestId>1</RequestId></Error>"#;
-        assert_eq!(error(s3), (Some("AccessDenied".into()), Some("Access & more".into())));
+        assert_eq!(error(s3.as_bytes()), (Some("AccessDenied".into()), Some("Access & more".into())));
         let nested = "<ErrorResponse><Error><Code>SlowDown</Code><Message>m</Message></Error></ErrorResponse>";
-        assert_eq!(error(nested), (Some("SlowDown".into()), Some("m".into())));
-        assert_eq!(error(""), (None, None));
-        assert_eq!(error("<html>bad gateway</html>"), (None, None));
-        assert_eq!(error("<Error><Code><b>x</b></Code>"), (None, None));
+        assert_eq!(error(nested.as_bytes()), (Some("SlowDown".into()), Some("m".into())));
+        assert_eq!(error(b""), (None, None));
+        assert_eq!(error(b"<html>bad gateway</html>"), (None, None));
+        assert_eq!(error(b"<Error><Code><b>x</b></Code>"), (None, None));
     }
 
     #[test]
     fn locations_and_listings_read_as_s3_writes_them() {
         let ns = r#"xmlns="http://s3.amazonaws.com/doc/2006-03-01/""#;
-        assert_eq!(location(&format!("<LocationConstraint {ns}>eu-west-1</LocationConstraint>")), "eu-west-1");
-        assert_eq!(location(&format!("<LocationConstraint {ns}/>")), "");
-        assert_eq!(location("not xml"), "");
+        assert_eq!(
+            location(format!("<LocationConstraint {ns}>eu-west-1</LocationConstraint>").as_bytes()),
+            "eu-west-1"
+        );
+        assert_eq!(location(format!("<LocationConstraint {ns}/>").as_bytes()), "");
+        assert_eq!(location(b"not xml"), "");
         let listing = format!(
             "<ListBucketResult {ns}><Name>b</Name><Prefix>p/</Prefix><KeyCount>2</KeyCount>\
              <Contents><Key>p/a&amp;b.jpg</Key><Size>3</Size></Contents>\
              <Contents><Size>1</Size><Key>p/c.jpg</Key></Contents></ListBucketResult>"
         );
-        assert_eq!(keys(&listing), ["p/a&b.jpg", "p/c.jpg"]);
-        assert!(keys(&format!("<ListBucketResult {ns}><KeyCount>0</KeyCount></ListBucketResult>")).is_empty());
+        assert_eq!(keys(listing.as_bytes()), ["p/a&b.jpg", "p/c.jpg"]);
+        assert!(
+            keys(format!("<ListBucketResult {ns}><KeyCount>0</KeyCount></ListBucketResult>").as_bytes()).is_empty()
+        );
     }
 
     #[test]
@@ -172,7 +181,7 @@ mod tests {
             "{xml}"
         );
         assert!(xml.contains("<ID>s3connect-&lt;x&gt;&amp;</ID>"), "{xml}");
-        assert_eq!(cors_rules(&xml), rules);
-        assert!(cors_rules("<CORSConfiguration/>").is_empty());
+        assert_eq!(cors_rules(xml.as_bytes()), rules);
+        assert!(cors_rules(b"<CORSConfiguration/>").is_empty());
     }
 }
