@@ -73,3 +73,109 @@ pub fn backoff(failures: u32, interval: Duration, jitter: f64) -> Duration {
     let doubled = base_backoff().saturating_mul(1u32 << failures.saturating_sub(1).min(16));
     doubled.min(interval).mul_f64(1.0 + 0.2 * jitter)
 }
+
+/// IAM writes spaced per namespace (a token bucket) and policy changes per connection, so
+/// that one tenant's loop (a Secret deleted over and over, a spec toggled) cannot use up
+/// the AWS account's IAM rate, which every tenant and the account's own tools share.
+/// Counted before the first call of a reconcile; in memory, since IAM's own dates (a key's
+/// creation) carry what must survive a restart.
+#[derive(Debug)]
+pub struct Budget {
+    /// IAM writes one namespace may make a minute (and at once, after a quiet minute).
+    pub per_minute: u32,
+    /// The least time between two changes of one connection's policy.
+    pub policy_spacing: Duration,
+    state: std::sync::Mutex<BudgetState>,
+}
+
+#[derive(Debug, Default)]
+struct BudgetState {
+    /// Tokens left per namespace, as of an instant.
+    namespaces: std::collections::HashMap<String, (f64, std::time::Instant)>,
+    /// When each connection's policy last changed.
+    policies: std::collections::HashMap<String, std::time::Instant>,
+}
+
+impl Budget {
+    pub fn new(per_minute: u32, policy_spacing: Duration) -> Budget {
+        Budget { per_minute: per_minute.max(1), policy_spacing, state: Default::default() }
+    }
+
+    /// Takes `writes` IAM writes for `namespace` (one of them a change of `uid`'s policy
+    /// when `policy_change`), or says when they may be made. Nothing is taken on Err.
+    pub fn take(
+        &self,
+        namespace: &str,
+        uid: &str,
+        writes: usize,
+        policy_change: bool,
+    ) -> Result<(), k8s_openapi::jiff::Timestamp> {
+        self.take_at(namespace, uid, writes, policy_change, std::time::Instant::now()).map_err(|wait| {
+            let now = k8s_openapi::jiff::Timestamp::now();
+            now.checked_add(wait).unwrap_or(now)
+        })
+    }
+
+    fn take_at(
+        &self,
+        namespace: &str,
+        uid: &str,
+        writes: usize,
+        policy_change: bool,
+        now: std::time::Instant,
+    ) -> Result<(), Duration> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if policy_change && let Some(last) = state.policies.get(uid) {
+            let since = now.saturating_duration_since(*last);
+            if since < self.policy_spacing {
+                return Err(self.policy_spacing - since);
+            }
+        }
+        let capacity = f64::from(self.per_minute);
+        let rate = capacity / 60.0;
+        let (tokens, at) = state.namespaces.get(namespace).copied().unwrap_or((capacity, now));
+        let tokens = (tokens + now.saturating_duration_since(at).as_secs_f64() * rate).min(capacity);
+        // A reconcile that needs more than a full bucket may go once the bucket is full.
+        let wanted = (writes as f64).min(capacity);
+        if tokens + 1e-9 < wanted {
+            return Err(Duration::from_secs_f64((wanted - tokens) / rate));
+        }
+        state.namespaces.insert(namespace.to_owned(), ((tokens - wanted).max(0.0), now));
+        if policy_change {
+            // Bounded: entries past their spacing mean nothing, and go when the map is large.
+            if state.policies.len() >= 10_000 {
+                let spacing = self.policy_spacing;
+                state.policies.retain(|_, t| now.saturating_duration_since(*t) < spacing);
+            }
+            state.policies.insert(uid.to_owned(), now);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iam_writes_are_spaced_per_namespace_and_policy_changes_per_connection() {
+        let budget = Budget::new(6, Duration::from_secs(30));
+        let t0 = std::time::Instant::now();
+        // A quiet namespace may make a burst of its minute's writes at once.
+        assert_eq!(budget.take_at("a", "u1", 4, false, t0), Ok(()));
+        assert_eq!(budget.take_at("a", "u2", 2, false, t0), Ok(()));
+        // Then one every ten seconds; another namespace is not affected.
+        let wait = budget.take_at("a", "u1", 1, false, t0).unwrap_err();
+        assert!((wait.as_secs_f64() - 10.0).abs() < 0.01, "{wait:?}");
+        assert_eq!(budget.take_at("b", "u3", 6, false, t0), Ok(()));
+        assert_eq!(budget.take_at("a", "u1", 1, false, t0 + Duration::from_secs(10)), Ok(()));
+        // More than a bucket at once goes when the bucket is full, not never.
+        assert!(budget.take_at("c", "u4", 50, false, t0).is_ok());
+        // A policy change of one connection waits for its spacing, whatever the namespace has.
+        let later = t0 + Duration::from_secs(120);
+        assert_eq!(budget.take_at("a", "u1", 1, true, later), Ok(()));
+        assert_eq!(budget.take_at("a", "u1", 1, true, later + Duration::from_secs(5)), Err(Duration::from_secs(25)));
+        assert_eq!(budget.take_at("a", "u2", 1, true, later + Duration::from_secs(5)), Ok(()));
+        assert_eq!(budget.take_at("a", "u1", 1, true, later + Duration::from_secs(30)), Ok(()));
+    }
+}

@@ -29,11 +29,9 @@ pub const RUN_NOW_ANNOTATION: &str = "s3connect.io/run-now";
 #[cfg(debug_assertions)]
 pub const DEBUG_PANIC_ANNOTATION: &str = "s3connect.io/debug-panic";
 
-/// On a managed key Secret: when its key was created.
-pub const KEY_CREATED_AT_ANNOTATION: &str = "s3connect.io/key-created-at";
-/// On a managed key Secret: the digest of the policy its user was given.
-pub const POLICY_HASH_ANNOTATION: &str = "s3connect.io/policy-hash";
-/// On a managed key Secret: the rotation request its key answers.
+/// On a managed key Secret: the rotation request its key answers. (Whether IAM holds the
+/// current policy and how old a key is are read from IAM, never from the Secret, which a
+/// tenant can write.)
 pub const ROTATED_FOR_ANNOTATION: &str = "s3connect.io/rotated-for";
 
 /// Held while the platform has a connection for an S3Connection.

@@ -126,6 +126,9 @@ pub enum Reason {
     IamRejected,
     /// IAM did not answer, or answered with a server error: retried.
     IamUnavailable,
+    /// IAM writes for this connection or namespace are spaced (a key made at most once per
+    /// --min-rotation-interval, a namespace's IAM writes per minute): done when due.
+    IamWritesSpaced,
     /// The Secret or IAM user the operator would use exists and is not the operator's.
     ManagedResourceConflict,
     /// The namespace has as many managed IAM users as the operator allows one namespace.
@@ -165,6 +168,12 @@ reasons! {
         StatusWriteRefused,
         /// A key rotation asked for by annotation waits for the least interval.
         RotationWaits,
+        /// The sweep found an IAM user of this installation whose S3Connection is gone (its
+        /// finalizer stripped, say) and removed its keys (and the user, unless Retain).
+        OrphanedUserRemoved,
+        /// The sweep found a managed user whose connection no grant covers any more and
+        /// revoked its keys.
+        UncoveredKeysRevoked,
     }
 }
 
@@ -181,6 +190,7 @@ impl Reason {
                 | Reason::PlatformUnreachable
                 | Reason::RegistrationUnconfirmed
                 | Reason::IamUnavailable
+                | Reason::IamWritesSpaced
         )
     }
 }

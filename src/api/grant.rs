@@ -64,9 +64,11 @@ const NAMESPACES_MESSAGE: &str =
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GrantedBucket {
-    /// A bucket name, or a pattern where `*` matches any run of characters
-    /// (`labelling-team-a-*`).
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9.*-]+$"))]
+    /// A bucket name, or a pattern: `*` matches any run of characters within one part of
+    /// the name (parts are separated by `-` and `.`: `labelling-*` matches
+    /// `labelling-cats`, not `labelling-cats-raw`), and `{namespace}` is the connection's
+    /// namespace (`labelling-{namespace}`: each namespace its own bucket).
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^([a-z0-9.*-]|\{namespace\})+$"))]
     pub bucket: String,
     /// Key prefixes a connection's prefix must be at or under (`images/`, `{namespace}/`,
     /// where `{namespace}` is the connection's namespace). Empty: the whole bucket. Each
@@ -77,6 +79,68 @@ pub struct GrantedBucket {
         inner(length(min = 2, max = 512), regex(pattern = r"^[^*?$/\x00-\x1f\x7f][^*?$\x00-\x1f\x7f]*/$"))
     )]
     pub prefixes: Vec<String>,
+    /// Whether keys may set the bucket's CORS rule (`Apply`: the key holds
+    /// s3:PutBucketCORS, which S3 has only for the whole bucket) or only read it
+    /// (`Verify`). `Verify` by default when `prefixes` are set, so that a key limited to a
+    /// prefix can never rewrite a shared bucket's CORS; `Apply` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<GrantCors>,
+}
+
+/// What a grant lets keys do with a bucket's CORS configuration.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum GrantCors {
+    Apply,
+    Verify,
+}
+
+impl GrantedBucket {
+    fn cors(&self) -> GrantCors {
+        self.cors.unwrap_or(if self.prefixes.is_empty() { GrantCors::Apply } else { GrantCors::Verify })
+    }
+}
+
+/// What covers a managed connection: the grant, and what it lets the keys do with CORS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Coverage {
+    pub grant: String,
+    pub cors: GrantCors,
+}
+
+impl Coverage {
+    /// The spec the minted policy is built from: the connection's, with CORS no wider than
+    /// the grant allows (a Verify grant never yields s3:PutBucketCORS).
+    pub fn spec(&self, spec: &super::connection::S3ConnectionSpec) -> super::connection::S3ConnectionSpec {
+        let mut spec = spec.clone();
+        if self.cors == GrantCors::Verify && spec.cors.mode == super::connection::CorsMode::Apply {
+            spec.cors.mode = super::connection::CorsMode::Verify;
+        }
+        spec
+    }
+}
+
+/// `pattern` (`*` within one `-`/`.`-separated part) matches the whole of `name`.
+pub fn bucket_matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some((b'*', rest)) => {
+                // Try every run of n that stays within one part.
+                let mut i = 0;
+                loop {
+                    if go(rest, &n[i..]) {
+                        return true;
+                    }
+                    if i == n.len() || matches!(n[i], b'-' | b'.') {
+                        return false;
+                    }
+                    i += 1;
+                }
+            }
+            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
 }
 
 fn all_usages() -> Vec<Usage> {
@@ -135,15 +199,16 @@ impl S3AccessGrantSpec {
             })
     }
 
-    /// Ok when the grant covers everything `req` asks for, else the first gap.
-    pub fn covers(&self, req: &Request) -> Result<(), Gap> {
+    /// What CORS the grant allows when it covers everything `req` asks for, else the
+    /// first gap.
+    pub fn covers(&self, req: &Request) -> Result<GrantCors, Gap> {
         if !self.selects(req.namespace, req.namespace_labels) {
             return Err(Gap::Namespace);
         }
         let buckets: Vec<&GrantedBucket> = self
             .buckets
             .iter()
-            .filter(|b| crate::endpoints::glob(b.bucket.as_bytes(), req.bucket.as_bytes()))
+            .filter(|b| bucket_matches(&b.bucket.replace("{namespace}", req.namespace), req.bucket))
             .collect();
         if buckets.is_empty() {
             return Err(Gap::Bucket);
@@ -152,13 +217,15 @@ impl S3AccessGrantSpec {
             b.prefixes.is_empty()
                 || b.prefixes.iter().any(|p| req.prefix.starts_with(&p.replace("{namespace}", req.namespace)))
         };
-        if !buckets.iter().any(under) {
+        let Some(cors) =
+            buckets.iter().copied().filter(|b| under(b)).map(|b| b.cors()).min_by_key(|c| *c != GrantCors::Apply)
+        else {
             let allowed = buckets
                 .iter()
                 .flat_map(|b| b.prefixes.iter().map(|p| p.replace("{namespace}", req.namespace)))
                 .collect();
             return Err(Gap::Prefix(allowed));
-        }
+        };
         let missing: Vec<Usage> = req.usages.iter().filter(|u| !self.usages.contains(u)).copied().collect();
         if !missing.is_empty() {
             return Err(Gap::Usage(missing));
@@ -166,23 +233,33 @@ impl S3AccessGrantSpec {
         if !self.deletion_policies.contains(&req.deletion_policy) {
             return Err(Gap::DeletionPolicy);
         }
-        Ok(())
+        Ok(cors)
     }
 }
 
-/// The grant that covers `req` (its name), or the sentence that says what is missing and
-/// who can fix it.
-pub fn decide(grants: &[S3AccessGrant], req: &Request) -> Result<String, String> {
+/// The grant that covers `req`, or the sentence that says what is missing and who can fix
+/// it. Where several cover it, the first that lets keys apply CORS, else the first.
+pub fn decide(grants: &[S3AccessGrant], req: &Request) -> Result<Coverage, String> {
     let mut closest: Option<(Gap, &S3AccessGrant)> = None;
+    let mut covered: Option<Coverage> = None;
     for grant in grants {
         match grant.spec.covers(req) {
-            Ok(()) => return Ok(grant.metadata.name.clone().unwrap_or_default()),
+            Ok(cors) => {
+                let coverage = Coverage { grant: grant.metadata.name.clone().unwrap_or_default(), cors };
+                if cors == GrantCors::Apply {
+                    return Ok(coverage);
+                }
+                covered.get_or_insert(coverage);
+            }
             Err(gap) => {
                 if closest.as_ref().is_none_or(|(g, _)| gap > *g) {
                     closest = Some((gap, grant));
                 }
             }
         }
+    }
+    if let Some(coverage) = covered {
+        return Ok(coverage);
     }
     let fallback = "or use spec.credentials.secretRef with keys you provide";
     let location = format!("s3://{}/{}", req.bucket, req.prefix);
@@ -246,9 +323,10 @@ mod tests {
                 {"bucket": "shared-*", "prefixes": ["images/", "{namespace}/"]}]}),
         );
         let grants = [g];
-        assert_eq!(decide(&grants, &req("team-a", &none, "labelling-team-a", "")), Ok("team-a".into()));
-        assert_eq!(decide(&grants, &req("team-a", &none, "shared-x", "images/cats/")), Ok("team-a".into()));
-        assert_eq!(decide(&grants, &req("team-a", &none, "shared-x", "team-a/")), Ok("team-a".into()));
+        let name = |r: Result<Coverage, String>| r.map(|c| c.grant);
+        assert_eq!(name(decide(&grants, &req("team-a", &none, "labelling-team-a", ""))), Ok("team-a".into()));
+        assert_eq!(name(decide(&grants, &req("team-a", &none, "shared-x", "images/cats/"))), Ok("team-a".into()));
+        assert_eq!(name(decide(&grants, &req("team-a", &none, "shared-x", "team-a/"))), Ok("team-a".into()));
         // Another team's bucket, prefix or namespace.
         let b = decide(&grants, &req("team-b", &none, "labelling-team-a", "")).unwrap_err();
         assert!(b.contains("namespace \"team-b\"") && b.contains("cluster admin"), "{b}");
@@ -278,7 +356,59 @@ mod tests {
             "keep",
             serde_json::json!({"namespaces": ["a"], "buckets": [{"bucket": "b"}], "deletionPolicies": ["Delete", "Retain"]}),
         );
-        assert_eq!(decide(&[import_only, allows], &retain), Ok("keep".into()));
+        assert_eq!(decide(&[import_only, allows], &retain).map(|c| c.grant), Ok("keep".into()));
+    }
+
+    #[test]
+    fn a_prefix_grant_lets_keys_only_verify_cors_unless_it_says_otherwise() {
+        let none = BTreeMap::new();
+        let g = grant(
+            "g",
+            serde_json::json!({"namespaces": ["a"], "buckets": [
+                {"bucket": "whole"},
+                {"bucket": "shared", "prefixes": ["a/"]},
+                {"bucket": "trusted", "prefixes": ["a/"], "cors": "Apply"},
+                {"bucket": "strict", "cors": "Verify"}]}),
+        );
+        let grants = [g];
+        let cors = |bucket: &str, prefix: &str| decide(&grants, &req("a", &none, bucket, prefix)).map(|c| c.cors);
+        assert_eq!(cors("whole", ""), Ok(GrantCors::Apply));
+        assert_eq!(cors("shared", "a/x/"), Ok(GrantCors::Verify));
+        assert_eq!(cors("trusted", "a/"), Ok(GrantCors::Apply));
+        assert_eq!(cors("strict", ""), Ok(GrantCors::Verify));
+        // The policy minted under a Verify grant holds no s3:PutBucketCORS.
+        let spec: crate::api::connection::S3ConnectionSpec =
+            serde_json::from_value(serde_json::json!({"uri": "s3://shared/a/", "credentials": {"managed": {}}}))
+                .unwrap();
+        let verify = Coverage { grant: "g".into(), cors: GrantCors::Verify };
+        let policy = crate::validation::least_privilege(&verify.spec(&spec)).unwrap().to_string();
+        assert!(!policy.contains("PutBucketCORS") && policy.contains("GetBucketCORS"), "{policy}");
+        let apply = Coverage { grant: "g".into(), cors: GrantCors::Apply };
+        assert!(crate::validation::least_privilege(&apply.spec(&spec)).unwrap().to_string().contains("PutBucketCORS"));
+    }
+
+    #[test]
+    fn bucket_patterns_match_within_one_part_and_name_the_namespace() {
+        assert!(bucket_matches("labelling-*", "labelling-cats"));
+        assert!(!bucket_matches("labelling-*", "labelling-cats-raw"), "* spans a -");
+        assert!(!bucket_matches("labelling-*", "labelling-cats.raw"), "* spans a .");
+        assert!(!bucket_matches("labelling-*", "other-labelling-cats"));
+        assert!(bucket_matches("team-*-data", "team-x-data"));
+        assert!(!bucket_matches("team-*-data", "team-x-y-data"));
+        assert!(bucket_matches("*", "anything") && !bucket_matches("*", "any-thing"));
+        assert!(bucket_matches("a*", "a") && !bucket_matches("", "a"));
+        let none = BTreeMap::new();
+        let g = grant(
+            "own",
+            serde_json::json!({"namespaceSelector": {"matchExpressions": [{"key": "t", "operator": "Exists"}]},
+                "buckets": [{"bucket": "labelling-{namespace}"}]}),
+        );
+        let labels = BTreeMap::from([("t".to_owned(), "x".to_owned())]);
+        let grants = [g];
+        assert!(decide(&grants, &req("team-a", &labels, "labelling-team-a", "")).is_ok());
+        assert!(decide(&grants, &req("team-a", &labels, "labelling-team-b", "")).is_err());
+        assert!(decide(&grants, &req("team", &labels, "labelling-team-a", "")).is_err());
+        assert!(decide(&grants, &req("team-a", &none, "labelling-team-a", "")).is_err());
     }
 
     #[test]

@@ -23,7 +23,7 @@ enum Command {
     /// Run the operator: validate S3Connections and keep their status current.
     ///
     /// Uses the in-cluster configuration, or KUBECONFIG / ~/.kube/config outside a cluster.
-    Operator(operator::OperatorArgs),
+    Operator(Box<operator::OperatorArgs>),
     /// Print the CustomResourceDefinitions (S3Connection, DatasetExport, Dataset,
     /// S3AccessGrant) as YAML.
     ///
@@ -45,7 +45,7 @@ pub fn main() -> ExitCode {
         Command::Crd => crd::run(),
         Command::Policy(args) => policy::run(args),
         Command::Check(args) => check::run(args),
-        Command::Operator(args) => operator::run(args),
+        Command::Operator(args) => operator::run(*args),
     }
 }
 

@@ -86,10 +86,28 @@ pub struct OperatorArgs {
     /// user, so that installations sharing an AWS account never touch each other's users.
     #[arg(long, env = "S3CONNECT_INSTALLATION", default_value = "s3connect", value_parser = installation_name)]
     installation: String,
-    /// The least time between two key rotations asked for with the
-    /// s3connect.io/rotate-keys-at annotation, per connection (seconds).
+    /// The least time between two access keys made for one connection, whatever asks for
+    /// them (a rotation asked for with the s3connect.io/rotate-keys-at annotation, the key
+    /// Secret deleted), measured from IAM's own key dates (seconds).
     #[arg(long, env = "S3CONNECT_MIN_ROTATION_INTERVAL", default_value_t = 3600)]
     min_rotation_interval: u64,
+    /// IAM writes one namespace's connections may make per minute (a burst of as many after
+    /// a quiet minute); the rest wait, with IamWritesSpaced.
+    #[arg(long, env = "S3CONNECT_IAM_WRITES_PER_MINUTE", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    iam_writes_per_minute: u32,
+    /// The least time between two changes of one connection's IAM policy (seconds).
+    #[arg(long, env = "S3CONNECT_POLICY_CHANGE_SPACING", default_value_t = 60)]
+    policy_change_spacing: u64,
+    /// With managed credentials, check at start that the chart's admission policy confines
+    /// the operator's Secret writes to the Secrets it owns (a dry-run write of another must
+    /// be refused), and refuse to manage credentials otherwise.
+    #[arg(long, env = "S3CONNECT_REQUIRE_ADMISSION_POLICY", default_value_t = true, action = clap::ArgAction::Set)]
+    require_admission_policy: bool,
+    /// How often the operator lists its IAM users to revoke what no S3Connection or grant
+    /// stands behind any more (a finalizer stripped, a grant or namespace label removed
+    /// while a connection was not reconciled), in seconds; also once at start.
+    #[arg(long, env = "S3CONNECT_MANAGED_SWEEP_INTERVAL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    managed_sweep_interval: u64,
     /// The most S3Connections with managed credentials (IAM users) one namespace may have;
     /// the newest beyond it wait with ManagedQuotaExceeded.
     #[arg(long, env = "S3CONNECT_MAX_MANAGED_PER_NAMESPACE", default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..))]
@@ -208,20 +226,32 @@ async fn operator(args: OperatorArgs) -> ExitCode {
     }
     if args.managed_credentials {
         use controller::connection::managed::{Managed, installation};
-        let installation = match installation(&client, &args.lease_namespace, &args.installation).await {
+        if args.require_admission_policy {
+            let probe_in = config.namespace.as_deref().unwrap_or(&args.lease_namespace);
+            if let Err(why) = controller::connection::managed::admission_enforced(&client, probe_in).await {
+                tracing::error!(error = %why, "managed credentials are not switched on");
+                return ExitCode::FAILURE;
+            }
+        }
+        let iam = s3connect::iam::Iam::from_environment(args.managed_iam_path, args.managed_permissions_boundary).await;
+        let installation = match installation(&client, &args.lease_namespace, &args.installation, &iam).await {
             Ok(i) => i,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read or create this installation's id: the operator needs get and create on ConfigMaps in its own namespace");
+                tracing::error!(error = %e, "cannot read or make this installation's id (the operator needs get, create and delete on ConfigMaps in its own namespace, and iam:ListUsers)");
                 return ExitCode::FAILURE;
             }
         };
-        let iam = s3connect::iam::Iam::from_environment(args.managed_iam_path, args.managed_permissions_boundary).await;
         tracing::info!(path = iam.path(), installation = %installation.release, "managed credentials enabled: S3AccessGrants decide what each namespace may obtain");
         config.managed = Some(Managed {
             iam,
             installation,
             min_rotation_interval: std::time::Duration::from_secs(args.min_rotation_interval),
             max_per_namespace: args.max_managed_per_namespace,
+            budget: std::sync::Arc::new(s3connect::timing::Budget::new(
+                args.iam_writes_per_minute,
+                std::time::Duration::from_secs(args.policy_change_spacing),
+            )),
+            sweep_interval: std::time::Duration::from_secs(args.managed_sweep_interval),
         });
     }
     tracing::info!(

@@ -27,6 +27,8 @@ pub struct Metrics {
     busy: Mutex<BTreeMap<&'static str, (u64, f64)>>,
     s3: Mutex<BTreeMap<(String, &'static str), u64>>,
     platform: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// What the managed-credentials sweep did, by action.
+    sweep: Mutex<BTreeMap<&'static str, u64>>,
     /// Per object uid: what the readiness gauges show.
     ready: Mutex<HashMap<String, ObjectState>>,
     pub leader: AtomicBool,
@@ -105,6 +107,11 @@ impl Metrics {
         bump(&self.platform, (endpoint, outcome));
     }
 
+    /// One IAM user the managed-credentials sweep acted on (or failed to).
+    pub fn managed_sweep(&self, action: &'static str) {
+        bump(&self.sweep, action);
+    }
+
     /// The object `uid` (`kind` `namespace/name`) is Ready or not, for `reason`.
     pub fn set_ready(&self, uid: &str, kind: &'static str, namespace: &str, name: &str, ready: bool, reason: &str) {
         let state = ObjectState {
@@ -177,6 +184,11 @@ impl Metrics {
                 "s3connect_platform_requests_total",
                 "Labellerr API requests by endpoint and outcome.",
                 pairs(&self.platform, ("endpoint", "outcome")),
+            ),
+            (
+                "s3connect_managed_sweep_total",
+                "IAM users the managed-credentials sweep acted on, by action: orphan_deleted, orphan_keys_deleted (Retain), uncovered_revoked, failed.",
+                singles(&self.sweep, "action"),
             ),
         ];
         for (name, help, rows) in families {

@@ -85,7 +85,8 @@ async fn grant(client: &kube::Client, name: &str, spec: Value) {
 async fn operator_identity(hint: &str) -> (s3connect::s3::client::Keys, String, Value) {
     let mut policy = operator_policy();
     for statement in policy["Statement"].as_array_mut().unwrap() {
-        assert_eq!(statement["Resource"], "arn:aws:iam::*:user/s3connect/*");
+        let documented = if statement["Sid"] == "S3ConnectListUsers" { "*" } else { "arn:aws:iam::*:user/s3connect/*" };
+        assert_eq!(statement["Resource"], documented);
         statement["Resource"] = json!("*");
     }
     let (keys, user) = iam::user_with_policy_named(hint, &policy).await;
@@ -100,7 +101,10 @@ fn managed_operator(
     extra: &[&str],
 ) -> (std::process::Child, PathBuf) {
     let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{log}-{}.log", std::process::id()));
-    let mut args = vec!["--namespace", ns, "--lease-namespace", ns, "--managed-credentials"];
+    // The admission policy is the chart's, proven in chart.rs against the operator's own
+    // ServiceAccount; these operators run as the test admin, whom it does not confine.
+    let mut args =
+        vec!["--namespace", ns, "--lease-namespace", ns, "--managed-credentials", "--require-admission-policy=false"];
     args.extend_from_slice(extra);
     let child = spawn_with_env(
         &log,
@@ -602,4 +606,329 @@ async fn namespaces_get_only_what_a_grant_covers_and_installations_keep_apart() 
         drop(op.stdin.take());
         assert!(op.wait().unwrap().success(), "an operator did not stop cleanly");
     }
+}
+
+/// A client that acts as `user` (impersonated by the test admin).
+async fn client_as(user: &str) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&env().kubeconfig).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    config.auth_info.impersonate = Some(user.to_owned());
+    kube::Client::try_from(config).unwrap()
+}
+
+/// A tenant of `ns` with what the `edit` role (and the chart's aggregated s3connect role)
+/// gives: S3Connections and Secrets, every verb, in its own namespace only.
+async fn tenant(client: &kube::Client, ns: &str) -> kube::Client {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let user = format!("tenant-{ns}");
+    let role: Role = serde_json::from_value(json!({"metadata": {"name": "tenant"}, "rules": [
+        {"apiGroups": ["s3connect.io"], "resources": ["s3connections"], "verbs": ["*"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]}]}))
+    .unwrap();
+    Api::<Role>::namespaced(client.clone(), ns).create(&PostParams::default(), &role).await.unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "tenant"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), ns).create(&PostParams::default(), &binding).await.unwrap();
+    let tenant = client_as(&user).await;
+    // RBAC is in force once the tenant can read its own namespace's connections.
+    for _ in 0..100 {
+        if Api::<S3Connection>::namespaced(tenant.clone(), ns).list(&Default::default()).await.is_ok() {
+            return tenant;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the tenant's Role did not come into force");
+}
+
+async fn user_policy(user: &str) -> Option<Value> {
+    let (status, body) =
+        iam::try_call(&[("Action", "GetUserPolicy"), ("UserName", user), ("PolicyName", "s3connect")]).await;
+    status.is_success().then(|| minted(&body))
+}
+
+/// Waits until `done` holds for what IAM says, or panics naming `what`.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+    for _ in 0..300 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what} did not happen within 60 s");
+}
+
+/// What IAM holds decides managed credentials, never what a tenant with the edit role can
+/// write: a forged Secret annotation, a finalizer stripped in a script, a Secret deleted
+/// in a loop, a Secret made in advance, a namespace label removed. Each as a tenant (or
+/// an admin) would do it, asserting IAM's own state and what a copied key can still do.
+#[tokio::test]
+async fn iam_not_what_a_tenant_writes_decides_managed_credentials() {
+    let _timer = crate::timed!();
+    let client = support::client().await;
+    let ns = private_namespace("mgdt");
+    let team = support::unique("team");
+    let namespace: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": ns, "labels": {"team": team}}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let tenant = tenant(&client, &ns).await;
+    let bucket = s3::bucket("tenant", "us-east-1").await;
+    for key in ["images/cat.jpg", "team/cat.jpg", "other/cat.jpg"] {
+        s3::put(&bucket, key, b"cat").await;
+    }
+    let shared = s3::bucket("shared", "us-east-1").await;
+    s3::put(&shared, &format!("{ns}/cat.jpg"), b"cat").await;
+    // The namespace is granted by label; a shared bucket only under its own prefix.
+    let by_label = support::unique("by-label");
+    grant(
+        &client,
+        &by_label,
+        json!({"namespaceSelector": {"matchLabels": {"team": team}}, "buckets": [
+            {"bucket": bucket}, {"bucket": shared, "prefixes": ["{namespace}/"]}],
+            "deletionPolicies": ["Delete", "Retain"]}),
+    )
+    .await;
+    let (keys, _, _) = operator_identity("operator-tenant").await;
+    let installation = support::unique("tn");
+    let (mut operator, log) = managed_operator(
+        "mgdt",
+        &ns,
+        &keys,
+        &[
+            "--installation",
+            &installation,
+            "--min-rotation-interval",
+            "3600",
+            "--max-managed-per-namespace",
+            "3",
+            "--managed-sweep-interval",
+            "2",
+            "--policy-change-spacing",
+            "1",
+        ],
+    );
+    let api = Api::<S3Connection>::namespaced(tenant.clone(), &ns);
+    let secrets = Api::<Secret>::namespaced(tenant.clone(), &ns);
+    let conn = |name: &str, uri: String| {
+        json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "metadata": {"name": name}, "spec": {
+            "uri": uri, "credentials": {"managed": {}}, "endpoint": env().s3_endpoint, "forcePathStyle": true}})
+    };
+    let create = |name: &'static str, uri: String| {
+        let api = api.clone();
+        let body = conn(name, uri);
+        async move { api.create(&PostParams::default(), &serde_json::from_value(body).unwrap()).await.unwrap() }
+    };
+
+    // A finalizer stripped and the connection deleted in two requests sent back to back, as
+    // a script would (where the chart's finalizer policy is not in force: chart.rs proves
+    // it refuses this): the user and its key are gone within one sweep, and the copied key
+    // no longer reads the bucket.
+    create("stripped", format!("s3://{bucket}/images/")).await;
+    wait(&api, "stripped", "Ready", ready).await;
+    let copied = keys_in(&secrets.get("stripped-s3connect-keys").await.unwrap());
+    assert!(can_read(&copied, &bucket, "images/cat.jpg").await);
+    let strip = json!({"metadata": {"finalizers": null}});
+    api.patch("stripped", &PatchParams::default(), &Patch::Merge(&strip)).await.unwrap();
+    api.delete("stripped", &DeleteParams::default()).await.unwrap();
+    let stripped_user = format!("{ns}.stripped");
+    eventually("the orphaned user deleted", || async { !iam_get_user(&stripped_user).await }).await;
+    assert!(!can_read(&copied, &bucket, "images/cat.jpg").await, "the orphan's copied key still reads the bucket");
+    let shown = everything_shown(&client, &ns).await;
+    assert!(shown.contains("OrphanedUserRemoved"), "no event says the orphan was removed");
+
+    // The policy-hash annotation a tenant forges is not what decides: IAM's own document is.
+    create("wide", format!("s3://{bucket}/")).await;
+    wait(&api, "wide", "Ready", ready).await;
+    let wide_user = format!("{ns}.wide");
+    let narrow = json!({"spec": {"uri": format!("s3://{bucket}/team/")}});
+    api.patch("wide", &PatchParams::default(), &Patch::Merge(&narrow)).await.unwrap();
+    let forged = json!({"metadata": {"annotations": {"s3connect.io/policy-hash": "0badc0de"}}});
+    secrets.patch("wide-s3connect-keys", &PatchParams::default(), &Patch::Merge(&forged)).await.unwrap();
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_s3connect"))
+        .args(["policy", "--uri", &format!("s3://{bucket}/team/"), "--usage", "import"])
+        .output()
+        .unwrap();
+    let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
+    eventually("IAM holding the narrow policy", || {
+        let (user, printed) = (wide_user.clone(), printed.clone());
+        async move { user_policy(&user).await == Some(printed) }
+    })
+    .await;
+    let wide_keys = keys_in(&secrets.get("wide-s3connect-keys").await.unwrap());
+    assert!(can_read(&wide_keys, &bucket, "team/cat.jpg").await);
+    assert!(!can_read(&wide_keys, &bucket, "other/cat.jpg").await, "the narrowed key still reads other/");
+
+    // The key Secret deleted in a loop: the operator makes no key sooner than
+    // --min-rotation-interval after the last, whatever asks for it, and says so.
+    create("looped", format!("s3://{bucket}/images/")).await;
+    wait(&api, "looped", "Ready", ready).await;
+    let looped_user = format!("{ns}.looped");
+    let first = access_keys(&looped_user).await;
+    assert_eq!(first.len(), 1);
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        let _ = secrets.delete("looped-s3connect-keys", &DeleteParams::default()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let l = wait(&api, "looped", "IamWritesSpaced", reason_is("CredentialsValid", "IamWritesSpaced")).await;
+    let message = &condition(&l, "CredentialsValid").unwrap().message;
+    assert!(message.contains("--min-rotation-interval"), "{message}");
+    assert_eq!(access_keys(&looped_user).await, first, "a key was made for a Secret deleted in a loop");
+
+    // A prefix of a shared bucket: the key never holds the bucket-wide s3:PutBucketCORS.
+    create("prefixed", format!("s3://{shared}/{ns}/")).await;
+    let prefixed_user = format!("{ns}.prefixed");
+    eventually("the prefixed user's policy", || {
+        let user = prefixed_user.clone();
+        async move { user_policy(&user).await.is_some() }
+    })
+    .await;
+    let document = user_policy(&prefixed_user).await.unwrap().to_string();
+    assert!(!document.contains("PutBucketCORS") && document.contains("GetBucketCORS"), "{document}");
+
+    // A Secret made in advance with the operator's label, an ownerReference and a made-up
+    // key: no proof in IAM that it holds this user's key, so it is never written to and
+    // counts as no key; the namespace (at its cap of 3 users) gets no fourth.
+    let premade = create("premade", format!("s3://{bucket}/images/")).await;
+    let fake: Secret = serde_json::from_value(json!({"metadata": {"name": "premade-s3connect-keys",
+        "labels": {"app.kubernetes.io/managed-by": "s3connect"},
+        "ownerReferences": [{"apiVersion": "s3connect.io/v1alpha1", "kind": "S3Connection", "name": "premade",
+            "uid": premade.metadata.uid.clone().unwrap(), "controller": true}]},
+        "stringData": {"AWS_ACCESS_KEY_ID": "AKIAFAKEFAKEFAKEFAKE", "AWS_SECRET_ACCESS_KEY": "fake"}}))
+    .unwrap();
+    secrets.create(&PostParams::default(), &fake).await.unwrap();
+    let p = wait(&api, "premade", "ManagedResourceConflict", reason_is("CredentialsValid", "ManagedResourceConflict"))
+        .await;
+    let message = &condition(&p, "CredentialsValid").unwrap().message;
+    assert!(message.contains("premade-s3connect-keys") && message.contains("Delete the Secret"), "{message}");
+    assert!(!iam_get_user(&format!("{ns}.premade")).await, "a user was made past the namespace's cap");
+    let still = secrets.get("premade-s3connect-keys").await.unwrap();
+    assert_eq!(still.data.unwrap()["AWS_ACCESS_KEY_ID"].0, b"AKIAFAKEFAKEFAKEFAKE", "the foreign Secret was written");
+
+    // The namespace label the grant selected removed by an admin: every key is revoked at
+    // once, and a copied key stops working.
+    assert!(can_read(&wide_keys, &bucket, "team/cat.jpg").await);
+    let unlabel = json!({"metadata": {"labels": {"team": null}}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&unlabel))
+        .await
+        .unwrap();
+    let w = wait(&api, "wide", "revoked", reason_is("CredentialsValid", "ManagedBucketNotAllowed")).await;
+    assert!(managed(&w).is_null(), "{}", managed(&w));
+    assert!(access_keys(&wide_user).await.is_empty(), "IAM still holds the key of a namespace no grant selects");
+    assert!(!can_read(&wide_keys, &bucket, "team/cat.jpg").await, "the copied key still reads after the label went");
+    eventually("every key of the namespace revoked", || {
+        let (a, b) = (looped_user.clone(), prefixed_user.clone());
+        async move { access_keys(&a).await.is_empty() && access_keys(&b).await.is_empty() }
+    })
+    .await;
+
+    // No key material in what the operator showed.
+    let mut shown = everything_shown(&client, &ns).await;
+    shown.push_str(&std::fs::read_to_string(&log).unwrap());
+    for k in [&copied, &wide_keys] {
+        assert!(!shown.contains(&k.access_key_id) && !shown.contains(&k.secret_access_key), "a key was shown");
+    }
+    for name in ["wide", "looped", "prefixed", "premade"] {
+        Api::<S3Connection>::namespaced(client.clone(), &ns).delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    eventually("every user deleted with its connection", || {
+        let (a, b, c) = (wide_user.clone(), looped_user.clone(), prefixed_user.clone());
+        async move { !iam_get_user(&a).await && !iam_get_user(&b).await && !iam_get_user(&c).await }
+    })
+    .await;
+    drop(operator.stdin.take());
+    assert!(operator.wait().unwrap().success(), "the operator did not stop cleanly");
+}
+
+/// The installation's id is what proves a user the operator's own. Made anew (its
+/// ConfigMap deleted), it is refused at start while IAM holds users of the earlier id,
+/// saying how to adopt them; replaced by hand, every connection whose user carries the
+/// earlier id shows a conflict, and its deletion keeps the finalizer and the keys rather
+/// than report a revocation that did not happen. The old id put back, all goes on.
+#[tokio::test]
+async fn an_installation_id_made_anew_never_orphans_or_falsely_revokes_keys() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let _timer = crate::timed!();
+    let client = support::client().await;
+    let ns = private_namespace("mgdid");
+    support::named_namespace(&client, &ns).await;
+    let bucket = s3::bucket("instid", "us-east-1").await;
+    s3::put(&bucket, "images/cat.jpg", b"cat").await;
+    grant(&client, &support::unique("grant-id"), json!({"namespaces": [ns], "buckets": [{"bucket": bucket}]})).await;
+    let (keys, _, _) = operator_identity("operator-id").await;
+    let release = support::unique("rel");
+    let args = ["--installation", release.as_str(), "--min-rotation-interval", "0"];
+    let (mut first, _) = managed_operator("mgdid-1", &ns, &keys, &args);
+    let api = Api::<S3Connection>::namespaced(client.clone(), &ns);
+    apply(&api, "c", &bucket, false).await;
+    wait(&api, "c", "Ready", ready).await;
+    let user = format!("{ns}.c");
+    let held = access_keys(&user).await;
+    assert_eq!(held.len(), 1);
+    drop(first.stdin.take());
+    assert!(first.wait().unwrap().success());
+    let maps = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let name = format!("{release}-installation");
+    let old_id = maps.get(&name).await.unwrap().data.unwrap()["id"].clone();
+
+    // The ConfigMap deleted: the operator refuses a new id and says how to adopt.
+    maps.delete(&name, &DeleteParams::default()).await.unwrap();
+    let (mut refused, log) = managed_operator("mgdid-2", &ns, &keys, &args);
+    let mut said = String::new();
+    for _ in 0..150 {
+        said = std::fs::read_to_string(&log).unwrap_or_default();
+        if said.contains("put the old id back") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(said.contains("put the old id back") && said.contains(&old_id), "{said}");
+    drop(refused.stdin.take());
+    assert!(!refused.wait().unwrap().success(), "the operator ran with a new id");
+    assert!(maps.get_opt(&name).await.unwrap().is_none(), "the refused id was kept");
+    assert_eq!(access_keys(&user).await, held);
+
+    // Replaced by hand with another id: a conflict, keys intact, the deletion held.
+    let replaced: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": name}, "data": {"id": "someone-elses"}})).unwrap();
+    maps.create(&PostParams::default(), &replaced).await.unwrap();
+    let (mut other, _) = managed_operator("mgdid-3", &ns, &keys, &args);
+    let rotate = json!({"metadata": {"annotations": {"s3connect.io/rotate-keys-at": "after-replace"}}});
+    api.patch("c", &PatchParams::default(), &Patch::Merge(&rotate)).await.unwrap();
+    let c = wait(&api, "c", "ManagedResourceConflict", reason_is("CredentialsValid", "ManagedResourceConflict")).await;
+    let message = &condition(&c, "CredentialsValid").unwrap().message;
+    assert!(message.contains(&old_id) && message.contains("cannot be proven"), "{message}");
+    api.delete("c", &DeleteParams::default()).await.unwrap();
+    let c = wait(&api, "c", "the deletion held", |c| {
+        condition(c, "CredentialsValid")
+            .is_some_and(|x| x.reason == "ManagedResourceConflict" && x.message.contains("keeps the finalizer"))
+            && c.metadata.deletion_timestamp.is_some()
+    })
+    .await;
+    assert!(c.metadata.finalizers.unwrap_or_default().iter().any(|f| f == "s3connect.io/iam-user"));
+    assert_eq!(access_keys(&user).await, held, "keys changed by an installation that cannot prove them its own");
+    drop(other.stdin.take());
+    assert!(other.wait().unwrap().success());
+
+    // The old id put back: the deletion completes, and the user goes with it.
+    let restored = json!({"data": {"id": old_id}});
+    maps.patch(&name, &PatchParams::default(), &Patch::Merge(&restored)).await.unwrap();
+    let (mut back, _) = managed_operator("mgdid-4", &ns, &keys, &args);
+    let mut gone = false;
+    for _ in 0..150 {
+        if api.get_opt("c").await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(gone, "the deletion did not complete with the old id back");
+    assert!(!iam_get_user(&user).await, "the user outlived its connection");
+    drop(back.stdin.take());
+    assert!(back.wait().unwrap().success());
 }

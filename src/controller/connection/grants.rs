@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -23,32 +24,90 @@ use crate::controller::{Context, FIELD_MANAGER};
 /// How often grant statuses are brought up to date.
 const STATUS_EVERY: Duration = Duration::from_secs(10);
 
-/// One item each time a grant's spec changes or a grant goes (not on status writes).
+/// One item each time a grant's spec changes or a grant goes (not on status writes),
+/// including a grant deleted while the watch was relisting (it is missing from the relist).
 pub fn changes(ctx: &Context) -> impl Stream<Item = ()> + Send + 'static {
     let mut seen: HashMap<String, Option<i64>> = HashMap::new();
+    let mut relisted: Option<HashMap<String, Option<i64>>> = None;
     watcher(Api::<S3AccessGrant>::all(ctx.client.clone()), watcher::Config::default())
         .backoff(super::super::watch_backoff())
         .filter_map(move |event| {
             let changed = match event {
-                Ok(watcher::Event::Apply(g) | watcher::Event::InitApply(g)) => {
+                Ok(watcher::Event::Init) => {
+                    relisted = Some(HashMap::new());
+                    false
+                }
+                Ok(watcher::Event::InitApply(g)) => {
+                    let (uid, generation) = (g.uid().unwrap_or_default(), g.metadata.generation);
+                    relisted.get_or_insert_with(HashMap::new).insert(uid.clone(), generation);
+                    seen.get(&uid) != Some(&generation)
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let now = relisted.take().unwrap_or_default();
+                    let gone = seen.keys().any(|uid| !now.contains_key(uid));
+                    seen = now;
+                    gone
+                }
+                Ok(watcher::Event::Apply(g)) => {
                     seen.insert(g.uid().unwrap_or_default(), g.metadata.generation) != Some(g.metadata.generation)
                 }
                 Ok(watcher::Event::Delete(g)) => {
                     seen.remove(&g.uid().unwrap_or_default());
                     true
                 }
-                _ => false,
+                Err(_) => false,
             };
             futures::future::ready(changed.then_some(()))
         })
 }
 
-/// The managed connections, for a re-check after a grant changed.
-pub fn managed_connections(store: &Store<S3Connection>) -> Vec<ObjectRef<S3Connection>> {
+/// The name of each namespace whose labels change (a grant's namespaceSelector may select
+/// it no more, or now): a metadata-only watch, so nothing but names and labels is held.
+pub fn namespace_label_changes(ctx: &Context) -> impl Stream<Item = String> + Send + 'static {
+    let mut labels: HashMap<String, u64> = HashMap::new();
+    let config = match &ctx.config.namespace {
+        Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
+        None => watcher::Config::default(),
+    };
+    watcher(Api::<kube::api::PartialObjectMeta<Namespace>>::all(ctx.client.clone()), config)
+        .backoff(super::super::watch_backoff())
+        .filter_map(move |event| {
+            let changed = match event {
+                Ok(watcher::Event::Apply(ns) | watcher::Event::InitApply(ns)) => {
+                    let name = ns.name_any();
+                    let hash = labels_hash(ns.metadata.labels.as_ref());
+                    // The first sight of a namespace is no change: the connections in it
+                    // were decided with the labels it has.
+                    match labels.insert(name.clone(), hash) {
+                        Some(old) if old != hash => Some(name),
+                        _ => None,
+                    }
+                }
+                Ok(watcher::Event::Delete(ns)) => {
+                    labels.remove(&ns.name_any());
+                    None
+                }
+                _ => None,
+            };
+            futures::future::ready(changed)
+        })
+}
+
+fn labels_hash(labels: Option<&std::collections::BTreeMap<String, String>>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    labels.hash(&mut h);
+    h.finish()
+}
+
+/// The managed connections (of `namespace`, or all), for a re-check after a grant or a
+/// namespace's labels changed.
+pub fn managed_connections(store: &Store<S3Connection>, namespace: Option<&str>) -> Vec<ObjectRef<S3Connection>> {
     store
         .state()
         .iter()
         .filter(|c| c.spec.credentials.managed.is_some())
+        .filter(|c| namespace.is_none_or(|ns| c.namespace().as_deref() == Some(ns)))
         .map(|c| ObjectRef::from_obj(c.as_ref()))
         .collect()
 }

@@ -22,13 +22,14 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, Preconditions};
 
-use crate::api::annotations::{IAM_USER_FINALIZER, ROTATE_ANNOTATION};
+use crate::api::annotations::{IAM_USER_FINALIZER, ROTATE_ANNOTATION, ROTATED_FOR_ANNOTATION};
 use crate::api::conditions::Reason;
 use crate::api::connection::{ManagedCredentialsStatus, S3Connection, managed_secret_name};
 use crate::api::grant::{self, S3AccessGrant};
 use crate::controller::{Context, FIELD_MANAGER};
 use crate::iam::{Iam, IamError, Owner};
 use crate::s3::uri::Location;
+use crate::timing::Budget;
 use crate::validation::Blocker;
 
 const ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
@@ -44,6 +45,10 @@ pub struct Managed {
     pub min_rotation_interval: std::time::Duration,
     /// The most managed IAM users one namespace may have.
     pub max_per_namespace: u32,
+    /// IAM writes per namespace, and policy changes per connection, spaced.
+    pub budget: std::sync::Arc<Budget>,
+    /// How often the sweep looks for users whose connection is gone or no longer granted.
+    pub sweep_interval: std::time::Duration,
 }
 
 /// This installation of the operator: its id tags every IAM user it makes, so that two
@@ -60,8 +65,16 @@ const INSTALLATION_KEY: &str = "id";
 
 /// Reads this installation's id from the ConfigMap `<release>-installation` in
 /// `namespace`, making it on first start. Two replicas starting together agree: the one
-/// whose create loses reads the winner's.
-pub async fn installation(client: &kube::Client, namespace: &str, release: &str) -> Result<Installation, String> {
+/// whose create loses reads the winner's. A new id is refused (and its ConfigMap deleted
+/// again, so that the next start looks again) while IAM holds users tagged for the same
+/// release under another id: they would otherwise be left with live keys that no
+/// installation can prove its own.
+pub async fn installation(
+    client: &kube::Client,
+    namespace: &str,
+    release: &str,
+    iam: &Iam,
+) -> Result<Installation, String> {
     use k8s_openapi::api::core::v1::ConfigMap;
     let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
     let name = format!("{release}-installation");
@@ -82,13 +95,82 @@ pub async fn installation(client: &kube::Client, namespace: &str, release: &str)
     };
     let made = match api.create(&Default::default(), &cm).await {
         Ok(made) => made,
-        Err(kube::Error::Api(e)) if e.code == 409 => api.get(&name).await.map_err(failed)?,
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let won = api.get(&name).await.map_err(failed)?;
+            let id = read(&won).ok_or_else(|| {
+                format!("ConfigMap {namespace}/{name} has no {INSTALLATION_KEY:?}: delete it and restart the operator")
+            })?;
+            return Ok(Installation { id, release: release.to_owned() });
+        }
         Err(e) => return Err(failed(e)),
     };
     let id = read(&made).ok_or_else(|| {
         format!("ConfigMap {namespace}/{name} has no {INSTALLATION_KEY:?}: delete it and restart the operator")
     })?;
+    let earlier = earlier_ids(iam, release, &id)
+        .await
+        .map_err(|e| format!("{e} (looking for users of an earlier id of installation {release:?})"));
+    if let Some(message) = match earlier {
+        Ok(ids) if ids.is_empty() => None,
+        Ok(ids) => Some(format!(
+            "IAM holds users under {} tagged for installation {release:?} with id {}, but ConfigMap {namespace}/{name} was missing and a new id was about to be made: to adopt those users, put the old id back (kubectl -n {namespace} create configmap {name} --from-literal=id={}) and restart; to leave them to a person, remove their {} tag",
+            iam.path(),
+            ids.join(", "),
+            ids[0],
+            crate::iam::TAG_INSTALLATION
+        )),
+        Err(e) => Some(e),
+    } {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions { uid: made.uid(), resource_version: None }),
+            ..Default::default()
+        };
+        let _ = api.delete(&name, &params).await;
+        return Err(message);
+    }
     Ok(Installation { id, release: release.to_owned() })
+}
+
+/// The ids other than `id` that IAM users under the path carry for `release`.
+async fn earlier_ids(iam: &Iam, release: &str, id: &str) -> Result<Vec<String>, String> {
+    let mut ids = Vec::new();
+    for user in iam.users().await.map_err(|e| e.to_string())? {
+        let Some(tags) = iam.tags(&user).await.map_err(|e| e.to_string())? else { continue };
+        if tags.get(crate::iam::TAG_RELEASE).map(String::as_str) == Some(release)
+            && !tags.contains_key(crate::iam::TAG_RELEASED)
+            && let Some(other) = tags.get(crate::iam::TAG_INSTALLATION).filter(|i| *i != id)
+            && !ids.contains(other)
+        {
+            ids.push(other.clone());
+        }
+    }
+    Ok(ids)
+}
+
+/// Whether the chart's admission policy for Secrets is in force for the operator's own
+/// identity: a dry-run create of a Secret it does not own (no label, no owner) in
+/// `namespace` must be refused by that policy. Without it, RBAC's create/patch/delete on
+/// Secrets would let a stolen operator token write any Secret, so managed credentials are
+/// not switched on.
+pub async fn admission_enforced(client: &kube::Client, namespace: &str) -> Result<(), String> {
+    let probe = Secret {
+        metadata: ObjectMeta { name: Some("s3connect-admission-check".into()), ..Default::default() },
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
+    let params = kube::api::PostParams { dry_run: true, ..Default::default() };
+    let fix = "install the chart's ValidatingAdmissionPolicies (Kubernetes 1.30 or later; Helm value managedCredentials.enabled renders them) and run the operator as the chart's ServiceAccount, or pass --require-admission-policy=false to accept the risk";
+    match Api::<Secret>::namespaced(client.clone(), namespace).create(&params, &probe).await {
+        Ok(_) => Err(format!(
+            "a dry-run write of a Secret the operator does not own in namespace {namespace:?} was admitted: {fix}"
+        )),
+        Err(kube::Error::Api(e)) if e.message.contains("s3connect operator may only write") => Ok(()),
+        Err(kube::Error::Api(e)) => Err(format!(
+            "a dry-run write of a Secret in namespace {namespace:?} was refused, but not by the s3connect admission policy ({}: {}): {fix}",
+            e.code, e.message
+        )),
+        Err(e) => Err(format!("the admission policy could not be checked ({e}); retry by restarting the operator")),
+    }
 }
 
 /// Deletes the managed key Secret `secret` (already shown to be the connection's), only if
@@ -132,7 +214,7 @@ fn blocked(reason: Reason, message: String) -> Blocker {
 pub fn reason_of(e: &IamError) -> Reason {
     match e {
         IamError::Denied { .. } => Reason::OperatorIamDenied,
-        IamError::Foreign { .. } => Reason::ManagedResourceConflict,
+        IamError::Foreign { .. } | IamError::Unprovable { .. } => Reason::ManagedResourceConflict,
         IamError::Rejected { .. } => Reason::IamRejected,
         IamError::Unavailable { .. } => Reason::IamUnavailable,
     }
@@ -148,7 +230,7 @@ async fn granted(
     ctx: &Context,
     conn: &S3Connection,
     location: &Location,
-) -> Result<Result<String, String>, kube::Error> {
+) -> Result<Result<grant::Coverage, String>, kube::Error> {
     let namespace = conn.namespace().unwrap_or_default();
     let grants = Api::<S3AccessGrant>::all(ctx.client.clone()).list(&ListParams::default()).await?.items;
     let labels = if grants.iter().any(|g| g.spec.namespace_selector.is_some()) {
@@ -168,26 +250,13 @@ async fn granted(
     Ok(grant::decide(&grants, &request))
 }
 
-/// Where the connection stands among its namespace's managed connections, oldest first
-/// (read fresh): the first `--max-managed-per-namespace` are served, so a namespace's
-/// newest connection waits, never an established one.
-async fn quota_rank(ctx: &Context, conn: &S3Connection) -> Result<(usize, usize), kube::Error> {
-    let namespace = conn.namespace().unwrap_or_default();
-    let all = Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace).list(&ListParams::default()).await?;
-    let mut managed: Vec<_> = all
-        .items
-        .iter()
-        .filter(|c| c.spec.credentials.managed.is_some() && c.metadata.deletion_timestamp.is_none())
-        .map(|c| (c.metadata.creation_timestamp.clone().map(|t| t.0), c.uid().unwrap_or_default()))
-        .collect();
-    managed.sort();
-    let uid = conn.uid().unwrap_or_default();
-    let rank = managed.iter().position(|(_, u)| *u == uid).unwrap_or(managed.len());
-    Ok((rank, managed.len()))
-}
-
 /// Makes sure the connection's IAM user, policy and a current key exist, rotating the key
 /// when it is due. Err is a blocker for the status (or a Kubernetes error to retry).
+///
+/// Every decision is made from IAM's own state, read first (the user's tags, its keys and
+/// their dates, its inline policy), and from the API server: nothing a tenant can write on
+/// the Secret decides whether a policy is current, how old a key is, or whether a key
+/// exists at all.
 pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured, Blocker>, kube::Error> {
     let (namespace, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
     let Some(spec) = &conn.spec.credentials.managed else {
@@ -209,7 +278,7 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     let secret = secrets.get_opt(&secret_name).await?;
     let uid = conn.uid().unwrap_or_default();
-    let ours = |s: &Secret| s.owner_references().iter().any(|o| o.uid == uid);
+    let ours = |s: &Secret| s.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true));
     if let Some(s) = &secret
         && !ours(s)
     {
@@ -224,7 +293,7 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
 
     // What a cluster admin granted, before anything in IAM; keys of a connection no
     // longer covered go now.
-    let grant_name = match granted(ctx, conn, &location).await? {
+    let coverage = match granted(ctx, conn, &location).await? {
         Ok(g) => g,
         Err(message) => {
             // One sentence whether this reconcile revoked or an earlier one did (or there
@@ -245,38 +314,61 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
             return Ok(Err(blocked(Reason::ManagedBucketNotAllowed, message)));
         }
     };
+
+    // IAM's truth: the user (provably ours), its keys with their dates, its policy.
+    let held = match iam.observe(&user, &owner).await {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(from_iam(&e))),
+    };
+    let keys = held.as_ref().map(|h| h.keys.clone()).unwrap_or_default();
+    // The Secret counts as holding a key only when IAM lists that key for this user: one
+    // a tenant made (with the label and an ownerReference) or one whose key was deleted
+    // in IAM is never written to, nor counted as a key.
     let current = secret.as_ref().and_then(|s| value(s, ACCESS_KEY_ID));
-    // A namespace's quota of IAM users applies before a new user is made.
-    if current.is_none() {
-        let (rank, total) = quota_rank(ctx, conn).await?;
+    let held_key = current.as_ref().and_then(|id| keys.iter().find(|k| k.id == *id)).cloned();
+    if secret.is_some() && held_key.is_none() {
+        return Ok(Err(blocked(
+            Reason::ManagedResourceConflict,
+            format!(
+                "Secret {secret_name:?} holds no access key of IAM user {user:?} (IAM lists no key with its key id): the operator did not write it, or its key was deleted in IAM. Delete the Secret, and the operator writes a new key to it."
+            ),
+        )));
+    }
+    // A namespace's quota of IAM users, counted from IAM (the users this installation
+    // tagged for the namespace), applies before a new user is made.
+    if held.is_none() {
         let max = managed.max_per_namespace as usize;
-        if rank >= max {
+        let others = match users_of(managed, &namespace, &uid).await {
+            Ok(n) => n,
+            Err(e) => return Ok(Err(from_iam(&e))),
+        };
+        if others >= max {
             return Ok(Err(blocked(
                 Reason::ManagedQuotaExceeded,
                 format!(
-                    "Namespace {namespace:?} has {total} S3Connections with managed credentials and the operator makes IAM users for at most {max} per namespace (--max-managed-per-namespace); this one is newer than the first {max}: delete another, ask the cluster admin to raise the limit, or use spec.credentials.secretRef."
+                    "Namespace {namespace:?} has {others} IAM users made for its S3Connections and the operator makes at most {max} per namespace (--max-managed-per-namespace): delete another managed S3Connection, ask the cluster admin to raise the limit, or use spec.credentials.secretRef."
                 ),
             )));
         }
     }
 
-    let policy = crate::validation::least_privilege(&conn.spec).unwrap_or_default();
-    let policy_hash = crate::text::short_hash(&policy.to_string());
-    let annotation = |k: &str| secret.as_ref().and_then(|s| s.annotations().get(k).cloned());
-    let created =
-        annotation(crate::api::annotations::KEY_CREATED_AT_ANNOTATION).and_then(|t| t.parse::<Timestamp>().ok());
+    let policy = crate::validation::least_privilege(&coverage.spec(&conn.spec)).unwrap_or_default();
+    let created = held_key.as_ref().and_then(|k| Timestamp::from_second(k.created).ok());
+    // The newest key IAM lists, whoever asked for it: keys are made at most once per
+    // --min-rotation-interval whatever the trigger (a Secret deleted in a loop, a request),
+    // and IAM's dates survive a restart of the operator.
+    let newest = keys.iter().map(|k| k.created).max().and_then(|c| Timestamp::from_second(c).ok());
+    let next_key_at =
+        newest.and_then(|c| c.checked_add(managed.min_rotation_interval).ok()).filter(|at| *at > Timestamp::now());
     // Rotation is recorded on the Secret, read fresh from the API server: a reconcile that
     // sees an older copy of the S3Connection never rotates twice for one request.
-    let handled = annotation(crate::api::annotations::ROTATED_FOR_ANNOTATION);
+    let handled = secret.as_ref().and_then(|s| s.annotations().get(ROTATED_FOR_ANNOTATION).cloned());
     let rotate_asked = conn.annotations().get(ROTATE_ANNOTATION).cloned();
     let now = Timestamp::now();
     let due = rotation_due(created, now, spec.rotation());
     let asked = rotate_asked.is_some() && rotate_asked != handled;
     // Asked-for rotations are spaced: a tenant cannot churn IAM keys toward AWS's quotas.
-    let waits_until = created
-        .filter(|_| asked && !due)
-        .and_then(|c| c.checked_add(managed.min_rotation_interval).ok())
-        .filter(|until| *until > now);
+    let waits_until = next_key_at.filter(|_| asked && !due);
     let mut status = ManagedCredentialsStatus {
         user_name: user.clone(),
         user_path: iam.path().to_owned(),
@@ -289,36 +381,63 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
             .and_then(|s| s.managed_credentials.as_ref())
             .is_some_and(|m| m.retiring_previous_key),
         last_handled_rotate_at: handled.clone(),
-        grant: Some(grant_name),
+        grant: Some(coverage.grant.clone()),
         rotation_waits_until: waits_until.map(Time),
     };
 
-    let needs_key = current.is_none();
-    let needs_policy =
-        annotation(crate::api::annotations::POLICY_HASH_ANNOTATION).as_deref() != Some(policy_hash.as_str());
+    let needs_key = secret.is_none();
+    let current_policy = held.as_ref().and_then(|h| h.policy.clone());
+    let needs_policy = current_policy.as_ref() != Some(&policy);
+    let deletion_policy = format!("{:?}", spec.deletion_policy);
+    let needs_tag =
+        held.as_ref().is_some_and(|h| h.tags.get(crate::iam::TAG_DELETION_POLICY) != Some(&deletion_policy));
     let rotate = !needs_key && (due || asked) && waits_until.is_none();
-    if !needs_key && !needs_policy && !rotate {
+    if !needs_key && !needs_policy && !rotate && !needs_tag {
         return Ok(Ok(Ensured { status, secret }));
     }
-    // Whatever is about to change in IAM, the user is this connection's first (its tags),
-    // never a person's or another installation's of the same name.
-    if let Err(e) = iam.ensure_user(&user, &owner).await {
+    if needs_key && let Some(at) = next_key_at {
+        return Ok(Err(blocked(
+            Reason::IamWritesSpaced,
+            format!(
+                "The managed key Secret {secret_name:?} is gone and IAM user {user:?} had a key made less than --min-rotation-interval ago: the operator makes its next key at {at}, and no sooner, whatever asks for it."
+            ),
+        )));
+    }
+    // Every IAM write this reconcile makes, counted before the first: the user (and its
+    // tag), the policy, the keys not held and the new key.
+    let strays = if needs_key || rotate { keys.iter().filter(|k| Some(&k.id) != current.as_ref()).count() } else { 0 };
+    let writes = usize::from(held.is_none())
+        + usize::from(needs_tag)
+        + usize::from(needs_policy)
+        + if needs_key || rotate { strays + 1 } else { 0 };
+    // A change to a policy IAM already holds is spaced per connection (a spec toggled in a
+    // loop); the first policy, or one after a revocation, is put at once.
+    let policy_spaced = needs_policy && current_policy.is_some();
+    if let Err(at) = managed.budget.take(&namespace, &uid, writes, policy_spaced) {
+        return Ok(Err(blocked(
+            Reason::IamWritesSpaced,
+            format!(
+                "The operator spaces IAM writes so that one namespace cannot throttle IAM for every other (at most {} a minute per namespace, a policy change per connection every {} s): this connection's changes are made at {at}.",
+                managed.budget.per_minute,
+                managed.budget.policy_spacing.as_secs()
+            ),
+        )));
+    }
+    // Whatever is about to change in IAM, the user is this connection's (its tags), never
+    // a person's or another installation's of the same name.
+    if (held.is_none() || needs_tag)
+        && let Err(e) = iam.ensure_user(&user, &owner, &deletion_policy, held.as_ref().map(|h| &h.tags)).await
+    {
         return Ok(Err(from_iam(&e)));
     }
-    if (needs_key || needs_policy)
-        && let Err(e) = iam.put_policy(&user, &policy).await
-    {
+    if needs_policy && let Err(e) = iam.put_policy(&user, &policy).await {
         return Ok(Err(from_iam(&e)));
     }
     let mut keys_to_write = None;
     if needs_key || rotate {
         // Keys the Secret does not hold are answers lost before they were written: delete
         // them first (this also keeps the user under AWS's two-key limit).
-        let listed = match iam.keys(&user).await {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(from_iam(&e))),
-        };
-        for key in listed.iter().filter(|k| Some(&k.id) != current.as_ref()) {
+        for key in keys.iter().filter(|k| Some(&k.id) != current.as_ref()) {
             if let Err(e) = iam.delete_key(&user, &key.id).await {
                 return Ok(Err(from_iam(&e)));
             }
@@ -328,26 +447,18 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
             Err(e) => return Ok(Err(from_iam(&e))),
         }
     }
-    // Write what changed: the key (at once, as it exists only in this answer) and the
-    // policy version.
-    let mut annotations = BTreeMap::from([(crate::api::annotations::POLICY_HASH_ANNOTATION.to_owned(), policy_hash)]);
+    let Some(keys) = keys_to_write else {
+        return Ok(Ok(Ensured { status, secret }));
+    };
+    // Write the key at once: it exists only in this answer.
+    let mut annotations = BTreeMap::new();
     let mut data = secret.as_ref().and_then(|s| s.data.clone()).unwrap_or_default();
-    match &keys_to_write {
-        Some(keys) => {
-            data.insert(ACCESS_KEY_ID.into(), ByteString(keys.access_key_id.clone().into_bytes()));
-            data.insert(SECRET_ACCESS_KEY.into(), ByteString(keys.secret_access_key.clone().into_bytes()));
-            annotations.insert(crate::api::annotations::KEY_CREATED_AT_ANNOTATION.into(), now.to_string());
-            status.key_created_time = Some(Time(now));
-        }
-        None => {
-            if let Some(c) = created {
-                annotations.insert(crate::api::annotations::KEY_CREATED_AT_ANNOTATION.into(), c.to_string());
-            }
-        }
-    }
+    data.insert(ACCESS_KEY_ID.into(), ByteString(keys.access_key_id.clone().into_bytes()));
+    data.insert(SECRET_ACCESS_KEY.into(), ByteString(keys.secret_access_key.clone().into_bytes()));
+    status.key_created_time = Some(Time(now));
     let handled_now = if rotate && asked { rotate_asked.clone() } else { handled };
     if let Some(h) = &handled_now {
-        annotations.insert(crate::api::annotations::ROTATED_FOR_ANNOTATION.into(), h.clone());
+        annotations.insert(ROTATED_FOR_ANNOTATION.into(), h.clone());
     }
     status.last_handled_rotate_at = handled_now;
     let owner_ref = OwnerReference {
@@ -374,13 +485,35 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     let written =
         secrets.patch(&secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
     let connection = format!("{namespace}/{name}");
-    if rotate && keys_to_write.is_some() {
+    if rotate {
         status.retiring_previous_key = true;
         tracing::info!(connection = %connection, user = %user, "managed access key rotated; the previous one goes once Ready");
-    } else if keys_to_write.is_some() {
+    } else {
         tracing::info!(connection = %connection, user = %user, "managed access key created");
     }
     Ok(Ok(Ensured { status, secret: Some(written) }))
+}
+
+/// How many IAM users this installation made for other S3Connections of `namespace`, as
+/// IAM lists them (names under the path, confirmed by their tags; released users are a
+/// person's and do not count).
+async fn users_of(managed: &Managed, namespace: &str, uid: &str) -> Result<usize, IamError> {
+    let prefix = crate::iam::user_name(namespace, "");
+    // A long name is cut to its first 55 characters: compare no more than that.
+    let prefix = &prefix[..prefix.len().min(55)];
+    let mut n = 0;
+    for user in managed.iam.users().await?.iter().filter(|u| u.starts_with(prefix)) {
+        let Some(tags) = managed.iam.tags(user).await? else { continue };
+        let tag = |k: &str| tags.get(k).map(String::as_str);
+        if tag(crate::iam::TAG_INSTALLATION) == Some(managed.installation.id.as_str())
+            && tag(crate::iam::TAG_NAMESPACE) == Some(namespace)
+            && tag(crate::iam::TAG_UID) != Some(uid)
+            && !tags.contains_key(crate::iam::TAG_RELEASED)
+        {
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Whether a key made at `created` is `interval` old. A key of unknown age (the annotation
@@ -423,9 +556,12 @@ pub async fn retire_previous(
 }
 
 /// Deletion of the connection, or managed credentials taken out of its spec: the user, its
-/// policy and keys go (unless `retain`), then the finalizer may. The user name is derived
-/// from the connection and ownership from its tags, so nothing else needs to be kept. Err
-/// is the reason and the sentence the status shows while it waits.
+/// policy and keys go (unless `retain`: then the user is tagged released, a person's from
+/// then on), then the finalizer may. The user name is derived from the connection and
+/// ownership from its tags, so nothing else needs to be kept. A user that is provably
+/// someone else's is left alone; one whose ownership cannot be proven keeps the finalizer
+/// (ManagedResourceConflict), never a reported success. Err is the reason and the
+/// sentence the status shows while it waits.
 pub async fn remove(ctx: &Context, conn: &S3Connection, retain: bool) -> Result<(), (Reason, String)> {
     let user = crate::iam::user_name(&conn.namespace().unwrap_or_default(), &conn.name_any());
     let Some(managed) = &ctx.config.managed else {
@@ -436,10 +572,13 @@ pub async fn remove(ctx: &Context, conn: &S3Connection, retain: bool) -> Result<
             ),
         ));
     };
-    if retain {
-        return Ok(());
-    }
-    managed.iam.delete_user(&user, &owner(managed, conn)).await.map(|_| ()).map_err(|e| (reason_of(&e), e.to_string()))
+    let owner = owner(managed, conn);
+    let done = if retain {
+        managed.iam.release(&user, &owner).await
+    } else {
+        managed.iam.delete_user(&user, &owner).await.map(|_| ())
+    };
+    done.map_err(|e| (reason_of(&e), e.to_string()))
 }
 
 /// Whether deleting the connection keeps its IAM user.
@@ -468,17 +607,5 @@ mod tests {
         assert!(rotation_due(Some(at(0)), at(90), ninety));
         assert!(!rotation_due(None, at(1000), ninety), "unknown age");
         assert!(!rotation_due(Some(at(10)), at(0), ninety), "a clock behind the key's date");
-    }
-
-    #[test]
-    fn bucket_patterns_match_whole_names() {
-        let m = |patterns: &[&str], bucket: &str| {
-            patterns.iter().any(|p| crate::endpoints::glob(p.as_bytes(), bucket.as_bytes()))
-        };
-        assert!(m(&["labelling-*"], "labelling-cats"));
-        assert!(!m(&["labelling-*"], "other-labelling-cats"));
-        assert!(m(&["a", "team-*-data"], "team-x-data"));
-        assert!(!m(&[], "anything"));
-        assert!(m(&["*"], "anything"));
     }
 }

@@ -5,6 +5,7 @@ pub mod grants;
 pub mod managed;
 pub mod register;
 pub mod schedule;
+pub mod sweep;
 
 use std::hash::{Hash, Hasher};
 
@@ -849,11 +850,18 @@ pub async fn run(ctx: Arc<Context>) {
             if ctx.config.managed.is_none() {
                 return controller;
             }
-            // A grant changed or went: every managed connection is checked again at once.
+            // A grant changed or went: every managed connection is checked again at once; a
+            // namespace's labels changed: its managed connections are. The sweep finds
+            // what these miss, and what a Stalled connection's reconciles never see.
             tokio::spawn(grants::keep_status(ctx.clone(), store.clone()));
-            let changes =
-                grants::changes(&ctx).flat_map(move |()| futures::stream::iter(grants::managed_connections(&store)));
-            controller.reconcile_on(changes)
+            let (recheck, rechecks) = futures::channel::mpsc::unbounded();
+            tokio::spawn(sweep::run(ctx.clone(), recheck));
+            let all = store.clone();
+            let changes = grants::changes(&ctx)
+                .flat_map(move |()| futures::stream::iter(grants::managed_connections(&all, None)));
+            let labelled = grants::namespace_label_changes(&ctx)
+                .flat_map(move |ns| futures::stream::iter(grants::managed_connections(&store, Some(&ns))));
+            controller.reconcile_on(futures::stream::select(futures::stream::select(changes, labelled), rechecks))
         },
     )
     .await;
