@@ -28,6 +28,12 @@ fn helm(args: &[&str]) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
+/// The Helm value that confines the finalizer policy to `ns`: the shared control plane's
+/// other tests (and their operators, as other identities) are not its subject.
+fn only_in(ns: &str) -> String {
+    format!(r#"finalizerPolicy={{"namespaceSelector":{{"matchLabels":{{"kubernetes.io/metadata.name":"{ns}"}}}}}}"#)
+}
+
 fn kubectl_apply(ns: &str, manifests: &str) -> (bool, String) {
     let mut child = Command::new("kubectl")
         .arg("--kubeconfig")
@@ -67,6 +73,10 @@ fn the_chart_lints_and_its_values_are_checked() {
     // A CA bundle comes from a ConfigMap or a Secret, not both.
     let (ok, out) = helm(&["lint", "charts/s3connect", "--set", "caBundle.configMap=a", "--set", "caBundle.secret=b"]);
     assert!(!ok && out.contains("caBundle"), "both sources of the CA bundle were accepted: {out}");
+    // Managed credentials without a permissions boundary are refused: the operator's own
+    // policy could otherwise create a user with any policy.
+    let (ok, out) = helm(&["template", "t", "charts/s3connect", "--set", "managedCredentials.enabled=true"]);
+    assert!(!ok && out.contains("permissionsBoundary is required"), "{out}");
     // Without managed credentials the operator only reads Secrets.
     let (_, default) = helm(&["template", "t", "charts/s3connect"]);
     assert!(default.contains("resources: [secrets]\n    verbs: [get, list, watch]\n"), "{default}");
@@ -135,8 +145,17 @@ async fn the_operator_works_with_exactly_the_charts_rbac_and_says_when_it_lacks_
     let ns = private_namespace("rbac");
     create_namespace(&client, &ns).await;
     // The shared control plane has its CRDs already; the RBAC is what this test is about.
-    let (ok, rendered) =
-        helm(&["template", "t", "charts/s3connect", "--namespace", &ns, "--set", "crds.install=false"]);
+    let (ok, rendered) = helm(&[
+        "template",
+        "t",
+        "charts/s3connect",
+        "--namespace",
+        &ns,
+        "--set",
+        "crds.install=false",
+        "--set-json",
+        &only_in(&ns),
+    ]);
     assert!(ok, "{rendered}");
     let (ok, out) = kubectl_apply(&ns, &rendered);
     assert!(ok, "the rendered chart does not apply: {out}");
@@ -408,6 +427,10 @@ async fn with_managed_credentials_the_operator_may_write_only_the_secrets_it_own
         "crds.install=false",
         "--set",
         "managedCredentials.enabled=true",
+        "--set",
+        "managedCredentials.permissionsBoundary=arn:aws:iam::123456789012:policy/s3connect-boundary",
+        "--set-json",
+        &only_in(&ns),
     ]);
     assert!(ok, "{rendered}");
     // Tenants' default roles never include grants: only cluster admins make them.
@@ -464,11 +487,109 @@ async fn with_managed_credentials_the_operator_may_write_only_the_secrets_it_own
     );
 
     // Its own: made, changed, deleted; but never stripped of what marks it.
-    assert_eq!(refusal(mine.create(&post, &secret("own", "Opaque", true)).await), None);
-    assert_eq!(refusal(mine.patch("own", &PatchParams::default(), &Patch::Merge(&patch)).await), None);
+    let own = "c-s3connect-keys";
+    assert_eq!(refusal(mine.create(&post, &secret(own, "Opaque", true)).await), None);
+    assert_eq!(refusal(mine.patch(own, &PatchParams::default(), &Patch::Merge(&patch)).await), None);
     let strip = json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}});
-    assert!(refusal(mine.patch("own", &PatchParams::default(), &Patch::Merge(&strip)).await).is_some());
-    assert_eq!(refusal(mine.delete("own", &DeleteParams::default()).await), None);
+    assert!(refusal(mine.patch(own, &PatchParams::default(), &Patch::Merge(&strip)).await).is_some());
+    // Nothing but the two key values, and never a key of another name.
+    let extra = json!({"stringData": {"token": "x"}});
+    let extra = refusal(mine.patch(own, &PatchParams::default(), &Patch::Merge(&extra)).await);
+    assert!(extra.as_deref().is_some_and(|m| m.contains("AWS_SECRET_ACCESS_KEY")), "{extra:?}");
+    assert_eq!(refusal(mine.delete(own, &DeleteParams::default()).await), None);
+    // Dressed as its own, but not named as its own, not its controller's, or in kube-system.
+    let named = refusal(mine.create(&post, &secret("own", "Opaque", true)).await);
+    assert!(named.as_deref().is_some_and(|m| m.contains("-s3connect-keys")), "{named:?}");
+    let mut uncontrolled = secret("u-s3connect-keys", "Opaque", true);
+    uncontrolled.metadata.owner_references.as_mut().unwrap()[0].controller = None;
+    assert!(refusal(mine.create(&post, &uncontrolled).await).is_some(), "an ownerReference that is not the controller");
+    let system_own = refusal(system.create(&post, &secret("c-s3connect-keys", "Opaque", true)).await);
+    assert!(system_own.as_deref().is_some_and(|m| m.contains("kube-system")), "{system_own:?}");
+
+    // A tenant (here: anyone but the operator and cluster admins) cannot take the
+    // operator's finalizer off, so an IAM user or a platform object never outlives its
+    // object through a script; the operator can.
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let role: Role = serde_json::from_value(json!({"metadata": {"name": "tenant"}, "rules": [
+        {"apiGroups": ["s3connect.io"], "resources": ["s3connections"], "verbs": ["*"]}]}))
+    .unwrap();
+    Api::<Role>::namespaced(client.clone(), &ns).create(&post, &role).await.unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "tenant"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "tenant"}]}))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), &ns).create(&post, &binding).await.unwrap();
+    let conn: s3connect::api::S3Connection = serde_json::from_value(json!({"metadata": {"name": "held",
+        "finalizers": ["s3connect.io/iam-user", "example.com/theirs"]},
+        "spec": {"uri": "s3://bucket-b/", "credentials": {"managed": {}}}}))
+    .unwrap();
+    let conns = Api::<s3connect::api::S3Connection>::namespaced(client.clone(), &ns);
+    conns.create(&post, &conn).await.unwrap();
+    let tenant = Api::<s3connect::api::S3Connection>::namespaced(client_as("tenant").await, &ns);
+    let strip = json!({"metadata": {"finalizers": null}});
+    let mut stripped = None;
+    for _ in 0..100 {
+        match refusal(tenant.patch("held", &PatchParams::default(), &Patch::Merge(&strip)).await) {
+            Some(m) if m.starts_with("403") && m.contains("finalizers") => {
+                stripped = Some(m);
+                break;
+            }
+            // RBAC or the policy not in force yet.
+            Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            None => panic!("a tenant took the operator's finalizer off"),
+        }
+    }
+    let stripped = stripped.expect("the finalizer policy never took effect");
+    assert!(stripped.contains("only the s3connect operator"), "{stripped}");
+    // Its own finalizer of another name the tenant may take off; the operator may take off ours.
+    let theirs = json!({"metadata": {"finalizers": ["s3connect.io/iam-user"]}});
+    assert_eq!(refusal(tenant.patch("held", &PatchParams::default(), &Patch::Merge(&theirs)).await), None);
+    let as_operator = Api::<s3connect::api::S3Connection>::namespaced(
+        client_as(&format!("system:serviceaccount:{ns}:vap-s3connect")).await,
+        &ns,
+    );
+    assert_eq!(refusal(as_operator.patch("held", &PatchParams::default(), &Patch::Merge(&strip)).await), None);
+    conns.delete("held", &DeleteParams::default()).await.unwrap();
+
+    // The operator checks the policy is in force before it manages credentials: as its
+    // ServiceAccount it starts; as an identity the policy does not confine, it refuses.
+    let managed = ["--namespace", ns.as_str(), "--lease-namespace", ns.as_str(), "--managed-credentials"];
+    let aws = [("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"), ("AWS_SECRET_ACCESS_KEY", "x"), ("AWS_REGION", "us-east-1")];
+    let unconfined =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-vap-{}.log", std::process::id()));
+    let mut refused = crate::support::operator::spawn_with_env(&unconfined, &managed, &aws);
+    let mut said = String::new();
+    for _ in 0..150 {
+        said = std::fs::read_to_string(&unconfined).unwrap_or_default();
+        if said.contains("managed credentials are not switched on") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(said.contains("was admitted") && said.contains("ValidatingAdmissionPolicies"), "{said}");
+    drop(refused.stdin.take());
+    assert!(!refused.wait().unwrap().success(), "managed credentials without the admission policy");
+    let keys = iam::user_with_policy("vap-operator", &iam::allow(&["iam:*"], &["*".to_owned()])).await;
+    let aws = [
+        ("AWS_ACCESS_KEY_ID", keys.access_key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", keys.secret_access_key.as_str()),
+        ("AWS_ENDPOINT_URL_IAM", support::env().s3_endpoint.as_str()),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let confined =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-vap-sa-{}.log", std::process::id()));
+    let kubeconfig = impersonating(&format!("system:serviceaccount:{ns}:vap-s3connect"));
+    let mut started = crate::support::operator::spawn_env_with(&confined, &kubeconfig, &managed, &aws);
+    for _ in 0..150 {
+        said = std::fs::read_to_string(&confined).unwrap_or_default();
+        if said.contains("managed credentials enabled") || said.contains("not switched on") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(said.contains("managed credentials enabled"), "{said}");
+    drop(started.stdin.take());
+    assert!(started.wait().unwrap().success(), "{}", std::fs::read_to_string(&confined).unwrap_or_default());
 
     // And it cannot grant itself (or anyone) a bucket.
     let g = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3AccessGrant", "metadata": {"name": format!("{ns}-self")},

@@ -87,6 +87,11 @@ pub fn spawn_with_env(log: &PathBuf, extra: &[&str], vars: &[(&str, &str)]) -> C
     spawn_env(log, &env().kubeconfig, "info,s3connect=debug", extra, vars)
 }
 
+/// Like `spawn_with`, with extra environment variables.
+pub fn spawn_env_with(log: &PathBuf, kubeconfig: &std::path::Path, extra: &[&str], vars: &[(&str, &str)]) -> Child {
+    spawn_env(log, kubeconfig, "info,s3connect=debug", extra, vars)
+}
+
 fn spawn_full(log: &PathBuf, kubeconfig: &std::path::Path, rust_log: &str, extra: &[&str]) -> Child {
     spawn_env(log, kubeconfig, rust_log, extra, &[])
 }
