@@ -344,7 +344,10 @@ impl Run<'_> {
                         status,
                         conds,
                         what,
-                        &crate::platform::PlatformError::Unknown { detail: "no answer".into(), tracking_id },
+                        &crate::platform::PlatformError::Unknown {
+                            detail: "no answer".into(),
+                            tracking_id: tracking_id.into(),
+                        },
                     ));
                 }
                 Err(e) => return Ok(decide::change_failed(status, conds, what, &e)),
@@ -431,8 +434,8 @@ impl Run<'_> {
                 (name, o.uid().unwrap_or_default(), o.status.as_ref().and_then(|s| s.project_id.clone()))
             })
             .collect();
-        let template = match self.ctx.platform.list_templates(self.creds, &info.data_type).await {
-            Ok(list) => list.into_iter().find(|t| t.id == info.template_id).map(|t| t.name),
+        let template = match self.ctx.platform.get_template(self.creds, &info.template_id).await {
+            Ok(t) => t.map(|t| t.name),
             Err(e) => return Ok(Err(e)),
         };
         Ok(Ok(decide::project_owner(&self.p.uid().unwrap_or_default(), id, &claims, template.as_deref())))

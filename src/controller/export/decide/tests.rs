@@ -101,7 +101,7 @@ fn no_files_with_the_status_clears_the_intent_and_is_never_unconfirmed() {
 
 #[test]
 fn a_refusal_fails_the_export_and_a_failure_before_acting_retries() {
-    let e = PlatformError::Rejected { status: 400, message: "bad statuses".into() };
+    let e = PlatformError::Rejected { status: 400, message: "bad statuses".into(), tracking_id: "t-r".into() };
     let o = after_submit(in_flight(), ready(), Err(e), &names(), None, at(5));
     assert_eq!(o.status.phase, Some(ExportPhase::Failed));
     assert_cond(&o, SUBMITTED, Status::False, R::PlatformRejected, &["bad statuses", "Re-create"]);

@@ -72,7 +72,7 @@ fn a_lost_answer_is_unconfirmed_never_a_second_create_and_a_refusal_is_shown() {
     assert_eq!(o.ready.reason, "TemplateUnconfirmed");
     assert!(o.status.template_creation_started_time.is_some(), "the intent stays, so the next reconcile looks it up");
     assert!(o.ready.message.contains("t-1"));
-    let refused = PlatformError::Rejected { status: 400, message: "color required".into() };
+    let refused = PlatformError::Rejected { status: 400, message: "color required".into(), tracking_id: "t-r".into() };
     let o = after_template(s.status.clone(), datasets_ready(&[], "image"), Err(refused)).unwrap_err();
     assert_eq!(
         (o.ready.reason.as_str(), o.retrying, o.status.phase),
@@ -139,7 +139,7 @@ fn each_condition_type_is_written_once_whatever_the_steps_said_before() {
     let created = NamedCond::new(CREATED, Status::True, "ProjectReady", "exists");
     let conds = vec![datasets_ready(&["1".into()], "image"), created];
     let o = change_intent(AnnotationProjectStatus::default(), &conds, vec!["2".into()], vec![], "t", Timestamp::now());
-    let e = PlatformError::Rejected { status: 400, message: "no".into() };
+    let e = PlatformError::Rejected { status: 400, message: "no".into(), tracking_id: "t-r".into() };
     let o2 = change_failed(o.status.clone(), o.conds.clone(), "attaching datasets", &e);
     for out in [o, o2] {
         let mut types: Vec<&str> = out.conditions().iter().map(|c| c.type_).collect();
