@@ -263,6 +263,23 @@ async fn no_file_in_the_requested_statuses_is_no_files_with_status() {
     case.assert_no_secrets().await;
 }
 
+/// Real refusals often carry a status line in `message` and the reason in `error`: the
+/// documented "No files found" is recognised there too.
+#[tokio::test]
+async fn no_files_found_in_the_error_field_alone_is_no_files_with_status() {
+    let _timer = crate::timed!();
+    let case = ExportCase::new("nofiles-error", &[], None).await;
+    registered_id(&case).await;
+    let refusal = json!({"count": 1, "status": 400, "message": "400: Bad Request",
+        "error": "No files found with the given status", "project_id": case.project});
+    platform::fault("export/create", refusal).await;
+    case.export("review", &["review"]).await;
+    let status =
+        case.wait_export("review", "NoFilesWithStatus", |s| has(s, "Complete", "False", "NoFilesWithStatus")).await;
+    assert!(has(&status, "Ready", "False", "NoFilesWithStatus"), "{status:#}");
+    assert!(platform::exports(&case.project).await.is_empty(), "nothing was exported");
+}
+
 #[tokio::test]
 async fn a_connection_without_put_object_never_submits() {
     let _timer = crate::timed!();
