@@ -520,6 +520,21 @@ pub fn change_failed(
     outcome(status, conds, !rejected, next)
 }
 
+/// The look for what a lost answer may have made failed, or its list could not be read to
+/// the end: nothing proves it absent, so the intent stays and the next try looks again
+/// before anything is created.
+pub fn lookup_failed(status: AnnotationProjectStatus, conds: Vec<NamedCond>, e: &PlatformError) -> Outcome {
+    let name = status.platform_name.clone().unwrap_or_default();
+    let c = platform_failure(CREATED, &format!("looking for project {name:?} after a lost answer"), e);
+    outcome(status, set(conds, c), true, Next::Retry { cap: RETRY_CAP })
+}
+
+/// The same for the template: its intent stays.
+pub fn template_lookup_failed(status: AnnotationProjectStatus, ready: NamedCond, e: &PlatformError) -> Box<Outcome> {
+    let c = platform_failure(TEMPLATE_READY, "looking for the template after a lost answer", e);
+    Box::new(outcome(status, vec![ready, c], true, Next::Retry { cap: RETRY_CAP }))
+}
+
 /// Everything is as the spec says.
 pub fn ready(mut status: AnnotationProjectStatus, conds: Vec<NamedCond>) -> Outcome {
     status.phase = Some(ProjectPhase::Ready);

@@ -390,7 +390,8 @@ impl Run<'_> {
                         return Ok(decide::after_template(status, ready.clone(), Ok(t.id.clone())));
                     }
                 }
-                Err(e) => return Ok(decide::after_template(status, ready.clone(), Err(e))),
+                // Not proven absent: the intent stays, and nothing is created this time.
+                Err(e) => return Ok(Err(decide::template_lookup_failed(status, ready.clone(), &e))),
             }
         }
         let tracking_id = crate::platform::uuid4();
@@ -472,7 +473,8 @@ impl Run<'_> {
             // Ours if it has our name and our template (whose name carries this uid).
             let list = match platform.list_projects(self.creds).await {
                 Ok(l) => l,
-                Err(e) => return Ok(decide::after_create(status, conds, Err(e), false)),
+                // Not proven absent (a failed or unfinished list): the intent stays.
+                Err(e) => return Ok(decide::lookup_failed(status, conds, &e)),
             };
             for id in list {
                 match platform.get_project(self.creds, &id).await {
@@ -481,7 +483,7 @@ impl Run<'_> {
                         return Ok(decide::after_create(status, conds, Ok((id, info.datasets, None)), false));
                     }
                     Ok(_) => {}
-                    Err(e) => return Ok(decide::after_create(status, conds, Err(e), false)),
+                    Err(e) => return Ok(decide::lookup_failed(status, conds, &e)),
                 }
             }
         }

@@ -182,3 +182,23 @@ fn a_project_is_adopted_only_if_no_other_object_provably_owns_it() {
     let c = dataset_owned_elsewhere("d-1", "uid-x");
     assert_eq!((c.type_, c.status, c.reason.as_str()), (DATASETS_READY, Status::False, "DatasetOwnedElsewhere"));
 }
+
+#[test]
+fn a_look_after_a_lost_answer_that_proves_nothing_keeps_the_intent() {
+    let status = AnnotationProjectStatus {
+        platform_name: Some("team/labels".into()),
+        creation_started_time: Some(Time(Timestamp::UNIX_EPOCH)),
+        creation_tracking_id: Some("u-1".into()),
+        template_creation_started_time: Some(Time(Timestamp::UNIX_EPOCH)),
+        ..Default::default()
+    };
+    let short = PlatformError::Incomplete { detail: "more pages announced".into(), tracking_id: "u-2".into() };
+    let o = lookup_failed(status.clone(), vec![], &short);
+    assert!(o.status.creation_started_time.is_some() && o.status.creation_tracking_id.is_some(), "the intent stays");
+    assert!(o.retrying);
+    let c = o.conds.iter().find(|c| c.type_ == CREATED).unwrap();
+    assert!(c.message.contains("cannot prove") && c.message.contains("creates nothing"), "{}", c.message);
+    let down = PlatformError::Internal { status: 503, tracking_id: "u-3".into() };
+    let o = template_lookup_failed(status, NamedCond::new(READY, Status::True, "x", "x"), &down);
+    assert!(o.status.template_creation_started_time.is_some(), "the template's intent stays");
+}
