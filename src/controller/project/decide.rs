@@ -170,7 +170,9 @@ pub fn after_template(
             status.template_id = Some(id);
             Ok((status, c))
         }
-        Err(PlatformError::Unknown { detail, .. }) => {
+        Err(PlatformError::Unknown { detail, tracking_id: trace }) => {
+            // The recorded tracking id, and the platform's own where its answer gave one.
+            let tracking = if trace.request.is_empty() { tracking } else { trace.to_string() };
             let c = cond(
                 TEMPLATE_READY,
                 Status::Unknown,
@@ -286,7 +288,8 @@ pub fn after_create(
             let conds = set(conds, c);
             outcome(status, conds, true, Next::After(Duration::from_secs(1)))
         }
-        Err(PlatformError::Unknown { detail, .. }) => {
+        Err(PlatformError::Unknown { detail, tracking_id: trace }) => {
+            let tracking = if trace.request.is_empty() { tracking } else { trace.to_string() };
             let c = cond(
                 CREATED,
                 Status::False,
