@@ -1,13 +1,20 @@
 """A local stand-in for the Labellerr platform API, for tests and the demo.
 
-It behaves like the API as the operator's platform client knows it (README, "The
-Labellerr API"): auth headers, `uuid` tracking ids, `{"response": ...}` bodies, multipart connection
-calls, JSON export calls. It is not a fake of calls: its connection test really probes
+It serves every call Labellerr's own Python SDK makes for connections, datasets,
+templates, projects and exports, in the shapes the SDK sends and reads (shared/docs
+labellerr-api.md), and refuses what the SDK contradicts: a call without `origin`, a drawing
+question without its colour option, a dataset or sync path not in the `s3://bucket/prefix/`
+form. Success bodies are the platform's `{"message": "200: Success", "response": ...,
+"error": null, "tracking_id": ...}`. It is not a fake of calls: its connection test really probes
 S3 with the given credentials, and an export really writes its file (json, coco_json,
 csv, png) to the connection's bucket and folder with the connection's credentials, so
 tests check objects in S3.
 
-Test control lives under /_admin (no auth): seed projects, read state, inject faults
+Test control lives under /_admin (no auth): seed projects, read state (with every call's
+headers and body under `requests`), switch modes (`POST /_admin/modes`: `unknown_as_null`,
+ids unknown answered 200 with a null response; `split_text`, different text in `message`
+and `error`; `processing_seconds`, a new project stays processing that long before 300;
+`page_size`, lists answered a page at a time; `project_list`, "object" or "list"), inject faults
 (per endpoint: an HTTP status, a count, a delay, "accept then delay the answer"
 (`delay_after`), or "act, then answer with an error" (`after_status`, `after_count`);
 optionally only for one project_id, connection_id, connection path or connection name).
@@ -43,8 +50,19 @@ STATE = {
     "held": [],         # answers being held (`delay_after`): {"endpoint", "id", scope...}
     "templates": {},    # template_id -> {"template_id", "template_name", "data_type", "questions"}
     "annotation_projects": {},  # project_id -> {...}
+    "requests": [],     # every authenticated call: endpoint, method, path, query, headers, body
+    "modes": {"unknown_as_null": False, "split_text": False, "processing_seconds": 0, "page_size": 0,
+              "project_list": "object"},
 }
-FILE_STATUSES = {"review", "r_assigned", "client_review", "cr_assigned", "accepted"}
+# The export guide's fourteen workflow statuses.
+FILE_STATUSES = {"assigned", "review", "r_assigned", "client_review", "cr_assigned", "accepted", "rejected",
+                 "client_rejected", "skipped", "r_skipped", "cr_skipped", "critical", "r_critical", "cr_critical"}
+ORIGIN = "https://pro.labellerr.com"
+MAX_RECORDED = 20000
+# Calls the SDK sends with the `email_id` header (the api key).
+EMAIL_ID_CALLS = {"connections/test", "connections/create", "connections/delete", "connections/list",
+                  "projects/delete", "projects/archive", "projects/unarchive"}
+REASONS = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 500: "Internal Server Error"}
 FORMATS = {"json": "json", "coco_json": "json", "csv": "csv", "png": "zip"}
 
 
@@ -74,10 +92,10 @@ def fault(name):
     status = f.get("status")
     if not status:
         return None
-    tracking = request.args.get("uuid")
     if status >= 500:
-        return jsonify({"error": "Internal server error", "message": "Something went wrong", "tracking_id": tracking}), status
-    return jsonify({"error": f.get("error", "Bad request"), "message": f.get("message", "rejected by the stand-in")}), status
+        return jsonify({"error": "Internal server error", "message": "Something went wrong", "tracking_id": tracking()}), status
+    return jsonify({"error": f.get("error", "Bad request"), "message": f.get("message", "rejected by the stand-in"),
+                    "tracking_id": tracking()}), status
 
 
 def in_scope(f):
@@ -120,23 +138,81 @@ def after(name):
             with LOCK:
                 STATE["held"] = [h for h in STATE["held"] if h["id"] != held["id"]]
     if status:
-        tracking = request.args.get("uuid")
-        return jsonify({"error": "Internal server error", "message": "Something went wrong", "tracking_id": tracking}), status
+        return jsonify({"error": "Internal server error", "message": "Something went wrong", "tracking_id": tracking()}), status
     return None
 
 
+def tracking():
+    """The server's own tracking id, which every answer carries (32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+def ok(response):
+    """A success as the platform words it."""
+    return jsonify({"message": "200: Success", "response": response, "error": None, "tracking_id": tracking()})
+
+
+def recorded_body():
+    if request.form:
+        return {k: ("[credentials]" if k == "credentials" else v) for k, v in request.form.items()}
+    return request.get_json(silent=True)
+
+
 def authenticated(name):
-    """Checks the auth headers and the tracking id; returns an error response or None."""
+    """Checks the SDK's headers and the tracking id, and records the call; returns an error
+    response or None."""
     a = STATE["auth"]
-    if (request.headers.get("api_key"), request.headers.get("api_secret"), request.headers.get("client_id")) != (
+    # werkzeug shows `api_key` as `Api-Key`: recorded under the names the SDK sends.
+    underscored = ("api-key", "api-secret", "client-id", "email-id")
+    headers = {(k.lower().replace("-", "_") if k.lower() in underscored else k.lower()): v
+               for k, v in request.headers.items()}
+    with LOCK:
+        del STATE["requests"][:-MAX_RECORDED]
+        STATE["requests"].append({
+            "endpoint": name, "method": request.method, "path": request.path, "query": dict(request.args),
+            "headers": {k: ("[redacted]" if k == "api_secret" else v) for k, v in headers.items()},
+            "body": recorded_body(),
+        })
+    if (headers.get("api_key"), headers.get("api_secret"), headers.get("client_id")) != (
         a["api_key"], a["api_secret"], a["client_id"],
     ):
-        return jsonify({"error": "Unauthorized", "message": "Invalid api_key, api_secret or client_id"}), 401
-    if not request.args.get("uuid"):
-        return jsonify({"error": "Bad request", "message": "uuid is required"}), 400
+        return bad("Invalid api_key, api_secret or client_id", 401)
+    if headers.get("origin") != ORIGIN:
+        return bad(f"origin must be {ORIGIN}")
+    if name in EMAIL_ID_CALLS and headers.get("email_id") != a["api_key"]:
+        return bad("email_id is required")
+    # The SDK sends no uuid with an export's create; every other call carries one.
+    if not request.args.get("uuid") and name != "export/create":
+        return bad("uuid is required")
     with LOCK:
         STATE["calls"].append([name, request.args.get("uuid"), request.args.get("project_id")])
     return fault(name)
+
+
+def not_found(message):
+    """An id the platform does not know: a 404, or (mode `unknown_as_null`) a 200 whose
+    response is null, as the real platform often answers."""
+    if STATE["modes"].get("unknown_as_null"):
+        return ok(None)
+    return bad(message, 404)
+
+
+def page(items, key, cursor):
+    """`items` as the list endpoints answer them: all at once, or (mode `page_size`) a page
+    at a time after the `cursor` query parameter, with `has_more` and the last id."""
+    size = STATE["modes"].get("page_size") or 0
+    asked = request.args.get("page_size")
+    if asked and asked.isdigit() and key == "datasets":
+        size = min(size, int(asked)) if size else int(asked)
+    if not size:
+        return None
+    after_id = request.args.get(cursor)
+    ids = [i[key[:-1] + "_id"] for i in items]
+    if after_id:
+        items = items[ids.index(after_id) + 1:] if after_id in ids else []
+    chunk = items[:size]
+    more = len(items) > size
+    return ok({key: chunk, "has_more": more, cursor: chunk[-1][key[:-1] + "_id"] if chunk else None})
 
 
 def s3_client(credentials):
@@ -157,7 +233,17 @@ def split_path(path):
 
 
 def bad(message, status=400):
-    return jsonify({"error": message, "message": message}), status
+    """A refusal: the text in both fields, or (mode `split_text`) the status line in
+    `message` and the text in `error`, as real answers often are."""
+    if STATE["modes"].get("split_text"):
+        return jsonify({"message": f"{status}: {REASONS.get(status, 'Error')}", "error": message, "response": None,
+                        "tracking_id": tracking()}), status
+    return jsonify({"error": message, "message": message, "response": None, "tracking_id": tracking()}), status
+
+
+def s3_path(path):
+    """The dataset and sync path form s3connect decided on: `s3://bucket/prefix/`."""
+    return isinstance(path, str) and path.startswith("s3://") and len(path) > len("s3://") and path.endswith("/")
 
 
 def form_credentials():
@@ -174,7 +260,15 @@ def test_connection():
     if err:
         return err
     form = request.form
-    creds = form_credentials()
+    if form.get("connection_id"):
+        # Testing an existing connection (the SDK's `connection.test`): its own keys.
+        with LOCK:
+            c = STATE["connections"].get(form["connection_id"])
+        if c is None:
+            return not_found("Connection not found")
+        creds = c["credentials"]
+    else:
+        creds = form_credentials()
     if creds is None:
         return bad("credentials must be a JSON string")
     if form.get("connector") != "s3":
@@ -195,7 +289,7 @@ def test_connection():
     except (ClientError, BotoCoreError) as e:
         code = getattr(e, "response", {}).get("Error", {}).get("Code", type(e).__name__)
         return bad(f"Connection test failed: {code}")
-    return jsonify({"response": {"message": "Connection successful"}})
+    return ok({"message": "Connection successful"})
 
 
 @app.post("/connectors/connections/create")
@@ -207,9 +301,12 @@ def create_connection():
     creds = form_credentials()
     if creds is None:
         return bad("credentials must be a JSON string")
-    for field in ("client_id", "connector", "name", "connection_type", "data_type"):
+    # The SDK's create sends no data_type (an older one did: both are taken).
+    for field in ("client_id", "connector", "name", "connection_type"):
         if not form.get(field):
             return bad(f"{field} is required")
+    if form["connection_type"] not in ("import", "export"):
+        return bad("connection_type must be import or export")
     connection_id = uuid.uuid4().hex
     with LOCK:
         STATE["connections"][connection_id] = {
@@ -217,10 +314,13 @@ def create_connection():
             "name": form["name"],
             "description": form.get("description", ""),
             "connection_type": form["connection_type"],
-            "data_type": form["data_type"],
+            "connector": form["connector"],
+            "data_type": form.get("data_type"),
             "credentials": creds,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created_by": request.headers.get("email_id", ""),
         }
-    return after("connections/create") or jsonify({"response": {"connection_id": connection_id}})
+    return after("connections/create") or ok({"connection_id": connection_id})
 
 
 @app.post("/connectors/connections/delete")
@@ -230,25 +330,28 @@ def delete_connection():
         return err
     connection_id = (request.get_json(silent=True) or {}).get("connection_id")
     with LOCK:
-        if STATE["connections"].pop(connection_id, None) is None:
-            return bad("Connection not found", 404)
-    return jsonify({"response": {"message": "Connection deleted"}})
+        gone = STATE["connections"].pop(connection_id, None) is None
+    if gone:
+        return not_found("Connection not found")
+    return ok({"message": "Connection deleted"})
 
 
 @app.get("/connectors/connections/list")
 def list_connections():
     """Like the platform's list as the SDK reads it: ids (and types) only; names come from
-    the details endpoint."""
+    the details endpoint. `connection_type` may be left out (every type)."""
     err = authenticated("connections/list")
     if err:
         return err
     kind = request.args.get("connection_type")
-    if kind not in ("import", "export"):
+    if kind not in (None, "import", "export"):
         return bad("connection_type must be import or export")
+    connector = request.args.get("connector")
     with LOCK:
         items = [{"connection_id": c["connection_id"], "connection_type": c["connection_type"]}
-                 for c in STATE["connections"].values() if c["connection_type"] == kind]
-    return jsonify({"response": items})
+                 for c in STATE["connections"].values()
+                 if kind in (None, c["connection_type"]) and connector in (None, c["connector"])]
+    return page(items, "connections", "last_connection_id") or ok(items)
 
 
 @app.get("/connectors/connections/<connection_id>/details")
@@ -258,9 +361,10 @@ def connection_details(connection_id):
         return err
     with LOCK:
         c = STATE["connections"].get(connection_id)
-        if c is None:
-            return bad("Connection not found", 404)
-        return jsonify({"response": {k: v for k, v in c.items() if k != "credentials"}})
+        details = None if c is None else {k: v for k, v in c.items() if k != "credentials"}
+    if details is None:
+        return not_found("Connection not found")
+    return ok(details)
 
 
 def render(fmt, files):
@@ -315,7 +419,7 @@ def create_export():
         return bad(f"Project {project_id} not found", 404)
     statuses = body.get("statuses") or []
     if not statuses or any(s not in FILE_STATUSES for s in statuses):
-        return bad("statuses must be a non-empty list of review, r_assigned, client_review, cr_assigned, accepted")
+        return bad("statuses must be a non-empty list of " + ", ".join(sorted(FILE_STATUSES)))
     if body.get("export_format") not in FORMATS:
         return bad("export_format must be one of json, coco_json, csv, png")
     if body.get("export_destination") == "s3":
@@ -350,7 +454,7 @@ def create_export():
             "is_completed": False,
         }
     threading.Thread(target=run_export, args=(report_id,), daemon=True).start()
-    return after("export/create") or jsonify({"response": {"report_id": report_id}})
+    return after("export/create") or ok({"report_id": report_id})
 
 
 @app.post("/exports/status")
@@ -364,7 +468,25 @@ def export_status():
             {"report_id": r, "export_status": STATE["exports"][r]["export_status"], "is_completed": STATE["exports"][r]["is_completed"]}
             for r in ids if r in STATE["exports"]
         ]
-    return jsonify({"status": items, "response": items})
+    return jsonify({"message": "200: Success", "status": items, "response": items, "error": None,
+                    "tracking_id": tracking()})
+
+
+@app.get("/exports/download")
+def download_export():
+    """The SDK's last step for a local export: a signed URL to the file."""
+    err = authenticated("export/download")
+    if err:
+        return err
+    report_id = request.args.get("report_id")
+    with LOCK:
+        e = STATE["exports"].get(report_id)
+        done = e is not None and e["is_completed"] and e["export_status"] == "Created"
+    if e is None or e["project_id"] != request.args.get("project_id"):
+        return not_found("Report not found")
+    if not done:
+        return bad("The export is not ready yet")
+    return ok({"url": f"{STATE['s3_endpoint']}/signed/{report_id}", "report_id": report_id})
 
 
 DATA_TYPES = ("image", "video", "audio", "document", "text")
@@ -418,6 +540,8 @@ def create_dataset():
             return bad(f"{field} is required")
     if body["data_type"] not in DATA_TYPES:
         return bad("data_type is invalid")
+    if not s3_path(body["path"]):
+        return bad("path must be s3://bucket/prefix/")
     with LOCK:
         conn = STATE["connections"].get(body["connection_id"])
     if conn is None:
@@ -440,7 +564,7 @@ def create_dataset():
             "created_by": request.headers.get("api_key", "")[:4] + "...",
         }
     threading.Thread(target=process_dataset, args=(dataset_id,), daemon=True).start()
-    return after("datasets/create") or jsonify({"response": {"dataset_id": dataset_id}})
+    return after("datasets/create") or ok({"dataset_id": dataset_id})
 
 
 @app.get("/datasets/list")
@@ -449,18 +573,13 @@ def list_datasets():
     if err:
         return err
     data_type = request.args.get("data_type")
-    size = max(1, min(int(request.args.get("page_size", "10") or 10), 100))
-    after_id = request.args.get("last_dataset_id")
+    if request.args.get("permission_level") not in (None, "client", "project", "global"):
+        return bad("permission_level is invalid")
     with LOCK:
         items = [{"dataset_id": d["dataset_id"], "name": d["name"], "data_type": d["data_type"]}
                  for d in STATE["datasets"].values() if not data_type or d["data_type"] == data_type]
-    if after_id:
-        ids = [i["dataset_id"] for i in items]
-        items = items[ids.index(after_id) + 1:] if after_id in ids else []
-    page = items[:size]
-    more = len(items) > size
-    return jsonify({"response": {"datasets": page, "has_more": more,
-                                 "last_dataset_id": page[-1]["dataset_id"] if page else None}})
+    return page(items, "datasets", "last_dataset_id") or ok({"datasets": items, "has_more": False,
+                                                              "last_dataset_id": None})
 
 
 @app.get("/datasets/<dataset_id>")
@@ -470,10 +589,11 @@ def get_dataset(dataset_id):
         return err
     with LOCK:
         d = STATE["datasets"].get(dataset_id)
-        if d is None:
-            return bad("Dataset not found", 404)
-        return jsonify({"response": {k: d[k] for k in ("name", "description", "data_type", "files_count",
-                                                      "status_code", "created_at", "created_by")}})
+        shown = None if d is None else {k: d[k] for k in ("name", "description", "data_type", "files_count",
+                                                           "status_code", "created_at", "created_by")}
+    if shown is None:
+        return not_found("Dataset not found")
+    return ok(shown)
 
 
 @app.delete("/datasets/<dataset_id>/delete")
@@ -482,9 +602,10 @@ def delete_dataset(dataset_id):
     if err:
         return err
     with LOCK:
-        if STATE["datasets"].pop(dataset_id, None) is None:
-            return bad("Dataset not found", 404)
-    return jsonify({"response": {"message": "Dataset deleted"}})
+        gone = STATE["datasets"].pop(dataset_id, None) is None
+    if gone:
+        return not_found("Dataset not found")
+    return ok({"message": "Dataset deleted"})
 
 
 @app.post("/connectors/datasets/sync")
@@ -496,6 +617,8 @@ def sync_dataset():
     for field in ("project_id", "dataset_id", "path", "connection_id"):
         if not body.get(field):
             return bad(f"{field} is required")
+    if not s3_path(body["path"]):
+        return bad("path must be s3://bucket/prefix/")
     with LOCK:
         d = STATE["datasets"].get(body["dataset_id"])
         conn = STATE["connections"].get(body["connection_id"])
@@ -505,7 +628,7 @@ def sync_dataset():
     with LOCK:
         d["status_code"], d["files_count"] = code, count
         d["synced_project"] = body["project_id"]
-    return jsonify({"response": {"message": "Sync completed", "files_count": count}})
+    return ok({"message": "Sync completed", "files_count": count})
 
 
 # Annotation projects: templates, projects, rotations and dataset changes, validated as
@@ -534,6 +657,9 @@ def create_template():
             return bad(f"option_type {kind!r} is invalid")
         if kind in DRAWING and not q.get("color"):
             return bad(f"question {q.get('question_number')}: color is required for {kind}")
+        # Every SDK version sends a drawing question's colour as its option too.
+        if kind in DRAWING and {"option_name": q["color"]} not in (q.get("options") or []):
+            return bad(f"question {q.get('question_number')}: options must name the color of a {kind} question")
         if kind not in DRAWING and kind != "input" and not q.get("options"):
             return bad(f"question {q.get('question_number')}: options are required for {kind}")
         if not q.get("question_id"):
@@ -541,8 +667,24 @@ def create_template():
     template_id = uuid.uuid4().hex
     with LOCK:
         STATE["templates"][template_id] = {"template_id": template_id, "template_name": body["templateName"],
-                                           "data_type": data_type, "questions": questions}
-    return after("templates/create") or jsonify({"response": {"template_id": template_id}})
+                                           "data_type": data_type, "questions": questions,
+                                           "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                           "created_by": request.headers.get("api_key", "")[:4] + "..."}
+    return after("templates/create") or ok({"template_id": template_id})
+
+
+@app.get("/annotations/get_template")
+def get_template():
+    """What the SDK reads back after creating a template."""
+    err = authenticated("templates/get")
+    if err:
+        return err
+    with LOCK:
+        t = STATE["templates"].get(request.args.get("template_id"))
+        shown = None if t is None else dict(t)
+    if shown is None:
+        return not_found("Template not found")
+    return ok(shown)
 
 
 @app.get("/annotations/list_questions_templates")
@@ -552,9 +694,9 @@ def list_templates():
         return err
     data_type = request.args.get("data_type")
     with LOCK:
-        items = [{"template_id": t["template_id"], "template_name": t["template_name"]}
+        items = [{k: t.get(k) for k in ("template_id", "template_name", "questions", "created_at", "created_by")}
                  for t in STATE["templates"].values() if not data_type or t["data_type"] == data_type]
-    return jsonify({"response": items})
+    return page(items, "templates", "last_template_id") or ok(items)
 
 
 def rotations_ok(r):
@@ -600,12 +742,19 @@ def create_project():
         if template["data_type"] != body["data_type"]:
             return bad("The template's data type differs from the project's")
         project_id = uuid.uuid4().hex
+        modes = STATE["modes"]
+        # Mode `processing_seconds` (optionally only for names starting with
+        # `processing_name`): processing for a while, as real projects are after create.
+        processing = modes.get("processing_seconds") or 0
+        if modes.get("processing_name") and not body["project_name"].startswith(modes["processing_name"]):
+            processing = 0
         STATE["annotation_projects"][project_id] = {
             "project_id": project_id, "project_name": body["project_name"], "data_type": body["data_type"],
             "annotation_template_id": body["annotation_template_id"], "attached_datasets": list(ids),
             "rotations": body.get("rotations"), "use_ai": bool(body.get("use_ai")),
             "created_by": body.get("created_by"), "status_code": 300, "archived": False,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "origin": request.headers.get("origin"), "processing_until": time.time() + processing,
         }
         # A stand-in's shortcut: the project's files start annotated and accepted, so that
         # the whole pipeline (dataset -> project -> export) can run end to end.
@@ -614,7 +763,7 @@ def create_project():
              "updated_at": now_ms()}
             for d in ids for i in range(STATE["datasets"][d]["files_count"])
         ]
-    return after("projects/create") or jsonify({"response": {"project_id": project_id}})
+    return after("projects/create") or ok({"project_id": project_id})
 
 
 @app.get("/projects/project/<project_id>")
@@ -624,34 +773,60 @@ def get_project(project_id):
         return err
     with LOCK:
         p = STATE["annotation_projects"].get(project_id)
-        if p is None:
-            return bad("Project not found", 404)
-        return jsonify({"response": dict(p)})
+        shown = None if p is None else {k: v for k, v in p.items() if k != "processing_until"}
+    if shown is None:
+        return not_found("Project not found")
+    if time.time() < p.get("processing_until", 0):
+        # Still processing: no status code yet.
+        shown.pop("status_code", None)
+    shown["total_files"] = len(STATE["projects"].get(project_id, []))
+    return ok(shown)
 
 
-@app.delete("/projects/project/<project_id>")
 def delete_project(project_id):
     err = authenticated("projects/delete")
     if err:
         return err
     with LOCK:
-        if STATE["annotation_projects"].pop(project_id, None) is None:
-            return bad("Project not found", 404)
-    return jsonify({"response": {"message": "Project deleted"}})
+        gone = STATE["annotation_projects"].pop(project_id, None) is None
+    if gone:
+        return not_found("Project not found")
+    return ok({"message": "Project deleted"})
 
 
-@app.post("/projects/archive")
-def archive_project():
-    err = authenticated("projects/archive")
+@app.delete("/projects/project/<project_id>")
+def delete_project_old(project_id):
+    return delete_project(project_id)
+
+
+@app.post("/projects/delete/<project_id>")
+def delete_project_new(project_id):
+    """The newer SDK's delete."""
+    return delete_project(project_id)
+
+
+def set_archived(name, archived):
+    err = authenticated(name)
     if err:
         return err
     body = request.get_json(silent=True) or {}
     with LOCK:
         p = STATE["annotation_projects"].get(body.get("project_id"))
-        if p is None:
-            return bad("Project not found", 404)
-        p["archived"] = True
-    return jsonify({"response": {"message": "Project archived"}})
+        if p is not None:
+            p["archived"] = archived
+    if p is None:
+        return not_found("Project not found")
+    return ok({"message": "Project archived" if archived else "Project unarchived"})
+
+
+@app.post("/projects/archive")
+def archive_project():
+    return set_archived("projects/archive", True)
+
+
+@app.post("/projects/unarchive")
+def unarchive_project():
+    return set_archived("projects/unarchive", False)
 
 
 @app.get("/project_drafts/projects/detailed_list")
@@ -662,7 +837,11 @@ def list_projects():
     with LOCK:
         items = [{"project_id": p["project_id"], "project_name": p["project_name"]}
                  for p in STATE["annotation_projects"].values()]
-    return jsonify({"response": {"projects": items}})
+    paged = page(items, "projects", "last_project_id")
+    if paged:
+        return paged
+    # Older SDKs read {"projects": [...]}, newer ones a list (mode `project_list`).
+    return ok(items if STATE["modes"].get("project_list") == "list" else {"projects": items})
 
 
 @app.post("/projects/rotations/add")
@@ -679,7 +858,7 @@ def set_rotations():
         if problem:
             return bad(problem)
         p["rotations"] = body
-    return after("projects/rotations") or jsonify({"response": {"message": "Rotations updated"}})
+    return after("projects/rotations") or ok({"message": "Rotations updated"})
 
 
 def change_datasets(name, attach):
@@ -700,7 +879,7 @@ def change_datasets(name, attach):
         else:
             p["attached_datasets"] = [d for d in p["attached_datasets"] if d not in ids]
         p.setdefault("jobs", []).append({"attach" if attach else "detach": ids, "uuid": request.args.get("uuid")})
-    return after(name) or jsonify({"response": {"job_id": uuid.uuid4().hex}})
+    return after(name) or ok({"job_id": uuid.uuid4().hex})
 
 
 @app.post("/actions/jobs/add_datasets_to_project")
@@ -777,6 +956,14 @@ def admin_delete_annotation_project(project_id):
     return jsonify({"deleted": gone is not None})
 
 
+@app.post("/_admin/modes")
+def admin_modes():
+    """Switches modes on or off (only the ones named); answers all of them."""
+    with LOCK:
+        STATE["modes"].update(request.get_json())
+        return jsonify(dict(STATE["modes"]))
+
+
 @app.post("/_admin/faults")
 def admin_faults():
     body = request.get_json()
@@ -798,6 +985,10 @@ def admin_state():
             "held": STATE["held"],
             "templates": list(STATE["templates"].values()),
             "annotation_projects": list(STATE["annotation_projects"].values()),
+            # Every call's headers and body, when asked for (`?requests=1`): tests poll the
+            # state often, and the record of a whole run is large.
+            **({"requests": STATE["requests"]} if request.args.get("requests") else {}),
+            "modes": STATE["modes"],
         })
 
 

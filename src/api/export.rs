@@ -117,16 +117,26 @@ pub enum ExportFormat {
     Png,
 }
 
-/// Workflow statuses of a file on the platform. Exports usually take `review`,
-/// `client_review` and/or `accepted`.
+/// Workflow statuses of a file on the platform, all fourteen the export guide lists (`r_`:
+/// at review, `cr_`: at client review). Exports usually take `review`, `client_review`
+/// and/or `accepted`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FileStatus {
+    Assigned,
     Review,
     RAssigned,
     ClientReview,
     CrAssigned,
     Accepted,
+    Rejected,
+    ClientRejected,
+    Skipped,
+    RSkipped,
+    CrSkipped,
+    Critical,
+    RCritical,
+    CrCritical,
 }
 
 /// What the operator last observed of the export.

@@ -133,10 +133,24 @@ pub fn credentials(secret: Option<&Secret>, refs: &PlatformSecretRef, namespace:
 /// The condition (of type `type_`) for a failed platform call while `doing` something.
 pub fn failure(type_: &'static str, doing: &str, e: &PlatformError) -> Cond {
     match e {
-        PlatformError::Rejected { message, .. } | PlatformError::NoFilesWithStatus { message } => Cond::failed(
+        PlatformError::Rejected { message, tracking_id, .. } => Cond::failed(
+            type_,
+            Reason::PlatformRejected,
+            format!(
+                "The platform refused {doing}: {message} (tracking id {tracking_id}). Fix what it names; the operator retries with backoff."
+            ),
+        ),
+        PlatformError::NoFilesWithStatus { message } => Cond::failed(
             type_,
             Reason::PlatformRejected,
             format!("The platform refused {doing}: {message}. Fix what it names; the operator retries with backoff."),
+        ),
+        PlatformError::Incomplete { detail, tracking_id } => Cond::failed(
+            type_,
+            Reason::RegistrationUnconfirmed,
+            format!(
+                "Could not read the platform's whole list while {doing} ({detail}, tracking id {tracking_id}), so the operator cannot prove the object absent and creates nothing; it looks again with backoff."
+            ),
         ),
         PlatformError::Internal { tracking_id, .. } | PlatformError::Invalid { tracking_id, .. } => Cond::failed(
             type_,
@@ -208,9 +222,17 @@ mod tests {
         let c = failure(REGISTERED, "x", &PlatformError::Internal { status: 500, tracking_id: "abc-123".into() });
         assert_eq!(c.reason, Reason::PlatformInternalError);
         assert!(c.message.contains("tracking id abc-123") && c.message.contains("Labellerr support"));
-        let c = failure(REGISTERED, "x", &PlatformError::Rejected { status: 400, message: "bad path".into() });
+        let c = failure(
+            REGISTERED,
+            "x",
+            &PlatformError::Rejected {
+                status: 400,
+                message: "bad path".into(),
+                tracking_id: crate::platform::Trace { request: "u-2".into(), server: Some("5e7".into()) },
+            },
+        );
         assert_eq!(c.reason, Reason::PlatformRejected);
-        assert!(c.message.contains("bad path"));
+        assert!(c.message.contains("bad path") && c.message.contains("u-2, server tracking id 5e7"), "{}", c.message);
         let c = failure(
             REGISTERED,
             "creating",

@@ -2,6 +2,12 @@
 //! timeouts, and errors that separate a rejection (4xx, with the API's message) from an
 //! internal error (5xx, with the tracking id users quote to support).
 //!
+//! Every request is shaped as Labellerr's own Python SDK sends it (the table in this
+//! module's tests holds each one: method, path, query, headers, body), and every answer is
+//! read as the SDK reads it: a `200` whose `response` is null is "not found" for an id,
+//! error text may be in `message`, in `error` or in both, and the server's `tracking_id`
+//! is kept beside the request's `uuid` for support.
+//!
 //! Retries depend on what a repeat could do. Reads, tests and deletes are repeated on a
 //! 429, a 5xx, a timeout or a lost connection. A create (a connection, an export) is
 //! repeated only where the platform provably did not act: the connection was never made,
@@ -12,6 +18,9 @@
 mod projects;
 pub use projects::{ProjectInfo, ProjectRequest, TemplateInfo, TemplateQuestion};
 
+#[cfg(test)]
+mod requests;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,14 +28,56 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{Value, json};
 
 use crate::s3::client::Keys;
+use crate::s3::uri::Location;
 
 /// The most of an answer the client reads (the platform's answers are a few kilobytes).
 const MAX_BODY: usize = 4 << 20;
 
 pub const DEFAULT_URL: &str = "https://api.labellerr.com";
-/// The labelling UI's origin, which the connection calls carry like the SDK's.
+/// The labelling UI's origin, which every call carries like the SDK's (the platform
+/// stores it on the datasets and projects it makes).
 const ORIGIN: &str = "https://pro.labellerr.com";
 const ATTEMPTS: u32 = 3;
+/// A bound on the pages of one list, so that a platform that always says "more" cannot
+/// keep the operator reading.
+const MAX_PAGES: usize = 1000;
+
+/// The form of a folder in a dataset's and a sync's `path`: `s3://bucket/prefix/`. The
+/// dataset guide says "relative to the bucket", but its troubleshooting, the S3 guide and
+/// the SDK's test against a real bucket all use this form, the only one real use backs.
+/// Decided here, once, for every call that names a folder to read files from.
+pub fn folder_path(location: &Location) -> String {
+    format!("s3://{}/{}", location.bucket, location.prefix)
+}
+
+/// The ids a support ticket needs: the `uuid` this client sent with the request, and the
+/// platform's own `tracking_id` from its answer, where it gave one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    pub request: String,
+    pub server: Option<String>,
+}
+
+impl std::fmt::Display for Trace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.server {
+            Some(server) => write!(f, "{}, server tracking id {server}", self.request),
+            None => f.write_str(&self.request),
+        }
+    }
+}
+
+impl From<String> for Trace {
+    fn from(request: String) -> Self {
+        Trace { request, server: None }
+    }
+}
+
+impl From<&str> for Trace {
+    fn from(request: &str) -> Self {
+        Trace { request: request.to_owned(), server: None }
+    }
+}
 
 /// How long the client waits for an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,20 +111,24 @@ impl std::fmt::Debug for Credentials {
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PlatformError {
-    /// A 4xx: the request was understood and refused.
-    #[error("the platform refused the request (HTTP {status}): {message}")]
-    Rejected { status: u16, message: String },
+    /// A 4xx, or a 2xx whose body says it failed: the request was understood and refused.
+    #[error("the platform refused the request (HTTP {status}): {message} (tracking id {tracking_id})")]
+    Rejected { status: u16, message: String, tracking_id: Trace },
     /// A 5xx or 429 after retries.
     #[error("the platform had an internal error (HTTP {status}); quote tracking id {tracking_id} to Labellerr support")]
-    Internal { status: u16, tracking_id: String },
+    Internal { status: u16, tracking_id: Trace },
     #[error("could not reach the platform ({detail}); tracking id {tracking_id}")]
-    Unreachable { detail: String, tracking_id: String },
+    Unreachable { detail: String, tracking_id: Trace },
     #[error("the platform answered unexpectedly ({detail}); tracking id {tracking_id}")]
-    Invalid { detail: String, tracking_id: String },
+    Invalid { detail: String, tracking_id: Trace },
     /// A create whose request reached the platform but whose answer did not say what
     /// happened (a timeout, a lost connection, a 5xx): it may or may not have acted.
     #[error("the platform may or may not have done it ({detail}); tracking id {tracking_id}")]
-    Unknown { detail: String, tracking_id: String },
+    Unknown { detail: String, tracking_id: Trace },
+    /// A list read to prove that something is absent did not reach its end: absence is not
+    /// proven, so nothing may be created on the strength of it.
+    #[error("the platform's list could not be read to its end ({detail}); tracking id {tracking_id}")]
+    Incomplete { detail: String, tracking_id: Trace },
     /// The platform's "No files found with the given status": the export was refused and
     /// nothing was created.
     #[error("the platform found no files in the requested statuses: {message}")]
@@ -86,14 +141,16 @@ impl PlatformError {
         !matches!(self, PlatformError::Rejected { .. } | PlatformError::NoFilesWithStatus { .. })
     }
 
-    /// The tracking id of the call, where there was one to quote.
-    pub fn tracking_id(&self) -> Option<&str> {
+    /// The tracking ids of the call, where there were some to quote.
+    pub fn tracking_id(&self) -> Option<&Trace> {
         match self {
-            PlatformError::Internal { tracking_id, .. }
+            PlatformError::Rejected { tracking_id, .. }
+            | PlatformError::Internal { tracking_id, .. }
             | PlatformError::Unreachable { tracking_id, .. }
             | PlatformError::Invalid { tracking_id, .. }
-            | PlatformError::Unknown { tracking_id, .. } => Some(tracking_id),
-            PlatformError::Rejected { .. } | PlatformError::NoFilesWithStatus { .. } => None,
+            | PlatformError::Unknown { tracking_id, .. }
+            | PlatformError::Incomplete { tracking_id, .. } => Some(tracking_id),
+            PlatformError::NoFilesWithStatus { .. } => None,
         }
     }
 }
@@ -117,7 +174,7 @@ pub struct Registered {
 /// What the platform needs to test or create an S3 connection.
 pub struct ConnectionForm<'a> {
     pub keys: &'a Keys,
-    /// `bucket/prefix/`
+    /// `bucket/prefix/` (the connection guide's form; datasets use `folder_path`).
     pub path: String,
     /// `import` or `export`
     pub connection_type: &'a str,
@@ -143,7 +200,7 @@ pub struct DatasetRequest<'a> {
     pub data_type: &'a str,
     /// An import connection's id.
     pub connection_id: &'a str,
-    /// `bucket/prefix/folder/`
+    /// `s3://bucket/prefix/folder/`: see `folder_path`.
     pub path: String,
     pub multimodal_indexing: bool,
 }
@@ -204,7 +261,8 @@ impl Client {
         &self.base
     }
 
-    /// Tests an S3 connection the way the platform's "connection test" does.
+    /// Tests an S3 connection the way the platform's "connection test" does. A `2xx` whose
+    /// body says the test failed is a failure.
     pub async fn test_connection(&self, creds: &Credentials, form: &ConnectionForm<'_>) -> Result<(), PlatformError> {
         let fields = vec![
             ("credentials", credentials_json(form.keys)),
@@ -213,18 +271,16 @@ impl Client {
             ("connection_type", form.connection_type.to_owned()),
             ("data_type", form.data_type.to_owned()),
         ];
-        let req = Call {
-            method: "POST",
-            path: "/connectors/connections/test",
-            query: &[],
-            effect: Effect::Idempotent,
-            tracking_id: None,
-        };
-        self.call(creds, req, Body::Form(fields), true, Some(form.keys)).await?;
-        Ok(())
+        let req = Call::new("POST", "/connectors/connections/test").email_id();
+        let (value, trace) = self.call(creds, req, Body::Form(fields), Some(form.keys)).await?;
+        match test_failure(&value) {
+            Some(message) => Err(PlatformError::Rejected { status: 200, message, tracking_id: trace }),
+            None => Ok(()),
+        }
     }
 
-    /// Creates the connection and returns its id.
+    /// Creates the connection and returns its id. Like the SDK, the form carries no
+    /// `data_type` (the test before it did).
     pub async fn create_connection(
         &self,
         creds: &Credentials,
@@ -238,49 +294,37 @@ impl Client {
             ("name", name.to_owned()),
             ("description", description.to_owned()),
             ("connection_type", form.connection_type.to_owned()),
-            ("data_type", form.data_type.to_owned()),
             ("credentials", credentials_json(form.keys)),
         ];
-        let req = Call {
-            method: "POST",
-            path: "/connectors/connections/create",
-            query: &[],
-            effect: Effect::Create,
-            tracking_id: None,
-        };
-        let (value, tracking_id) = self.call(creds, req, Body::Form(fields), true, Some(form.keys)).await?;
+        let req = Call::new("POST", "/connectors/connections/create").email_id().create(None);
+        let (value, trace) = self.call(creds, req, Body::Form(fields), Some(form.keys)).await?;
         // A success without an id: the platform did something, and no one knows what.
-        string_field(&value, "connection_id", &tracking_id).map_err(unknown_if_invalid)
+        string_field(&value, "connection_id", &trace).map_err(unknown_if_invalid)
     }
 
     /// The S3 connections of `connection_type` whose name satisfies `wanted`, through the
-    /// list and details endpoints: how a create whose answer was lost is found again.
+    /// list (read to its end) and details endpoints: how a create whose answer was lost is
+    /// found again.
     pub async fn find_connections(
         &self,
         creds: &Credentials,
         connection_type: &str,
         wanted: impl Fn(&str) -> bool,
     ) -> Result<Vec<Registered>, PlatformError> {
-        let query = [("connection_type", connection_type), ("connector", "s3")];
-        let req = Call {
-            method: "GET",
-            path: "/connectors/connections/list",
-            query: &query,
-            effect: Effect::Idempotent,
-            tracking_id: None,
-        };
-        let (value, tracking_id) = self.call(creds, req, Body::Empty, true, None).await?;
-        let items = value["response"].as_array().ok_or_else(|| PlatformError::Invalid {
-            detail: "no response list in the answer".into(),
-            tracking_id: tracking_id.clone(),
-        })?;
+        let query = [("connector", "s3"), ("connection_type", connection_type)];
+        let list = List { path: "/connectors/connections/list", items: "connections", cursor: "last_connection_id" };
+        let items = self.list_all(creds, &list, &query, true).await?;
         let mut found = Vec::new();
         for item in items {
             let Some(id) = item["connection_id"].as_str() else { continue };
             // The list may carry names; where it does not, the details do.
             let item_name = match item["name"].as_str() {
                 Some(n) => n.to_owned(),
-                None => self.connection_name(creds, id).await?,
+                None => match self.connection_name(creds, id).await? {
+                    Some(n) => n,
+                    // Gone between the list and its details.
+                    None => continue,
+                },
             };
             if wanted(&item_name) {
                 found.push(Registered { id: id.to_owned(), name: item_name });
@@ -289,31 +333,26 @@ impl Client {
         Ok(found)
     }
 
-    async fn connection_name(&self, creds: &Credentials, id: &str) -> Result<String, PlatformError> {
+    /// A connection's name, or None when the platform no longer knows the id.
+    async fn connection_name(&self, creds: &Credentials, id: &str) -> Result<Option<String>, PlatformError> {
         let path = format!("/connectors/connections/{}/details", encode(id));
-        let req = Call { method: "GET", path: &path, query: &[], effect: Effect::Idempotent, tracking_id: None };
-        let (value, _) = self.call(creds, req, Body::Empty, true, None).await?;
-        Ok(value["response"]["name"].as_str().unwrap_or_default().to_owned())
+        let Some(r) = self.get_by_id(creds, Call::new("GET", &path)).await? else { return Ok(None) };
+        Ok(Some(r["name"].as_str().unwrap_or_default().to_owned()))
     }
 
     /// Deletes a connection; one that is already gone counts as deleted.
     pub async fn delete_connection(&self, creds: &Credentials, id: &str) -> Result<(), PlatformError> {
         let body = Body::Json(json!({"connection_id": id}));
-        let req = Call {
-            method: "POST",
-            path: "/connectors/connections/delete",
-            query: &[],
-            effect: Effect::Idempotent,
-            tracking_id: None,
-        };
-        match self.call(creds, req, body, true, None).await {
+        let req = Call::new("POST", "/connectors/connections/delete").email_id();
+        match self.call(creds, req, body, None).await {
             Ok(_) | Err(PlatformError::Rejected { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    /// Submits an export to S3 with the tracking id `tracking_id` (recorded by the caller
-    /// beforehand) and returns its report id.
+    /// Submits an export to S3 and returns its report id. The SDK sends no `uuid` with this
+    /// call; s3connect does (the tracking id `tracking_id`, recorded by the caller
+    /// beforehand), so that the submission can be quoted to support.
     pub async fn create_export(
         &self,
         creds: &Credentials,
@@ -321,7 +360,7 @@ impl Client {
         req: &ExportRequest<'_>,
         tracking_id: &str,
     ) -> Result<String, PlatformError> {
-        let body = Body::Json(json!({
+        let mut body = json!({
             "export_name": req.name,
             "export_description": req.description,
             "export_format": req.format,
@@ -330,30 +369,14 @@ impl Client {
             "connection_id": req.connection_id,
             "export_folder_path": req.folder_path,
             "question_ids": ["all"],
-        }));
-        let body = match (body, req.updated_after) {
-            (Body::Json(mut v), Some(ms)) => {
-                v["updated_after_timestamp"] = json!(ms);
-                Body::Json(v)
-            }
-            (b, _) => b,
-        };
-        let query = [("project_id", project_id)];
-        let req = Call {
-            method: "POST",
-            path: "/sdk/export/files",
-            query: &query,
-            effect: Effect::Create,
-            tracking_id: Some(tracking_id),
-        };
-        match self.call(creds, req, body, false, None).await {
-            Ok((value, tracking_id)) => string_field(&value, "report_id", &tracking_id).map_err(unknown_if_invalid),
-            // The one documented refusal with a remedy of its own.
-            Err(PlatformError::Rejected { message, .. }) if message.to_ascii_lowercase().contains("no files found") => {
-                Err(PlatformError::NoFilesWithStatus { message })
-            }
-            Err(e) => Err(e),
+        });
+        if let Some(ms) = req.updated_after {
+            body["updated_after_timestamp"] = json!(ms);
         }
+        let query = [("project_id", project_id)];
+        let call = Call::new("POST", "/sdk/export/files").query(&query).create(Some(tracking_id));
+        let (value, trace) = self.call(creds, call, Body::Json(body), None).await?;
+        string_field(&value, "report_id", &trace).map_err(unknown_if_invalid)
     }
 
     /// The state of an export, or None when the platform does not know the report id.
@@ -365,14 +388,7 @@ impl Client {
     ) -> Result<Option<ExportState>, PlatformError> {
         let body = Body::Json(json!({"report_ids": [report_id]}));
         let query = [("project_id", project_id)];
-        let req = Call {
-            method: "POST",
-            path: "/exports/status",
-            query: &query,
-            effect: Effect::Idempotent,
-            tracking_id: None,
-        };
-        let (value, _) = self.call(creds, req, body, false, None).await?;
+        let (value, _) = self.call(creds, Call::new("POST", "/exports/status").query(&query), body, None).await?;
         // Some SDK versions read `status`, others `response`: accept both.
         let items = value.get("status").or_else(|| value.get("response")).and_then(Value::as_array);
         let Some(item) = items.into_iter().flatten().find(|i| i["report_id"] == report_id) else {
@@ -410,27 +426,15 @@ impl Client {
             "client_id": creds.client_id,
             "es_multimodal_index": req.multimodal_indexing,
         }));
-        let call = Call {
-            method: "POST",
-            path: "/datasets/create",
-            query: &[],
-            effect: Effect::Create,
-            tracking_id: Some(tracking_id),
-        };
-        let (value, tracking_id) = self.call(creds, call, body, false, None).await?;
-        string_field(&value, "dataset_id", &tracking_id).map_err(unknown_if_invalid)
+        let call = Call::new("POST", "/datasets/create").create(Some(tracking_id));
+        let (value, trace) = self.call(creds, call, body, None).await?;
+        string_field(&value, "dataset_id", &trace).map_err(unknown_if_invalid)
     }
 
     /// The dataset `id`, or None when the platform does not know it.
     pub async fn get_dataset(&self, creds: &Credentials, id: &str) -> Result<Option<DatasetInfo>, PlatformError> {
         let path = format!("/datasets/{}", encode(id));
-        let call = Call { method: "GET", path: &path, query: &[], effect: Effect::Idempotent, tracking_id: None };
-        let value = match self.call(creds, call, Body::Empty, false, None).await {
-            Ok((value, _)) => value,
-            Err(PlatformError::Rejected { status: 404, .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let r = &value["response"];
+        let Some(r) = self.get_by_id(creds, Call::new("GET", &path)).await? else { return Ok(None) };
         let number = |v: &Value| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0);
         Ok(Some(DatasetInfo {
             name: r["name"].as_str().unwrap_or_default().to_owned(),
@@ -441,58 +445,35 @@ impl Client {
         }))
     }
 
-    /// The ids of the datasets of `data_type` named `name`, through the (paged) list: how
-    /// a create whose answer was lost is found again.
+    /// The ids of the datasets of `data_type` named `name`, through the list read to its
+    /// end: how a create whose answer was lost is found again.
     pub async fn find_datasets(
         &self,
         creds: &Credentials,
         data_type: &str,
         name: &str,
     ) -> Result<Vec<String>, PlatformError> {
-        let mut found = Vec::new();
-        let mut after: Option<String> = None;
-        // A bound on pages, so that a platform that always says "more" cannot loop us.
-        for _ in 0..100 {
-            let mut query = vec![("data_type", data_type), ("permission_level", "client"), ("page_size", "100")];
-            if let Some(a) = &after {
-                query.push(("last_dataset_id", a));
-            }
-            let call = Call {
-                method: "GET",
-                path: "/datasets/list",
-                query: &query,
-                effect: Effect::Idempotent,
-                tracking_id: None,
-            };
-            let (value, _) = self.call(creds, call, Body::Empty, false, None).await?;
-            let page = &value["response"];
-            for d in page["datasets"].as_array().into_iter().flatten() {
-                if d["name"].as_str() == Some(name)
-                    && let Some(id) = d["dataset_id"].as_str()
-                {
-                    found.push(id.to_owned());
-                }
-            }
-            match (page["has_more"].as_bool(), page["last_dataset_id"].as_str()) {
-                (Some(true), Some(last)) if after.as_deref() != Some(last) => after = Some(last.to_owned()),
-                _ => return Ok(found),
-            }
-        }
-        Ok(found)
+        let query = [("data_type", data_type), ("permission_level", "client"), ("page_size", "100")];
+        let list = List { path: "/datasets/list", items: "datasets", cursor: "last_dataset_id" };
+        let items = self.list_all(creds, &list, &query, false).await?;
+        Ok(items
+            .iter()
+            .filter(|d| d["name"].as_str() == Some(name))
+            .filter_map(|d| d["dataset_id"].as_str().map(str::to_owned))
+            .collect())
     }
 
     /// Deletes a dataset; one that is already gone counts as deleted.
     pub async fn delete_dataset(&self, creds: &Credentials, id: &str) -> Result<(), PlatformError> {
         let path = format!("/datasets/{}/delete", encode(id));
-        let call = Call { method: "DELETE", path: &path, query: &[], effect: Effect::Idempotent, tracking_id: None };
-        match self.call(creds, call, Body::Empty, false, None).await {
+        match self.call(creds, Call::new("DELETE", &path), Body::Empty, None).await {
             Ok(_) | Err(PlatformError::Rejected { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    /// Syncs the new files of the connection's `path` into `project_id`'s dataset. Doing it
-    /// twice adds nothing twice.
+    /// Syncs the new files of the connection's `path` (see `folder_path`) into
+    /// `project_id`'s dataset. Doing it twice adds nothing twice.
     #[allow(clippy::too_many_arguments)]
     pub async fn sync_dataset(
         &self,
@@ -512,37 +493,132 @@ impl Client {
             "email_id": creds.api_key,
             "connection_id": connection_id,
         }));
-        let call = Call {
-            method: "POST",
-            path: "/connectors/datasets/sync",
-            query: &[],
-            effect: Effect::Idempotent,
-            tracking_id: None,
-        };
-        self.call(creds, call, body, false, None).await.map(|_| ())
+        self.call(creds, Call::new("POST", "/connectors/datasets/sync"), body, None).await.map(|_| ())
+    }
+
+    /// The `response` of a GET of one object by id, or None when the platform does not know
+    /// the id: a 404, or (as the SDK reads it) a 2xx whose `response` is null.
+    async fn get_by_id(&self, creds: &Credentials, req: Call<'_>) -> Result<Option<Value>, PlatformError> {
+        match self.call(creds, req.gone_if_null(), Body::Empty, None).await {
+            Ok((mut value, _)) => Ok(match value["response"].take() {
+                Value::Null => None,
+                r => Some(r),
+            }),
+            Err(PlatformError::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every item of a list, page after page until the platform says there are no more.
+    /// A page is `response` as a list, or an object with the items under `list.items`;
+    /// `has_more` (in `response` or beside it) and the cursor `list.cursor` lead to the next
+    /// page. A list that says more follow but gives no new cursor, or that does not end
+    /// within `MAX_PAGES`, is `Incomplete`: absence is then not proven.
+    async fn list_all(
+        &self,
+        creds: &Credentials,
+        list: &List,
+        query: &[(&str, &str)],
+        email_id: bool,
+    ) -> Result<Vec<Value>, PlatformError> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        let mut trace = Trace::default();
+        for _ in 0..MAX_PAGES {
+            let mut q: Vec<(&str, &str)> = query.to_vec();
+            if let Some(a) = &after {
+                q.push((list.cursor, a.as_str()));
+            }
+            let mut call = Call::new("GET", list.path).query(&q);
+            if email_id {
+                call = call.email_id();
+            }
+            let (value, t) = self.call(creds, call, Body::Empty, None).await?;
+            trace = t;
+            let page = &value["response"];
+            let (items, meta) = match page {
+                Value::Array(items) => (items, &value),
+                Value::Object(_) => match page[list.items].as_array() {
+                    Some(items) => (items, page),
+                    None => {
+                        return Err(PlatformError::Invalid {
+                            detail: format!("no response.{} in the answer", list.items),
+                            tracking_id: trace,
+                        });
+                    }
+                },
+                _ => {
+                    return Err(PlatformError::Invalid { detail: "no list in the answer".into(), tracking_id: trace });
+                }
+            };
+            all.extend(items.iter().cloned());
+            if meta["has_more"].as_bool() != Some(true) {
+                return Ok(all);
+            }
+            match meta[list.cursor].as_str() {
+                Some(next) if after.as_deref() != Some(next) => after = Some(next.to_owned()),
+                _ => {
+                    return Err(PlatformError::Incomplete {
+                        detail: format!("{} said more items follow but gave no new {}", list.path, list.cursor),
+                        tracking_id: trace,
+                    });
+                }
+            }
+        }
+        Err(PlatformError::Incomplete {
+            detail: format!("{} did not end within {MAX_PAGES} pages", list.path),
+            tracking_id: trace,
+        })
     }
 
     /// One API call, repeated as its effect allows. Returns the body (the whole JSON, so
-    /// callers can read `response` or `status`) and the call's tracking id.
+    /// callers can read `response` or `status`) and the call's tracking ids.
     async fn call(
         &self,
         creds: &Credentials,
         req: Call<'_>,
         body: Body,
-        connection_call: bool,
         s3_keys: Option<&Keys>,
-    ) -> Result<(Value, String), PlatformError> {
-        let result = self.call_once(creds, &req, body, connection_call, s3_keys).await;
+    ) -> Result<(Value, Trace), PlatformError> {
+        let result = self.call_once(creds, &req, body, s3_keys).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(PlatformError::Rejected { .. } | PlatformError::NoFilesWithStatus { .. }) => "rejected",
             Err(PlatformError::Internal { .. }) => "internal_error",
             Err(PlatformError::Unreachable { .. }) => "unreachable",
-            Err(PlatformError::Invalid { .. }) => "invalid",
+            Err(PlatformError::Invalid { .. } | PlatformError::Incomplete { .. }) => "invalid",
             Err(PlatformError::Unknown { .. }) => "unknown",
         };
         crate::telemetry::metrics::METRICS.platform_request(metric_path(req.path), outcome);
         result
+    }
+
+    /// The request as the SDK would send it: its headers on every call (`origin` included),
+    /// `email_id` where the SDK adds it, the tracking id and the client id in the query.
+    fn request(
+        &self,
+        creds: &Credentials,
+        req: &Call<'_>,
+        tracking_id: &str,
+        content_type: &str,
+        bytes: Bytes,
+    ) -> Result<http::Request<Full<Bytes>>, http::Error> {
+        let mut url = format!("{}{}?client_id={}&uuid={tracking_id}", self.base, req.path, encode(&creds.client_id));
+        for (k, v) in req.query {
+            url.push_str(&format!("&{k}={}", encode(v)));
+        }
+        let mut request = http::Request::builder()
+            .method(req.method)
+            .uri(&url)
+            .header("api_key", &creds.api_key)
+            .header("api_secret", &creds.api_secret)
+            .header("client_id", &creds.client_id)
+            .header("source", "s3connect")
+            .header("origin", ORIGIN);
+        if req.email_id {
+            request = request.header("email_id", &creds.api_key);
+        }
+        request.header("content-type", content_type).body(Full::new(bytes))
     }
 
     async fn call_once(
@@ -550,14 +626,9 @@ impl Client {
         creds: &Credentials,
         req: &Call<'_>,
         body: Body,
-        connection_call: bool,
         s3_keys: Option<&Keys>,
-    ) -> Result<(Value, String), PlatformError> {
+    ) -> Result<(Value, Trace), PlatformError> {
         let tracking_id = req.tracking_id.map_or_else(uuid4, str::to_owned);
-        let mut url = format!("{}{}?client_id={}&uuid={tracking_id}", self.base, req.path, encode(&creds.client_id));
-        for (k, v) in req.query {
-            url.push_str(&format!("&{k}={}", encode(v)));
-        }
         let (content_type, bytes) = match &body {
             Body::Json(v) => ("application/json".to_owned(), Bytes::from(v.to_string())),
             Body::Form(fields) => multipart(fields),
@@ -572,36 +643,20 @@ impl Client {
         };
         let create = req.effect == Effect::Create;
         let timeout = if create { self.timeouts.create } else { self.timeouts.call };
-        let unknown = |detail: String| PlatformError::Unknown { detail, tracking_id: tracking_id.clone() };
+        let ours = || Trace::from(tracking_id.clone());
+        let unknown = |detail: String, tracking_id: Trace| PlatformError::Unknown { detail, tracking_id };
         let mut last = None;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
             }
-            let mut request = http::Request::builder()
-                .method(req.method)
-                .uri(&url)
-                .header("api_key", &creds.api_key)
-                .header("api_secret", &creds.api_secret)
-                .header("client_id", &creds.client_id)
-                .header("source", "s3connect");
-            if connection_call {
-                request = request.header("email_id", &creds.api_key).header("origin", ORIGIN);
-            }
-            let request =
-                request.header("content-type", &content_type).body(Full::new(bytes.clone())).map_err(|e| {
-                    PlatformError::Invalid {
-                        detail: format!("request not built: {e}"),
-                        tracking_id: tracking_id.clone(),
-                    }
-                })?;
+            let request = self.request(creds, req, &tracking_id, &content_type, bytes.clone()).map_err(|e| {
+                PlatformError::Invalid { detail: format!("request not built: {e}"), tracking_id: ours() }
+            })?;
             let response = match tokio::time::timeout(timeout, self.http.request(request)).await {
-                Err(_) if create => return Err(unknown(format!("no answer within {} s", timeout.as_secs()))),
+                Err(_) if create => return Err(unknown(format!("no answer within {} s", timeout.as_secs()), ours())),
                 Err(_) => {
-                    last = Some(PlatformError::Unreachable {
-                        detail: "timed out".into(),
-                        tracking_id: tracking_id.clone(),
-                    });
+                    last = Some(PlatformError::Unreachable { detail: "timed out".into(), tracking_id: ours() });
                     continue;
                 }
                 Ok(Err(e)) => {
@@ -609,9 +664,9 @@ impl Client {
                         redact(&std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()));
                     // A connection that was never made carried no request: safe to repeat.
                     if create && !e.is_connect() {
-                        return Err(unknown(format!("the connection was lost after sending: {detail}")));
+                        return Err(unknown(format!("the connection was lost after sending: {detail}"), ours()));
                     }
-                    last = Some(PlatformError::Unreachable { detail, tracking_id: tracking_id.clone() });
+                    last = Some(PlatformError::Unreachable { detail, tracking_id: ours() });
                     continue;
                 }
                 Ok(Ok(r)) => r,
@@ -623,31 +678,62 @@ impl Client {
             {
                 Ok(Ok(b)) => b.to_bytes(),
                 _ if create && (200..300).contains(&status) => {
-                    return Err(unknown("the answer was cut off".into()));
+                    return Err(unknown("the answer was cut off".into(), ours()));
                 }
                 _ => {
                     last = Some(PlatformError::Unreachable {
                         detail: "the answer was cut off".into(),
-                        tracking_id: tracking_id.clone(),
+                        tracking_id: ours(),
                     });
                     continue;
                 }
             };
             let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let trace = Trace {
+                request: tracking_id.clone(),
+                server: value.get("tracking_id").and_then(Value::as_str).map(redact),
+            };
             match status {
-                200..=299 => return Ok((value, tracking_id)),
+                200..=299 => {
+                    // A null `response` for an id is "not found", which the caller reads.
+                    let gone = req.gone_if_null && value["response"].is_null();
+                    let Some(text) = body_error(&value).filter(|_| !gone) else { return Ok((value, trace)) };
+                    let message = redact(&text);
+                    return Err(if is_no_files(&message) {
+                        PlatformError::NoFilesWithStatus { message }
+                    } else if create {
+                        // Said to have failed, yet answered as a success: it may have acted.
+                        unknown(format!("HTTP {status} with the error {message:?}"), trace)
+                    } else {
+                        PlatformError::Rejected { status, message, tracking_id: trace }
+                    });
+                }
                 // Refused before doing anything: safe to repeat, even a create.
-                429 => last = Some(PlatformError::Internal { status, tracking_id: tracking_id.clone() }),
+                429 => last = Some(PlatformError::Internal { status, tracking_id: trace }),
                 // The platform may fail after acting: a create's outcome is unknown.
-                500..=599 if create => return Err(unknown(format!("HTTP {status}"))),
-                500..=599 => last = Some(PlatformError::Internal { status, tracking_id: tracking_id.clone() }),
+                500..=599 if create => return Err(unknown(format!("HTTP {status}"), trace)),
+                500..=599 => last = Some(PlatformError::Internal { status, tracking_id: trace }),
                 _ => {
-                    return Err(PlatformError::Rejected { status, message: redact(&api_message(&value, &body)) });
+                    let message = redact(&api_message(&value, &body));
+                    // The one documented refusal with a remedy of its own, in whichever
+                    // field it arrives.
+                    if is_no_files(&message) {
+                        return Err(PlatformError::NoFilesWithStatus { message });
+                    }
+                    return Err(PlatformError::Rejected { status, message, tracking_id: trace });
                 }
             }
         }
-        Err(last.unwrap_or_else(|| unknown("no attempt was made".into())))
+        Err(last.unwrap_or_else(|| unknown("no attempt was made".into(), ours())))
     }
+}
+
+/// A list endpoint: where its items are when `response` is an object, and the query
+/// parameter (and answer field) that names the last item of a page.
+struct List {
+    path: &'static str,
+    items: &'static str,
+    cursor: &'static str,
 }
 
 /// One call: what it does to the platform decides whether it may be repeated.
@@ -658,6 +744,42 @@ struct Call<'a> {
     effect: Effect,
     /// A tracking id the caller chose (and recorded) before the call; else a new one.
     tracking_id: Option<&'a str>,
+    /// The SDK's `email_id` header (the api key): connection calls, project delete and
+    /// archive.
+    email_id: bool,
+    /// A GET of one object by id: a null `response` is "not found", not a failure.
+    gone_if_null: bool,
+}
+
+impl<'a> Call<'a> {
+    fn new(method: &'static str, path: &'a str) -> Self {
+        Call {
+            method,
+            path,
+            query: &[],
+            effect: Effect::Idempotent,
+            tracking_id: None,
+            email_id: false,
+            gone_if_null: false,
+        }
+    }
+
+    fn query(self, query: &'a [(&'a str, &'a str)]) -> Self {
+        Call { query, ..self }
+    }
+
+    /// A create, sent with `tracking_id` when the caller recorded one beforehand.
+    fn create(self, tracking_id: Option<&'a str>) -> Self {
+        Call { effect: Effect::Create, tracking_id, ..self }
+    }
+
+    fn email_id(self) -> Self {
+        Call { email_id: true, ..self }
+    }
+
+    fn gone_if_null(self) -> Self {
+        Call { gone_if_null: true, ..self }
+    }
 }
 
 /// The metric label for a path: ids in paths would make a series per connection.
@@ -677,6 +799,7 @@ fn metric_path(path: &str) -> &'static str {
         "/projects/create" => "/projects/create",
         "/project_drafts/projects/detailed_list" => "/project_drafts/projects/detailed_list",
         "/projects/archive" => "/projects/archive",
+        "/annotations/get_template" => "/annotations/get_template",
         "/projects/rotations/add" => "/projects/rotations/add",
         "/actions/jobs/add_datasets_to_project" => "/actions/jobs/add_datasets_to_project",
         "/actions/jobs/delete_datasets_from_project" => "/actions/jobs/delete_datasets_from_project",
@@ -699,25 +822,58 @@ fn unknown_if_invalid(e: PlatformError) -> PlatformError {
     }
 }
 
-fn string_field(value: &Value, field: &str, tracking_id: &str) -> Result<String, PlatformError> {
+fn string_field(value: &Value, field: &str, trace: &Trace) -> Result<String, PlatformError> {
     value["response"][field].as_str().map(str::to_owned).ok_or_else(|| PlatformError::Invalid {
         detail: format!("no response.{field} in the answer"),
-        tracking_id: tracking_id.to_owned(),
+        tracking_id: trace.clone(),
     })
 }
 
-/// The API's error text: `message`, else `error` (a string or an object), else the body.
-fn api_message(value: &Value, body: &[u8]) -> String {
-    let pick = |v: &Value| match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Object(_) => v.get("message").and_then(Value::as_str).map(str::to_owned),
+/// The text of one of the API's error fields: a string, or an object's `message`.
+fn text_of(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        v @ Value::Object(_) => v.get("message").and_then(Value::as_str).map(str::to_owned),
         _ => None,
-    };
-    value
-        .get("message")
-        .and_then(pick)
-        .or_else(|| value.get("error").and_then(pick))
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned())
+    }
+}
+
+/// The API's error text: `message` and `error` both (they may say different things), else
+/// the body.
+fn api_message(value: &Value, body: &[u8]) -> String {
+    match (text_of(value.get("message")), text_of(value.get("error"))) {
+        (Some(m), Some(e)) if m == e || m.contains(&e) => m,
+        (Some(m), Some(e)) if e.contains(&m) => e,
+        (Some(m), Some(e)) => format!("{m}: {e}"),
+        (Some(t), None) | (None, Some(t)) => t,
+        (None, None) => String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+    }
+}
+
+/// The failure a `2xx` answer carries in its body, if any: a non-empty `error` (a success
+/// has `"error": null` and `"message": "200: Success"`).
+fn body_error(value: &Value) -> Option<String> {
+    text_of(value.get("error")).map(|_| api_message(value, b""))
+}
+
+/// The platform's "No files found with the given status", in whichever field it came.
+fn is_no_files(text: &str) -> bool {
+    text.to_ascii_lowercase().contains("no files found")
+}
+
+/// Why a connection test answered with a `2xx` failed, if its body says it did: an error
+/// (see `body_error`, already turned into a refusal), no result at all, or a result that
+/// reports failure.
+fn test_failure(value: &Value) -> Option<String> {
+    let r = &value["response"];
+    if r.is_null() {
+        return Some(format!("the connection test gave no result: {}", api_message(value, b"")));
+    }
+    let said = |k: &str| r[k].as_str().map(str::to_ascii_lowercase);
+    let failed = r["success"].as_bool() == Some(false)
+        || r["status"].as_bool() == Some(false)
+        || said("status").is_some_and(|s| matches!(s.as_str(), "failed" | "failure" | "error"));
+    failed.then(|| text_of(r.get("message")).unwrap_or_else(|| "the connection test failed".into()))
 }
 
 /// What marks a platform object as made for one Kubernetes object: its uid, in a field the
@@ -795,6 +951,37 @@ mod tests {
         );
         assert_eq!(api_message(&json!({"error": {"message": "nested"}}), b""), "nested");
         assert_eq!(api_message(&Value::Null, b"plain text"), "plain text");
+        // Both fields, saying different things: both are kept.
+        let both = json!({"message": "400: Bad Request", "error": "No files found with the given status"});
+        assert_eq!(api_message(&both, b""), "400: Bad Request: No files found with the given status");
+        assert!(is_no_files(&api_message(&both, b"")));
+    }
+
+    #[test]
+    fn a_success_body_is_no_failure_and_an_error_in_a_2xx_body_is() {
+        let ok = json!({"message": "200: Success", "response": {"id": "1"}, "error": null, "tracking_id": "ab"});
+        assert_eq!(body_error(&ok), None);
+        let failed = json!({"message": "200: Success", "response": null, "error": "path not readable"});
+        assert_eq!(body_error(&failed).as_deref(), Some("200: Success: path not readable"));
+        assert_eq!(test_failure(&json!({"response": {"message": "Connection successful"}})), None);
+        assert!(test_failure(&json!({"response": null, "message": "done"})).is_some());
+        let said = json!({"response": {"status": "failed", "message": "AccessDenied on ListBucket"}});
+        assert_eq!(test_failure(&said).as_deref(), Some("AccessDenied on ListBucket"));
+        assert!(test_failure(&json!({"response": {"success": false}})).is_some());
+    }
+
+    #[test]
+    fn folders_are_named_as_real_use_backs() {
+        let l = Location::parse("bucket-1/images/cats").unwrap();
+        assert_eq!(folder_path(&l), "s3://bucket-1/images/cats/");
+        assert_eq!(folder_path(&Location::parse("bucket-1").unwrap()), "s3://bucket-1/");
+    }
+
+    #[test]
+    fn tracking_ids_show_the_servers_beside_the_requests() {
+        let t = Trace { request: "u-1".into(), server: Some("f00d".into()) };
+        let e = PlatformError::Rejected { status: 400, message: "bad".into(), tracking_id: t };
+        assert!(e.to_string().contains("u-1, server tracking id f00d"), "{e}");
     }
 
     #[test]

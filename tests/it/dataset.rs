@@ -148,7 +148,8 @@ async fn a_dataset_reaches_ready_with_the_folders_files_count() {
     let name = format!("{}/cats", case.ns);
     let found = on_platform(&name).await;
     assert_eq!(found.len(), 1, "{found:#?}");
-    assert_eq!(found[0]["path"], format!("{}/images/cats/", case.bucket));
+    // The one path form real use backs (README, "Folder paths are s3://bucket/prefix/").
+    assert_eq!(found[0]["path"], format!("s3://{}/images/cats/", case.bucket));
     // The description carries the Dataset's identity: what lookups and deletion match.
     let uid = case.api().get("cats").await.unwrap().metadata.uid.unwrap();
     assert_eq!(found[0]["description"], format!("three cats [s3connect uid={uid}]"));
@@ -227,6 +228,35 @@ async fn a_platform_500_on_create_names_the_tracking_id_and_creates_once() {
     // Looked up by name, not there (the 500 came before the platform acted), created once.
     case.wait("cats", "Ready", |s| has_ready(s, "True", "DatasetReady")).await;
     assert_eq!(on_platform(&format!("{}/cats", case.ns)).await.len(), 1);
+}
+
+/// The platform creates the dataset, then the answer is lost (a 500), and the list the
+/// operator reads to find it comes a page at a time with the dataset on a later page: it
+/// is adopted, never created again.
+#[tokio::test]
+async fn a_lost_create_answer_is_found_on_the_lists_second_page_and_adopted_once() {
+    let _timer = crate::timed!();
+    let case = DatasetCase::new("ds-pages").await;
+    let connection_id = case.registered().await;
+    // Another dataset of the same type first, so that the list has a page before this one's.
+    case.dataset("first", json!({"path": "cats/"})).await;
+    case.wait("first", "Ready", |s| has_ready(s, "True", "DatasetReady")).await;
+    platform::modes(json!({"page_size": 1})).await;
+    platform::fault("datasets/create", json!({"after_status": 500, "after_count": 1, "connection_id": connection_id}))
+        .await;
+    case.dataset("cats", json!({"path": "cats/"})).await;
+    let status = case.wait("cats", "Ready", |s| has_ready(s, "True", "DatasetReady")).await;
+    let requests = platform::requests().await;
+    platform::modes(json!({"page_size": 0})).await;
+    let found = on_platform(&format!("{}/cats", case.ns)).await;
+    assert_eq!(found.len(), 1, "created once: {found:#?}");
+    assert_eq!(status["datasetId"], found[0]["dataset_id"], "the one the lost answer made: {status:#}");
+    let faults = platform::state().await["faults"]["datasets/create"].clone();
+    let ours =
+        faults.as_array().unwrap().iter().find(|f| f["connection_id"] == connection_id.as_str()).unwrap().clone();
+    assert_eq!(ours["after_count"], 0, "the answer was lost: {ours}");
+    let later_page = |r: &Value| r["path"] == "/datasets/list" && r["query"]["last_dataset_id"].is_string();
+    assert!(requests.iter().any(later_page), "the list was read past its first page");
 }
 
 #[tokio::test]

@@ -263,6 +263,23 @@ async fn no_file_in_the_requested_statuses_is_no_files_with_status() {
     case.assert_no_secrets().await;
 }
 
+/// Real refusals often carry a status line in `message` and the reason in `error`: the
+/// documented "No files found" is recognised there too.
+#[tokio::test]
+async fn no_files_found_in_the_error_field_alone_is_no_files_with_status() {
+    let _timer = crate::timed!();
+    let case = ExportCase::new("nofiles-error", &[], None).await;
+    registered_id(&case).await;
+    let refusal = json!({"count": 1, "status": 400, "message": "400: Bad Request",
+        "error": "No files found with the given status", "project_id": case.project});
+    platform::fault("export/create", refusal).await;
+    case.export("review", &["review"]).await;
+    let status =
+        case.wait_export("review", "NoFilesWithStatus", |s| has(s, "Complete", "False", "NoFilesWithStatus")).await;
+    assert!(has(&status, "Ready", "False", "NoFilesWithStatus"), "{status:#}");
+    assert!(platform::exports(&case.project).await.is_empty(), "nothing was exported");
+}
+
 #[tokio::test]
 async fn a_connection_without_put_object_never_submits() {
     let _timer = crate::timed!();
@@ -693,16 +710,31 @@ async fn deletion_waits_for_the_platform_and_the_annotation_lets_it_go() {
 #[tokio::test]
 async fn a_connection_the_platform_test_refuses_is_never_created() {
     let _timer = crate::timed!();
+    let refusal = json!({"status": 400, "message": "Connection test failed: the platform cannot list this bucket"});
+    refused_connection_test(refusal, "refused").await;
+}
+
+/// A test answered 200 whose body says it failed is a failure too.
+#[tokio::test]
+async fn a_connection_test_that_fails_in_a_200_body_is_never_created() {
+    let _timer = crate::timed!();
+    let refusal = json!({"status": 200, "message": "200: Success",
+        "error": "Connection test failed: the platform cannot list this bucket"});
+    refused_connection_test(refusal, "refused200").await;
+}
+
+/// The platform's connection test answers `refusal` for a new connection: Registered is
+/// PlatformRejected with its text, and nothing is created on the platform.
+async fn refused_connection_test(refusal: Value, hint: &str) {
     let client = support::client().await;
-    let ns = support::namespace(&client, "refused").await;
-    let bucket = s3::bucket("refused", "us-east-1").await;
+    let ns = support::namespace(&client, hint).await;
+    let bucket = s3::bucket(hint, "us-east-1").await;
     s3::put(&bucket, "data/images/a.jpg", b"a").await;
     let path = format!("{bucket}/data/");
-    platform::fault(
-        "connections/test",
-        json!({"status": 400, "count": 1000, "path": path, "message": "Connection test failed: the platform cannot list this bucket"}),
-    )
-    .await;
+    let mut fault = refusal;
+    fault["count"] = json!(1000);
+    fault["path"] = json!(path);
+    platform::fault("connections/test", fault).await;
     let case = ExportCase::new_in(&client, &ns, &bucket).await;
     let c = wait_for(&case.client, &case.ns, "exports", "PlatformRejected", |c| {
         condition(c, "Registered").is_some_and(|r| r.reason == "PlatformRejected")

@@ -183,6 +183,21 @@ async fn the_pipeline_applied_at_once_converges_to_one_template_and_one_project(
     assert!(
         q[0]["question_id"].as_str().is_some_and(|id| id.len() >= 32) && q[0]["question_id"] != q[1]["question_id"]
     );
+    // The bounding box as the SDK sends one: its colour also as its one option.
+    assert_eq!((&q[0]["color"], &q[0]["options"]), (&json!("#FF0000"), &json!([{"option_name": "#FF0000"}])));
+    // Every call the platform saw carried the SDK's origin (the stand-in records even the
+    // ones it refuses).
+    let requests = platform::requests().await;
+    let template_call = requests
+        .iter()
+        .find(|r| {
+            r["path"] == "/annotations/create_template" && r["body"]["templateName"] == templates[0]["template_name"]
+        })
+        .expect("the template's create was recorded");
+    assert_eq!(template_call["body"]["questions"], templates[0]["questions"]);
+    let without: Vec<&Value> =
+        requests.iter().filter(|r| r["headers"]["origin"] != "https://pro.labellerr.com").collect();
+    assert!(without.is_empty(), "calls without origin: {without:#?}");
 
     // Rotations changed -> the platform's rotations change, nothing is created again.
     let patch = json!({"spec": {"rotations": {"annotation": 2, "review": 1, "clientReview": 1}}});
@@ -212,6 +227,34 @@ async fn the_pipeline_applied_at_once_converges_to_one_template_and_one_project(
     let jobs = projects[0]["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 2, "one platform job per change: {jobs:#?}");
     assert_eq!(projects[0]["attached_datasets"].as_array().unwrap().len(), 2);
+}
+
+/// A real project is processing for a few seconds after its create; deleted in the UI, the
+/// platform answers its id with a 200 whose response is null. The AnnotationProject waits
+/// through the first, and says the project is gone after the second (never Creating).
+#[tokio::test]
+async fn a_project_deleted_in_the_ui_answered_as_null_is_not_found_not_creating() {
+    let _timer = crate::timed!();
+    let case = Case::new("nullgone").await;
+    case.dataset("cats", "cats/").await;
+    let name = format!("{}/labels", case.ns);
+    platform::modes(json!({"processing_seconds": 3, "processing_name": name})).await;
+    case.project("labels", json!({"datasetRefs": [{"name": "cats"}], "template": questions()})).await;
+    let creating = case.wait("labels", "Creating", |s| s["phase"] == "Creating" && s["projectId"].is_string()).await;
+    assert_eq!(cond(&creating, "Created")["status"], "Unknown", "{creating:#}");
+    let status = case.wait("labels", "Ready", |s| ready(s, "True", "ProjectReady")).await;
+    let id = status["projectId"].as_str().unwrap().to_owned();
+
+    platform::modes(json!({"unknown_as_null": true})).await;
+    platform::delete_ui(&id).await;
+    let patch = json!({"metadata": {"annotations": {"s3connect.io/requested-at": "gone"}}});
+    case.api().patch("labels", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let status = case.wait("labels", "ProjectNotFound", |s| ready(s, "False", "ProjectNotFound")).await;
+    platform::modes(json!({"unknown_as_null": false})).await;
+    assert_eq!(status["phase"], "Failed", "{status:#}");
+    assert!(cond(&status, "Ready")["message"].as_str().unwrap().contains(&id));
+    let (projects, _) = on_platform(&case.ns).await;
+    assert!(projects.is_empty(), "no project was made again: {projects:#?}");
 }
 
 #[tokio::test]

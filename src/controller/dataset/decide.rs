@@ -152,13 +152,15 @@ pub fn after_create(status: DatasetStatus, ready: NamedCond, result: Result<Stri
     match result {
         Ok(id) => adopted(status, ready, id),
         // The platform may have made it: look for it by name next, never create blindly.
-        Err(PlatformError::Unknown { detail, .. }) => {
+        Err(PlatformError::Unknown { detail, tracking_id: trace }) => {
+            // The recorded tracking id, and the platform's own where its answer gave one.
+            let ids = if trace.request.is_empty() { tracking_id } else { trace.to_string() };
             let c = cond(
                 READY,
                 Status::False,
                 R::CreationUnconfirmed,
                 format!(
-                    "The platform did not say whether it created dataset {name:?} ({detail}, tracking id {tracking_id}); the operator looks for it by name before creating anything again."
+                    "The platform did not say whether it created dataset {name:?} ({detail}, tracking id {ids}); the operator looks for it by name before creating anything again."
                 ),
             );
             Outcome {

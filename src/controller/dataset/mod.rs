@@ -244,7 +244,7 @@ impl Run<'_> {
             description: &description,
             data_type: self.data_type(),
             connection_id: &connection_id,
-            path: format!("{}/{}", location.bucket, location.prefix),
+            path: crate::platform::folder_path(&location),
             multimodal_indexing: self.ds.spec.multimodal_indexing,
         };
         let result = self.ctx.platform.create_dataset(self.creds, &request, &tracking_id).await;
@@ -258,7 +258,7 @@ impl Run<'_> {
         let platform = &self.ctx.platform;
         let mut synced = None;
         if sync && let (Some(s), Some(l)) = (&self.ds.spec.sync, &location) {
-            let (path, connection_id) = (format!("{}/{}", l.bucket, l.prefix), self.connection_id());
+            let (path, connection_id) = (crate::platform::folder_path(l), self.connection_id());
             let reasons = (DatasetReason::ProjectNotFound.as_str(), DatasetReason::ProjectNotReady.as_str());
             let project = super::platform::project_id_of(
                 self.ctx,

@@ -219,9 +219,11 @@ pub fn after_submit(
             outcome(status, vec![ready, accepted, running], true, Next::After(std::time::Duration::from_secs(1)))
         }
         // The platform may have acted: never submitted again without a person.
-        Err(PlatformError::Unknown { detail, .. }) => {
+        Err(PlatformError::Unknown { detail, tracking_id: trace }) => {
             status.phase = Some(ExportPhase::Pending);
-            let c = unconfirmed_cond(export, &tracking_id, &format!("the platform's answer was lost ({detail})"));
+            // The recorded tracking id, and the platform's own where its answer gave one.
+            let ids = if trace.request.is_empty() { tracking_id } else { trace.to_string() };
+            let c = unconfirmed_cond(export, &ids, &format!("the platform's answer was lost ({detail})"));
             outcome(status, vec![ready, c], false, Next::AwaitChange)
         }
         Err(PlatformError::NoFilesWithStatus { message }) => {
@@ -242,7 +244,7 @@ pub fn after_submit(
                 cond(SUBMITTED, Status::Unknown, R::NoFilesWithStatus, "The platform created no export: see Complete.");
             outcome(status, vec![ready, nothing, none], false, Next::Retry { cap: RETRY_CAP })
         }
-        Err(PlatformError::Rejected { message, .. }) => {
+        Err(PlatformError::Rejected { message, tracking_id: trace, .. }) => {
             clear_intent(&mut status);
             status.phase = Some(ExportPhase::Failed);
             let refused = cond(
@@ -250,7 +252,7 @@ pub fn after_submit(
                 Status::False,
                 R::PlatformRejected,
                 format!(
-                    "The platform refused the export: {message}. Re-create the DatasetExport with what it asks for."
+                    "The platform refused the export: {message} (tracking id {trace}). Re-create the DatasetExport with what it asks for."
                 ),
             );
             outcome(status, vec![ready, refused], false, Next::AwaitChange)

@@ -59,6 +59,15 @@ fn status_str(s: FileStatus) -> &'static str {
         FileStatus::ClientReview => "client_review",
         FileStatus::CrAssigned => "cr_assigned",
         FileStatus::Accepted => "accepted",
+        FileStatus::Assigned => "assigned",
+        FileStatus::Rejected => "rejected",
+        FileStatus::ClientRejected => "client_rejected",
+        FileStatus::Skipped => "skipped",
+        FileStatus::RSkipped => "r_skipped",
+        FileStatus::CrSkipped => "cr_skipped",
+        FileStatus::Critical => "critical",
+        FileStatus::RCritical => "r_critical",
+        FileStatus::CrCritical => "cr_critical",
     }
 }
 
@@ -289,4 +298,34 @@ impl PlatformObject for DatasetExport {
 
 pub async fn run(ctx: Arc<Context>) {
     driver::run::<DatasetExport, _>(ctx, reconcile).await;
+}
+
+#[cfg(test)]
+mod status_names {
+    use super::*;
+
+    /// The name sent to the platform is the one the CRD accepts, for every status.
+    #[test]
+    fn every_status_is_sent_as_the_crd_spells_it() {
+        let all = [
+            "assigned",
+            "review",
+            "r_assigned",
+            "client_review",
+            "cr_assigned",
+            "accepted",
+            "rejected",
+            "client_rejected",
+            "skipped",
+            "r_skipped",
+            "cr_skipped",
+            "critical",
+            "r_critical",
+            "cr_critical",
+        ];
+        for name in all {
+            let s: FileStatus = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(status_str(s), name);
+        }
+    }
 }

@@ -170,7 +170,9 @@ pub fn after_template(
             status.template_id = Some(id);
             Ok((status, c))
         }
-        Err(PlatformError::Unknown { detail, .. }) => {
+        Err(PlatformError::Unknown { detail, tracking_id: trace }) => {
+            // The recorded tracking id, and the platform's own where its answer gave one.
+            let tracking = if trace.request.is_empty() { tracking } else { trace.to_string() };
             let c = cond(
                 TEMPLATE_READY,
                 Status::Unknown,
@@ -286,7 +288,8 @@ pub fn after_create(
             let conds = set(conds, c);
             outcome(status, conds, true, Next::After(Duration::from_secs(1)))
         }
-        Err(PlatformError::Unknown { detail, .. }) => {
+        Err(PlatformError::Unknown { detail, tracking_id: trace }) => {
+            let tracking = if trace.request.is_empty() { tracking } else { trace.to_string() };
             let c = cond(
                 CREATED,
                 Status::False,
@@ -518,6 +521,21 @@ pub fn change_failed(
     let conds = set(conds, c);
     let next = if rejected { Next::AwaitChange } else { Next::Retry { cap: RETRY_CAP } };
     outcome(status, conds, !rejected, next)
+}
+
+/// The look for what a lost answer may have made failed, or its list could not be read to
+/// the end: nothing proves it absent, so the intent stays and the next try looks again
+/// before anything is created.
+pub fn lookup_failed(status: AnnotationProjectStatus, conds: Vec<NamedCond>, e: &PlatformError) -> Outcome {
+    let name = status.platform_name.clone().unwrap_or_default();
+    let c = platform_failure(CREATED, &format!("looking for project {name:?} after a lost answer"), e);
+    outcome(status, set(conds, c), true, Next::Retry { cap: RETRY_CAP })
+}
+
+/// The same for the template: its intent stays.
+pub fn template_lookup_failed(status: AnnotationProjectStatus, ready: NamedCond, e: &PlatformError) -> Box<Outcome> {
+    let c = platform_failure(TEMPLATE_READY, "looking for the template after a lost answer", e);
+    Box::new(outcome(status, vec![ready, c], true, Next::Retry { cap: RETRY_CAP }))
 }
 
 /// Everything is as the spec says.

@@ -344,7 +344,10 @@ impl Run<'_> {
                         status,
                         conds,
                         what,
-                        &crate::platform::PlatformError::Unknown { detail: "no answer".into(), tracking_id },
+                        &crate::platform::PlatformError::Unknown {
+                            detail: "no answer".into(),
+                            tracking_id: tracking_id.into(),
+                        },
                     ));
                 }
                 Err(e) => return Ok(decide::change_failed(status, conds, what, &e)),
@@ -387,7 +390,8 @@ impl Run<'_> {
                         return Ok(decide::after_template(status, ready.clone(), Ok(t.id.clone())));
                     }
                 }
-                Err(e) => return Ok(decide::after_template(status, ready.clone(), Err(e))),
+                // Not proven absent: the intent stays, and nothing is created this time.
+                Err(e) => return Ok(Err(decide::template_lookup_failed(status, ready.clone(), &e))),
             }
         }
         let tracking_id = crate::platform::uuid4();
@@ -431,8 +435,8 @@ impl Run<'_> {
                 (name, o.uid().unwrap_or_default(), o.status.as_ref().and_then(|s| s.project_id.clone()))
             })
             .collect();
-        let template = match self.ctx.platform.list_templates(self.creds, &info.data_type).await {
-            Ok(list) => list.into_iter().find(|t| t.id == info.template_id).map(|t| t.name),
+        let template = match self.ctx.platform.get_template(self.creds, &info.template_id).await {
+            Ok(t) => t.map(|t| t.name),
             Err(e) => return Ok(Err(e)),
         };
         Ok(Ok(decide::project_owner(&self.p.uid().unwrap_or_default(), id, &claims, template.as_deref())))
@@ -469,7 +473,8 @@ impl Run<'_> {
             // Ours if it has our name and our template (whose name carries this uid).
             let list = match platform.list_projects(self.creds).await {
                 Ok(l) => l,
-                Err(e) => return Ok(decide::after_create(status, conds, Err(e), false)),
+                // Not proven absent (a failed or unfinished list): the intent stays.
+                Err(e) => return Ok(decide::lookup_failed(status, conds, &e)),
             };
             for id in list {
                 match platform.get_project(self.creds, &id).await {
@@ -478,7 +483,7 @@ impl Run<'_> {
                         return Ok(decide::after_create(status, conds, Ok((id, info.datasets, None)), false));
                     }
                     Ok(_) => {}
-                    Err(e) => return Ok(decide::after_create(status, conds, Err(e), false)),
+                    Err(e) => return Ok(decide::lookup_failed(status, conds, &e)),
                 }
             }
         }

@@ -82,6 +82,17 @@ pub async fn state() -> Value {
     admin("GET", "state", None).await
 }
 
+/// Every call the stand-in has seen, with its method, path, query, headers and body.
+pub async fn requests() -> Vec<Value> {
+    admin("GET", "state?requests=1", None).await["requests"].as_array().cloned().unwrap_or_default()
+}
+
+/// Switches the stand-in's modes named in `modes` (`unknown_as_null`, `split_text`,
+/// `processing_seconds` with `processing_name`, `page_size`, `project_list`).
+pub async fn modes(modes: Value) {
+    admin("POST", "modes", Some(modes)).await;
+}
+
 /// The platform's connections registered under the S3Connection `owner`'s names.
 pub async fn registrations(owner: &str) -> Vec<Value> {
     let prefix = format!("s3connect {owner} ");

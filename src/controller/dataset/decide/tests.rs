@@ -103,7 +103,7 @@ fn a_refused_create_fails_and_a_create_that_never_arrived_is_retried() {
     let refused = after_create(
         o.status.clone(),
         ready(),
-        Err(PlatformError::Rejected { status: 400, message: "bad path".into() }),
+        Err(PlatformError::Rejected { status: 400, message: "bad path".into(), tracking_id: "t-r".into() }),
     );
     assert_eq!(refused.status.phase, Some(DatasetPhase::Failed));
     assert_ready(&refused, Status::False, R::PlatformRejected, &["bad path"]);

@@ -79,6 +79,17 @@ fn an_unknown_outcome_keeps_the_intent_and_waits_for_a_person() {
         &["HTTP 500", "tracking id track-1", "s3connect.io/report-id", "s3connect.io/resubmit", "\"weekly\""],
     );
     assert_eq!(get(&o, READY).reason, "SubmissionUnconfirmed");
+    // The platform's own tracking id, where its answer gave one, is quoted beside ours.
+    let trace = crate::platform::Trace { request: "track-1".into(), server: Some("9f3a".into()) };
+    let e = PlatformError::Unknown { detail: "HTTP 500".into(), tracking_id: trace };
+    let with_server = after_submit(in_flight(), ready(), Err(e), &names(), None, at(5));
+    assert_cond(
+        &with_server,
+        SUBMITTED,
+        Status::False,
+        R::SubmissionUnconfirmed,
+        &["track-1, server tracking id 9f3a"],
+    );
     assert!(!o.retrying, "a person decides: Stalled");
     assert_eq!(o.next, Next::AwaitChange);
     // And the next reconcile does not submit.
@@ -101,7 +112,7 @@ fn no_files_with_the_status_clears_the_intent_and_is_never_unconfirmed() {
 
 #[test]
 fn a_refusal_fails_the_export_and_a_failure_before_acting_retries() {
-    let e = PlatformError::Rejected { status: 400, message: "bad statuses".into() };
+    let e = PlatformError::Rejected { status: 400, message: "bad statuses".into(), tracking_id: "t-r".into() };
     let o = after_submit(in_flight(), ready(), Err(e), &names(), None, at(5));
     assert_eq!(o.status.phase, Some(ExportPhase::Failed));
     assert_cond(&o, SUBMITTED, Status::False, R::PlatformRejected, &["bad statuses", "Re-create"]);

@@ -72,7 +72,7 @@ fn a_lost_answer_is_unconfirmed_never_a_second_create_and_a_refusal_is_shown() {
     assert_eq!(o.ready.reason, "TemplateUnconfirmed");
     assert!(o.status.template_creation_started_time.is_some(), "the intent stays, so the next reconcile looks it up");
     assert!(o.ready.message.contains("t-1"));
-    let refused = PlatformError::Rejected { status: 400, message: "color required".into() };
+    let refused = PlatformError::Rejected { status: 400, message: "color required".into(), tracking_id: "t-r".into() };
     let o = after_template(s.status.clone(), datasets_ready(&[], "image"), Err(refused)).unwrap_err();
     assert_eq!(
         (o.ready.reason.as_str(), o.retrying, o.status.phase),
@@ -139,7 +139,7 @@ fn each_condition_type_is_written_once_whatever_the_steps_said_before() {
     let created = NamedCond::new(CREATED, Status::True, "ProjectReady", "exists");
     let conds = vec![datasets_ready(&["1".into()], "image"), created];
     let o = change_intent(AnnotationProjectStatus::default(), &conds, vec!["2".into()], vec![], "t", Timestamp::now());
-    let e = PlatformError::Rejected { status: 400, message: "no".into() };
+    let e = PlatformError::Rejected { status: 400, message: "no".into(), tracking_id: "t-r".into() };
     let o2 = change_failed(o.status.clone(), o.conds.clone(), "attaching datasets", &e);
     for out in [o, o2] {
         let mut types: Vec<&str> = out.conditions().iter().map(|c| c.type_).collect();
@@ -181,4 +181,24 @@ fn a_project_is_adopted_only_if_no_other_object_provably_owns_it() {
     assert_eq!(out.status.phase, Some(ProjectPhase::Failed));
     let c = dataset_owned_elsewhere("d-1", "uid-x");
     assert_eq!((c.type_, c.status, c.reason.as_str()), (DATASETS_READY, Status::False, "DatasetOwnedElsewhere"));
+}
+
+#[test]
+fn a_look_after_a_lost_answer_that_proves_nothing_keeps_the_intent() {
+    let status = AnnotationProjectStatus {
+        platform_name: Some("team/labels".into()),
+        creation_started_time: Some(Time(Timestamp::UNIX_EPOCH)),
+        creation_tracking_id: Some("u-1".into()),
+        template_creation_started_time: Some(Time(Timestamp::UNIX_EPOCH)),
+        ..Default::default()
+    };
+    let short = PlatformError::Incomplete { detail: "more pages announced".into(), tracking_id: "u-2".into() };
+    let o = lookup_failed(status.clone(), vec![], &short);
+    assert!(o.status.creation_started_time.is_some() && o.status.creation_tracking_id.is_some(), "the intent stays");
+    assert!(o.retrying);
+    let c = o.conds.iter().find(|c| c.type_ == CREATED).unwrap();
+    assert!(c.message.contains("cannot prove") && c.message.contains("creates nothing"), "{}", c.message);
+    let down = PlatformError::Internal { status: 503, tracking_id: "u-3".into() };
+    let o = template_lookup_failed(status, NamedCond::new(READY, Status::True, "x", "x"), &down);
+    assert!(o.status.template_creation_started_time.is_some(), "the template's intent stays");
 }
