@@ -64,9 +64,18 @@ pub fn thread_cpu() -> std::time::Duration {
     std::time::Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
+/// Connections the health and metrics server serves at once; more wait in the kernel's
+/// backlog, so that a crowd of sockets can neither exhaust the process's file descriptors
+/// nor keep a probe waiting longer than one read timeout.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a connection may take to send its request line.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves `/metrics`, `/healthz` (the process is up) and `/readyz` (watching, as the
 /// leader or a standby) on `addr`. A minimal HTTP/1.1 responder: three GET paths need no
-/// web framework.
+/// web framework. An accept that fails (the process out of file descriptors, say) is
+/// logged and tried again shortly: a probe must answer again once the pressure is gone,
+/// not fail until the kubelet restarts the process.
 pub async fn serve(addr: std::net::SocketAddr) -> std::io::Result<()> {
     use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,11 +83,27 @@ pub async fn serve(addr: std::net::SocketAddr) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut last_warned: Option<std::time::Instant> = None;
     loop {
-        let (mut stream, _) = listener.accept().await?;
+        // Never closed, so this waits for a slot and never fails.
+        let Ok(slot) = slots.clone().acquire_owned().await else { continue };
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                if last_warned.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(10)) {
+                    tracing::warn!(error = %e, "the health and metrics server could not accept a connection; trying again");
+                    last_warned = Some(std::time::Instant::now());
+                }
+                drop(slot);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         tokio::spawn(async move {
+            let _slot = slot;
             let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await {
+            let n = match tokio::time::timeout(READ_TIMEOUT, stream.read(&mut buf)).await {
                 Ok(Ok(n)) => n,
                 _ => return,
             };
@@ -95,7 +120,7 @@ pub async fn serve(addr: std::net::SocketAddr) -> std::io::Result<()> {
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = tokio::time::timeout(READ_TIMEOUT, stream.write_all(response.as_bytes())).await;
         });
     }
 }

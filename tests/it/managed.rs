@@ -770,7 +770,7 @@ async fn iam_not_what_a_tenant_writes_decides_managed_credentials() {
     let first = access_keys(&looped_user).await;
     assert_eq!(first.len(), 1);
     let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(8) {
+    while started.elapsed() < Duration::from_secs(5) {
         let _ = secrets.delete("looped-s3connect-keys", &DeleteParams::default()).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -180,3 +180,57 @@ async fn two_replicas_take_turns_through_the_lease() {
         .unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity, None);
 }
+
+/// One raw GET of `path`, answered within a second, or None.
+async fn raw_get(addr: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.ok()?;
+        Some(String::from_utf8_lossy(&answer).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(1), exchange).await.ok().flatten()
+}
+
+/// A crowd of idle sockets against the health and metrics port of an operator whose
+/// open-file limit is low: once they go, /healthz answers again within seconds (an accept
+/// that failed once used to end the server for good, and the kubelet then restarted the
+/// operator again and again).
+#[tokio::test]
+async fn health_answers_again_once_a_crowd_of_sockets_is_gone() {
+    let _timer = crate::timed!();
+    let ns = private_namespace("crowd");
+    let log = log_path("crowd");
+    let mut operator = spawn(&log, &["--namespace", &ns]);
+    let addr = metrics_addr(&log);
+    let pid = operator_pid(&log);
+    let limited = Command::new("prlimit").args(["--pid", &pid.to_string(), "--nofile=128:128"]).status().unwrap();
+    assert!(limited.success(), "prlimit failed");
+    assert!(raw_get(&addr, "/healthz").await.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+    // 300 sockets that send nothing, held for three seconds.
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        match tokio::net::TcpStream::connect(&addr).await {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+    }
+    assert!(held.len() >= 200, "only {} sockets could be opened: the server stopped listening", held.len());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(held);
+    let released = Instant::now();
+    let mut answered = false;
+    while released.elapsed() < Duration::from_secs(5) {
+        if raw_get(&addr, "/healthz").await.is_some_and(|a| a.starts_with("HTTP/1.1 200")) {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "/healthz did not answer within 5 s of the sockets going");
+    support::figure("/healthz answering again after 300 idle sockets went", released.elapsed());
+    drop(operator.stdin.take());
+    let _ = operator.wait();
+}
