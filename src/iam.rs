@@ -83,7 +83,8 @@ fn classify<E: ProvideErrorMetadata>(
     action: &'static str,
     e: &SdkError<E, aws_sdk_iam::config::http::HttpResponse>,
 ) -> IamError {
-    let detail = crate::api::conditions::printable(&bounded(e.message().unwrap_or("no message"))).into_owned();
+    let detail =
+        crate::api::conditions::printable(&bounded(&anonymous(e.message().unwrap_or("no message")))).into_owned();
     match e {
         SdkError::ServiceError(service) => {
             // An error body IAM's parser cannot read (a proxy's, say) still has a status.
@@ -115,6 +116,38 @@ fn classify<E: ProvideErrorMetadata>(
         }
         _ => IamError::Unavailable { action, detail: "the request could not be made".into() },
     }
+}
+
+/// IAM's error text without what a tenant reading a status must not learn: the AWS
+/// account id and the operator's role or user ARN ("User: arn:aws:sts::123456789012:
+/// assumed-role/... is not authorized to perform ...").
+fn anonymous(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let trimmed = word.trim_end_matches([',', '.', ';', ')']);
+        let tail = &word[trimmed.len()..];
+        if trimmed.starts_with("arn:") {
+            out.push_str("<an ARN>");
+            out.push_str(tail);
+        } else {
+            // A 12-digit AWS account id on its own, or inside another token.
+            let mut run = 0;
+            let mut masked = String::with_capacity(word.len());
+            for c in word.chars() {
+                run = if c.is_ascii_digit() { run + 1 } else { 0 };
+                masked.push(c);
+                if run == 12 {
+                    masked.truncate(masked.len() - 12);
+                    masked.push_str("<account>");
+                }
+            }
+            out.push_str(&masked);
+        }
+    }
+    out
 }
 
 fn bounded(text: &str) -> String {
@@ -697,6 +730,15 @@ mod tests {
         // Every tag fits IAM's limits for the longest names Kubernetes allows.
         let longest = Owner { namespace: "n".repeat(63), name: "c".repeat(253), ..owner };
         assert!(longest.tags().iter().all(|(k, v)| k.len() <= 128 && v.len() <= 256));
+    }
+
+    #[test]
+    fn iam_error_text_names_no_account_or_identity() {
+        let text = "User: arn:aws:sts::123456789012:assumed-role/s3connect/i-1 is not authorized to perform: iam:CreateAccessKey on resource: arn:aws:iam::123456789012:user/s3connect/ns.c, account 123456789012.";
+        let shown = anonymous(text);
+        assert!(!shown.contains("123456789012") && !shown.contains("assumed-role"), "{shown}");
+        assert!(shown.contains("iam:CreateAccessKey") && shown.contains("<an ARN>"), "{shown}");
+        assert_eq!(anonymous("no such entity"), "no such entity");
     }
 
     #[test]
