@@ -28,6 +28,11 @@ pub const RUN_NOW_ANNOTATION: &str = "s3connect.io/run-now";
 /// the one way to prove, through the real stack, that a panic stays the object's own.
 #[cfg(debug_assertions)]
 pub const DEBUG_PANIC_ANNOTATION: &str = "s3connect.io/debug-panic";
+/// In debug builds, a DatasetExport annotated with this panics right after the platform
+/// answered its submission, before the answer is recorded anywhere: the moment a panic
+/// could make a second submission.
+#[cfg(debug_assertions)]
+pub const DEBUG_PANIC_AFTER_SUBMIT_ANNOTATION: &str = "s3connect.io/debug-panic-after-submit";
 
 /// On a managed key Secret: the rotation request its key answers. (Whether IAM holds the
 /// current policy and how old a key is are read from IAM, never from the Secret, which a

@@ -14,8 +14,12 @@ use crate::api::conditions::OperatorReason;
 use crate::api::conditions::{NamedCond, READY, RECONCILING, STALLED, Status, printable};
 
 /// Sets Ready=False with `message` and Reconciling=True on the object's status, keeping
-/// everything else it has: the whole status is applied again under the operator's field
-/// manager, so no field changes hands and the next successful reconcile replaces both.
+/// everything else it has. The status is read fresh and written back preconditioned on
+/// that read's resourceVersion, changing only those conditions: the panicked reconcile may
+/// have recorded an intent (a submission about to be made) that the cached copy does not
+/// show, and writing the cached status would erase it, so that the next reconcile would
+/// call the platform a second time. A write that meets a newer version is given up: the
+/// next reconcile writes the status anyway.
 pub async fn report_panic<K>(ctx: &Context, object: &K, message: &str)
 where
     K: Resource<DynamicType = ()> + serde::Serialize,
@@ -23,9 +27,25 @@ where
     let (Some(namespace), Some(name)) = (object.meta().namespace.clone(), object.meta().name.clone()) else {
         return;
     };
-    let mut status = serde_json::to_value(object).ok().and_then(|v| v.get("status").cloned()).unwrap_or(json!({}));
+    let api = Api::<kube::api::DynamicObject>::namespaced_with(
+        ctx.client.clone(),
+        &namespace,
+        &kube::api::ApiResource::erase::<K>(&()),
+    );
+    let fresh = match api.get_status(&name).await {
+        Ok(fresh) => fresh,
+        Err(e) => {
+            tracing::warn!(object = %name, error = %e, "could not read the object to report a panic on it");
+            return;
+        }
+    };
+    // The same object, not a namesake made since.
+    if fresh.metadata.uid != object.meta().uid {
+        return;
+    }
+    let mut status = fresh.data.get("status").cloned().filter(Value::is_object).unwrap_or(json!({}));
     let old: Vec<Value> = status.get("conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-    let generation = object.meta().generation;
+    let generation = fresh.metadata.generation;
     let now = Time(Timestamp::now());
     let condition = |type_: &str, state: &str, message: &str| {
         let kept =
@@ -38,14 +58,14 @@ where
     conditions.push(condition(READY, "False", message));
     conditions.push(condition(RECONCILING, "True", RETRYING_MESSAGE));
     status["conditions"] = Value::Array(conditions);
-    let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
-    let api = Api::<kube::api::DynamicObject>::namespaced_with(
-        ctx.client.clone(),
-        &namespace,
-        &kube::api::ApiResource::erase::<K>(&()),
-    );
-    if let Err(e) = api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
-        refused(ctx, object, &e).await;
+    let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()),
+        "metadata": {"resourceVersion": fresh.metadata.resource_version}, "status": status});
+    match api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+        Ok(_) => {}
+        Err(e) if is_conflict(&e) => {
+            tracing::debug!(object = %name, "the object changed since the panic: its next reconcile writes the status");
+        }
+        Err(e) => refused(ctx, object, &e).await,
     }
 }
 

@@ -366,6 +366,33 @@ async fn a_platform_500_on_submission_is_unconfirmed_and_never_submitted_twice()
     case.assert_no_secrets().await;
 }
 
+/// The reconcile panics right after the platform accepted the export and before the
+/// answer is recorded anywhere: the panic's report must not erase the intent written
+/// before the call (it once wrote the cached, older status back), or the next reconcile
+/// would submit a second export.
+#[tokio::test]
+async fn a_panic_right_after_the_platform_accepted_never_exports_twice() {
+    let _timer = crate::timed!();
+    let case = ExportCase::new("panic", &[], None).await;
+    registered_id(&case).await;
+    let obj = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "DatasetExport", "metadata": {"name": "boom",
+        "annotations": {"s3connect.io/debug-panic-after-submit": "true"}}, "spec": {
+        "connectionRef": {"name": "exports"}, "projectId": case.project, "format": "json",
+        "statuses": ["review"], "folder": "exports/boom/"}});
+    let api = Api::<DatasetExport>::namespaced(case.client.clone(), &case.ns);
+    api.create(&PostParams::default(), &serde_json::from_value(obj).unwrap()).await.unwrap();
+    let status =
+        case.wait_export("boom", "the panic reported", |s| has(s, "Ready", "False", "ReconcilePanicked")).await;
+    assert!(status["submissionTrackingId"].is_string(), "the panic's report erased the intent: {status:#}");
+    assert_eq!(platform::exports(&case.project).await.len(), 1, "the platform accepted the export");
+    // Without the panic, looked at again now: unconfirmed, never submitted again.
+    let calm = json!({"metadata": {"annotations": {"s3connect.io/debug-panic-after-submit": null,
+        "s3connect.io/requested-at": "after-panic"}}});
+    api.patch("boom", &PatchParams::default(), &Patch::Merge(&calm)).await.unwrap();
+    case.wait_export("boom", "SubmissionUnconfirmed", |s| has(s, "Submitted", "False", "SubmissionUnconfirmed")).await;
+    assert_eq!(platform::exports(&case.project).await.len(), 1, "a panic made a second export");
+}
+
 #[tokio::test]
 async fn a_platform_slow_to_answer_a_submission_gets_it_once() {
     let _timer = crate::timed!();

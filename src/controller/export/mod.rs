@@ -220,6 +220,10 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
                         folder_path,
                     };
                     let result = ctx.platform.create_export(&creds, &project_id, &request, &tracking_id).await;
+                    #[cfg(debug_assertions)]
+                    if export.annotations().contains_key(crate::api::annotations::DEBUG_PANIC_AFTER_SUBMIT_ANNOTATION) {
+                        panic!("{} is set", crate::api::annotations::DEBUG_PANIC_AFTER_SUBMIT_ANNOTATION);
+                    }
                     if let Ok(id) = &result {
                         unrecorded().insert(uid.clone(), id.clone());
                     }
