@@ -198,6 +198,9 @@ def start_apiserver(env, binary, etcd_url):
         "--service-cluster-ip-range", "10.0.0.0/24",
         "--allow-privileged=true",
         "--disable-admission-plugins", "ServiceAccount",
+        # As OpenShift does: setting blockOwnerDeletion needs update on the owner's
+        # finalizers, so the chart's RBAC is tested for it.
+        "--enable-admission-plugins", "OwnerReferencesPermissionEnforcement",
         "--authorization-mode", "RBAC",
         "--token-auth-file", token_file,
         "--service-account-issuer", f"https://127.0.0.1:{port}/",

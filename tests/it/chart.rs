@@ -588,9 +588,42 @@ async fn with_managed_credentials_the_operator_may_write_only_the_secrets_it_own
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(said.contains("managed credentials enabled") && !said.contains("not switched on"), "{said}");
-    // Stopped at once, perhaps before its signal handlers are set: how it exits is not the point.
+    // As that ServiceAccount, under OwnerReferencesPermissionEnforcement, it mints a key
+    // into a Secret whose ownerReference blocks the connection's deletion.
+    let bucket = s3::bucket("vap", "us-east-1").await;
+    s3::put(&bucket, "images/a.jpg", b"a").await;
+    let grant = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3AccessGrant", "metadata": {"name": format!("{ns}-mint")},
+        "spec": {"namespaces": [ns], "buckets": [{"bucket": bucket}]}});
+    Api::<s3connect::api::S3AccessGrant>::all(client.clone())
+        .create(&post, &serde_json::from_value(grant).unwrap())
+        .await
+        .unwrap();
+    let mint: s3connect::api::S3Connection = serde_json::from_value(json!({"metadata": {"name": "mint"},
+        "spec": {"uri": format!("s3://{bucket}/images/"), "credentials": {"managed": {}},
+            "endpoint": support::env().s3_endpoint, "forcePathStyle": true}}))
+    .unwrap();
+    conns.create(&post, &mint).await.unwrap();
+    let mut minted = None;
+    for _ in 0..150 {
+        if let Some(s) = Api::<Secret>::namespaced(client.clone(), &ns).get_opt("mint-s3connect-keys").await.unwrap() {
+            minted = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let minted = minted.unwrap_or_else(|| panic!("no key Secret: {}", std::fs::read_to_string(&confined).unwrap()));
+    let owner = &minted.metadata.owner_references.unwrap()[0];
+    assert_eq!((owner.controller, owner.block_owner_deletion), (Some(true), Some(true)));
+    conns.delete("mint", &DeleteParams::default()).await.unwrap();
+    for _ in 0..150 {
+        if conns.get_opt("mint").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(conns.get_opt("mint").await.unwrap().is_none(), "the managed connection was not deleted");
     drop(started.stdin.take());
-    let _ = started.wait();
+    assert!(started.wait().unwrap().success(), "{}", std::fs::read_to_string(&confined).unwrap_or_default());
 
     // And it cannot grant itself (or anyone) a bucket.
     let g = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "S3AccessGrant", "metadata": {"name": format!("{ns}-self")},
