@@ -60,8 +60,26 @@ pub fn requested_at(annotations: &BTreeMap<String, String>) -> Option<String> {
     }
 }
 
-/// Annotations the controllers read, and so the only ones their caches keep: the
-/// operator's own (`s3connect.io/...`) and Flux's reconcile request.
-pub fn kept_annotation(key: &str) -> bool {
-    key.starts_with("s3connect.io/") || key == FLUX_REQUESTED_AT_ANNOTATION
+/// Annotations the controllers read, and so the only ones their caches keep: the ones
+/// defined here (never any other `s3connect.io/` key a tenant invents), each with a value of
+/// at most `MAX_KEPT_VALUE` bytes (a request's token is short; a larger one is ignored).
+pub fn kept_annotation(key: &str, value: &str) -> bool {
+    const KEPT: &[&str] = &[
+        REQUESTED_AT_ANNOTATION,
+        FLUX_REQUESTED_AT_ANNOTATION,
+        ROTATE_ANNOTATION,
+        SKIP_CLEANUP,
+        SYNC_NOW_ANNOTATION,
+        REPORT_ID_ANNOTATION,
+        RESUBMIT_ANNOTATION,
+        RUN_NOW_ANNOTATION,
+        #[cfg(debug_assertions)]
+        DEBUG_PANIC_ANNOTATION,
+        #[cfg(debug_assertions)]
+        DEBUG_PANIC_AFTER_SUBMIT_ANNOTATION,
+    ];
+    value.len() <= MAX_KEPT_VALUE && KEPT.contains(&key)
 }
+
+/// The longest annotation value the caches keep.
+pub const MAX_KEPT_VALUE: usize = 1024;

@@ -105,6 +105,7 @@ pub struct PlatformId(#[schemars(length(min = 1, max = 128), regex(pattern = r"^
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.templateId) != (has(self.questions) && size(self.questions) > 0)").message("template needs exactly one of templateId (an existing template) and questions (to make one)"))]
+#[x_kube(validation = Rule::new(OPTIONS_RULE).message(OPTIONS_MESSAGE))]
 pub struct Template {
     /// An existing template on the platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,9 +117,15 @@ pub struct Template {
     /// The questions annotators answer, in order; numbered and given stable ids by the
     /// operator. Fixed once the template is created.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 100))]
+    #[schemars(length(max = 50))]
     pub questions: Vec<Question>,
 }
+
+/// Every object is small: one operator caches every AnnotationProject of every tenant, so
+/// a template may hold at most 500 options in all (about 70 KB), not 50 x 200.
+const OPTIONS_RULE: &str =
+    "!has(self.questions) || self.questions.map(q, has(q.options) ? size(q.options) : 0).sum() <= 500";
+const OPTIONS_MESSAGE: &str = "a template holds at most 500 options across its questions";
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]

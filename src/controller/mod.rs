@@ -33,6 +33,9 @@ use crate::endpoints::AllowList;
 /// How long a validation keeps its start permit while waiting on the network (see `slots`).
 const SLOT_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Objects per LIST page of every watch (see `Config::watch_config`).
+const OBJECT_PAGE: u32 = 25;
+
 /// The field manager for everything the operator writes with server-side apply.
 pub const FIELD_MANAGER: &str = "s3connect";
 
@@ -67,11 +70,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Watches skip the ignored namespaces on the server side.
+    /// Watches skip the ignored namespaces on the server side, and list in small pages: a
+    /// tenant's object may be close to etcd's 1.5 MiB (annotations, labels), and a page of
+    /// kube's default 500 of them would be hundreds of MB at once.
     pub fn watch_config(&self) -> kube::runtime::watcher::Config {
         let selector: Vec<String> =
             self.ignore_namespaces.iter().map(|ns| format!("metadata.namespace!={ns}")).collect();
-        let config = kube::runtime::watcher::Config::default();
+        let config = kube::runtime::watcher::Config::default().page_size(OBJECT_PAGE);
         if selector.is_empty() { config } else { config.fields(&selector.join(",")) }
     }
 }
@@ -264,13 +269,17 @@ pub async fn run_controller<K, O, I, Fut, E>(
     let trigger = watcher(api, ctx.config.watch_config())
         .backoff(watch_backoff())
         // The cache keeps what the controllers read: never managedFields, nor annotations
-        // other than the operator's and Flux's (a tenant's object may carry 256 KiB of
-        // them, and kubectl's last-applied-configuration is the whole object again).
+        // other than the ones the operator and Flux define, each bounded (a tenant's object
+        // may carry 256 KiB of them, and kubectl's last-applied-configuration is the whole
+        // object again).
         .modify(|o| {
             let meta = o.meta_mut();
             meta.managed_fields = None;
+            // Nor labels or ownerReferences, which no controller reads of its own kinds.
+            meta.labels = None;
+            meta.owner_references = None;
             if let Some(annotations) = meta.annotations.as_mut() {
-                annotations.retain(|k, _| crate::api::annotations::kept_annotation(k));
+                annotations.retain(|k, v| crate::api::annotations::kept_annotation(k, v));
             }
         })
         .reflect(writer)
