@@ -14,7 +14,9 @@ pub struct AllowList(Vec<String>);
 
 impl AllowList {
     /// Patterns are endpoint URLs in which `*` stands for any run of characters other than
-    /// `/ : @ ? #`, so a wildcard never spans a port, path or user info.
+    /// `. / : @ ? #`, so a wildcard matches within one DNS label (or a port) and never
+    /// spans a label, port, path or user info: `https://*.s3.example.com` is not
+    /// `https://anything.internal.s3.example.com`.
     pub fn new(patterns: impl IntoIterator<Item = impl Into<String>>) -> Self {
         AllowList(patterns.into_iter().map(|p| p.into().trim_end_matches('/').to_owned()).collect())
     }
@@ -31,14 +33,13 @@ impl std::fmt::Display for AllowList {
     }
 }
 
-/// `*` matches any run of characters other than `/ : @ ? #` (so never across a host, port
-/// or path), case-insensitively; also used for bucket name patterns, which have none of
-/// those characters.
-pub(crate) fn glob(pattern: &[u8], text: &[u8]) -> bool {
+/// `*` matches any run of characters other than `. / : @ ? #` (so within one DNS label or
+/// port, never across a label, port or path), case-insensitively.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
     match pattern.split_first() {
         None => text.is_empty(),
         Some((b'*', rest)) => {
-            let run = text.iter().take_while(|c| !b"/:@?#".contains(c)).count();
+            let run = text.iter().take_while(|c| !b"./:@?#".contains(c)).count();
             (0..=run).any(|n| glob(rest, &text[n..]))
         }
         Some((c, rest)) => text.first().is_some_and(|t| t.eq_ignore_ascii_case(c)) && glob(rest, &text[1..]),
@@ -66,6 +67,16 @@ mod tests {
         ] {
             assert!(!aws.allows(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_wildcard_matches_within_one_dns_label() {
+        let store = AllowList::new(["https://*.s3.example.com"]);
+        assert!(store.allows("https://minio.s3.example.com"));
+        assert!(!store.allows("https://kubelet.internal.s3.example.com"), "* spans a label");
+        assert!(!store.allows("https://s3.example.com"));
+        let aws = AllowList::new(AWS_DEFAULTS.iter().copied());
+        assert!(!aws.allows("https://s3.my-service.my-namespace.amazonaws.com"), "* spans labels");
     }
 
     #[test]

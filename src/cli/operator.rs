@@ -13,7 +13,7 @@ use super::runtime;
 #[derive(Args)]
 pub struct OperatorArgs {
     /// Endpoint patterns (comma-separated) that spec.endpoint may use; `*` matches within
-    /// a host or port. Replaces the AWS defaults, so list those too if you want them.
+    /// one DNS label or port. Replaces the AWS defaults, so list those too if you want them.
     #[arg(long, env = "S3CONNECT_ALLOWED_ENDPOINTS", value_delimiter = ',', default_values_t = AWS_DEFAULTS.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
     allowed_endpoints: Vec<String>,
     /// Base URL of the Labellerr API, for connections with spec.platform and DatasetExports.
