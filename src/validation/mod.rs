@@ -264,11 +264,13 @@ fn blocked(subject: &Subject<'_>, blocker: &Blocker) -> Verdict {
             Reason::InvalidUri,
             format!("spec.uri {:?} is invalid: {why}; write it as s3://bucket/prefix/.", spec.uri),
         ),
-        Blocker::EndpointNotAllowed { endpoint, allowed } => (
+        // The list itself is not shown: it is the admin's map of what the operator may reach,
+        // and no tenant needs it to ask for an endpoint.
+        Blocker::EndpointNotAllowed { endpoint, allowed: _ } => (
             BUCKET_REACHABLE,
             Reason::EndpointNotAllowed,
             format!(
-                "Endpoint {endpoint} is not in the operator's endpoint allow-list ({allowed}): ask the cluster \
+                "Endpoint {endpoint} is not in the operator's endpoint allow-list: ask the cluster \
                  admin to add it (flag --allowed-endpoints, Helm value allowedEndpoints), or remove spec.endpoint to use AWS."
             ),
         ),

@@ -142,9 +142,14 @@ fn invalid_uri_and_disallowed_endpoint_are_bucket_failures() {
     assert_fails(&v, BUCKET_REACHABLE, Reason::InvalidUri, &["bad bucket", "s3://bucket/prefix/"]);
     let v = decide(
         &subject,
-        Err(&Blocker::EndpointNotAllowed { endpoint: "https://evil.example".into(), allowed: "AWS".into() }),
+        Err(&Blocker::EndpointNotAllowed {
+            endpoint: "https://evil.example".into(),
+            allowed: "https://minio.internal.corp:9000".into(),
+        }),
     );
     assert_fails(&v, BUCKET_REACHABLE, Reason::EndpointNotAllowed, &["https://evil.example", "--allowed-endpoints"]);
+    // The admin's list is not shown to the tenant.
+    assert!(!v.ready().message.contains("minio.internal.corp"), "{}", v.ready().message);
 }
 
 #[test]
