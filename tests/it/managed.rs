@@ -694,23 +694,19 @@ async fn iam_not_what_a_tenant_writes_decides_managed_credentials() {
     .await;
     let (keys, _, _) = operator_identity("operator-tenant").await;
     let installation = support::unique("tn");
-    let (mut operator, log) = managed_operator(
-        "mgdt",
-        &ns,
-        &keys,
-        &[
-            "--installation",
-            &installation,
-            "--min-rotation-interval",
-            "3600",
-            "--max-managed-per-namespace",
-            "3",
-            "--managed-sweep-interval",
-            "2",
-            "--policy-change-spacing",
-            "1",
-        ],
-    );
+    let args = [
+        "--installation",
+        installation.as_str(),
+        "--min-rotation-interval",
+        "3600",
+        "--max-managed-per-namespace",
+        "3",
+        "--managed-sweep-interval",
+        "2",
+        "--policy-change-spacing",
+        "1",
+    ];
+    let (mut operator, first_log) = managed_operator("mgdt", &ns, &keys, &args);
     let api = Api::<S3Connection>::namespaced(tenant.clone(), &ns);
     let secrets = Api::<Secret>::namespaced(tenant.clone(), &ns);
     let conn = |name: &str, uri: String| {
@@ -739,6 +735,22 @@ async fn iam_not_what_a_tenant_writes_decides_managed_credentials() {
     assert!(!can_read(&copied, &bucket, "images/cat.jpg").await, "the orphan's copied key still reads the bucket");
     let shown = everything_shown(&client, &ns).await;
     assert!(shown.contains("OrphanedUserRemoved"), "no event says the orphan was removed");
+
+    // The same while the operator is down: the sweep at its start finds the orphan.
+    create("down", format!("s3://{bucket}/images/")).await;
+    wait(&api, "down", "Ready", ready).await;
+    let down_keys = keys_in(&secrets.get("down-s3connect-keys").await.unwrap());
+    drop(operator.stdin.take());
+    assert!(operator.wait().unwrap().success());
+    api.patch("down", &PatchParams::default(), &Patch::Merge(&strip)).await.unwrap();
+    api.delete("down", &DeleteParams::default()).await.unwrap();
+    assert!(can_read(&down_keys, &bucket, "images/cat.jpg").await, "nothing revoked it yet: the test proves nothing");
+    let (restarted, log) = managed_operator("mgdt-2", &ns, &keys, &args);
+    operator = restarted;
+    let down_user = format!("{ns}.down");
+    eventually("the user orphaned while the operator was down deleted", || async { !iam_get_user(&down_user).await })
+        .await;
+    assert!(!can_read(&down_keys, &bucket, "images/cat.jpg").await, "the copied key still reads the bucket");
 
     // The policy-hash annotation a tenant forges is not what decides: IAM's own document is.
     create("wide", format!("s3://{bucket}/")).await;
@@ -829,8 +841,9 @@ async fn iam_not_what_a_tenant_writes_decides_managed_credentials() {
 
     // No key material in what the operator showed.
     let mut shown = everything_shown(&client, &ns).await;
+    shown.push_str(&std::fs::read_to_string(&first_log).unwrap());
     shown.push_str(&std::fs::read_to_string(&log).unwrap());
-    for k in [&copied, &wide_keys] {
+    for k in [&copied, &wide_keys, &down_keys] {
         assert!(!shown.contains(&k.access_key_id) && !shown.contains(&k.secret_access_key), "a key was shown");
     }
     for name in ["wide", "looped", "prefixed", "premade"] {
