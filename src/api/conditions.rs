@@ -337,6 +337,44 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Makes every string in `value` printable (control characters, DEL and C1 included,
+/// escaped) and at most `MAX_STATUS_STRING` bytes. A status write is a server-side apply,
+/// which the API server decodes as YAML, and YAML refuses control characters: one object
+/// key or server answer carrying them would otherwise have every status write of the
+/// object refused, whoever put it there.
+pub fn printable_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) => {
+            if text.len() > MAX_STATUS_STRING || text.chars().any(char::is_control) {
+                let mut out = String::with_capacity(text.len().min(MAX_STATUS_STRING));
+                for c in text.chars() {
+                    if c.is_control() {
+                        out.extend(c.escape_default());
+                    } else {
+                        out.push(c);
+                    }
+                    if out.len() >= MAX_STATUS_STRING {
+                        let mut end = MAX_STATUS_STRING - 3;
+                        while !out.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        out.truncate(end);
+                        out.push_str("...");
+                        break;
+                    }
+                }
+                *text = out;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(printable_json),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(printable_json),
+        _ => {}
+    }
+}
+
+/// The longest string a status holds (a message is shorter still: `MAX_MESSAGE`).
+pub const MAX_STATUS_STRING: usize = 16 * 1024;
+
 /// Conditions equal but for their timestamps.
 pub fn same_ignoring_time(a: &[Condition], b: &[Condition]) -> bool {
     a.len() == b.len()
@@ -352,6 +390,20 @@ pub fn same_ignoring_time(a: &[Condition], b: &[Condition]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_status_string_is_printable_and_bounded() {
+        let mut status = serde_json::json!({"sampleObject": "images/!\u{7f}\u{85}\u{9b}", "ok": "images/cat.jpg",
+            "list": [{"id": "a\u{0}b"}], "long": "x".repeat(20_000), "n": 3});
+        printable_json(&mut status);
+        let text = serde_json::to_string(&status).unwrap();
+        assert!(!status.to_string().contains('\u{7f}') && !text.contains('\u{85}'), "{text}");
+        assert_eq!(status["sampleObject"], "images/!\\u{7f}\\u{85}\\u{9b}");
+        assert_eq!(status["ok"], "images/cat.jpg");
+        assert_eq!(status["list"][0]["id"], "a\\u{0}b");
+        assert!(status["long"].as_str().unwrap().len() <= MAX_STATUS_STRING);
+        assert_eq!(status["n"], 3);
+    }
 
     fn at(secs: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())

@@ -58,6 +58,7 @@ where
     conditions.push(condition(READY, "False", message));
     conditions.push(condition(RECONCILING, "True", RETRYING_MESSAGE));
     status["conditions"] = Value::Array(conditions);
+    crate::api::conditions::printable_json(&mut status);
     let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()),
         "metadata": {"resourceVersion": fresh.metadata.resource_version}, "status": status});
     match api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
@@ -159,6 +160,7 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let mut patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    crate::api::conditions::printable_json(&mut patch["status"]);
     if let Some(v) = version.as_deref() {
         patch["metadata"] = json!({"resourceVersion": v});
     }

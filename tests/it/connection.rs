@@ -624,3 +624,31 @@ async fn a_secret_that_arrives_a_moment_later_is_waited_for_not_stalled_on() {
     assert!(condition(&c, "Stalled").is_none() && condition(&c, "Reconciling").is_none());
     case.assert_no_secrets().await;
 }
+
+/// An object whose key holds DEL and C1 control characters, listed first (anyone who can
+/// write to a shared prefix can put one there): the connection's status is still written,
+/// and shows the key printably.
+#[tokio::test]
+async fn a_key_with_control_characters_listed_first_never_freezes_the_status() {
+    let _timer = crate::timed!();
+    let mut case = Case::new("ctrlkey", "us-east-1").await;
+    s3::put(&case.bucket, "images/!\u{7f}\u{85}\u{9b}", b"x").await;
+    let keys = case.user_without(&[Usage::Import], CorsMode::Apply, &[]).await;
+    case.secret("keys", &keys).await;
+    case.connection("c", json!({})).await;
+    let c =
+        wait_for(&case.client, &case.ns, "c", "Ready", |c| condition(c, "Ready").is_some_and(|r| r.status == "True"))
+            .await;
+    let sample = c.status.as_ref().and_then(|s| s.sample_object.clone()).unwrap_or_default();
+    assert!(!sample.chars().any(char::is_control), "a control character reached the status: {sample:?}");
+    // A re-check asked for is recorded: status writes still go through.
+    let ask = json!({"metadata": {"annotations": {"s3connect.io/requested-at": "after-del"}}});
+    Api::<S3Connection>::namespaced(case.client.clone(), &case.ns)
+        .patch("c", &PatchParams::default(), &Patch::Merge(&ask))
+        .await
+        .unwrap();
+    wait_for(&case.client, &case.ns, "c", "the re-check recorded", |c| {
+        c.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref()) == Some("after-del")
+    })
+    .await;
+}
