@@ -314,18 +314,23 @@ pub const MAX_MESSAGE: usize = 4096;
 /// (which the API server's YAML parser refuses, and terminals act on) shown as escapes,
 /// and at most `MAX_MESSAGE` bytes, cut at a character boundary.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.len() <= MAX_MESSAGE && !text.chars().any(char::is_control) {
+    printable_within(text, MAX_MESSAGE)
+}
+
+/// `printable`, bounded to `max` bytes.
+fn printable_within(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max && !text.chars().any(char::is_control) {
         return std::borrow::Cow::Borrowed(text);
     }
-    let mut out = String::with_capacity(text.len().min(MAX_MESSAGE));
+    let mut out = String::with_capacity(text.len().min(max));
     for c in text.chars() {
         if c.is_control() {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
-        if out.len() >= MAX_MESSAGE {
-            let mut end = MAX_MESSAGE - 3;
+        if out.len() >= max {
+            let mut end = max - 3;
             while !out.is_char_boundary(end) {
                 end -= 1;
             }
@@ -345,25 +350,8 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 pub fn printable_json(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::String(text) => {
-            if text.len() > MAX_STATUS_STRING || text.chars().any(char::is_control) {
-                let mut out = String::with_capacity(text.len().min(MAX_STATUS_STRING));
-                for c in text.chars() {
-                    if c.is_control() {
-                        out.extend(c.escape_default());
-                    } else {
-                        out.push(c);
-                    }
-                    if out.len() >= MAX_STATUS_STRING {
-                        let mut end = MAX_STATUS_STRING - 3;
-                        while !out.is_char_boundary(end) {
-                            end -= 1;
-                        }
-                        out.truncate(end);
-                        out.push_str("...");
-                        break;
-                    }
-                }
-                *text = out;
+            if let std::borrow::Cow::Owned(clean) = printable_within(text, MAX_STATUS_STRING) {
+                *text = clean;
             }
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(printable_json),
