@@ -314,17 +314,17 @@ pub const MAX_MESSAGE: usize = 4096;
 /// (which the API server's YAML parser refuses, and terminals act on) shown as escapes,
 /// and at most `MAX_MESSAGE` bytes, cut at a character boundary.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    printable_within(text, MAX_MESSAGE)
+    printable_within(text, MAX_MESSAGE, char::is_control)
 }
 
-/// `printable`, bounded to `max` bytes.
-fn printable_within(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
-    if text.len() <= max && !text.chars().any(char::is_control) {
+/// `printable`, bounded to `max` bytes, escaping the characters `escaped` says.
+fn printable_within(text: &str, max: usize, escaped: fn(char) -> bool) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max && !text.chars().any(escaped) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len().min(max));
     for c in text.chars() {
-        if c.is_control() {
+        if escaped(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -350,7 +350,10 @@ fn printable_within(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
 pub fn printable_json(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::String(text) => {
-            if let std::borrow::Cow::Owned(clean) = printable_within(text, MAX_STATUS_STRING) {
+            // Line breaks and tabs are YAML's own and keep a multi-line value (a policy
+            // document) intact; every other control character is escaped.
+            let escaped = |c: char| c.is_control() && !matches!(c, '\n' | '\r' | '\t');
+            if let std::borrow::Cow::Owned(clean) = printable_within(text, MAX_STATUS_STRING, escaped) {
                 *text = clean;
             }
         }
@@ -382,12 +385,14 @@ mod tests {
     #[test]
     fn every_status_string_is_printable_and_bounded() {
         let mut status = serde_json::json!({"sampleObject": "images/!\u{7f}\u{85}\u{9b}", "ok": "images/cat.jpg",
+            "policy": "{\n\t\"Version\": 1\r\n}",
             "list": [{"id": "a\u{0}b"}], "long": "x".repeat(20_000), "n": 3});
         printable_json(&mut status);
         let text = serde_json::to_string(&status).unwrap();
         assert!(!status.to_string().contains('\u{7f}') && !text.contains('\u{85}'), "{text}");
         assert_eq!(status["sampleObject"], "images/!\\u{7f}\\u{85}\\u{9b}");
         assert_eq!(status["ok"], "images/cat.jpg");
+        assert_eq!(status["policy"], "{\n\t\"Version\": 1\r\n}", "a multi-line value is kept whole");
         assert_eq!(status["list"][0]["id"], "a\\u{0}b");
         assert!(status["long"].as_str().unwrap().len() <= MAX_STATUS_STRING);
         assert_eq!(status["n"], 3);

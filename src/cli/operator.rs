@@ -125,6 +125,11 @@ pub struct OperatorArgs {
     ca_bundle: Option<std::path::PathBuf>,
     #[arg(long, env = "S3CONNECT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Per-object readiness series (`s3connect_ready{namespace,name,...}`), which let an
+    /// alert name the object but also show every tenant's object names to whoever can
+    /// scrape the metrics port.
+    #[arg(long, env = "S3CONNECT_PER_OBJECT_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    per_object_metrics: bool,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "S3CONNECT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -204,6 +209,9 @@ async fn operator(args: OperatorArgs) -> ExitCode {
         }
     };
     s3connect::timing::set_retry_base(std::time::Duration::from_secs(args.retry_base));
+    s3connect::telemetry::metrics::METRICS
+        .hide_objects
+        .store(!args.per_object_metrics, std::sync::atomic::Ordering::Relaxed);
     let config = controller::Config {
         allowed_endpoints: AllowList::new(args.allowed_endpoints),
         concurrency: args.concurrency,

@@ -33,6 +33,9 @@ pub struct Metrics {
     ready: Mutex<HashMap<String, ObjectState>>,
     pub leader: AtomicBool,
     pub serving: AtomicBool,
+    /// Off (`--per-object-metrics=false`): no `s3connect_ready` series, whose labels name
+    /// every tenant's objects to whoever can scrape the metrics port.
+    pub hide_objects: AtomicBool,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
@@ -230,6 +233,9 @@ impl Metrics {
         for ((kind, ready), v) in gauges {
             let _ = writeln!(out, "s3connect_resources{{kind=\"{kind}\",ready=\"{ready}\"}} {v}");
         }
+        if self.hide_objects.load(Ordering::Relaxed) {
+            return;
+        }
         header(
             out,
             "s3connect_ready",
@@ -302,6 +308,20 @@ fn process(out: &mut String) {
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
         let _ = writeln!(out, "# TYPE process_open_fds gauge\nprocess_open_fds {}", fds.count());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn per_object_series_can_be_switched_off() {
+        let m = super::Metrics::default();
+        m.set_ready("uid", "S3Connection", "team-a", "secret-project", true, "Validated");
+        assert!(m.render().contains("name=\"secret-project\""));
+        m.hide_objects.store(true, std::sync::atomic::Ordering::Relaxed);
+        let rendered = m.render();
+        assert!(!rendered.contains("secret-project") && !rendered.contains("team-a"), "{rendered}");
+        assert!(rendered.contains("s3connect_resources{kind=\"S3Connection\",ready=\"true\"} 1"), "{rendered}");
     }
 }
 

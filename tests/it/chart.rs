@@ -77,6 +77,11 @@ fn the_chart_lints_and_its_values_are_checked() {
     // policy could otherwise create a user with any policy.
     let (ok, out) = helm(&["template", "t", "charts/s3connect", "--set", "managedCredentials.enabled=true"]);
     assert!(!ok && out.contains("permissionsBoundary is required"), "{out}");
+    // Per-object series on by default; a value hides tenants' object names from scrapers.
+    let (_, default) = helm(&["template", "t", "charts/s3connect"]);
+    assert!(default.contains("S3CONNECT_PER_OBJECT_METRICS\n              value: \"true\""), "{default}");
+    let (ok, hidden) = helm(&["template", "t", "charts/s3connect", "--set", "metrics.perObject=false"]);
+    assert!(ok && hidden.contains("S3CONNECT_PER_OBJECT_METRICS\n              value: \"false\""), "{hidden}");
     // Without managed credentials the operator only reads Secrets.
     let (_, default) = helm(&["template", "t", "charts/s3connect"]);
     assert!(default.contains("resources: [secrets]\n    verbs: [get, list, watch]\n"), "{default}");
