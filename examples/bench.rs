@@ -603,6 +603,15 @@ fn s3_overhead(n: u32) {
             assert!(!out.contents().is_empty(), "no key listed");
         })
         .await;
+        let mut settings = Vec::new();
+        for (name, client) in s3connect::s3::client::clients_for_bench(&keys, &target) {
+            let cpu = per_call(n, || async {
+                let out = client.list_objects_v2().bucket("bench-0").prefix("data/").max_keys(2).send().await.unwrap();
+                assert!(!out.contents().is_empty(), "no key listed");
+            })
+            .await;
+            settings.push((name, cpu));
+        }
 
         let sdk_client = sdk_as_before(&keys, &target);
         let sdk_request = per_call(n, || async {
@@ -647,6 +656,9 @@ fn s3_overhead(n: u32) {
         println!("  aws-sdk-s3 client, retries, stalled-stream monitoring and identity cache off: {sdk_request:.0} µs");
         println!("  aws-sdk-s3 client construction: {construction:.0} µs");
         println!("  aws-sigv4 + plain hyper, nothing else (the floor): {floor:.0} µs");
+        for (name, cpu) in settings {
+            println!("  aws-sdk-s3, {name}: {cpu:.0} µs");
+        }
     });
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -244,6 +244,44 @@ fn config(keys: &Keys, target: &Target, variants: Variants) -> aws_sdk_s3::confi
     config
 }
 
+/// For the benchmark (`bench s3`): the operator's client, and clients that differ from a
+/// bare one (no retries, no identity cache, no stalled-stream monitoring) in one of the
+/// operator's settings each, so that each setting's CPU per request can be seen.
+#[doc(hidden)]
+pub fn clients_for_bench(keys: &Keys, target: &Target) -> Vec<(&'static str, aws_sdk_s3::Client)> {
+    let endpoint = target.endpoint.clone().unwrap_or_default();
+    let bare = || {
+        let credentials = Credentials::new(&keys.access_key_id, &keys.secret_access_key, None, None, "bench");
+        aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .http_client(crate::aws::http_client())
+            .credentials_provider(credentials)
+            .region(Region::new(target.region.clone()))
+            .force_path_style(target.force_path_style)
+            .retry_config(RetryConfig::disabled())
+            .identity_cache(IdentityCache::no_cache())
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+    };
+    let timeouts =
+        TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).operation_attempt_timeout(ATTEMPT_TIMEOUT).build();
+    let build = |b: aws_sdk_s3::config::Builder| aws_sdk_s3::Client::from_conf(b.build());
+    vec![
+        ("the operator's client", build(config(keys, target, Variants::default()))),
+        ("bare", build(bare().endpoint_url(&endpoint))),
+        ("bare + connect and attempt timeouts", build(bare().endpoint_url(&endpoint).timeout_config(timeouts))),
+        (
+            "bare + checksums when required",
+            build(
+                bare()
+                    .endpoint_url(&endpoint)
+                    .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                    .response_checksum_validation(ResponseChecksumValidation::WhenRequired),
+            ),
+        ),
+        ("bare + the 1 MiB answer bound", build(bare().endpoint_url(&endpoint).interceptor(BoundedBodies))),
+    ]
+}
+
 /// The base URL requests for `bucket` go to (shown in the status, and checked against
 /// the operator's allow list), as the SDK's endpoint rules pick it: virtual-hosted
 /// addressing wherever it can be, not with an IP address as the host, nor for a bucket
