@@ -288,11 +288,14 @@ pub fn clients_for_bench(keys: &Keys, target: &Target) -> Vec<(&'static str, aws
 /// name with dots (which no TLS wildcard covers); AWS's FIPS and dual-stack host names
 /// when those are on.
 pub fn contacted_url(endpoint: Option<&str>, force_path_style: bool, bucket: &str, region: &str) -> String {
+    url_with(endpoint, force_path_style, bucket, region, variants())
+}
+
+fn url_with(endpoint: Option<&str>, force_path_style: bool, bucket: &str, region: &str, v: Variants) -> String {
     let dotted = bucket.contains('.');
     let Some(endpoint) = endpoint else {
         // The China regions are a partition of their own.
         let domain = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
-        let v = variants();
         let service = match (v.fips, v.dual_stack) {
             (false, false) => "s3",
             (true, false) => "s3-fips",
@@ -333,6 +336,29 @@ mod tests {
         assert_eq!(url(Some("http://127.0.0.1:9000"), false, "b"), "http://127.0.0.1:9000");
         assert_eq!(url(Some("http://[::1]:9000"), false, "b"), "http://[::1]:9000");
         assert_eq!(url(Some("https://s3.example.com"), false, "a.b"), "https://s3.example.com");
+    }
+
+    #[test]
+    fn the_contacted_url_is_where_the_sdk_sends_fips_and_dual_stack_requests() {
+        use aws_sdk_s3::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+        for (fips, dual_stack) in [(false, false), (true, false), (false, true), (true, true)] {
+            for (bucket, path_style) in [("data", false), ("data", true)] {
+                let params = Params::builder()
+                    .bucket(bucket)
+                    .region("us-west-2")
+                    .force_path_style(path_style)
+                    .use_fips(fips)
+                    .use_dual_stack(dual_stack)
+                    .accelerate(false)
+                    .build()
+                    .unwrap();
+                let rules = DefaultResolver::new();
+                let endpoint = futures::executor::block_on(rules.resolve_endpoint(&params)).unwrap();
+                let shown = url_with(None, path_style, bucket, "us-west-2", Variants { fips, dual_stack });
+                let sent = endpoint.url().trim_end_matches(&format!("/{bucket}")).to_owned();
+                assert_eq!(shown, sent, "fips {fips}, dual-stack {dual_stack}, path style {path_style}");
+            }
+        }
     }
 
     #[test]
