@@ -2,7 +2,7 @@
 //! environment, `AWS_PROFILE` and the shared config and credentials files (static keys,
 //! `credential_process`, assume-role, SSO), web identity (IRSA), the container endpoint
 //! (EKS Pod Identity, ECS), instance metadata; `AWS_REGION`, `AWS_ENDPOINT_URL(_<SERVICE>)`.
-//! IAM (managed credentials) and STS use it; S3 has a client of its own (`s3::client`).
+//! IAM (managed credentials), STS and S3 (`s3::client`) send on the one HTTP client here.
 
 use std::sync::OnceLock;
 
@@ -30,7 +30,16 @@ pub fn http_client() -> SharedHttpClient {
                 let trust = ca.map_or_else(tls::TrustStore::default, |pem| {
                     tls::TrustStore::default().with_pem_certificate(pem.to_vec())
                 });
-                let context = tls::TlsContext::builder().with_trust_store(trust).build().expect("a TLS context");
+                // The bundle was read as PEM at start; should TLS still refuse it, the
+                // system's roots alone leave the store's certificate untrusted, which the
+                // status says, rather than the operator down.
+                let context = match tls::TlsContext::builder().with_trust_store(trust).build() {
+                    Ok(context) => Some(context),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the CA bundle cannot be used for AWS and S3 requests");
+                        None
+                    }
+                };
                 Builder::new().build_with_connector_fn(move |settings, components| {
                     let mut builder = aws_smithy_http_client::Connector::builder();
                     builder.set_connector_settings(settings.cloned());
@@ -42,7 +51,11 @@ pub fn http_client() -> SharedHttpClient {
                     } else {
                         aws_smithy_http_client::proxy::ProxyConfig::disabled()
                     };
-                    builder.proxy_config(proxy).tls_provider(provider.clone()).tls_context(context.clone()).build()
+                    let builder = builder.proxy_config(proxy).tls_provider(provider.clone());
+                    match &context {
+                        Some(context) => builder.tls_context(context.clone()).build(),
+                        None => builder.build(),
+                    }
                 })
             };
             SharedHttpClient::new(Pooled(hyper))

@@ -7,6 +7,12 @@ or is accepted and never answered ("hang"). Faults are scoped to a bucket (the f
 segment: clients use path-style addressing) so that tests running at the same time do not
 see each other's faults.
 
+A fault can be narrowed to one S3 operation by its method and a query parameter it
+carries ("method": "GET", "query": "cors" for GetBucketCors, "location" for
+GetBucketLocation), and can answer with a body of its own ("body", "content_type")
+instead of an S3 error: what a TLS-inspecting proxy or a misbehaving store might answer.
+"headers" are added to the answer either way (an S3 request id, say).
+
 Query-protocol calls (IAM, STS: POST / with an Action) are under the bucket "" and can be
 narrowed to one action; "lose_answer" passes the request on and then hangs up without
 the answer (the call happened, the caller cannot know), "count" limits how many.
@@ -16,6 +22,10 @@ Control (no auth, loopback only):
                  {"bucket": b, "hang": true}      {"bucket": b}  (clears)
                  {"bucket": "", "action": "CreateAccessKey", "lose_answer": true, "count": 1}
                  {"bucket": b, "every": 2, "status": 503, "code": "SlowDown"}  (every 2nd request)
+                 {"bucket": b, "method": "GET", "query": "cors", "status": 200,
+                  "body": "<html>...</html>", "content_type": "text/html"}
+                 {"bucket": b, "status": 500, "code": "InternalError",
+                  "headers": {"x-amz-request-id": "ID", "x-amz-id-2": "EXTENDED"}}
   GET  /_faults  -> {bucket: {"requests": n, "injected": n}}
 
 Standard library only.
@@ -86,7 +96,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def handle_any(self):
         body = self.body()
-        path = urllib.parse.urlsplit(self.path).path
+        split = urllib.parse.urlsplit(self.path)
+        path = split.path
+        query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
         if path.rstrip("/") == "/_faults":
             return self.control(body)
         bucket = path.lstrip("/").split("/", 1)[0]
@@ -100,6 +112,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             else:
                 inject = bool(fault) and random.random() < float(fault.get("share", 1.0))
             if fault.get("action") and fault["action"] != action:
+                inject = False
+            if fault.get("method") and fault["method"] != self.command:
+                inject = False
+            if fault.get("query") and fault["query"] not in query:
                 inject = False
             if inject and "count" in fault:
                 left = int(FAULTS[bucket]["count"])
@@ -127,8 +143,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return None
         if inject:
             status = int(fault.get("status", 500))
+            extra = list((fault.get("headers") or {}).items())
+            if "body" in fault:
+                return self.reply(status, fault["body"].encode(),
+                                  [("Content-Type", fault.get("content_type", "text/html"))] + extra)
             return self.reply(status, error_body(fault.get("code", "InternalError"), "injected by the test proxy"),
-                              [("Content-Type", "application/xml")])
+                              [("Content-Type", "application/xml")] + extra)
         conn = http.client.HTTPConnection(UPSTREAM[0], UPSTREAM[1], timeout=60)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "content-length")}

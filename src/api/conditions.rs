@@ -140,6 +140,9 @@ pub enum Reason {
     /// S3 refused a probe with a 4xx that is neither a permission nor a throttling answer:
     /// retrying the same request changes nothing.
     S3RequestRejected,
+    /// The store answered a probe with something that is not S3's answer (a proxy's HTML
+    /// page, a region that cannot be one): nothing is concluded or changed on it.
+    S3AnswerUnreadable,
     // A condition that could not be evaluated because an earlier one failed.
     NotChecked,
     // Ready

@@ -94,6 +94,13 @@ async fn aws_identity(profile: Option<&str>) -> Result<(Keys, Option<String>), S
         loader = loader.profile_name(p);
     }
     let config = loader.load().await;
+    // FIPS and dual-stack endpoints as the AWS CLI takes them (AWS_USE_FIPS_ENDPOINT,
+    // use_fips_endpoint in the profile, and the dual-stack pair). The first and only
+    // setting: nothing has made an S3 client yet.
+    let _ = s3connect::s3::client::set_variants(s3connect::s3::client::Variants {
+        fips: config.use_fips().unwrap_or(false),
+        dual_stack: config.use_dual_stack().unwrap_or(false),
+    });
     let none = || {
         "no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or name a profile of ~/.aws/config with --profile or AWS_PROFILE".to_owned()
     };

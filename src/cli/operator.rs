@@ -123,6 +123,14 @@ pub struct OperatorArgs {
     /// proxy). HTTPS_PROXY, HTTP_PROXY and NO_PROXY are followed as usual.
     #[arg(long, env = "S3CONNECT_CA_BUNDLE")]
     ca_bundle: Option<std::path::PathBuf>,
+    /// Reach buckets on AWS through S3's FIPS endpoints (`s3-fips.<region>.amazonaws.com`),
+    /// as the AWS CLI's `use_fips_endpoint`. Connections with `spec.endpoint` use it as given.
+    #[arg(long, env = "AWS_USE_FIPS_ENDPOINT", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    use_fips_endpoint: bool,
+    /// Reach buckets on AWS through S3's dual-stack (IPv4 and IPv6) endpoints, as the AWS
+    /// CLI's `use_dualstack_endpoint`. Connections with `spec.endpoint` use it as given.
+    #[arg(long, env = "AWS_USE_DUALSTACK_ENDPOINT", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    use_dualstack_endpoint: bool,
     #[arg(long, env = "S3CONNECT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Per-object readiness series (`s3connect_ready{namespace,name,...}`), which let an
@@ -150,6 +158,12 @@ pub fn run(args: OperatorArgs) -> ExitCode {
     telemetry::init(args.log_format);
     if let Err(e) = s3connect::net::trust_ca_bundle(args.ca_bundle.as_deref()) {
         tracing::error!(error = %e, "cannot use --ca-bundle");
+        return ExitCode::FAILURE;
+    }
+    let variants =
+        s3connect::s3::client::Variants { fips: args.use_fips_endpoint, dual_stack: args.use_dualstack_endpoint };
+    if s3connect::s3::client::set_variants(variants).is_err() {
+        tracing::error!("the S3 endpoint variants were set before the operator started");
         return ExitCode::FAILURE;
     }
     runtime().block_on(operator(args))

@@ -1,23 +1,19 @@
-//! The S3 client the probes use: each request signed with SigV4 and sent on one shared
-//! connection pool (the platform client's rustls + ring stack), exactly once. There are no
-//! retries in here: every attempt is counted and the probe engine decides when to try
-//! again. The seven requests the probes make need no SDK: building an SDK client and
-//! running its orchestrator cost more CPU than the request itself (docs/benchmarks.md).
+//! The S3 clients the probes use: aws-sdk-s3 on the process's one HTTP client
+//! (`crate::aws::http_client`, rustls + ring). A client is made once per endpoint, region,
+//! addressing style and set of keys and kept in a small bounded cache, so that a
+//! validation does not pay for building one. SDK retries are off: every attempt is
+//! counted and the probe engine decides when to try again.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::time::Duration;
 
-use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, UriPathNormalizationMode,
-    sign,
+use aws_sdk_s3::config::{
+    BehaviorVersion, ConfigBag, Credentials, IdentityCache, Intercept, Region, RequestChecksumCalculation,
+    ResponseChecksumValidation, RuntimeComponents, StalledStreamProtectionConfig,
+    interceptors::BeforeDeserializationInterceptorContextMut, retry::RetryConfig, timeout::TimeoutConfig,
 };
-use aws_smithy_runtime_api::client::identity::Identity;
-use bytes::Bytes;
-use http::Method;
-use http_body_util::{BodyExt, Full, Limited};
-
-use super::error::{Failure, FailureKind, classify_parts};
 
 /// Where a connection's bucket lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,9 +49,22 @@ impl Keys {
         }
         out
     }
+
+    /// A digest of the keys: what tells one Secret's keys from another's in the cache,
+    /// without keeping the keys themselves as its index.
+    fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        for part in [Some(&self.access_key_id), Some(&self.secret_access_key), self.session_token.as_ref()] {
+            let part = part.map_or(&[][..], |p| p.as_bytes());
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part);
+        }
+        hash.finalize().into()
+    }
 }
 
-/// Counts the requests a client actually sends (each attempt, as it goes on the wire).
+/// Counts the requests a validation actually sends (each attempt, as it goes out).
 #[derive(Clone, Debug, Default)]
 pub struct RequestCounter(Arc<AtomicU32>);
 
@@ -63,310 +72,252 @@ impl RequestCounter {
     pub fn get(&self) -> u32 {
         self.0.load(Ordering::Relaxed)
     }
+
+    pub(crate) fn add(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// How long a connection may take to open, and a whole request (answer read) to finish.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 
-const USER_AGENT: &str = concat!("s3connect/", env!("CARGO_PKG_VERSION"));
-
 /// The most of a response body the operator reads: the probes' answers are a few kilobytes
 /// (a one-key listing, a CORS configuration of at most 100 rules, a 1-byte range), and a
 /// tenant's endpoint answering a gigabyte must not take the operator's memory.
 pub const MAX_RESPONSE_BODY: usize = 1 << 20;
 
-/// The one HTTP client (and connection pool) every S3 request goes through. Without any
-/// CA certificate, https fails with an untrusted certificate, which the status says.
-fn http() -> Result<&'static crate::net::Https, Failure> {
-    static CLIENT: OnceLock<Result<crate::net::Https, String>> = OnceLock::new();
-    let client = CLIENT.get_or_init(|| {
-        let roots = crate::net::roots().unwrap_or_else(|_| rustls::RootCertStore::empty());
-        crate::net::https_client(roots, CONNECT_TIMEOUT, Duration::from_secs(20))
-    });
-    client.as_ref().map_err(|e| Failure {
-        kind: FailureKind::Other,
-        code: "TlsUnavailable".into(),
-        detail: format!("the operator could not set up TLS ({e}); report this as a bug"),
-        bucket_region: None,
+/// AWS's endpoint variants, as the AWS CLI's `use_fips_endpoint` and
+/// `use_dualstack_endpoint` (and the `AWS_USE_FIPS_ENDPOINT`, `AWS_USE_DUALSTACK_ENDPOINT`
+/// variables) choose them: for buckets on AWS only, since an S3-compatible store's
+/// `endpoint` is the address to use as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Variants {
+    pub fips: bool,
+    pub dual_stack: bool,
+}
+
+static VARIANTS: OnceLock<Variants> = OnceLock::new();
+
+/// Sets the endpoint variants for every S3 client from now on; Err if they were set
+/// already (or a client was made with those of the environment).
+pub fn set_variants(variants: Variants) -> Result<(), Variants> {
+    VARIANTS.set(variants).map_err(|_| variants)
+}
+
+/// The endpoint variants: as set, or else as the environment says (`true` turns one on).
+pub fn variants() -> Variants {
+    *VARIANTS.get_or_init(|| {
+        let on = |name| std::env::var(name).is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        Variants { fips: on("AWS_USE_FIPS_ENDPOINT"), dual_stack: on("AWS_USE_DUALSTACK_ENDPOINT") }
     })
 }
 
-/// The base URL requests for `bucket` go to, and whether the bucket is then the first
-/// segment of the path (path-style) rather than part of the host (virtual-hosted).
-/// Virtual-hosted addressing is used wherever it can be, as the AWS SDKs do: not with an
-/// IP address as the host, nor for a bucket name with dots (which no TLS wildcard covers).
-/// FIPS, dual-stack or private-link endpoints are given as `endpoint`; access point ARNs
-/// and S3 Express directory buckets are not buckets the platform connects to.
-fn base_url(endpoint: Option<&str>, force_path_style: bool, bucket: &str, region: &str) -> (String, bool) {
-    let dotted = bucket.contains('.');
-    let Some(endpoint) = endpoint else {
-        // The China regions are a partition of their own.
-        let domain = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
-        return if force_path_style || dotted {
-            (format!("https://s3.{region}.{domain}"), true)
-        } else {
-            (format!("https://{bucket}.s3.{region}.{domain}"), false)
-        };
-    };
-    let endpoint = endpoint.trim_end_matches('/');
-    let Some((scheme, host)) = endpoint.split_once("://") else { return (endpoint.to_owned(), true) };
-    let name =
-        host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
-    let ip = name.starts_with('[') || name.parse::<std::net::Ipv4Addr>().is_ok();
-    if force_path_style || ip || dotted || host.contains('/') {
-        (endpoint.to_owned(), true)
-    } else {
-        (format!("{scheme}://{bucket}.{host}"), false)
-    }
-}
-
-/// The base URL requests for `bucket` go to (shown in the status).
-pub fn contacted_url(endpoint: Option<&str>, force_path_style: bool, bucket: &str, region: &str) -> String {
-    base_url(endpoint, force_path_style, bucket, region).0
-}
-
-/// `s` percent-encoded as SigV4 wants it: every byte but the unreserved ones (and `/`
-/// where `keep_slash`).
-fn encode(s: &str, keep_slash: bool, out: &mut String) {
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || (keep_slash && b == b'/') {
-            out.push(char::from(b));
-        } else {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            out.extend(['%', char::from(HEX[usize::from(b >> 4)]), char::from(HEX[usize::from(b & 15)])]);
-        }
-    }
-}
-
-/// One S3 request.
-#[derive(Clone, Debug)]
-pub struct Request<'a> {
-    /// The S3 operation's name, as metrics count it.
-    pub operation: &'static str,
-    pub method: Method,
-    pub bucket: &'a str,
-    pub key: Option<&'a str>,
-    /// Query parameters, unencoded; an empty value is sent as a bare name (`?cors`).
-    pub query: Vec<(&'static str, &'a str)>,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Bytes,
-    /// Whether the answer's body matters when it succeeds (a 1-byte range read does not,
-    /// even from a server that ignores the range).
-    pub read_body: bool,
-}
-
-impl<'a> Request<'a> {
-    pub fn new(operation: &'static str, method: Method, bucket: &'a str) -> Self {
-        Request {
-            operation,
-            method,
-            bucket,
-            key: None,
-            query: Vec::new(),
-            headers: Vec::new(),
-            body: Bytes::new(),
-            read_body: true,
-        }
-    }
-}
-
-/// A client that signs with one set of keys for one target, counting what it sends.
+/// Refuses a response body past `MAX_RESPONSE_BODY`: at once when its length says so, else
+/// as it is read (the body is wrapped before the SDK buffers it to deserialize).
 #[derive(Debug)]
-pub struct Client {
-    keys: Keys,
-    /// The keys as the signer takes them, made once for every request of the client.
-    identity: Identity,
-    target: Target,
-    counter: RequestCounter,
-}
+struct BoundedBodies;
 
-impl Client {
-    pub fn new(keys: &Keys, target: &Target, counter: &RequestCounter) -> Self {
-        let identity = aws_credential_types::Credentials::new(
-            &keys.access_key_id,
-            &keys.secret_access_key,
-            keys.session_token.clone(),
-            None,
-            "s3connect",
-        )
-        .into();
-        Client { keys: keys.clone(), identity, target: target.clone(), counter: counter.clone() }
+impl Intercept for BoundedBodies {
+    fn name(&self) -> &'static str {
+        "BoundedBodies"
     }
 
-    /// The URL of `request`, encoded exactly as it is signed.
-    pub(crate) fn url(&self, request: &Request<'_>) -> String {
-        let t = &self.target;
-        let (mut url, path_style) = base_url(t.endpoint.as_deref(), t.force_path_style, request.bucket, &t.region);
-        if path_style {
-            url.push('/');
-            encode(request.bucket, false, &mut url);
-        }
-        if let Some(key) = request.key {
-            url.push('/');
-            encode(key, true, &mut url);
-        } else if !path_style {
-            url.push('/');
-        }
-        for (i, (name, value)) in request.query.iter().enumerate() {
-            url.push(if i == 0 { '?' } else { '&' });
-            url.push_str(name);
-            if !value.is_empty() {
-                url.push('=');
-                encode(value, false, &mut url);
-            }
-        }
-        url
-    }
-
-    /// Sends `request` once and returns the body of its 2xx answer. A non-2xx answer, no
-    /// answer within the attempt timeout, or a connection that failed becomes a classified
-    /// [`Failure`] with the keys redacted.
-    pub async fn send(&self, request: &Request<'_>) -> Result<Bytes, Failure> {
-        self.counter.0.fetch_add(1, Ordering::Relaxed);
-        let (outcome, result) = match self.attempt(request).await {
-            Ok(response) => ("ok", Ok(response)),
-            Err((status, failure)) => {
-                let outcome = match status {
-                    None => "unreachable",
-                    Some(403) => "denied",
-                    Some(400..=499) => "client_error",
-                    Some(200..=299) => "ok",
-                    Some(_) => "server_error",
-                };
-                (outcome, Err(failure))
-            }
-        };
-        crate::telemetry::metrics::METRICS.s3_request(request.operation, outcome);
-        result.map_err(|mut f: Failure| {
-            f.detail = self.keys.redact(&f.detail);
-            f
-        })
-    }
-
-    /// One attempt; the error carries the status, if there was an answer at all.
-    async fn attempt(&self, request: &Request<'_>) -> Result<Bytes, (Option<u16>, Failure)> {
-        let url = self.url(request);
-        let mut http_request = http::Request::builder().method(request.method.clone()).uri(&url);
-        for (name, value) in &request.headers {
-            http_request = http_request.header(*name, value);
-        }
-        let mut http_request = http_request.body(Full::new(request.body.clone())).map_err(|e| {
-            let detail = format!("the request could not be built ({e}); check endpoint and region");
-            (None, Failure { kind: FailureKind::Other, code: "RequestNotBuilt".into(), detail, bucket_region: None })
-        })?;
-        self.sign(&mut http_request, &url, request)?;
-        // After signing: servers log it, nothing needs it signed.
-        http_request.headers_mut().insert(http::header::USER_AGENT, http::HeaderValue::from_static(USER_AGENT));
-        let answered = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
-            let response = http()
-                .map_err(|f| (None, f))?
-                .request(http_request)
-                .await
-                .map_err(|e| (None, transport_failure(&e)))?;
-            let (parts, body) = response.into_parts();
-            let status = parts.status.as_u16();
-            let wanted = request.read_body || !parts.status.is_success();
-            let too_long = hyper::body::Body::size_hint(&body).lower() > MAX_RESPONSE_BODY as u64;
-            let body = if !wanted {
-                // Not needed: read what a small answer has (so the connection is reused),
-                // drop a large one unread.
-                if too_long { Bytes::new() } else { collect(body).await.unwrap_or_default() }
-            } else if too_long {
-                return Err((Some(status), too_large(status)));
-            } else {
-                collect(body).await.map_err(|e| (Some(status), e.unwrap_or_else(|| too_large(status))))?
-            };
-            Ok((parts, body))
-        })
-        .await;
-        let (parts, body) = match answered {
-            Err(_) => return Err((None, unreachable("the request timed out"))),
-            Ok(r) => r?,
-        };
-        if parts.status.is_success() {
-            return Ok(body);
-        }
-        let status = parts.status.as_u16();
-        let (code, message) = super::xml::error(&body);
-        let region = parts.headers.get("x-amz-bucket-region").and_then(|v| v.to_str().ok());
-        Err((Some(status), classify_parts(code.as_deref(), message.as_deref(), status, region)))
-    }
-
-    fn sign(
+    fn modify_before_deserialization(
         &self,
-        http_request: &mut http::Request<Full<Bytes>>,
-        url: &str,
-        request: &Request<'_>,
-    ) -> Result<(), (Option<u16>, Failure)> {
-        let mut settings = SigningSettings::default();
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        let not_signed = |e: &dyn std::fmt::Display| {
-            let detail = format!("the request could not be signed ({e}); check endpoint, region and keys");
-            (None, Failure { kind: FailureKind::Other, code: "RequestNotSigned".into(), detail, bucket_region: None })
-        };
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&self.identity)
-            .region(&self.target.region)
-            .name("s3")
-            .time(SystemTime::now())
-            .settings(settings)
-            .build()
-            .map_err(|e| not_signed(&e))?
-            .into();
-        let headers = request.headers.iter().map(|(k, v)| (*k, v.as_str()));
-        let signable = SignableRequest::new(request.method.as_str(), url, headers, SignableBody::Bytes(&request.body))
-            .map_err(|e| not_signed(&e))?;
-        let (instructions, _) = sign(signable, &params).map_err(|e| not_signed(&e))?.into_parts();
-        instructions.apply_to_request_http1x(http_request);
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let body = context.response_mut().body_mut();
+        if let Some(n) = body.content_length().filter(|n| *n > MAX_RESPONSE_BODY as u64) {
+            return Err(format!("the answer is {n} bytes, more than the {MAX_RESPONSE_BODY} the operator reads").into());
+        }
+        let taken = std::mem::replace(body, aws_smithy_types::body::SdkBody::taken());
+        *body = aws_smithy_types::body::SdkBody::from_body_1_x(http_body_util::Limited::new(taken, MAX_RESPONSE_BODY));
         Ok(())
     }
 }
 
-/// A body read to its end, at most [`MAX_RESPONSE_BODY`] of it; `Err(None)` past that.
-async fn collect(body: hyper::body::Incoming) -> Result<Bytes, Option<Failure>> {
-    match Limited::new(body, MAX_RESPONSE_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(None),
-        Err(e) => Err(Some(unreachable(&format!("the answer broke off: {e}")))),
-    }
+/// What a cached client was made for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CacheKey {
+    endpoint: Option<String>,
+    region: String,
+    force_path_style: bool,
+    variants: Variants,
+    keys: [u8; 32],
 }
 
-fn too_large(status: u16) -> Failure {
-    Failure {
-        kind: FailureKind::Other,
-        code: format!("HTTP{status}"),
-        detail: format!("the answer is more than the {MAX_RESPONSE_BODY} bytes the operator reads"),
-        bucket_region: None,
-    }
+/// At most this many clients are kept: the benchmark's 1,000 connections share 10
+/// Secrets; past the bound, the client least recently used is dropped.
+const MAX_CLIENTS: usize = 64;
+/// At most this many connections' key digests are remembered (to drop a client when its
+/// Secret changes); past it the memory starts over, which costs at most a stale client
+/// that ages out of the cache.
+const MAX_OWNERS: usize = 16_384;
+
+#[derive(Default)]
+struct Cache {
+    clients: HashMap<CacheKey, (aws_sdk_s3::Client, u64)>,
+    /// The digest of the keys each connection (`namespace/name`) last used.
+    owners: HashMap<String, [u8; 32]>,
+    tick: u64,
 }
 
-/// A request that got no answer: the deepest cause in the error chain (refused, DNS,
-/// TLS) names the problem and never carries request headers. A certificate TLS refused
-/// is not unreachable: retrying does not change a certificate.
-fn transport_failure(err: &hyper_util::client::legacy::Error) -> Failure {
-    let mut why = String::from("could not connect");
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(err);
-    while let Some(s) = source {
-        why = s.to_string();
-        source = s.source();
+static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(Mutex::default);
+
+/// The client that signs with `keys` and sends to `target`, for the connection `owner`:
+/// from the cache, or made and kept. When the connection's keys changed since its last
+/// request, the clients of its old keys go, unless another connection uses them too.
+pub fn client(keys: &Keys, target: &Target, owner: &str) -> aws_sdk_s3::Client {
+    let key = CacheKey {
+        endpoint: target.endpoint.clone(),
+        region: target.region.clone(),
+        force_path_style: target.force_path_style,
+        variants: variants(),
+        keys: keys.digest(),
+    };
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    cache.tick += 1;
+    let tick = cache.tick;
+    if cache.owners.len() >= MAX_OWNERS && !cache.owners.contains_key(owner) {
+        cache.owners.clear();
     }
-    // rustls: "invalid peer certificate: UnknownIssuer" and the like.
-    if why.contains("certificate") {
-        return Failure {
-            kind: FailureKind::CertificateUntrusted,
-            code: "CertificateUntrusted".into(),
-            detail: why,
-            bucket_region: None,
+    if let Some(old) = cache.owners.insert(owner.to_owned(), key.keys)
+        && old != key.keys
+        && !cache.owners.values().any(|d| *d == old)
+    {
+        cache.clients.retain(|k, _| k.keys != old);
+    }
+    if let Some((client, used)) = cache.clients.get_mut(&key) {
+        *used = tick;
+        return client.clone();
+    }
+    if cache.clients.len() >= MAX_CLIENTS
+        && let Some(oldest) = cache.clients.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone())
+    {
+        cache.clients.remove(&oldest);
+    }
+    let client = aws_sdk_s3::Client::from_conf(config(keys, target, key.variants).build());
+    cache.clients.insert(key, (client.clone(), tick));
+    client
+}
+
+/// How many clients the cache holds (for tests).
+#[cfg(test)]
+fn cached() -> usize {
+    CACHE.lock().unwrap_or_else(|e| e.into_inner()).clients.len()
+}
+
+fn config(keys: &Keys, target: &Target, variants: Variants) -> aws_sdk_s3::config::Builder {
+    let credentials =
+        Credentials::new(&keys.access_key_id, &keys.secret_access_key, keys.session_token.clone(), None, "s3connect");
+    let mut config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .http_client(crate::aws::http_client())
+        .credentials_provider(credentials)
+        .region(Region::new(target.region.clone()))
+        .force_path_style(target.force_path_style)
+        // The probe engine counts and spaces its own attempts.
+        .retry_config(RetryConfig::disabled())
+        .interceptor(BoundedBodies)
+        // Static keys: nothing to refresh, nothing to cache.
+        .identity_cache(IdentityCache::no_cache())
+        // The probes move a few hundred bytes under an attempt timeout; throughput
+        // monitoring of their bodies only costs CPU.
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        // Checksums only where S3 requires them (PutBucketCors): stores that predate the
+        // SDK's default integrity checksums (older MinIO, Ceph) refuse or mangle them.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        );
+    match &target.endpoint {
+        Some(endpoint) => config = config.endpoint_url(endpoint),
+        None => config = config.use_fips(variants.fips).use_dual_stack(variants.dual_stack),
+    }
+    config
+}
+
+/// For the benchmark (`bench s3`): the operator's client, and clients that differ from a
+/// bare one (no retries, no identity cache, no stalled-stream monitoring) in one of the
+/// operator's settings each, so that each setting's CPU per request can be seen.
+#[doc(hidden)]
+pub fn clients_for_bench(keys: &Keys, target: &Target) -> Vec<(&'static str, aws_sdk_s3::Client)> {
+    let endpoint = target.endpoint.clone().unwrap_or_default();
+    let bare = || {
+        let credentials = Credentials::new(&keys.access_key_id, &keys.secret_access_key, None, None, "bench");
+        aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .http_client(crate::aws::http_client())
+            .credentials_provider(credentials)
+            .region(Region::new(target.region.clone()))
+            .force_path_style(target.force_path_style)
+            .retry_config(RetryConfig::disabled())
+            .identity_cache(IdentityCache::no_cache())
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+    };
+    let timeouts =
+        TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).operation_attempt_timeout(ATTEMPT_TIMEOUT).build();
+    let build = |b: aws_sdk_s3::config::Builder| aws_sdk_s3::Client::from_conf(b.build());
+    vec![
+        ("the operator's client", build(config(keys, target, Variants::default()))),
+        ("bare", build(bare().endpoint_url(&endpoint))),
+        ("bare + connect and attempt timeouts", build(bare().endpoint_url(&endpoint).timeout_config(timeouts))),
+        (
+            "bare + checksums when required",
+            build(
+                bare()
+                    .endpoint_url(&endpoint)
+                    .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                    .response_checksum_validation(ResponseChecksumValidation::WhenRequired),
+            ),
+        ),
+        ("bare + the 1 MiB answer bound", build(bare().endpoint_url(&endpoint).interceptor(BoundedBodies))),
+    ]
+}
+
+/// The base URL requests for `bucket` go to (shown in the status, and checked against
+/// the operator's allow list), as the SDK's endpoint rules pick it: virtual-hosted
+/// addressing wherever it can be, not with an IP address as the host, nor for a bucket
+/// name with dots (which no TLS wildcard covers); AWS's FIPS and dual-stack host names
+/// when those are on.
+pub fn contacted_url(endpoint: Option<&str>, force_path_style: bool, bucket: &str, region: &str) -> String {
+    url_with(endpoint, force_path_style, bucket, region, variants())
+}
+
+fn url_with(endpoint: Option<&str>, force_path_style: bool, bucket: &str, region: &str, v: Variants) -> String {
+    let dotted = bucket.contains('.');
+    let Some(endpoint) = endpoint else {
+        // The China regions are a partition of their own.
+        let domain = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
+        let service = match (v.fips, v.dual_stack) {
+            (false, false) => "s3",
+            (true, false) => "s3-fips",
+            (false, true) => "s3.dualstack",
+            (true, true) => "s3-fips.dualstack",
         };
+        return if force_path_style || dotted {
+            format!("https://{service}.{region}.{domain}")
+        } else {
+            format!("https://{bucket}.{service}.{region}.{domain}")
+        };
+    };
+    let endpoint = endpoint.trim_end_matches('/');
+    let Some((scheme, host)) = endpoint.split_once("://") else { return endpoint.to_owned() };
+    let name =
+        host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let ip = name.starts_with('[') || name.parse::<std::net::Ipv4Addr>().is_ok();
+    if force_path_style || ip || dotted || host.contains('/') {
+        endpoint.to_owned()
+    } else {
+        format!("{scheme}://{bucket}.{host}")
     }
-    unreachable(&why)
-}
-
-fn unreachable(why: &str) -> Failure {
-    Failure { kind: FailureKind::Unreachable, code: "Unreachable".into(), detail: why.to_owned(), bucket_region: None }
 }
 
 #[cfg(test)]
@@ -388,33 +339,26 @@ mod tests {
     }
 
     #[test]
-    fn request_urls_encode_keys_and_queries_as_signed() {
-        let keys = Keys { access_key_id: "a".into(), secret_access_key: "b".into(), session_token: None };
-        let target = |endpoint: Option<&str>, path| Target {
-            region: "us-east-1".into(),
-            endpoint: endpoint.map(str::to_owned),
-            force_path_style: path,
-        };
-        let client = |t: Target| Client::new(&keys, &t, &RequestCounter::default());
-        let mut get = Request::new("GetObject", Method::GET, "data");
-        get.key = Some("images/a b+ü.jpg");
-        assert_eq!(
-            client(target(Some("http://127.0.0.1:9000"), false)).url(&get),
-            "http://127.0.0.1:9000/data/images/a%20b%2B%C3%BC.jpg"
-        );
-        assert_eq!(
-            client(target(None, false)).url(&get),
-            "https://data.s3.us-east-1.amazonaws.com/images/a%20b%2B%C3%BC.jpg"
-        );
-        let mut list = Request::new("ListObjectsV2", Method::GET, "data");
-        list.query = vec![("list-type", "2"), ("max-keys", "2"), ("prefix", "in/&=")];
-        assert_eq!(
-            client(target(None, false)).url(&list),
-            "https://data.s3.us-east-1.amazonaws.com/?list-type=2&max-keys=2&prefix=in%2F%26%3D"
-        );
-        let mut cors = Request::new("GetBucketCors", Method::GET, "data");
-        cors.query = vec![("cors", "")];
-        assert_eq!(client(target(Some("http://s3.local/"), true)).url(&cors), "http://s3.local/data?cors");
+    fn the_contacted_url_is_where_the_sdk_sends_fips_and_dual_stack_requests() {
+        use aws_sdk_s3::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+        for (fips, dual_stack) in [(false, false), (true, false), (false, true), (true, true)] {
+            for (bucket, path_style) in [("data", false), ("data", true)] {
+                let params = Params::builder()
+                    .bucket(bucket)
+                    .region("us-west-2")
+                    .force_path_style(path_style)
+                    .use_fips(fips)
+                    .use_dual_stack(dual_stack)
+                    .accelerate(false)
+                    .build()
+                    .unwrap();
+                let rules = DefaultResolver::new();
+                let endpoint = futures::executor::block_on(rules.resolve_endpoint(&params)).unwrap();
+                let shown = url_with(None, path_style, bucket, "us-west-2", Variants { fips, dual_stack });
+                let sent = endpoint.url().trim_end_matches(&format!("/{bucket}")).to_owned();
+                assert_eq!(shown, sent, "fips {fips}, dual-stack {dual_stack}, path style {path_style}");
+            }
+        }
     }
 
     #[test]
@@ -428,5 +372,34 @@ mod tests {
         let said =
             "key AKIAEXAMPLEKEY123456 secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY token FwoGZXIvYXdzEXAMPLETOKEN";
         assert_eq!(keys.redact(said), "key [redacted] secret [redacted] token [redacted]");
+    }
+
+    #[test]
+    fn clients_are_reused_per_keys_and_target_and_dropped_when_the_keys_change() {
+        let keys = |secret: &str| Keys {
+            access_key_id: "AKIACACHETEST".into(),
+            secret_access_key: secret.into(),
+            session_token: None,
+        };
+        let target = |region: &str| Target {
+            region: region.into(),
+            endpoint: Some("http://cache.test.invalid:9000".into()),
+            force_path_style: true,
+        };
+        let owners = ["cache/a", "cache/b"];
+        let before = cached();
+        client(&keys("one"), &target("us-east-1"), owners[0]);
+        client(&keys("one"), &target("us-east-1"), owners[1]);
+        client(&keys("one"), &target("us-east-1"), owners[0]);
+        assert_eq!(cached(), before + 1, "one client for the same keys and target");
+        client(&keys("one"), &target("eu-west-1"), owners[0]);
+        assert_eq!(cached(), before + 2, "a client per region");
+        // One connection's Secret changes: its other user keeps the old keys' clients.
+        client(&keys("two"), &target("us-east-1"), owners[0]);
+        assert_eq!(cached(), before + 3);
+        // Then the other's: nobody uses the old keys, their clients go.
+        client(&keys("two"), &target("us-east-1"), owners[1]);
+        assert_eq!(cached(), before + 1);
+        assert_ne!(keys("one").digest(), keys("two").digest());
     }
 }

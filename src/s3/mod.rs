@@ -7,7 +7,6 @@ pub mod error;
 pub mod policy;
 pub mod probe;
 pub mod uri;
-pub(crate) mod xml;
 
 /// What a connection does with its bucket, as the probes and the policy see it: read
 /// (import: list and get) and write (export: put and delete).

@@ -5,11 +5,13 @@
 
 use std::time::Duration;
 
-use http::Method;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
-use super::client::{Client, Keys, Request, RequestCounter, Target};
+use super::client::{Keys, RequestCounter, Target};
 use super::cors::{self, CorsRule};
-use super::error::{Failure, FailureKind};
+use super::error::{Failure, FailureKind, classify, looks_like_region};
 use super::policy::{Action, required};
 use super::uri::Location;
 use super::{Access, Cors};
@@ -164,15 +166,35 @@ fn normalise_region(constraint: &str) -> String {
     }
 }
 
+/// Sends the request `$builder` builds (evaluated anew for each try), again with
+/// jittered, growing pauses while the server answers with a retryable failure. Each try
+/// is counted. The validation's deadline bounds the whole.
+macro_rules! send {
+    ($run:expr, $operation:literal, $builder:expr) => {{
+        let mut attempt = 1;
+        loop {
+            $run.counter.add();
+            match $run.outcome($operation, $builder.send().await) {
+                Ok(out) => break Ok(out),
+                Err(f) if attempt >= ATTEMPTS || !f.kind.is_retryable() => break Err(f),
+                Err(_) => {
+                    tokio::time::sleep(pause(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }};
+}
+
 struct Run<'a> {
     probe: &'a Probe<'a>,
     keys: &'a Keys,
     counter: RequestCounter,
-    client: Client,
+    client: aws_sdk_s3::Client,
     report: Report,
 }
 
-impl<'a> Run<'a> {
+impl Run<'_> {
     fn target(&self, region: &str) -> Target {
         Target {
             region: region.to_owned(),
@@ -181,25 +203,31 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Sends `request`, again with jittered, growing pauses while the server answers with
-    /// a retryable failure. The validation's deadline bounds the whole.
-    async fn send(&self, request: Request<'_>) -> Result<bytes::Bytes, Failure> {
-        let mut attempt = 1;
-        loop {
-            match self.client.send(&request).await {
-                Ok(response) => return Ok(response),
-                Err(f) if attempt >= ATTEMPTS || !f.kind.is_retryable() => return Err(f),
-                Err(_) => {
-                    tokio::time::sleep(pause(attempt)).await;
-                    attempt += 1;
-                }
+    /// Counts one try of `operation` in the metrics and classifies its failure, with the
+    /// keys redacted from anything the server said.
+    fn outcome<O, E: ProvideErrorMetadata + std::error::Error + 'static>(
+        &self,
+        operation: &'static str,
+        result: Result<O, SdkError<E, HttpResponse>>,
+    ) -> Result<O, Failure> {
+        let err = match result {
+            Ok(out) => {
+                crate::telemetry::metrics::METRICS.s3_request(operation, "ok");
+                return Ok(out);
             }
-        }
-    }
-
-    /// A request for this run's bucket.
-    fn request(&self, operation: &'static str, method: Method) -> Request<'a> {
-        Request::new(operation, method, &self.probe.location.bucket)
+            Err(e) => e,
+        };
+        let outcome = match err.raw_response().map(|r| r.status().as_u16()) {
+            None => "unreachable",
+            Some(200..=299) => "ok",
+            Some(403) => "denied",
+            Some(400..=499) => "client_error",
+            Some(_) => "server_error",
+        };
+        crate::telemetry::metrics::METRICS.s3_request(operation, outcome);
+        let mut f = classify(&err);
+        f.detail = self.keys.redact(&f.detail);
+        Err(f)
     }
 
     /// Records a failed request for `action`; returns false when probing must stop.
@@ -225,18 +253,15 @@ pub async fn run(probe: &Probe<'_>, keys: &Keys) -> Report {
     let initial_region = probe.region.unwrap_or("us-east-1");
     let counter = RequestCounter::default();
     let actions = required(probe.access, probe.cors).into_iter().map(|a| (a, Outcome::Untested)).collect();
+    let target = Target {
+        region: initial_region.to_owned(),
+        endpoint: probe.endpoint.map(str::to_owned),
+        force_path_style: probe.force_path_style,
+    };
     let mut run = Run {
         probe,
         keys,
-        client: Client::new(
-            keys,
-            &Target {
-                region: initial_region.to_owned(),
-                endpoint: probe.endpoint.map(str::to_owned),
-                force_path_style: probe.force_path_style,
-            },
-            &counter,
-        ),
+        client: super::client::client(keys, &target, probe.owner),
         counter,
         report: Report {
             actions,
@@ -252,33 +277,54 @@ pub async fn run(probe: &Probe<'_>, keys: &Keys) -> Report {
     };
     if tokio::time::timeout(probe.deadline, probe_all(&mut run)).await.is_err() {
         // Whatever was learnt so far stays; the store is reported unreachable.
-        run.report.fatal = Some(Failure {
-            kind: FailureKind::Unreachable,
-            code: "Unreachable".into(),
-            detail: format!("no complete answer within {} s", probe.deadline.as_secs()),
-            bucket_region: None,
-        });
+        run.report.fatal = Some(Failure::new(
+            FailureKind::Unreachable,
+            "Unreachable",
+            format!("no complete answer within {} s", probe.deadline.as_secs()),
+        ));
     }
     run.report.requests = run.counter.get();
     run.report
 }
 
+/// The region a GetBucketLocation answer names, or why it names none: a location that
+/// cannot be a region's name is no answer (it is never signed with).
+fn answered_region(constraint: Option<&str>) -> Result<String, Failure> {
+    let constraint = constraint.unwrap_or_default().trim();
+    let region = normalise_region(constraint);
+    if looks_like_region(&region) {
+        return Ok(region);
+    }
+    let shown: String = constraint.chars().take(64).flat_map(char::escape_debug).collect();
+    Err(Failure::new(
+        FailureKind::Unreadable,
+        "UnreadableAnswer",
+        format!("the bucket's location \"{shown}\" is not the name of a region"),
+    ))
+}
+
 async fn probe_all(run: &mut Run<'_>) {
-    let prefix = run.probe.location.prefix.as_str();
+    let bucket = run.probe.location.bucket.clone();
+    let prefix = run.probe.location.prefix.clone();
 
     // 1. Where is the bucket? Also the first proof that the keys are accepted.
-    let mut location = run.request("GetBucketLocation", Method::GET);
-    location.query = vec![("location", "")];
-    match run.send(location).await {
-        Ok(out) => {
+    let located = send!(run, "GetBucketLocation", run.client.get_bucket_location().bucket(&bucket))
+        .and_then(|out| answered_region(out.location_constraint().map(|c| c.as_str())));
+    match located {
+        Ok(region) => {
             run.report.set(Action::GetBucketLocation, Outcome::Allowed);
-            let region = normalise_region(&super::xml::location(&out));
             if region != run.report.region_used {
                 // Sign the remaining requests for the bucket's real region.
-                run.client = Client::new(run.keys, &run.target(&region), &run.counter);
+                run.client = super::client::client(run.keys, &run.target(&region), run.probe.owner);
                 run.report.region_used = region.clone();
             }
             run.report.bucket_region = Some(region);
+        }
+        Err(f) if f.kind == FailureKind::Unreadable && run.probe.region.is_none() => {
+            // Nothing says where the bucket is: no guessing us-east-1 and probing on.
+            run.report.set(Action::GetBucketLocation, Outcome::Failed(f.clone()));
+            run.report.fatal = Some(f);
+            return;
         }
         Err(f) => {
             if !run.record_failure(Action::GetBucketLocation, f) {
@@ -290,14 +336,12 @@ async fn probe_all(run: &mut Run<'_>) {
     // 2. List two keys under the prefix: proves s3:ListBucket and finds a sample. Probe
     // objects sort last and are skipped, since a connection sharing the prefix may
     // delete its own at any moment.
-    let mut list = run.request("ListObjectsV2", Method::GET);
-    list.query = vec![("list-type", "2"), ("max-keys", "2"), ("prefix", prefix)];
-    match run.send(list).await {
+    let listed = send!(run, "ListObjectsV2", run.client.list_objects_v2().bucket(&bucket).prefix(&prefix).max_keys(2));
+    match listed {
         Ok(out) => {
             run.report.set(Action::ListBucket, Outcome::Allowed);
             run.report.listed = true;
-            let keys = super::xml::keys(&out);
-            run.report.sample_object = sample(keys.iter().map(String::as_str), prefix);
+            run.report.sample_object = sample(out.contents().iter().filter_map(|o| o.key()), &prefix);
         }
         Err(f) => {
             if !run.record_failure(Action::ListBucket, f) {
@@ -306,15 +350,12 @@ async fn probe_all(run: &mut Run<'_>) {
         }
     }
 
-    // 3. Read one byte of the sample: s3:GetObject on `bucket/prefix/*`, and KMS.
+    // 3. Read one byte of the sample: s3:GetObject on `bucket/prefix/*`, and KMS. The
+    // body is not read (a server that ignores the range sends more than the byte).
     if run.probe.access.read
         && let Some(key) = run.report.sample_object.clone()
     {
-        let mut get = run.request("GetObject", Method::GET);
-        get.key = Some(&key);
-        get.headers = vec![("range", "bytes=0-0".to_owned())];
-        get.read_body = false;
-        match run.send(get).await {
+        match send!(run, "GetObject", run.client.get_object().bucket(&bucket).key(&key).range("bytes=0-0")) {
             Ok(_) => run.report.set(Action::GetObject, Outcome::Allowed),
             Err(f) => {
                 // An empty object has no byte 0, and a vanished one is NoSuchKey only to
@@ -342,17 +383,19 @@ async fn probe_all(run: &mut Run<'_>) {
     // 5. Export: write a small, self-describing object and delete it again. The delete
     // is probed even when the write was denied: deleting a missing key is allowed.
     if run.probe.access.write {
-        let key = probe_key(prefix, run.probe.owner);
+        let key = probe_key(&prefix, run.probe.owner);
         run.report.probe_object = Some(key.clone());
-        let body = format!(
+        let body = bytes::Bytes::from(format!(
             "Written by s3connect for S3Connection {} to check s3:PutObject, and deleted right away. \
              If you can read this, s3:DeleteObject is missing.\n",
             run.probe.owner
+        ));
+        let put = send!(
+            run,
+            "PutObject",
+            run.client.put_object().bucket(&bucket).key(&key).body(ByteStream::from(body.clone()))
         );
-        let mut put = run.request("PutObject", Method::PUT);
-        put.key = Some(&key);
-        put.body = bytes::Bytes::from(body.into_bytes());
-        match run.send(put).await {
+        match put {
             Ok(_) => run.report.set(Action::PutObject, Outcome::Allowed),
             Err(f) => {
                 if !run.record_failure(Action::PutObject, f) {
@@ -360,9 +403,7 @@ async fn probe_all(run: &mut Run<'_>) {
                 }
             }
         }
-        let mut delete = run.request("DeleteObject", Method::DELETE);
-        delete.key = Some(&key);
-        match run.send(delete).await {
+        match send!(run, "DeleteObject", run.client.delete_object().bucket(&bucket).key(&key)) {
             Ok(_) => run.report.set(Action::DeleteObject, Outcome::Allowed),
             Err(f) => {
                 // Some stores answer a delete of a missing key with NoSuchKey (S3 says 204):
@@ -402,17 +443,52 @@ fn cors_lock(endpoint: Option<&str>, bucket: &str) -> std::sync::Arc<tokio::sync
     lock
 }
 
+/// A rule as S3 has it, from the SDK's.
+fn from_sdk(rule: &aws_sdk_s3::types::CorsRule) -> CorsRule {
+    CorsRule {
+        id: rule.id().map(str::to_owned),
+        allowed_origins: rule.allowed_origins().to_vec(),
+        allowed_methods: rule.allowed_methods().to_vec(),
+        allowed_headers: rule.allowed_headers().to_vec(),
+        expose_headers: rule.expose_headers().to_vec(),
+        max_age_seconds: rule.max_age_seconds(),
+    }
+}
+
+/// The configuration PutBucketCors sends for `rules`.
+fn to_sdk(rules: &[CorsRule]) -> Result<aws_sdk_s3::types::CorsConfiguration, Failure> {
+    let not_built = |e: aws_sdk_s3::error::BuildError| {
+        Failure::new(FailureKind::Other, "RequestNotBuilt", format!("the CORS configuration could not be built ({e})"))
+    };
+    let rules = rules
+        .iter()
+        .map(|r| {
+            aws_sdk_s3::types::CorsRule::builder()
+                .set_id(r.id.clone())
+                .set_allowed_origins(Some(r.allowed_origins.clone()))
+                .set_allowed_methods(Some(r.allowed_methods.clone()))
+                .set_allowed_headers((!r.allowed_headers.is_empty()).then(|| r.allowed_headers.clone()))
+                .set_expose_headers((!r.expose_headers.is_empty()).then(|| r.expose_headers.clone()))
+                .set_max_age_seconds(r.max_age_seconds)
+                .build()
+                .map_err(not_built)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    aws_sdk_s3::types::CorsConfiguration::builder().set_cors_rules(Some(rules)).build().map_err(not_built)
+}
+
 async fn probe_cors(run: &mut Run<'_>) -> CorsOutcome {
-    let lock = cors_lock(run.probe.endpoint, &run.probe.location.bucket);
+    let bucket = run.probe.location.bucket.clone();
+    let lock = cors_lock(run.probe.endpoint, &bucket);
     let _held = lock.lock().await;
     let origins = run.probe.origins;
     let id = cors::rule_id(run.probe.owner);
-    let mut get = run.request("GetBucketCors", Method::GET);
-    get.query = vec![("cors", "")];
-    let existing: Vec<CorsRule> = match run.send(get).await {
+    // An answer that is not a CORS configuration is an error here, never "no rules": the
+    // PUT below replaces the whole configuration.
+    let existing: Vec<CorsRule> = match send!(run, "GetBucketCors", run.client.get_bucket_cors().bucket(&bucket)) {
         Ok(out) => {
             run.report.set(Action::GetBucketCors, Outcome::Allowed);
-            super::xml::cors_rules(&out)
+            out.cors_rules().iter().map(from_sdk).collect()
         }
         Err(f) => match f.kind {
             FailureKind::NoCorsConfiguration => {
@@ -443,14 +519,31 @@ async fn probe_cors(run: &mut Run<'_>) -> CorsOutcome {
     if run.probe.cors == Cors::Verify {
         return CorsOutcome::Missing { wanted: cors::to_json(&merged) };
     }
-    // S3 requires a checksum of the configuration; Content-MD5 is the one every
-    // S3-compatible store knows.
-    let body = super::xml::cors_configuration(&merged);
-    let mut put = run.request("PutBucketCors", Method::PUT);
-    put.query = vec![("cors", "")];
-    put.headers = vec![("content-md5", base64_md5(body.as_bytes())), ("content-type", "application/xml".to_owned())];
-    put.body = bytes::Bytes::from(body.into_bytes());
-    match run.send(put).await {
+    let configuration = match to_sdk(&merged) {
+        Ok(c) => c,
+        Err(f) => {
+            run.record_failure(Action::PutBucketCors, f.clone());
+            return CorsOutcome::Failed(f);
+        }
+    };
+    // S3 requires a checksum of the configuration; Content-MD5, of the body as sent, is
+    // the one every S3-compatible store knows.
+    let put = send!(
+        run,
+        "PutBucketCors",
+        run.client
+            .put_bucket_cors()
+            .bucket(&bucket)
+            .cors_configuration(configuration.clone())
+            .customize()
+            .mutate_request(|request| {
+                if let Some(body) = request.body().bytes() {
+                    let md5 = base64_md5(body);
+                    request.headers_mut().insert("content-md5", md5);
+                }
+            })
+    );
+    match put {
         Ok(_) => {
             run.report.set(Action::PutBucketCors, Outcome::Allowed);
             CorsOutcome::Applied
@@ -475,7 +568,7 @@ mod tests {
 
     #[test]
     fn a_store_is_down_only_when_nothing_at_all_answered() {
-        let failure = |kind| Failure { kind, code: "x".into(), detail: "y".into(), bucket_region: None };
+        let failure = |kind| Failure::new(kind, "x", "y");
         let report = |fatal: Option<Failure>, first: Outcome| Report {
             actions: vec![(Action::GetBucketLocation, first), (Action::ListBucket, Outcome::Untested)],
             fatal,
@@ -519,5 +612,28 @@ mod tests {
         assert_eq!(normalise_region(""), "us-east-1");
         assert_eq!(normalise_region("EU"), "eu-west-1");
         assert_eq!(normalise_region("ap-south-1"), "ap-south-1");
+        assert_eq!(answered_region(None).unwrap(), "us-east-1");
+        assert_eq!(answered_region(Some("eu-central-1")).unwrap(), "eu-central-1");
+        // Once a panic inside the signer: a location with a line break in it.
+        let f = answered_region(Some("eu\nwest")).unwrap_err();
+        assert_eq!(f.kind, FailureKind::Unreadable);
+        assert!(f.detail.contains("eu\\nwest"), "{}", f.detail);
+    }
+
+    #[test]
+    fn cors_rules_go_to_the_sdk_and_back_unchanged() {
+        let rules = vec![
+            cors::managed_rule("s3connect-1", &["https://a.example".to_owned()]),
+            CorsRule {
+                id: None,
+                allowed_origins: vec!["*".into()],
+                allowed_methods: vec!["PUT".into()],
+                allowed_headers: vec![],
+                expose_headers: vec!["ETag".into()],
+                max_age_seconds: None,
+            },
+        ];
+        let back: Vec<CorsRule> = to_sdk(&rules).unwrap().cors_rules().iter().map(from_sdk).collect();
+        assert_eq!(back, rules);
     }
 }

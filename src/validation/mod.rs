@@ -345,8 +345,10 @@ fn probed(subject: &Subject<'_>, location: &Location, report: &Report) -> Verdic
     let region = report.bucket_region.as_deref().or(spec.region.as_deref());
     let mut conditions = Vec::new();
 
-    let credentials = credentials_condition(subject, report.fatal.as_ref());
+    let credentials = with_request_id(credentials_condition(subject, report.fatal.as_ref()), report.fatal.as_ref());
     let bucket = bucket_condition(spec, location, report, &credentials);
+    let bucket =
+        with_request_id(bucket, report.fatal.as_ref().or_else(|| failure_of(report, &[Action::GetBucketLocation])));
     // Only a failure that stopped the probing leaves the later conditions unchecked: after
     // a denied GetBucketLocation or a region mismatch the other probes still ran, and one
     // policy should fix everything at once.
@@ -365,16 +367,20 @@ fn probed(subject: &Subject<'_>, location: &Location, report: &Report) -> Verdic
     let read = gate
         .as_ref()
         .map_or_else(|| read_condition(spec, location, report, region), |g| Cond::waiting_on(READ_PERMITTED, g));
-    conditions.push(read);
+    conditions.push(with_request_id(read, failure_of(report, &[Action::ListBucket, Action::GetObject])));
     if export(spec) {
         let write = gate
             .as_ref()
             .map_or_else(|| write_condition(location, report, region), |g| Cond::waiting_on(WRITE_PERMITTED, g));
-        conditions.push(write);
+        conditions.push(with_request_id(write, failure_of(report, &[Action::PutObject, Action::DeleteObject])));
     }
     let cors =
         gate.as_ref().map_or_else(|| cors_condition(spec, location, report), |g| Cond::waiting_on(CORS_CONFIGURED, g));
-    conditions.push(cors);
+    let cors_failure = match &report.cors {
+        Some(CorsOutcome::NotSupported(f) | CorsOutcome::Failed(f)) => Some(f),
+        _ => failure_of(report, &[Action::GetBucketCors, Action::PutBucketCors]),
+    };
+    conditions.push(with_request_id(cors, cors_failure));
 
     // The first False condition names the problem; an Unknown one only says what was not
     // checked because of it.
@@ -435,6 +441,28 @@ fn probed(subject: &Subject<'_>, location: &Location, report: &Report) -> Verdic
         _ => CorsState::Missing,
     });
     Verdict { conditions, permissions, missing_policy, cors, next }
+}
+
+/// The first failure among the outcomes of `actions`.
+fn failure_of<'r>(report: &'r Report, actions: &[Action]) -> Option<&'r Failure> {
+    actions.iter().find_map(|a| match report.outcome(*a) {
+        Some(Outcome::Denied(f) | Outcome::Failed(f)) => Some(f),
+        _ => None,
+    })
+}
+
+/// `cond` with S3's ids of the request that caused it, when it failed on an S3 answer
+/// that had them: what AWS support asks for.
+fn with_request_id(mut cond: Cond, cause: Option<&Failure>) -> Cond {
+    if cond.status == crate::api::conditions::Status::False
+        && let Some(ids) = cause.and_then(|f| f.request_id.as_deref())
+    {
+        cond.message = match cond.message.strip_suffix('.') {
+            Some(m) => format!("{m} (S3 {ids})."),
+            None => format!("{} (S3 {ids})", cond.message),
+        };
+    }
+    cond
 }
 
 fn usage_words(usage: &[Usage]) -> &'static str {
@@ -543,6 +571,8 @@ fn bucket_condition(spec: &S3ConnectionSpec, location: &Location, report: &Repor
                     region_message(bucket, report.bucket_region.as_deref(), &report.region_used),
                 );
             }
+            // The bucket's location was unreadable and the spec names no region.
+            FailureKind::Unreadable => return s3_error(BUCKET_REACHABLE, Action::GetBucketLocation, f),
             _ => {}
         }
     }
@@ -590,6 +620,22 @@ fn region_message(bucket: &str, actual: Option<&str>, used: &str) -> String {
 }
 
 fn s3_error(type_: &'static str, action: Action, f: &Failure) -> Cond {
+    if f.kind == FailureKind::Unreadable {
+        return Cond::failed(
+            type_,
+            Reason::S3AnswerUnreadable,
+            format!(
+                "The answer to the {} probe was not S3's ({}), so nothing was concluded from it{}: check that the endpoint is the S3 API itself and that nothing in between (a TLS-inspecting proxy, a captive portal, a load balancer's error page) answers in its place. Re-checking with backoff.",
+                action.iam(),
+                f.detail,
+                if action == Action::GetBucketCors {
+                    " and the bucket's CORS configuration was left as it is"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
     if f.kind == FailureKind::Rejected {
         return Cond::failed(
             type_,

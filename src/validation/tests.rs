@@ -238,12 +238,7 @@ fn bucket_failures_say_which_bucket_and_region() {
 
     let spec_ = spec(json!({"endpoint": "http://127.0.0.1:1"}));
     let mut report = healthy(&spec_);
-    report.fatal = Some(Failure {
-        kind: FailureKind::Unreachable,
-        code: "Unreachable".into(),
-        detail: "Connection refused (os error 111)".into(),
-        bucket_region: None,
-    });
+    report.fatal = Some(Failure::new(FailureKind::Unreachable, "Unreachable", "Connection refused (os error 111)"));
     let v = verdict(&spec_, &report);
     assert_fails(
         &v,
@@ -640,4 +635,52 @@ fn conditions_not_checked_name_the_failure_instead_of_repeating_it() {
     );
     assert_eq!(condition(&v, BUCKET_REACHABLE).reason, Reason::NotChecked);
     assert_eq!(v.conditions.iter().filter(|c| c.message.contains("matching secret")).count(), 2);
+}
+
+#[test]
+fn an_answer_that_is_not_s3s_is_its_own_reason_and_no_cors_is_written() {
+    let spec = spec(json!({}));
+    let mut report = healthy(&spec);
+    let unreadable =
+        Failure::new(FailureKind::Unreadable, "UnreadableAnswer", "the answer (HTTP 200, text/html) is not S3's XML");
+    report.set_for_test(Action::GetBucketCors, Outcome::Failed(unreadable.clone()));
+    report.cors = Some(CorsOutcome::Failed(unreadable.clone()));
+    let v = verdict(&spec, &report);
+    assert_fails(&v, CORS_CONFIGURED, Reason::S3AnswerUnreadable, &["s3:GetBucketCORS", "text/html", "left as it is"]);
+    assert_eq!(v.next, Next::RecheckLater, "the same answer would come back at once");
+
+    // A location that is no region, and no spec.region: the bucket, not us-east-1.
+    let mut report = healthy(&spec);
+    report.fatal = Some(unreadable.clone());
+    report.bucket_region = None;
+    let v = verdict(&spec, &report);
+    assert_fails(&v, BUCKET_REACHABLE, Reason::S3AnswerUnreadable, &["s3:GetBucketLocation", "not S3's"]);
+    assert_eq!(condition(&v, READY).reason, Reason::S3AnswerUnreadable);
+}
+
+#[test]
+fn s3s_request_ids_are_in_every_condition_an_s3_answer_caused() {
+    let spec = spec(json!({"usage": ["Import", "Export"]}));
+    let ids = "request id 4442587FB7D0A2F9, extended request id vlR7PnpV2Ce81l0PRw6jlUpck7Jo5ZsQ=";
+    let with_ids = |mut f: Failure| {
+        f.request_id = Some(ids.to_owned());
+        f
+    };
+    let mut report = healthy(&spec);
+    report.set_for_test(
+        Action::ListBucket,
+        Outcome::Failed(with_ids(classify_parts(Some("InternalError"), None, 500, None))),
+    );
+    report.set_for_test(Action::PutObject, Outcome::Denied(with_ids(failure("AccessDenied"))));
+    let v = verdict(&spec, &report);
+    for type_ in [READ_PERMITTED, WRITE_PERMITTED, READY] {
+        let message = &condition(&v, type_).message;
+        assert!(message.contains(&format!("(S3 {ids})")), "{type_}: {message}");
+    }
+    assert!(!condition(&v, CORS_CONFIGURED).message.contains("request id"));
+
+    let mut report = healthy(&spec);
+    report.fatal = Some(with_ids(failure("InvalidAccessKeyId")));
+    let v = verdict(&spec, &report);
+    assert!(condition(&v, CREDENTIALS_VALID).message.ends_with(&format!("(S3 {ids}).")));
 }

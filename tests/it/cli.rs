@@ -334,3 +334,42 @@ async fn check_takes_credentials_from_profiles_and_the_endpoint_from_the_environ
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// versitygw checks every signature: a prefix and a key with spaces, `+`, `%`, `=`, `~`
+/// and a non-ASCII letter are listed, read, written and deleted, and the CORS rule is
+/// added, each request signed as the store computes it.
+#[tokio::test]
+async fn check_is_ready_on_versitygw_whatever_the_characters_of_prefix_and_key() {
+    let _timer = crate::timed!();
+    let env = support::env();
+    let target = s3connect::s3::client::Target {
+        region: "us-east-1".into(),
+        endpoint: Some(env.versitygw.clone()),
+        force_path_style: true,
+    };
+    let admin = support::sdk::sdk(&env.versitygw_root, &target);
+    let bucket = support::unique("vgw-chars");
+    admin.create_bucket().bucket(&bucket).send().await.expect("creating a bucket on versitygw");
+    let prefix = "in put+%=~\u{e9}/";
+    let key = format!("{prefix}a b+c%d=e~f \u{fc}.jpg");
+    admin.put_object().bucket(&bucket).key(&key).body(b"a".to_vec().into()).send().await.unwrap();
+
+    let uri = format!("s3://{bucket}/{prefix}");
+    let out = Command::new(env!("CARGO_BIN_EXE_s3connect"))
+        .args(["check", "--uri", &uri, "--endpoint", &env.versitygw, "--force-path-style"])
+        .args(["--usage", "import", "--usage", "export", "--apply-cors", "-o", "json"])
+        .env("AWS_ACCESS_KEY_ID", &env.versitygw_root.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &env.versitygw_root.secret_access_key)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("running s3connect check");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains("SignatureDoesNotMatch"), "{text}");
+    // The key was found and read (not an empty prefix passing for Ready).
+    let listed = admin.list_objects_v2().bucket(&bucket).prefix(prefix).send().await.unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, [key.as_str()], "the probe object was left behind or the key is gone");
+    let cors = admin.get_bucket_cors().bucket(&bucket).send().await.expect("the CORS rule was added");
+    assert_eq!(cors.cors_rules().len(), 1);
+}

@@ -441,6 +441,113 @@ async fn a_4xx_that_is_no_permission_problem_is_stalled_not_retried_as_transient
     faults::set(&t.bucket, json!({})).await;
 }
 
+/// The bucket's CORS configuration exactly as the store has it (the XML, not a reading).
+async fn raw_cors(bucket: &str) -> String {
+    let url = format!("{}/{bucket}?cors", support::env().s3_endpoint);
+    let request = http::Request::get(url).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
+    let (status, body) = support::http::send(support::sign::signed(request, b"", "s3", &support::env().s3_admin)).await;
+    assert!(status.is_success(), "GetBucketCors: {status} {body}");
+    body
+}
+
+#[tokio::test]
+async fn a_cors_answer_that_is_not_s3s_leaves_the_bucket_s_rules_alone() {
+    let _timer = crate::timed!();
+    let t = Tenant::new("cors-html").await;
+    let rule = |id: &str, origin: &str| {
+        aws_sdk_s3::types::CorsRule::builder().id(id).allowed_origins(origin).allowed_methods("PUT").build().unwrap()
+    };
+    let configuration = aws_sdk_s3::types::CorsConfiguration::builder()
+        .cors_rules(rule("website", "https://www.example.com"))
+        .cors_rules(rule("uploads", "https://upload.example.com"))
+        .build()
+        .unwrap();
+    s3::admin("us-east-1").put_bucket_cors().bucket(&t.bucket).cors_configuration(configuration).send().await.unwrap();
+    let before = raw_cors(&t.bucket).await;
+    assert!(before.contains("website") && before.contains("uploads"), "{before}");
+
+    // A TLS-inspecting proxy's page, with a 200, for GetBucketCors only.
+    let page = "<!DOCTYPE html><html><head><title>Access policy</title></head><body>Blocked</body></html>";
+    faults::set(
+        &t.bucket,
+        json!({"method": "GET", "query": "cors", "status": 200, "body": page, "content_type": "text/html"}),
+    )
+    .await;
+    t.connection("c", json!({"endpoint": support::env().s3_fault_proxy})).await;
+    let c = wait_for(&t.client, &t.ns, "c", "S3AnswerUnreadable", |c| {
+        has(c, "CorsConfigured", "False", "S3AnswerUnreadable")
+    })
+    .await;
+    let message = &condition(&c, "CorsConfigured").unwrap().message;
+    assert!(
+        message.contains("s3:GetBucketCORS") && message.contains("not S3's") && message.contains("text/html"),
+        "{message}"
+    );
+    assert!(message.contains("left as it is"), "{message}");
+    assert!(has(&c, "Ready", "False", "S3AnswerUnreadable"), "{:?}", c.status);
+    let (_, injected) = faults::stats(&t.bucket).await;
+    assert!(injected > 0, "the page was never served: the test proves nothing");
+    // Validated again, still nothing written.
+    t.revalidate("c").await;
+    faults::set(&t.bucket, json!({})).await;
+    assert_eq!(raw_cors(&t.bucket).await, before, "the bucket's CORS configuration changed");
+    t.assert_no_secrets().await;
+}
+
+#[tokio::test]
+async fn a_location_that_is_no_region_is_a_condition_and_check_exits_one() {
+    let _timer = crate::timed!();
+    let t = Tenant::new("location-lf").await;
+    let answer = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">eu&#10;west</LocationConstraint>";
+    faults::set(
+        &t.bucket,
+        json!({"method": "GET", "query": "location", "status": 200, "body": answer, "content_type": "application/xml"}),
+    )
+    .await;
+    t.connection("c", json!({"endpoint": support::env().s3_fault_proxy})).await;
+    let c = wait_for(&t.client, &t.ns, "c", "S3AnswerUnreadable", |c| {
+        has(c, "BucketReachable", "False", "S3AnswerUnreadable")
+    })
+    .await;
+    let message = &condition(&c, "BucketReachable").unwrap().message;
+    assert!(message.contains("s3:GetBucketLocation") && message.contains(r#""eu\nwest""#), "{message}");
+    assert!(has(&c, "Ready", "False", "S3AnswerUnreadable"), "{:?}", c.status);
+    // Not taken for us-east-1: nothing else was probed in a region nobody named.
+    assert_eq!(c.status.as_ref().unwrap().region.as_deref(), None, "{:?}", c.status);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_s3connect"))
+        .args(["check", "--uri", &format!("s3://{}/images/", t.bucket), "--endpoint", &support::env().s3_fault_proxy])
+        .args(["--force-path-style"])
+        .env("AWS_ACCESS_KEY_ID", &t.keys.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &t.keys.secret_access_key)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("S3AnswerUnreadable") && !text.contains("panicked"), "{text}");
+    let (_, injected) = faults::stats(&t.bucket).await;
+    assert!(injected >= 2, "the location was not answered by the proxy: the test proves nothing");
+    faults::set(&t.bucket, json!({})).await;
+}
+
+#[tokio::test]
+async fn a_server_error_s_request_ids_are_in_the_condition() {
+    let _timer = crate::timed!();
+    let t = Tenant::new("request-id").await;
+    let headers = json!({"x-amz-request-id": "4442587FB7D0A2F9", "x-amz-id-2": "fault/Extended+Id2="});
+    faults::set(&t.bucket, json!({"status": 500, "code": "InternalError", "headers": headers})).await;
+    t.connection("c", json!({"endpoint": support::env().s3_fault_proxy})).await;
+    let c = wait_for(&t.client, &t.ns, "c", "S3Error", |c| has(c, "BucketReachable", "False", "S3Error")).await;
+    let message = &condition(&c, "BucketReachable").unwrap().message;
+    assert!(message.contains("InternalError"), "{message}");
+    assert!(
+        message.contains("request id 4442587FB7D0A2F9, extended request id fault/Extended+Id2="),
+        "no request id: {message}"
+    );
+    faults::set(&t.bucket, json!({})).await;
+}
+
 #[tokio::test]
 async fn connections_sharing_a_bucket_with_different_origins_keep_both_rules() {
     let _timer = crate::timed!();
