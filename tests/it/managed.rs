@@ -733,8 +733,12 @@ async fn iam_not_what_a_tenant_writes_decides_managed_credentials() {
     let stripped_user = format!("{ns}.stripped");
     eventually("the orphaned user deleted", || async { !iam_get_user(&stripped_user).await }).await;
     assert!(!can_read(&copied, &bucket, "images/cat.jpg").await, "the orphan's copied key still reads the bucket");
-    let shown = everything_shown(&client, &ns).await;
-    assert!(shown.contains("OrphanedUserRemoved"), "no event says the orphan was removed");
+    // The event follows the deletion.
+    eventually("an event saying the orphan was removed", || {
+        let (client, ns) = (client.clone(), ns.clone());
+        async move { everything_shown(&client, &ns).await.contains("OrphanedUserRemoved") }
+    })
+    .await;
 
     // The same while the operator is down: the sweep at its start finds the orphan.
     create("down", format!("s3://{bucket}/images/")).await;
