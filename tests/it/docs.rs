@@ -33,7 +33,7 @@ fn the_readme_is_a_front_page_that_reaches_every_guide() {
     }
     let root = support::repo_root();
     let mut pages = Vec::new();
-    files_under(&root, &root.join("docs"), &mut pages);
+    files_under(root, &root.join("docs"), &mut pages);
     let unlinked: Vec<&String> =
         pages.iter().filter(|p| p.ends_with(".md")).filter(|p| !readme.contains(&format!("({p}"))).collect();
     assert!(unlinked.is_empty(), "pages the README does not link to: {unlinked:?}");
