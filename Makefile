@@ -21,10 +21,11 @@ image:
 testenv:
 	testenv/setup
 
-## crds: regenerate crds/ (and the chart's copy) from the Rust types
+## crds: regenerate crds/ (and the chart's copy) from the Rust types, and docs/api.md from them
 crds:
 	cargo run --quiet --locked -- crd > crds/s3connect.yaml
 	cp crds/s3connect.yaml charts/s3connect/files/crds.yaml
+	scripts/api-reference
 
 lint:
 	cargo fmt --all -- --check

@@ -1,5 +1,5 @@
-//! The committed CRDs are what `s3connect crd` prints, and they install and explain
-//! themselves in the real API server.
+//! The committed CRDs are what `s3connect crd` prints, the API reference is what they say,
+//! and they install and explain themselves in the real API server.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
@@ -20,6 +20,18 @@ fn committed_crds_are_fresh() {
     // apply (schemars writes uint32 for a u32: give such fields `with = "i32"`).
     let unknown: Vec<&str> = committed.lines().filter(|l| l.trim().starts_with("format: uint")).collect();
     assert!(unknown.is_empty(), "formats Kubernetes does not know: {unknown:?}");
+}
+
+#[test]
+fn api_reference_is_fresh() {
+    let _timer = crate::timed!();
+    // docs/api.md is generated from the committed CRDs, which the test above holds to the types.
+    let fresh = std::process::Command::new("python3")
+        .arg(support::repo_root().join("scripts/api-reference"))
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(fresh.status.success(), "{}", String::from_utf8_lossy(&fresh.stderr));
 }
 
 #[tokio::test]

@@ -148,7 +148,7 @@ async fn a_dataset_reaches_ready_with_the_folders_files_count() {
     let name = format!("{}/cats", case.ns);
     let found = on_platform(&name).await;
     assert_eq!(found.len(), 1, "{found:#?}");
-    // The one path form real use backs (README, "Folder paths are s3://bucket/prefix/").
+    // The one path form real use backs (docs/platform.md, "Folder paths are s3://bucket/prefix/").
     assert_eq!(found[0]["path"], format!("s3://{}/images/cats/", case.bucket));
     // The description carries the Dataset's identity: what lookups and deletion match.
     let uid = case.api().get("cats").await.unwrap().metadata.uid.unwrap();

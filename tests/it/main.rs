@@ -23,6 +23,7 @@ mod cli;
 mod connection;
 mod crds;
 mod dataset;
+mod docs;
 mod exactly_once;
 mod export;
 mod gitops;

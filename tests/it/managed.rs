@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::support::operator::{condition, everything_shown, private_namespace, spawn_with_env};
 use crate::support::{self, env, faults, iam, platform, s3};
 
-/// The operator's own policy, as the CLI prints it for the README.
+/// The operator's own policy, as the CLI prints it for docs/managed-credentials.md.
 fn operator_policy() -> Value {
     let out =
         std::process::Command::new(env!("CARGO_BIN_EXE_s3connect")).args(["policy", "--operator"]).output().unwrap();
