@@ -227,7 +227,7 @@ impl Owner {
             // ConfigMap deleted, a restore), so whether the user is ours cannot be proven.
             Some(i) if i != self.installation && tag(TAG_RELEASE) == Some(self.release.as_str()) => {
                 Some(Mismatch::Unprovable(format!(
-                    "it is tagged for installation {:?} with id {i:?}, and this installation's id is {:?}: if the installation's ConfigMap was made anew, put the old id back (see the README, \"Installation id\")",
+                    "it is tagged for installation {:?} with id {i:?}, and this installation's id is {:?}: if the installation's ConfigMap was made anew, put the old id back (see docs/managed-credentials.md, \"Installation id\")",
                     self.release, self.installation
                 )))
             }

@@ -45,7 +45,7 @@ pub struct DatasetSpec {
     /// The kind of files (default: the connection's dataType).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_type: Option<DataType>,
-    /// The dataset's name on the platform (default: `<namespace>-<name>`).
+    /// The dataset's name on the platform (default: `<namespace>/<name>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128), regex(pattern = r"^[^\x00-\x1f\x7f]+$"))]
     pub display_name: Option<String>,
