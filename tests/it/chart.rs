@@ -82,6 +82,16 @@ fn the_chart_lints_and_its_values_are_checked() {
     assert!(default.contains("S3CONNECT_PER_OBJECT_METRICS\n              value: \"true\""), "{default}");
     let (ok, hidden) = helm(&["template", "t", "charts/s3connect", "--set", "metrics.perObject=false"]);
     assert!(ok && hidden.contains("S3CONNECT_PER_OBJECT_METRICS\n              value: \"false\""), "{hidden}");
+    // With a proxy, the cluster's own names and the credential endpoints stay off it by
+    // default; without one, no proxy variable is set at all.
+    let (_, proxied) = helm(&["template", "t", "charts/s3connect", "--set", "proxy.httpsProxy=http://p:3128"]);
+    assert!(
+        proxied.contains(
+            "NO_PROXY\n              value: \"localhost,127.0.0.1,169.254.169.254,169.254.170.23,.svc,.cluster.local\""
+        ),
+        "{proxied}"
+    );
+    assert!(!default.contains("NO_PROXY"), "{default}");
     // Without managed credentials the operator only reads Secrets.
     let (_, default) = helm(&["template", "t", "charts/s3connect"]);
     assert!(default.contains("resources: [secrets]\n    verbs: [get, list, watch]\n"), "{default}");
