@@ -346,18 +346,29 @@ pub fn adopted(mut status: AnnotationProjectStatus, conds: Vec<NamedCond>, id: S
 /// records.
 pub type Claim = (String, String, Option<String>);
 
-/// Who other than the object with `uid` provably owns project `id`: an AnnotationProject
-/// that records it, or the one whose identity its template's name carries (a project the
-/// operator made, kept after its object went, or another installation's). A project made
-/// in the UI carries no identity and is free to adopt.
-pub fn project_owner(uid: &str, id: &str, claims: &[Claim], template_name: Option<&str>) -> Option<String> {
-    let named = |owner: &str| claims.iter().find(|(_, u, _)| u == owner).map(|(n, _, _)| n.clone());
+/// Who other than the object with `uid` (in `namespace`) provably owns project `id`: an
+/// AnnotationProject that records it, or the one whose identity its template's name
+/// carries (a project the operator made, kept after its object went, or another
+/// installation's). A project made in the UI carries no identity and is free to adopt.
+/// An owner in another namespace is not named: a tenant learns only that it exists.
+pub fn project_owner(
+    uid: &str,
+    namespace: &str,
+    id: &str,
+    claims: &[Claim],
+    template_name: Option<&str>,
+) -> Option<String> {
+    let shown = |name: &str| match name.split_once('/') {
+        Some((ns, _)) if ns == namespace => format!("AnnotationProject {name}"),
+        _ => "an AnnotationProject in another namespace".to_owned(),
+    };
+    let named = |owner: &str| claims.iter().find(|(_, u, _)| u == owner).map(|(n, _, _)| shown(n));
     if let Some((name, _, _)) = claims.iter().find(|(_, u, p)| u != uid && p.as_deref() == Some(id)) {
-        return Some(format!("AnnotationProject {name}, which records it"));
+        return Some(format!("{}, which records it", shown(name)));
     }
     match template_name.and_then(crate::platform::identity_in) {
         Some(owner) if owner != uid => Some(match named(owner) {
-            Some(name) => format!("AnnotationProject {name}, which made it"),
+            Some(name) => format!("{name}, which made it"),
             None => format!(
                 "the AnnotationProject with uid {owner}, which made it (its template carries that identity; that object is gone or in another cluster)"
             ),

@@ -439,7 +439,13 @@ impl Run<'_> {
             Ok(t) => t.map(|t| t.name),
             Err(e) => return Ok(Err(e)),
         };
-        Ok(Ok(decide::project_owner(&self.p.uid().unwrap_or_default(), id, &claims, template.as_deref())))
+        Ok(Ok(decide::project_owner(
+            &self.p.uid().unwrap_or_default(),
+            &self.p.namespace().unwrap_or_default(),
+            id,
+            &claims,
+            template.as_deref(),
+        )))
     }
 
     /// The project: adopted, found after a lost answer, or created once.

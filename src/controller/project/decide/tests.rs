@@ -157,20 +157,25 @@ fn a_project_is_adopted_only_if_no_other_object_provably_owns_it() {
         ("team-a/labels".into(), "uid-a".into(), Some("p-a".into())),
         ("team-b/mine".into(), me.into(), None),
         ("team-c/gone-project".into(), "uid-c".into(), None),
+        ("team-b/sibling".into(), "uid-s".into(), Some("p-s".into())),
     ];
+    let owner_of = |id: &str, template: Option<&str>| project_owner(me, "team-b", id, &claims, template);
     // Made in the UI: no identity, no claim.
-    assert_eq!(project_owner(me, "p-ui", &claims, Some("Cats guideline")), None);
-    assert_eq!(project_owner(me, "p-ui", &claims, None), None);
-    // Recorded by another AnnotationProject.
-    let owner = project_owner(me, "p-a", &claims, Some("Cats guideline")).unwrap();
-    assert!(owner.contains("team-a/labels"), "{owner}");
-    // Made by another object (its template carries that object's uid), named if it is here.
-    let owner = project_owner(me, "p-c", &claims, Some("x [s3connect uid=uid-c]")).unwrap();
-    assert!(owner.contains("team-c/gone-project"), "{owner}");
-    let owner = project_owner(me, "p-z", &claims, Some("x [s3connect uid=uid-elsewhere]")).unwrap();
+    assert_eq!(owner_of("p-ui", Some("Cats guideline")), None);
+    assert_eq!(owner_of("p-ui", None), None);
+    // Recorded by another AnnotationProject: named when it is in this namespace, never
+    // when it is another team's.
+    let owner = owner_of("p-s", Some("Cats guideline")).unwrap();
+    assert!(owner.contains("team-b/sibling"), "{owner}");
+    let owner = owner_of("p-a", Some("Cats guideline")).unwrap();
+    assert!(owner.contains("another namespace") && !owner.contains("team-a") && !owner.contains("labels"), "{owner}");
+    // Made by another object (its template carries that object's uid).
+    let owner = owner_of("p-c", Some("x [s3connect uid=uid-c]")).unwrap();
+    assert!(owner.contains("another namespace") && !owner.contains("gone-project"), "{owner}");
+    let owner = owner_of("p-z", Some("x [s3connect uid=uid-elsewhere]")).unwrap();
     assert!(owner.contains("uid-elsewhere"), "{owner}");
     // Made for this object: its own.
-    assert_eq!(project_owner(me, "p-me", &claims, Some("x [s3connect uid=uid-me]")), None);
+    assert_eq!(owner_of("p-me", Some("x [s3connect uid=uid-me]")), None);
 
     let status = AnnotationProjectStatus::default();
     let out = adoption_refused(status, vec![], "p-a", &owner);
