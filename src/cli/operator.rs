@@ -141,6 +141,11 @@ pub struct OperatorArgs {
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "S3CONNECT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
+    /// Where /healthz and /readyz are served apart from the metrics (the chart's probes use
+    /// it), so that whatever crowds the metrics port cannot fail a probe. Unset: only on
+    /// the metrics address.
+    #[arg(long, env = "S3CONNECT_HEALTH_ADDR")]
+    health_addr: Option<std::net::SocketAddr>,
     /// Reconcile only while holding a Lease, so that replicas take turns.
     #[arg(long, env = "S3CONNECT_LEADER_ELECTION")]
     leader_election: bool,
@@ -294,8 +299,15 @@ async fn operator(args: OperatorArgs) -> ExitCode {
     };
     let instance = std::env::var("POD_NAME").ok();
     let metrics_addr = args.metrics_addr;
+    if let Some(health_addr) = args.health_addr {
+        tokio::spawn(async move {
+            if let Err(e) = s3connect::telemetry::serve(health_addr, s3connect::telemetry::Serves::Health).await {
+                tracing::error!(health_addr = %health_addr, error = %e, "cannot serve health");
+            }
+        });
+    }
     tokio::spawn(async move {
-        if let Err(e) = s3connect::telemetry::serve(metrics_addr).await {
+        if let Err(e) = s3connect::telemetry::serve(metrics_addr, s3connect::telemetry::Serves::All).await {
             tracing::error!(addr = %metrics_addr, error = %e, "cannot serve metrics and health");
         }
     });

@@ -64,6 +64,15 @@ pub fn thread_cpu() -> std::time::Duration {
     std::time::Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serves {
+    /// /metrics, /healthz and /readyz.
+    All,
+    /// /healthz and /readyz only: the probes' own port.
+    Health,
+}
+
 /// Connections the health and metrics server serves at once; more wait in the kernel's
 /// backlog, so that a crowd of sockets can neither exhaust the process's file descriptors
 /// nor keep a probe waiting longer than one read timeout.
@@ -76,13 +85,16 @@ const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// web framework. An accept that fails (the process out of file descriptors, say) is
 /// logged and tried again shortly: a probe must answer again once the pressure is gone,
 /// not fail until the kubelet restarts the process.
-pub async fn serve(addr: std::net::SocketAddr) -> std::io::Result<()> {
+pub async fn serve(addr: std::net::SocketAddr, serves: Serves) -> std::io::Result<()> {
     use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    match serves {
+        Serves::All => tracing::info!(%addr, "serving /metrics, /healthz and /readyz"),
+        Serves::Health => tracing::info!(health_addr = %addr, "serving /healthz and /readyz"),
+    }
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut last_warned: Option<std::time::Instant> = None;
     loop {
@@ -110,7 +122,7 @@ pub async fn serve(addr: std::net::SocketAddr) -> std::io::Result<()> {
             let request = String::from_utf8_lossy(&buf[..n]);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = match path {
-                "/metrics" => ("200 OK", metrics::METRICS.render()),
+                "/metrics" if serves == Serves::All => ("200 OK", metrics::METRICS.render()),
                 "/healthz" => ("200 OK", "ok\n".to_owned()),
                 "/readyz" if metrics::METRICS.serving.load(Ordering::Relaxed) => ("200 OK", "ok\n".to_owned()),
                 "/readyz" => ("503 Service Unavailable", "starting\n".to_owned()),

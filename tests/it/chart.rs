@@ -80,6 +80,12 @@ fn the_chart_lints_and_its_values_are_checked() {
     // Per-object series on by default; a value hides tenants' object names from scrapers.
     let (_, default) = helm(&["template", "t", "charts/s3connect"]);
     assert!(default.contains("S3CONNECT_PER_OBJECT_METRICS\n              value: \"true\""), "{default}");
+    // The probes have their own port.
+    assert!(
+        default.contains("httpGet: {path: /healthz, port: health}")
+            && default.contains("S3CONNECT_HEALTH_ADDR\n              value: \"0.0.0.0:8081\""),
+        "{default}"
+    );
     let (ok, hidden) = helm(&["template", "t", "charts/s3connect", "--set", "metrics.perObject=false"]);
     assert!(ok && hidden.contains("S3CONNECT_PER_OBJECT_METRICS\n              value: \"false\""), "{hidden}");
     // With a proxy, the cluster's own names and the credential endpoints stay off it by

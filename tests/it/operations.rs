@@ -234,3 +234,44 @@ async fn health_answers_again_once_a_crowd_of_sockets_is_gone() {
     drop(operator.stdin.take());
     let _ = operator.wait();
 }
+
+/// The probes' own port answers while the metrics port is crowded, and serves no metrics.
+#[tokio::test]
+async fn the_health_port_answers_while_the_metrics_port_is_crowded() {
+    let _timer = crate::timed!();
+    let ns = private_namespace("healthport");
+    let log = log_path("healthport");
+    let mut operator = spawn(&log, &["--namespace", &ns, "--health-addr", "127.0.0.1:0"]);
+    let addr = metrics_addr(&log);
+    let health = (0..100)
+        .find_map(|_| {
+            let found = log_lines(&log).iter().find_map(|l| l["health_addr"].as_str().map(str::to_owned));
+            if found.is_none() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            found
+        })
+        .expect("no health address in the log");
+    // 200 idle sockets on the metrics port: more than it serves at once.
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        if let Ok(s) = tokio::net::TcpStream::connect(&addr).await {
+            held.push(s);
+        }
+    }
+    assert!(held.len() >= 100, "only {} sockets", held.len());
+    let started = Instant::now();
+    let answer = raw_get(&health, "/healthz").await;
+    assert!(answer.as_deref().is_some_and(|a| a.starts_with("HTTP/1.1 200")), "{answer:?}");
+    support::figure("/healthz on the health port beside 200 idle metrics sockets", started.elapsed());
+    let ready = raw_get(&health, "/readyz").await;
+    assert!(ready.as_deref().is_some_and(|a| a.starts_with("HTTP/1.1 200")), "{ready:?}");
+    let metrics = raw_get(&health, "/metrics").await;
+    assert!(
+        metrics.as_deref().is_some_and(|a| a.starts_with("HTTP/1.1 404")),
+        "the health port serves metrics: {metrics:?}"
+    );
+    drop(held);
+    drop(operator.stdin.take());
+    let _ = operator.wait();
+}
