@@ -75,24 +75,7 @@ pub(super) async fn settle(ctx: &Context, conn: &S3Connection, f: &Facts, v: &Va
         Some(conditions) => {
             S3ConnectionStatus { conditions, last_handled_reconcile_at: f.requested.clone(), ..old.clone() }
         }
-        None => {
-            let mut status = new_status(
-                conn,
-                &old,
-                verdict,
-                secret_wait.is_some() || propagating,
-                location.as_ref(),
-                report,
-                (f.secret_version.clone(), f.secret_digest.clone()),
-                now,
-            );
-            status.platform_connection_id = register::primary_id(&v.platform_connections);
-            status.platform_connections = v.platform_connections.clone();
-            status.platform_secret_version = f.platform_secret_version.clone();
-            status.last_handled_reconcile_at = f.requested.clone();
-            status.platform_registration_intents = v.registration_intents.clone();
-            status
-        }
+        None => validated(conn, f, v, &old, location.as_ref(), secret_wait.is_some() || propagating),
     };
     if let Some(mut managed) = f.managed_status.clone() {
         // The previous key goes once a validation with the new one is Ready.
@@ -173,6 +156,34 @@ pub(super) async fn publish_events(ctx: &Context, conn: &S3Connection, old: &S3C
         let note = "Added the CORS rule the labelling UI needs; the bucket's other rules were kept.";
         ctx.event(conn.object_ref(&()), false, conditions::Reason::CorsApplied.as_str(), "ApplyCors", note).await;
     }
+}
+
+/// The status a complete validation leads to, with the platform registrations as they
+/// are now.
+fn validated(
+    conn: &S3Connection,
+    f: &Facts,
+    v: &Validated,
+    old: &S3ConnectionStatus,
+    location: Option<&Location>,
+    waiting: bool,
+) -> S3ConnectionStatus {
+    let mut status = new_status(
+        conn,
+        old,
+        &v.verdict,
+        waiting,
+        location,
+        v.report.as_ref(),
+        (f.secret_version.clone(), f.secret_digest.clone()),
+        f.now,
+    );
+    status.platform_connection_id = register::primary_id(&v.platform_connections);
+    status.platform_connections = v.platform_connections.clone();
+    status.platform_secret_version = f.platform_secret_version.clone();
+    status.last_handled_reconcile_at = f.requested.clone();
+    status.platform_registration_intents = v.registration_intents.clone();
+    status
 }
 
 /// The next validation, the metrics and the log line of a validation that was written.
