@@ -192,16 +192,10 @@ pub fn after_submit(
 ) -> Outcome {
     let tracking_id = status.submission_tracking_id.clone().unwrap_or_default();
     // A run of a schedule that ends at the submission: into the history, and on to the next.
-    if let Some(s) = schedule {
-        let ended = match &result {
-            Err(PlatformError::Unknown { detail, .. }) => Some((RunResult::Unconfirmed, detail.clone())),
-            Err(PlatformError::NoFilesWithStatus { message }) => Some((RunResult::NoFiles, message.clone())),
-            Err(PlatformError::Rejected { message, .. }) => Some((RunResult::Failed, message.clone())),
-            _ => None,
-        };
-        if let Some((result, message)) = ended {
-            return between_runs(roll(status, result, Some(message), s, now), s, export, now);
-        }
+    if let Some(s) = schedule
+        && let Some((result, message)) = run_ended(&result)
+    {
+        return between_runs(roll(status, result, Some(message), s, now), s, export, now);
     }
     match result {
         Ok(report_id) => {
@@ -264,6 +258,17 @@ pub fn after_submit(
             let failed = platform_failure(SUBMITTED, "submitting the export", &e);
             outcome(status, vec![ready, failed], true, Next::Retry { cap: RETRY_CAP })
         }
+    }
+}
+
+/// How a scheduled run ends at its submission, if it does: an unknown outcome, no files,
+/// or a refusal. Any other answer leaves the run going (or retried).
+fn run_ended(result: &Result<String, PlatformError>) -> Option<(RunResult, String)> {
+    match result {
+        Err(PlatformError::Unknown { detail, .. }) => Some((RunResult::Unconfirmed, detail.clone())),
+        Err(PlatformError::NoFilesWithStatus { message }) => Some((RunResult::NoFiles, message.clone())),
+        Err(PlatformError::Rejected { message, .. }) => Some((RunResult::Failed, message.clone())),
+        _ => None,
     }
 }
 
@@ -435,21 +440,19 @@ pub fn between_runs(
         let c = cond(SUBMITTED, Status::Unknown, R::Scheduled, format!("Scheduled: {next}."));
         return outcome(status, vec![c], true, Next::After(wait));
     };
+    let (conds, retrying) = last_run(&run, s, export, &next);
+    let done = NamedCond { type_: READY, ..conds.last().cloned().unwrap_or_else(|| run_accepted(&run)) };
+    Outcome::derived(status, conds, done, retrying, Next::After(wait))
+}
+
+/// The conditions that tell how the last run of a scheduled export ended (`next` says when
+/// the next one starts), and whether it is retrying.
+fn last_run(run: &ExportRun, s: &Schedule, export: &ExportNames<'_>, next: &str) -> (Vec<NamedCond>, bool) {
     let started = run.start_time.0;
     let report = run.report_id.as_deref().map(|r| format!(" (report {r})")).unwrap_or_default();
     let said = run.message.clone().unwrap_or_default();
-    let accepted = || {
-        cond(
-            SUBMITTED,
-            Status::True,
-            R::Submitted,
-            format!(
-                "The platform accepted the run of {started} as report {}.",
-                run.report_id.clone().unwrap_or_default()
-            ),
-        )
-    };
-    let (conds, retrying) = match run.result {
+    let accepted = || run_accepted(run);
+    match run.result {
         RunResult::Succeeded => {
             let where_ = run.destination.clone().unwrap_or_else(|| "its destination".into());
             let c = cond(
@@ -516,9 +519,18 @@ pub fn between_runs(
             );
             (vec![c], true)
         }
-    };
-    let done = NamedCond { type_: READY, ..conds.last().cloned().unwrap_or_else(accepted) };
-    Outcome::derived(status, conds, done, retrying, Next::After(wait))
+    }
+}
+
+/// The platform took the run as a report.
+fn run_accepted(run: &ExportRun) -> NamedCond {
+    let started = run.start_time.0;
+    cond(
+        SUBMITTED,
+        Status::True,
+        R::Submitted,
+        format!("The platform accepted the run of {started} as report {}.", run.report_id.clone().unwrap_or_default()),
+    )
 }
 
 /// The export's connection is gone while a report is being followed.
