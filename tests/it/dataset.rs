@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use s3connect::api::Dataset;
 use s3connect::api::connection::{CorsMode, Usage};
@@ -45,13 +44,7 @@ impl DatasetCase {
             iam::user_with_policy_named(hint, &policy(&location, None, &required(&[Usage::Import], CorsMode::Apply)))
                 .await;
         support::keys_secret(&client, &ns, "keys", &keys).await;
-        let p = &support::env().platform;
-        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "labellerr"},
-            "stringData": {"LABELLERR_API_KEY": p.api_key, "LABELLERR_API_SECRET": p.api_secret, "LABELLERR_CLIENT_ID": p.client_id}});
-        Api::<Secret>::namespaced(client.clone(), &ns)
-            .patch("labellerr", &PatchParams::apply("test").force(), &Patch::Apply(&secret))
-            .await
-            .unwrap();
+        support::platform_secret(&client, &ns).await;
         support::s3_connection(
             &client,
             &ns,
@@ -91,17 +84,12 @@ impl DatasetCase {
     }
 
     async fn wait(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let mut last = Value::Null;
-        for _ in 0..300 {
-            let d = self.api().get(name).await.unwrap();
-            let status = serde_json::to_value(&d.status).unwrap();
-            if done(&status) {
-                return status;
-            }
-            last = status;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("{}/{name}: {what} did not happen within 60s; status: {last:#}", self.ns);
+        let what = format!("{}/{name}: {what}", self.ns);
+        support::wait_for(what, Duration::from_secs(60), Duration::from_millis(200), || async {
+            let status = serde_json::to_value(&self.api().get(name).await.unwrap().status).unwrap();
+            if done(&status) { Ok(status) } else { Err(format!("{status:#}")) }
+        })
+        .await
     }
 
     async fn assert_no_secrets(&self) {

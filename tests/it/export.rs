@@ -3,12 +3,10 @@
 //! probes S3 and really writes the export file. Tests check objects in S3 and what the
 //! platform holds, not calls on a fake.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use s3connect::api::connection::{CorsMode, Usage};
 use s3connect::api::{DatasetExport, S3Connection};
 use s3connect::s3::client::Keys;
@@ -63,34 +61,8 @@ impl ExportCase {
         let actions: Vec<Action> =
             required(&usage, CorsMode::Apply).into_iter().filter(|a| !denied.contains(a)).collect();
         let keys = iam::user_with_policy(hint, &policy(&location, None, &actions)).await;
-        let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
-        let platform = &support::env().platform;
-        for (name, data) in [
-            (
-                "keys",
-                vec![
-                    ("AWS_ACCESS_KEY_ID", keys.access_key_id.clone()),
-                    ("AWS_SECRET_ACCESS_KEY", keys.secret_access_key.clone()),
-                ],
-            ),
-            (
-                "labellerr",
-                vec![
-                    ("LABELLERR_API_KEY", platform.api_key.clone()),
-                    ("LABELLERR_API_SECRET", platform.api_secret.clone()),
-                    ("LABELLERR_CLIENT_ID", platform.client_id.clone()),
-                ],
-            ),
-        ] {
-            let data: BTreeMap<String, ByteString> =
-                data.into_iter().map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes()))).collect();
-            let secret = Secret {
-                metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-                data: Some(data),
-                ..Default::default()
-            };
-            secrets.create(&PostParams::default(), &secret).await.unwrap();
-        }
+        support::keys_secret(&client, &ns, "keys", &keys).await;
+        support::platform_secret(&client, &ns).await;
         let project = unique("proj");
         platform::project(
             &project,
@@ -160,17 +132,12 @@ impl ExportCase {
 
     async fn wait_export(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let api = Api::<DatasetExport>::namespaced(self.client.clone(), &self.ns);
-        let mut last = Value::Null;
-        for _ in 0..300 {
-            let e = api.get(name).await.unwrap();
-            let status = serde_json::to_value(&e.status).unwrap();
-            if done(&status) {
-                return status;
-            }
-            last = status;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("{}/{name}: {what} did not happen within 60s; status: {last:#}", self.ns);
+        let what = format!("{}/{name}: {what}", self.ns);
+        support::wait_for(what, Duration::from_secs(60), Duration::from_millis(200), || async {
+            let status = serde_json::to_value(&api.get(name).await.unwrap().status).unwrap();
+            if done(&status) { Ok(status) } else { Err(format!("{status:#}")) }
+        })
+        .await
     }
 
     async fn assert_no_secrets(&self) {
@@ -470,13 +437,13 @@ use platform::registrations;
 async fn wait_gone(case: &ExportCase) {
     let api = Api::<s3connect::api::S3Connection>::namespaced(case.client.clone(), &case.ns);
     api.delete("exports", &Default::default()).await.unwrap();
-    for _ in 0..300 {
-        if api.get_opt("exports").await.unwrap().is_none() {
-            return;
+    support::wait_for("the S3Connection's deletion", Duration::from_secs(60), Duration::from_millis(200), || async {
+        match api.get_opt("exports").await.unwrap() {
+            None => Ok(()),
+            Some(_) => Err("it is still there"),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("the S3Connection was not deleted within 60 s");
+    })
+    .await
 }
 
 #[tokio::test]

@@ -5,13 +5,11 @@
 //! the connection, serves only what an S3AccessGrant covers (revoking keys when a grant
 //! narrows), and never adopts or deletes a user that is not provably its own.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use s3connect::api::{S3AccessGrant, S3Connection};
 use serde_json::{Value, json};
 
@@ -37,17 +35,13 @@ async fn access_keys(user: &str) -> Vec<String> {
 }
 
 async fn wait(api: &Api<S3Connection>, name: &str, what: &str, done: impl Fn(&S3Connection) -> bool) -> S3Connection {
-    let mut last = None;
-    for _ in 0..300 {
-        if let Some(c) = api.get_opt(name).await.unwrap() {
-            if done(&c) {
-                return c;
-            }
-            last = c.status;
+    support::wait_for(format!("{name}: {what}"), Duration::from_secs(60), Duration::from_millis(200), || async {
+        match api.get_opt(name).await.unwrap() {
+            Some(c) if done(&c) => Ok(c),
+            c => Err(serde_json::to_string_pretty(&c.and_then(|c| c.status)).unwrap()),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{name}: {what} did not happen within 60 s; status: {}", serde_json::to_string_pretty(&last).unwrap());
+    })
+    .await
 }
 
 fn ready(c: &S3Connection) -> bool {
@@ -150,21 +144,7 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     s3::put(&bucket, "images/cat.jpg", b"cat").await;
     let elsewhere = s3::bucket("elsewhere", "us-east-1").await;
     s3::put(&elsewhere, "images/cat.jpg", b"cat").await;
-    let platform = &env().platform;
-    let data: BTreeMap<String, ByteString> = [
-        ("LABELLERR_API_KEY", &platform.api_key),
-        ("LABELLERR_API_SECRET", &platform.api_secret),
-        ("LABELLERR_CLIENT_ID", &platform.client_id),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), ByteString(v.clone().into_bytes())))
-    .collect();
-    let secret = Secret {
-        metadata: ObjectMeta { name: Some("labellerr".into()), ..Default::default() },
-        data: Some(data),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.unwrap();
+    support::platform_secret(&client, &ns).await;
 
     let (operator_keys, operator_user, policy) = operator_identity("operator").await;
     // The bucket is granted to this namespace (with Retain allowed); `elsewhere` is not.
@@ -380,15 +360,18 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
         api.delete(name, &DeleteParams::default()).await.unwrap();
     }
     for name in all {
-        let mut gone = false;
-        for _ in 0..150 {
-            if api.get_opt(name).await.unwrap().is_none() {
-                gone = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert!(gone, "{name} was not deleted: {:?}", api.get_opt(name).await.unwrap().map(|c| c.status));
+        support::wait_for(
+            format!("{name}'s deletion"),
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || async {
+                match api.get_opt(name).await.unwrap() {
+                    None => Ok(()),
+                    Some(c) => Err(format!("{:?}", c.status)),
+                }
+            },
+        )
+        .await;
     }
     assert!(!iam_get_user(&user).await, "the IAM user outlived its S3Connection");
     assert!(!iam_get_user(&format!("{ns}.denied")).await);
@@ -568,15 +551,10 @@ async fn namespaces_get_only_what_a_grant_covers_and_installations_keep_apart() 
     assert!(message.contains("another s3connect installation"), "{message}");
     assert_eq!(access_keys(&user_a).await, keys_before, "another installation changed the user's keys");
     api_a.delete("a1", &DeleteParams::default()).await.unwrap();
-    let mut gone = false;
-    for _ in 0..150 {
-        if api_a.get_opt("a1").await.unwrap().is_none() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(gone, "a1 was not deleted");
+    support::wait_for("a1's deletion", Duration::from_secs(30), Duration::from_millis(200), || async {
+        api_a.get_opt("a1").await.unwrap().map_or(Ok(()), |_| Err("a1 is still there"))
+    })
+    .await;
     assert!(iam_get_user(&user_a).await, "another installation deleted the user");
     assert_eq!(access_keys(&user_a).await, keys_before);
 
@@ -633,13 +611,12 @@ async fn tenant(client: &kube::Client, ns: &str) -> kube::Client {
     Api::<RoleBinding>::namespaced(client.clone(), ns).create(&PostParams::default(), &binding).await.unwrap();
     let tenant = client_as(&user).await;
     // RBAC is in force once the tenant can read its own namespace's connections.
-    for _ in 0..100 {
-        if Api::<S3Connection>::namespaced(tenant.clone(), ns).list(&Default::default()).await.is_ok() {
-            return tenant;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the tenant's Role did not come into force");
+    let connections = Api::<S3Connection>::namespaced(tenant.clone(), ns);
+    support::wait_for("the tenant's Role in force", Duration::from_secs(10), Duration::from_millis(100), || async {
+        connections.list(&Default::default()).await.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
+    tenant
 }
 
 async fn user_policy(user: &str) -> Option<Value> {
@@ -650,13 +627,11 @@ async fn user_policy(user: &str) -> Option<Value> {
 
 /// Waits until `done` holds for what IAM says, or panics naming `what`.
 async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
-    for _ in 0..300 {
-        if done().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{what} did not happen within 60 s");
+    support::wait_for(what, Duration::from_secs(60), Duration::from_millis(200), || {
+        let check = done();
+        async move { if check.await { Ok(()) } else { Err("not yet") } }
+    })
+    .await
 }
 
 /// What IAM holds decides managed credentials, never what a tenant with the edit role can
@@ -919,15 +894,11 @@ async fn an_installation_id_made_anew_never_orphans_or_falsely_revokes_keys() {
     let restored = json!({"data": {"id": old_id}});
     maps.patch(&name, &PatchParams::default(), &Patch::Merge(&restored)).await.unwrap();
     let (mut back, _) = managed_operator("mgdid-4", &ns, &keys, &args);
-    let mut gone = false;
-    for _ in 0..150 {
-        if api.get_opt("c").await.unwrap().is_none() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(gone, "the deletion did not complete with the old id back");
+    let what = "the deletion with the old id back";
+    support::wait_for(what, Duration::from_secs(30), Duration::from_millis(200), || async {
+        api.get_opt("c").await.unwrap().map_or(Ok(()), |_| Err("c is still there"))
+    })
+    .await;
     assert!(!iam_get_user(&user).await, "the user outlived its connection");
     drop(back.stdin.take());
     assert!(back.wait().unwrap().success());

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use s3connect::api::AnnotationProject;
 use s3connect::api::connection::{CorsMode, Usage};
@@ -43,13 +42,7 @@ impl Case {
         let usage = [Usage::Import, Usage::Export];
         let keys = iam::user_with_policy(hint, &policy(&location, None, &required(&usage, CorsMode::Apply))).await;
         support::keys_secret(&client, &ns, "keys", &keys).await;
-        let p = &support::env().platform;
-        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "labellerr"},
-            "stringData": {"LABELLERR_API_KEY": p.api_key, "LABELLERR_API_SECRET": p.api_secret, "LABELLERR_CLIENT_ID": p.client_id}});
-        Api::<Secret>::namespaced(client.clone(), &ns)
-            .patch("labellerr", &PatchParams::apply("test").force(), &Patch::Apply(&secret))
-            .await
-            .unwrap();
+        support::platform_secret(&client, &ns).await;
         support::s3_connection(
             &client,
             &ns,
@@ -97,13 +90,11 @@ impl Case {
     /// The platform id of the Dataset `name`, once it has one.
     async fn dataset_id(&self, name: &str) -> String {
         let api = Api::<s3connect::api::dataset::Dataset>::namespaced(self.client.clone(), &self.ns);
-        for _ in 0..300 {
-            if let Some(id) = api.get(name).await.unwrap().status.and_then(|s| s.dataset_id) {
-                return id;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("Dataset {name} has no platform id within 60 s");
+        let what = format!("Dataset {name} having a platform id");
+        support::wait_for(what, Duration::from_secs(60), Duration::from_millis(200), || async {
+            api.get(name).await.unwrap().status.and_then(|s| s.dataset_id).ok_or("no id yet")
+        })
+        .await
     }
 
     fn api(&self) -> Api<AnnotationProject> {
@@ -112,17 +103,17 @@ impl Case {
 
     /// Waits until `done` holds for the project's status.
     async fn wait(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let mut last = Value::Null;
-        for _ in 0..300 {
-            if let Some(p) = self.api().get_opt(name).await.unwrap() {
-                last = serde_json::to_value(&p.status).unwrap();
-                if done(&last) {
-                    return last;
+        let what = format!("AnnotationProject {name}: {what}");
+        support::wait_for(what, Duration::from_secs(60), Duration::from_millis(200), || async {
+            match self.api().get_opt(name).await.unwrap() {
+                Some(p) => {
+                    let status = serde_json::to_value(&p.status).unwrap();
+                    if done(&status) { Ok(status) } else { Err(format!("{status:#}")) }
                 }
+                None => Err("no such AnnotationProject".to_owned()),
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("AnnotationProject {name}: not {what} within 60 s: {last:#}");
+        })
+        .await
     }
 }
 
@@ -449,13 +440,14 @@ async fn an_export_names_its_project_by_reference_and_waits_for_it() {
 
 /// Waits until the AnnotationProject `name` is gone (its finalizer released).
 async fn gone(case: &Case, name: &str) {
-    for _ in 0..300 {
-        if case.api().get_opt(name).await.unwrap().is_none() {
-            return;
+    let what = format!("AnnotationProject {name}'s deletion");
+    support::wait_for(what, Duration::from_secs(60), Duration::from_millis(200), || async {
+        match case.api().get_opt(name).await.unwrap() {
+            None => Ok(()),
+            Some(p) => Err(format!("{:#?}", p.status)),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("AnnotationProject {name} still there: {:#?}", case.api().get(name).await.unwrap().status);
+    })
+    .await
 }
 
 fn project_on_platform(state: &Value, id: &str) -> Option<Value> {
