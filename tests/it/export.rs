@@ -199,15 +199,13 @@ async fn an_export_lands_at_its_destination_with_exactly_the_requested_statuses(
     // Phase events are posted after the status write: they may land a moment after it.
     let events_api = Api::<k8s_openapi::api::events::v1::Event>::namespaced(case.client.clone(), &case.ns);
     let both = |r: &[String]| r.iter().any(|x| x == "Submitted") && r.iter().any(|x| x == "Succeeded");
-    let mut reasons: Vec<String> = Vec::new();
-    for _ in 0..100 {
-        let events = events_api.list(&Default::default()).await.unwrap();
-        reasons = events.items.iter().filter_map(|e| e.reason.clone()).collect();
-        if both(&reasons) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reasons =
+        support::wait_for("the phase events", Duration::from_secs(10), Duration::from_millis(100), || async {
+            let events = events_api.list(&Default::default()).await.unwrap();
+            let reasons: Vec<String> = events.items.iter().filter_map(|e| e.reason.clone()).collect();
+            if both(&reasons) { Ok(reasons) } else { Err(format!("phase events: {reasons:?}")) }
+        })
+        .await;
     assert!(both(&reasons), "phase events: {reasons:?}");
     case.assert_no_secrets().await;
 }
@@ -530,12 +528,10 @@ async fn killed_between_registration_create_and_status_write_registers_once() {
     platform::fault("connections/create", json!({"count": 1, "delay_after": 8, "name": format!("s3connect {owner} ")}))
         .await;
     case.start().await;
-    for _ in 0..150 {
-        if !registrations(&owner).await.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_for("the first registration", Duration::from_secs(15), Duration::from_millis(100), || async {
+        if registrations(&owner).await.is_empty() { Err("none on the platform") } else { Ok(()) }
+    })
+    .await;
     assert_eq!(registrations(&owner).await.len(), 1, "the platform created the first registration");
     let pid = operator_pid(&log);
     assert!(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
@@ -569,12 +565,10 @@ async fn killed_between_the_platform_accepting_and_the_status_write_never_export
     // exactly the window between the platform's accept and its status write.
     platform::fault("export/create", json!({"count": 1, "delay_after": 6, "project_id": case.project})).await;
     case.export("once", &["review"]).await;
-    for _ in 0..100 {
-        if !platform::exports(&case.project).await.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_for("the export on the platform", Duration::from_secs(10), Duration::from_millis(100), || async {
+        if platform::exports(&case.project).await.is_empty() { Err("none on the platform") } else { Ok(()) }
+    })
+    .await;
     assert_eq!(platform::exports(&case.project).await.len(), 1, "the platform accepted the export");
     let pid = operator_pid(&log);
     assert!(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
@@ -622,12 +616,10 @@ async fn deleting_a_registered_connection_removes_it_from_the_platform() {
     assert!(registrations.iter().all(|c| held(&state, &c.id)), "both registrations are on the platform");
 
     api.delete("exports", &DeleteParams::default()).await.unwrap();
-    for _ in 0..150 {
-        if api.get_opt("exports").await.unwrap().is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    support::wait_for("the S3Connection's deletion", Duration::from_secs(30), Duration::from_millis(200), || async {
+        api.get_opt("exports").await.unwrap().map_or(Ok(()), |_| Err("it is still there"))
+    })
+    .await;
     assert!(api.get_opt("exports").await.unwrap().is_none(), "the S3Connection was not deleted");
     let state = platform::state().await;
     assert!(
@@ -688,12 +680,10 @@ async fn deletion_waits_for_the_platform_and_the_annotation_lets_it_go() {
 
     let patch = json!({"metadata": {"annotations": {"s3connect.io/skip-platform-cleanup": "true"}}});
     api.patch("exports", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    for _ in 0..150 {
-        if api.get_opt("exports").await.unwrap().is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    support::wait_for("the S3Connection's deletion", Duration::from_secs(30), Duration::from_millis(200), || async {
+        api.get_opt("exports").await.unwrap().map_or(Ok(()), |_| Err("it is still there"))
+    })
+    .await;
     assert!(api.get_opt("exports").await.unwrap().is_none(), "the annotation did not release the finalizer");
     platform::fault("connections/delete", json!({"status": 0, "count": 0, "connection_id": id})).await;
     let held =

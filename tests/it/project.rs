@@ -366,12 +366,10 @@ async fn killed_between_the_create_and_its_status_write_leaves_exactly_one_proje
     let name = format!("{ns}/labels");
     platform::fault("projects/create", json!({"count": 1, "delay_after": 8, "project_name": name})).await;
     case.project("labels", json!({"datasetRefs": [{"name": "cats"}], "template": questions()})).await;
-    for _ in 0..300 {
-        if !on_platform(&ns).await.0.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_for("the project on the platform", Duration::from_secs(30), Duration::from_millis(100), || async {
+        if on_platform(&ns).await.0.is_empty() { Err("none on the platform") } else { Ok(()) }
+    })
+    .await;
     assert_eq!(on_platform(&ns).await.0.len(), 1, "the platform made the project");
     let pid = operator_pid(&log);
     assert!(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
@@ -404,27 +402,26 @@ async fn an_export_names_its_project_by_reference_and_waits_for_it() {
         "statuses": ["accepted"], "folder": "exports/"}}))
         .await;
     let exports = Api::<s3connect::api::DatasetExport>::namespaced(case.client.clone(), &case.ns);
-    let mut waiting = Value::Null;
-    for _ in 0..150 {
-        waiting = serde_json::to_value(exports.get("labels-out").await.unwrap().status).unwrap();
-        if cond(&waiting, "Ready")["reason"] == "ProjectNotFound" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let export_status = || async {
+        let status = serde_json::to_value(exports.get("labels-out").await.unwrap().status).unwrap();
+        Ok::<_, String>(status)
+    };
+    let waiting = support::wait_for("ProjectNotFound", Duration::from_secs(30), Duration::from_millis(200), || async {
+        let waiting = export_status().await?;
+        if cond(&waiting, "Ready")["reason"] == "ProjectNotFound" { Ok(waiting) } else { Err(format!("{waiting:#}")) }
+    })
+    .await;
     assert_eq!(cond(&waiting, "Ready")["reason"], "ProjectNotFound", "{waiting:#}");
     assert!(cond(&waiting, "Ready")["message"].as_str().unwrap().contains("\"labels\""));
     case.project("labels", json!({"datasetRefs": [{"name": "cats"}], "template": questions()})).await;
     case.dataset("cats", "cats/").await;
     let project = case.wait("labels", "Ready", |s| ready(s, "True", "ProjectReady")).await;
-    let mut done = Value::Null;
-    for _ in 0..300 {
-        done = serde_json::to_value(exports.get("labels-out").await.unwrap().status).unwrap();
-        if done["phase"] == "Succeeded" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let done =
+        support::wait_for("the export's success", Duration::from_secs(60), Duration::from_millis(200), || async {
+            let done = export_status().await?;
+            if done["phase"] == "Succeeded" { Ok(done) } else { Err(format!("{done:#}")) }
+        })
+        .await;
     assert_eq!(done["phase"], "Succeeded", "{done:#}");
     let id = project["projectId"].as_str().unwrap();
     assert_eq!(platform::exports(id).await.len(), 1, "one export, of the referenced project");
