@@ -261,12 +261,10 @@ async fn killed_between_create_and_status_write_leaves_exactly_one_dataset() {
     platform::fault("datasets/create", json!({"count": 1, "delay_after": 8, "connection_id": connection_id})).await;
     case.dataset("cats", json!({"path": "cats/", "displayName": format!("{ns}-once")})).await;
     let name = format!("{ns}-once");
-    for _ in 0..150 {
-        if !on_platform(&name).await.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_for("the dataset on the platform", Duration::from_secs(15), Duration::from_millis(100), || async {
+        if on_platform(&name).await.is_empty() { Err("none on the platform") } else { Ok(()) }
+    })
+    .await;
     let found = on_platform(&name).await;
     assert_eq!(found.len(), 1, "the platform created it once: {found:#?}\n{:#}", platform::state().await["calls"]);
     let pid = operator_pid(&log);
@@ -355,12 +353,10 @@ async fn a_namesake_in_another_namespace_is_never_adopted_or_deleted() {
     assert_eq!(on_platform(&shared_name).await.len(), 1, "a second dataset of that name was made");
 
     b.api().delete("cats", &Default::default()).await.unwrap();
-    for _ in 0..150 {
-        if b.api().get_opt("cats").await.unwrap().is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    support::wait_for("B's Dataset's deletion", Duration::from_secs(30), Duration::from_millis(200), || async {
+        b.api().get_opt("cats").await.unwrap().map_or(Ok(()), |_| Err("it is still there"))
+    })
+    .await;
     assert!(b.api().get_opt("cats").await.unwrap().is_none(), "B's Dataset was not deleted");
     assert_eq!(on_platform(&shared_name).await, theirs, "deleting B's Dataset touched A's");
     let a_now = serde_json::to_value(a.api().get("cats").await.unwrap().status).unwrap();

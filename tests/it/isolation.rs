@@ -248,14 +248,20 @@ async fn a_status_write_the_api_server_refuses_is_a_warning_event() {
     })
     .await;
     tenant.connection("c", json!({})).await;
-    let mut events = Vec::new();
-    for _ in 0..150 {
-        events = event_reasons_for(&tenant.client, &tenant.ns, "c").await;
-        if events.iter().any(|(r, _, _)| r == "StatusWriteRefused") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let events = support::wait_for(
+        "a StatusWriteRefused event",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let events = event_reasons_for(&tenant.client, &tenant.ns, "c").await;
+            if events.iter().any(|(r, _, _)| r == "StatusWriteRefused") {
+                Ok(events)
+            } else {
+                Err(format!("{events:?}"))
+            }
+        },
+    )
+    .await;
     let (_, type_, note) = events
         .iter()
         .find(|(r, _, _)| r == "StatusWriteRefused")

@@ -200,18 +200,17 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     // Rotate now: Ready throughout; the registration is replaced; one (new) key is left.
     let rotate = json!({"metadata": {"annotations": {"s3connect.io/rotate-keys-at": "now-1"}}});
     api.patch("c", &PatchParams::default(), &Patch::Merge(&rotate)).await.unwrap();
-    let mut done = None;
-    for _ in 0..300 {
+    let c = support::wait_for("the rotation", Duration::from_secs(30), Duration::from_millis(100), || async {
         let c = api.get("c").await.unwrap();
         assert!(ready(&c), "Ready went False during a rotation: {:?}", c.status);
         let m = managed(&c);
         if m["lastHandledRotateAt"] == "now-1" && m["retiringPreviousKey"] == false {
-            done = Some(c);
-            break;
+            Ok(c)
+        } else {
+            Err(format!("{m}"))
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let c = done.expect("the rotation finished within 30 s");
+    })
+    .await;
     let second = access_keys(&user).await;
     assert_eq!(second.len(), 1, "one key after a rotation: {second:?}");
     assert_ne!(second, first, "the key was not replaced");
@@ -297,17 +296,13 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
             "uri": uri, "credentials": {"managed": {}}, "endpoint": env().s3_endpoint, "forcePathStyle": true}});
         api.patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&conn)).await.unwrap();
         let user = format!("{ns}.{name}");
-        let mut document = None;
-        for _ in 0..150 {
+        let what = "the managed user's policy put";
+        let document = support::wait_for(what, Duration::from_secs(30), Duration::from_millis(200), || async {
             let (status, body) =
                 iam::try_call(&[("Action", "GetUserPolicy"), ("UserName", &user), ("PolicyName", "s3connect")]).await;
-            if status.is_success() {
-                document = Some(minted(&body));
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let document = document.expect("the managed user's policy was put within 30 s");
+            if status.is_success() { Ok(minted(&body)) } else { Err(status.to_string()) }
+        })
+        .await;
         let printed = std::process::Command::new(env!("CARGO_BIN_EXE_s3connect"))
             .args(["policy", "--uri", &uri, "--usage", "import"])
             .output()
@@ -518,22 +513,18 @@ async fn namespaces_get_only_what_a_grant_covers_and_installations_keep_apart() 
     wait(&api_a, "a1", "Ready again", ready).await;
     assert_eq!(access_keys(&user_a).await.len(), 1);
     let served = Api::<S3AccessGrant>::all(client.clone());
-    let mut counted = false;
-    for _ in 0..150 {
+    let what = "grant B's status counting its one connection";
+    support::wait_for(what, Duration::from_secs(30), Duration::from_millis(200), || async {
         let g = served.get(&grant_b).await.unwrap();
         if g.status.as_ref().is_some_and(|s| {
             s.connections == 1 && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
         }) {
-            counted = true;
-            break;
+            Ok(())
+        } else {
+            Err(format!("{:?}", g.status))
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        counted,
-        "grant B's status does not count its one connection: {:?}",
-        served.get(&grant_b).await.unwrap().status
-    );
+    })
+    .await;
 
     // A second installation in the same AWS account takes over A's namespace: it never
     // rotates, adopts or deletes the first installation's user.
@@ -854,14 +845,12 @@ async fn an_installation_id_made_anew_never_orphans_or_falsely_revokes_keys() {
     // The ConfigMap deleted: the operator refuses a new id and says how to adopt.
     maps.delete(&name, &DeleteParams::default()).await.unwrap();
     let (mut refused, log) = managed_operator("mgdid-2", &ns, &keys, &args);
-    let mut said = String::new();
-    for _ in 0..150 {
-        said = std::fs::read_to_string(&log).unwrap_or_default();
-        if said.contains("put the old id back") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let said =
+        support::wait_for("the refusal in the log", Duration::from_secs(30), Duration::from_millis(200), || async {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            if said.contains("put the old id back") { Ok(said) } else { Err(said) }
+        })
+        .await;
     assert!(said.contains("put the old id back") && said.contains(&old_id), "{said}");
     drop(refused.stdin.take());
     assert!(!refused.wait().unwrap().success(), "the operator ran with a new id");

@@ -553,15 +553,12 @@ async fn a_scheduled_incremental_export_exports_only_what_changed_each_run_exact
     let runs = |n: usize| {
         let exports = exports.clone();
         async move {
-            let mut last = Value::Null;
-            for _ in 0..300 {
-                last = serde_json::to_value(exports.get("daily").await.unwrap().status).unwrap();
-                if last["runs"].as_array().is_some_and(|r| r.len() == n) {
-                    return last;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            panic!("DatasetExport daily: not {n} runs within 60 s: {last:#}");
+            let what = format!("DatasetExport daily: {n} runs");
+            support::wait_for(what, Duration::from_secs(60), Duration::from_millis(200), || async {
+                let last = serde_json::to_value(exports.get("daily").await.unwrap().status).unwrap();
+                if last["runs"].as_array().is_some_and(|r| r.len() == n) { Ok(last) } else { Err(format!("{last:#}")) }
+            })
+            .await
         }
     };
     let run_now = |value: &'static str| {
