@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod dataset;
+pub mod decide;
 pub mod driver;
 pub mod export;
 pub mod finalizer;

@@ -11,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::annotations::SYNC_NOW_ANNOTATION;
 use crate::api::conditions::{CONNECTION_READY, ConnectionReadyReason, NamedCond, READY, Status};
 use crate::api::dataset::{DatasetPhase, DatasetReason as R, DatasetSpec, DatasetStatus};
+use crate::controller::decide::{self, RETRY_CAP, cond};
 use crate::controller::status::Next;
 use crate::platform::{DatasetInfo, PlatformError};
 use crate::timing::parse_interval;
@@ -80,16 +81,9 @@ pub fn step(
 /// What a step ends with.
 pub type Outcome = crate::controller::driver::Outcome<DatasetStatus>;
 
-/// A condition with one of the kind's reasons (or a ConnectionReady reason).
-fn cond(type_: &'static str, status: Status, reason: impl std::fmt::Display, message: impl Into<String>) -> NamedCond {
-    NamedCond::new(type_, status, reason.to_string(), message)
-}
-
 fn not_yet(reason: R, message: impl Into<String>) -> NamedCond {
     cond(READY, Status::Unknown, reason, message)
 }
-
-const RETRY_CAP: Duration = Duration::from_secs(600);
 
 /// Polling a dataset the platform is processing: 2 s doubling to a minute.
 pub fn poll_after(attempt: u32) -> Duration {
@@ -302,9 +296,10 @@ fn with_recheck(what: &str, recheck: Option<&Recheck>, folder: &str) -> String {
     }
 }
 
+/// Ready for a platform call that failed: False, whatever the failure (a dataset has no
+/// condition of its own for the platform).
 fn platform_failure(doing: &str, e: &PlatformError) -> NamedCond {
-    let c: NamedCond = crate::controller::platform::failure(READY, doing, e).into();
-    NamedCond { status: Status::False, ..c }
+    NamedCond { status: Status::False, ..decide::platform_failure(READY, doing, e) }
 }
 
 /// Marks that the connection is ready (and so the dataset may go ahead).

@@ -12,6 +12,7 @@ use crate::api::conditions::{COMPLETE, CONNECTION_READY, ConnectionReadyReason, 
 use crate::api::export::{
     DatasetExportSpec, DatasetExportStatus, ExportPhase, ExportReason as R, ExportRun, RunResult,
 };
+use crate::controller::decide::{RETRY_CAP, cond, platform_failure};
 use crate::controller::status::Next;
 use crate::platform::{ExportState, PlatformError};
 
@@ -149,20 +150,12 @@ fn clear_intent(status: &mut DatasetExportStatus) {
 /// What a step ends with.
 pub type Outcome = crate::controller::driver::Outcome<DatasetExportStatus>;
 
-/// A condition with one of the kind's reasons (or a ConnectionReady reason).
-fn cond(type_: &'static str, status: Status, reason: impl std::fmt::Display, message: impl Into<String>) -> NamedCond {
-    NamedCond::new(type_, status, reason.to_string(), message)
-}
-
 /// The outcome with Ready by the driver's rule: True once complete, else the first failing
 /// condition's (Unknown while the platform is working on it).
 fn outcome(status: DatasetExportStatus, conds: Vec<NamedCond>, retrying: bool, next: Next) -> Outcome {
     let done = cond(READY, Status::True, R::ExportSucceeded, "The export has completed.");
     Outcome::derived(status, conds, done, retrying, next)
 }
-
-/// The cap on retries after a platform failure.
-const RETRY_CAP: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The connection cannot be used: nothing is submitted.
 pub fn blocked(mut status: DatasetExportStatus, problem: NamedCond) -> Outcome {
@@ -561,9 +554,5 @@ pub fn no_credentials(status: DatasetExportStatus, before: Option<NamedCond>, c:
 }
 
 /// A platform failure as a condition of `type_`.
-fn platform_failure(type_: &'static str, doing: &str, e: &PlatformError) -> NamedCond {
-    crate::controller::platform::failure(type_, doing, e).into()
-}
-
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,7 @@ use crate::api::connection::{S3Connection, Usage};
 use crate::api::export::{
     DatasetExport, DatasetExportStatus, ExportFormat, ExportPhase, ExportReason as R, FileStatus,
 };
+use crate::controller::decide::cond;
 use crate::platform::ExportRequest;
 
 /// Report ids the platform gave whose status write failed, by export uid, so that a retry
@@ -69,10 +70,6 @@ fn status_str(s: FileStatus) -> &'static str {
         FileStatus::RCritical => "r_critical",
         FileStatus::CrCritical => "cr_critical",
     }
-}
-
-fn cond(type_: &'static str, status: Status, reason: impl std::fmt::Display, message: impl Into<String>) -> NamedCond {
-    NamedCond::new(type_, status, reason.to_string(), message)
 }
 
 /// Why an export cannot go ahead yet, from its S3Connection as it is; None when it can.
