@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod dataset;
+pub mod decide;
 pub mod driver;
 pub mod export;
 pub mod finalizer;
@@ -266,36 +267,7 @@ pub async fn run_controller<K, O, I, Fut, E>(
     E: std::error::Error + Send + 'static,
 {
     let (reader, writer) = reflector::store();
-    let trigger = watcher(api, ctx.config.watch_config())
-        .backoff(watch_backoff())
-        // The cache keeps what the controllers read: never managedFields, nor annotations
-        // other than the ones the operator and Flux define, each bounded (a tenant's object
-        // may carry 256 KiB of them, and kubectl's last-applied-configuration is the whole
-        // object again).
-        .modify(|o| {
-            let meta = o.meta_mut();
-            meta.managed_fields = None;
-            // Nor labels or ownerReferences, which no controller reads of its own kinds.
-            meta.labels = None;
-            meta.owner_references = None;
-            if let Some(annotations) = meta.annotations.as_mut() {
-                annotations.retain(|k, v| crate::api::annotations::kept_annotation(k, v));
-            }
-        })
-        .reflect(writer)
-        // An object that is gone leaves the per-object gauges and state with it.
-        .inspect_ok({
-            let ctx = ctx.clone();
-            move |event| {
-                if let watcher::Event::Delete(o) = event {
-                    let uid = o.meta().uid.as_deref().unwrap_or_default();
-                    crate::telemetry::metrics::METRICS.forget(uid);
-                    ctx.forget(uid);
-                }
-            }
-        })
-        .applied_objects()
-        .predicate_filter(trigger_hash, Default::default());
+    let trigger = watched(&ctx, api, writer, trigger_hash);
     let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
     let controller = extra(controller, store.clone());
@@ -342,6 +314,49 @@ pub async fn run_controller<K, O, I, Fut, E>(
             }
         })
         .await;
+}
+
+/// The objects of `api` whose `trigger_hash` changed, cached in `writer` as the
+/// controllers read them.
+fn watched<K>(
+    ctx: &Arc<Context>,
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    trigger_hash: fn(&K) -> Option<u64>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    watcher(api, ctx.config.watch_config())
+        .backoff(watch_backoff())
+        // The cache keeps what the controllers read: never managedFields, nor annotations
+        // other than the ones the operator and Flux define, each bounded (a tenant's object
+        // may carry 256 KiB of them, and kubectl's last-applied-configuration is the whole
+        // object again).
+        .modify(|o| {
+            let meta = o.meta_mut();
+            meta.managed_fields = None;
+            // Nor labels or ownerReferences, which no controller reads of its own kinds.
+            meta.labels = None;
+            meta.owner_references = None;
+            if let Some(annotations) = meta.annotations.as_mut() {
+                annotations.retain(|k, v| crate::api::annotations::kept_annotation(k, v));
+            }
+        })
+        .reflect(writer)
+        // An object that is gone leaves the per-object gauges and state with it.
+        .inspect_ok({
+            let ctx = ctx.clone();
+            move |event| {
+                if let watcher::Event::Delete(o) = event {
+                    let uid = o.meta().uid.as_deref().unwrap_or_default();
+                    crate::telemetry::metrics::METRICS.forget(uid);
+                    ctx.forget(uid);
+                }
+            }
+        })
+        .applied_objects()
+        .predicate_filter(trigger_hash, Default::default())
 }
 
 /// How watches retry after an error: quickly, so that after an API server restart new

@@ -15,7 +15,13 @@
 //! 5xx (the platform may fail after acting), the outcome is `Unknown` and the caller
 //! decides: a registration is looked up by its name, an export waits for a person.
 
+mod connections;
+mod datasets;
+mod exports;
 mod projects;
+pub use connections::{ConnectionForm, Registered};
+pub use datasets::{DatasetInfo, DatasetRequest};
+pub use exports::{ExportRequest, ExportState};
 pub use projects::{ProjectInfo, ProjectRequest, TemplateInfo, TemplateQuestion};
 
 #[cfg(test)]
@@ -25,7 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::s3::client::Keys;
 use crate::s3::uri::Location;
@@ -164,66 +170,6 @@ enum Effect {
     Create,
 }
 
-/// A connection registered on the platform, as its list and details show it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Registered {
-    pub id: String,
-    pub name: String,
-}
-
-/// What the platform needs to test or create an S3 connection.
-pub struct ConnectionForm<'a> {
-    pub keys: &'a Keys,
-    /// `bucket/prefix/` (the connection guide's form; datasets use `folder_path`).
-    pub path: String,
-    /// `import` or `export`
-    pub connection_type: &'a str,
-    pub data_type: &'a str,
-}
-
-pub struct ExportRequest<'a> {
-    pub name: &'a str,
-    /// Only the files updated after this time (Unix milliseconds): an incremental run.
-    pub updated_after: Option<i64>,
-    pub description: &'a str,
-    pub format: &'a str,
-    pub statuses: Vec<&'a str>,
-    pub connection_id: &'a str,
-    /// `bucket/path/to/folder/`
-    pub folder_path: String,
-}
-
-/// What a dataset is made from.
-pub struct DatasetRequest<'a> {
-    pub name: &'a str,
-    pub description: &'a str,
-    pub data_type: &'a str,
-    /// An import connection's id.
-    pub connection_id: &'a str,
-    /// `s3://bucket/prefix/folder/`: see `folder_path`.
-    pub path: String,
-    pub multimodal_indexing: bool,
-}
-
-/// A dataset as the platform shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DatasetInfo {
-    pub name: String,
-    pub description: String,
-    /// image, video, audio, document or text.
-    pub data_type: String,
-    pub files_count: i64,
-    /// 300: processed; 400 and above: failed; anything else: processing.
-    pub status_code: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ExportState {
-    Running(String),
-    Succeeded,
-    Failed(String),
-}
-
 #[derive(Clone)]
 pub struct Client {
     base: String,
@@ -259,241 +205,6 @@ impl Client {
 
     pub fn base_url(&self) -> &str {
         &self.base
-    }
-
-    /// Tests an S3 connection the way the platform's "connection test" does. A `2xx` whose
-    /// body says the test failed is a failure.
-    pub async fn test_connection(&self, creds: &Credentials, form: &ConnectionForm<'_>) -> Result<(), PlatformError> {
-        let fields = vec![
-            ("credentials", credentials_json(form.keys)),
-            ("connector", "s3".to_owned()),
-            ("path", form.path.clone()),
-            ("connection_type", form.connection_type.to_owned()),
-            ("data_type", form.data_type.to_owned()),
-        ];
-        let req = Call::new("POST", "/connectors/connections/test").email_id();
-        let (value, trace) = self.call(creds, req, Body::Form(fields), Some(form.keys)).await?;
-        match test_failure(&value) {
-            Some(message) => Err(PlatformError::Rejected { status: 200, message, tracking_id: trace }),
-            None => Ok(()),
-        }
-    }
-
-    /// Creates the connection and returns its id. Like the SDK, the form carries no
-    /// `data_type` (the test before it did).
-    pub async fn create_connection(
-        &self,
-        creds: &Credentials,
-        form: &ConnectionForm<'_>,
-        name: &str,
-        description: &str,
-    ) -> Result<String, PlatformError> {
-        let fields = vec![
-            ("client_id", creds.client_id.clone()),
-            ("connector", "s3".to_owned()),
-            ("name", name.to_owned()),
-            ("description", description.to_owned()),
-            ("connection_type", form.connection_type.to_owned()),
-            ("credentials", credentials_json(form.keys)),
-        ];
-        let req = Call::new("POST", "/connectors/connections/create").email_id().create(None);
-        let (value, trace) = self.call(creds, req, Body::Form(fields), Some(form.keys)).await?;
-        // A success without an id: the platform did something, and no one knows what.
-        string_field(&value, "connection_id", &trace).map_err(unknown_if_invalid)
-    }
-
-    /// The S3 connections of `connection_type` whose name satisfies `wanted`, through the
-    /// list (read to its end) and details endpoints: how a create whose answer was lost is
-    /// found again.
-    pub async fn find_connections(
-        &self,
-        creds: &Credentials,
-        connection_type: &str,
-        wanted: impl Fn(&str) -> bool,
-    ) -> Result<Vec<Registered>, PlatformError> {
-        let query = [("connector", "s3"), ("connection_type", connection_type)];
-        let list = List { path: "/connectors/connections/list", items: "connections", cursor: "last_connection_id" };
-        let items = self.list_all(creds, &list, &query, true).await?;
-        let mut found = Vec::new();
-        for item in items {
-            let Some(id) = item["connection_id"].as_str() else { continue };
-            // The list may carry names; where it does not, the details do.
-            let item_name = match item["name"].as_str() {
-                Some(n) => n.to_owned(),
-                None => match self.connection_name(creds, id).await? {
-                    Some(n) => n,
-                    // Gone between the list and its details.
-                    None => continue,
-                },
-            };
-            if wanted(&item_name) {
-                found.push(Registered { id: id.to_owned(), name: item_name });
-            }
-        }
-        Ok(found)
-    }
-
-    /// A connection's name, or None when the platform no longer knows the id.
-    async fn connection_name(&self, creds: &Credentials, id: &str) -> Result<Option<String>, PlatformError> {
-        let path = format!("/connectors/connections/{}/details", encode(id));
-        let Some(r) = self.get_by_id(creds, Call::new("GET", &path)).await? else { return Ok(None) };
-        Ok(Some(r["name"].as_str().unwrap_or_default().to_owned()))
-    }
-
-    /// Deletes a connection; one that is already gone counts as deleted.
-    pub async fn delete_connection(&self, creds: &Credentials, id: &str) -> Result<(), PlatformError> {
-        let body = Body::Json(json!({"connection_id": id}));
-        let req = Call::new("POST", "/connectors/connections/delete").email_id();
-        match self.call(creds, req, body, None).await {
-            Ok(_) | Err(PlatformError::Rejected { status: 404, .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Submits an export to S3 and returns its report id. The SDK sends no `uuid` with this
-    /// call; s3connect does (the tracking id `tracking_id`, recorded by the caller
-    /// beforehand), so that the submission can be quoted to support.
-    pub async fn create_export(
-        &self,
-        creds: &Credentials,
-        project_id: &str,
-        req: &ExportRequest<'_>,
-        tracking_id: &str,
-    ) -> Result<String, PlatformError> {
-        let mut body = json!({
-            "export_name": req.name,
-            "export_description": req.description,
-            "export_format": req.format,
-            "statuses": req.statuses,
-            "export_destination": "s3",
-            "connection_id": req.connection_id,
-            "export_folder_path": req.folder_path,
-            "question_ids": ["all"],
-        });
-        if let Some(ms) = req.updated_after {
-            body["updated_after_timestamp"] = json!(ms);
-        }
-        let query = [("project_id", project_id)];
-        let call = Call::new("POST", "/sdk/export/files").query(&query).create(Some(tracking_id));
-        let (value, trace) = self.call(creds, call, Body::Json(body), None).await?;
-        string_field(&value, "report_id", &trace).map_err(unknown_if_invalid)
-    }
-
-    /// The state of an export, or None when the platform does not know the report id.
-    pub async fn export_status(
-        &self,
-        creds: &Credentials,
-        project_id: &str,
-        report_id: &str,
-    ) -> Result<Option<ExportState>, PlatformError> {
-        let body = Body::Json(json!({"report_ids": [report_id]}));
-        let query = [("project_id", project_id)];
-        let (value, _) = self.call(creds, Call::new("POST", "/exports/status").query(&query), body, None).await?;
-        // Some SDK versions read `status`, others `response`: accept both.
-        let items = value.get("status").or_else(|| value.get("response")).and_then(Value::as_array);
-        let Some(item) = items.into_iter().flatten().find(|i| i["report_id"] == report_id) else {
-            return Ok(None);
-        };
-        let status = item["export_status"].as_str().unwrap_or_default();
-        Ok(Some(if status.eq_ignore_ascii_case("failed") {
-            ExportState::Failed(
-                item.get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("the platform reports the export failed")
-                    .to_owned(),
-            )
-        } else if item["is_completed"].as_bool() == Some(true) && status.eq_ignore_ascii_case("created") {
-            ExportState::Succeeded
-        } else {
-            ExportState::Running(status.to_owned())
-        }))
-    }
-
-    /// Creates a dataset from an import connection's folder, with the tracking id
-    /// `tracking_id` (recorded by the caller beforehand), and returns its id.
-    pub async fn create_dataset(
-        &self,
-        creds: &Credentials,
-        req: &DatasetRequest<'_>,
-        tracking_id: &str,
-    ) -> Result<String, PlatformError> {
-        let body = Body::Json(json!({
-            "dataset_name": req.name,
-            "dataset_description": req.description,
-            "data_type": req.data_type,
-            "connection_id": req.connection_id,
-            "path": req.path,
-            "client_id": creds.client_id,
-            "es_multimodal_index": req.multimodal_indexing,
-        }));
-        let call = Call::new("POST", "/datasets/create").create(Some(tracking_id));
-        let (value, trace) = self.call(creds, call, body, None).await?;
-        string_field(&value, "dataset_id", &trace).map_err(unknown_if_invalid)
-    }
-
-    /// The dataset `id`, or None when the platform does not know it.
-    pub async fn get_dataset(&self, creds: &Credentials, id: &str) -> Result<Option<DatasetInfo>, PlatformError> {
-        let path = format!("/datasets/{}", encode(id));
-        let Some(r) = self.get_by_id(creds, Call::new("GET", &path)).await? else { return Ok(None) };
-        let number = |v: &Value| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0);
-        Ok(Some(DatasetInfo {
-            name: r["name"].as_str().unwrap_or_default().to_owned(),
-            description: r["description"].as_str().unwrap_or_default().to_owned(),
-            data_type: r["data_type"].as_str().unwrap_or_default().to_owned(),
-            files_count: number(&r["files_count"]),
-            status_code: number(&r["status_code"]),
-        }))
-    }
-
-    /// The ids of the datasets of `data_type` named `name`, through the list read to its
-    /// end: how a create whose answer was lost is found again.
-    pub async fn find_datasets(
-        &self,
-        creds: &Credentials,
-        data_type: &str,
-        name: &str,
-    ) -> Result<Vec<String>, PlatformError> {
-        let query = [("data_type", data_type), ("permission_level", "client"), ("page_size", "100")];
-        let list = List { path: "/datasets/list", items: "datasets", cursor: "last_dataset_id" };
-        let items = self.list_all(creds, &list, &query, false).await?;
-        Ok(items
-            .iter()
-            .filter(|d| d["name"].as_str() == Some(name))
-            .filter_map(|d| d["dataset_id"].as_str().map(str::to_owned))
-            .collect())
-    }
-
-    /// Deletes a dataset; one that is already gone counts as deleted.
-    pub async fn delete_dataset(&self, creds: &Credentials, id: &str) -> Result<(), PlatformError> {
-        let path = format!("/datasets/{}/delete", encode(id));
-        match self.call(creds, Call::new("DELETE", &path), Body::Empty, None).await {
-            Ok(_) | Err(PlatformError::Rejected { status: 404, .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Syncs the new files of the connection's `path` (see `folder_path`) into
-    /// `project_id`'s dataset. Doing it twice adds nothing twice.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn sync_dataset(
-        &self,
-        creds: &Credentials,
-        project_id: &str,
-        dataset_id: &str,
-        connection_id: &str,
-        path: &str,
-        data_type: &str,
-    ) -> Result<(), PlatformError> {
-        let body = Body::Json(json!({
-            "client_id": creds.client_id,
-            "project_id": project_id,
-            "dataset_id": dataset_id,
-            "path": path,
-            "data_type": data_type,
-            "email_id": creds.api_key,
-            "connection_id": connection_id,
-        }));
-        self.call(creds, Call::new("POST", "/connectors/datasets/sync"), body, None).await.map(|_| ())
     }
 
     /// The `response` of a GET of one object by id, or None when the platform does not know
@@ -811,10 +522,6 @@ fn metric_path(path: &str) -> &'static str {
     }
 }
 
-fn credentials_json(keys: &Keys) -> String {
-    json!({"access_key_id": keys.access_key_id, "secret_access_key": keys.secret_access_key}).to_string()
-}
-
 fn unknown_if_invalid(e: PlatformError) -> PlatformError {
     match e {
         PlatformError::Invalid { detail, tracking_id } => PlatformError::Unknown { detail, tracking_id },
@@ -859,21 +566,6 @@ fn body_error(value: &Value) -> Option<String> {
 /// The platform's "No files found with the given status", in whichever field it came.
 fn is_no_files(text: &str) -> bool {
     text.to_ascii_lowercase().contains("no files found")
-}
-
-/// Why a connection test answered with a `2xx` failed, if its body says it did: an error
-/// (see `body_error`, already turned into a refusal), no result at all, or a result that
-/// reports failure.
-fn test_failure(value: &Value) -> Option<String> {
-    let r = &value["response"];
-    if r.is_null() {
-        return Some(format!("the connection test gave no result: {}", api_message(value, b"")));
-    }
-    let said = |k: &str| r[k].as_str().map(str::to_ascii_lowercase);
-    let failed = r["success"].as_bool() == Some(false)
-        || r["status"].as_bool() == Some(false)
-        || said("status").is_some_and(|s| matches!(s.as_str(), "failed" | "failure" | "error"));
-    failed.then(|| text_of(r.get("message")).unwrap_or_else(|| "the connection test failed".into()))
 }
 
 /// What marks a platform object as made for one Kubernetes object: its uid, in a field the
@@ -922,6 +614,9 @@ fn multipart(fields: &[(&'static str, String)]) -> (String, Bytes) {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
+    use super::connections::test_failure;
     use super::*;
 
     #[test]

@@ -519,15 +519,22 @@ async fn the_policy_from_s3connect_policy_is_enough_and_the_ui_origin_can_get_ob
     // Events: the transition to Ready, and the CORS change, once each. They are posted
     // after the status write, so they may land a moment after Ready is seen.
     let events_api = Api::<k8s_openapi::api::events::v1::Event>::namespaced(case.client.clone(), &case.ns);
-    let mut reasons: Vec<String> = Vec::new();
-    for _ in 0..100 {
-        let events = events_api.list(&Default::default()).await.unwrap();
-        reasons = events.items.iter().filter_map(|e| e.reason.clone()).collect();
-        if reasons.iter().any(|r| r == "Validated") && reasons.iter().any(|r| r == "CorsApplied") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let every = std::time::Duration::from_millis(100);
+    let reasons: Vec<String> = support::wait_for(
+        "the Validated and CorsApplied events",
+        std::time::Duration::from_secs(10),
+        every,
+        || async {
+            let events = events_api.list(&Default::default()).await.unwrap();
+            let reasons: Vec<String> = events.items.iter().filter_map(|e| e.reason.clone()).collect();
+            if reasons.iter().any(|r| r == "Validated") && reasons.iter().any(|r| r == "CorsApplied") {
+                Ok(reasons)
+            } else {
+                Err(format!("events: {reasons:?}"))
+            }
+        },
+    )
+    .await;
     assert!(
         reasons.iter().any(|r| r == "Validated") && reasons.iter().any(|r| r == "CorsApplied"),
         "events: {reasons:?}"

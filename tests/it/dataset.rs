@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use s3connect::api::Dataset;
 use s3connect::api::connection::{CorsMode, Usage};
@@ -45,13 +44,7 @@ impl DatasetCase {
             iam::user_with_policy_named(hint, &policy(&location, None, &required(&[Usage::Import], CorsMode::Apply)))
                 .await;
         support::keys_secret(&client, &ns, "keys", &keys).await;
-        let p = &support::env().platform;
-        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "labellerr"},
-            "stringData": {"LABELLERR_API_KEY": p.api_key, "LABELLERR_API_SECRET": p.api_secret, "LABELLERR_CLIENT_ID": p.client_id}});
-        Api::<Secret>::namespaced(client.clone(), &ns)
-            .patch("labellerr", &PatchParams::apply("test").force(), &Patch::Apply(&secret))
-            .await
-            .unwrap();
+        support::platform_secret(&client, &ns).await;
         support::s3_connection(
             &client,
             &ns,
@@ -91,17 +84,12 @@ impl DatasetCase {
     }
 
     async fn wait(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let mut last = Value::Null;
-        for _ in 0..300 {
-            let d = self.api().get(name).await.unwrap();
-            let status = serde_json::to_value(&d.status).unwrap();
-            if done(&status) {
-                return status;
-            }
-            last = status;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("{}/{name}: {what} did not happen within 60s; status: {last:#}", self.ns);
+        let what = format!("{}/{name}: {what}", self.ns);
+        support::wait_for(what, Duration::from_secs(60), Duration::from_millis(200), || async {
+            let status = serde_json::to_value(&self.api().get(name).await.unwrap().status).unwrap();
+            if done(&status) { Ok(status) } else { Err(format!("{status:#}")) }
+        })
+        .await
     }
 
     async fn assert_no_secrets(&self) {
@@ -273,12 +261,10 @@ async fn killed_between_create_and_status_write_leaves_exactly_one_dataset() {
     platform::fault("datasets/create", json!({"count": 1, "delay_after": 8, "connection_id": connection_id})).await;
     case.dataset("cats", json!({"path": "cats/", "displayName": format!("{ns}-once")})).await;
     let name = format!("{ns}-once");
-    for _ in 0..150 {
-        if !on_platform(&name).await.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_for("the dataset on the platform", Duration::from_secs(15), Duration::from_millis(100), || async {
+        if on_platform(&name).await.is_empty() { Err("none on the platform") } else { Ok(()) }
+    })
+    .await;
     let found = on_platform(&name).await;
     assert_eq!(found.len(), 1, "the platform created it once: {found:#?}\n{:#}", platform::state().await["calls"]);
     let pid = operator_pid(&log);
@@ -367,12 +353,10 @@ async fn a_namesake_in_another_namespace_is_never_adopted_or_deleted() {
     assert_eq!(on_platform(&shared_name).await.len(), 1, "a second dataset of that name was made");
 
     b.api().delete("cats", &Default::default()).await.unwrap();
-    for _ in 0..150 {
-        if b.api().get_opt("cats").await.unwrap().is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    support::wait_for("B's Dataset's deletion", Duration::from_secs(30), Duration::from_millis(200), || async {
+        b.api().get_opt("cats").await.unwrap().map_or(Ok(()), |_| Err("it is still there"))
+    })
+    .await;
     assert!(b.api().get_opt("cats").await.unwrap().is_none(), "B's Dataset was not deleted");
     assert_eq!(on_platform(&shared_name).await, theirs, "deleting B's Dataset touched A's");
     let a_now = serde_json::to_value(a.api().get("cats").await.unwrap().status).unwrap();

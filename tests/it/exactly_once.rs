@@ -56,13 +56,7 @@ async fn a_lagging_watch_and_an_api_server_restart_never_create_twice_or_lose_an
     let usage = [Usage::Import, Usage::Export];
     let keys = iam::user_with_policy("once", &policy(&location, None, &required(&usage, CorsMode::Apply))).await;
     support::keys_secret(&client, &ns, "keys", &keys).await;
-    let p = &support::env().platform;
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "labellerr"},
-        "stringData": {"LABELLERR_API_KEY": p.api_key, "LABELLERR_API_SECRET": p.api_secret, "LABELLERR_CLIENT_ID": p.client_id}});
-    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &serde_json::from_value(secret).unwrap())
-        .await
-        .unwrap();
+    support::platform_secret(&client, &ns).await;
     support::s3_connection(
         &client,
         &ns,
@@ -79,15 +73,12 @@ async fn a_lagging_watch_and_an_api_server_restart_never_create_twice_or_lose_an
         std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-once-{}.log", std::process::id()));
     let mut operator = spawn_with(&log, &lagging, &[]);
     let conns = Api::<s3connect::api::S3Connection>::namespaced(client.clone(), &ns);
-    let mut registered = false;
-    for _ in 0..300 {
-        if conns.get("c").await.is_ok_and(|c| condition(&c, "Registered").is_some_and(|r| r.status == "True")) {
-            registered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(registered, "the connection was not registered within 60 s");
+    support::wait_for("the connection's registration", Duration::from_secs(60), Duration::from_millis(200), || async {
+        let registered =
+            conns.get("c").await.is_ok_and(|c| condition(&c, "Registered").is_some_and(|r| r.status == "True"));
+        if registered { Ok(()) } else { Err("not registered") }
+    })
+    .await;
 
     let exports = Api::<DatasetExport>::namespaced(client.clone(), &ns);
     let datasets = Api::<Dataset>::namespaced(client.clone(), &ns);
@@ -144,19 +135,18 @@ async fn a_lagging_watch_and_an_api_server_restart_never_create_twice_or_lose_an
     };
 
     // The API server restarts right after the first intent is recorded.
-    let mut intent = false;
-    for _ in 0..300 {
+    support::wait_for("an intent recorded", Duration::from_secs(15), Duration::from_millis(50), || async {
         let e = exports.list(&Default::default()).await.unwrap();
         let d = datasets.list(&Default::default()).await.unwrap();
         if e.items.iter().any(|x| x.status.as_ref().is_some_and(|s| s.submission_started_time.is_some()))
             || d.items.iter().any(|x| x.status.as_ref().is_some_and(|s| s.creation_started_time.is_some()))
         {
-            intent = true;
-            break;
+            Ok(())
+        } else {
+            Err("no intent in any status")
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(intent, "no intent was recorded within 15 s");
+    })
+    .await;
     support::restart_apiserver(&run_dir, &client).await;
 
     // Everything settles: each export succeeded, each dataset is Ready.

@@ -3,12 +3,10 @@
 //! probes S3 and really writes the export file. Tests check objects in S3 and what the
 //! platform holds, not calls on a fake.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use s3connect::api::connection::{CorsMode, Usage};
 use s3connect::api::{DatasetExport, S3Connection};
 use s3connect::s3::client::Keys;
@@ -63,34 +61,8 @@ impl ExportCase {
         let actions: Vec<Action> =
             required(&usage, CorsMode::Apply).into_iter().filter(|a| !denied.contains(a)).collect();
         let keys = iam::user_with_policy(hint, &policy(&location, None, &actions)).await;
-        let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
-        let platform = &support::env().platform;
-        for (name, data) in [
-            (
-                "keys",
-                vec![
-                    ("AWS_ACCESS_KEY_ID", keys.access_key_id.clone()),
-                    ("AWS_SECRET_ACCESS_KEY", keys.secret_access_key.clone()),
-                ],
-            ),
-            (
-                "labellerr",
-                vec![
-                    ("LABELLERR_API_KEY", platform.api_key.clone()),
-                    ("LABELLERR_API_SECRET", platform.api_secret.clone()),
-                    ("LABELLERR_CLIENT_ID", platform.client_id.clone()),
-                ],
-            ),
-        ] {
-            let data: BTreeMap<String, ByteString> =
-                data.into_iter().map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes()))).collect();
-            let secret = Secret {
-                metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-                data: Some(data),
-                ..Default::default()
-            };
-            secrets.create(&PostParams::default(), &secret).await.unwrap();
-        }
+        support::keys_secret(&client, &ns, "keys", &keys).await;
+        support::platform_secret(&client, &ns).await;
         let project = unique("proj");
         platform::project(
             &project,
@@ -160,17 +132,12 @@ impl ExportCase {
 
     async fn wait_export(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let api = Api::<DatasetExport>::namespaced(self.client.clone(), &self.ns);
-        let mut last = Value::Null;
-        for _ in 0..300 {
-            let e = api.get(name).await.unwrap();
-            let status = serde_json::to_value(&e.status).unwrap();
-            if done(&status) {
-                return status;
-            }
-            last = status;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("{}/{name}: {what} did not happen within 60s; status: {last:#}", self.ns);
+        let what = format!("{}/{name}: {what}", self.ns);
+        support::wait_for(what, Duration::from_secs(60), Duration::from_millis(200), || async {
+            let status = serde_json::to_value(&api.get(name).await.unwrap().status).unwrap();
+            if done(&status) { Ok(status) } else { Err(format!("{status:#}")) }
+        })
+        .await
     }
 
     async fn assert_no_secrets(&self) {
@@ -232,15 +199,13 @@ async fn an_export_lands_at_its_destination_with_exactly_the_requested_statuses(
     // Phase events are posted after the status write: they may land a moment after it.
     let events_api = Api::<k8s_openapi::api::events::v1::Event>::namespaced(case.client.clone(), &case.ns);
     let both = |r: &[String]| r.iter().any(|x| x == "Submitted") && r.iter().any(|x| x == "Succeeded");
-    let mut reasons: Vec<String> = Vec::new();
-    for _ in 0..100 {
-        let events = events_api.list(&Default::default()).await.unwrap();
-        reasons = events.items.iter().filter_map(|e| e.reason.clone()).collect();
-        if both(&reasons) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reasons =
+        support::wait_for("the phase events", Duration::from_secs(10), Duration::from_millis(100), || async {
+            let events = events_api.list(&Default::default()).await.unwrap();
+            let reasons: Vec<String> = events.items.iter().filter_map(|e| e.reason.clone()).collect();
+            if both(&reasons) { Ok(reasons) } else { Err(format!("phase events: {reasons:?}")) }
+        })
+        .await;
     assert!(both(&reasons), "phase events: {reasons:?}");
     case.assert_no_secrets().await;
 }
@@ -470,13 +435,13 @@ use platform::registrations;
 async fn wait_gone(case: &ExportCase) {
     let api = Api::<s3connect::api::S3Connection>::namespaced(case.client.clone(), &case.ns);
     api.delete("exports", &Default::default()).await.unwrap();
-    for _ in 0..300 {
-        if api.get_opt("exports").await.unwrap().is_none() {
-            return;
+    support::wait_for("the S3Connection's deletion", Duration::from_secs(60), Duration::from_millis(200), || async {
+        match api.get_opt("exports").await.unwrap() {
+            None => Ok(()),
+            Some(_) => Err("it is still there"),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("the S3Connection was not deleted within 60 s");
+    })
+    .await
 }
 
 #[tokio::test]
@@ -563,12 +528,10 @@ async fn killed_between_registration_create_and_status_write_registers_once() {
     platform::fault("connections/create", json!({"count": 1, "delay_after": 8, "name": format!("s3connect {owner} ")}))
         .await;
     case.start().await;
-    for _ in 0..150 {
-        if !registrations(&owner).await.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_for("the first registration", Duration::from_secs(15), Duration::from_millis(100), || async {
+        if registrations(&owner).await.is_empty() { Err("none on the platform") } else { Ok(()) }
+    })
+    .await;
     assert_eq!(registrations(&owner).await.len(), 1, "the platform created the first registration");
     let pid = operator_pid(&log);
     assert!(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
@@ -602,12 +565,10 @@ async fn killed_between_the_platform_accepting_and_the_status_write_never_export
     // exactly the window between the platform's accept and its status write.
     platform::fault("export/create", json!({"count": 1, "delay_after": 6, "project_id": case.project})).await;
     case.export("once", &["review"]).await;
-    for _ in 0..100 {
-        if !platform::exports(&case.project).await.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_for("the export on the platform", Duration::from_secs(10), Duration::from_millis(100), || async {
+        if platform::exports(&case.project).await.is_empty() { Err("none on the platform") } else { Ok(()) }
+    })
+    .await;
     assert_eq!(platform::exports(&case.project).await.len(), 1, "the platform accepted the export");
     let pid = operator_pid(&log);
     assert!(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
@@ -655,12 +616,10 @@ async fn deleting_a_registered_connection_removes_it_from_the_platform() {
     assert!(registrations.iter().all(|c| held(&state, &c.id)), "both registrations are on the platform");
 
     api.delete("exports", &DeleteParams::default()).await.unwrap();
-    for _ in 0..150 {
-        if api.get_opt("exports").await.unwrap().is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    support::wait_for("the S3Connection's deletion", Duration::from_secs(30), Duration::from_millis(200), || async {
+        api.get_opt("exports").await.unwrap().map_or(Ok(()), |_| Err("it is still there"))
+    })
+    .await;
     assert!(api.get_opt("exports").await.unwrap().is_none(), "the S3Connection was not deleted");
     let state = platform::state().await;
     assert!(
@@ -721,12 +680,10 @@ async fn deletion_waits_for_the_platform_and_the_annotation_lets_it_go() {
 
     let patch = json!({"metadata": {"annotations": {"s3connect.io/skip-platform-cleanup": "true"}}});
     api.patch("exports", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    for _ in 0..150 {
-        if api.get_opt("exports").await.unwrap().is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    support::wait_for("the S3Connection's deletion", Duration::from_secs(30), Duration::from_millis(200), || async {
+        api.get_opt("exports").await.unwrap().map_or(Ok(()), |_| Err("it is still there"))
+    })
+    .await;
     assert!(api.get_opt("exports").await.unwrap().is_none(), "the annotation did not release the finalizer");
     platform::fault("connections/delete", json!({"status": 0, "count": 0, "connection_id": id})).await;
     let held =

@@ -236,28 +236,32 @@ async fn a_status_write_the_api_server_refuses_is_a_warning_event() {
     }
     // In force once a dry-run status update of another connection is refused.
     tenant.connection("probe", json!({})).await;
-    let mut refused = false;
-    for _ in 0..300 {
+    let in_force = "the admission policy in force";
+    support::wait_for(in_force, Duration::from_secs(30), Duration::from_millis(100), || async {
         let patch = json!({"status": {"observedGeneration": 0}});
         let dry_run = PatchParams { dry_run: true, ..Default::default() };
-        if let Err(e) = tenant.api().patch_status("probe", &dry_run, &Patch::Merge(&patch)).await
-            && e.to_string().contains("status updates are frozen here")
-        {
-            refused = true;
-            break;
+        match tenant.api().patch_status("probe", &dry_run, &Patch::Merge(&patch)).await {
+            Err(e) if e.to_string().contains("status updates are frozen here") => Ok(()),
+            Err(e) => Err(e.to_string()),
+            Ok(_) => Err("the dry-run status update was admitted".to_owned()),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(refused, "the admission policy was not in force within 30 s");
+    })
+    .await;
     tenant.connection("c", json!({})).await;
-    let mut events = Vec::new();
-    for _ in 0..150 {
-        events = event_reasons_for(&tenant.client, &tenant.ns, "c").await;
-        if events.iter().any(|(r, _, _)| r == "StatusWriteRefused") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let events = support::wait_for(
+        "a StatusWriteRefused event",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let events = event_reasons_for(&tenant.client, &tenant.ns, "c").await;
+            if events.iter().any(|(r, _, _)| r == "StatusWriteRefused") {
+                Ok(events)
+            } else {
+                Err(format!("{events:?}"))
+            }
+        },
+    )
+    .await;
     let (_, type_, note) = events
         .iter()
         .find(|(r, _, _)| r == "StatusWriteRefused")
@@ -303,13 +307,7 @@ async fn two_hundred_hung_stores_and_a_hung_platform_in_two_namespaces_do_not_de
     }
     // Namespace B: 16 connections whose S3 is fine and whose platform test hangs.
     let b = Tenant::new("hung-platform").await;
-    let p = &support::env().platform;
-    let platform_secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "labellerr"},
-        "stringData": {"LABELLERR_API_KEY": p.api_key, "LABELLERR_API_SECRET": p.api_secret, "LABELLERR_CLIENT_ID": p.client_id}});
-    Api::<Secret>::namespaced(client.clone(), &b.ns)
-        .patch("labellerr", &PatchParams::apply("test").force(), &Patch::Apply(&platform_secret))
-        .await
-        .unwrap();
+    support::platform_secret(&client, &b.ns).await;
     let path = format!("{}/images/", b.bucket);
     platform::fault("connections/test", json!({"path": path, "count": 1000, "delay": 120})).await;
     for i in 0..16 {
@@ -810,13 +808,7 @@ async fn a_store_that_answers_nothing_turns_ready_false_after_the_unreachable_gr
 async fn a_metadata_only_secret_change_makes_no_s3_request_and_no_platform_call() {
     let _timer = crate::timed!();
     let t = Tenant::new("meta-only").await;
-    let p = &support::env().platform;
-    let platform_secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "labellerr"},
-        "stringData": {"LABELLERR_API_KEY": p.api_key, "LABELLERR_API_SECRET": p.api_secret, "LABELLERR_CLIENT_ID": p.client_id}});
-    Api::<Secret>::namespaced(t.client.clone(), &t.ns)
-        .patch("labellerr", &PatchParams::apply("test").force(), &Patch::Apply(&platform_secret))
-        .await
-        .unwrap();
+    support::platform_secret(&t.client, &t.ns).await;
     t.connection(
         "c",
         json!({"endpoint": support::env().s3_fault_proxy, "platform": {"secretRef": {"name": "labellerr"}}}),

@@ -5,13 +5,11 @@
 //! the connection, serves only what an S3AccessGrant covers (revoking keys when a grant
 //! narrows), and never adopts or deletes a user that is not provably its own.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use s3connect::api::{S3AccessGrant, S3Connection};
 use serde_json::{Value, json};
 
@@ -37,17 +35,13 @@ async fn access_keys(user: &str) -> Vec<String> {
 }
 
 async fn wait(api: &Api<S3Connection>, name: &str, what: &str, done: impl Fn(&S3Connection) -> bool) -> S3Connection {
-    let mut last = None;
-    for _ in 0..300 {
-        if let Some(c) = api.get_opt(name).await.unwrap() {
-            if done(&c) {
-                return c;
-            }
-            last = c.status;
+    support::wait_for(format!("{name}: {what}"), Duration::from_secs(60), Duration::from_millis(200), || async {
+        match api.get_opt(name).await.unwrap() {
+            Some(c) if done(&c) => Ok(c),
+            c => Err(serde_json::to_string_pretty(&c.and_then(|c| c.status)).unwrap()),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{name}: {what} did not happen within 60 s; status: {}", serde_json::to_string_pretty(&last).unwrap());
+    })
+    .await
 }
 
 fn ready(c: &S3Connection) -> bool {
@@ -150,21 +144,7 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     s3::put(&bucket, "images/cat.jpg", b"cat").await;
     let elsewhere = s3::bucket("elsewhere", "us-east-1").await;
     s3::put(&elsewhere, "images/cat.jpg", b"cat").await;
-    let platform = &env().platform;
-    let data: BTreeMap<String, ByteString> = [
-        ("LABELLERR_API_KEY", &platform.api_key),
-        ("LABELLERR_API_SECRET", &platform.api_secret),
-        ("LABELLERR_CLIENT_ID", &platform.client_id),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), ByteString(v.clone().into_bytes())))
-    .collect();
-    let secret = Secret {
-        metadata: ObjectMeta { name: Some("labellerr".into()), ..Default::default() },
-        data: Some(data),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.unwrap();
+    support::platform_secret(&client, &ns).await;
 
     let (operator_keys, operator_user, policy) = operator_identity("operator").await;
     // The bucket is granted to this namespace (with Retain allowed); `elsewhere` is not.
@@ -220,18 +200,17 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     // Rotate now: Ready throughout; the registration is replaced; one (new) key is left.
     let rotate = json!({"metadata": {"annotations": {"s3connect.io/rotate-keys-at": "now-1"}}});
     api.patch("c", &PatchParams::default(), &Patch::Merge(&rotate)).await.unwrap();
-    let mut done = None;
-    for _ in 0..300 {
+    let c = support::wait_for("the rotation", Duration::from_secs(30), Duration::from_millis(100), || async {
         let c = api.get("c").await.unwrap();
         assert!(ready(&c), "Ready went False during a rotation: {:?}", c.status);
         let m = managed(&c);
         if m["lastHandledRotateAt"] == "now-1" && m["retiringPreviousKey"] == false {
-            done = Some(c);
-            break;
+            Ok(c)
+        } else {
+            Err(format!("{m}"))
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let c = done.expect("the rotation finished within 30 s");
+    })
+    .await;
     let second = access_keys(&user).await;
     assert_eq!(second.len(), 1, "one key after a rotation: {second:?}");
     assert_ne!(second, first, "the key was not replaced");
@@ -317,17 +296,13 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
             "uri": uri, "credentials": {"managed": {}}, "endpoint": env().s3_endpoint, "forcePathStyle": true}});
         api.patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&conn)).await.unwrap();
         let user = format!("{ns}.{name}");
-        let mut document = None;
-        for _ in 0..150 {
+        let what = "the managed user's policy put";
+        let document = support::wait_for(what, Duration::from_secs(30), Duration::from_millis(200), || async {
             let (status, body) =
                 iam::try_call(&[("Action", "GetUserPolicy"), ("UserName", &user), ("PolicyName", "s3connect")]).await;
-            if status.is_success() {
-                document = Some(minted(&body));
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let document = document.expect("the managed user's policy was put within 30 s");
+            if status.is_success() { Ok(minted(&body)) } else { Err(status.to_string()) }
+        })
+        .await;
         let printed = std::process::Command::new(env!("CARGO_BIN_EXE_s3connect"))
             .args(["policy", "--uri", &uri, "--usage", "import"])
             .output()
@@ -380,15 +355,18 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
         api.delete(name, &DeleteParams::default()).await.unwrap();
     }
     for name in all {
-        let mut gone = false;
-        for _ in 0..150 {
-            if api.get_opt(name).await.unwrap().is_none() {
-                gone = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert!(gone, "{name} was not deleted: {:?}", api.get_opt(name).await.unwrap().map(|c| c.status));
+        support::wait_for(
+            format!("{name}'s deletion"),
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || async {
+                match api.get_opt(name).await.unwrap() {
+                    None => Ok(()),
+                    Some(c) => Err(format!("{:?}", c.status)),
+                }
+            },
+        )
+        .await;
     }
     assert!(!iam_get_user(&user).await, "the IAM user outlived its S3Connection");
     assert!(!iam_get_user(&format!("{ns}.denied")).await);
@@ -535,22 +513,18 @@ async fn namespaces_get_only_what_a_grant_covers_and_installations_keep_apart() 
     wait(&api_a, "a1", "Ready again", ready).await;
     assert_eq!(access_keys(&user_a).await.len(), 1);
     let served = Api::<S3AccessGrant>::all(client.clone());
-    let mut counted = false;
-    for _ in 0..150 {
+    let what = "grant B's status counting its one connection";
+    support::wait_for(what, Duration::from_secs(30), Duration::from_millis(200), || async {
         let g = served.get(&grant_b).await.unwrap();
         if g.status.as_ref().is_some_and(|s| {
             s.connections == 1 && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
         }) {
-            counted = true;
-            break;
+            Ok(())
+        } else {
+            Err(format!("{:?}", g.status))
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        counted,
-        "grant B's status does not count its one connection: {:?}",
-        served.get(&grant_b).await.unwrap().status
-    );
+    })
+    .await;
 
     // A second installation in the same AWS account takes over A's namespace: it never
     // rotates, adopts or deletes the first installation's user.
@@ -568,15 +542,10 @@ async fn namespaces_get_only_what_a_grant_covers_and_installations_keep_apart() 
     assert!(message.contains("another s3connect installation"), "{message}");
     assert_eq!(access_keys(&user_a).await, keys_before, "another installation changed the user's keys");
     api_a.delete("a1", &DeleteParams::default()).await.unwrap();
-    let mut gone = false;
-    for _ in 0..150 {
-        if api_a.get_opt("a1").await.unwrap().is_none() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(gone, "a1 was not deleted");
+    support::wait_for("a1's deletion", Duration::from_secs(30), Duration::from_millis(200), || async {
+        api_a.get_opt("a1").await.unwrap().map_or(Ok(()), |_| Err("a1 is still there"))
+    })
+    .await;
     assert!(iam_get_user(&user_a).await, "another installation deleted the user");
     assert_eq!(access_keys(&user_a).await, keys_before);
 
@@ -633,13 +602,12 @@ async fn tenant(client: &kube::Client, ns: &str) -> kube::Client {
     Api::<RoleBinding>::namespaced(client.clone(), ns).create(&PostParams::default(), &binding).await.unwrap();
     let tenant = client_as(&user).await;
     // RBAC is in force once the tenant can read its own namespace's connections.
-    for _ in 0..100 {
-        if Api::<S3Connection>::namespaced(tenant.clone(), ns).list(&Default::default()).await.is_ok() {
-            return tenant;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the tenant's Role did not come into force");
+    let connections = Api::<S3Connection>::namespaced(tenant.clone(), ns);
+    support::wait_for("the tenant's Role in force", Duration::from_secs(10), Duration::from_millis(100), || async {
+        connections.list(&Default::default()).await.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
+    tenant
 }
 
 async fn user_policy(user: &str) -> Option<Value> {
@@ -650,13 +618,11 @@ async fn user_policy(user: &str) -> Option<Value> {
 
 /// Waits until `done` holds for what IAM says, or panics naming `what`.
 async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
-    for _ in 0..300 {
-        if done().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{what} did not happen within 60 s");
+    support::wait_for(what, Duration::from_secs(60), Duration::from_millis(200), || {
+        let check = done();
+        async move { if check.await { Ok(()) } else { Err("not yet") } }
+    })
+    .await
 }
 
 /// What IAM holds decides managed credentials, never what a tenant with the edit role can
@@ -896,14 +862,12 @@ async fn an_installation_id_made_anew_never_orphans_or_falsely_revokes_keys() {
     // The ConfigMap deleted: the operator refuses a new id and says how to adopt.
     maps.delete(&name, &DeleteParams::default()).await.unwrap();
     let (mut refused, log) = managed_operator("mgdid-2", &ns, &keys, &args);
-    let mut said = String::new();
-    for _ in 0..150 {
-        said = std::fs::read_to_string(&log).unwrap_or_default();
-        if said.contains("put the old id back") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let said =
+        support::wait_for("the refusal in the log", Duration::from_secs(30), Duration::from_millis(200), || async {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            if said.contains("put the old id back") { Ok(said) } else { Err(said) }
+        })
+        .await;
     assert!(said.contains("put the old id back") && said.contains(&old_id), "{said}");
     drop(refused.stdin.take());
     assert!(!refused.wait().unwrap().success(), "the operator ran with a new id");
@@ -936,15 +900,11 @@ async fn an_installation_id_made_anew_never_orphans_or_falsely_revokes_keys() {
     let restored = json!({"data": {"id": old_id}});
     maps.patch(&name, &PatchParams::default(), &Patch::Merge(&restored)).await.unwrap();
     let (mut back, _) = managed_operator("mgdid-4", &ns, &keys, &args);
-    let mut gone = false;
-    for _ in 0..150 {
-        if api.get_opt("c").await.unwrap().is_none() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(gone, "the deletion did not complete with the old id back");
+    let what = "the deletion with the old id back";
+    support::wait_for(what, Duration::from_secs(30), Duration::from_millis(200), || async {
+        api.get_opt("c").await.unwrap().map_or(Ok(()), |_| Err("c is still there"))
+    })
+    .await;
     assert!(!iam_get_user(&user).await, "the user outlived its connection");
     drop(back.stdin.take());
     assert!(back.wait().unwrap().success());

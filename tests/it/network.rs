@@ -7,7 +7,6 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use kube::api::{Api, PostParams};
 use s3connect::api::connection::{CorsMode, Usage};
 use s3connect::s3::policy::policy;
 use s3connect::s3::uri::Location;
@@ -53,13 +52,7 @@ async fn namespace_with_secrets(client: &kube::Client, purpose: &str, keys: &s3c
     let ns = private_namespace(purpose);
     support::named_namespace(client, &ns).await;
     support::keys_secret(client, &ns, "keys", keys).await;
-    let p = &env().platform;
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "labellerr"}, "stringData": {
-        "LABELLERR_API_KEY": p.api_key, "LABELLERR_API_SECRET": p.api_secret, "LABELLERR_CLIENT_ID": p.client_id}});
-    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &serde_json::from_value(secret).unwrap())
-        .await
-        .unwrap();
+    support::platform_secret(client, &ns).await;
     ns
 }
 

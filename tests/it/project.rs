@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use s3connect::api::AnnotationProject;
 use s3connect::api::connection::{CorsMode, Usage};
@@ -43,13 +42,7 @@ impl Case {
         let usage = [Usage::Import, Usage::Export];
         let keys = iam::user_with_policy(hint, &policy(&location, None, &required(&usage, CorsMode::Apply))).await;
         support::keys_secret(&client, &ns, "keys", &keys).await;
-        let p = &support::env().platform;
-        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "labellerr"},
-            "stringData": {"LABELLERR_API_KEY": p.api_key, "LABELLERR_API_SECRET": p.api_secret, "LABELLERR_CLIENT_ID": p.client_id}});
-        Api::<Secret>::namespaced(client.clone(), &ns)
-            .patch("labellerr", &PatchParams::apply("test").force(), &Patch::Apply(&secret))
-            .await
-            .unwrap();
+        support::platform_secret(&client, &ns).await;
         support::s3_connection(
             &client,
             &ns,
@@ -97,13 +90,11 @@ impl Case {
     /// The platform id of the Dataset `name`, once it has one.
     async fn dataset_id(&self, name: &str) -> String {
         let api = Api::<s3connect::api::dataset::Dataset>::namespaced(self.client.clone(), &self.ns);
-        for _ in 0..300 {
-            if let Some(id) = api.get(name).await.unwrap().status.and_then(|s| s.dataset_id) {
-                return id;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("Dataset {name} has no platform id within 60 s");
+        let what = format!("Dataset {name} having a platform id");
+        support::wait_for(what, Duration::from_secs(60), Duration::from_millis(200), || async {
+            api.get(name).await.unwrap().status.and_then(|s| s.dataset_id).ok_or("no id yet")
+        })
+        .await
     }
 
     fn api(&self) -> Api<AnnotationProject> {
@@ -112,17 +103,17 @@ impl Case {
 
     /// Waits until `done` holds for the project's status.
     async fn wait(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let mut last = Value::Null;
-        for _ in 0..300 {
-            if let Some(p) = self.api().get_opt(name).await.unwrap() {
-                last = serde_json::to_value(&p.status).unwrap();
-                if done(&last) {
-                    return last;
+        let what = format!("AnnotationProject {name}: {what}");
+        support::wait_for(what, Duration::from_secs(60), Duration::from_millis(200), || async {
+            match self.api().get_opt(name).await.unwrap() {
+                Some(p) => {
+                    let status = serde_json::to_value(&p.status).unwrap();
+                    if done(&status) { Ok(status) } else { Err(format!("{status:#}")) }
                 }
+                None => Err("no such AnnotationProject".to_owned()),
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("AnnotationProject {name}: not {what} within 60 s: {last:#}");
+        })
+        .await
     }
 }
 
@@ -375,12 +366,10 @@ async fn killed_between_the_create_and_its_status_write_leaves_exactly_one_proje
     let name = format!("{ns}/labels");
     platform::fault("projects/create", json!({"count": 1, "delay_after": 8, "project_name": name})).await;
     case.project("labels", json!({"datasetRefs": [{"name": "cats"}], "template": questions()})).await;
-    for _ in 0..300 {
-        if !on_platform(&ns).await.0.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_for("the project on the platform", Duration::from_secs(30), Duration::from_millis(100), || async {
+        if on_platform(&ns).await.0.is_empty() { Err("none on the platform") } else { Ok(()) }
+    })
+    .await;
     assert_eq!(on_platform(&ns).await.0.len(), 1, "the platform made the project");
     let pid = operator_pid(&log);
     assert!(std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
@@ -413,27 +402,26 @@ async fn an_export_names_its_project_by_reference_and_waits_for_it() {
         "statuses": ["accepted"], "folder": "exports/"}}))
         .await;
     let exports = Api::<s3connect::api::DatasetExport>::namespaced(case.client.clone(), &case.ns);
-    let mut waiting = Value::Null;
-    for _ in 0..150 {
-        waiting = serde_json::to_value(exports.get("labels-out").await.unwrap().status).unwrap();
-        if cond(&waiting, "Ready")["reason"] == "ProjectNotFound" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let export_status = || async {
+        let status = serde_json::to_value(exports.get("labels-out").await.unwrap().status).unwrap();
+        Ok::<_, String>(status)
+    };
+    let waiting = support::wait_for("ProjectNotFound", Duration::from_secs(30), Duration::from_millis(200), || async {
+        let waiting = export_status().await?;
+        if cond(&waiting, "Ready")["reason"] == "ProjectNotFound" { Ok(waiting) } else { Err(format!("{waiting:#}")) }
+    })
+    .await;
     assert_eq!(cond(&waiting, "Ready")["reason"], "ProjectNotFound", "{waiting:#}");
     assert!(cond(&waiting, "Ready")["message"].as_str().unwrap().contains("\"labels\""));
     case.project("labels", json!({"datasetRefs": [{"name": "cats"}], "template": questions()})).await;
     case.dataset("cats", "cats/").await;
     let project = case.wait("labels", "Ready", |s| ready(s, "True", "ProjectReady")).await;
-    let mut done = Value::Null;
-    for _ in 0..300 {
-        done = serde_json::to_value(exports.get("labels-out").await.unwrap().status).unwrap();
-        if done["phase"] == "Succeeded" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let done =
+        support::wait_for("the export's success", Duration::from_secs(60), Duration::from_millis(200), || async {
+            let done = export_status().await?;
+            if done["phase"] == "Succeeded" { Ok(done) } else { Err(format!("{done:#}")) }
+        })
+        .await;
     assert_eq!(done["phase"], "Succeeded", "{done:#}");
     let id = project["projectId"].as_str().unwrap();
     assert_eq!(platform::exports(id).await.len(), 1, "one export, of the referenced project");
@@ -449,13 +437,14 @@ async fn an_export_names_its_project_by_reference_and_waits_for_it() {
 
 /// Waits until the AnnotationProject `name` is gone (its finalizer released).
 async fn gone(case: &Case, name: &str) {
-    for _ in 0..300 {
-        if case.api().get_opt(name).await.unwrap().is_none() {
-            return;
+    let what = format!("AnnotationProject {name}'s deletion");
+    support::wait_for(what, Duration::from_secs(60), Duration::from_millis(200), || async {
+        match case.api().get_opt(name).await.unwrap() {
+            None => Ok(()),
+            Some(p) => Err(format!("{:#?}", p.status)),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("AnnotationProject {name} still there: {:#?}", case.api().get(name).await.unwrap().status);
+    })
+    .await
 }
 
 fn project_on_platform(state: &Value, id: &str) -> Option<Value> {
@@ -566,15 +555,12 @@ async fn a_scheduled_incremental_export_exports_only_what_changed_each_run_exact
     let runs = |n: usize| {
         let exports = exports.clone();
         async move {
-            let mut last = Value::Null;
-            for _ in 0..300 {
-                last = serde_json::to_value(exports.get("daily").await.unwrap().status).unwrap();
-                if last["runs"].as_array().is_some_and(|r| r.len() == n) {
-                    return last;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            panic!("DatasetExport daily: not {n} runs within 60 s: {last:#}");
+            let what = format!("DatasetExport daily: {n} runs");
+            support::wait_for(what, Duration::from_secs(60), Duration::from_millis(200), || async {
+                let last = serde_json::to_value(exports.get("daily").await.unwrap().status).unwrap();
+                if last["runs"].as_array().is_some_and(|r| r.len() == n) { Ok(last) } else { Err(format!("{last:#}")) }
+            })
+            .await
         }
     };
     let run_now = |value: &'static str| {

@@ -28,6 +28,7 @@ use crate::api::connection::{ManagedCredentialsStatus, S3Connection, managed_sec
 use crate::api::grant::{self, S3AccessGrant};
 use crate::controller::{Context, FIELD_MANAGER};
 use crate::iam::{Iam, IamError, Owner};
+use crate::s3::client::Keys;
 use crate::s3::uri::Location;
 use crate::timing::Budget;
 use crate::validation::Blocker;
@@ -256,8 +257,63 @@ async fn granted(
 /// Every decision is made from IAM's own state, read first (the user's tags, its keys and
 /// their dates, its inline policy), and from the API server: nothing a tenant can write on
 /// the Secret decides whether a policy is current, how old a key is, or whether a key
-/// exists at all.
+/// exists at all. The steps: the target (which user and Secret, and that the Secret is
+/// ours), the grant, IAM's state and the quota, what needs doing, the IAM writes, and the
+/// new key's Secret.
 pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured, Blocker>, kube::Error> {
+    let t = match target(ctx, conn).await? {
+        Ok(t) => t,
+        Err(blocker) => return Ok(Err(blocker)),
+    };
+    let coverage = match covered(ctx, conn, &t).await? {
+        Ok(c) => c,
+        Err(blocker) => return Ok(Err(blocker)),
+    };
+    let observed = match observe(&t).await {
+        Ok(o) => o,
+        Err(blocker) => return Ok(Err(blocker)),
+    };
+    let todo = needs(conn, &t, &observed, &coverage);
+    if !todo.key && !todo.policy && !todo.rotate && !todo.tag {
+        return Ok(Ok(Ensured { status: todo.status, secret: t.secret }));
+    }
+    if todo.key
+        && let Some(at) = todo.next_key_at
+    {
+        return Ok(Err(blocked(
+            Reason::IamWritesSpaced,
+            format!(
+                "The managed key Secret {:?} is gone and IAM user {:?} had a key made less than --min-rotation-interval ago: the operator makes its next key at {at}, and no sooner, whatever asks for it.",
+                t.secret_name, t.user
+            ),
+        )));
+    }
+    match write_iam(&t, &observed, &todo).await {
+        Err(blocker) => Ok(Err(blocker)),
+        Ok(None) => Ok(Ok(Ensured { status: todo.status, secret: t.secret })),
+        Ok(Some(keys)) => write_key(&t, todo, keys).await.map(Ok),
+    }
+}
+
+/// Which IAM user and Secret a managed connection has, once the Secret is shown to be
+/// this S3Connection's (or absent).
+struct Target<'a> {
+    spec: &'a crate::api::connection::ManagedCredentials,
+    managed: &'a Managed,
+    location: Location,
+    namespace: String,
+    name: String,
+    uid: String,
+    user: String,
+    secret_name: String,
+    secrets: Api<Secret>,
+    secret: Option<Secret>,
+    owner: Owner,
+}
+
+/// The connection's managed set-up, or why there is none (switched off, an invalid uri,
+/// a Secret of that name that is not the connection's).
+async fn target<'a>(ctx: &'a Context, conn: &'a S3Connection) -> Result<Result<Target<'a>, Blocker>, kube::Error> {
     let (namespace, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
     let Some(spec) = &conn.spec.credentials.managed else {
         return Ok(Err(blocked(Reason::ManagedCredentialsDisabled, "spec.credentials.managed is not set.".into())));
@@ -272,7 +328,6 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     let Ok(location) = Location::parse(&conn.spec.uri) else {
         return Ok(Err(blocked(Reason::IamRejected, "spec.uri is invalid: fix it first.".into())));
     };
-    let iam = &managed.iam;
     let user = crate::iam::user_name(&namespace, &name);
     let secret_name = managed_secret_name(&name);
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
@@ -290,89 +345,130 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
         )));
     }
     let owner = owner(managed, conn);
+    Ok(Ok(Target { spec, managed, location, namespace, name, uid, user, secret_name, secrets, secret, owner }))
+}
 
-    // What a cluster admin granted, before anything in IAM; keys of a connection no
-    // longer covered go now.
-    let coverage = match granted(ctx, conn, &location).await? {
-        Ok(g) => g,
-        Err(message) => {
-            // One sentence whether this reconcile revoked or an earlier one did (or there
-            // was never a key), so that the status does not flip between the two.
-            let message = format!("{message} Any managed access key it had was deactivated and deleted.");
-            let had = secret.is_some() || conn.status.as_ref().is_some_and(|s| s.managed_credentials.is_some());
-            if !had {
-                return Ok(Err(blocked(Reason::ManagedBucketNotAllowed, message)));
-            }
-            let revoked = match iam.revoke(&user, &owner).await {
-                Ok(n) => n,
-                Err(e) => return Ok(Err(from_iam(&e))),
-            };
-            if let Some(s) = &secret {
-                delete_secret(&secrets, s).await?;
-            }
-            tracing::warn!(connection = %format!("{namespace}/{name}"), user = %user, keys = revoked, "no S3AccessGrant covers the connection any more: its managed access keys were deactivated and deleted");
-            return Ok(Err(blocked(Reason::ManagedBucketNotAllowed, message)));
-        }
+/// What a cluster admin granted, before anything in IAM; keys of a connection no longer
+/// covered go now.
+async fn covered(
+    ctx: &Context,
+    conn: &S3Connection,
+    t: &Target<'_>,
+) -> Result<Result<grant::Coverage, Blocker>, kube::Error> {
+    let message = match granted(ctx, conn, &t.location).await? {
+        Ok(g) => return Ok(Ok(g)),
+        Err(message) => message,
     };
-
-    // IAM's truth: the user (provably ours), its keys with their dates, its policy.
-    let held = match iam.observe(&user, &owner).await {
-        Ok(h) => h,
+    // One sentence whether this reconcile revoked or an earlier one did (or there was never
+    // a key), so that the status does not flip between the two.
+    let message = format!("{message} Any managed access key it had was deactivated and deleted.");
+    let had = t.secret.is_some() || conn.status.as_ref().is_some_and(|s| s.managed_credentials.is_some());
+    if !had {
+        return Ok(Err(blocked(Reason::ManagedBucketNotAllowed, message)));
+    }
+    let revoked = match t.managed.iam.revoke(&t.user, &t.owner).await {
+        Ok(n) => n,
         Err(e) => return Ok(Err(from_iam(&e))),
     };
+    if let Some(s) = &t.secret {
+        delete_secret(&t.secrets, s).await?;
+    }
+    tracing::warn!(connection = %format!("{}/{}", t.namespace, t.name), user = %t.user, keys = revoked, "no S3AccessGrant covers the connection any more: its managed access keys were deactivated and deleted");
+    Ok(Err(blocked(Reason::ManagedBucketNotAllowed, message)))
+}
+
+/// IAM's truth about the user: whether it exists (provably ours), its keys with their
+/// dates, and which of them the Secret holds.
+struct Observed {
+    held: Option<crate::iam::Held>,
+    keys: Vec<crate::iam::KeyInfo>,
+    /// The key id in the Secret.
+    current: Option<String>,
+    /// The key IAM lists with that id.
+    held_key: Option<crate::iam::KeyInfo>,
+}
+
+/// Reads IAM's state, and refuses a Secret that holds no key of the user and a new user
+/// beyond the namespace's quota.
+async fn observe(t: &Target<'_>) -> Result<Observed, Blocker> {
+    let held = t.managed.iam.observe(&t.user, &t.owner).await.map_err(|e| from_iam(&e))?;
     let keys = held.as_ref().map(|h| h.keys.clone()).unwrap_or_default();
     // The Secret counts as holding a key only when IAM lists that key for this user: one
     // a tenant made (with the label and an ownerReference) or one whose key was deleted
     // in IAM is never written to, nor counted as a key.
-    let current = secret.as_ref().and_then(|s| value(s, ACCESS_KEY_ID));
+    let current = t.secret.as_ref().and_then(|s| value(s, ACCESS_KEY_ID));
     let held_key = current.as_ref().and_then(|id| keys.iter().find(|k| k.id == *id)).cloned();
-    if secret.is_some() && held_key.is_none() {
-        return Ok(Err(blocked(
+    if t.secret.is_some() && held_key.is_none() {
+        return Err(blocked(
             Reason::ManagedResourceConflict,
             format!(
-                "Secret {secret_name:?} holds no access key of IAM user {user:?} (IAM lists no key with its key id): the operator did not write it, or its key was deleted in IAM. Delete the Secret, and the operator writes a new key to it."
+                "Secret {:?} holds no access key of IAM user {:?} (IAM lists no key with its key id): the operator did not write it, or its key was deleted in IAM. Delete the Secret, and the operator writes a new key to it.",
+                t.secret_name, t.user
             ),
-        )));
+        ));
     }
     // A namespace's quota of IAM users, counted from IAM (the users this installation
     // tagged for the namespace), applies before a new user is made.
     if held.is_none() {
-        let max = managed.max_per_namespace as usize;
-        let others = match users_of(managed, &namespace, &uid).await {
-            Ok(n) => n,
-            Err(e) => return Ok(Err(from_iam(&e))),
-        };
+        let max = t.managed.max_per_namespace as usize;
+        let others = users_of(t.managed, &t.namespace, &t.uid).await.map_err(|e| from_iam(&e))?;
         if others >= max {
-            return Ok(Err(blocked(
+            return Err(blocked(
                 Reason::ManagedQuotaExceeded,
                 format!(
-                    "Namespace {namespace:?} has {others} IAM users made for its S3Connections and the operator makes at most {max} per namespace (--max-managed-per-namespace): delete another managed S3Connection, ask the cluster admin to raise the limit, or use spec.credentials.secretRef."
+                    "Namespace {:?} has {others} IAM users made for its S3Connections and the operator makes at most {max} per namespace (--max-managed-per-namespace): delete another managed S3Connection, ask the cluster admin to raise the limit, or use spec.credentials.secretRef.",
+                    t.namespace
                 ),
-            )));
+            ));
         }
     }
+    Ok(Observed { held, keys, current, held_key })
+}
 
+/// What this reconcile has to change in IAM, and the status it shows.
+struct Needs {
+    status: ManagedCredentialsStatus,
+    policy_document: serde_json::Value,
+    /// IAM holds a policy already (a change to it is spaced).
+    had_policy: bool,
+    deletion_policy: String,
+    key: bool,
+    policy: bool,
+    tag: bool,
+    rotate: bool,
+    /// A rotation was asked for (the annotation), not only due by age.
+    asked: bool,
+    rotate_asked: Option<String>,
+    /// The rotation request the Secret says was handled.
+    handled: Option<String>,
+    /// When the next key may be made, while that is in the future.
+    next_key_at: Option<Timestamp>,
+    now: Timestamp,
+}
+
+fn needs(conn: &S3Connection, t: &Target<'_>, o: &Observed, coverage: &grant::Coverage) -> Needs {
+    let (spec, managed) = (t.spec, t.managed);
     let policy = crate::validation::least_privilege(&coverage.spec(&conn.spec)).unwrap_or_default();
-    let created = held_key.as_ref().and_then(|k| Timestamp::from_second(k.created).ok());
+    let created = o.held_key.as_ref().and_then(|k| Timestamp::from_second(k.created).ok());
     // The newest key IAM lists, whoever asked for it: keys are made at most once per
     // --min-rotation-interval whatever the trigger (a Secret deleted in a loop, a request),
     // and IAM's dates survive a restart of the operator.
-    let newest = keys.iter().map(|k| k.created).max().and_then(|c| Timestamp::from_second(c).ok());
+    let newest = o.keys.iter().map(|k| k.created).max().and_then(|c| Timestamp::from_second(c).ok());
     let next_key_at =
         newest.and_then(|c| c.checked_add(managed.min_rotation_interval).ok()).filter(|at| *at > Timestamp::now());
     // Rotation is recorded on the Secret, read fresh from the API server: a reconcile that
     // sees an older copy of the S3Connection never rotates twice for one request.
-    let handled = secret.as_ref().and_then(|s| s.annotations().get(ROTATED_FOR_ANNOTATION).cloned());
+    let handled = t.secret.as_ref().and_then(|s| s.annotations().get(ROTATED_FOR_ANNOTATION).cloned());
     let rotate_asked = conn.annotations().get(ROTATE_ANNOTATION).cloned();
     let now = Timestamp::now();
     let due = rotation_due(created, now, spec.rotation());
     let asked = rotate_asked.is_some() && rotate_asked != handled;
     // Asked-for rotations are spaced: a tenant cannot churn IAM keys toward AWS's quotas.
     let waits_until = next_key_at.filter(|_| asked && !due);
-    let mut status = ManagedCredentialsStatus {
-        user_name: user.clone(),
-        user_path: iam.path().to_owned(),
-        secret_name: secret_name.clone(),
+    let status = ManagedCredentialsStatus {
+        user_name: t.user.clone(),
+        user_path: managed.iam.path().to_owned(),
+        secret_name: t.secret_name.clone(),
         key_created_time: created.map(Time),
         // Still true when the previous key could not be deleted yet: tried again.
         retiring_previous_key: conn
@@ -384,79 +480,82 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
         grant: Some(coverage.grant.clone()),
         rotation_waits_until: waits_until.map(Time),
     };
-
-    let needs_key = secret.is_none();
-    let current_policy = held.as_ref().and_then(|h| h.policy.clone());
-    let needs_policy = current_policy.as_ref() != Some(&policy);
+    let key = t.secret.is_none();
+    let current_policy = o.held.as_ref().and_then(|h| h.policy.clone());
     let deletion_policy = format!("{:?}", spec.deletion_policy);
-    let needs_tag =
-        held.as_ref().is_some_and(|h| h.tags.get(crate::iam::TAG_DELETION_POLICY) != Some(&deletion_policy));
-    let rotate = !needs_key && (due || asked) && waits_until.is_none();
-    if !needs_key && !needs_policy && !rotate && !needs_tag {
-        return Ok(Ok(Ensured { status, secret }));
+    Needs {
+        status,
+        policy: current_policy.as_ref() != Some(&policy),
+        had_policy: current_policy.is_some(),
+        policy_document: policy,
+        tag: o.held.as_ref().is_some_and(|h| h.tags.get(crate::iam::TAG_DELETION_POLICY) != Some(&deletion_policy)),
+        deletion_policy,
+        rotate: !key && (due || asked) && waits_until.is_none(),
+        key,
+        asked,
+        rotate_asked,
+        handled,
+        next_key_at,
+        now,
     }
-    if needs_key && let Some(at) = next_key_at {
-        return Ok(Err(blocked(
-            Reason::IamWritesSpaced,
-            format!(
-                "The managed key Secret {secret_name:?} is gone and IAM user {user:?} had a key made less than --min-rotation-interval ago: the operator makes its next key at {at}, and no sooner, whatever asks for it."
-            ),
-        )));
-    }
+}
+
+/// The IAM writes, within the namespace's budget: the user (and its tags), the policy, and
+/// a new key once every key the Secret does not hold is gone. Returns the new key, if one
+/// was made.
+async fn write_iam(t: &Target<'_>, o: &Observed, n: &Needs) -> Result<Option<Keys>, Blocker> {
+    let (managed, iam) = (t.managed, &t.managed.iam);
     // Every IAM write this reconcile makes, counted before the first: the user (and its
     // tag), the policy, the keys not held and the new key.
-    let strays = if needs_key || rotate { keys.iter().filter(|k| Some(&k.id) != current.as_ref()).count() } else { 0 };
-    let writes = usize::from(held.is_none())
-        + usize::from(needs_tag)
-        + usize::from(needs_policy)
-        + if needs_key || rotate { strays + 1 } else { 0 };
+    let new_key = n.key || n.rotate;
+    let strays = if new_key { o.keys.iter().filter(|k| Some(&k.id) != o.current.as_ref()).count() } else { 0 };
+    let writes = usize::from(o.held.is_none())
+        + usize::from(n.tag)
+        + usize::from(n.policy)
+        + if new_key { strays + 1 } else { 0 };
     // A change to a policy IAM already holds is spaced per connection (a spec toggled in a
     // loop); the first policy, or one after a revocation, is put at once.
-    let policy_spaced = needs_policy && current_policy.is_some();
-    if let Err(at) = managed.budget.take(&namespace, &uid, writes, policy_spaced) {
-        return Ok(Err(blocked(
+    let policy_spaced = n.policy && n.had_policy;
+    if let Err(at) = managed.budget.take(&t.namespace, &t.uid, writes, policy_spaced) {
+        return Err(blocked(
             Reason::IamWritesSpaced,
             format!(
                 "The operator spaces IAM writes so that one namespace cannot throttle IAM for every other (at most {} a minute per namespace, a policy change per connection every {} s): this connection's changes are made at {at}.",
                 managed.budget.per_minute,
                 managed.budget.policy_spacing.as_secs()
             ),
-        )));
+        ));
     }
     // Whatever is about to change in IAM, the user is this connection's (its tags), never
     // a person's or another installation's of the same name.
-    if (held.is_none() || needs_tag)
-        && let Err(e) = iam.ensure_user(&user, &owner, &deletion_policy, held.as_ref().map(|h| &h.tags)).await
-    {
-        return Ok(Err(from_iam(&e)));
+    if o.held.is_none() || n.tag {
+        iam.ensure_user(&t.user, &t.owner, &n.deletion_policy, o.held.as_ref().map(|h| &h.tags))
+            .await
+            .map_err(|e| from_iam(&e))?;
     }
-    if needs_policy && let Err(e) = iam.put_policy(&user, &policy).await {
-        return Ok(Err(from_iam(&e)));
+    if n.policy {
+        iam.put_policy(&t.user, &n.policy_document).await.map_err(|e| from_iam(&e))?;
     }
-    let mut keys_to_write = None;
-    if needs_key || rotate {
-        // Keys the Secret does not hold are answers lost before they were written: delete
-        // them first (this also keeps the user under AWS's two-key limit).
-        for key in keys.iter().filter(|k| Some(&k.id) != current.as_ref()) {
-            if let Err(e) = iam.delete_key(&user, &key.id).await {
-                return Ok(Err(from_iam(&e)));
-            }
-        }
-        match iam.create_key(&user).await {
-            Ok(keys) => keys_to_write = Some(keys),
-            Err(e) => return Ok(Err(from_iam(&e))),
-        }
+    if !new_key {
+        return Ok(None);
     }
-    let Some(keys) = keys_to_write else {
-        return Ok(Ok(Ensured { status, secret }));
-    };
-    // Write the key at once: it exists only in this answer.
+    // Keys the Secret does not hold are answers lost before they were written: delete
+    // them first (this also keeps the user under AWS's two-key limit).
+    for key in o.keys.iter().filter(|k| Some(&k.id) != o.current.as_ref()) {
+        iam.delete_key(&t.user, &key.id).await.map_err(|e| from_iam(&e))?;
+    }
+    iam.create_key(&t.user).await.map(Some).map_err(|e| from_iam(&e))
+}
+
+/// Writes a new key to the connection's Secret at once: it exists only in IAM's answer.
+async fn write_key(t: &Target<'_>, n: Needs, keys: Keys) -> Result<Ensured, kube::Error> {
+    let mut status = n.status;
     let mut annotations = BTreeMap::new();
-    let mut data = secret.as_ref().and_then(|s| s.data.clone()).unwrap_or_default();
+    let mut data = t.secret.as_ref().and_then(|s| s.data.clone()).unwrap_or_default();
     data.insert(ACCESS_KEY_ID.into(), ByteString(keys.access_key_id.clone().into_bytes()));
     data.insert(SECRET_ACCESS_KEY.into(), ByteString(keys.secret_access_key.clone().into_bytes()));
-    status.key_created_time = Some(Time(now));
-    let handled_now = if rotate && asked { rotate_asked.clone() } else { handled };
+    status.key_created_time = Some(Time(n.now));
+    let handled_now = if n.rotate && n.asked { n.rotate_asked.clone() } else { n.handled };
     if let Some(h) = &handled_now {
         annotations.insert(ROTATED_FOR_ANNOTATION.into(), h.clone());
     }
@@ -464,15 +563,15 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     let owner_ref = OwnerReference {
         api_version: "s3connect.io/v1alpha1".into(),
         kind: "S3Connection".into(),
-        name: name.clone(),
-        uid: uid.clone(),
+        name: t.name.clone(),
+        uid: t.uid.clone(),
         controller: Some(true),
         block_owner_deletion: Some(true),
     };
     let desired = Secret {
         metadata: ObjectMeta {
-            name: Some(secret_name.clone()),
-            namespace: Some(namespace.clone()),
+            name: Some(t.secret_name.clone()),
+            namespace: Some(t.namespace.clone()),
             annotations: Some(annotations),
             labels: Some(BTreeMap::from([("app.kubernetes.io/managed-by".to_owned(), "s3connect".to_owned())])),
             owner_references: Some(vec![owner_ref]),
@@ -483,15 +582,15 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
         ..Default::default()
     };
     let written =
-        secrets.patch(&secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
-    let connection = format!("{namespace}/{name}");
-    if rotate {
+        t.secrets.patch(&t.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
+    let connection = format!("{}/{}", t.namespace, t.name);
+    if n.rotate {
         status.retiring_previous_key = true;
-        tracing::info!(connection = %connection, user = %user, "managed access key rotated; the previous one goes once Ready");
+        tracing::info!(connection = %connection, user = %t.user, "managed access key rotated; the previous one goes once Ready");
     } else {
-        tracing::info!(connection = %connection, user = %user, "managed access key created");
+        tracing::info!(connection = %connection, user = %t.user, "managed access key created");
     }
-    Ok(Ok(Ensured { status, secret: Some(written) }))
+    Ok(Ensured { status, secret: Some(written) })
 }
 
 /// How many IAM users this installation made for other S3Connections of `namespace`, as

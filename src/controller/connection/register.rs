@@ -100,47 +100,20 @@ pub async fn register(
         let id = match id {
             Some(id) => id,
             None => {
-                let form = ConnectionForm {
-                    keys,
-                    path: format!("{}/{}", location.bucket, location.prefix),
-                    connection_type: kind,
-                    data_type: spec.data_type.as_str(),
+                let form = match tested(client, creds, spec, location, keys, kind).await {
+                    Ok(form) => form,
+                    Err(cond) => return stop(cond, connections, pending),
                 };
-                if let Err(e) = client.test_connection(creds, &form).await {
-                    let doing = format!("the {kind} connection test for {location}");
-                    return stop(failure(REGISTERED, &doing, &e), connections, pending);
-                }
-                pending.retain(|i| i.connection_type != kind);
-                pending.push(RegistrationIntent {
-                    connection_type: kind.to_owned(),
-                    name: name.clone(),
-                    started_time: Time(Timestamp::now()),
-                });
-                if let Err(e) = record(pending.clone()).await {
-                    pending.retain(|i| i.connection_type != kind);
-                    let cond = Cond::failed(
-                        REGISTERED,
-                        Reason::PlatformUnreachable,
-                        format!("Could not record the registration before creating it ({e}); retrying with backoff."),
-                    );
+                if let Err(cond) = record_intent(&mut pending, kind, &name, record).await {
                     return stop(cond, connections, pending);
                 }
-                let description = format!("Managed by s3connect (S3Connection {owner}) for {location}");
-                match client.create_connection(creds, &form, &name, &description).await {
+                match create(client, creds, &form, &name, location, owner).await {
                     Ok(id) => id,
-                    Err(e @ PlatformError::Unknown { .. }) => match adopt(client, creds, kind, &name).await {
-                        Ok(Some(id)) => id,
-                        // Not there (yet): the intent stays, and the next try looks again.
-                        _ => {
-                            let doing = format!("creating the {kind} connection {name:?}");
-                            return stop(failure(REGISTERED, &doing, &e), connections, pending);
+                    Err((cond, maybe_created)) => {
+                        if !maybe_created {
+                            pending.retain(|i| i.connection_type != kind);
                         }
-                    },
-                    Err(e) => {
-                        // Refused, or never reached the platform: nothing was created.
-                        pending.retain(|i| i.connection_type != kind);
-                        let doing = format!("creating the {kind} connection for {location}");
-                        return stop(failure(REGISTERED, &doing, &e), connections, pending);
+                        return stop(cond, connections, pending);
                     }
                 }
             }
@@ -157,6 +130,15 @@ pub async fn register(
             credentials_version: credentials_version.to_owned(),
         });
     }
+    registered(client, connections, pending)
+}
+
+/// Every usage registered with the current keys.
+fn registered(
+    client: &platform::Client,
+    connections: Vec<PlatformConnection>,
+    pending: Vec<RegistrationIntent>,
+) -> Registration {
     let ids: Vec<String> = connections.iter().map(|c| format!("{} {}", c.connection_type, c.id)).collect();
     Registration {
         cond: Cond::ok(
@@ -166,6 +148,86 @@ pub async fn register(
         ),
         connections,
         intents: pending,
+    }
+}
+
+/// The form of the `kind` registration, once the platform's own connection test passes
+/// with it.
+async fn tested<'a>(
+    client: &platform::Client,
+    creds: &Credentials,
+    spec: &'a S3ConnectionSpec,
+    location: &Location,
+    keys: &'a Keys,
+    kind: &'a str,
+) -> Result<ConnectionForm<'a>, Cond> {
+    let form = ConnectionForm {
+        keys,
+        path: format!("{}/{}", location.bucket, location.prefix),
+        connection_type: kind,
+        data_type: spec.data_type.as_str(),
+    };
+    if let Err(e) = client.test_connection(creds, &form).await {
+        let doing = format!("the {kind} connection test for {location}");
+        return Err(failure(REGISTERED, &doing, &e));
+    }
+    Ok(form)
+}
+
+/// Records the intent to create the `kind` registration `name` (in place of any earlier
+/// one of that kind) before the platform hears of it; when it cannot be recorded, nothing
+/// is created.
+async fn record_intent(
+    pending: &mut Vec<RegistrationIntent>,
+    kind: &str,
+    name: &str,
+    record: &mut RecordIntents<'_>,
+) -> Result<(), Cond> {
+    pending.retain(|i| i.connection_type != kind);
+    pending.push(RegistrationIntent {
+        connection_type: kind.to_owned(),
+        name: name.to_owned(),
+        started_time: Time(Timestamp::now()),
+    });
+    if let Err(e) = record(pending.clone()).await {
+        pending.retain(|i| i.connection_type != kind);
+        return Err(Cond::failed(
+            REGISTERED,
+            Reason::PlatformUnreachable,
+            format!("Could not record the registration before creating it ({e}); retrying with backoff."),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates the registration `name` and returns its id; after an unknown outcome, one found
+/// under that name is adopted. Err says why not, and whether the platform may have made it
+/// anyway (then the intent stays, and the next try looks again).
+async fn create(
+    client: &platform::Client,
+    creds: &Credentials,
+    form: &ConnectionForm<'_>,
+    name: &str,
+    location: &Location,
+    owner: &str,
+) -> Result<String, (Cond, bool)> {
+    let kind = form.connection_type;
+    let description = format!("Managed by s3connect (S3Connection {owner}) for {location}");
+    match client.create_connection(creds, form, name, &description).await {
+        Ok(id) => Ok(id),
+        Err(e @ PlatformError::Unknown { .. }) => match adopt(client, creds, kind, name).await {
+            Ok(Some(id)) => Ok(id),
+            // Not there (yet): the intent stays, and the next try looks again.
+            _ => {
+                let doing = format!("creating the {kind} connection {name:?}");
+                Err((failure(REGISTERED, &doing, &e), true))
+            }
+        },
+        Err(e) => {
+            // Refused, or never reached the platform: nothing was created.
+            let doing = format!("creating the {kind} connection for {location}");
+            Err((failure(REGISTERED, &doing, &e), false))
+        }
     }
 }
 

@@ -28,7 +28,7 @@ use crate::api::S3Connection;
 use crate::api::conditions::OperatorReason;
 use crate::api::grant::{self, S3AccessGrant};
 use crate::controller::Context;
-use crate::iam::{TAG_INSTALLATION, TAG_NAME, TAG_NAMESPACE, TAG_RELEASED, TAG_UID};
+use crate::iam::{Iam, TAG_INSTALLATION, TAG_NAME, TAG_NAMESPACE, TAG_RELEASED, TAG_UID};
 use crate::s3::uri::Location;
 use crate::telemetry::metrics::METRICS;
 
@@ -153,37 +153,16 @@ pub async fn once(
                 continue;
             }
         };
-        let mut failed_labels = false;
         let verdict = match conn.as_ref() {
-            Some(c) => {
-                let labels = match labels.get(&namespace) {
-                    Some(l) => Some(l.clone()),
-                    None if grants.iter().any(|g| g.spec.namespace_selector.is_some()) => {
-                        match Api::<Namespace>::all(ctx.client.clone()).get_metadata_opt(&namespace).await {
-                            Ok(ns) => {
-                                let l = ns.and_then(|n| n.metadata.labels).unwrap_or_default();
-                                labels.insert(namespace.clone(), l.clone());
-                                Some(l)
-                            }
-                            Err(_) => None,
-                        }
-                    }
-                    None => Some(BTreeMap::new()),
-                };
-                match labels {
-                    Some(l) => judge(&tags, Some(c), || covered(&grants, c, &l)),
-                    None => {
-                        failed_labels = true;
-                        Verdict::Skip
-                    }
+            Some(c) => match labels_of(ctx, &grants, &mut labels, &namespace).await {
+                Some(l) => judge(&tags, Some(c), || covered(&grants, c, &l)),
+                None => {
+                    swept.failed += 1;
+                    continue;
                 }
-            }
+            },
             None => judge(&tags, None, || false),
         };
-        if failed_labels {
-            swept.failed += 1;
-            continue;
-        }
         let regarding = ObjectReference {
             api_version: Some("s3connect.io/v1alpha1".into()),
             kind: Some("S3Connection".into()),
@@ -194,60 +173,112 @@ pub async fn once(
         };
         match verdict {
             Verdict::Keep | Verdict::Skip => {}
-            Verdict::Orphan => match iam.clear_orphan(user, &tags).await {
-                Ok((keys, deleted)) => {
-                    swept.orphans += 1;
-                    METRICS.managed_sweep(if deleted { "orphan_deleted" } else { "orphan_keys_deleted" });
-                    let note = if deleted {
-                        format!(
-                            "IAM user {user:?} was made for S3Connection {namespace}/{name}, which is gone: its {keys} access key(s), its policy and the user were deleted."
-                        )
-                    } else {
-                        format!(
-                            "IAM user {user:?} was made for S3Connection {namespace}/{name}, which is gone: its {keys} access key(s) and its policy were deleted; the user is kept (deletionPolicy Retain)."
-                        )
-                    };
-                    tracing::warn!(user = %user, connection = %format!("{namespace}/{name}"), keys, user_deleted = deleted, "the sweep removed an orphaned managed IAM user's access");
-                    ctx.event(regarding, true, OperatorReason::OrphanedUserRemoved.as_str(), "Sweep", &note).await;
-                }
-                Err(e) => {
-                    swept.failed += 1;
-                    METRICS.managed_sweep("failed");
-                    tracing::warn!(user = %user, error = %e, "the sweep could not remove an orphaned managed IAM user");
-                }
-            },
-            Verdict::Uncovered => {
-                // Nothing to write when an earlier sweep or reconcile already revoked.
-                let has_access = match (iam.keys(user).await, iam.policy(user).await) {
-                    (Ok(k), Ok(p)) => !k.is_empty() || p.is_some(),
-                    _ => true,
-                };
-                if !has_access {
-                    continue;
-                }
-                match iam.revoke_ours(user).await {
-                    Ok(keys) => {
-                        swept.revoked += 1;
-                        METRICS.managed_sweep("uncovered_revoked");
-                        let note = format!(
-                            "No S3AccessGrant covers this S3Connection any more: the {keys} access key(s) of IAM user {user:?} were deactivated and deleted, and its policy removed."
-                        );
-                        tracing::warn!(user = %user, connection = %format!("{namespace}/{name}"), keys, "the sweep revoked a managed user no grant covers");
-                        ctx.event(regarding, true, OperatorReason::UncoveredKeysRevoked.as_str(), "Sweep", &note).await;
-                        if let Some(c) = &conn {
-                            let _ = recheck.unbounded_send(ObjectRef::from_obj(c));
-                        }
-                    }
-                    Err(e) => {
-                        swept.failed += 1;
-                        METRICS.managed_sweep("failed");
-                        tracing::warn!(user = %user, error = %e, "the sweep could not revoke a managed user no grant covers");
-                    }
-                }
-            }
+            Verdict::Orphan => clear_orphan(ctx, iam, user, &tags, regarding, &mut swept).await,
+            Verdict::Uncovered => revoke_uncovered(ctx, iam, user, regarding, conn.as_ref(), recheck, &mut swept).await,
         }
     }
     swept
+}
+
+/// The labels of `namespace`, read once per sweep and only when a grant selects namespaces
+/// by label; None when they could not be read.
+async fn labels_of(
+    ctx: &Context,
+    grants: &[S3AccessGrant],
+    cache: &mut HashMap<String, BTreeMap<String, String>>,
+    namespace: &str,
+) -> Option<BTreeMap<String, String>> {
+    match cache.get(namespace) {
+        Some(l) => Some(l.clone()),
+        None if grants.iter().any(|g| g.spec.namespace_selector.is_some()) => {
+            match Api::<Namespace>::all(ctx.client.clone()).get_metadata_opt(namespace).await {
+                Ok(ns) => {
+                    let l = ns.and_then(|n| n.metadata.labels).unwrap_or_default();
+                    cache.insert(namespace.to_owned(), l.clone());
+                    Some(l)
+                }
+                Err(_) => None,
+            }
+        }
+        None => Some(BTreeMap::new()),
+    }
+}
+
+/// A user whose S3Connection is gone: its access goes (and the user, unless retained).
+async fn clear_orphan(
+    ctx: &Context,
+    iam: &Iam,
+    user: &str,
+    tags: &BTreeMap<String, String>,
+    regarding: ObjectReference,
+    swept: &mut Swept,
+) {
+    let (namespace, name) =
+        (regarding.namespace.clone().unwrap_or_default(), regarding.name.clone().unwrap_or_default());
+    match iam.clear_orphan(user, tags).await {
+        Ok((keys, deleted)) => {
+            swept.orphans += 1;
+            METRICS.managed_sweep(if deleted { "orphan_deleted" } else { "orphan_keys_deleted" });
+            let note = if deleted {
+                format!(
+                    "IAM user {user:?} was made for S3Connection {namespace}/{name}, which is gone: its {keys} access key(s), its policy and the user were deleted."
+                )
+            } else {
+                format!(
+                    "IAM user {user:?} was made for S3Connection {namespace}/{name}, which is gone: its {keys} access key(s) and its policy were deleted; the user is kept (deletionPolicy Retain)."
+                )
+            };
+            tracing::warn!(user = %user, connection = %format!("{namespace}/{name}"), keys, user_deleted = deleted, "the sweep removed an orphaned managed IAM user's access");
+            ctx.event(regarding, true, OperatorReason::OrphanedUserRemoved.as_str(), "Sweep", &note).await;
+        }
+        Err(e) => {
+            swept.failed += 1;
+            METRICS.managed_sweep("failed");
+            tracing::warn!(user = %user, error = %e, "the sweep could not remove an orphaned managed IAM user");
+        }
+    }
+}
+
+/// A user no grant covers any more: its keys are deactivated and deleted and its policy
+/// removed, and its connection is looked at again so that its status says so.
+async fn revoke_uncovered(
+    ctx: &Context,
+    iam: &Iam,
+    user: &str,
+    regarding: ObjectReference,
+    conn: Option<&S3Connection>,
+    recheck: &futures::channel::mpsc::UnboundedSender<ObjectRef<S3Connection>>,
+    swept: &mut Swept,
+) {
+    let (namespace, name) =
+        (regarding.namespace.clone().unwrap_or_default(), regarding.name.clone().unwrap_or_default());
+    // Nothing to write when an earlier sweep or reconcile already revoked.
+    let has_access = match (iam.keys(user).await, iam.policy(user).await) {
+        (Ok(k), Ok(p)) => !k.is_empty() || p.is_some(),
+        _ => true,
+    };
+    if !has_access {
+        return;
+    }
+    match iam.revoke_ours(user).await {
+        Ok(keys) => {
+            swept.revoked += 1;
+            METRICS.managed_sweep("uncovered_revoked");
+            let note = format!(
+                "No S3AccessGrant covers this S3Connection any more: the {keys} access key(s) of IAM user {user:?} were deactivated and deleted, and its policy removed."
+            );
+            tracing::warn!(user = %user, connection = %format!("{namespace}/{name}"), keys, "the sweep revoked a managed user no grant covers");
+            ctx.event(regarding, true, OperatorReason::UncoveredKeysRevoked.as_str(), "Sweep", &note).await;
+            if let Some(c) = conn {
+                let _ = recheck.unbounded_send(ObjectRef::from_obj(c));
+            }
+        }
+        Err(e) => {
+            swept.failed += 1;
+            METRICS.managed_sweep("failed");
+            tracing::warn!(user = %user, error = %e, "the sweep could not revoke a managed user no grant covers");
+        }
+    }
 }
 
 /// Whether a grant covers `conn` as its spec stands, with its namespace's `labels`.

@@ -11,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::annotations::SYNC_NOW_ANNOTATION;
 use crate::api::conditions::{CONNECTION_READY, ConnectionReadyReason, NamedCond, READY, Status};
 use crate::api::dataset::{DatasetPhase, DatasetReason as R, DatasetSpec, DatasetStatus};
+use crate::controller::decide::{self, RETRY_CAP, cond};
 use crate::controller::status::Next;
 use crate::platform::{DatasetInfo, PlatformError};
 use crate::timing::parse_interval;
@@ -80,16 +81,9 @@ pub fn step(
 /// What a step ends with.
 pub type Outcome = crate::controller::driver::Outcome<DatasetStatus>;
 
-/// A condition with one of the kind's reasons (or a ConnectionReady reason).
-fn cond(type_: &'static str, status: Status, reason: impl std::fmt::Display, message: impl Into<String>) -> NamedCond {
-    NamedCond::new(type_, status, reason.to_string(), message)
-}
-
 fn not_yet(reason: R, message: impl Into<String>) -> NamedCond {
     cond(READY, Status::Unknown, reason, message)
 }
-
-const RETRY_CAP: Duration = Duration::from_secs(600);
 
 /// Polling a dataset the platform is processing: 2 s doubling to a minute.
 pub fn poll_after(attempt: u32) -> Duration {
@@ -209,28 +203,8 @@ pub fn after_check(
 ) -> Outcome {
     let id = status.dataset_id.clone().unwrap_or_default();
     let info = match info {
-        Err(e) => {
-            let failed = platform_failure(&format!("reading dataset {id}"), &e);
-            return Outcome {
-                status,
-                conds: vec![ready],
-                ready: failed,
-                retrying: true,
-                next: Next::Retry { cap: RETRY_CAP },
-            };
-        }
-        Ok(None) => {
-            status.phase = Some(DatasetPhase::Failed);
-            let gone = cond(
-                READY,
-                Status::False,
-                R::DatasetFailed,
-                format!(
-                    "The platform no longer knows dataset {id} (deleted there?): delete this Dataset, and re-create it to make a new one."
-                ),
-            );
-            return Outcome { status, conds: vec![ready], ready: gone, retrying: false, next: Next::AwaitChange };
-        }
+        Err(e) => return unread(status, ready, &id, &e),
+        Ok(None) => return gone(status, ready, &id),
         Ok(Some(info)) => info,
     };
     if let Some(value) = synced {
@@ -239,20 +213,7 @@ pub fn after_check(
     }
     status.files_count = Some(info.files_count);
     status.status_code = Some(info.status_code);
-    let recheck_says = |what: &str| match recheck {
-        Some(Recheck { problem: Some(p), missing_policy, .. }) => format!(
-            "{what} Re-checked with the connection's keys: {p}{}",
-            missing_policy.as_deref().map_or(String::new(), |m| format!(
-                " The statement to add: {}",
-                m.split_whitespace().collect::<Vec<_>>().join(" ")
-            ))
-        ),
-        Some(Recheck { problem: None, sample, .. }) => format!(
-            "{what} The connection's keys can list and read {folder} now{}.",
-            sample.as_deref().map_or(String::new(), |s| format!(" (read {s:?})"))
-        ),
-        None => what.to_owned(),
-    };
+    let recheck_says = |what: &str| with_recheck(what, recheck, folder);
     let (readiness, retrying, next) = if info.status_code >= 400 {
         status.phase = Some(DatasetPhase::Failed);
         let message = recheck_says(&format!(
@@ -297,9 +258,48 @@ pub fn after_check(
     Outcome { status, conds: vec![ready], ready: readiness, retrying, next }
 }
 
+/// The platform could not be asked how the dataset is: retried.
+fn unread(status: DatasetStatus, ready: NamedCond, id: &str, e: &PlatformError) -> Outcome {
+    let failed = platform_failure(&format!("reading dataset {id}"), e);
+    Outcome { status, conds: vec![ready], ready: failed, retrying: true, next: Next::Retry { cap: RETRY_CAP } }
+}
+
+/// The platform no longer knows the dataset: only a person can help.
+fn gone(mut status: DatasetStatus, ready: NamedCond, id: &str) -> Outcome {
+    status.phase = Some(DatasetPhase::Failed);
+    let gone = cond(
+        READY,
+        Status::False,
+        R::DatasetFailed,
+        format!(
+            "The platform no longer knows dataset {id} (deleted there?): delete this Dataset, and re-create it to make a new one."
+        ),
+    );
+    Outcome { status, conds: vec![ready], ready: gone, retrying: false, next: Next::AwaitChange }
+}
+
+/// `what`, followed by what a re-check of `folder` with the connection's keys found.
+fn with_recheck(what: &str, recheck: Option<&Recheck>, folder: &str) -> String {
+    match recheck {
+        Some(Recheck { problem: Some(p), missing_policy, .. }) => format!(
+            "{what} Re-checked with the connection's keys: {p}{}",
+            missing_policy.as_deref().map_or(String::new(), |m| format!(
+                " The statement to add: {}",
+                m.split_whitespace().collect::<Vec<_>>().join(" ")
+            ))
+        ),
+        Some(Recheck { problem: None, sample, .. }) => format!(
+            "{what} The connection's keys can list and read {folder} now{}.",
+            sample.as_deref().map_or(String::new(), |s| format!(" (read {s:?})"))
+        ),
+        None => what.to_owned(),
+    }
+}
+
+/// Ready for a platform call that failed: False, whatever the failure (a dataset has no
+/// condition of its own for the platform).
 fn platform_failure(doing: &str, e: &PlatformError) -> NamedCond {
-    let c: NamedCond = crate::controller::platform::failure(READY, doing, e).into();
-    NamedCond { status: Status::False, ..c }
+    NamedCond { status: Status::False, ..decide::platform_failure(READY, doing, e) }
 }
 
 /// Marks that the connection is ready (and so the dataset may go ahead).

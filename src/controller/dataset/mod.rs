@@ -34,7 +34,7 @@ use crate::api::conditions::{
 };
 use crate::api::connection::{CorsMode, S3Connection, Usage};
 use crate::api::dataset::{Dataset, DatasetPhase, DatasetReason, DatasetStatus, DeletionPolicy};
-use crate::platform::{Credentials, DatasetRequest};
+use crate::platform::{Credentials, DatasetInfo, DatasetRequest, PlatformError};
 use crate::s3::probe::{self, Probe};
 use crate::s3::uri::Location;
 
@@ -256,6 +256,15 @@ impl Run<'_> {
         let location = folder(self.ds, self.conn);
         let where_ = location.as_ref().map_or_else(|| "its folder".to_owned(), |l| l.to_string());
         let platform = &self.ctx.platform;
+        // How the platform has the dataset, against the spec, at the time it is asked.
+        let after_check = |status: DatasetStatus,
+                           ready: NamedCond,
+                           info: Result<Option<DatasetInfo>, PlatformError>,
+                           recheck: Option<&Recheck>,
+                           synced: Option<String>,
+                           attempt: u32| {
+            decide::after_check(status, ready, &where_, &self.ds.spec, info, recheck, synced, Timestamp::now(), attempt)
+        };
         let mut synced = None;
         if sync && let (Some(s), Some(l)) = (&self.ds.spec.sync, &location) {
             let (path, connection_id) = (crate::platform::folder_path(l), self.connection_id());
@@ -276,17 +285,7 @@ impl Run<'_> {
                 Err(c) => {
                     info!(dataset = %self.ds.name_any(), why = %c.message, "sync waits for its project");
                     let info = platform.get_dataset(self.creds, &id).await;
-                    let mut outcome = decide::after_check(
-                        status,
-                        ready,
-                        &where_,
-                        &self.ds.spec,
-                        info,
-                        None,
-                        None,
-                        Timestamp::now(),
-                        0,
-                    );
+                    let mut outcome = after_check(status, ready, info, None, None, 0);
                     if matches!(outcome.next, Next::Success(_)) {
                         outcome.next = Next::Success(Some(Duration::from_secs(10)));
                     }
@@ -295,17 +294,7 @@ impl Run<'_> {
             };
             let call = platform.sync_dataset(self.creds, &project_id, &id, &connection_id, &path, self.data_type());
             if let Err(e) = call.await {
-                return Ok(decide::after_check(
-                    status,
-                    ready,
-                    &where_,
-                    &self.ds.spec,
-                    Err(e),
-                    None,
-                    None,
-                    Timestamp::now(),
-                    0,
-                ));
+                return Ok(after_check(status, ready, Err(e), None, None, 0));
             }
             synced = Some(self.ds.annotations().get(SYNC_NOW_ANNOTATION).cloned().unwrap_or_default());
         }
@@ -319,17 +308,7 @@ impl Run<'_> {
             _ => None,
         };
         let attempt = self.ctx.failures(&self.ds.uid().unwrap_or_default());
-        let outcome = decide::after_check(
-            status,
-            ready,
-            &where_,
-            &self.ds.spec,
-            info,
-            recheck.as_ref(),
-            synced,
-            Timestamp::now(),
-            attempt,
-        );
+        let outcome = after_check(status, ready, info, recheck.as_ref(), synced, attempt);
         if outcome.status.phase == Some(DatasetPhase::Creating) {
             self.ctx.record_failure(&self.ds.uid().unwrap_or_default());
         }

@@ -12,6 +12,7 @@ use crate::api::conditions::{COMPLETE, CONNECTION_READY, ConnectionReadyReason, 
 use crate::api::export::{
     DatasetExportSpec, DatasetExportStatus, ExportPhase, ExportReason as R, ExportRun, RunResult,
 };
+use crate::controller::decide::{RETRY_CAP, cond, platform_failure};
 use crate::controller::status::Next;
 use crate::platform::{ExportState, PlatformError};
 
@@ -149,20 +150,12 @@ fn clear_intent(status: &mut DatasetExportStatus) {
 /// What a step ends with.
 pub type Outcome = crate::controller::driver::Outcome<DatasetExportStatus>;
 
-/// A condition with one of the kind's reasons (or a ConnectionReady reason).
-fn cond(type_: &'static str, status: Status, reason: impl std::fmt::Display, message: impl Into<String>) -> NamedCond {
-    NamedCond::new(type_, status, reason.to_string(), message)
-}
-
 /// The outcome with Ready by the driver's rule: True once complete, else the first failing
 /// condition's (Unknown while the platform is working on it).
 fn outcome(status: DatasetExportStatus, conds: Vec<NamedCond>, retrying: bool, next: Next) -> Outcome {
     let done = cond(READY, Status::True, R::ExportSucceeded, "The export has completed.");
     Outcome::derived(status, conds, done, retrying, next)
 }
-
-/// The cap on retries after a platform failure.
-const RETRY_CAP: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The connection cannot be used: nothing is submitted.
 pub fn blocked(mut status: DatasetExportStatus, problem: NamedCond) -> Outcome {
@@ -192,16 +185,10 @@ pub fn after_submit(
 ) -> Outcome {
     let tracking_id = status.submission_tracking_id.clone().unwrap_or_default();
     // A run of a schedule that ends at the submission: into the history, and on to the next.
-    if let Some(s) = schedule {
-        let ended = match &result {
-            Err(PlatformError::Unknown { detail, .. }) => Some((RunResult::Unconfirmed, detail.clone())),
-            Err(PlatformError::NoFilesWithStatus { message }) => Some((RunResult::NoFiles, message.clone())),
-            Err(PlatformError::Rejected { message, .. }) => Some((RunResult::Failed, message.clone())),
-            _ => None,
-        };
-        if let Some((result, message)) = ended {
-            return between_runs(roll(status, result, Some(message), s, now), s, export, now);
-        }
+    if let Some(s) = schedule
+        && let Some((result, message)) = run_ended(&result)
+    {
+        return between_runs(roll(status, result, Some(message), s, now), s, export, now);
     }
     match result {
         Ok(report_id) => {
@@ -264,6 +251,17 @@ pub fn after_submit(
             let failed = platform_failure(SUBMITTED, "submitting the export", &e);
             outcome(status, vec![ready, failed], true, Next::Retry { cap: RETRY_CAP })
         }
+    }
+}
+
+/// How a scheduled run ends at its submission, if it does: an unknown outcome, no files,
+/// or a refusal. Any other answer leaves the run going (or retried).
+fn run_ended(result: &Result<String, PlatformError>) -> Option<(RunResult, String)> {
+    match result {
+        Err(PlatformError::Unknown { detail, .. }) => Some((RunResult::Unconfirmed, detail.clone())),
+        Err(PlatformError::NoFilesWithStatus { message }) => Some((RunResult::NoFiles, message.clone())),
+        Err(PlatformError::Rejected { message, .. }) => Some((RunResult::Failed, message.clone())),
+        _ => None,
     }
 }
 
@@ -435,21 +433,19 @@ pub fn between_runs(
         let c = cond(SUBMITTED, Status::Unknown, R::Scheduled, format!("Scheduled: {next}."));
         return outcome(status, vec![c], true, Next::After(wait));
     };
+    let (conds, retrying) = last_run(&run, s, export, &next);
+    let done = NamedCond { type_: READY, ..conds.last().cloned().unwrap_or_else(|| run_accepted(&run)) };
+    Outcome::derived(status, conds, done, retrying, Next::After(wait))
+}
+
+/// The conditions that tell how the last run of a scheduled export ended (`next` says when
+/// the next one starts), and whether it is retrying.
+fn last_run(run: &ExportRun, s: &Schedule, export: &ExportNames<'_>, next: &str) -> (Vec<NamedCond>, bool) {
     let started = run.start_time.0;
     let report = run.report_id.as_deref().map(|r| format!(" (report {r})")).unwrap_or_default();
     let said = run.message.clone().unwrap_or_default();
-    let accepted = || {
-        cond(
-            SUBMITTED,
-            Status::True,
-            R::Submitted,
-            format!(
-                "The platform accepted the run of {started} as report {}.",
-                run.report_id.clone().unwrap_or_default()
-            ),
-        )
-    };
-    let (conds, retrying) = match run.result {
+    let accepted = || run_accepted(run);
+    match run.result {
         RunResult::Succeeded => {
             let where_ = run.destination.clone().unwrap_or_else(|| "its destination".into());
             let c = cond(
@@ -516,9 +512,18 @@ pub fn between_runs(
             );
             (vec![c], true)
         }
-    };
-    let done = NamedCond { type_: READY, ..conds.last().cloned().unwrap_or_else(accepted) };
-    Outcome::derived(status, conds, done, retrying, Next::After(wait))
+    }
+}
+
+/// The platform took the run as a report.
+fn run_accepted(run: &ExportRun) -> NamedCond {
+    let started = run.start_time.0;
+    cond(
+        SUBMITTED,
+        Status::True,
+        R::Submitted,
+        format!("The platform accepted the run of {started} as report {}.", run.report_id.clone().unwrap_or_default()),
+    )
 }
 
 /// The export's connection is gone while a report is being followed.
@@ -549,9 +554,5 @@ pub fn no_credentials(status: DatasetExportStatus, before: Option<NamedCond>, c:
 }
 
 /// A platform failure as a condition of `type_`.
-fn platform_failure(type_: &'static str, doing: &str, e: &PlatformError) -> NamedCond {
-    crate::controller::platform::failure(type_, doing, e).into()
-}
-
 #[cfg(test)]
 mod tests;

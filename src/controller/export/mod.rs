@@ -32,6 +32,7 @@ use crate::api::connection::{S3Connection, Usage};
 use crate::api::export::{
     DatasetExport, DatasetExportStatus, ExportFormat, ExportPhase, ExportReason as R, FileStatus,
 };
+use crate::controller::decide::cond;
 use crate::platform::ExportRequest;
 
 /// Report ids the platform gave whose status write failed, by export uid, so that a retry
@@ -71,10 +72,6 @@ fn status_str(s: FileStatus) -> &'static str {
     }
 }
 
-fn cond(type_: &'static str, status: Status, reason: impl std::fmt::Display, message: impl Into<String>) -> NamedCond {
-    NamedCond::new(type_, status, reason.to_string(), message)
-}
-
 /// Why an export cannot go ahead yet, from its S3Connection as it is; None when it can.
 pub fn connection_problem(conn: Option<&S3Connection>, name: &str) -> Option<NamedCond> {
     super::platform::connection_problem(conn, name, &FOR_EXPORT)
@@ -104,24 +101,7 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
         .get_opt(&conn_name)
         .await
         .map_err(Error::read(format!("S3Connection {namespace}/{conn_name}")))?;
-    status.observed_generation = export.metadata.generation;
-    status.last_handled_reconcile_at = crate::api::annotations::requested_at(export.annotations());
-    // A scheduled run's destination is its own folder, set when it is submitted.
-    if status.destination.is_none()
-        && schedule.is_none()
-        && let Some((Some(b), Some(p))) =
-            connection.as_ref().and_then(|c| c.status.as_ref()).map(|s| (s.bucket.clone(), s.prefix.clone()))
-    {
-        status.destination = Some(format!("s3://{b}/{p}{}", folder(&export.spec.folder)));
-    }
-    // A report id the platform gave in this process whose status write failed.
-    if status.report_id.is_none()
-        && let Some(id) = unrecorded().get(&uid).cloned()
-    {
-        status.report_id = Some(id);
-        status.submission_started_time = None;
-        status.submission_tracking_id = None;
-    }
+    refresh(&mut status, &export, schedule.as_ref(), connection.as_ref(), &uid);
 
     // What the status says now; every later comparison is against the last write, and
     // every write is preconditioned on the version it was decided from.
@@ -149,6 +129,16 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
     };
     let waits_for_project = project_problem.is_some();
     let problem = connection_problem(connection.as_ref(), &conn_name).or(project_problem);
+    let run = Run {
+        ctx: &ctx,
+        export: &export,
+        namespace: &namespace,
+        uid: &uid,
+        names: &names,
+        schedule: schedule.as_ref(),
+        project_id: &project_id,
+        now,
+    };
     let outcome = match decide::step(&mut status, export.annotations(), problem, schedule.as_ref(), now) {
         Step::Finished => return Ok(Action::await_change()),
         Step::Wait(_) => match &schedule {
@@ -164,75 +154,136 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
         }
         Step::Blocked(problem) => decide::blocked(status, problem),
         Step::Unconfirmed => decide::unconfirmed(status, &names, schedule.as_ref(), now),
-        Step::Follow(report_id) => match connection.as_ref() {
-            None => decide::connection_gone(status, &report_id),
-            Some(conn) => match platform_credentials(&ctx, conn, &namespace).await? {
-                Err(c) => decide::no_credentials(status, Some(submitted_as(&report_id)), c),
-                Ok(creds) => {
-                    let state = ctx.platform.export_status(&creds, &project_id, &report_id).await;
-                    decide::after_check(status, &report_id, state, &names, schedule.as_ref(), Timestamp::now())
-                }
-            },
-        },
+        Step::Follow(report_id) => follow(&run, connection.as_ref(), status, &report_id).await?,
         Step::Submit => {
             let conn = connection.as_ref().expect("a connection without problems exists");
-            match platform_credentials(&ctx, conn, &namespace).await? {
-                Err(c) => decide::no_credentials(status, None, c),
-                Ok(creds) => {
-                    let conn_status = conn.status.clone().unwrap_or_default();
-                    let connection_id = conn_status.platform_connection_id.clone().unwrap_or_default();
-                    let ready = cond(
-                        CONNECTION_READY,
-                        Status::True,
-                        ConnectionReadyReason::ConnectionReady,
-                        format!(
-                            "S3Connection {conn_name:?} is ready and registered (platform connection {connection_id})."
-                        ),
-                    );
-                    // A scheduled run: its own folder and name, from its start.
-                    let (run_folder, run_name) = match &schedule {
-                        Some(_) => {
-                            (decide::run_folder(&export.spec.folder, now), Some(decide::run_name(names.name, now)))
-                        }
-                        None => (folder(&export.spec.folder), None),
-                    };
-                    let bucket = conn_status.bucket.clone().unwrap_or_default();
-                    let prefix = conn_status.prefix.clone().unwrap_or_default();
-                    if schedule.is_some() {
-                        decide::start_run(&mut status, format!("s3://{bucket}/{prefix}{run_folder}"), now);
-                    }
-                    let updated_after = decide::updated_after(&status, schedule.as_ref());
-                    // The intent, durably, before the platform hears of the export.
-                    let tracking_id = crate::platform::uuid4();
-                    let intent = decide::intent(status, &ready, &tracking_id, now);
-                    // Preconditioned on the version this decision was made from: if the
-                    // cache was behind (an intent or a report id it has not seen), the
-                    // API server refuses it and the platform is never called.
-                    driver::write(&ctx, export.as_ref(), &mut written, &intent, &mut version).await?;
-                    let folder_path = format!("{bucket}/{prefix}{run_folder}");
-                    let request = ExportRequest {
-                        name: run_name.as_deref().unwrap_or(names.name),
-                        updated_after,
-                        description: export.spec.description.as_deref().unwrap_or("Exported by s3connect"),
-                        format: format_str(export.spec.format),
-                        statuses: names.statuses.clone(),
-                        connection_id: &connection_id,
-                        folder_path,
-                    };
-                    let result = ctx.platform.create_export(&creds, &project_id, &request, &tracking_id).await;
-                    #[cfg(debug_assertions)]
-                    if export.annotations().contains_key(crate::api::annotations::DEBUG_PANIC_AFTER_SUBMIT_ANNOTATION) {
-                        panic!("{} is set", crate::api::annotations::DEBUG_PANIC_AFTER_SUBMIT_ANNOTATION);
-                    }
-                    if let Ok(id) = &result {
-                        unrecorded().insert(uid.clone(), id.clone());
-                    }
-                    decide::after_submit(intent.status, ready, result, &names, schedule.as_ref(), Timestamp::now())
-                }
-            }
+            submit(&run, conn, status, &mut written, &mut version).await?
         }
     };
     driver::finish(&ctx, export.as_ref(), &mut written, outcome, started, &mut version).await
+}
+
+/// The status before this reconcile decides anything: the generation and request seen,
+/// the destination once the connection names its bucket, and a report id given in this
+/// process whose status write failed.
+fn refresh(
+    status: &mut DatasetExportStatus,
+    export: &DatasetExport,
+    schedule: Option<&decide::Schedule>,
+    connection: Option<&S3Connection>,
+    uid: &str,
+) {
+    status.observed_generation = export.metadata.generation;
+    status.last_handled_reconcile_at = crate::api::annotations::requested_at(export.annotations());
+    // A scheduled run's destination is its own folder, set when it is submitted.
+    if status.destination.is_none()
+        && schedule.is_none()
+        && let Some((Some(b), Some(p))) =
+            connection.and_then(|c| c.status.as_ref()).map(|s| (s.bucket.clone(), s.prefix.clone()))
+    {
+        status.destination = Some(format!("s3://{b}/{p}{}", folder(&export.spec.folder)));
+    }
+    // A report id the platform gave in this process whose status write failed.
+    if status.report_id.is_none()
+        && let Some(id) = unrecorded().get(uid).cloned()
+    {
+        status.report_id = Some(id);
+        status.submission_started_time = None;
+        status.submission_tracking_id = None;
+    }
+}
+
+/// What the platform steps of one reconcile work from.
+struct Run<'a> {
+    ctx: &'a Context,
+    export: &'a DatasetExport,
+    namespace: &'a str,
+    uid: &'a str,
+    names: &'a ExportNames<'a>,
+    schedule: Option<&'a decide::Schedule>,
+    project_id: &'a str,
+    now: Timestamp,
+}
+
+/// Follows a submitted export: its state as the platform reports it.
+async fn follow(
+    run: &Run<'_>,
+    connection: Option<&S3Connection>,
+    status: DatasetExportStatus,
+    report_id: &str,
+) -> Result<decide::Outcome, Error> {
+    Ok(match connection {
+        None => decide::connection_gone(status, report_id),
+        Some(conn) => match platform_credentials(run.ctx, conn, run.namespace).await? {
+            Err(c) => decide::no_credentials(status, Some(submitted_as(report_id)), c),
+            Ok(creds) => {
+                let state = run.ctx.platform.export_status(&creds, run.project_id, report_id).await;
+                decide::after_check(status, report_id, state, run.names, run.schedule, Timestamp::now())
+            }
+        },
+    })
+}
+
+/// Submits the export (or a scheduled run of it): the intent written first, then the one
+/// platform call, then what it answered.
+async fn submit(
+    run: &Run<'_>,
+    conn: &S3Connection,
+    mut status: DatasetExportStatus,
+    written: &mut DatasetExportStatus,
+    version: &mut Option<String>,
+) -> Result<decide::Outcome, Error> {
+    let (ctx, export, names, now) = (run.ctx, run.export, run.names, run.now);
+    let creds = match platform_credentials(ctx, conn, run.namespace).await? {
+        Err(c) => return Ok(decide::no_credentials(status, None, c)),
+        Ok(creds) => creds,
+    };
+    let conn_name = export.spec.connection_ref.name.to_string();
+    let conn_status = conn.status.clone().unwrap_or_default();
+    let connection_id = conn_status.platform_connection_id.clone().unwrap_or_default();
+    let ready = cond(
+        CONNECTION_READY,
+        Status::True,
+        ConnectionReadyReason::ConnectionReady,
+        format!("S3Connection {conn_name:?} is ready and registered (platform connection {connection_id})."),
+    );
+    // A scheduled run: its own folder and name, from its start.
+    let (run_folder, run_name) = match run.schedule {
+        Some(_) => (decide::run_folder(&export.spec.folder, now), Some(decide::run_name(names.name, now))),
+        None => (folder(&export.spec.folder), None),
+    };
+    let bucket = conn_status.bucket.clone().unwrap_or_default();
+    let prefix = conn_status.prefix.clone().unwrap_or_default();
+    if run.schedule.is_some() {
+        decide::start_run(&mut status, format!("s3://{bucket}/{prefix}{run_folder}"), now);
+    }
+    let updated_after = decide::updated_after(&status, run.schedule);
+    // The intent, durably, before the platform hears of the export.
+    let tracking_id = crate::platform::uuid4();
+    let intent = decide::intent(status, &ready, &tracking_id, now);
+    // Preconditioned on the version this decision was made from: if the cache was behind
+    // (an intent or a report id it has not seen), the API server refuses it and the
+    // platform is never called.
+    driver::write(ctx, export, written, &intent, version).await?;
+    let folder_path = format!("{bucket}/{prefix}{run_folder}");
+    let request = ExportRequest {
+        name: run_name.as_deref().unwrap_or(names.name),
+        updated_after,
+        description: export.spec.description.as_deref().unwrap_or("Exported by s3connect"),
+        format: format_str(export.spec.format),
+        statuses: names.statuses.clone(),
+        connection_id: &connection_id,
+        folder_path,
+    };
+    let result = ctx.platform.create_export(&creds, run.project_id, &request, &tracking_id).await;
+    #[cfg(debug_assertions)]
+    if export.annotations().contains_key(crate::api::annotations::DEBUG_PANIC_AFTER_SUBMIT_ANNOTATION) {
+        panic!("{} is set", crate::api::annotations::DEBUG_PANIC_AFTER_SUBMIT_ANNOTATION);
+    }
+    if let Ok(id) = &result {
+        unrecorded().insert(run.uid.to_owned(), id.clone());
+    }
+    Ok(decide::after_submit(intent.status, ready, result, names, run.schedule, Timestamp::now()))
 }
 
 fn submitted_as(report_id: &str) -> NamedCond {

@@ -11,6 +11,7 @@ use crate::api::conditions::{CREATED, DATASETS_READY, NamedCond, READY, Status, 
 use crate::api::project::{
     AnnotationProjectSpec, AnnotationProjectStatus, DatasetChange, ProjectPhase, ProjectReason as R,
 };
+use crate::controller::decide::{self, RETRY_CAP, platform_failure};
 use crate::controller::status::Next;
 use crate::platform::{PlatformError, ProjectInfo};
 
@@ -18,7 +19,7 @@ use crate::platform::{PlatformError, ProjectInfo};
 pub type Outcome = crate::controller::driver::Outcome<AnnotationProjectStatus>;
 
 fn cond(type_: &'static str, status: Status, reason: R, message: impl Into<String>) -> NamedCond {
-    NamedCond::new(type_, status, reason.as_str(), message)
+    decide::cond(type_, status, reason.as_str(), message)
 }
 
 /// Ready by the driver's rule (the first failing condition's, Unknown while the platform
@@ -28,8 +29,6 @@ fn outcome(status: AnnotationProjectStatus, conds: Vec<NamedCond>, retrying: boo
     let done = cond(READY, Status::True, R::ProjectReady, format!("Project {id} is ready for annotation."));
     Outcome::derived(status, conds, done, retrying, next)
 }
-
-const RETRY_CAP: Duration = Duration::from_secs(600);
 
 /// `conds` with `c` in place of any condition of its type.
 fn set(mut conds: Vec<NamedCond>, c: NamedCond) -> Vec<NamedCond> {
@@ -553,11 +552,6 @@ pub fn template_lookup_failed(status: AnnotationProjectStatus, ready: NamedCond,
 pub fn ready(mut status: AnnotationProjectStatus, conds: Vec<NamedCond>) -> Outcome {
     status.phase = Some(ProjectPhase::Ready);
     outcome(status, conds, false, Next::Success(Some(Duration::from_secs(600))))
-}
-
-fn platform_failure(type_: &'static str, doing: &str, e: &PlatformError) -> NamedCond {
-    let c: NamedCond = crate::controller::platform::failure(type_, doing, e).into();
-    c
 }
 
 #[cfg(test)]

@@ -168,70 +168,12 @@ pub async fn reconcile(p: Arc<AnnotationProject>, ctx: Arc<Context>) -> Result<A
         _ => None,
     };
     // Datasets made elsewhere: as the platform has them.
-    if let (Ok((ids, data_type)), Some(creds)) = (&mut gate, &creds) {
-        // This namespace's Datasets, read once a dataset by id carries an s3connect identity.
-        let mut local: Option<Vec<String>> = None;
-        for extra in &p.spec.dataset_ids {
-            let found = ctx.platform.get_dataset(creds, &extra.0).await;
-            let owner = match &found {
-                Ok(Some(info)) => crate::platform::identity_in(&info.description).map(str::to_owned),
-                _ => None,
-            };
-            if let Some(owner) = owner {
-                if local.is_none() {
-                    let list = Api::<Dataset>::namespaced(ctx.client.clone(), &namespace)
-                        .list_metadata(&Default::default())
-                        .await
-                        .map_err(Error::read(format!("Datasets in {namespace}")))?;
-                    local = Some(list.items.iter().filter_map(|d| d.uid()).collect());
-                }
-                if !local.iter().flatten().any(|u| *u == owner) {
-                    gate = Err((decide::dataset_owned_elsewhere(&extra.0, &owner), false));
-                    break;
-                }
-            }
-            match found {
-                Ok(Some(info)) if info.data_type == *data_type || info.data_type.is_empty() => {
-                    ids.push(extra.0.clone())
-                }
-                Ok(Some(info)) => {
-                    let message = format!(
-                        "Platform dataset {} (spec.datasetIds) holds {} files but the project is for {data_type}: remove it or fix spec.dataType. Nothing was created.",
-                        extra.0, info.data_type
-                    );
-                    let c = NamedCond::new(
-                        conditions::DATASETS_READY,
-                        conditions::Status::False,
-                        ProjectReason::DataTypeMismatch.as_str(),
-                        message,
-                    );
-                    gate = Err((c, false));
-                    break;
-                }
-                Ok(None) => {
-                    let message =
-                        format!("The platform does not know dataset {} (spec.datasetIds): fix or remove it.", extra.0);
-                    let c = NamedCond::new(
-                        conditions::DATASETS_READY,
-                        conditions::Status::False,
-                        ProjectReason::DatasetNotFound.as_str(),
-                        message,
-                    );
-                    gate = Err((c, false));
-                    break;
-                }
-                Err(e) => {
-                    let c: NamedCond = super::platform::failure(
-                        conditions::DATASETS_READY,
-                        &format!("reading dataset {}", extra.0),
-                        &e,
-                    )
-                    .into();
-                    gate = Err((c, true));
-                    break;
-                }
-            }
-        }
+    let extra = match (&mut gate, &creds) {
+        (Ok((ids, data_type)), Some(creds)) => extra_datasets(&ctx, &p, &namespace, creds, ids, data_type).await?,
+        _ => Ok(()),
+    };
+    if let Err(problem) = extra {
+        gate = Err(problem);
     }
     let (ids, data_type, creds) = match (gate, creds) {
         (Ok((ids, t)), Some(c)) => (ids, t, c),
@@ -253,6 +195,74 @@ pub async fn reconcile(p: Arc<AnnotationProject>, ctx: Arc<Context>) -> Result<A
     let run = Run { ctx: &ctx, p: &p, creds: &creds, data_type: &data_type };
     let outcome = run.step(status, ids, &mut written, &mut version).await?;
     driver::finish(&ctx, p.as_ref(), &mut written, outcome, started, &mut version).await
+}
+
+/// The datasets of `spec.datasetIds` (made elsewhere), as the platform has them, added to
+/// `ids`; or the first that stops the project (made for a Dataset of another namespace, of
+/// another data type, unknown, or unread: then retried).
+async fn extra_datasets(
+    ctx: &Context,
+    p: &AnnotationProject,
+    namespace: &str,
+    creds: &Credentials,
+    ids: &mut Vec<String>,
+    data_type: &str,
+) -> Result<Result<(), (NamedCond, bool)>, Error> {
+    // This namespace's Datasets, read once a dataset by id carries an s3connect identity.
+    let mut local: Option<Vec<String>> = None;
+    for extra in &p.spec.dataset_ids {
+        let found = ctx.platform.get_dataset(creds, &extra.0).await;
+        let owner = match &found {
+            Ok(Some(info)) => crate::platform::identity_in(&info.description).map(str::to_owned),
+            _ => None,
+        };
+        if let Some(owner) = owner {
+            if local.is_none() {
+                let list = Api::<Dataset>::namespaced(ctx.client.clone(), namespace)
+                    .list_metadata(&Default::default())
+                    .await
+                    .map_err(Error::read(format!("Datasets in {namespace}")))?;
+                local = Some(list.items.iter().filter_map(|d| d.uid()).collect());
+            }
+            if !local.iter().flatten().any(|u| *u == owner) {
+                return Ok(Err((decide::dataset_owned_elsewhere(&extra.0, &owner), false)));
+            }
+        }
+        match found {
+            Ok(Some(info)) if info.data_type == data_type || info.data_type.is_empty() => ids.push(extra.0.clone()),
+            Ok(Some(info)) => {
+                let message = format!(
+                    "Platform dataset {} (spec.datasetIds) holds {} files but the project is for {data_type}: remove it or fix spec.dataType. Nothing was created.",
+                    extra.0, info.data_type
+                );
+                let c = NamedCond::new(
+                    conditions::DATASETS_READY,
+                    conditions::Status::False,
+                    ProjectReason::DataTypeMismatch.as_str(),
+                    message,
+                );
+                return Ok(Err((c, false)));
+            }
+            Ok(None) => {
+                let message =
+                    format!("The platform does not know dataset {} (spec.datasetIds): fix or remove it.", extra.0);
+                let c = NamedCond::new(
+                    conditions::DATASETS_READY,
+                    conditions::Status::False,
+                    ProjectReason::DatasetNotFound.as_str(),
+                    message,
+                );
+                return Ok(Err((c, false)));
+            }
+            Err(e) => {
+                let c: NamedCond =
+                    super::platform::failure(conditions::DATASETS_READY, &format!("reading dataset {}", extra.0), &e)
+                        .into();
+                return Ok(Err((c, true)));
+            }
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// One reconcile's platform work for a project whose datasets are ready.
@@ -319,7 +329,21 @@ impl Run<'_> {
             }
             status.rotations = Some(r);
         }
-        for (datasets, detach) in [(attach, false), (detach, true)] {
+        self.change_datasets(status, conds, &id, [(attach, false), (detach, true)], written, version).await
+    }
+
+    /// Attaches, then detaches, datasets: each change's intent written before the platform
+    /// hears of it, so that an unknown outcome is read back from the project next time.
+    async fn change_datasets(
+        &self,
+        mut status: AnnotationProjectStatus,
+        conds: Vec<NamedCond>,
+        id: &str,
+        changes: [(Vec<String>, bool); 2],
+        written: &mut AnnotationProjectStatus,
+        version: &mut Option<String>,
+    ) -> Result<decide::Outcome, Error> {
+        for (datasets, detach) in changes {
             if datasets.is_empty() {
                 continue;
             }
@@ -329,7 +353,7 @@ impl Run<'_> {
             driver::write(self.ctx, self.p, written, &intent, version).await?;
             status = intent.status;
             let what = if detach { "detaching datasets" } else { "attaching datasets" };
-            match self.ctx.platform.change_datasets(self.creds, &id, &datasets, detach, &tracking_id).await {
+            match self.ctx.platform.change_datasets(self.creds, id, &datasets, detach, &tracking_id).await {
                 Ok(()) => {
                     status.dataset_change = None;
                     if detach {

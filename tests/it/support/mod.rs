@@ -220,6 +220,45 @@ pub async fn keys_secret(client: &kube::Client, ns: &str, name: &str, keys: &s3c
         .unwrap_or_else(|e| panic!("applying Secret {ns}/{name}: {e}"));
 }
 
+/// Applies the platform Secret `labellerr` in `ns`: the test platform's API key, secret
+/// and client id, under the key names a connection's `platform.secretRef` defaults to.
+pub async fn platform_secret(client: &kube::Client, ns: &str) {
+    let p = &env().platform;
+    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "labellerr"},
+        "stringData": {"LABELLERR_API_KEY": p.api_key, "LABELLERR_API_SECRET": p.api_secret, "LABELLERR_CLIENT_ID": p.client_id}});
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .patch("labellerr", &kube::api::PatchParams::apply("test").force(), &kube::api::Patch::Apply(&secret))
+        .await
+        .unwrap_or_else(|e| panic!("applying Secret {ns}/labellerr: {e}"));
+}
+
+/// Asks `check` every `every` until it answers `Ok`, at most `timeout` long, and returns
+/// what it gave; otherwise fails the test, saying `what` did not happen and what `check`
+/// last saw (its `Err`). One place for the waiting every test does, so that a slow
+/// condition fails with a message rather than hanging.
+pub async fn wait_for<T, L, Fut>(
+    what: impl std::fmt::Display,
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+    mut check: impl FnMut() -> Fut,
+) -> T
+where
+    L: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<T, L>>,
+{
+    let tries = (timeout.as_millis() / every.as_millis().max(1)).max(1);
+    let mut last = None;
+    for _ in 0..tries {
+        match check().await {
+            Ok(done) => return done,
+            Err(seen) => last = Some(seen),
+        }
+        tokio::time::sleep(every).await;
+    }
+    let last = last.map(|l| l.to_string()).unwrap_or_default();
+    panic!("{what} did not happen within {} s; last seen: {last}", timeout.as_secs())
+}
+
 /// Creates S3Connection `name` for `s3://<bucket>/images/` on the test S3 server with the
 /// keys in Secret `secret`; `extra` fields replace the spec's.
 pub async fn s3_connection(

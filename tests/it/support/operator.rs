@@ -166,20 +166,13 @@ pub async fn wait_for(
 ) -> S3Connection {
     shared();
     let api = Api::<S3Connection>::namespaced(client.clone(), ns);
-    let mut last = None;
-    for _ in 0..300 {
-        if let Some(c) = api.get_opt(name).await.expect("GET S3Connection") {
-            if done(&c) {
-                return c;
-            }
-            last = c.status;
+    super::wait_for(format!("{ns}/{name}: {what}"), Duration::from_secs(60), Duration::from_millis(200), || async {
+        match api.get_opt(name).await.expect("GET S3Connection") {
+            Some(c) if done(&c) => Ok(c),
+            c => Err(serde_json::to_string_pretty(&c.and_then(|c| c.status)).unwrap()),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "{ns}/{name}: {what} did not happen within 60s; last status: {}",
-        serde_json::to_string_pretty(&last).unwrap()
-    );
+    })
+    .await
 }
 
 /// The condition of `type_`, if any.
