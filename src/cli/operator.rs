@@ -39,11 +39,11 @@ pub struct OperatorArgs {
     /// store gives its turn up after 2 s, so a hung endpoint cannot hold the others back.
     #[arg(long, env = "S3CONNECT_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
-    /// Reconciles one namespace may have in flight at once (waiting to start, running, or
-    /// waiting on a slow store); its others wait their turn in their own queue, without
-    /// holding anything another namespace needs.
-    #[arg(long, env = "S3CONNECT_NAMESPACE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
-    namespace_concurrency: u16,
+    /// Removed: fairness is work-conserving (a namespace alone uses every start permit; when
+    /// several wait, the one with the fewest in flight goes next). Accepted and ignored,
+    /// with a warning, so that existing installs keep starting.
+    #[arg(long, env = "S3CONNECT_NAMESPACE_CONCURRENCY", hide = true)]
+    namespace_concurrency: Option<u16>,
     /// The most one validation may take, retries included (seconds); a store that has not
     /// answered by then is reported unreachable.
     #[arg(long, env = "S3CONNECT_VALIDATION_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -227,14 +227,22 @@ async fn operator(args: OperatorArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if args.namespace_concurrency.is_some() {
+        tracing::warn!(
+            "--namespace-concurrency (S3CONNECT_NAMESPACE_CONCURRENCY) is ignored: a namespace alone uses every start permit, and when several wait the one with the fewest in flight goes next"
+        );
+    }
     s3connect::timing::set_retry_base(std::time::Duration::from_secs(args.retry_base));
     s3connect::telemetry::metrics::METRICS
         .hide_objects
         .store(!args.per_object_metrics, std::sync::atomic::Ordering::Relaxed);
+    let allowed = AllowList::new(args.allowed_endpoints);
+    // Every connection the process makes skips the internal addresses of names a tenant
+    // may have chosen (see `endpoints`).
+    allowed.clone().screen_connections();
     let config = controller::Config {
-        allowed_endpoints: AllowList::new(args.allowed_endpoints),
+        allowed_endpoints: allowed.clone(),
         concurrency: args.concurrency,
-        namespace_concurrency: args.namespace_concurrency,
         validation_timeout: std::time::Duration::from_secs(args.validation_timeout),
         transient_grace: std::time::Duration::from_secs(args.transient_grace),
         unreachable_grace: std::time::Duration::from_secs(args.unreachable_grace.min(args.transient_grace)),

@@ -46,8 +46,6 @@ pub struct Config {
     /// Validations (and platform calls) that start at once; bounds the probe load on S3
     /// after a restart. See `slots`.
     pub concurrency: u16,
-    /// Of those, how many one namespace may have in flight.
-    pub namespace_concurrency: u16,
     /// The most one validation may take, retries included.
     pub validation_timeout: std::time::Duration,
     /// How long a Ready connection stays Ready while its validations fail only for reasons
@@ -104,11 +102,7 @@ impl Context {
         instance: Option<String>,
     ) -> Self {
         Context {
-            slots: slots::Slots::new(
-                usize::from(config.concurrency),
-                usize::from(config.namespace_concurrency),
-                SLOT_HOLD,
-            ),
+            slots: slots::Slots::new(usize::from(config.concurrency), SLOT_HOLD),
             instance: instance.unwrap_or_else(|| "s3connect".into()),
             client,
             platform,

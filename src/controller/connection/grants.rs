@@ -224,7 +224,6 @@ mod tests {
         crate::controller::Config {
             allowed_endpoints: crate::endpoints::AllowList::new(Vec::<String>::new()),
             concurrency: 1,
-            namespace_concurrency: 1,
             validation_timeout: Duration::from_secs(1),
             transient_grace: Duration::from_secs(1),
             unreachable_grace: Duration::from_secs(1),
