@@ -24,7 +24,7 @@ pub fn http_client() -> SharedHttpClient {
             let provider = tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring);
             let (ca, proxy) = (crate::net::extra_ca(), crate::net::proxy_in_environment());
             let hyper = if ca.is_none() && !proxy {
-                Builder::new().tls_provider(provider).build_https()
+                Builder::new().tls_provider(provider).build_with_resolver(Screening)
             } else {
                 // The system's roots plus the extra bundle; the proxy from the environment.
                 let trust = ca.map_or_else(tls::TrustStore::default, |pem| {
@@ -53,14 +53,65 @@ pub fn http_client() -> SharedHttpClient {
                     };
                     let builder = builder.proxy_config(proxy).tls_provider(provider.clone());
                     match &context {
-                        Some(context) => builder.tls_context(context.clone()).build(),
-                        None => builder.build(),
+                        Some(context) => builder.tls_context(context.clone()).build_with_resolver(Screening),
+                        None => builder.build_with_resolver(Screening),
                     }
                 })
             };
             SharedHttpClient::new(Pooled(hyper))
         })
         .clone()
+}
+
+/// The system's resolver, less the internal addresses of names a tenant may have chosen
+/// (see `endpoints`): the addresses checked are the addresses connected to, so a name
+/// that changes its answer between a check and a request still reaches nothing internal.
+#[derive(Clone, Debug)]
+struct Screening;
+
+impl aws_smithy_runtime_api::client::dns::ResolveDns for Screening {
+    fn resolve_dns<'a>(&'a self, name: &'a str) -> aws_smithy_runtime_api::client::dns::DnsFuture<'a> {
+        aws_smithy_runtime_api::client::dns::DnsFuture::new(async move {
+            resolve(name).await.map_err(aws_smithy_runtime_api::client::dns::ResolveDnsError::new)
+        })
+    }
+}
+
+/// The addresses the operator may connect to for `host`: all of them, or, when the host
+/// is screened, the public ones; Err when there are none.
+pub async fn resolve(host: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    let all: Vec<_> = tokio::net::lookup_host((host, 0))
+        .await
+        .map_err(|e| format!("{host} could not be resolved: {e}"))?
+        .map(|a| a.ip())
+        .collect();
+    if !crate::endpoints::screened(host) {
+        return Ok(all);
+    }
+    let public: Vec<_> = all.iter().copied().filter(|ip| !crate::endpoints::internal(*ip)).collect();
+    if public.is_empty() && !all.is_empty() {
+        return Err(format!(
+            "{host} resolves only to internal addresses, which the endpoint allow-list must name exactly"
+        ));
+    }
+    Ok(public)
+}
+
+/// Whether `host` is screened and every address it resolves to is internal (so no
+/// request to it can be sent). A name that does not resolve is not this: the request
+/// says it is unreachable.
+pub async fn internal_only(host: &str) -> bool {
+    if !crate::endpoints::screened(host) {
+        return false;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match tokio::net::lookup_host((host, 0)).await {
+        Ok(addrs) => {
+            let ips: Vec<_> = addrs.map(|a| a.ip()).collect();
+            !ips.is_empty() && ips.into_iter().all(crate::endpoints::internal)
+        }
+        Err(_) => false,
+    }
 }
 
 /// The shared hyper client without its check at client construction, which builds (and

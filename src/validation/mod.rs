@@ -19,6 +19,11 @@ pub enum Blocker {
         endpoint: String,
         allowed: String,
     },
+    /// The endpoint is admitted through a `*`, and its name resolves only to internal
+    /// addresses (loopback, private, link-local), which an entry must name exactly.
+    EndpointInternal {
+        endpoint: String,
+    },
     SecretNotFound,
     /// The Secret lacks `key`; `present` are the key names it has (never values).
     SecretKeyMissing {
@@ -272,6 +277,15 @@ fn blocked(subject: &Subject<'_>, blocker: &Blocker) -> Verdict {
             format!(
                 "Endpoint {endpoint} is not in the operator's endpoint allow-list: ask the cluster \
                  admin to add it (flag --allowed-endpoints, Helm value allowedEndpoints), or remove spec.endpoint to use AWS."
+            ),
+        ),
+        Blocker::EndpointInternal { endpoint } => (
+            BUCKET_REACHABLE,
+            Reason::EndpointNotAllowed,
+            format!(
+                "Endpoint {endpoint} resolves only to internal addresses (loopback, private or link-local), which the \
+                 operator reaches only when its endpoint allow-list names the host exactly: ask the cluster admin to \
+                 add it (flag --allowed-endpoints, Helm value allowedEndpoints), or use a public endpoint."
             ),
         ),
         Blocker::SecretNotFound => (

@@ -152,3 +152,50 @@ async fn a_private_ca_and_a_proxy_are_followed_for_s3_and_the_platform() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_name_reached_through_a_wildcard_never_reaches_an_internal_address() {
+    let _timer = crate::timed!();
+    let client = support::client().await;
+    let bucket = s3::bucket("internal", "us-east-1").await;
+    s3::put(&bucket, "images/cat.jpg", b"cat").await;
+    let location = Location::parse(&format!("{bucket}/")).unwrap();
+    let keys =
+        iam::user_with_policy("internal", &policy(&location, None, &required(&[Usage::Import], CorsMode::Ignore)))
+            .await;
+    let ns = namespace_with_secrets(&client, "internal", &keys).await;
+    let port = host_port(&env().s3_endpoint).rsplit(':').next().unwrap().to_owned();
+    // `*` admits any one-label name on the store's port; `127.0.0.1` is named exactly (by
+    // the shared list every test operator gets).
+    let wildcard = format!("http://*:{port}");
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-internal-{}.log", std::process::id()));
+    let mut operator = spawn_with_env(&log, &["--allowed-endpoints", &wildcard, "--namespace", &ns], &[]);
+
+    // `localhost` passes the pattern, and resolves to loopback only.
+    let via_name = json!({"endpoint": format!("http://localhost:{port}"), "cors": {"mode": "Ignore"}});
+    let via_ip = json!({"endpoint": env().s3_endpoint, "cors": {"mode": "Ignore"}});
+    support::s3_connection(&client, &ns, "name", &bucket, "keys", via_name).await;
+    support::s3_connection(&client, &ns, "ip", &bucket, "keys", via_ip).await;
+    let c = wait_for(&client, &ns, "name", "EndpointNotAllowed", |c| {
+        condition(c, "BucketReachable").is_some_and(|x| x.reason == "EndpointNotAllowed")
+    })
+    .await;
+    let reachable = condition(&c, "BucketReachable").unwrap();
+    assert_eq!(reachable.status, "False");
+    for remedy in
+        [&format!("http://localhost:{port}")[..], "internal addresses", "--allowed-endpoints", "names the host exactly"]
+    {
+        assert!(reachable.message.contains(remedy), "{remedy:?} not in {:?}", reachable.message);
+    }
+    assert!(
+        !reachable.message.contains("127.0.0.1"),
+        "the addresses a name resolves to are not shown: {}",
+        reachable.message
+    );
+    assert!(condition(&c, "Stalled").is_some_and(|s| s.status == "True"), "{:?}", c.status);
+    // The same store by the address the admin named is reachable.
+    wait_for(&client, &ns, "ip", "Ready", |c| condition(c, "Ready").is_some_and(|r| r.status == "True")).await;
+
+    drop(operator.stdin.take());
+    assert!(operator.wait().unwrap().success());
+}

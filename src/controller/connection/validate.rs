@@ -45,7 +45,13 @@ pub(super) async fn validate(ctx: &Context, conn: &S3Connection, f: &Facts, writ
     } else if f.forbidden {
         Err(Blocker::SecretForbidden)
     } else {
-        prepare(spec, &f.refs, f.secret.as_ref(), &ctx.config.allowed_endpoints)
+        match prepare(spec, &f.refs, f.secret.as_ref(), &ctx.config.allowed_endpoints) {
+            Ok((location, keys)) => match internal_endpoint(spec, &location).await {
+                Some(endpoint) => Err(Blocker::EndpointInternal { endpoint }),
+                None => Ok((location, keys)),
+            },
+            Err(blocker) => Err(blocker),
+        }
     };
     let not_checked =
         || Cond::not_checked(conditions::REGISTERED, "the connection is registered once every probe passes");
@@ -129,6 +135,16 @@ fn prepare(
     }
     let secret = secret.ok_or(Blocker::SecretNotFound)?;
     Ok((location, keys_from(secret, refs)?))
+}
+
+/// The URL contacted, when it is reached through a `*` of the allow-list and its name
+/// resolves only to internal addresses (the requests would be refused where they are sent;
+/// this says why, as the admin's decision rather than an unreachable store).
+async fn internal_endpoint(spec: &crate::api::connection::S3ConnectionSpec, location: &Location) -> Option<String> {
+    let endpoint = spec.endpoint.as_deref()?;
+    let contacted = crate::s3::client::contacted_url(Some(endpoint), spec.force_path_style, &location.bucket, "");
+    let host = crate::endpoints::host_of(&contacted)?;
+    crate::aws::internal_only(host).await.then_some(contacted)
 }
 
 /// Writes the registrations about to be created into the status, before the platform is

@@ -46,6 +46,7 @@ pub fn shared() -> &'static PathBuf {
             "slow",
             "nofiles",
             "poke",
+            "internal",
         ]
         .map(private_namespace)
         .join(",");
