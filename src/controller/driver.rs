@@ -222,6 +222,23 @@ pub fn trigger_hash<K: PlatformObject>(object: &K) -> Option<u64> {
     Some(h.finish())
 }
 
+/// A request by annotation (`s3connect.io/requested-at` or Flux's, and the kind's own
+/// such as `sync-now`) is acted on at most once per `--min-validation-spacing` for each
+/// object, so rewriting it in a loop makes one platform call per spacing, not one per
+/// write; the newest value is acted on when the spacing has passed. A spec change is
+/// never held back. Some(action): wait, nothing was done.
+pub fn spaced<K: PlatformObject>(ctx: &Context, object: &K) -> Option<Action> {
+    let uid = object.uid()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for key in K::TRIGGERS {
+        object.annotations().get(*key).hash(&mut h);
+    }
+    crate::api::annotations::requested_at(object.annotations()).hash(&mut h);
+    let left = ctx.request_spacing(&uid, h.finish(), object.meta().generation)?;
+    tracing::debug!(kind = K::KIND, object = %label(object), wait = ?left, "request spaced");
+    Some(Action::requeue(left))
+}
+
 /// The objects still waiting for the connection that changed.
 fn referencing<K: PlatformObject>(store: &Store<K>, conn: &PartialObjectMeta<S3Connection>) -> Vec<ObjectRef<K>> {
     store

@@ -92,6 +92,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// When each object's last validation started, to space them.
     validated: Mutex<HashMap<String, std::time::Instant>>,
+    /// Per platform object (by uid): the requests by annotation last acted on, and when.
+    asked: Mutex<HashMap<String, Asked>>,
 }
 
 impl Context {
@@ -109,6 +111,7 @@ impl Context {
             config,
             failures: Mutex::default(),
             validated: Mutex::default(),
+            asked: Mutex::default(),
         }
     }
 
@@ -176,15 +179,46 @@ impl Context {
         self.validated.lock().unwrap_or_else(|e| e.into_inner()).insert(uid.to_owned(), std::time::Instant::now());
     }
 
+    /// How long until a new request by annotation (`asked`, a digest of the values) may be
+    /// acted on: zero (None) when it is not new, when the spec changed with it, or when the
+    /// last one acted on is `--min-validation-spacing` old. Counts it as acted on then.
+    pub fn request_spacing(&self, uid: &str, asked: u64, generation: Option<i64>) -> Option<std::time::Duration> {
+        let mut map = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let fresh = Asked { asked, generation, at: now };
+        let Some(seen) = map.get_mut(uid) else {
+            map.insert(uid.to_owned(), fresh);
+            return None;
+        };
+        if seen.asked == asked {
+            seen.generation = generation;
+            return None;
+        }
+        let left = self.config.min_validation_spacing.saturating_sub(now.duration_since(seen.at));
+        if seen.generation == generation && !left.is_zero() {
+            return Some(left);
+        }
+        *seen = fresh;
+        None
+    }
+
     /// An object that is gone leaves nothing behind in memory.
     pub fn forget(&self, uid: &str) {
         self.validated.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.asked.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
         self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
     }
 
     pub fn record_success(&self, uid: &str) {
         self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
     }
+}
+
+/// A request by annotation acted on (see `Context::request_spacing`).
+struct Asked {
+    asked: u64,
+    generation: Option<i64>,
+    at: std::time::Instant,
 }
 
 /// What a reconcile ended with when it did not return an `Action`.
@@ -276,7 +310,7 @@ pub async fn run_controller<K, O, I, Fut, E>(
         .shutdown_on_signal()
         .run(
             move |object, ctx| async move {
-                // Each namespace waits its turn in its own queue (see `slots`).
+                // Waits for a start permit, handed out fairly between namespaces (see `slots`).
                 let namespace = object.meta().namespace.clone().unwrap_or_default();
                 #[cfg(debug_assertions)]
                 let debug_panic = object

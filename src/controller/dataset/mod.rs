@@ -110,6 +110,9 @@ pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Er
         set_finalizers(&ctx, &ds, finalizers).await?;
         return Ok(Action::requeue(Duration::ZERO));
     }
+    if let Some(wait) = driver::spaced(&ctx, ds.as_ref()) {
+        return Ok(wait);
+    }
     let started = std::time::Instant::now();
     let mut status = ds.status.clone().unwrap_or_default();
     status.observed_generation = ds.metadata.generation;

@@ -94,6 +94,9 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
     if schedule.is_none() && matches!(status.phase, Some(ExportPhase::Succeeded | ExportPhase::Failed)) {
         return Ok(Action::await_change());
     }
+    if let Some(wait) = driver::spaced(&ctx, export.as_ref()) {
+        return Ok(wait);
+    }
     let now = Timestamp::now();
     let started = std::time::Instant::now();
     let conn_name = export.spec.connection_ref.name.to_string();

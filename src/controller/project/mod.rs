@@ -143,6 +143,9 @@ pub async fn reconcile(p: Arc<AnnotationProject>, ctx: Arc<Context>) -> Result<A
             .map_err(|source| Error::Write { name: p.name_any(), source })?;
         return Ok(Action::requeue(Duration::ZERO));
     }
+    if let Some(wait) = driver::spaced(&ctx, p.as_ref()) {
+        return Ok(wait);
+    }
     let started = std::time::Instant::now();
     let mut status = p.status.clone().unwrap_or_default();
     status.observed_generation = p.metadata.generation;
