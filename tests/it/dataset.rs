@@ -330,6 +330,45 @@ async fn a_sync_adds_new_files_to_the_count() {
     assert_eq!((found.len(), &found[0]["synced_project"]), (1, &json!("proj-7")));
 }
 
+/// `sync-now` rewritten in a loop: the platform is asked to sync at most once per
+/// --min-validation-spacing, and the newest value is the one acted on.
+#[tokio::test]
+async fn sync_now_in_a_loop_is_spaced() {
+    let _timer = crate::timed!();
+    let client = support::client().await;
+    let ns = private_namespace("dsspace");
+    support::named_namespace(&client, &ns).await;
+    let log = support::operator::log_path("dsspace");
+    let mut operator = spawn(&log, &["--namespace", &ns, "--min-validation-spacing", "3"]);
+    let case = DatasetCase::in_namespace(client, ns, "dsspace", true).await;
+    case.dataset("cats", json!({"path": "cats/", "sync": {"projectId": "proj-7", "interval": "1h"}})).await;
+    let first =
+        case.wait("cats", "Ready", |s| has_ready(s, "True", "DatasetReady") && s["lastSyncTime"].is_string()).await;
+    let id = first["datasetId"].as_str().unwrap().to_owned();
+    let syncs = || async {
+        platform::requests()
+            .await
+            .iter()
+            .filter(|r| r["path"] == "/connectors/datasets/sync" && r["body"]["dataset_id"] == id.as_str())
+            .count()
+    };
+    let before = syncs().await;
+    let mut last = String::new();
+    for n in 0..6 {
+        last = format!("loop-{n}");
+        let patch = json!({"metadata": {"annotations": {"s3connect.io/sync-now": last}}});
+        case.api().patch("cats", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = case.wait("cats", "the last sync-now handled", |s| s["lastHandledSync"] == last.as_str()).await;
+    assert!(has_ready(&done, "True", "DatasetReady"), "{done:#}");
+    // Six requests within 0.6 s: one sync when the spacing allows, one for the newest.
+    let made = syncs().await - before;
+    assert!((1..=2).contains(&made), "{made} syncs for six requests");
+    drop(operator.stdin.take());
+    assert!(operator.wait().unwrap().success());
+}
+
 /// Two namespaces choose the same display name: the second is shown NameInUse and never
 /// adopts, and deleting it (with deletionPolicy Delete) leaves the first's dataset alone.
 /// A create whose answer is a 500 after the platform acted is found again by this
