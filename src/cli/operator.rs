@@ -146,6 +146,18 @@ pub struct OperatorArgs {
     /// the metrics address.
     #[arg(long, env = "S3CONNECT_HEALTH_ADDR")]
     health_addr: Option<std::net::SocketAddr>,
+    /// Serve only the objects whose labels match this selector (Flux's flag of the same
+    /// name), so that several installations split the objects between them: shards with
+    /// `s3connect.io/shard=<name>` and a main one with `!s3connect.io/shard`. Every kind's
+    /// watch honours it; what an object refers to (its Secret, connection, datasets) is read
+    /// whatever its labels. A selector the API server refuses stops the operator at start.
+    #[arg(long, env = "S3CONNECT_WATCH_LABEL_SELECTOR")]
+    watch_label_selector: Option<String>,
+    /// Whether this instance does the installation's cluster-wide work: the S3AccessGrants'
+    /// status and the managed-credentials sweep of IAM. With shards exactly one instance
+    /// does (the chart's main one); the others run with --cluster-wide=false.
+    #[arg(long, env = "S3CONNECT_CLUSTER_WIDE", default_value_t = true, action = clap::ArgAction::Set)]
+    cluster_wide: bool,
     /// Reconcile only while holding a Lease, so that replicas take turns.
     #[arg(long, env = "S3CONNECT_LEADER_ELECTION")]
     leader_election: bool,
@@ -242,6 +254,8 @@ async fn operator(args: OperatorArgs) -> ExitCode {
     allowed.clone().screen_connections();
     let config = controller::Config {
         allowed_endpoints: allowed.clone(),
+        label_selector: args.watch_label_selector.clone().filter(|s| !s.trim().is_empty()),
+        cluster_wide: args.cluster_wide,
         concurrency: args.concurrency,
         validation_timeout: std::time::Duration::from_secs(args.validation_timeout),
         transient_grace: std::time::Duration::from_secs(args.transient_grace),
@@ -253,6 +267,18 @@ async fn operator(args: OperatorArgs) -> ExitCode {
         managed: None,
     };
     let mut config = config;
+    // The API server's own parser judges the selector: one that it refuses would otherwise
+    // fail every watch, over and over, with nothing served.
+    if let Some(selector) = &config.label_selector {
+        let probe: kube::Api<s3connect::api::S3Connection> = match &config.namespace {
+            Some(ns) => kube::Api::namespaced(client.clone(), ns),
+            None => kube::Api::all(client.clone()),
+        };
+        if let Err(e) = probe.list_metadata(&kube::api::ListParams::default().labels(selector).limit(1)).await {
+            tracing::error!(selector = %selector, error = %e, "--watch-label-selector (S3CONNECT_WATCH_LABEL_SELECTOR) was refused: write it as kubectl's -l takes it, e.g. s3connect.io/shard=a or !s3connect.io/shard");
+            return ExitCode::FAILURE;
+        }
+    }
     if args.managed_buckets.as_deref().is_some_and(|b| !b.trim().is_empty()) {
         tracing::error!(
             "--managed-buckets (S3CONNECT_MANAGED_BUCKETS, Helm value managedCredentials.buckets) was removed: a cluster admin now grants buckets per namespace with S3AccessGrant objects (Helm value managedCredentials.grants), and --managed-credentials (managedCredentials.enabled) switches managed credentials on. Create the grants, then unset it."

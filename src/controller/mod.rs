@@ -63,6 +63,11 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Namespaces to leave alone (served by another instance, say).
     pub ignore_namespaces: Vec<String>,
+    /// Serve only the objects whose labels match (`--watch-label-selector`): shards.
+    pub label_selector: Option<String>,
+    /// Whether this instance does the installation's cluster-wide work (S3AccessGrant
+    /// status, the IAM sweep); with shards exactly one does.
+    pub cluster_wide: bool,
     /// Managed credentials: the operator's IAM and installation; None when switched off
     /// (the default). S3AccessGrants decide what each namespace may obtain.
     pub managed: Option<connection::managed::Managed>,
@@ -77,6 +82,23 @@ impl Config {
             self.ignore_namespaces.iter().map(|ns| format!("metadata.namespace!={ns}")).collect();
         let config = kube::runtime::watcher::Config::default().page_size(OBJECT_PAGE);
         if selector.is_empty() { config } else { config.fields(&selector.join(",")) }
+    }
+
+    /// The watch of the objects this instance serves: `watch_config` and this shard's
+    /// label selector. What they refer to (Secrets, connections, datasets) is watched and
+    /// read whatever its labels: a shard's Dataset may use a connection of another shard.
+    pub fn served_watch_config(&self) -> kube::runtime::watcher::Config {
+        let config = self.watch_config();
+        match &self.label_selector {
+            Some(selector) => config.labels(selector),
+            None => config,
+        }
+    }
+
+    /// Whether this instance sees every object of the namespaces it serves (no label
+    /// selector): then counts from its own cache are whole.
+    pub fn sees_all_labels(&self) -> bool {
+        self.label_selector.is_none()
     }
 }
 
@@ -355,7 +377,7 @@ fn watched<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    watcher(api, ctx.config.watch_config())
+    watcher(api, ctx.config.served_watch_config())
         .backoff(watch_backoff())
         // The cache keeps what the controllers read: never managedFields, nor annotations
         // other than the ones the operator and Flux define, each bounded (a tenant's object

@@ -274,6 +274,7 @@ proxy: {httpsProxy: "http://proxy.example.com:3128", noProxy: ".svc,10.0.0.0/8"}
 caBundle: {configMap: private-ca, key: ca.pem}
 managedCredentials: {enabled: true, permissionsBoundary: "arn:aws:iam::123456789012:policy/s3connect-boundary", grants: [{name: team-a-all, namespaces: [team-a], namespaceSelector: {matchLabels: {team: a}}, buckets: [{bucket: "labelling-*"}, {bucket: team-a-data, prefixes: ["images/", "{namespace}/"]}], usages: [Import], deletionPolicies: [Delete, Retain]}]}
 serviceAccount: {annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::123456789012:role/s3connect"}}
+shards: [a, b]
 "#,
     )
     .unwrap();
@@ -313,9 +314,18 @@ serviceAccount: {annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::1234567
         "value: /etc/s3connect/ca/ca.pem",
         "configMap: {name: \"private-ca\"}",
         "mountPath: /etc/s3connect/ca",
+        // Shards: one Deployment each, serving its label, on its own lease; the main one
+        // serves the rest and alone does the cluster-wide work.
+        &*format!("name: {name}-s3connect-shard-a\n"),
+        &*format!("name: {name}-s3connect-shard-b\n"),
+        "value: \"s3connect.io/shard=b\"",
+        "value: \"!s3connect.io/shard\"",
+        &*format!("value: \"{name}-s3connect-shard-a\""),
     ] {
         assert!(rendered.contains(wanted), "{wanted} not rendered:\n{rendered}");
     }
+    assert_eq!(rendered.matches("kind: Deployment\n").count(), 3, "{rendered}");
+    assert_eq!(rendered.matches("name: S3CONNECT_CLUSTER_WIDE\n").count(), 2, "only the shards stand down");
     // The API server validates every object as it would install it.
     let mut child = Command::new("kubectl")
         .arg("--kubeconfig")

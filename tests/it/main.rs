@@ -36,4 +36,5 @@ mod network;
 mod operations;
 mod packaging;
 mod project;
+mod sharding;
 mod testenv;

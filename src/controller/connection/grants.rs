@@ -117,6 +117,7 @@ pub fn managed_connections(store: &Store<S3Connection>, namespace: Option<&str>)
 pub async fn keep_status(ctx: Arc<Context>, store: Store<S3Connection>) {
     let api = Api::<S3AccessGrant>::all(ctx.client.clone());
     let mut tick = tokio::time::interval(STATUS_EVERY);
+    let mut last_listed: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
         let grants = match api.list(&ListParams::default()).await {
@@ -126,14 +127,22 @@ pub async fn keep_status(ctx: Arc<Context>, store: Store<S3Connection>) {
                 continue;
             }
         };
-        let mut served: HashMap<String, i64> = HashMap::new();
-        for c in store.state() {
-            if let Some(grant) =
-                c.status.as_ref().and_then(|s| s.managed_credentials.as_ref()).and_then(|m| m.grant.clone())
-            {
-                *served.entry(grant).or_default() += 1;
+        let served = if ctx.config.sees_all_labels() {
+            served_by(store.state().iter().map(|c| c.as_ref()))
+        } else {
+            // A shard's cache holds its own connections only: the grants' counts come from
+            // the API server, a page at a time, and less often.
+            if !listing_due(&mut last_listed) {
+                continue;
             }
-        }
+            match served_listed(&ctx).await {
+                Ok(served) => served,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not list S3Connections for the S3AccessGrants' counts");
+                    continue;
+                }
+            }
+        };
         for grant in grants.iter().filter(|g| counts_all(&ctx.config, g)) {
             let name = grant.name_any();
             let status = status_of(grant, served.get(&name).copied().unwrap_or(0));
@@ -147,6 +156,49 @@ pub async fn keep_status(ctx: Arc<Context>, store: Store<S3Connection>) {
             {
                 tracing::warn!(grant = %name, error = %e, "could not write the S3AccessGrant's status");
             }
+        }
+    }
+}
+
+/// How many connections each grant serves, from the connections' own status.
+fn served_by<'a>(connections: impl Iterator<Item = &'a S3Connection>) -> HashMap<String, i64> {
+    let mut served: HashMap<String, i64> = HashMap::new();
+    for c in connections {
+        if let Some(grant) =
+            c.status.as_ref().and_then(|s| s.managed_credentials.as_ref()).and_then(|m| m.grant.clone())
+        {
+            *served.entry(grant).or_default() += 1;
+        }
+    }
+    served
+}
+
+/// With shards, the counts are listed once a minute.
+const LIST_EVERY: Duration = Duration::from_secs(60);
+
+fn listing_due(last: &mut Option<std::time::Instant>) -> bool {
+    if last.is_some_and(|at| at.elapsed() < LIST_EVERY) {
+        return false;
+    }
+    *last = Some(std::time::Instant::now());
+    true
+}
+
+/// How many connections each grant serves, over every S3Connection of this instance's
+/// namespaces whatever its labels, read 25 a page (a page's objects are dropped once
+/// counted).
+async fn served_listed(ctx: &Context) -> Result<HashMap<String, i64>, kube::Error> {
+    let api = crate::controller::api::<S3Connection>(ctx);
+    let mut served: HashMap<String, i64> = HashMap::new();
+    let mut params = ListParams::default().limit(25);
+    loop {
+        let page = api.list(&params).await?;
+        for (grant, n) in served_by(page.items.iter()) {
+            *served.entry(grant).or_default() += n;
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(next) => params = params.continue_token(&next),
+            None => return Ok(served),
         }
     }
 }
@@ -224,6 +276,8 @@ mod tests {
         crate::controller::Config {
             allowed_endpoints: crate::endpoints::AllowList::new(Vec::<String>::new()),
             concurrency: 1,
+            label_selector: None,
+            cluster_wide: true,
             validation_timeout: Duration::from_secs(1),
             transient_grace: Duration::from_secs(1),
             unreachable_grace: Duration::from_secs(1),

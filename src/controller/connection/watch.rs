@@ -117,9 +117,15 @@ pub async fn run(ctx: Arc<Context>) {
             // A grant changed or went: every managed connection is checked again at once; a
             // namespace's labels changed: its managed connections are. The sweep finds
             // what these miss, and what a Stalled connection's reconciles never see.
-            tokio::spawn(grants::keep_status(ctx.clone(), store.clone()));
             let (recheck, rechecks) = futures::channel::mpsc::unbounded();
-            tokio::spawn(sweep::run(ctx.clone(), recheck));
+            // Once per installation: with shards, by the instance that does the cluster-wide
+            // work. The sweep reads each user's connection from the API server, so it judges
+            // every shard's; each shard still re-checks its own managed connections at once
+            // when a grant or a namespace's labels change (below).
+            if ctx.config.cluster_wide {
+                tokio::spawn(grants::keep_status(ctx.clone(), store.clone()));
+                tokio::spawn(sweep::run(ctx.clone(), recheck));
+            }
             let all = store.clone();
             let changes = grants::changes(&ctx)
                 .flat_map(move |()| futures::stream::iter(grants::managed_connections(&all, None)));

@@ -47,6 +47,8 @@ pub fn shared() -> &'static PathBuf {
             "nofiles",
             "poke",
             "internal",
+            "dsspace",
+            "shard",
         ]
         .map(private_namespace)
         .join(",");
