@@ -226,6 +226,7 @@ impl Context {
 
     /// An object that is gone leaves nothing behind in memory.
     pub fn forget(&self, uid: &str) {
+        self.slots.forget(uid);
         self.validated.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
         self.asked.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
         self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
@@ -320,37 +321,50 @@ pub async fn run_controller<K, O, I, Fut, E>(
     let trigger = watched(&ctx, api, writer, trigger_hash);
     let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
-    let controller = extra(controller, store.clone());
+    // Objects whose turn came (see `slots`): reconciled again, and they take their permit.
+    let (turns, turn_came) = futures::channel::mpsc::unbounded::<ObjectRef<K>>();
+    let controller = extra(controller, store.clone()).reconcile_on(turn_came);
     controller
-        // No bound here: `slots` bounds each namespace and the work that starts at once,
-        // and a reconcile waiting for its namespace's turn is a few bytes. A bound here
-        // would be shared by all namespaces, and one namespace with many objects could
-        // fill it (200 objects on a hung endpoint once held every one of 64 places).
+        // No bound here: `slots` bounds the work that starts at once, fairly between
+        // namespaces, and a reconcile without a permit returns at once and waits there as
+        // a key, so the controller holds only what runs. A bound here would be shared by
+        // all namespaces, and one namespace with many objects could fill it (200 objects
+        // on a hung endpoint once held every one of 64 places).
         .with_config(kube::runtime::controller::Config::default().concurrency(0))
         .trigger_backoff(watch_backoff())
         .watches_stream(related, move |o| mapper(&store, &o))
         .shutdown_on_signal()
         .run(
-            move |object, ctx| async move {
-                // Waits for a start permit, handed out fairly between namespaces (see `slots`).
-                let namespace = object.meta().namespace.clone().unwrap_or_default();
-                #[cfg(debug_assertions)]
-                let debug_panic = object
-                    .meta()
-                    .annotations
-                    .as_ref()
-                    .is_some_and(|a| a.contains_key(crate::api::annotations::DEBUG_PANIC_ANNOTATION));
-                let slots_ctx = ctx.clone();
-                let run = move || async move {
+            move |object, ctx| {
+                let turns = turns.clone();
+                async move {
+                    // Runs with a start permit, handed out fairly between namespaces (see
+                    // `slots`), or waits for one outside the controller.
+                    let namespace = object.meta().namespace.clone().unwrap_or_default();
+                    let key = object.meta().uid.clone().unwrap_or_default();
+                    let me = ObjectRef::from_obj(object.as_ref());
+                    let wake = move || drop(turns.unbounded_send(me));
                     #[cfg(debug_assertions)]
-                    if debug_panic {
-                        panic!("{} is set", crate::api::annotations::DEBUG_PANIC_ANNOTATION);
-                    }
-                    reconcile(object, ctx).await
-                };
-                let (result, busy) = crate::telemetry::busy(guarded(slots_ctx.slots.run(&namespace, run))).await;
-                crate::telemetry::metrics::METRICS.reconcile_busy(name, busy);
-                result
+                    let debug_panic = object
+                        .meta()
+                        .annotations
+                        .as_ref()
+                        .is_some_and(|a| a.contains_key(crate::api::annotations::DEBUG_PANIC_ANNOTATION));
+                    let slots_ctx = ctx.clone();
+                    let run = move || async move {
+                        #[cfg(debug_assertions)]
+                        if debug_panic {
+                            panic!("{} is set", crate::api::annotations::DEBUG_PANIC_ANNOTATION);
+                        }
+                        reconcile(object, ctx).await
+                    };
+                    let turn = async {
+                        slots_ctx.slots.run(&namespace, &key, wake, run).await.unwrap_or(Ok(Action::await_change()))
+                    };
+                    let (result, busy) = crate::telemetry::busy(guarded(turn)).await;
+                    crate::telemetry::metrics::METRICS.reconcile_busy(name, busy);
+                    result
+                }
             },
             move |object, failure, ctx| match failure {
                 Failure::Reconcile(e) => error_policy(object, e, ctx),

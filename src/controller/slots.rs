@@ -10,13 +10,25 @@
 //! equals. So however many objects one namespace has, and however hung their endpoints,
 //! another namespace's reconcile gets the next permit that comes free: within `hold`, and
 //! with `global` permits held by hung work, within about `hold / global` on average.
+//!
+//! A reconcile that finds no permit does not wait inside the controller: it leaves its
+//! object's key and a way to wake it here, and returns. When a permit comes free for it,
+//! the permit is set aside for that key and the object is reconciled again, and takes it.
+//! So the controller holds only the reconciles that run (kube's runner looks at every one
+//! it holds each time it is woken: 5,000 waiting there made every event cost 5,000 polls),
+//! and a waiting object costs a queue entry.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+/// Wakes a waiting object: its reconcile runs again (and takes the permit set aside).
+pub type Wake = Box<dyn FnOnce() + Send>;
+
+/// How long a permit set aside for an object waits for its reconcile before it goes to the
+/// next (the object was deleted meanwhile, say).
+const RESERVED_FOR: Duration = Duration::from_secs(10);
 
 pub struct Slots {
     hold: Duration,
@@ -25,90 +37,107 @@ pub struct Slots {
 
 #[derive(Default)]
 struct State {
-    /// Start permits not held by anyone.
+    /// Start permits not held or set aside.
     free: usize,
-    /// Per namespace: reconciles in flight, and those waiting for a permit (in order).
+    /// Per namespace: reconciles in flight, and the keys waiting for a permit (in order).
     namespaces: HashMap<String, Namespace>,
     /// Orders waiters across namespaces (who waited longest).
     next_ticket: u64,
+    /// Waiting keys: how to wake each.
+    wakes: HashMap<String, Wake>,
+    /// Permits set aside for a key whose reconcile is on its way: its namespace, and since.
+    reserved: HashMap<String, (String, Instant)>,
 }
 
 #[derive(Default)]
 struct Namespace {
+    /// Started and not finished, including permits set aside for its keys.
     in_flight: usize,
-    waiting: VecDeque<(u64, oneshot::Sender<()>)>,
+    waiting: VecDeque<(u64, String)>,
+    queued: HashSet<String>,
 }
 
-/// A start permit; given back (to the next waiter, or the pool) when dropped.
+/// A start permit; handed on (to the next waiter, or the pool) when dropped.
 struct Start<'a> {
     slots: &'a Slots,
 }
 
 impl Drop for Start<'_> {
     fn drop(&mut self) {
-        let mut state = self.slots.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.hand_over();
+        let woken = self.slots.lock().hand_over();
+        wake(woken);
     }
 }
 
-/// A reconcile in flight, from its start until its work is done (or it is cancelled), or
-/// waiting for a permit (`waiting`).
+/// A reconcile in flight, from its start until its work is done (or it is cancelled).
 struct InFlight<'a> {
     slots: &'a Slots,
     namespace: &'a str,
-    /// Counted in its namespace's in-flight number.
-    started: bool,
-    waiting: Option<oneshot::Receiver<()>>,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let mut state = self.slots.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut leaving = self.started;
-        if let Some(mut rx) = self.waiting.take() {
-            // Under the lock, so that no permit is handed over between these two lines.
-            rx.close();
-            if rx.try_recv().is_ok() {
-                // Handed a permit, then cancelled before using it: it goes on at once.
-                leaving = true;
-                state.hand_over();
-            }
-        }
+        let mut state = self.slots.lock();
         if let Some(ns) = state.namespaces.get_mut(self.namespace) {
-            if leaving {
-                ns.in_flight = ns.in_flight.saturating_sub(1);
-            }
-            ns.waiting.retain(|(_, tx)| !tx.is_closed());
-            if ns.in_flight == 0 && ns.waiting.is_empty() {
-                state.namespaces.remove(self.namespace);
-            }
+            ns.in_flight = ns.in_flight.saturating_sub(1);
         }
+        state.tidy(self.namespace);
+    }
+}
+
+fn wake(woken: Option<Wake>) {
+    if let Some(w) = woken {
+        w();
     }
 }
 
 impl State {
-    /// A permit came free: to the waiting namespace with the fewest in flight (the longest
-    /// waiting among equals), or back to the pool.
-    fn hand_over(&mut self) {
+    /// A permit came free: set aside for the waiting key of the namespace with the fewest
+    /// in flight (the longest waiting among equals), whose wake is returned to be called
+    /// (outside the lock); or back to the pool.
+    fn hand_over(&mut self) -> Option<Wake> {
         loop {
             let next = self
                 .namespaces
                 .iter()
-                .filter_map(|(name, ns)| ns.waiting.front().map(|(ticket, _)| (ns.in_flight, *ticket, name.clone())))
-                .min();
-            let Some((_, _, name)) = next else {
+                .filter_map(|(name, ns)| ns.waiting.front().map(|(ticket, _)| (ns.in_flight, *ticket, name)))
+                .min()
+                .map(|(_, _, name)| name.clone());
+            let Some(name) = next else {
                 self.free += 1;
-                return;
+                return None;
             };
-            let Some(ns) = self.namespaces.get_mut(&name) else { continue };
-            let Some((_, tx)) = ns.waiting.pop_front() else { continue };
-            // The waiter counts as in flight from the moment it is handed the permit.
+            let ns = self.namespaces.get_mut(&name)?;
+            let Some((_, key)) = ns.waiting.pop_front() else { continue };
+            ns.queued.remove(&key);
+            let Some(wake) = self.wakes.remove(&key) else { continue };
             ns.in_flight += 1;
-            if tx.send(()).is_ok() {
-                return;
+            self.reserved.insert(key, (name, Instant::now()));
+            return Some(wake);
+        }
+    }
+
+    /// Permits set aside for longer than `RESERVED_FOR` go to the next waiter.
+    fn reclaim(&mut self) -> Vec<Wake> {
+        let expired: Vec<String> =
+            self.reserved.iter().filter(|(_, (_, at))| at.elapsed() > RESERVED_FOR).map(|(k, _)| k.clone()).collect();
+        let mut woken = Vec::new();
+        for key in expired {
+            if let Some((namespace, _)) = self.reserved.remove(&key) {
+                if let Some(ns) = self.namespaces.get_mut(&namespace) {
+                    ns.in_flight = ns.in_flight.saturating_sub(1);
+                }
+                self.tidy(&namespace);
+                woken.extend(self.hand_over());
             }
-            // It was cancelled meanwhile: not in flight after all; try the next.
-            ns.in_flight -= 1;
+        }
+        woken
+    }
+
+    /// An idle namespace is forgotten.
+    fn tidy(&mut self, namespace: &str) {
+        if self.namespaces.get(namespace).is_some_and(|ns| ns.in_flight == 0 && ns.waiting.is_empty()) {
+            self.namespaces.remove(namespace);
         }
     }
 }
@@ -118,48 +147,86 @@ impl Slots {
         Slots { hold, state: Mutex::new(State { free: global.max(1), ..State::default() }) }
     }
 
-    /// Reconciles of `namespace` in flight now (started and not finished).
-    pub fn in_flight(&self, namespace: &str) -> usize {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.namespaces.get(namespace).map_or(0, |ns| ns.in_flight)
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs the work `start` makes, for `namespace`, once it is handed a start permit,
-    /// keeping the permit until the work is done or has run for `hold`. The work is made
-    /// only then, on the heap: a reconcile waiting for its turn is a few bytes, not the
-    /// whole state of a validation.
-    pub async fn run<F: Future>(&self, namespace: &str, start: impl FnOnce() -> F) -> F::Output {
-        let mut in_flight = InFlight { slots: self, namespace, started: false, waiting: None };
-        {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let nobody_waits = state.namespaces.values().all(|ns| ns.waiting.is_empty());
-            if state.free > 0 && nobody_waits {
+    /// Reconciles of `namespace` in flight now (started and not finished).
+    pub fn in_flight(&self, namespace: &str) -> usize {
+        self.lock().namespaces.get(namespace).map_or(0, |ns| ns.in_flight)
+    }
+
+    /// Keys waiting for a permit, in all.
+    pub fn waiting(&self) -> usize {
+        self.lock().wakes.len()
+    }
+
+    /// The object `key` is gone: it waits no more, and a permit set aside for it goes on.
+    pub fn forget(&self, key: &str) {
+        let woken = {
+            let mut state = self.lock();
+            state.wakes.remove(key);
+            let mut woken = None;
+            if let Some((namespace, _)) = state.reserved.remove(key) {
+                if let Some(ns) = state.namespaces.get_mut(&namespace) {
+                    ns.in_flight = ns.in_flight.saturating_sub(1);
+                }
+                state.tidy(&namespace);
+                woken = state.hand_over();
+            }
+            woken
+        };
+        wake(woken);
+    }
+
+    /// Runs the work `start` makes, for the object `key` of `namespace`, if a start permit
+    /// is free for it now (or was set aside for it), keeping the permit until the work is
+    /// done or has run for `hold`. Otherwise the key waits here and None is returned at
+    /// once: `wake` is called when a permit is set aside for it (a later call with the
+    /// same key replaces the wake). The work is made only when it runs.
+    pub async fn run<F: Future>(
+        &self,
+        namespace: &str,
+        key: &str,
+        wake_me: impl FnOnce() + Send + 'static,
+        start: impl FnOnce() -> F,
+    ) -> Option<F::Output> {
+        let woken = {
+            let mut state = self.lock();
+            let woken = state.reclaim();
+            let started = if state.reserved.remove(key).is_some() {
+                // Counted in flight when it was set aside.
+                true
+            } else if state.free > 0 && state.wakes.is_empty() {
                 state.free -= 1;
                 state.namespaces.entry(namespace.to_owned()).or_default().in_flight += 1;
-                in_flight.started = true;
+                true
             } else {
-                let (tx, rx) = oneshot::channel();
                 let ticket = state.next_ticket;
                 state.next_ticket += 1;
-                state.namespaces.entry(namespace.to_owned()).or_default().waiting.push_back((ticket, tx));
-                in_flight.waiting = Some(rx);
-            }
+                let ns = state.namespaces.entry(namespace.to_owned()).or_default();
+                if ns.queued.insert(key.to_owned()) {
+                    ns.waiting.push_back((ticket, key.to_owned()));
+                }
+                state.wakes.insert(key.to_owned(), Box::new(wake_me));
+                false
+            };
+            (started, woken)
+        };
+        let (started, woken) = woken;
+        woken.into_iter().for_each(|w| w());
+        if !started {
+            return None;
         }
-        if let Some(rx) = in_flight.waiting.as_mut() {
-            // The sender is dropped only after a send, or with the whole Slots: run anyway.
-            let _ = rx.await;
-            in_flight.waiting = None;
-            // hand_over counted it in flight when it handed the permit.
-            in_flight.started = true;
-        }
+        let _in_flight = InFlight { slots: self, namespace };
         let permit = Start { slots: self };
         let mut work = Box::pin(start());
         tokio::select! {
-            out = &mut work => return out,
+            out = &mut work => return Some(out),
             () = tokio::time::sleep(self.hold) => {}
         }
         drop(permit);
-        work.await
+        Some(work.await)
     }
 }
 
@@ -169,20 +236,43 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
+    /// A controller in miniature: runs `key`'s work whenever it is woken, until it ran.
+    fn reconcile<F, Fut>(
+        slots: &Arc<Slots>,
+        namespace: &'static str,
+        key: String,
+        work: F,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let slots = slots.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                let ran = slots.run(namespace, &key, move || _ = tx.send(()), &work).await;
+                if ran.is_some() {
+                    return;
+                }
+                if rx.await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
     #[tokio::test]
     async fn a_namespace_full_of_hung_work_delays_another_by_one_hand_over_at_most() {
         let slots = Arc::new(Slots::new(4, Duration::from_millis(200)));
-        let hung: Vec<_> = (0..200)
-            .map(|_| {
-                let slots = slots.clone();
-                tokio::spawn(async move { slots.run("noisy", std::future::pending::<()>).await })
-            })
-            .collect();
+        let hung: Vec<_> =
+            (0..200).map(|i| reconcile(&slots, "noisy", format!("n{i}"), std::future::pending::<()>)).collect();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        // Alone, it has every permit.
+        // Alone, it has every permit; the rest wait outside, as keys.
         assert_eq!(slots.in_flight("noisy"), 4);
+        assert_eq!(slots.waiting(), 196);
         let started = tokio::time::Instant::now();
-        slots.run("quiet", || async {}).await;
+        reconcile(&slots, "quiet", "q".into(), || async {}).await.unwrap();
         let waited = started.elapsed();
         // The next permit that comes free is quiet's: within one hold.
         assert!(waited < Duration::from_millis(300), "waited {waited:?}");
@@ -190,10 +280,6 @@ mod tests {
         for h in hung {
             h.abort();
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(slots.in_flight("noisy"), 0);
-        assert!(slots.state.lock().unwrap().namespaces.is_empty(), "idle namespaces are forgotten");
-        assert_eq!(slots.state.lock().unwrap().free, 4, "every permit came back");
     }
 
     #[tokio::test]
@@ -202,17 +288,16 @@ mod tests {
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..16)
-            .map(|_| {
-                let (slots, running, most) = (slots.clone(), running.clone(), most.clone());
-                tokio::spawn(async move {
-                    slots
-                        .run("alone", || async {
-                            let now = running.fetch_add(1, SeqCst) + 1;
-                            most.fetch_max(now, SeqCst);
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            running.fetch_sub(1, SeqCst);
-                        })
-                        .await
+            .map(|i| {
+                let (running, most) = (running.clone(), most.clone());
+                reconcile(&slots, "alone", format!("k{i}"), move || {
+                    let (running, most) = (running.clone(), most.clone());
+                    async move {
+                        let now = running.fetch_add(1, SeqCst) + 1;
+                        most.fetch_max(now, SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        running.fetch_sub(1, SeqCst);
+                    }
                 })
             })
             .collect();
@@ -220,32 +305,35 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(most.load(SeqCst), 4, "work-conserving: all four permits, not a namespace's share");
+        let state = slots.lock();
+        assert!(state.namespaces.is_empty() && state.wakes.is_empty() && state.reserved.is_empty());
+        assert_eq!(state.free, 4, "every permit came back");
     }
 
     #[tokio::test]
     async fn when_several_wait_the_one_with_fewest_in_flight_goes_next() {
         let slots = Arc::new(Slots::new(2, Duration::from_secs(60)));
         let order = Arc::new(Mutex::new(Vec::new()));
-        // Busy holds both permits for a moment, with more of its own queued.
         let gate = Arc::new(tokio::sync::Notify::new());
         let mut tasks = Vec::new();
+        // Busy holds both permits for a moment, with more of its own waiting.
         for i in 0..6 {
-            let (slots, order, gate) = (slots.clone(), order.clone(), gate.clone());
-            tasks.push(tokio::spawn(async move {
-                slots
-                    .run("busy", || async move {
-                        if i < 2 {
-                            gate.notified().await;
-                        }
-                        order.lock().unwrap().push(format!("busy-{i}"));
-                    })
-                    .await
+            let (order, gate) = (order.clone(), gate.clone());
+            tasks.push(reconcile(&slots, "busy", format!("b{i}"), move || {
+                let (order, gate) = (order.clone(), gate.clone());
+                async move {
+                    if i < 2 {
+                        gate.notified().await;
+                    }
+                    order.lock().unwrap().push(format!("busy-{i}"));
+                }
             }));
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let (s, o) = (slots.clone(), order.clone());
-        tasks.push(tokio::spawn(async move {
-            s.run("other", || async move { o.lock().unwrap().push("other".into()) }).await
+        let o = order.clone();
+        tasks.push(reconcile(&slots, "other", "o".into(), move || {
+            let o = o.clone();
+            async move { o.lock().unwrap().push("other".into()) }
         }));
         tokio::time::sleep(Duration::from_millis(20)).await;
         gate.notify_waiters();
@@ -259,21 +347,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cancelled_waiter_gives_its_turn_away() {
+    async fn a_key_asked_again_while_it_waits_waits_once() {
         let slots = Arc::new(Slots::new(1, Duration::from_secs(60)));
         let gate = Arc::new(tokio::sync::Notify::new());
-        let (s, g) = (slots.clone(), gate.clone());
-        let holder = tokio::spawn(async move { s.run("a", || async move { g.notified().await }).await });
+        let g = gate.clone();
+        let holder = reconcile(&slots, "a", "h".into(), move || {
+            let g = g.clone();
+            async move { g.notified().await }
+        });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let s = slots.clone();
-        let cancelled = tokio::spawn(async move { s.run("b", || async {}).await });
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        cancelled.abort();
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        for _ in 0..3 {
+            assert!(slots.run("b", "w", || {}, || async {}).await.is_none());
+        }
+        assert_eq!(slots.lock().namespaces["b"].waiting.len(), 1);
+        // Gone while it waited: nothing is set aside for it, and the permit returns.
+        slots.forget("w");
         gate.notify_waiters();
         holder.await.unwrap();
-        // The permit was not lost to the cancelled waiter.
-        tokio::time::timeout(Duration::from_secs(1), slots.run("c", || async {})).await.expect("a permit");
-        assert_eq!(slots.state.lock().unwrap().free, 1);
+        let state = slots.lock();
+        assert_eq!(state.free, 1, "{:?}", state.reserved.keys().collect::<Vec<_>>());
+        assert!(state.wakes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_permit_set_aside_for_an_object_that_never_comes_goes_to_the_next() {
+        let slots = Arc::new(Slots::new(1, Duration::from_secs(60)));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let g = gate.clone();
+        let holder = reconcile(&slots, "a", "h".into(), move || {
+            let g = g.clone();
+            async move { g.notified().await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // "lost" waits and, when woken, never comes back for its permit.
+        assert!(slots.run("b", "lost", || {}, || async {}).await.is_none());
+        gate.notify_waiters();
+        holder.await.unwrap();
+        assert!(slots.lock().reserved.contains_key("lost"));
+        // Long after, the next object takes the permit.
+        slots.lock().reserved.get_mut("lost").unwrap().1 -= RESERVED_FOR + Duration::from_secs(1);
+        let ran = slots.run("c", "next", || {}, || async { 7 }).await;
+        assert_eq!(ran, Some(7));
+        assert!(slots.lock().reserved.is_empty());
     }
 }
