@@ -32,6 +32,7 @@ const RESERVED_FOR: Duration = Duration::from_secs(10);
 
 pub struct Slots {
     hold: Duration,
+    global: usize,
     state: Mutex<State>,
 }
 
@@ -82,6 +83,34 @@ impl Drop for InFlight<'_> {
             ns.in_flight = ns.in_flight.saturating_sub(1);
         }
         state.tidy(self.namespace);
+    }
+}
+
+/// The state under its lock; on release, the gauges say what it holds.
+struct Locked<'a> {
+    state: std::sync::MutexGuard<'a, State>,
+    global: usize,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let metrics = &crate::telemetry::metrics::METRICS;
+        metrics.permits_in_use.store(self.global.saturating_sub(self.state.free), Relaxed);
+        metrics.waiting.store(self.state.wakes.len(), Relaxed);
     }
 }
 
@@ -144,11 +173,13 @@ impl State {
 
 impl Slots {
     pub fn new(global: usize, hold: Duration) -> Self {
-        Slots { hold, state: Mutex::new(State { free: global.max(1), ..State::default() }) }
+        let global = global.max(1);
+        Slots { hold, global, state: Mutex::new(State { free: global, ..State::default() }) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// The state, whose gauges are published when the guard goes.
+    fn lock(&self) -> Locked<'_> {
+        Locked { state: self.state.lock().unwrap_or_else(|e| e.into_inner()), global: self.global }
     }
 
     /// Reconciles of `namespace` in flight now (started and not finished).

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
@@ -33,6 +33,10 @@ pub struct Metrics {
     ready: Mutex<HashMap<String, ObjectState>>,
     pub leader: AtomicBool,
     pub serving: AtomicBool,
+    /// Start permits held (or set aside for an object on its way), of `--concurrency`.
+    pub permits_in_use: AtomicUsize,
+    /// Objects waiting for a start permit.
+    pub waiting: AtomicUsize,
     /// Off (`--per-object-metrics=false`): no `s3connect_ready` series, whose labels name
     /// every tenant's objects to whoever can scrape the metrics port.
     pub hide_objects: AtomicBool,
@@ -140,6 +144,10 @@ impl Metrics {
         header(&mut out, "s3connect_build_info", "gauge", "The running build.");
         let _ = writeln!(out, "s3connect_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
         process(&mut out);
+        header(&mut out, "s3connect_start_permits_in_use", "gauge", "Start permits held, of --concurrency.");
+        let _ = writeln!(out, "s3connect_start_permits_in_use {}", self.permits_in_use.load(Ordering::Relaxed));
+        header(&mut out, "s3connect_reconciles_waiting", "gauge", "Objects waiting for a start permit.");
+        let _ = writeln!(out, "s3connect_reconciles_waiting {}", self.waiting.load(Ordering::Relaxed));
         header(&mut out, "s3connect_leader", "gauge", "Whether this replica holds the leader lease.");
         let _ = writeln!(out, "s3connect_leader {}", u8::from(self.leader.load(Ordering::Relaxed)));
         out

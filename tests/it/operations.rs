@@ -275,3 +275,48 @@ async fn the_health_port_answers_while_the_metrics_port_is_crowded() {
     drop(operator.stdin.take());
     let _ = operator.wait();
 }
+
+/// A namespace alone is held to no share: with every validation hung on its store, it
+/// holds every start permit (`--concurrency 4` here), the rest of it waiting outside the
+/// controller, as the gauges say.
+#[tokio::test]
+async fn a_namespace_alone_uses_every_start_permit() {
+    let _timer = crate::timed!();
+    let client = support::client().await;
+    let ns = private_namespace("permits");
+    support::named_namespace(&client, &ns).await;
+    let bucket = s3::bucket("permits", "us-east-1").await;
+    let location = Location::parse(&format!("{bucket}/images/")).unwrap();
+    let keys =
+        iam::user_with_policy("permits", &policy(&location, None, &required(&[Usage::Import], Default::default())))
+            .await;
+    support::keys_secret(&client, &ns, "keys", &keys).await;
+    crate::support::faults::set(&bucket, json!({"hang": true})).await;
+    let log = log_path("permits");
+    let mut operator = spawn(&log, &["--namespace", &ns, "--concurrency", "4", "--validation-timeout", "5"]);
+    let addr = metrics_addr(&log);
+    for i in 0..12 {
+        let spec = json!({"endpoint": support::env().s3_fault_proxy});
+        support::s3_connection(&client, &ns, &format!("c{i}"), &bucket, "keys", spec).await;
+    }
+    let gauge = |text: &str, name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(-1.0)
+    };
+    let mut seen = (0.0, 0.0);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        let (_, text) = get(&format!("http://{addr}/metrics")).await;
+        seen = (gauge(&text, "s3connect_start_permits_in_use "), gauge(&text, "s3connect_reconciles_waiting "));
+        if seen.0 == 4.0 && seen.1 > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.0 == 4.0 && seen.1 > 0.0,
+        "(permits in use, waiting) = {seen:?}: the namespace did not get every permit"
+    );
+    crate::support::faults::set(&bucket, json!({})).await;
+    drop(operator.stdin.take());
+    assert!(operator.wait().unwrap().success());
+}

@@ -49,6 +49,7 @@ pub fn shared() -> &'static PathBuf {
             "internal",
             "dsspace",
             "shard",
+            "permits",
         ]
         .map(private_namespace)
         .join(",");
