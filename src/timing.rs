@@ -116,6 +116,11 @@ impl Budget {
         })
     }
 
+    /// Takes one call for `namespace`, or says how long until one may be made.
+    pub fn take_one(&self, namespace: &str) -> Option<Duration> {
+        self.take_at(namespace, "", 1, false, std::time::Instant::now()).err()
+    }
+
     fn take_at(
         &self,
         namespace: &str,

@@ -28,6 +28,11 @@ pub struct OperatorArgs {
     /// registration is looked up by name and an export waits for a person.
     #[arg(long, env = "S3CONNECT_PLATFORM_CREATE_TIMEOUT", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
     platform_create_timeout: u64,
+    /// Platform calls one namespace's objects may make a minute (a burst of as many after a
+    /// quiet minute); the rest wait their turn, so that one team's burst cannot spend the
+    /// platform's rate limits for every team.
+    #[arg(long, env = "S3CONNECT_PLATFORM_CALLS_PER_MINUTE", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
+    platform_calls_per_minute: u32,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "S3CONNECT_NAMESPACE")]
     namespace: Option<String>,
@@ -325,7 +330,7 @@ async fn operator(args: OperatorArgs) -> ExitCode {
         create: std::time::Duration::from_secs(args.platform_create_timeout),
     };
     let platform = match s3connect::platform::Client::with_timeouts(&args.platform_url, timeouts) {
-        Ok(p) => p,
+        Ok(p) => p.with_namespace_budget(args.platform_calls_per_minute),
         Err(e) => {
             tracing::error!(error = %e, "cannot set up the platform client");
             return ExitCode::FAILURE;

@@ -127,6 +127,7 @@ pub fn credentials(secret: Option<&Secret>, refs: &PlatformSecretRef, namespace:
         api_key: get(&refs.api_key_key)?,
         api_secret: get(&refs.api_secret_key)?,
         client_id: get(&refs.client_id_key)?,
+        namespace: namespace.to_owned(),
     })
 }
 

@@ -107,6 +107,8 @@ pub struct Credentials {
     pub api_key: String,
     pub api_secret: String,
     pub client_id: String,
+    /// The namespace whose objects the calls are for: its budget of platform calls pays.
+    pub namespace: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -175,6 +177,9 @@ pub struct Client {
     base: String,
     http: crate::net::Https,
     timeouts: Timeouts,
+    /// Calls one namespace may make a minute (a burst of as many after a quiet minute);
+    /// None: unbounded (`s3connect check`, tests of the client).
+    budget: Option<std::sync::Arc<crate::timing::Budget>>,
 }
 
 enum Body {
@@ -200,7 +205,14 @@ impl Client {
             );
         }
         let http = crate::net::https_client(roots, Duration::from_secs(10), Duration::from_secs(20))?;
-        Ok(Client { base: base_url.trim_end_matches('/').to_owned(), http, timeouts })
+        Ok(Client { base: base_url.trim_end_matches('/').to_owned(), http, timeouts, budget: None })
+    }
+
+    /// Bounds the calls one namespace makes to `per_minute` (a burst of as many after a
+    /// quiet minute); the rest wait their turn.
+    pub fn with_namespace_budget(mut self, per_minute: u32) -> Self {
+        self.budget = Some(std::sync::Arc::new(crate::timing::Budget::new(per_minute, Duration::ZERO)));
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -291,6 +303,14 @@ impl Client {
         body: Body,
         s3_keys: Option<&Keys>,
     ) -> Result<(Value, Trace), PlatformError> {
+        // One namespace's burst (a loop over its objects, a tenant's script) waits here for
+        // its own budget; the platform's rate limits are shared by every team.
+        if let Some(budget) = &self.budget {
+            while let Some(wait) = budget.take_one(&creds.namespace) {
+                crate::telemetry::metrics::METRICS.platform_request(metric_path(req.path), "spaced");
+                tokio::time::sleep(wait).await;
+            }
+        }
         let result = self.call_once(creds, &req, body, s3_keys).await;
         let outcome = match &result {
             Ok(_) => "ok",
@@ -691,7 +711,12 @@ mod tests {
 
     #[test]
     fn credentials_never_debug_print() {
-        let c = Credentials { api_key: "key-123".into(), api_secret: "secret-456".into(), client_id: "42".into() };
+        let c = Credentials {
+            api_key: "key-123".into(),
+            api_secret: "secret-456".into(),
+            client_id: "42".into(),
+            namespace: "team".into(),
+        };
         let shown = format!("{c:?}");
         assert!(!shown.contains("key-123") && !shown.contains("secret-456"));
         assert!(PlatformError::Internal { status: 500, tracking_id: "t-1".into() }.to_string().contains("t-1"));

@@ -168,7 +168,12 @@ fn answers(seen: &Seen) -> (u16, Value) {
 }
 
 fn creds() -> Credentials {
-    Credentials { api_key: "key-1".into(), api_secret: "secret-1".into(), client_id: "42".into() }
+    Credentials {
+        api_key: "key-1".into(),
+        api_secret: "secret-1".into(),
+        client_id: "42".into(),
+        namespace: "team".into(),
+    }
 }
 
 /// A row: what the SDK sends for one call.
@@ -624,4 +629,25 @@ async fn a_connection_test_that_fails_in_a_2xx_body_is_a_failure() {
             matches!(client.test_connection(&c, &form).await, Err(PlatformError::Rejected { status: 200, message, .. }) if message.contains("Access Denied"))
         );
     }
+}
+
+#[tokio::test]
+async fn one_namespaces_burst_waits_for_its_own_budget_and_no_other() {
+    let (client, seen) = platform(Arc::new(answers)).await;
+    let client = Arc::new(client.with_namespace_budget(2));
+    let noisy = Credentials { namespace: "noisy".into(), ..creds() };
+    let quiet = Credentials { namespace: "quiet".into(), ..creds() };
+    for _ in 0..2 {
+        client.get_dataset(&noisy, "d-1").await.unwrap();
+    }
+    // Its third call waits for the budget to refill (30 s at two a minute)...
+    let (c, n) = (client.clone(), noisy.clone());
+    let third = tokio::spawn(async move { c.get_dataset(&n, "d-1").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen.lock().unwrap().len(), 2, "the third call went out");
+    assert!(!third.is_finished());
+    // ...while another namespace's goes at once.
+    client.get_dataset(&quiet, "d-1").await.unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    third.abort();
 }

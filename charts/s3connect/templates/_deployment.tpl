@@ -53,6 +53,8 @@ spec:
               value: {{ $root.Values.logFormat | quote }}
             - name: S3CONNECT_CONCURRENCY
               value: {{ $root.Values.concurrency | quote }}
+            - name: S3CONNECT_PLATFORM_CALLS_PER_MINUTE
+              value: {{ $root.Values.platformCallsPerMinute | quote }}
             - name: S3CONNECT_VALIDATION_TIMEOUT
               value: {{ $root.Values.validationTimeoutSeconds | quote }}
             - name: S3CONNECT_TRANSIENT_GRACE

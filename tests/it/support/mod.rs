@@ -82,6 +82,7 @@ pub fn env() -> &'static TestEnv {
                 api_key: var("S3CONNECT_TEST_PLATFORM_API_KEY"),
                 api_secret: var("S3CONNECT_TEST_PLATFORM_API_SECRET"),
                 client_id: var("S3CONNECT_TEST_PLATFORM_CLIENT_ID"),
+                namespace: String::new(),
             },
         }
     })
