@@ -104,6 +104,8 @@ fn the_chart_lints_and_its_values_are_checked() {
     // The operator creates events and never patches them: no verb it does not use.
     let (_, default) = helm(&["template", "t", "charts/s3connect"]);
     assert!(default.contains("resources: [events]\n    verbs: [create]"), "{default}");
+    // A NetworkPolicy by default, which lets the AWS credential endpoints through.
+    assert!(default.contains("kind: NetworkPolicy\n") && default.contains("cidr: 169.254.169.254/32"), "{default}");
     // A ServiceMonitor only where the Prometheus Operator's API exists.
     let sm = ["--set", "metrics.serviceMonitor.enabled=true"];
     let (ok, out) = helm(&["template", "t", "charts/s3connect", sm[0], sm[1]]);
