@@ -324,6 +324,20 @@ pub async fn run_controller<K, O, I, Fut, E>(
     // Objects whose turn came (see `slots`): reconciled again, and they take their permit.
     let (turns, turn_came) = futures::channel::mpsc::unbounded::<ObjectRef<K>>();
     let controller = extra(controller, store.clone()).reconcile_on(turn_came);
+    let wake_store = store.clone();
+    // A permit set aside for an object that did not come for it goes on, even when every
+    // other object waits (and so nothing else would look).
+    let reclaimer = {
+        let ctx = Arc::downgrade(&ctx);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                let Some(ctx) = ctx.upgrade() else { return };
+                ctx.slots.reclaim_expired();
+            }
+        })
+    };
     controller
         // No bound here: `slots` bounds the work that starts at once, fairly between
         // namespaces, and a reconcile without a permit returns at once and waits there as
@@ -337,13 +351,23 @@ pub async fn run_controller<K, O, I, Fut, E>(
         .run(
             move |object, ctx| {
                 let turns = turns.clone();
+                let (store, weak) = (wake_store.clone(), Arc::downgrade(&ctx));
                 async move {
                     // Runs with a start permit, handed out fairly between namespaces (see
                     // `slots`), or waits for one outside the controller.
                     let namespace = object.meta().namespace.clone().unwrap_or_default();
                     let key = object.meta().uid.clone().unwrap_or_default();
                     let me = ObjectRef::from_obj(object.as_ref());
-                    let wake = move || drop(turns.unbounded_send(me));
+                    // Woken for a permit: reconciled again, unless it is gone meanwhile (deleted,
+                    // or missed in a relist), when the permit goes to the next instead.
+                    let gone = key.clone();
+                    let wake = move || {
+                        if store.get(&me).is_some() {
+                            let _ = turns.unbounded_send(me);
+                        } else if let Some(ctx) = weak.upgrade() {
+                            ctx.slots.forget(&gone);
+                        }
+                    };
                     #[cfg(debug_assertions)]
                     let debug_panic = object
                         .meta()
@@ -378,6 +402,7 @@ pub async fn run_controller<K, O, I, Fut, E>(
             }
         })
         .await;
+    reclaimer.abort();
 }
 
 /// The objects of `api` whose `trigger_hash` changed, cached in `writer` as the

@@ -192,6 +192,14 @@ impl Slots {
         self.lock().wakes.len()
     }
 
+    /// Hands on the permits set aside for objects that did not come for them in time. The
+    /// controllers call it on a period: when every other object waits, no call of `run`
+    /// comes to do it.
+    pub fn reclaim_expired(&self) {
+        let woken = self.lock().reclaim();
+        woken.into_iter().for_each(|w| w());
+    }
+
     /// The object `key` is gone: it waits no more, and a permit set aside for it goes on.
     pub fn forget(&self, key: &str) {
         let woken = {
@@ -249,8 +257,10 @@ impl Slots {
         if !started {
             return None;
         }
-        let _in_flight = InFlight { slots: self, namespace };
+        // Declared first, dropped last: the work leaves its namespace's count before its
+        // permit is handed on, so the hand-over sees the namespace as it now is.
         let permit = Start { slots: self };
+        let _in_flight = InFlight { slots: self, namespace };
         let mut work = Box::pin(start());
         tokio::select! {
             out = &mut work => return Some(out),
@@ -420,5 +430,25 @@ mod tests {
         let ran = slots.run("c", "next", || {}, || async { 7 }).await;
         assert_eq!(ran, Some(7));
         assert!(slots.lock().reserved.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_expired_permit_goes_on_with_no_other_call() {
+        let slots = Arc::new(Slots::new(1, Duration::from_secs(60)));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let g = gate.clone();
+        let holder = reconcile(&slots, "a", "h".into(), move || {
+            let g = g.clone();
+            async move { g.notified().await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(slots.run("b", "ghost", || {}, || async {}).await.is_none());
+        let real = reconcile(&slots, "c", "real".into(), || async {});
+        gate.notify_waiters();
+        holder.await.unwrap();
+        // Set aside for the ghost, which never comes; nothing else calls `run`.
+        slots.lock().reserved.get_mut("ghost").unwrap().1 -= RESERVED_FOR + Duration::from_secs(1);
+        slots.reclaim_expired();
+        tokio::time::timeout(Duration::from_secs(1), real).await.expect("the waiter was never woken").unwrap();
     }
 }
