@@ -17,7 +17,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -433,19 +433,68 @@ where
             }
         })
         .reflect(writer)
-        // An object that is gone leaves the per-object gauges and state with it.
-        .inspect_ok({
+        .filter_map({
             let ctx = ctx.clone();
-            move |event| {
-                if let watcher::Event::Delete(o) = event {
-                    let uid = o.meta().uid.as_deref().unwrap_or_default();
-                    crate::telemetry::metrics::METRICS.forget(uid);
-                    ctx.forget(uid);
-                }
-            }
+            let mut changes = Changes::default();
+            move |event| futures::future::ready(changes.seen(&ctx, event, trigger_hash))
         })
-        .applied_objects()
-        .predicate_filter(trigger_hash, Default::default())
+}
+
+/// Which watch events are changes worth a reconcile (`trigger_hash` differs from the last
+/// one seen of the object), and what is gone: an object deleted, or no longer in the watch
+/// (relabelled off this shard, or deleted while the watch relisted) leaves its state and
+/// gauges with it, and is new again if it comes back.
+#[derive(Default)]
+struct Changes {
+    hashes: HashMap<String, u64>,
+    /// The uids of a relist under way.
+    relisted: Option<std::collections::HashSet<String>>,
+}
+
+impl Changes {
+    fn seen<K: Resource>(
+        &mut self,
+        ctx: &Context,
+        event: Result<watcher::Event<K>, watcher::Error>,
+        trigger_hash: fn(&K) -> Option<u64>,
+    ) -> Option<Result<K, watcher::Error>> {
+        let gone = |uid: &str| {
+            crate::telemetry::metrics::METRICS.forget(uid);
+            ctx.forget(uid);
+        };
+        match event {
+            Err(e) => Some(Err(e)),
+            Ok(watcher::Event::Init) => {
+                self.relisted = Some(Default::default());
+                None
+            }
+            Ok(watcher::Event::InitDone) => {
+                let listed = self.relisted.take().unwrap_or_default();
+                self.hashes.retain(|uid, _| {
+                    let keep = listed.contains(uid);
+                    if !keep {
+                        gone(uid);
+                    }
+                    keep
+                });
+                None
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                let uid = o.meta().uid.clone().unwrap_or_default();
+                self.hashes.remove(&uid);
+                gone(&uid);
+                None
+            }
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                let uid = o.meta().uid.clone().unwrap_or_default();
+                if let Some(relisted) = self.relisted.as_mut() {
+                    relisted.insert(uid.clone());
+                }
+                let hash = trigger_hash(&o)?;
+                (self.hashes.insert(uid, hash) != Some(hash)).then_some(Ok(o))
+            }
+        }
+    }
 }
 
 /// How watches retry after an error: quickly, so that after an API server restart new

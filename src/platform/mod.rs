@@ -304,10 +304,20 @@ impl Client {
         s3_keys: Option<&Keys>,
     ) -> Result<(Value, Trace), PlatformError> {
         // One namespace's burst (a loop over its objects, a tenant's script) waits here for
-        // its own budget; the platform's rate limits are shared by every team.
+        // its own budget; the platform's rate limits are shared by every team. A create is
+        // counted but never waits: its intent is already in the status, and a wait between
+        // the two would widen the window in which a restart leaves it unconfirmed (creates
+        // are once per object, so they cannot loop).
         if let Some(budget) = &self.budget {
+            let mut spaced = false;
             while let Some(wait) = budget.take_one(&creds.namespace) {
-                crate::telemetry::metrics::METRICS.platform_request(metric_path(req.path), "spaced");
+                if req.effect == Effect::Create {
+                    break;
+                }
+                if !spaced {
+                    crate::telemetry::metrics::METRICS.platform_request(metric_path(req.path), "spaced");
+                    spaced = true;
+                }
                 tokio::time::sleep(wait).await;
             }
         }

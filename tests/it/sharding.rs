@@ -3,6 +3,7 @@
 //! to another is taken over from the intents in its status, with no second platform call.
 
 use std::path::Path;
+use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
 use s3connect::api::S3Connection;
@@ -93,6 +94,19 @@ async fn each_shard_serves_its_label_and_a_relabelled_object_is_taken_over_once(
         };
         assert_eq!(by, wanted, "an event on {regarding} came from {by}");
     }
+
+    // To shard b and straight back, nothing else changed: a serves it again (it is new to
+    // a's watch, not a repeat of what a saw before it left).
+    let before_a = naming(&log_a, &ca);
+    for shard in ["b", "a"] {
+        let patch = json!({"metadata": {"labels": {"s3connect.io/shard": shard}}});
+        api.patch("ca", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+    support::wait_for("shard a serves ca again", Duration::from_secs(30), Duration::from_millis(200), || async {
+        if naming(&log_a, &ca) > before_a { Ok(()) } else { Err("shard a has not looked at it") }
+    })
+    .await;
+    assert_eq!(creates(&ca).await, 1);
 
     // Moved to shard b: b takes it over from its status; nothing is registered again,
     // and a request to reconcile now reaches shard b alone.

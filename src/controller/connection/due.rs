@@ -62,8 +62,14 @@ pub(super) async fn not_due(ctx: &Context, conn: &S3Connection, f: &Facts) -> Op
                 ctx.event(conn.object_ref(&()), false, reason, "RotateKeys", &note).await;
             }
         }
-        Plan::WaitFor(d) => return Some(Action::requeue(d)),
-        Plan::WaitForChange => return Some(Action::await_change()),
+        Plan::WaitFor(d) => {
+            tracing::debug!(connection = %format!("{}/{}", f.namespace, f.name), next_in_s = d.as_secs(), "not due");
+            return Some(Action::requeue(d));
+        }
+        Plan::WaitForChange => {
+            tracing::debug!(connection = %format!("{}/{}", f.namespace, f.name), "not due until it changes");
+            return Some(Action::await_change());
+        }
     }
     let spec_changed = conn.status.as_ref().is_none_or(|s| s.observed_generation != conn.metadata.generation);
     let left = ctx.spacing_left(&f.uid);

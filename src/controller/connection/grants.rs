@@ -191,6 +191,11 @@ async fn served_listed(ctx: &Context) -> Result<HashMap<String, i64>, kube::Erro
     let api = crate::controller::api::<S3Connection>(ctx);
     let mut served: HashMap<String, i64> = HashMap::new();
     let mut params = ListParams::default().limit(25);
+    let skipped: Vec<String> =
+        ctx.config.ignore_namespaces.iter().map(|ns| format!("metadata.namespace!={ns}")).collect();
+    if !skipped.is_empty() {
+        params = params.fields(&skipped.join(","));
+    }
     loop {
         let page = api.list(&params).await?;
         for (grant, n) in served_by(page.items.iter()) {
