@@ -541,13 +541,19 @@ async fn the_policy_from_s3connect_policy_is_enough_and_the_ui_origin_can_get_ob
     );
 
     // A full Import+Export validation stays within its request budget.
+    // The log line comes after the events (the reconcile's last step), and a loaded
+    // machine may show the events first: wait for it.
     let owner = format!("{}/c", case.ns);
-    let counts: Vec<u64> = log_lines()
-        .iter()
-        .filter(|l| l["connection"] == owner.as_str() && l["message"] == "validated")
-        .filter_map(|l| l["s3_requests"].as_u64())
-        .collect();
-    assert!(!counts.is_empty(), "no 'validated' log line for {owner}");
+    let counts: Vec<u64> =
+        support::wait_for("the 'validated' log line", std::time::Duration::from_secs(10), every, || async {
+            let counts: Vec<u64> = log_lines()
+                .iter()
+                .filter(|l| l["connection"] == owner.as_str() && l["message"] == "validated")
+                .filter_map(|l| l["s3_requests"].as_u64())
+                .collect();
+            if counts.is_empty() { Err(format!("no 'validated' log line for {owner}")) } else { Ok(counts) }
+        })
+        .await;
     assert!(counts.iter().all(|n| (1..=7).contains(n)), "S3 requests per validation: {counts:?}");
     assert_eq!(counts[counts.len() - 1], 7, "the validation that applied CORS used all seven");
     case.assert_no_secrets().await;
