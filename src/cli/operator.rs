@@ -169,11 +169,26 @@ pub struct OperatorArgs {
     /// Namespace of the Lease (in a cluster: the operator's own, from POD_NAMESPACE).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
-    #[arg(long, env = "S3CONNECT_LEASE_NAME", default_value = "s3connect-leader")]
+    /// The Lease's name. Left at its default with --watch-label-selector, it gets a suffix
+    /// of the selector's hash, so that each shard elects its own leader.
+    #[arg(long, env = "S3CONNECT_LEASE_NAME", default_value = DEFAULT_LEASE)]
     lease_name: String,
     /// How long a lease lasts without renewal (seconds); a standby takes over after that.
     #[arg(long, env = "S3CONNECT_LEASE_DURATION", default_value_t = 15)]
     lease_duration: u64,
+}
+
+const DEFAULT_LEASE: &str = "s3connect-leader";
+
+/// The Lease a replica takes: the one named, or with a selector and the default name, one
+/// per selector (shards that share a Lease would take turns instead of all serving).
+fn lease_name(named: &str, selector: Option<&str>) -> String {
+    match selector.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(selector) if named == DEFAULT_LEASE => {
+            format!("{DEFAULT_LEASE}-{}", s3connect::text::short_hash(selector))
+        }
+        _ => named.to_owned(),
+    }
 }
 
 pub fn run(args: OperatorArgs) -> ExitCode {
@@ -354,7 +369,7 @@ async fn operator(args: OperatorArgs) -> ExitCode {
     metrics.serving.store(true, std::sync::atomic::Ordering::Relaxed);
     let lease = args.leader_election.then(|| s3connect::leader::Settings {
         namespace: args.lease_namespace.clone(),
-        name: args.lease_name.clone(),
+        name: lease_name(&args.lease_name, args.watch_label_selector.as_deref()),
         identity: instance.clone().unwrap_or_else(|| format!("s3connect-{}", s3connect::platform::uuid4())),
         lease_duration: std::time::Duration::from_secs(args.lease_duration.max(2)),
     });
@@ -426,5 +441,17 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shards_left_at_the_default_lease_each_get_their_own() {
+        let a = super::lease_name(super::DEFAULT_LEASE, Some("s3connect.io/shard=a"));
+        let b = super::lease_name(super::DEFAULT_LEASE, Some("s3connect.io/shard=b"));
+        assert!(a.starts_with("s3connect-leader-") && a != b, "{a} {b}");
+        assert_eq!(super::lease_name(super::DEFAULT_LEASE, None), "s3connect-leader");
+        assert_eq!(super::lease_name("mine", Some("s3connect.io/shard=a")), "mine", "a name given is kept");
     }
 }
