@@ -81,6 +81,9 @@ spec:
             {{- else if $root.Values.shards }}
             - name: S3CONNECT_WATCH_LABEL_SELECTOR
               value: "!s3connect.io/shard"
+            # The Lease it had before there were shards, so that adding them moves no leader.
+            - name: S3CONNECT_LEASE_NAME
+              value: "s3connect-leader"
             {{- end }}
             - name: S3CONNECT_INSTALLATION
               value: {{ include "s3connect.fullname" $root | quote }}
