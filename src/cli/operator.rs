@@ -290,10 +290,7 @@ async fn operator(args: OperatorArgs) -> ExitCode {
     // The API server's own parser judges the selector: one that it refuses would otherwise
     // fail every watch, over and over, with nothing served.
     if let Some(selector) = &config.label_selector {
-        let probe: kube::Api<s3connect::api::S3Connection> = match &config.namespace {
-            Some(ns) => kube::Api::namespaced(client.clone(), ns),
-            None => kube::Api::all(client.clone()),
-        };
+        let probe = controller::scoped_api::<s3connect::api::S3Connection>(&client, config.namespace.as_deref());
         if let Err(e) = probe.list_metadata(&kube::api::ListParams::default().labels(selector).limit(1)).await {
             tracing::error!(selector = %selector, error = %e, "--watch-label-selector (S3CONNECT_WATCH_LABEL_SELECTOR) was refused: write it as kubectl's -l takes it, e.g. s3connect.io/shard=a or !s3connect.io/shard");
             return ExitCode::FAILURE;

@@ -78,10 +78,18 @@ impl Config {
     /// tenant's object may be close to etcd's 1.5 MiB (annotations, labels), and a page of
     /// kube's default 500 of them would be hundreds of MB at once.
     pub fn watch_config(&self) -> kube::runtime::watcher::Config {
+        let config = kube::runtime::watcher::Config::default().page_size(OBJECT_PAGE);
+        match self.skipped_namespaces() {
+            Some(fields) => config.fields(&fields),
+            None => config,
+        }
+    }
+
+    /// The field selector that leaves out the ignored namespaces, if any are.
+    pub fn skipped_namespaces(&self) -> Option<String> {
         let selector: Vec<String> =
             self.ignore_namespaces.iter().map(|ns| format!("metadata.namespace!={ns}")).collect();
-        let config = kube::runtime::watcher::Config::default().page_size(OBJECT_PAGE);
-        if selector.is_empty() { config } else { config.fields(&selector.join(",")) }
+        (!selector.is_empty()).then(|| selector.join(","))
     }
 
     /// The watch of the objects this instance serves: `watch_config` and this shard's
@@ -543,8 +551,16 @@ pub fn api<K>(ctx: &Context) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
 {
-    match &ctx.config.namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
+    scoped_api(&ctx.client, ctx.config.namespace.as_deref())
+}
+
+/// The API for `K` in `namespace`, or in all.
+pub fn scoped_api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     }
 }

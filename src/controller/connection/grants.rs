@@ -191,10 +191,8 @@ async fn served_listed(ctx: &Context) -> Result<HashMap<String, i64>, kube::Erro
     let api = crate::controller::api::<S3Connection>(ctx);
     let mut served: HashMap<String, i64> = HashMap::new();
     let mut params = ListParams::default().limit(25);
-    let skipped: Vec<String> =
-        ctx.config.ignore_namespaces.iter().map(|ns| format!("metadata.namespace!={ns}")).collect();
-    if !skipped.is_empty() {
-        params = params.fields(&skipped.join(","));
+    if let Some(fields) = ctx.config.skipped_namespaces() {
+        params = params.fields(&fields);
     }
     loop {
         let page = api.list(&params).await?;
