@@ -215,11 +215,19 @@ pub fn trigger_hash<K: PlatformObject>(object: &K) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     object.meta().generation.hash(&mut h);
     object.meta().deletion_timestamp.is_some().hash(&mut h);
+    asked(object).hash(&mut h);
+    Some(h.finish())
+}
+
+/// What the object's annotations ask for (the kind's trigger annotations and a reconcile
+/// request), as one number.
+fn asked<K: PlatformObject>(object: &K) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
     for key in K::TRIGGERS {
         object.annotations().get(*key).hash(&mut h);
     }
     crate::api::annotations::requested_at(object.annotations()).hash(&mut h);
-    Some(h.finish())
+    h.finish()
 }
 
 /// A request by annotation (`s3connect.io/requested-at` or Flux's, and the kind's own
@@ -229,12 +237,7 @@ pub fn trigger_hash<K: PlatformObject>(object: &K) -> Option<u64> {
 /// never held back. Some(action): wait, nothing was done.
 pub fn spaced<K: PlatformObject>(ctx: &Context, object: &K) -> Option<Action> {
     let uid = object.uid()?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for key in K::TRIGGERS {
-        object.annotations().get(*key).hash(&mut h);
-    }
-    crate::api::annotations::requested_at(object.annotations()).hash(&mut h);
-    let left = ctx.request_spacing(&uid, h.finish(), object.meta().generation)?;
+    let left = ctx.request_spacing(&uid, asked(object), object.meta().generation)?;
     tracing::debug!(kind = K::KIND, object = %label(object), wait = ?left, "request spaced");
     Some(Action::requeue(left))
 }
