@@ -80,38 +80,42 @@ impl aws_smithy_runtime_api::client::dns::ResolveDns for Screening {
 /// The addresses the operator may connect to for `host`: all of them, or, when the host
 /// is screened, the public ones; Err when there are none.
 pub async fn resolve(host: &str) -> Result<Vec<std::net::IpAddr>, String> {
-    let all: Vec<_> = tokio::net::lookup_host((host, 0))
-        .await
-        .map_err(|e| format!("{host} could not be resolved: {e}"))?
-        .map(|a| a.ip())
-        .collect();
-    if !crate::endpoints::screened(host) {
-        return Ok(all);
-    }
-    let public: Vec<_> = all.iter().copied().filter(|ip| !crate::endpoints::internal(*ip)).collect();
-    if public.is_empty() && !all.is_empty() {
-        return Err(format!(
-            "{host} resolves only to internal addresses, which the endpoint allow-list must name exactly"
-        ));
-    }
-    Ok(public)
+    addresses(host, crate::endpoints::screened(host)).await.map_err(|e| e.why)
 }
 
 /// Whether `host` is screened and every address it resolves to is internal (so no
 /// request to it can be sent). A name that does not resolve is not this: the request
 /// says it is unreachable.
 pub async fn internal_only(host: &str) -> bool {
-    if !crate::endpoints::screened(host) {
-        return false;
+    let name = host.trim_start_matches('[').trim_end_matches(']');
+    crate::endpoints::screened(host) && matches!(addresses(name, true).await, Err(Unusable { internal_only: true, .. }))
+}
+
+/// Why a host has no address to connect to.
+struct Unusable {
+    why: String,
+    /// It has addresses, all of them internal.
+    internal_only: bool,
+}
+
+/// `host`'s addresses, less the internal ones when `screened`.
+async fn addresses(host: &str, screened: bool) -> Result<Vec<std::net::IpAddr>, Unusable> {
+    let all: Vec<_> = tokio::net::lookup_host((host, 0))
+        .await
+        .map_err(|e| Unusable { why: format!("{host} could not be resolved: {e}"), internal_only: false })?
+        .map(|a| a.ip())
+        .collect();
+    if !screened {
+        return Ok(all);
     }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    match tokio::net::lookup_host((host, 0)).await {
-        Ok(addrs) => {
-            let ips: Vec<_> = addrs.map(|a| a.ip()).collect();
-            !ips.is_empty() && ips.into_iter().all(crate::endpoints::internal)
-        }
-        Err(_) => false,
+    let public: Vec<_> = all.iter().copied().filter(|ip| !crate::endpoints::internal(*ip)).collect();
+    if public.is_empty() && !all.is_empty() {
+        return Err(Unusable {
+            why: format!("{host} resolves only to internal addresses, which the endpoint allow-list must name exactly"),
+            internal_only: true,
+        });
     }
+    Ok(public)
 }
 
 /// The shared hyper client without its check at client construction, which builds (and
