@@ -303,6 +303,18 @@ mod tests {
         })
     }
 
+    /// The only permit of `slots`, held by namespace "a" until `gate` is notified.
+    async fn holding(slots: &Arc<Slots>) -> (Arc<tokio::sync::Notify>, tokio::task::JoinHandle<()>) {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let g = gate.clone();
+        let holder = reconcile(slots, "a", "h".into(), move || {
+            let g = g.clone();
+            async move { g.notified().await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        (gate, holder)
+    }
+
     #[tokio::test]
     async fn a_namespace_full_of_hung_work_delays_another_by_one_hand_over_at_most() {
         let slots = Arc::new(Slots::new(4, Duration::from_millis(200)));
@@ -390,13 +402,7 @@ mod tests {
     #[tokio::test]
     async fn a_key_asked_again_while_it_waits_waits_once() {
         let slots = Arc::new(Slots::new(1, Duration::from_secs(60)));
-        let gate = Arc::new(tokio::sync::Notify::new());
-        let g = gate.clone();
-        let holder = reconcile(&slots, "a", "h".into(), move || {
-            let g = g.clone();
-            async move { g.notified().await }
-        });
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (gate, holder) = holding(&slots).await;
         for _ in 0..3 {
             assert!(slots.run("b", "w", || {}, || async {}).await.is_none());
         }
@@ -413,13 +419,7 @@ mod tests {
     #[tokio::test]
     async fn a_permit_set_aside_for_an_object_that_never_comes_goes_to_the_next() {
         let slots = Arc::new(Slots::new(1, Duration::from_secs(60)));
-        let gate = Arc::new(tokio::sync::Notify::new());
-        let g = gate.clone();
-        let holder = reconcile(&slots, "a", "h".into(), move || {
-            let g = g.clone();
-            async move { g.notified().await }
-        });
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (gate, holder) = holding(&slots).await;
         // "lost" waits and, when woken, never comes back for its permit.
         assert!(slots.run("b", "lost", || {}, || async {}).await.is_none());
         gate.notify_waiters();
@@ -435,13 +435,7 @@ mod tests {
     #[tokio::test]
     async fn an_expired_permit_goes_on_with_no_other_call() {
         let slots = Arc::new(Slots::new(1, Duration::from_secs(60)));
-        let gate = Arc::new(tokio::sync::Notify::new());
-        let g = gate.clone();
-        let holder = reconcile(&slots, "a", "h".into(), move || {
-            let g = g.clone();
-            async move { g.notified().await }
-        });
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (gate, holder) = holding(&slots).await;
         assert!(slots.run("b", "ghost", || {}, || async {}).await.is_none());
         let real = reconcile(&slots, "c", "real".into(), || async {});
         gate.notify_waiters();
