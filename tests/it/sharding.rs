@@ -22,17 +22,6 @@ fn naming(log: &Path, object: &str) -> usize {
     std::fs::read_to_string(log).unwrap_or_default().lines().filter(|l| l.contains(&quoted)).count()
 }
 
-/// Registrations the platform was asked to create for the S3Connection `owner`.
-async fn creates(owner: &str) -> usize {
-    let prefix = format!("s3connect {owner} ");
-    platform::requests()
-        .await
-        .iter()
-        .filter(|r| r["path"] == "/connectors/connections/create")
-        .filter(|r| r["body"]["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
-        .count()
-}
-
 #[tokio::test]
 async fn each_shard_serves_its_label_and_a_relabelled_object_is_taken_over_once() {
     let _timer = crate::timed!();
@@ -77,7 +66,7 @@ async fn each_shard_serves_its_label_and_a_relabelled_object_is_taken_over_once(
     assert!(naming(&log_a, &ca) > 0 && naming(&log_b, &cb) > 0, "a shard did not serve its object");
     assert_eq!(naming(&log_a, &cb), 0, "shard a acted on shard b's object");
     assert_eq!(naming(&log_b, &ca), 0, "shard b acted on shard a's object");
-    assert_eq!((creates(&ca).await, creates(&cb).await), (1, 1));
+    assert_eq!((platform::registration_creates(&ca).await, platform::registration_creates(&cb).await), (1, 1));
     // The events say which instance acted.
     let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
         .list(&Default::default())
@@ -106,7 +95,7 @@ async fn each_shard_serves_its_label_and_a_relabelled_object_is_taken_over_once(
         if naming(&log_a, &ca) > before_a { Ok(()) } else { Err("shard a has not looked at it") }
     })
     .await;
-    assert_eq!(creates(&ca).await, 1);
+    assert_eq!(platform::registration_creates(&ca).await, 1);
 
     // Moved to shard b: b takes it over from its status; nothing is registered again,
     // and a request to reconcile now reaches shard b alone.
@@ -122,7 +111,7 @@ async fn each_shard_serves_its_label_and_a_relabelled_object_is_taken_over_once(
     assert!(condition(&c, "Ready").is_some_and(|r| r.status == "True"), "{:?}", c.status);
     assert!(naming(&log_b, &ca) > before_b, "shard b did not validate it");
     assert_eq!(naming(&log_a, &ca), before_a, "shard a still acts on an object it no longer serves");
-    assert_eq!(creates(&ca).await, 1, "the move registered the connection again");
+    assert_eq!(platform::registration_creates(&ca).await, 1, "the move registered the connection again");
     assert_eq!(platform::registrations(&ca).await.len(), 1);
 
     for operator in [&mut a, &mut b] {

@@ -95,7 +95,7 @@ pub async fn modes(modes: Value) {
 
 /// The platform's connections registered under the S3Connection `owner`'s names.
 pub async fn registrations(owner: &str) -> Vec<Value> {
-    let prefix = format!("s3connect {owner} ");
+    let prefix = registration_prefix(owner);
     state().await["connections"]
         .as_array()
         .unwrap()
@@ -103,6 +103,23 @@ pub async fn registrations(owner: &str) -> Vec<Value> {
         .filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
         .cloned()
         .collect()
+}
+
+/// How many times the platform was asked to create a registration of the S3Connection
+/// `owner` (its call log: a create the platform later lost still counts).
+pub async fn registration_creates(owner: &str) -> usize {
+    let prefix = registration_prefix(owner);
+    requests()
+        .await
+        .iter()
+        .filter(|r| r["path"] == "/connectors/connections/create")
+        .filter(|r| r["body"]["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
+        .count()
+}
+
+/// How the operator's registration names of the S3Connection `owner` begin.
+fn registration_prefix(owner: &str) -> String {
+    format!("s3connect {owner} ")
 }
 
 /// The exports the platform holds for `project`.
