@@ -293,6 +293,13 @@ pub fn contacted_url(endpoint: Option<&str>, force_path_style: bool, bucket: &st
 
 fn url_with(endpoint: Option<&str>, force_path_style: bool, bucket: &str, region: &str, v: Variants) -> String {
     let dotted = bucket.contains('.');
+    if let (None, Ok(ap)) = (endpoint, super::uri::AccessPoint::parse(bucket)) {
+        // An access point's own host, in the ARN's region.
+        let domain = if ap.partition == "aws-cn" { "amazonaws.com.cn" } else { "amazonaws.com" };
+        let fips = if v.fips { "-fips" } else { "" };
+        let dual_stack = if v.dual_stack { ".dualstack" } else { "" };
+        return format!("https://{}-{}.s3-accesspoint{fips}{dual_stack}.{}.{domain}", ap.name, ap.account, ap.region);
+    }
     let Some(endpoint) = endpoint else {
         // The China regions are a partition of their own.
         let domain = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
@@ -357,6 +364,33 @@ mod tests {
                 let shown = url_with(None, path_style, bucket, "us-west-2", Variants { fips, dual_stack });
                 let sent = endpoint.url().trim_end_matches(&format!("/{bucket}")).to_owned();
                 assert_eq!(shown, sent, "fips {fips}, dual-stack {dual_stack}, path style {path_style}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_contacted_url_is_where_the_sdk_sends_access_point_requests() {
+        use aws_sdk_s3::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+        for arn in [
+            "arn:aws:s3:eu-west-1:123456789012:accesspoint/team-a",
+            "arn:aws-cn:s3:cn-north-1:123456789012:accesspoint/ap1",
+        ] {
+            let region = arn.split(':').nth(3).unwrap();
+            for (fips, dual_stack) in [(false, false), (true, false), (false, true), (true, true)] {
+                if fips && region.starts_with("cn-") {
+                    continue; // no FIPS endpoints in China
+                }
+                let params = Params::builder()
+                    .bucket(arn)
+                    .region(region)
+                    .use_fips(fips)
+                    .use_dual_stack(dual_stack)
+                    .build()
+                    .unwrap();
+                let endpoint = futures::executor::block_on(DefaultResolver::new().resolve_endpoint(&params))
+                    .unwrap_or_else(|e| panic!("{arn}: {e}"));
+                let shown = url_with(None, false, arn, region, Variants { fips, dual_stack });
+                assert_eq!(shown, endpoint.url(), "{arn}: fips {fips}, dual-stack {dual_stack}");
             }
         }
     }

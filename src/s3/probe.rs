@@ -250,7 +250,12 @@ impl Run<'_> {
 
 /// Probes every permission `probe` needs with `keys`.
 pub async fn run(probe: &Probe<'_>, keys: &Keys) -> Report {
-    let initial_region = probe.region.unwrap_or("us-east-1");
+    // An access point's ARN names its region, which is the one to sign for (the SDK
+    // refuses another); a spec.region that differs is then a RegionMismatch as for a bucket.
+    let initial_region = match probe.location.access_point() {
+        Some(ap) => ap.region,
+        None => probe.region.unwrap_or("us-east-1"),
+    };
     let counter = RequestCounter::default();
     let actions = required(probe.access, probe.cors).into_iter().map(|a| (a, Outcome::Untested)).collect();
     let target = Target {

@@ -16,11 +16,21 @@ pub struct Location {
 pub struct UriError(String);
 
 impl Location {
-    /// Accepts `s3://bucket/prefix/`, `bucket/prefix/`, `bucket/prefix` and `bucket`.
+    /// Accepts `s3://bucket/prefix/`, `bucket/prefix/`, `bucket/prefix` and `bucket`, where
+    /// the bucket may also be an access point's ARN (`arn:aws:s3:region:account:accesspoint/name`).
     pub fn parse(uri: &str) -> Result<Self, UriError> {
         let rest = uri.trim().strip_prefix("s3://").unwrap_or(uri.trim());
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        check_bucket(bucket)?;
+        let (bucket, prefix) = if rest.starts_with("arn:") {
+            // The ARN holds one `/` of its own, before the access point's name.
+            let split = rest.find("accesspoint/").and_then(|at| rest[at + 12..].find('/').map(|n| at + 12 + n));
+            let (arn, prefix) = split.map_or((rest, ""), |n| (&rest[..n], &rest[n + 1..]));
+            AccessPoint::parse(arn)?;
+            (arn, prefix)
+        } else {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            check_bucket(bucket)?;
+            (bucket, prefix)
+        };
         if prefix.starts_with('/') || prefix.contains("//") {
             return Err(UriError(format!("the prefix of {uri:?} has an empty segment (//): remove the extra slash")));
         }
@@ -36,15 +46,72 @@ impl Location {
         Ok(Location { bucket: bucket.to_owned(), prefix })
     }
 
-    /// The ARN of the bucket, in the partition of `region`.
+    /// The access point the bucket is given as, if it is an ARN.
+    pub fn access_point(&self) -> Option<AccessPoint<'_>> {
+        AccessPoint::parse(&self.bucket).ok()
+    }
+
+    /// Whether requests go through an access point rather than to the bucket itself: then
+    /// S3 answers GetBucketCors but refuses PutBucketCors.
+    pub fn through_access_point(&self) -> bool {
+        self.access_point().is_some()
+    }
+
+    /// The ARN of the bucket (or of the access point), in the partition of `region`.
     pub fn bucket_arn(&self, region: Option<&str>) -> String {
-        format!("arn:{}:s3:::{}", partition(region), self.bucket)
+        match self.access_point() {
+            Some(_) => self.bucket.clone(),
+            None => format!("arn:{}:s3:::{}", partition(region), self.bucket),
+        }
     }
 
     /// The ARN that covers every object under the prefix: the `/*` that policies written
-    /// by hand so often miss.
+    /// by hand so often miss. Through an access point: `<access point ARN>/object/<prefix>*`.
     pub fn objects_arn(&self, region: Option<&str>) -> String {
-        format!("arn:{}:s3:::{}/{}*", partition(region), self.bucket, iam_literal(&self.prefix))
+        match self.access_point() {
+            Some(_) => format!("{}/object/{}*", self.bucket, iam_literal(&self.prefix)),
+            None => format!("arn:{}:s3:::{}/{}*", partition(region), self.bucket, iam_literal(&self.prefix)),
+        }
+    }
+}
+
+/// An S3 access point ARN: `arn:<partition>:s3:<region>:<account>:accesspoint/<name>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessPoint<'a> {
+    pub partition: &'a str,
+    pub region: &'a str,
+    pub account: &'a str,
+    pub name: &'a str,
+}
+
+impl<'a> AccessPoint<'a> {
+    pub fn parse(arn: &'a str) -> Result<Self, UriError> {
+        let bad = |why: &str| Err(UriError(format!("{arn:?} is not an access point ARN: {why}")));
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let [_, partition, service, region, account, resource] = parts[..] else {
+            return bad("write arn:aws:s3:<region>:<account id>:accesspoint/<name>");
+        };
+        if !matches!(partition, "aws" | "aws-cn" | "aws-us-gov") || service != "s3" {
+            return bad("it must start arn:aws:s3:, arn:aws-cn:s3: or arn:aws-us-gov:s3:");
+        }
+        if partition != self::partition(Some(region)) || !super::error::looks_like_region(region) {
+            return bad("its region is not a region of its partition");
+        }
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return bad("the account id has 12 digits");
+        }
+        let Some(name) = resource.strip_prefix("accesspoint/") else {
+            return bad("only access points (accesspoint/<name>) can stand for a bucket");
+        };
+        let edge_ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        if !(3..=50).contains(&name.len())
+            || !name.bytes().all(|b| edge_ok(b) || b == b'-')
+            || !edge_ok(name.as_bytes()[0])
+            || !edge_ok(name.as_bytes()[name.len() - 1])
+        {
+            return bad("an access point name is 3-50 lowercase letters, digits and hyphens");
+        }
+        Ok(AccessPoint { partition, region, account, name })
     }
 }
 
@@ -101,11 +168,13 @@ fn check_bucket(bucket: &str) -> Result<(), UriError> {
     if bucket.split('.').count() == 4 && bucket.split('.').all(|p| p.parse::<u8>().is_ok()) {
         return bad("it must not look like an IP address");
     }
-    if bucket.starts_with("xn--")
-        || bucket.starts_with("sthree-")
-        || bucket.ends_with("-s3alias")
-        || bucket.ends_with("--ol-s3")
-    {
+    if bucket.ends_with("-s3alias") {
+        // IAM policies cannot name an alias: the policy the operator shows would be wrong.
+        return bad(
+            "it is an access point's alias; give the access point's ARN instead (arn:aws:s3:<region>:<account id>:accesspoint/<name>)",
+        );
+    }
+    if bucket.starts_with("xn--") || bucket.starts_with("sthree-") || bucket.ends_with("--ol-s3") {
         return bad("it uses a prefix or suffix that S3 reserves");
     }
     Ok(())
@@ -158,7 +227,8 @@ mod tests {
             ("my.-bucket", "next to another dot"),
             ("192.168.5.4", "IP address"),
             ("xn--bucket", "reserves"),
-            ("bucket-s3alias", "reserves"),
+            ("bucket--ol-s3", "reserves"),
+            ("team-a-abcdefghijklmnopqrstuvwxyz0123-s3alias", "access point's ARN"),
         ] {
             let err = Location::parse(uri).expect_err(uri).to_string();
             assert!(err.contains(why), "{uri:?}: {err}");
@@ -193,5 +263,33 @@ mod tests {
         assert_eq!(loc("b", "${aws:username}/").objects_arn(None), "arn:aws:s3:::b/${$}{aws:username}/*");
         assert_eq!(iam_literal("plain/prefix/"), "plain/prefix/");
         assert_eq!(l.bucket_arn(Some("us-gov-west-1")), "arn:aws-us-gov:s3:::b");
+    }
+
+    #[test]
+    fn an_access_point_stands_for_its_bucket_with_its_own_arns() {
+        let arn = "arn:aws:s3:eu-west-1:123456789012:accesspoint/team-a";
+        let l = Location::parse(&format!("s3://{arn}/images")).unwrap();
+        assert_eq!(l, loc(arn, "images/"));
+        assert_eq!(l.to_string(), format!("s3://{arn}/images/"));
+        let ap = l.access_point().unwrap();
+        assert_eq!((ap.partition, ap.region, ap.account, ap.name), ("aws", "eu-west-1", "123456789012", "team-a"));
+        assert_eq!(l.bucket_arn(Some("eu-west-1")), arn);
+        assert_eq!(l.objects_arn(None), format!("{arn}/object/images/*"));
+        assert_eq!(Location::parse(arn).unwrap(), loc(arn, ""));
+        assert!(l.through_access_point());
+        assert!(!loc("b", "").through_access_point());
+        for (bad, why) in [
+            ("arn:aws:s3:eu-west-1:123456789012:accesspoint", "accesspoint/<name>"),
+            ("arn:aws:s3:eu-west-1", "write arn"),
+            ("arn:aws:s3:eu-west-1:12345:accesspoint/ap", "12 digits"),
+            ("arn:aws:s3:eu-west-1:123456789012:bucket/ap", "only access points"),
+            ("arn:aws:s3:cn-north-1:123456789012:accesspoint/ap", "partition"),
+            ("arn:aws:iam::123456789012:accesspoint/ap", "must start"),
+            ("arn:aws:s3:eu-west-1:123456789012:accesspoint/Team", "lowercase"),
+            ("arn:aws:s3:eu\nwest:123456789012:accesspoint/ap", "region"),
+        ] {
+            let err = Location::parse(bad).expect_err(bad).to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 }

@@ -764,7 +764,8 @@ fn write_condition(location: &Location, report: &Report, region: Option<&str>) -
 }
 
 fn cors_condition(spec: &S3ConnectionSpec, location: &Location, report: &Report) -> Cond {
-    let bucket = &location.bucket;
+    // S3 takes a CORS configuration for the bucket itself, never through an access point.
+    let bucket = if location.through_access_point() { "<the access point's bucket>" } else { &location.bucket };
     let origins = spec.cors.allowed_origins.join(", ");
     let by_hand = |wanted: &serde_json::Value| {
         format!("aws s3api put-bucket-cors --bucket {bucket} --cors-configuration '{wanted}'")

@@ -94,6 +94,48 @@ async fn malformed_uris_are_refused_with_the_accepted_forms() {
 }
 
 #[tokio::test]
+async fn an_access_point_arn_stands_for_a_bucket_on_aws_with_keys_given_and_cors_not_applied() {
+    let _timer = crate::timed!();
+    let ns = support::namespace(&support::client().await, "accesspoint").await;
+    let api = api::<S3Connection>(&ns).await;
+    let arn = "arn:aws:s3:eu-west-1:123456789012:accesspoint/team-a";
+    let spec = |extra: Value| {
+        let mut spec = with(valid_connection_spec(), "uri", json!(format!("s3://{arn}/images/")));
+        spec["cors"] = json!({"mode": "Verify"});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        spec
+    };
+    accepted(&api, connection("ap", spec(json!({})))).await;
+    accepted(&api, connection("ap-bare", with(spec(json!({})), "uri", json!(arn)))).await;
+    for (i, (extra, words)) in [
+        (json!({"cors": {"mode": "Apply"}}), "set cors.mode to Verify"),
+        (json!({"endpoint": "https://s3.example.com"}), "remove endpoint and forcePathStyle"),
+        (json!({"forcePathStyle": true}), "remove endpoint and forcePathStyle"),
+        (json!({"credentials": {"managed": {}}}), "credentials.secretRef"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let message = rejected(&api, connection(&format!("ap-bad-{i}"), spec(extra.clone()))).await;
+        assert!(message.contains(words), "{extra}: {message}");
+    }
+    for (i, uri) in [
+        "s3://arn:aws:s3:eu-west-1:1234:accesspoint/team-a/",
+        "s3://arn:aws:s3:eu-west-1:123456789012:bucket/team-a/",
+        "s3://arn:aws:iam::123456789012:accesspoint/team-a/",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let message =
+            rejected(&api, connection(&format!("ap-uri-{i}"), with(spec(json!({})), "uri", json!(uri)))).await;
+        assert!(message.contains("access point ARN, arn:aws:s3:"), "{uri}: {message}");
+    }
+}
+
+#[tokio::test]
 async fn unknown_usage_is_refused_naming_the_supported_values() {
     let _timer = crate::timed!();
     let ns = support::namespace(&support::client().await, "usage").await;
