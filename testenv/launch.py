@@ -294,16 +294,21 @@ def start_moto(env, venv):
 
 
 def start_versitygw(env, binary):
-    """versitygw over a folder of the run, with one root user: S3 as browsers see it (CORS
-    answered per bucket rule, preflights unsigned), where moto is not faithful."""
+    """versitygw over a folder of the run, with one root user and its own IAM (accounts made
+    through its admin API, granted per action by bucket policies): S3 as browsers see it
+    (CORS answered per bucket rule, preflights unsigned) and a second S3 implementation that
+    checks every signature, for the failure-mode tests."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     keys = ("vgwroot" + os.urandom(4).hex(), os.urandom(20).hex())
     data = os.path.join(env.run_dir, "versitygw")
+    iam = os.path.join(env.run_dir, "versitygw-iam")
     os.makedirs(data, exist_ok=True)
+    os.makedirs(iam, exist_ok=True)
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ROOT_"))}
     env.spawn("versitygw", [binary, "--access", keys[0], "--secret", keys[1], "--keep-alive",
-                            "--port", f"127.0.0.1:{port}", "posix", data], env=child_env)
+                            "--iam-dir", iam, "--port", f"127.0.0.1:{port}", "posix", data],
+              env=child_env)
     yield None
 
     def up():

@@ -250,10 +250,12 @@ fn mentions_kms(message: &str) -> bool {
 }
 
 /// S3's AuthorizationHeaderMalformed names the right region: "... the region 'us-east-1'
-/// is wrong; expecting 'eu-west-1'".
+/// is wrong; expecting 'eu-west-1'" (versitygw quotes it with `"`).
 fn expected_region(message: &str) -> Option<String> {
-    let rest = &message[message.find("expecting '")? + "expecting '".len()..];
-    Some(rest[..rest.find('\'')?].to_owned())
+    let rest = &message[message.find("expecting ")? + "expecting ".len()..];
+    let quote = rest.chars().next().filter(|c| matches!(c, '\'' | '"'))?;
+    let rest = &rest[1..];
+    Some(rest[..rest.find(quote)?].to_owned())
 }
 
 #[cfg(test)]
@@ -333,6 +335,11 @@ mod tests {
             None,
         );
         assert_eq!(f.bucket_region.as_deref(), Some("eu-west-1"));
+        let said = r#"The authorization header is malformed; the region "eu-west-1" is wrong; expecting "us-east-1""#;
+        let f = classify_parts(Some("AuthorizationHeaderMalformed"), Some(said), 400, None);
+        assert_eq!(f.bucket_region.as_deref(), Some("us-east-1"), "as versitygw says it");
+        let f = classify_parts(Some("AuthorizationHeaderMalformed"), Some("expecting 'eu-west-1"), 400, None);
+        assert_eq!(f.bucket_region, None, "no closing quote");
     }
 
     #[test]

@@ -18,9 +18,11 @@ use s3connect::validation::required;
 use serde_json::{Value, json};
 
 use crate::support::operator::{condition, everything_shown, log_lines, wait_for};
-use crate::support::{self, iam, s3};
+use crate::support::s3::Store;
+use crate::support::{self, iam};
 
 struct Case {
+    store: Store,
     client: kube::Client,
     ns: String,
     bucket: String,
@@ -28,19 +30,24 @@ struct Case {
 }
 
 impl Case {
-    /// A namespace and a bucket in `region` with one object under `images/`.
+    /// A namespace and a bucket on moto in `region` with one object under `images/`.
     async fn new(hint: &str, region: &str) -> Case {
+        Case::on(Store::Moto, hint, region).await
+    }
+
+    /// A namespace and a bucket on `store` in `region` with one object under `images/`.
+    async fn on(store: Store, hint: &str, region: &str) -> Case {
         let client = support::client().await;
         let ns = support::namespace(&client, hint).await;
-        let bucket = s3::bucket(hint, region).await;
-        s3::put(&bucket, "images/cat.jpg", b"\xff\xd8 not really a jpeg").await;
-        Case { client, ns, bucket, keys: Vec::new() }
+        let bucket = store.bucket(hint, region).await;
+        store.put(&bucket, "images/cat.jpg", b"\xff\xd8 not really a jpeg").await;
+        Case { store, client, ns, bucket, keys: Vec::new() }
     }
 
     /// An IAM user allowed `actions` as `s3connect policy` would scope them.
     async fn user(&mut self, actions: &[Action]) -> Keys {
         let location = Location::parse(&format!("{}/images/", self.bucket)).unwrap();
-        let keys = iam::user_with_policy("conn", &policy(&location, None, actions)).await;
+        let keys = self.store.user_with_policy("conn", &self.bucket, &policy(&location, None, actions)).await;
         self.keys.push(keys.clone());
         keys
     }
@@ -73,7 +80,7 @@ impl Case {
         let mut spec = json!({
             "uri": format!("s3://{}/images/", self.bucket),
             "credentials": {"secretRef": {"name": "keys"}},
-            "endpoint": support::env().s3_endpoint,
+            "endpoint": self.store.endpoint(),
             "forcePathStyle": true,
         });
         for (k, v) in extra.as_object().unwrap() {
@@ -163,10 +170,8 @@ async fn missing_secret_and_missing_key() {
     case.assert_no_secrets().await;
 }
 
-#[tokio::test]
-async fn unknown_access_key_and_wrong_secret() {
-    let _timer = crate::timed!();
-    let mut case = Case::new("badkeys", "us-east-1").await;
+async fn unknown_access_key_and_wrong_secret(store: Store) {
+    let mut case = Case::on(store, "badkeys", "us-east-1").await;
     let unknown =
         Keys { access_key_id: "AKIAUNKNOWN000000000".into(), secret_access_key: "s".repeat(40), session_token: None };
     case.keys.push(unknown.clone());
@@ -192,13 +197,11 @@ async fn unknown_access_key_and_wrong_secret() {
     case.assert_no_secrets().await;
 }
 
-#[tokio::test]
-async fn missing_bucket() {
-    let _timer = crate::timed!();
-    let mut case = Case::new("nobucket", "us-east-1").await;
+async fn missing_bucket(store: Store) {
+    let mut case = Case::on(store, "nobucket", "us-east-1").await;
     // S3 says NoSuchBucket only to someone allowed on that bucket name; otherwise it is
     // AccessDenied, existing or not.
-    let keys = iam::user_with_policy("nobucket", &iam::allow(&["s3:*"], &["*".to_owned()])).await;
+    let keys = store.user_with_policy("nobucket", &case.bucket, &iam::allow(&["s3:*"], &["*".to_owned()])).await;
     case.keys.push(keys.clone());
     case.secret("keys", &keys).await;
     case.connection("c", json!({"uri": "s3://no-such-bucket-s3connect/images/"})).await;
@@ -215,10 +218,8 @@ async fn missing_bucket() {
     case.assert_no_secrets().await;
 }
 
-#[tokio::test]
-async fn list_bucket_denied() {
-    let _timer = crate::timed!();
-    let mut case = Case::new("nolist", "us-east-1").await;
+async fn list_bucket_denied(store: Store) {
+    let mut case = Case::on(store, "nolist", "us-east-1").await;
     let keys = case.user_without(&[Usage::Import], CorsMode::Apply, &[Action::ListBucket]).await;
     case.secret("keys", &keys).await;
     case.connection("c", json!({})).await;
@@ -232,20 +233,20 @@ async fn list_bucket_denied() {
     case.assert_no_secrets().await;
 }
 
-#[tokio::test]
-async fn get_object_denied_by_a_policy_without_slash_star() {
-    let _timer = crate::timed!();
-    let mut case = Case::new("noslash", "us-east-1").await;
+async fn get_object_denied_by_a_policy_without_slash_star(store: Store) {
+    let mut case = Case::on(store, "noslash", "us-east-1").await;
     // The classic mistake: s3:GetObject on the bucket ARN instead of bucket/*.
     let bucket_arn = format!("arn:aws:s3:::{}", case.bucket);
-    let keys = iam::user_with_policy(
-        "noslash",
-        &iam::allow(
-            &["s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject", "s3:GetBucketCORS", "s3:PutBucketCORS"],
-            &[bucket_arn],
-        ),
-    )
-    .await;
+    let keys = store
+        .user_with_policy(
+            "noslash",
+            &case.bucket,
+            &iam::allow(
+                &["s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject", "s3:GetBucketCORS", "s3:PutBucketCORS"],
+                &[bucket_arn],
+            ),
+        )
+        .await;
     case.keys.push(keys.clone());
     case.secret("keys", &keys).await;
     case.connection("c", json!({})).await;
@@ -264,11 +265,15 @@ async fn get_object_denied_by_a_policy_without_slash_star() {
     case.assert_no_secrets().await;
 }
 
-#[tokio::test]
-async fn empty_prefix_has_no_objects() {
-    let _timer = crate::timed!();
-    let mut case = Case::new("empty", "us-east-1").await;
-    let keys = case.user(&required(&[Usage::Import], CorsMode::Apply)).await;
+async fn empty_prefix_has_no_objects(store: Store) {
+    let mut case = Case::on(store, "empty", "us-east-1").await;
+    // Keys for exactly this prefix (moto does not enforce the s3:prefix condition of
+    // ListBucket; versitygw does, as S3 does).
+    let location = Location::parse(&format!("{}/nothing-here/", case.bucket)).unwrap();
+    let keys = store
+        .user_with_policy("empty", &case.bucket, &policy(&location, None, &required(&[Usage::Import], CorsMode::Apply)))
+        .await;
+    case.keys.push(keys.clone());
     case.secret("keys", &keys).await;
     case.connection("c", json!({"uri": format!("s3://{}/nothing-here/", case.bucket)})).await;
     let c = case
@@ -284,10 +289,8 @@ async fn empty_prefix_has_no_objects() {
     case.assert_no_secrets().await;
 }
 
-#[tokio::test]
-async fn get_bucket_location_denied() {
-    let _timer = crate::timed!();
-    let mut case = Case::new("noloc", "us-east-1").await;
+async fn get_bucket_location_denied(store: Store) {
+    let mut case = Case::on(store, "noloc", "us-east-1").await;
     let keys = case.user_without(&[Usage::Import], CorsMode::Apply, &[Action::GetBucketLocation]).await;
     case.secret("keys", &keys).await;
     case.connection("c", json!({})).await;
@@ -301,10 +304,8 @@ async fn get_bucket_location_denied() {
     case.assert_no_secrets().await;
 }
 
-#[tokio::test]
-async fn get_bucket_cors_denied() {
-    let _timer = crate::timed!();
-    let mut case = Case::new("nogetcors", "us-east-1").await;
+async fn get_bucket_cors_denied(store: Store) {
+    let mut case = Case::on(store, "nogetcors", "us-east-1").await;
     let keys = case.user_without(&[Usage::Import], CorsMode::Apply, &[Action::GetBucketCors]).await;
     case.secret("keys", &keys).await;
     case.connection("c", json!({})).await;
@@ -321,10 +322,8 @@ async fn get_bucket_cors_denied() {
     case.assert_no_secrets().await;
 }
 
-#[tokio::test]
-async fn put_bucket_cors_denied_gives_the_json_to_set_by_hand() {
-    let _timer = crate::timed!();
-    let mut case = Case::new("noputcors", "us-east-1").await;
+async fn put_bucket_cors_denied_gives_the_json_to_set_by_hand(store: Store) {
+    let mut case = Case::on(store, "noputcors", "us-east-1").await;
     let keys = case.user_without(&[Usage::Import], CorsMode::Apply, &[Action::PutBucketCors]).await;
     case.secret("keys", &keys).await;
     case.connection("c", json!({})).await;
@@ -340,17 +339,16 @@ async fn put_bucket_cors_denied_gives_the_json_to_set_by_hand() {
     case.assert_no_secrets().await;
 }
 
-#[tokio::test]
-async fn apply_mode_keeps_a_foreign_cors_rule() {
-    let _timer = crate::timed!();
-    let mut case = Case::new("foreign", "us-east-1").await;
+async fn apply_mode_keeps_a_foreign_cors_rule(store: Store) {
+    let mut case = Case::on(store, "foreign", "us-east-1").await;
     let foreign = CorsRule::builder()
         .id("website")
         .allowed_origins("https://www.example.com")
         .allowed_methods("PUT")
         .build()
         .unwrap();
-    s3::admin("us-east-1")
+    store
+        .admin("us-east-1")
         .put_bucket_cors()
         .bucket(&case.bucket)
         .cors_configuration(CorsConfiguration::builder().cors_rules(foreign).build().unwrap())
@@ -362,7 +360,7 @@ async fn apply_mode_keeps_a_foreign_cors_rule() {
     case.connection("c", json!({})).await;
     let c = case.expect("c", "CorsConfigured", "True", "CorsApplied", &["other rules were kept"]).await;
     assert_eq!(condition(&c, "Ready").unwrap().status, "True");
-    let rules = s3::admin("us-east-1").get_bucket_cors().bucket(&case.bucket).send().await.unwrap();
+    let rules = store.admin("us-east-1").get_bucket_cors().bucket(&case.bucket).send().await.unwrap();
     let ids: Vec<_> = rules.cors_rules().iter().map(|r| r.id().unwrap_or("")).collect();
     let own = s3connect::s3::cors::rule_id(&format!("{}/c", case.ns));
     assert_eq!(ids, ["website", own.as_str()]);
@@ -370,10 +368,8 @@ async fn apply_mode_keeps_a_foreign_cors_rule() {
     case.assert_no_secrets().await;
 }
 
-#[tokio::test]
-async fn verify_mode_reports_a_missing_rule() {
-    let _timer = crate::timed!();
-    let mut case = Case::new("verify", "us-east-1").await;
+async fn verify_mode_reports_a_missing_rule(store: Store) {
+    let mut case = Case::on(store, "verify", "us-east-1").await;
     let keys = case.user(&required(&[Usage::Import], CorsMode::Verify)).await;
     case.secret("keys", &keys).await;
     case.connection("c", json!({"cors": {"mode": "Verify"}})).await;
@@ -388,16 +384,19 @@ async fn verify_mode_reports_a_missing_rule() {
         .await;
     case.assert_not_ready(&c, "CorsRuleMissing");
     // Verify never writes.
-    let err =
-        s3::admin("us-east-1").get_bucket_cors().bucket(&case.bucket).send().await.expect_err("no CORS configuration");
+    let err = store
+        .admin("us-east-1")
+        .get_bucket_cors()
+        .bucket(&case.bucket)
+        .send()
+        .await
+        .expect_err("no CORS configuration");
     assert_eq!(aws_sdk_s3::error::ProvideErrorMetadata::code(&err), Some("NoSuchCORSConfiguration"));
     case.assert_no_secrets().await;
 }
 
-#[tokio::test]
-async fn export_with_put_object_denied() {
-    let _timer = crate::timed!();
-    let mut case = Case::new("noput", "us-east-1").await;
+async fn export_with_put_object_denied(store: Store) {
+    let mut case = Case::on(store, "noput", "us-east-1").await;
     let keys = case.user_without(&[Usage::Import, Usage::Export], CorsMode::Apply, &[Action::PutObject]).await;
     case.secret("keys", &keys).await;
     case.connection("c", json!({"usage": ["Import", "Export"]})).await;
@@ -412,24 +411,23 @@ async fn export_with_put_object_denied() {
     case.assert_no_secrets().await;
 }
 
-#[tokio::test]
-async fn region_mismatch_names_the_real_region() {
-    let _timer = crate::timed!();
-    let mut case = Case::new("region", "eu-west-1").await;
+async fn region_mismatch_names_the_real_region(store: Store) {
+    let (real, wrong) = store.mismatched_regions();
+    let mut case = Case::on(store, "region", real).await;
     let keys = case.user(&required(&[Usage::Import], CorsMode::Apply)).await;
     case.secret("keys", &keys).await;
-    case.connection("c", json!({"region": "us-east-1"})).await;
+    case.connection("c", json!({"region": wrong})).await;
     let c = case
         .expect(
             "c",
             "BucketReachable",
             "False",
             "RegionMismatch",
-            &["is in region eu-west-1, not us-east-1", "set spec.region to eu-west-1"],
+            &[&format!("is in region {real}, not {wrong}"), &format!("set spec.region to {real}")],
         )
         .await;
     case.assert_not_ready(&c, "RegionMismatch");
-    assert_eq!(c.status.as_ref().unwrap().region.as_deref(), Some("eu-west-1"));
+    assert_eq!(c.status.as_ref().unwrap().region.as_deref(), Some(real));
     case.assert_no_secrets().await;
 }
 
@@ -466,10 +464,8 @@ async fn endpoint_outside_the_allow_list_is_refused() {
     case.assert_no_secrets().await;
 }
 
-#[tokio::test]
-async fn the_policy_from_s3connect_policy_is_enough_and_the_ui_origin_can_get_objects() {
-    let _timer = crate::timed!();
-    let mut case = Case::new("happy", "us-east-1").await;
+async fn the_policy_from_s3connect_policy_is_enough_and_the_ui_origin_can_get_objects(store: Store) {
+    let mut case = Case::on(store, "happy", "us-east-1").await;
     let uri = format!("s3://{}/images/", case.bucket);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_s3connect"))
         .args(["policy", "--uri", &uri, "--usage", "import", "--usage", "export"])
@@ -477,7 +473,7 @@ async fn the_policy_from_s3connect_policy_is_enough_and_the_ui_origin_can_get_ob
         .unwrap();
     assert!(out.status.success(), "s3connect policy failed: {}", String::from_utf8_lossy(&out.stderr));
     let printed: Value = serde_json::from_slice(&out.stdout).expect("s3connect policy prints JSON");
-    let keys = iam::user_with_policy("happy", &printed).await;
+    let keys = store.user_with_policy("happy", &case.bucket, &printed).await;
     case.keys.push(keys.clone());
     case.secret("keys", &keys).await;
     case.connection("c", json!({"usage": ["Import", "Export"]})).await;
@@ -500,14 +496,14 @@ async fn the_policy_from_s3connect_policy_is_enough_and_the_ui_origin_can_get_ob
     assert!(status.credentials_version.is_some() && status.last_validated_time.is_some());
 
     // The probe object is gone again.
-    let listed = s3::admin("us-east-1").list_objects_v2().bucket(&case.bucket).send().await.unwrap();
+    let listed = store.admin("us-east-1").list_objects_v2().bucket(&case.bucket).send().await.unwrap();
     let keys_now: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys_now, ["images/cat.jpg"]);
 
     // The labelling UI's origin may now GET objects from the browser.
-    let url = format!("{}/{}/images/cat.jpg", support::env().s3_endpoint, case.bucket);
+    let url = format!("{}/{}/images/cat.jpg", store.endpoint(), case.bucket);
     let request = http::Request::get(&url).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
-    let mut request = crate::support::sign::signed(request, b"", "s3", &support::env().s3_admin);
+    let mut request = crate::support::sign::signed(request, b"", "s3", store.admin_keys());
     request.headers_mut().insert("origin", http::HeaderValue::from_static("https://pro.labellerr.com"));
     let (status_code, _, headers) = crate::support::http::send_with_headers(request).await;
     assert_eq!(status_code, 200);
@@ -641,11 +637,9 @@ async fn a_secret_that_arrives_a_moment_later_is_waited_for_not_stalled_on() {
 /// An object whose key holds DEL and C1 control characters, listed first (anyone who can
 /// write to a shared prefix can put one there): the connection's status is still written,
 /// and shows the key printably.
-#[tokio::test]
-async fn a_key_with_control_characters_listed_first_never_freezes_the_status() {
-    let _timer = crate::timed!();
-    let mut case = Case::new("ctrlkey", "us-east-1").await;
-    s3::put(&case.bucket, "images/!\u{7f}\u{85}\u{9b}", b"x").await;
+async fn a_key_with_control_characters_listed_first_never_freezes_the_status(store: Store) {
+    let mut case = Case::on(store, "ctrlkey", "us-east-1").await;
+    store.put(&case.bucket, "images/!\u{7f}\u{85}\u{9b}", b"x").await;
     let keys = case.user_without(&[Usage::Import], CorsMode::Apply, &[]).await;
     case.secret("keys", &keys).await;
     case.connection("c", json!({})).await;
@@ -665,3 +659,41 @@ async fn a_key_with_control_characters_listed_first_never_freezes_the_status() {
     })
     .await;
 }
+
+/// Every S3 failure mode against both S3 servers: moto (IAM user policies) and versitygw
+/// (bucket policies, every signature checked).
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod on_moto {
+            $(#[tokio::test]
+            async fn $name() {
+                let _timer = crate::timed!();
+                super::$name(crate::support::s3::Store::Moto).await
+            })*
+        }
+        mod on_versitygw {
+            $(#[tokio::test]
+            async fn $name() {
+                let _timer = crate::timed!();
+                super::$name(crate::support::s3::Store::Versitygw).await
+            })*
+        }
+    };
+}
+
+on_every_store!(
+    unknown_access_key_and_wrong_secret,
+    missing_bucket,
+    list_bucket_denied,
+    get_object_denied_by_a_policy_without_slash_star,
+    empty_prefix_has_no_objects,
+    get_bucket_location_denied,
+    get_bucket_cors_denied,
+    put_bucket_cors_denied_gives_the_json_to_set_by_hand,
+    apply_mode_keeps_a_foreign_cors_rule,
+    verify_mode_reports_a_missing_rule,
+    export_with_put_object_denied,
+    region_mismatch_names_the_real_region,
+    the_policy_from_s3connect_policy_is_enough_and_the_ui_origin_can_get_objects,
+    a_key_with_control_characters_listed_first_never_freezes_the_status,
+);
