@@ -33,6 +33,8 @@ use crate::s3::uri::Location;
 use crate::timing::Budget;
 use crate::validation::Blocker;
 
+mod plan;
+
 const ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
 const SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
 
@@ -269,29 +271,58 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
         Ok(c) => c,
         Err(blocker) => return Ok(Err(blocker)),
     };
-    let observed = match observe(&t).await {
+    let (held, others) = match observe(&t).await {
         Ok(o) => o,
-        Err(blocker) => return Ok(Err(blocker)),
+        Err(e) => return Ok(Err(from_iam(&e))),
     };
-    let todo = needs(conn, &t, &observed, &coverage);
-    if !todo.key && !todo.policy && !todo.rotate && !todo.tag {
-        return Ok(Ok(Ensured { status: todo.status, secret: t.secret }));
+    let wanted = crate::validation::least_privilege(&coverage.spec(&conn.spec)).unwrap_or_default();
+    let deletion_policy = format!("{:?}", t.spec.deletion_policy);
+    // Rotation is recorded on the Secret, read fresh from the API server: a reconcile that
+    // sees an older copy of the S3Connection never rotates twice for one request.
+    let key_id = t.secret.as_ref().and_then(|s| value(s, ACCESS_KEY_ID));
+    let handled = t.secret.as_ref().and_then(|s| s.annotations().get(ROTATED_FOR_ANNOTATION).cloned());
+    let facts = plan::Facts {
+        user: &t.user,
+        secret_name: &t.secret_name,
+        namespace: &t.namespace,
+        secret: t.secret.as_ref().map(|_| plan::SecretFacts { key_id: key_id.as_deref(), handled: handled.as_deref() }),
+        held: held.as_ref(),
+        others,
+        max_per_namespace: t.managed.max_per_namespace as usize,
+        wanted_policy: &wanted,
+        deletion_policy: &deletion_policy,
+        rotation: t.spec.rotation(),
+        min_rotation_interval: t.managed.min_rotation_interval,
+        rotate_asked: conn.annotations().get(ROTATE_ANNOTATION).map(String::as_str),
+        now: Timestamp::now(),
+    };
+    let plan = match plan::plan(&facts) {
+        Ok(plan) => plan,
+        Err((reason, message)) => return Ok(Err(blocked(reason, message))),
+    };
+    let now = facts.now;
+    let status = ManagedCredentialsStatus {
+        user_name: t.user.clone(),
+        user_path: t.managed.iam.path().to_owned(),
+        secret_name: t.secret_name.clone(),
+        key_created_time: plan.key_created.map(Time),
+        // Still true when the previous key could not be deleted yet: tried again.
+        retiring_previous_key: conn
+            .status
+            .as_ref()
+            .and_then(|s| s.managed_credentials.as_ref())
+            .is_some_and(|m| m.retiring_previous_key),
+        last_handled_rotate_at: plan.handled.clone(),
+        grant: Some(coverage.grant.clone()),
+        rotation_waits_until: plan.waits_until.map(Time),
+    };
+    if plan.steps.is_empty() {
+        return Ok(Ok(Ensured { status, secret: t.secret }));
     }
-    if todo.key
-        && let Some(at) = todo.next_key_at
-    {
-        return Ok(Err(blocked(
-            Reason::IamWritesSpaced,
-            format!(
-                "The managed key Secret {:?} is gone and IAM user {:?} had a key made less than --min-rotation-interval ago: the operator makes its next key at {at}, and no sooner, whatever asks for it.",
-                t.secret_name, t.user
-            ),
-        )));
-    }
-    match write_iam(&t, &observed, &todo).await {
+    match execute(&t, held.as_ref(), &plan, &wanted, &deletion_policy).await {
         Err(blocker) => Ok(Err(blocker)),
-        Ok(None) => Ok(Ok(Ensured { status: todo.status, secret: t.secret })),
-        Ok(Some(keys)) => write_key(&t, todo, keys).await.map(Ok),
+        Ok(None) => Ok(Ok(Ensured { status, secret: t.secret })),
+        Ok(Some(keys)) => write_key(&t, status, &plan, keys, now).await.map(Ok),
     }
 }
 
@@ -377,146 +408,27 @@ async fn covered(
     Ok(Err(blocked(Reason::ManagedBucketNotAllowed, message)))
 }
 
-/// IAM's truth about the user: whether it exists (provably ours), its keys with their
-/// dates, and which of them the Secret holds.
-struct Observed {
-    held: Option<crate::iam::Held>,
-    keys: Vec<crate::iam::KeyInfo>,
-    /// The key id in the Secret.
-    current: Option<String>,
-    /// The key IAM lists with that id.
-    held_key: Option<crate::iam::KeyInfo>,
+/// IAM's truth about the user (whether it exists, provably ours, with its keys, their
+/// dates and its policy), and, when a user is about to be made, how many the namespace's
+/// other connections have (a Secret without a user is a conflict, counted for nothing).
+async fn observe(t: &Target<'_>) -> Result<(Option<crate::iam::Held>, usize), IamError> {
+    let held = t.managed.iam.observe(&t.user, &t.owner).await?;
+    let others =
+        if held.is_none() && t.secret.is_none() { users_of(t.managed, &t.namespace, &t.uid).await? } else { 0 };
+    Ok((held, others))
 }
 
-/// Reads IAM's state, and refuses a Secret that holds no key of the user and a new user
-/// beyond the namespace's quota.
-async fn observe(t: &Target<'_>) -> Result<Observed, Blocker> {
-    let held = t.managed.iam.observe(&t.user, &t.owner).await.map_err(|e| from_iam(&e))?;
-    let keys = held.as_ref().map(|h| h.keys.clone()).unwrap_or_default();
-    // The Secret counts as holding a key only when IAM lists that key for this user: one
-    // a tenant made (with the label and an ownerReference) or one whose key was deleted
-    // in IAM is never written to, nor counted as a key.
-    let current = t.secret.as_ref().and_then(|s| value(s, ACCESS_KEY_ID));
-    let held_key = current.as_ref().and_then(|id| keys.iter().find(|k| k.id == *id)).cloned();
-    if t.secret.is_some() && held_key.is_none() {
-        return Err(blocked(
-            Reason::ManagedResourceConflict,
-            format!(
-                "Secret {:?} holds no access key of IAM user {:?} (IAM lists no key with its key id): the operator did not write it, or its key was deleted in IAM. Delete the Secret, and the operator writes a new key to it.",
-                t.secret_name, t.user
-            ),
-        ));
-    }
-    // A namespace's quota of IAM users, counted from IAM (the users this installation
-    // tagged for the namespace), applies before a new user is made.
-    if held.is_none() {
-        let max = t.managed.max_per_namespace as usize;
-        let others = users_of(t.managed, &t.namespace, &t.uid).await.map_err(|e| from_iam(&e))?;
-        if others >= max {
-            return Err(blocked(
-                Reason::ManagedQuotaExceeded,
-                format!(
-                    "Namespace {:?} has {others} IAM users made for its S3Connections and the operator makes at most {max} per namespace (--max-managed-per-namespace): delete another managed S3Connection, ask the cluster admin to raise the limit, or use spec.credentials.secretRef.",
-                    t.namespace
-                ),
-            ));
-        }
-    }
-    Ok(Observed { held, keys, current, held_key })
-}
-
-/// What this reconcile has to change in IAM, and the status it shows.
-struct Needs {
-    status: ManagedCredentialsStatus,
-    policy_document: serde_json::Value,
-    /// IAM holds a policy already (a change to it is spaced).
-    had_policy: bool,
-    deletion_policy: String,
-    key: bool,
-    policy: bool,
-    tag: bool,
-    rotate: bool,
-    /// A rotation was asked for (the annotation), not only due by age.
-    asked: bool,
-    rotate_asked: Option<String>,
-    /// The rotation request the Secret says was handled.
-    handled: Option<String>,
-    /// When the next key may be made, while that is in the future.
-    next_key_at: Option<Timestamp>,
-    now: Timestamp,
-}
-
-fn needs(conn: &S3Connection, t: &Target<'_>, o: &Observed, coverage: &grant::Coverage) -> Needs {
-    let (spec, managed) = (t.spec, t.managed);
-    let policy = crate::validation::least_privilege(&coverage.spec(&conn.spec)).unwrap_or_default();
-    let created = o.held_key.as_ref().and_then(|k| Timestamp::from_second(k.created).ok());
-    // The newest key IAM lists, whoever asked for it: keys are made at most once per
-    // --min-rotation-interval whatever the trigger (a Secret deleted in a loop, a request),
-    // and IAM's dates survive a restart of the operator.
-    let newest = o.keys.iter().map(|k| k.created).max().and_then(|c| Timestamp::from_second(c).ok());
-    let next_key_at =
-        newest.and_then(|c| c.checked_add(managed.min_rotation_interval).ok()).filter(|at| *at > Timestamp::now());
-    // Rotation is recorded on the Secret, read fresh from the API server: a reconcile that
-    // sees an older copy of the S3Connection never rotates twice for one request.
-    let handled = t.secret.as_ref().and_then(|s| s.annotations().get(ROTATED_FOR_ANNOTATION).cloned());
-    let rotate_asked = conn.annotations().get(ROTATE_ANNOTATION).cloned();
-    let now = Timestamp::now();
-    let due = rotation_due(created, now, spec.rotation());
-    let asked = rotate_asked.is_some() && rotate_asked != handled;
-    // Asked-for rotations are spaced: a tenant cannot churn IAM keys toward AWS's quotas.
-    let waits_until = next_key_at.filter(|_| asked && !due);
-    let status = ManagedCredentialsStatus {
-        user_name: t.user.clone(),
-        user_path: managed.iam.path().to_owned(),
-        secret_name: t.secret_name.clone(),
-        key_created_time: created.map(Time),
-        // Still true when the previous key could not be deleted yet: tried again.
-        retiring_previous_key: conn
-            .status
-            .as_ref()
-            .and_then(|s| s.managed_credentials.as_ref())
-            .is_some_and(|m| m.retiring_previous_key),
-        last_handled_rotate_at: handled.clone(),
-        grant: Some(coverage.grant.clone()),
-        rotation_waits_until: waits_until.map(Time),
-    };
-    let key = t.secret.is_none();
-    let current_policy = o.held.as_ref().and_then(|h| h.policy.clone());
-    let deletion_policy = format!("{:?}", spec.deletion_policy);
-    Needs {
-        status,
-        policy: current_policy.as_ref() != Some(&policy),
-        had_policy: current_policy.is_some(),
-        policy_document: policy,
-        tag: o.held.as_ref().is_some_and(|h| h.tags.get(crate::iam::TAG_DELETION_POLICY) != Some(&deletion_policy)),
-        deletion_policy,
-        rotate: !key && (due || asked) && waits_until.is_none(),
-        key,
-        asked,
-        rotate_asked,
-        handled,
-        next_key_at,
-        now,
-    }
-}
-
-/// The IAM writes, within the namespace's budget: the user (and its tags), the policy, and
-/// a new key once every key the Secret does not hold is gone. Returns the new key, if one
-/// was made.
-async fn write_iam(t: &Target<'_>, o: &Observed, n: &Needs) -> Result<Option<Keys>, Blocker> {
+/// The plan's IAM writes, in order, once the namespace's budget has room for all of them.
+/// Returns the new key, if one was made.
+async fn execute(
+    t: &Target<'_>,
+    held: Option<&crate::iam::Held>,
+    plan: &plan::Plan,
+    wanted: &serde_json::Value,
+    deletion_policy: &str,
+) -> Result<Option<Keys>, Blocker> {
     let (managed, iam) = (t.managed, &t.managed.iam);
-    // Every IAM write this reconcile makes, counted before the first: the user (and its
-    // tag), the policy, the keys not held and the new key.
-    let new_key = n.key || n.rotate;
-    let strays = if new_key { o.keys.iter().filter(|k| Some(&k.id) != o.current.as_ref()).count() } else { 0 };
-    let writes = usize::from(o.held.is_none())
-        + usize::from(n.tag)
-        + usize::from(n.policy)
-        + if new_key { strays + 1 } else { 0 };
-    // A change to a policy IAM already holds is spaced per connection (a spec toggled in a
-    // loop); the first policy, or one after a revocation, is put at once.
-    let policy_spaced = n.policy && n.had_policy;
-    if let Err(at) = managed.budget.take(&t.namespace, &t.uid, writes, policy_spaced) {
+    if let Err(at) = managed.budget.take(&t.namespace, &t.uid, plan.steps.len(), plan.policy_spaced) {
         return Err(blocked(
             Reason::IamWritesSpaced,
             format!(
@@ -526,40 +438,36 @@ async fn write_iam(t: &Target<'_>, o: &Observed, n: &Needs) -> Result<Option<Key
             ),
         ));
     }
-    // Whatever is about to change in IAM, the user is this connection's (its tags), never
-    // a person's or another installation's of the same name.
-    if o.held.is_none() || n.tag {
-        iam.ensure_user(&t.user, &t.owner, &n.deletion_policy, o.held.as_ref().map(|h| &h.tags))
-            .await
-            .map_err(|e| from_iam(&e))?;
+    let mut made = None;
+    for step in &plan.steps {
+        // The user's tags prove it is this connection's before anything changes in IAM.
+        let done = match step {
+            plan::Step::EnsureUser => iam.ensure_user(&t.user, &t.owner, deletion_policy, held.map(|h| &h.tags)).await,
+            plan::Step::PutPolicy => iam.put_policy(&t.user, wanted).await,
+            plan::Step::DeleteKey(id) => iam.delete_key(&t.user, id).await,
+            plan::Step::CreateKey => iam.create_key(&t.user).await.map(|keys| made = Some(keys)),
+        };
+        done.map_err(|e| from_iam(&e))?;
     }
-    if n.policy {
-        iam.put_policy(&t.user, &n.policy_document).await.map_err(|e| from_iam(&e))?;
-    }
-    if !new_key {
-        return Ok(None);
-    }
-    // Keys the Secret does not hold are answers lost before they were written: delete
-    // them first (this also keeps the user under AWS's two-key limit).
-    for key in o.keys.iter().filter(|k| Some(&k.id) != o.current.as_ref()) {
-        iam.delete_key(&t.user, &key.id).await.map_err(|e| from_iam(&e))?;
-    }
-    iam.create_key(&t.user).await.map(Some).map_err(|e| from_iam(&e))
+    Ok(made)
 }
 
 /// Writes a new key to the connection's Secret at once: it exists only in IAM's answer.
-async fn write_key(t: &Target<'_>, n: Needs, keys: Keys) -> Result<Ensured, kube::Error> {
-    let mut status = n.status;
+async fn write_key(
+    t: &Target<'_>,
+    mut status: ManagedCredentialsStatus,
+    plan: &plan::Plan,
+    keys: Keys,
+    now: Timestamp,
+) -> Result<Ensured, kube::Error> {
     let mut annotations = BTreeMap::new();
     let mut data = t.secret.as_ref().and_then(|s| s.data.clone()).unwrap_or_default();
     data.insert(ACCESS_KEY_ID.into(), ByteString(keys.access_key_id.clone().into_bytes()));
     data.insert(SECRET_ACCESS_KEY.into(), ByteString(keys.secret_access_key.clone().into_bytes()));
-    status.key_created_time = Some(Time(n.now));
-    let handled_now = if n.rotate && n.asked { n.rotate_asked.clone() } else { n.handled };
-    if let Some(h) = &handled_now {
+    status.key_created_time = Some(Time(now));
+    if let Some(h) = &plan.handled {
         annotations.insert(ROTATED_FOR_ANNOTATION.into(), h.clone());
     }
-    status.last_handled_rotate_at = handled_now;
     let owner_ref = OwnerReference {
         api_version: "s3connect.io/v1alpha1".into(),
         kind: "S3Connection".into(),
@@ -584,7 +492,7 @@ async fn write_key(t: &Target<'_>, n: Needs, keys: Keys) -> Result<Ensured, kube
     let written =
         t.secrets.patch(&t.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
     let connection = format!("{}/{}", t.namespace, t.name);
-    if n.rotate {
+    if plan.rotate {
         status.retiring_previous_key = true;
         tracing::info!(connection = %connection, user = %t.user, "managed access key rotated; the previous one goes once Ready");
     } else {
@@ -613,12 +521,6 @@ async fn users_of(managed: &Managed, namespace: &str, uid: &str) -> Result<usize
         }
     }
     Ok(n)
-}
-
-/// Whether a key made at `created` is `interval` old. A key of unknown age (the annotation
-/// removed by hand) is not rotated on age alone.
-fn rotation_due(created: Option<Timestamp>, now: Timestamp, interval: std::time::Duration) -> bool {
-    created.is_some_and(|c| std::time::Duration::try_from(now.duration_since(c)).is_ok_and(|age| age >= interval))
 }
 
 fn value(secret: &Secret, key: &str) -> Option<String> {
@@ -687,24 +589,4 @@ pub fn retains(conn: &S3Connection) -> bool {
         .managed
         .as_ref()
         .is_some_and(|m| m.deletion_policy == crate::api::connection::DeletionPolicy::Retain)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_key_is_rotated_once_it_is_as_old_as_the_interval() {
-        let at = |days: i64| Timestamp::from_second(1_800_000_000 + days * 86_400).unwrap();
-        let ninety = crate::api::connection::ManagedCredentials {
-            rotation_interval: "90d".into(),
-            deletion_policy: Default::default(),
-        }
-        .rotation();
-        assert_eq!(ninety, std::time::Duration::from_secs(90 * 86_400));
-        assert!(!rotation_due(Some(at(0)), at(89), ninety));
-        assert!(rotation_due(Some(at(0)), at(90), ninety));
-        assert!(!rotation_due(None, at(1000), ninety), "unknown age");
-        assert!(!rotation_due(Some(at(10)), at(0), ninety), "a clock behind the key's date");
-    }
 }
