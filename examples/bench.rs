@@ -561,7 +561,7 @@ async fn idle(n: usize, minutes: u64) {
 /// with retries, stalled-stream monitoring and the identity cache off, with its
 /// construction, and the same ListObjectsV2 signed with aws-sigv4 and sent with hyper and
 /// nothing else, the floor. versitygw only.
-fn s3_overhead(n: u32) {
+fn s3_overhead(n: u32, operator_alone: bool) {
     use aws_sigv4::http_request::{PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign};
     use aws_smithy_runtime_api::client::identity::Identity;
     use bytes::Bytes;
@@ -603,6 +603,10 @@ fn s3_overhead(n: u32) {
             assert!(!out.contents().is_empty(), "no key listed");
         })
         .await;
+        if operator_alone {
+            println!("CPU per ListObjectsV2 request, the operator's S3 client alone: {operator:.0} µs");
+            return;
+        }
         let mut settings = Vec::new();
         for (name, client) in s3connect::s3::client::clients_for_bench(&keys, &target) {
             let cpu = per_call(n, || async {
@@ -672,9 +676,15 @@ async fn main() {
         Some("rotate") => rotate(n).await,
         Some("noisy") => noisy(n).await,
         // Its own single-threaded runtime, on a thread of its own.
-        Some("s3") => std::thread::spawn(move || s3_overhead(n as u32)).join().unwrap(),
+        // `s3 N operator`: the operator's client alone, for a profiler.
+        Some("s3") => {
+            let alone = args.get(3).is_some_and(|a| a == "operator");
+            std::thread::spawn(move || s3_overhead(n as u32, alone)).join().unwrap()
+        }
         Some("idle") => idle(n, args.get(3).and_then(|v| v.parse().ok()).unwrap_or(2)).await,
         Some("steady") => steady(n, args.get(3).and_then(|v| v.parse().ok()).unwrap_or(10)).await,
-        _ => eprintln!("usage: bench scale N | rotate N | noisy N | steady N MINUTES | idle N MINUTES | s3 N"),
+        _ => {
+            eprintln!("usage: bench scale N | rotate N | noisy N | steady N MINUTES | idle N MINUTES | s3 N [operator]")
+        }
     }
 }
