@@ -223,11 +223,13 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
 
     // CreateAccessKey happens in IAM but its answer is lost: the key is never sent again
     // blindly; the next attempt finds a key the Secret does not hold, deletes it, makes one.
-    faults::set("", json!({"action": "CreateAccessKey", "lose_answer": true, "count": 1})).await;
+    // Only this user's call: other tests' operators send their IAM calls through the proxy.
+    let lost_user = format!("{ns}.lost");
+    let fault = json!({"action": "CreateAccessKey", "user": lost_user, "lose_answer": true, "count": 1});
+    faults::set("", fault).await;
     apply(&api, "lost", &bucket, false).await;
     let l = wait(&api, "lost", "Ready", ready).await;
     faults::set("", json!({})).await;
-    let lost_user = format!("{ns}.lost");
     let keys = access_keys(&lost_user).await;
     let lost_secret = Api::<Secret>::namespaced(client.clone(), &ns).get("lost-s3connect-keys").await.unwrap();
     assert_eq!(keys.len(), 1, "the key whose answer was lost is still there: {keys:?}");

@@ -19,40 +19,61 @@ pub const ALLOWED_ENDPOINTS: &str = "http://127.0.0.1:*,http://s3-virtual.localh
 
 static OPERATOR: Mutex<Option<Child>> = Mutex::new(None);
 
+/// The purposes of the namespaces that tests give an operator of their own: the shared
+/// operator leaves them alone, or two operators would fight over their objects' status.
+const PRIVATE: [&str; 29] = [
+    "restart",
+    "sigterm",
+    "leader",
+    "rbac",
+    "log-debug",
+    "log-trace",
+    "regkill",
+    "dskill",
+    "managed",
+    "mgda",
+    "mgdb",
+    "mgdt",
+    "mgdid",
+    "vap",
+    "down",
+    "spacing",
+    "netca",
+    "netnoca",
+    "image",
+    "projkill",
+    "slow",
+    "nofiles",
+    "poke",
+    "internal",
+    "dsspace",
+    "shard",
+    "permits",
+    "crowd",
+    "healthport",
+];
+
+#[test]
+fn every_private_namespace_is_left_alone_by_the_shared_operator() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it");
+    let mut used = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for part in text.split("private_namespace(\"").skip(1) {
+            used.push(part.split('"').next().unwrap().to_owned());
+        }
+    }
+    assert!(used.len() > 20, "found only {used:?}");
+    let missing: Vec<_> = used.iter().filter(|p| !PRIVATE.contains(&p.as_str())).collect();
+    assert!(missing.is_empty(), "the shared operator would also serve the private namespaces {missing:?}");
+}
+
 /// Starts the shared operator on first use and returns its log file.
 pub fn shared() -> &'static PathBuf {
     static LOG: OnceLock<PathBuf> = OnceLock::new();
     LOG.get_or_init(|| {
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{}.log", std::process::id()));
-        let ignore = [
-            "restart",
-            "sigterm",
-            "leader",
-            "rbac",
-            "log-debug",
-            "log-trace",
-            "regkill",
-            "dskill",
-            "managed",
-            "mgda",
-            "mgdb",
-            "vap",
-            "down",
-            "spacing",
-            "netca",
-            "netnoca",
-            "image",
-            "projkill",
-            "slow",
-            "nofiles",
-            "poke",
-            "internal",
-            "dsspace",
-            "shard",
-            "permits",
-        ]
-        .map(private_namespace)
-        .join(",");
+        let ignore = PRIVATE.map(private_namespace).join(",");
         let child = spawn(&log, &["--ignore-namespaces", &ignore]);
         *OPERATOR.lock().unwrap() = Some(child);
         log
