@@ -333,19 +333,7 @@ pub async fn run_controller<K, O, I, Fut, E>(
     let (turns, turn_came) = futures::channel::mpsc::unbounded::<ObjectRef<K>>();
     let controller = extra(controller, store.clone()).reconcile_on(turn_came);
     let wake_store = store.clone();
-    // A permit set aside for an object that did not come for it goes on, even when every
-    // other object waits (and so nothing else would look).
-    let reclaimer = {
-        let ctx = Arc::downgrade(&ctx);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-            loop {
-                tick.tick().await;
-                let Some(ctx) = ctx.upgrade() else { return };
-                ctx.slots.reclaim_expired();
-            }
-        })
-    };
+    let reclaimer = reclaim_every_two_seconds(&ctx);
     controller
         // No bound here: `slots` bounds the work that starts at once, fairly between
         // namespaces, and a reconcile without a permit returns at once and waits there as
@@ -357,47 +345,7 @@ pub async fn run_controller<K, O, I, Fut, E>(
         .watches_stream(related, move |o| mapper(&store, &o))
         .shutdown_on_signal()
         .run(
-            move |object, ctx| {
-                let turns = turns.clone();
-                let (store, weak) = (wake_store.clone(), Arc::downgrade(&ctx));
-                async move {
-                    // Runs with a start permit, handed out fairly between namespaces (see
-                    // `slots`), or waits for one outside the controller.
-                    let namespace = object.meta().namespace.clone().unwrap_or_default();
-                    let key = object.meta().uid.clone().unwrap_or_default();
-                    let me = ObjectRef::from_obj(object.as_ref());
-                    // Woken for a permit: reconciled again, unless it is gone meanwhile (deleted,
-                    // or missed in a relist), when the permit goes to the next instead.
-                    let gone = key.clone();
-                    let wake = move || {
-                        if store.get(&me).is_some() {
-                            let _ = turns.unbounded_send(me);
-                        } else if let Some(ctx) = weak.upgrade() {
-                            ctx.slots.forget(&gone);
-                        }
-                    };
-                    #[cfg(debug_assertions)]
-                    let debug_panic = object
-                        .meta()
-                        .annotations
-                        .as_ref()
-                        .is_some_and(|a| a.contains_key(crate::api::annotations::DEBUG_PANIC_ANNOTATION));
-                    let slots_ctx = ctx.clone();
-                    let run = move || async move {
-                        #[cfg(debug_assertions)]
-                        if debug_panic {
-                            panic!("{} is set", crate::api::annotations::DEBUG_PANIC_ANNOTATION);
-                        }
-                        reconcile(object, ctx).await
-                    };
-                    let turn = async {
-                        slots_ctx.slots.run(&namespace, &key, wake, run).await.unwrap_or(Ok(Action::await_change()))
-                    };
-                    let (result, busy) = crate::telemetry::busy(guarded(turn)).await;
-                    crate::telemetry::metrics::METRICS.reconcile_busy(name, busy);
-                    result
-                }
-            },
+            move |object, ctx| with_permit(name, object, ctx, wake_store.clone(), turns.clone(), reconcile),
             move |object, failure, ctx| match failure {
                 Failure::Reconcile(e) => error_policy(object, e, ctx),
                 Failure::Panicked => panicked(object, ctx, name),
@@ -411,6 +359,68 @@ pub async fn run_controller<K, O, I, Fut, E>(
         })
         .await;
     reclaimer.abort();
+}
+
+/// A permit set aside for an object that did not come for it goes on, even when every
+/// other object waits (and so nothing else would look).
+fn reclaim_every_two_seconds(ctx: &Arc<Context>) -> tokio::task::JoinHandle<()> {
+    let ctx = Arc::downgrade(ctx);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            let Some(ctx) = ctx.upgrade() else { return };
+            ctx.slots.reclaim_expired();
+        }
+    })
+}
+
+/// One reconcile of `object` with a start permit, handed out fairly between namespaces
+/// (see `slots`), or, without one, its key left to wait outside the controller: woken
+/// for a permit, it is reconciled again (through `turns`), unless it is gone meanwhile
+/// (deleted, or missed in a relist), when the permit goes to the next instead.
+async fn with_permit<K, Fut, E>(
+    name: &'static str,
+    object: Arc<K>,
+    ctx: Arc<Context>,
+    store: Store<K>,
+    turns: futures::channel::mpsc::UnboundedSender<ObjectRef<K>>,
+    reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
+) -> Result<Action, Failure<E>>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, E>> + Send + 'static,
+    E: std::error::Error + Send + 'static,
+{
+    let namespace = object.meta().namespace.clone().unwrap_or_default();
+    let key = object.meta().uid.clone().unwrap_or_default();
+    let me = ObjectRef::from_obj(object.as_ref());
+    let (gone, weak) = (key.clone(), Arc::downgrade(&ctx));
+    let wake = move || {
+        if store.get(&me).is_some() {
+            let _ = turns.unbounded_send(me);
+        } else if let Some(ctx) = weak.upgrade() {
+            ctx.slots.forget(&gone);
+        }
+    };
+    #[cfg(debug_assertions)]
+    let debug_panic = object
+        .meta()
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(crate::api::annotations::DEBUG_PANIC_ANNOTATION));
+    let slots_ctx = ctx.clone();
+    let run = move || async move {
+        #[cfg(debug_assertions)]
+        if debug_panic {
+            panic!("{} is set", crate::api::annotations::DEBUG_PANIC_ANNOTATION);
+        }
+        reconcile(object, ctx).await
+    };
+    let turn = async { slots_ctx.slots.run(&namespace, &key, wake, run).await.unwrap_or(Ok(Action::await_change())) };
+    let (result, busy) = crate::telemetry::busy(guarded(turn)).await;
+    crate::telemetry::metrics::METRICS.reconcile_busy(name, busy);
+    result
 }
 
 /// The objects of `api` whose `trigger_hash` changed, cached in `writer` as the

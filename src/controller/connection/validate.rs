@@ -40,19 +40,7 @@ pub(super) async fn validate(ctx: &Context, conn: &S3Connection, f: &Facts, writ
         &f.managed_blocker,
         Some(Blocker::Managed { reason: conditions::Reason::ManagedBucketNotAllowed, .. })
     );
-    let prepared = if let Some(blocker) = f.managed_blocker.clone() {
-        Err(blocker)
-    } else if f.forbidden {
-        Err(Blocker::SecretForbidden)
-    } else {
-        match prepare(spec, &f.refs, f.secret.as_ref(), &ctx.config.allowed_endpoints) {
-            Ok((location, keys)) => match internal_endpoint(spec, &location).await {
-                Some(endpoint) => Err(Blocker::EndpointInternal { endpoint }),
-                None => Ok((location, keys)),
-            },
-            Err(blocker) => Err(blocker),
-        }
-    };
+    let prepared = ready_to_probe(ctx, spec, f).await;
     let not_checked =
         || Cond::not_checked(conditions::REGISTERED, "the connection is registered once every probe passes");
     let (verdict, report) = match prepared {
@@ -110,6 +98,27 @@ pub(super) async fn validate(ctx: &Context, conn: &S3Connection, f: &Facts, writ
         }
     };
     Validated { verdict, report, platform_connections, registration_intents, revoked }
+}
+
+/// The location and keys to probe with, or what stops the probe: managed credentials not
+/// made, a Secret the operator may not read, a spec or Secret problem, or an endpoint whose
+/// name resolves only to internal addresses.
+async fn ready_to_probe(
+    ctx: &Context,
+    spec: &crate::api::connection::S3ConnectionSpec,
+    f: &Facts,
+) -> Result<(Location, Keys), Blocker> {
+    if let Some(blocker) = f.managed_blocker.clone() {
+        return Err(blocker);
+    }
+    if f.forbidden {
+        return Err(Blocker::SecretForbidden);
+    }
+    let (location, keys) = prepare(spec, &f.refs, f.secret.as_ref(), &ctx.config.allowed_endpoints)?;
+    match internal_endpoint(spec, &location).await {
+        Some(endpoint) => Err(Blocker::EndpointInternal { endpoint }),
+        None => Ok((location, keys)),
+    }
 }
 
 /// Everything a probe needs, or the one thing that stops it.
