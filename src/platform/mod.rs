@@ -64,6 +64,14 @@ pub struct Trace {
     pub server: Option<String>,
 }
 
+impl Trace {
+    /// The tracking ids to show for a call whose answer was lost: the recorded one (the
+    /// intent's), and the platform's own where its answer gave one.
+    pub fn or_recorded(&self, recorded: String) -> String {
+        if self.request.is_empty() { recorded } else { self.to_string() }
+    }
+}
+
 impl std::fmt::Display for Trace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.server {

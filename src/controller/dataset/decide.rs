@@ -147,8 +147,7 @@ pub fn after_create(status: DatasetStatus, ready: NamedCond, result: Result<Stri
         Ok(id) => adopted(status, ready, id),
         // The platform may have made it: look for it by name next, never create blindly.
         Err(PlatformError::Unknown { detail, tracking_id: trace }) => {
-            // The recorded tracking id, and the platform's own where its answer gave one.
-            let ids = if trace.request.is_empty() { tracking_id } else { trace.to_string() };
+            let ids = trace.or_recorded(tracking_id);
             let c = cond(
                 READY,
                 Status::False,

@@ -208,8 +208,7 @@ pub fn after_submit(
         // The platform may have acted: never submitted again without a person.
         Err(PlatformError::Unknown { detail, tracking_id: trace }) => {
             status.phase = Some(ExportPhase::Pending);
-            // The recorded tracking id, and the platform's own where its answer gave one.
-            let ids = if trace.request.is_empty() { tracking_id } else { trace.to_string() };
+            let ids = trace.or_recorded(tracking_id);
             let c = unconfirmed_cond(export, &ids, &format!("the platform's answer was lost ({detail})"));
             outcome(status, vec![ready, c], false, Next::AwaitChange)
         }

@@ -170,8 +170,7 @@ pub fn after_template(
             Ok((status, c))
         }
         Err(PlatformError::Unknown { detail, tracking_id: trace }) => {
-            // The recorded tracking id, and the platform's own where its answer gave one.
-            let tracking = if trace.request.is_empty() { tracking } else { trace.to_string() };
+            let tracking = trace.or_recorded(tracking);
             let c = cond(
                 TEMPLATE_READY,
                 Status::Unknown,
@@ -288,7 +287,7 @@ pub fn after_create(
             outcome(status, conds, true, Next::After(Duration::from_secs(1)))
         }
         Err(PlatformError::Unknown { detail, tracking_id: trace }) => {
-            let tracking = if trace.request.is_empty() { tracking } else { trace.to_string() };
+            let tracking = trace.or_recorded(tracking);
             let c = cond(
                 CREATED,
                 Status::False,
