@@ -70,7 +70,7 @@ pub trait PlatformObject:
     + Sync
     + 'static
 {
-    type Status: WithConditions + Default + Send + Sync;
+    type Status: WithConditions + Default + Clone + Send + Sync;
     /// The kind, as metrics, logs and events name it.
     const KIND: &'static str;
     /// Annotations whose change is a reason to reconcile, besides a spec change, deletion
@@ -120,16 +120,30 @@ pub fn namespace<K: PlatformObject>(object: &K) -> Result<String, Error> {
     object.namespace().ok_or_else(|| Error::NoNamespace(format!("{} {}", K::KIND, object.name_any())))
 }
 
-/// Writes `outcome` unless it says nothing new against `written` (the status as last
-/// written, which it becomes), preconditioned on `version`; an event and a log line when
-/// the phase changed.
+/// The status as last written and the resourceVersion it was written at: what every
+/// later write of the reconcile compares against and is preconditioned on.
+#[derive(Clone, Debug)]
+pub struct Written<S> {
+    pub status: S,
+    pub version: Option<String>,
+}
+
+impl<S: Clone + Default> Written<S> {
+    /// As the object was read: the decision is made from this view.
+    pub fn of<K: PlatformObject<Status = S>>(object: &K) -> Self {
+        Written { status: object.status().cloned().unwrap_or_default(), version: object.resource_version() }
+    }
+}
+
+/// Writes `outcome` unless it says nothing new against `written` (which it becomes),
+/// preconditioned on its version; an event and a log line when the phase changed.
 pub async fn write<K: PlatformObject>(
     ctx: &Context,
     object: &K,
-    written: &mut K::Status,
+    written: &mut Written<K::Status>,
     outcome: &Outcome<K::Status>,
-    version: &mut Option<String>,
 ) -> Result<(), Error> {
+    let Written { status: written, version } = written;
     let Some(status) = shared::write_changed(
         ctx,
         object,
@@ -161,12 +175,11 @@ pub async fn write<K: PlatformObject>(
 pub async fn finish<K: PlatformObject>(
     ctx: &Context,
     object: &K,
-    written: &mut K::Status,
+    written: &mut Written<K::Status>,
     outcome: Outcome<K::Status>,
     started: std::time::Instant,
-    version: &mut Option<String>,
 ) -> Result<Action, Error> {
-    write(ctx, object, written, &outcome, version).await?;
+    write(ctx, object, written, &outcome).await?;
     let (uid, ready) = (object.uid().unwrap_or_default(), &outcome.ready);
     let metrics = &crate::telemetry::metrics::METRICS;
     metrics.reconciled(K::KIND, &ready.reason, started.elapsed());

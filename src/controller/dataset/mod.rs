@@ -118,8 +118,7 @@ pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Er
     status.observed_generation = ds.metadata.generation;
     // What the status says now; every later comparison is against the last write, and
     // every write is preconditioned on the version it was decided from.
-    let mut written = ds.status.clone().unwrap_or_default();
-    let mut version = ds.resource_version();
+    let mut written = driver::Written::of(ds.as_ref());
     let problem = super::platform::connection_problem(connection.as_ref(), &conn_name, &FOR_DATASET);
     let step = decide::step(&ds.spec, &status, ds.annotations(), problem.clone(), Timestamp::now());
     status.last_handled_reconcile_at = crate::api::annotations::requested_at(ds.annotations());
@@ -132,15 +131,15 @@ pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Er
                 Ok(Ok(c)) => c,
                 Ok(Err(c)) => {
                     let outcome = decide::blocked(status, c);
-                    return driver::finish(&ctx, ds.as_ref(), &mut written, outcome, started, &mut version).await;
+                    return driver::finish(&ctx, ds.as_ref(), &mut written, outcome, started).await;
                 }
                 Err((what, source)) => return Err(Error::Read { what, source }),
             };
             let run = Run { ctx: &ctx, ds: &ds, conn, creds: &creds, namespace: &namespace };
-            run.step(step, status, &mut written, &mut version).await?
+            run.step(step, status, &mut written).await?
         }
     };
-    driver::finish(&ctx, ds.as_ref(), &mut written, outcome, started, &mut version).await
+    driver::finish(&ctx, ds.as_ref(), &mut written, outcome, started).await
 }
 
 fn conn_missing(name: &str) -> NamedCond {
@@ -181,8 +180,7 @@ impl Run<'_> {
         &self,
         step: Step,
         mut status: DatasetStatus,
-        written: &mut DatasetStatus,
-        version: &mut Option<String>,
+        written: &mut driver::Written<DatasetStatus>,
     ) -> Result<Outcome, Error> {
         let ready = decide::connection_ready(&self.ds.spec.connection_ref.name, &self.connection_id());
         let name = platform_name(self.ds);
@@ -201,12 +199,12 @@ impl Run<'_> {
                     Ok(_) => {
                         status.creation_started_time = None;
                         status.creation_tracking_id = None;
-                        self.create(status, ready, written, version).await
+                        self.create(status, ready, written).await
                     }
                     Err(e) => Ok(decide::after_create(status, ready, Err(e))),
                 }
             }
-            Step::Create => self.create(status, ready, written, version).await,
+            Step::Create => self.create(status, ready, written).await,
             Step::Check { sync } => self.check(status, ready, sync).await,
             Step::Blocked(_) | Step::Idle(_) => unreachable!("handled by the caller"),
         }
@@ -216,8 +214,7 @@ impl Run<'_> {
         &self,
         status: DatasetStatus,
         ready: NamedCond,
-        written: &mut DatasetStatus,
-        version: &mut Option<String>,
+        written: &mut driver::Written<DatasetStatus>,
     ) -> Result<Outcome, Error> {
         let Some(location) = folder(self.ds, self.conn) else {
             return Ok(decide::blocked(status, conn_missing(&self.ds.spec.connection_ref.name)));
@@ -234,7 +231,7 @@ impl Run<'_> {
         let intent = decide::intent(status, &ready, &name, &tracking_id, Timestamp::now());
         // Preconditioned on the version this decision was made from: a stale cache gets a
         // 409 here, and the platform is never called.
-        driver::write(self.ctx, self.ds, written, &intent, version).await?;
+        driver::write(self.ctx, self.ds, written, &intent).await?;
         let owner = format!("{}/{}", self.namespace, self.ds.name_any());
         let description = format!(
             "{} {}",

@@ -108,8 +108,7 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
 
     // What the status says now; every later comparison is against the last write, and
     // every write is preconditioned on the version it was decided from.
-    let mut written = export.status.clone().unwrap_or_default();
-    let mut version = export.resource_version();
+    let mut written = driver::Written::of(export.as_ref());
     // The project: given, or an AnnotationProject's once it is Ready.
     let project = super::platform::project_id_of(
         &ctx,
@@ -160,10 +159,10 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
         Step::Follow(report_id) => follow(&run, connection.as_ref(), status, &report_id).await?,
         Step::Submit => {
             let conn = connection.as_ref().expect("a connection without problems exists");
-            submit(&run, conn, status, &mut written, &mut version).await?
+            submit(&run, conn, status, &mut written).await?
         }
     };
-    driver::finish(&ctx, export.as_ref(), &mut written, outcome, started, &mut version).await
+    driver::finish(&ctx, export.as_ref(), &mut written, outcome, started).await
 }
 
 /// The status before this reconcile decides anything: the generation and request seen,
@@ -233,8 +232,7 @@ async fn submit(
     run: &Run<'_>,
     conn: &S3Connection,
     mut status: DatasetExportStatus,
-    written: &mut DatasetExportStatus,
-    version: &mut Option<String>,
+    written: &mut driver::Written<DatasetExportStatus>,
 ) -> Result<decide::Outcome, Error> {
     let (ctx, export, names, now) = (run.ctx, run.export, run.names, run.now);
     let creds = match platform_credentials(ctx, conn, run.namespace).await? {
@@ -267,7 +265,7 @@ async fn submit(
     // Preconditioned on the version this decision was made from: if the cache was behind
     // (an intent or a report id it has not seen), the API server refuses it and the
     // platform is never called.
-    driver::write(ctx, export, written, &intent, version).await?;
+    driver::write(ctx, export, written, &intent).await?;
     let folder_path = format!("{bucket}/{prefix}{run_folder}");
     let request = ExportRequest {
         name: run_name.as_deref().unwrap_or(names.name),

@@ -150,8 +150,7 @@ pub async fn reconcile(p: Arc<AnnotationProject>, ctx: Arc<Context>) -> Result<A
     let mut status = p.status.clone().unwrap_or_default();
     status.observed_generation = p.metadata.generation;
     status.last_handled_reconcile_at = annotations::requested_at(p.annotations());
-    let mut written = p.status.clone().unwrap_or_default();
-    let mut version = p.resource_version();
+    let mut written = driver::Written::of(p.as_ref());
 
     let (found, connection) = read_datasets(&ctx, &p, &namespace).await?;
     let mut gate = decide::datasets(&p.spec, &found);
@@ -182,7 +181,7 @@ pub async fn reconcile(p: Arc<AnnotationProject>, ctx: Arc<Context>) -> Result<A
         (Ok((ids, t)), Some(c)) => (ids, t, c),
         (Err((problem, retrying)), _) => {
             let outcome = decide::blocked(status, problem, retrying);
-            return driver::finish(&ctx, p.as_ref(), &mut written, outcome, started, &mut version).await;
+            return driver::finish(&ctx, p.as_ref(), &mut written, outcome, started).await;
         }
         (Ok(_), None) => {
             let problem = NamedCond::new(
@@ -192,12 +191,12 @@ pub async fn reconcile(p: Arc<AnnotationProject>, ctx: Arc<Context>) -> Result<A
                 "The datasets' S3Connection was not found: the project needs its platform credentials.",
             );
             let outcome = decide::blocked(status, problem, false);
-            return driver::finish(&ctx, p.as_ref(), &mut written, outcome, started, &mut version).await;
+            return driver::finish(&ctx, p.as_ref(), &mut written, outcome, started).await;
         }
     };
     let run = Run { ctx: &ctx, p: &p, creds: &creds, data_type: &data_type };
-    let outcome = run.step(status, ids, &mut written, &mut version).await?;
-    driver::finish(&ctx, p.as_ref(), &mut written, outcome, started, &mut version).await
+    let outcome = run.step(status, ids, &mut written).await?;
+    driver::finish(&ctx, p.as_ref(), &mut written, outcome, started).await
 }
 
 /// The datasets of `spec.datasetIds` (made elsewhere), as the platform has them, added to
@@ -281,19 +280,18 @@ impl Run<'_> {
         &self,
         status: AnnotationProjectStatus,
         ids: Vec<String>,
-        written: &mut AnnotationProjectStatus,
-        version: &mut Option<String>,
+        written: &mut driver::Written<AnnotationProjectStatus>,
     ) -> Result<decide::Outcome, Error> {
         let datasets_ready = decide::datasets_ready(&ids, self.data_type);
         // The template.
-        let (status, template) = match self.template(status, &datasets_ready, written, version).await? {
+        let (status, template) = match self.template(status, &datasets_ready, written).await? {
             Ok(t) => t,
             Err(outcome) => return Ok(*outcome),
         };
         let conds = vec![datasets_ready, template];
         // The project.
         let (status, conds) = if status.project_id.is_none() {
-            let outcome = self.create(status, conds, &ids, written, version).await?;
+            let outcome = self.create(status, conds, &ids, written).await?;
             if outcome.status.project_id.is_none() {
                 return Ok(outcome);
             }
@@ -332,7 +330,7 @@ impl Run<'_> {
             }
             status.rotations = Some(r);
         }
-        self.change_datasets(status, conds, &id, [(attach, false), (detach, true)], written, version).await
+        self.change_datasets(status, conds, &id, [(attach, false), (detach, true)], written).await
     }
 
     /// Attaches, then detaches, datasets: each change's intent written before the platform
@@ -343,8 +341,7 @@ impl Run<'_> {
         conds: Vec<NamedCond>,
         id: &str,
         changes: [(Vec<String>, bool); 2],
-        written: &mut AnnotationProjectStatus,
-        version: &mut Option<String>,
+        written: &mut driver::Written<AnnotationProjectStatus>,
     ) -> Result<decide::Outcome, Error> {
         for (datasets, detach) in changes {
             if datasets.is_empty() {
@@ -353,7 +350,7 @@ impl Run<'_> {
             let tracking_id = crate::platform::uuid4();
             let (a, d) = if detach { (vec![], datasets.clone()) } else { (datasets.clone(), vec![]) };
             let intent = decide::change_intent(status, &conds, a, d, &tracking_id, Timestamp::now());
-            driver::write(self.ctx, self.p, written, &intent, version).await?;
+            driver::write(self.ctx, self.p, written, &intent).await?;
             status = intent.status;
             let what = if detach { "detaching datasets" } else { "attaching datasets" };
             match self.ctx.platform.change_datasets(self.creds, id, &datasets, detach, &tracking_id).await {
@@ -388,8 +385,7 @@ impl Run<'_> {
         &self,
         mut status: AnnotationProjectStatus,
         ready: &NamedCond,
-        written: &mut AnnotationProjectStatus,
-        version: &mut Option<String>,
+        written: &mut driver::Written<AnnotationProjectStatus>,
     ) -> Result<Result<(AnnotationProjectStatus, NamedCond), Box<decide::Outcome>>, Error> {
         let Some(spec) = &self.p.spec.template else {
             // An adopted project keeps its own template (recorded when it is adopted).
@@ -423,7 +419,7 @@ impl Run<'_> {
         }
         let tracking_id = crate::platform::uuid4();
         let intent = decide::template_intent(status, ready, &tracking_id, Timestamp::now());
-        driver::write(self.ctx, self.p, written, &intent, version).await?;
+        driver::write(self.ctx, self.p, written, &intent).await?;
         let questions: Vec<TemplateQuestion> = spec
             .questions
             .iter()
@@ -481,8 +477,7 @@ impl Run<'_> {
         status: AnnotationProjectStatus,
         conds: Vec<NamedCond>,
         ids: &[String],
-        written: &mut AnnotationProjectStatus,
-        version: &mut Option<String>,
+        written: &mut driver::Written<AnnotationProjectStatus>,
     ) -> Result<decide::Outcome, Error> {
         let platform = &self.ctx.platform;
         let template_id = status.template_id.clone().unwrap_or_default();
@@ -522,7 +517,7 @@ impl Run<'_> {
         }
         let tracking_id = crate::platform::uuid4();
         let intent = decide::project_intent(status, &conds, &name, &tracking_id, Timestamp::now());
-        driver::write(self.ctx, self.p, written, &intent, version).await?;
+        driver::write(self.ctx, self.p, written, &intent).await?;
         let r = self.p.spec.rotations;
         let rotations = [r.annotation, r.review, r.client_review];
         let request = ProjectRequest {
