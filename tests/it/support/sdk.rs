@@ -11,7 +11,16 @@ pub fn sdk(keys: &Keys, target: &Target) -> aws_sdk_s3::Client {
         Credentials::new(&keys.access_key_id, &keys.secret_access_key, keys.session_token.clone(), None, "fixtures");
     let mut config = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
-        .http_client(s3connect::aws::http_client())
+        // A connection pool of its own: each test has its own runtime, and a pooled
+        // connection made in one that has ended cannot serve another ("dispatch gone"),
+        // which a store keeping connections alive (versitygw) would otherwise show.
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
         .credentials_provider(credentials)
         .region(Region::new(target.region.clone()))
         .force_path_style(target.force_path_style);
