@@ -62,8 +62,14 @@ async fn each_shard_serves_its_label_and_a_relabelled_object_is_taken_over_once(
         .await;
     }
     let (ca, cb) = (format!("{ns}/ca"), format!("{ns}/cb"));
-    // Each object by its own shard only.
-    assert!(naming(&log_a, &ca) > 0 && naming(&log_b, &cb) > 0, "a shard did not serve its object");
+    // Each object by its own shard only. The log line of a reconcile is written as it
+    // ends, a moment after its status.
+    let every = std::time::Duration::from_millis(100);
+    support::wait_for("each shard's log naming its object", std::time::Duration::from_secs(10), every, || {
+        let served = naming(&log_a, &ca) > 0 && naming(&log_b, &cb) > 0;
+        async move { if served { Ok(()) } else { Err("a shard did not serve its object") } }
+    })
+    .await;
     assert_eq!(naming(&log_a, &cb), 0, "shard a acted on shard b's object");
     assert_eq!(naming(&log_b, &ca), 0, "shard b acted on shard a's object");
     assert_eq!((platform::registration_creates(&ca).await, platform::registration_creates(&cb).await), (1, 1));
