@@ -1,10 +1,13 @@
-//! The driver every controller whose object lives on the platform shares (DatasetExport,
-//! Dataset): what a decision ends with (`Outcome`), writing it once against the status as
-//! last written, counting it, and the controller around the kind's own `reconcile`.
+//! The driver every controller whose object lives on the platform shares (Dataset,
+//! DatasetExport, AnnotationProject). It owns the order of a reconcile (`reconcile`):
+//! deletion, the finalizer, a settled object, spacing of requests, the view decided from,
+//! the kind's decision and calls, the one preconditioned write, counting it, when to look
+//! again; and the controller around it (`run`), with the watch of the related kind.
 //!
-//! A kind supplies what differs through `PlatformObject`: its name, the connection it
-//! waits for, the annotations that trigger it, how a phase reads in an event. Its module
-//! keeps only its facts, its pure decision and its platform calls.
+//! A kind supplies what differs: through `PlatformObject` its name, its related kind and
+//! which of them it waits for, the annotations that trigger it, how a phase reads in an
+//! event; through `Hooks` its finalizer, its clean-up, and its decision with the platform
+//! calls it leads to. Its module keeps only its facts, its pure decision and its calls.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -17,7 +20,6 @@ use tracing::info;
 
 use super::Context;
 use super::status::{self as shared, Next, WithConditions};
-use crate::api::S3Connection;
 use crate::api::conditions::{NamedCond, READY, Status};
 
 /// What a decision ends with: the new status, the conditions before Ready, Ready itself,
@@ -77,11 +79,19 @@ pub trait PlatformObject:
     /// and a reconcile request (status writes are not).
     const TRIGGERS: &'static [&'static str];
 
+    /// The kind it works through (an S3Connection, Datasets), in its own namespace: a
+    /// change of one it waits for brings it back.
+    type Related: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static;
+
     fn status(&self) -> Option<&Self::Status>;
-    /// The S3Connection (in the object's namespace) it works through.
-    fn connection_name(&self) -> &str;
-    /// Whether a change of its connection may let it go ahead.
-    fn waits_for_connection(&self) -> bool;
+    /// Whether a change of the related object `name` may let it go ahead.
+    fn waits_for(&self, name: &str) -> bool;
     fn phase(status: &Self::Status) -> Option<String>;
     /// The platform's id for it, once known (for the log line of a phase change).
     fn platform_id(status: &Self::Status) -> Option<&str>;
@@ -93,6 +103,81 @@ pub trait PlatformObject:
     fn jitter(&self) -> f64 {
         0.5
     }
+}
+
+/// The steps of a reconcile that differ between the kinds; the order is the driver's.
+pub trait Hooks: PlatformObject {
+    /// The finalizer the object carries while its spec asks for one (a deletion policy
+    /// that deletes on the platform), set before anything is made there. None: the kind
+    /// has none.
+    fn finalizer(&self) -> Option<(bool, &'static str)> {
+        None
+    }
+
+    /// The object is being deleted: what it made on the platform goes, then its finalizer.
+    fn clean_up(&self, _ctx: &Context, _namespace: &str) -> impl Future<Output = Result<Action, Error>> + Send {
+        async { Ok(Action::await_change()) }
+    }
+
+    /// Nothing is left to do whatever the view (a one-off export that ended).
+    fn settled(&self) -> bool {
+        false
+    }
+
+    /// The decision from the object as read (`written`), and the platform calls it leads
+    /// to; an intent is written through `written` (preconditioned) before its call.
+    fn act(
+        &self,
+        ctx: &Context,
+        namespace: &str,
+        written: &mut Written<Self::Status>,
+    ) -> impl Future<Output = Result<Acted<Self::Status>, Error>> + Send;
+}
+
+/// What a kind's `act` ends with: an outcome to write, or nothing to do until `Action`.
+pub enum Acted<S> {
+    Outcome(Outcome<S>),
+    Idle(Action),
+}
+
+/// One reconcile of a platform kind, in the driver's order.
+pub async fn reconcile<K: Hooks>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = namespace(object.as_ref())?;
+    if object.meta().deletion_timestamp.is_some() {
+        crate::telemetry::metrics::METRICS.forget(&object.uid().unwrap_or_default());
+        return object.clean_up(&ctx, &namespace).await;
+    }
+    // Before anything is created, so that nothing it makes outlives the object.
+    if let Some(wanted) = object.finalizer()
+        && let Some(finalizers) = super::finalizer::wanted(object.as_ref(), &[wanted])
+    {
+        set_finalizers(&ctx, object.as_ref(), finalizers).await?;
+        return Ok(Action::requeue(std::time::Duration::ZERO));
+    }
+    if object.settled() {
+        return Ok(Action::await_change());
+    }
+    if let Some(wait) = spaced(&ctx, object.as_ref()) {
+        return Ok(wait);
+    }
+    let started = std::time::Instant::now();
+    let mut written = Written::of(object.as_ref());
+    match object.act(&ctx, &namespace, &mut written).await? {
+        Acted::Idle(action) => Ok(action),
+        Acted::Outcome(outcome) => finish(&ctx, object.as_ref(), &mut written, outcome, started).await,
+    }
+}
+
+/// Sets the object's finalizers, preconditioned on the version it was read at.
+pub async fn set_finalizers<K: PlatformObject>(
+    ctx: &Context,
+    object: &K,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    super::finalizer::set(&ctx.client, object, finalizers)
+        .await
+        .map(drop)
+        .map_err(|source| Error::Write { name: object.name_any(), source })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -256,31 +341,31 @@ pub fn spaced<K: PlatformObject>(ctx: &Context, object: &K) -> Option<Action> {
 }
 
 /// The objects still waiting for the connection that changed.
-fn referencing<K: PlatformObject>(store: &Store<K>, conn: &PartialObjectMeta<S3Connection>) -> Vec<ObjectRef<K>> {
+fn referencing<K: PlatformObject>(store: &Store<K>, related: &PartialObjectMeta<K::Related>) -> Vec<ObjectRef<K>> {
+    let name = related.name_any();
     store
         .state()
         .iter()
-        .filter(|o| o.namespace() == conn.namespace() && o.connection_name() == conn.name_any())
-        .filter(|o| o.waits_for_connection())
+        .filter(|o| o.namespace() == related.namespace() && o.waits_for(&name))
         .map(|o| ObjectRef::from_obj(o.as_ref()))
         .collect()
 }
 
 /// Runs the controller for `K` until a termination signal, reconciling with `reconcile`.
-pub async fn run<K, Fut>(ctx: Arc<Context>, reconcile: fn(Arc<K>, Arc<Context>) -> Fut)
-where
-    K: PlatformObject,
-    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
-{
-    let connections = super::connection_changes(&ctx);
+pub async fn run<K: Hooks>(ctx: Arc<Context>) {
+    use kube::runtime::{WatchStreamExt, watcher};
+    // Metadata only: that one changed is all the mapping needs.
+    let related = watcher(super::api::<PartialObjectMeta<K::Related>>(&ctx), ctx.config.watch_config())
+        .backoff(super::watch_backoff())
+        .applied_objects();
     super::run_controller(
         ctx.clone(),
         K::KIND,
         super::api(&ctx),
         trigger_hash::<K>,
-        connections,
+        related,
         referencing::<K>,
-        reconcile,
+        reconcile::<K>,
         error_policy::<K>,
         |c, _| c,
     )

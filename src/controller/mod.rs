@@ -23,7 +23,7 @@ use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Resource;
 use kube::api::Api;
-use kube::api::{ObjectMeta, PartialObjectMeta, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -544,16 +544,6 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     fn reset(&mut self) {
         self.next = WATCH_BACKOFF_START;
     }
-}
-
-/// Changes of S3Connections, metadata only (a change is all the exports' and datasets'
-/// mapping needs, and every status write of every connection passes through here).
-pub fn connection_changes(
-    ctx: &Context,
-) -> impl Stream<Item = Result<PartialObjectMeta<crate::api::S3Connection>, watcher::Error>> + Send + 'static {
-    watcher(api::<PartialObjectMeta<crate::api::S3Connection>>(ctx), ctx.config.watch_config())
-        .backoff(watch_backoff())
-        .applied_objects()
 }
 
 /// The API for `K` in the configured namespace, or in all.

@@ -85,16 +85,21 @@ fn the_adding_a_kind_page_names_every_hook_of_the_driver() {
     let _timer = crate::timed!();
     let page = read("docs/adding-a-kind.md");
     let driver = read("src/controller/driver.rs");
-    let start = driver.find("pub trait PlatformObject").expect("driver.rs defines PlatformObject");
-    let body = &driver[start..start + driver[start..].find("\n}\n").expect("the trait ends")];
-    let hooks: Vec<&str> = body
-        .lines()
-        .map(str::trim)
-        .filter_map(|l| l.strip_prefix("fn ").or_else(|| l.strip_prefix("const ")).or_else(|| l.strip_prefix("type ")))
-        .filter_map(|l| l.split(|c: char| !(c.is_alphanumeric() || c == '_')).next())
-        .collect();
-    assert!(hooks.len() >= 8, "found too few hooks in PlatformObject: {hooks:?}");
+    let mut hooks: Vec<&str> = Vec::new();
+    for name in ["pub trait PlatformObject", "pub trait Hooks"] {
+        let start = driver.find(name).unwrap_or_else(|| panic!("driver.rs defines {name}"));
+        let body = &driver[start..start + driver[start..].find("\n}\n").expect("the trait ends")];
+        hooks.extend(
+            body.lines()
+                .map(str::trim)
+                .filter_map(|l| {
+                    l.strip_prefix("fn ").or_else(|| l.strip_prefix("const ")).or_else(|| l.strip_prefix("type "))
+                })
+                .filter_map(|l| l.split(|c: char| !(c.is_alphanumeric() || c == '_')).next()),
+        );
+    }
+    assert!(hooks.len() >= 12, "found too few hooks in PlatformObject and Hooks: {hooks:?}");
     let unnamed: Vec<&&str> =
         hooks.iter().filter(|h| **h != "Status").filter(|h| !page.contains(&format!("`{h}`"))).collect();
-    assert!(unnamed.is_empty(), "hooks of PlatformObject docs/adding-a-kind.md does not name: {unnamed:?}");
+    assert!(unnamed.is_empty(), "hooks of the driver docs/adding-a-kind.md does not name: {unnamed:?}");
 }

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use self::decide::{Outcome, Recheck, Step};
 use super::Context;
-use super::driver::{self, Error, PlatformObject};
+use super::driver::{self, Error, PlatformObject, Written};
 use super::finalizer;
 use super::status::Next;
 use crate::api::annotations::SYNC_NOW_ANNOTATION;
@@ -90,56 +90,48 @@ fn folder(ds: &Dataset, conn: &S3Connection) -> Option<Location> {
     Some(Location { bucket: status.bucket.clone()?, prefix })
 }
 
-pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = driver::namespace(ds.as_ref())?;
-    let uid = ds.uid().unwrap_or_default();
-    let conn_name = ds.spec.connection_ref.name.to_string();
-    let connection = Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&conn_name)
-        .await
-        .map_err(Error::read(format!("S3Connection {namespace}/{conn_name}")))?;
-    if ds.metadata.deletion_timestamp.is_some() {
-        crate::telemetry::metrics::METRICS.forget(&uid);
-        return clean_up(&ctx, &ds, connection.as_ref()).await;
+impl driver::Hooks for Dataset {
+    fn finalizer(&self) -> Option<(bool, &'static str)> {
+        Some((self.spec.deletion_policy == DeletionPolicy::Delete, crate::api::annotations::DATASET_FINALIZER))
     }
-    // Before anything is created, so that a Delete dataset never outlives the object.
-    let wants_finalizer = ds.spec.deletion_policy == DeletionPolicy::Delete;
-    if let Some(finalizers) =
-        finalizer::wanted(ds.as_ref(), &[(wants_finalizer, crate::api::annotations::DATASET_FINALIZER)])
-    {
-        set_finalizers(&ctx, &ds, finalizers).await?;
-        return Ok(Action::requeue(Duration::ZERO));
+
+    async fn clean_up(&self, ctx: &Context, namespace: &str) -> Result<Action, Error> {
+        let connection = read_connection(ctx, namespace, &self.spec.connection_ref.name).await?;
+        clean_up(ctx, self, connection.as_ref()).await
     }
-    if let Some(wait) = driver::spaced(&ctx, ds.as_ref()) {
-        return Ok(wait);
-    }
-    let started = std::time::Instant::now();
-    let mut status = ds.status.clone().unwrap_or_default();
-    status.observed_generation = ds.metadata.generation;
-    // What the status says now; every later comparison is against the last write, and
-    // every write is preconditioned on the version it was decided from.
-    let mut written = driver::Written::of(ds.as_ref());
-    let problem = super::platform::connection_problem(connection.as_ref(), &conn_name, &FOR_DATASET);
-    let step = decide::step(&ds.spec, &status, ds.annotations(), problem.clone(), Timestamp::now());
-    status.last_handled_reconcile_at = crate::api::annotations::requested_at(ds.annotations());
-    let outcome = match (step, connection.as_ref()) {
-        (Step::Idle(after), _) => return Ok(after.map_or_else(Action::await_change, Action::requeue)),
-        (Step::Blocked(p), _) => decide::blocked(status, p),
-        (_, None) => decide::blocked(status, problem.unwrap_or_else(|| conn_missing(&conn_name))),
-        (step, Some(conn)) => {
-            let creds = match super::platform::credentials_of(&ctx, conn, &namespace, CONNECTION_READY).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(c)) => {
-                    let outcome = decide::blocked(status, c);
-                    return driver::finish(&ctx, ds.as_ref(), &mut written, outcome, started).await;
+
+    async fn act(&self, ctx: &Context, namespace: &str, written: &mut Written<DatasetStatus>) -> Result<Acted, Error> {
+        let conn_name = self.spec.connection_ref.name.to_string();
+        let connection = read_connection(ctx, namespace, &conn_name).await?;
+        let mut status = self.status.clone().unwrap_or_default();
+        status.observed_generation = self.metadata.generation;
+        let problem = super::platform::connection_problem(connection.as_ref(), &conn_name, &FOR_DATASET);
+        let step = decide::step(&self.spec, &status, self.annotations(), problem.clone(), Timestamp::now());
+        status.last_handled_reconcile_at = crate::api::annotations::requested_at(self.annotations());
+        let outcome = match (step, connection.as_ref()) {
+            (Step::Idle(after), _) => return Ok(Acted::Idle(after.map_or_else(Action::await_change, Action::requeue))),
+            (Step::Blocked(p), _) => decide::blocked(status, p),
+            (_, None) => decide::blocked(status, problem.unwrap_or_else(|| conn_missing(&conn_name))),
+            (step, Some(conn)) => match super::platform::credentials_of(ctx, conn, namespace, CONNECTION_READY).await {
+                Ok(Ok(creds)) => {
+                    let run = Run { ctx, ds: self, conn, creds: &creds, namespace };
+                    run.step(step, status, written).await?
                 }
+                Ok(Err(c)) => decide::blocked(status, c),
                 Err((what, source)) => return Err(Error::Read { what, source }),
-            };
-            let run = Run { ctx: &ctx, ds: &ds, conn, creds: &creds, namespace: &namespace };
-            run.step(step, status, &mut written).await?
-        }
-    };
-    driver::finish(&ctx, ds.as_ref(), &mut written, outcome, started).await
+            },
+        };
+        Ok(Acted::Outcome(outcome))
+    }
+}
+
+type Acted = driver::Acted<DatasetStatus>;
+
+async fn read_connection(ctx: &Context, namespace: &str, name: &str) -> Result<Option<S3Connection>, Error> {
+    Api::<S3Connection>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(Error::read(format!("S3Connection {namespace}/{name}")))
 }
 
 fn conn_missing(name: &str) -> NamedCond {
@@ -362,13 +354,6 @@ impl Run<'_> {
     }
 }
 
-async fn set_finalizers(ctx: &Context, ds: &Dataset, finalizers: Vec<String>) -> Result<(), Error> {
-    finalizer::set(&ctx.client, ds, finalizers)
-        .await
-        .map(|_| ())
-        .map_err(|source| Error::Write { name: ds.name_any(), source })
-}
-
 /// Deletion with deletionPolicy Delete: the platform's dataset first (the recorded one,
 /// and one an unconfirmed create may have made), then the finalizer.
 async fn clean_up(ctx: &Context, ds: &Dataset, conn: Option<&S3Connection>) -> Result<Action, Error> {
@@ -423,13 +408,14 @@ async fn clean_up(ctx: &Context, ds: &Dataset, conn: Option<&S3Connection>) -> R
         );
         return Ok(driver::deletion_blocked(ctx, ds, DatasetReason::DeletionBlocked.as_str(), message).await);
     }
-    set_finalizers(ctx, ds, finalizer::without(ds, crate::api::annotations::DATASET_FINALIZER)).await?;
+    driver::set_finalizers(ctx, ds, finalizer::without(ds, crate::api::annotations::DATASET_FINALIZER)).await?;
     info!(dataset = %format!("{namespace}/{}", ds.name_any()), skipped = skip, "platform dataset removed");
     Ok(Action::await_change())
 }
 
 impl PlatformObject for Dataset {
     type Status = DatasetStatus;
+    type Related = S3Connection;
     const KIND: &'static str = "Dataset";
     const TRIGGERS: &'static [&'static str] = &[SYNC_NOW_ANNOTATION, crate::api::annotations::SKIP_CLEANUP];
 
@@ -437,13 +423,9 @@ impl PlatformObject for Dataset {
         self.status.as_ref()
     }
 
-    fn connection_name(&self) -> &str {
-        &self.spec.connection_ref.name
-    }
-
-    /// Until its platform dataset exists.
-    fn waits_for_connection(&self) -> bool {
-        self.status.as_ref().is_none_or(|s| s.dataset_id.is_none())
+    /// Its connection, until its platform dataset exists.
+    fn waits_for(&self, connection: &str) -> bool {
+        *self.spec.connection_ref.name == *connection && self.status.as_ref().is_none_or(|s| s.dataset_id.is_none())
     }
 
     fn phase(status: &DatasetStatus) -> Option<String> {
@@ -464,5 +446,5 @@ impl PlatformObject for Dataset {
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    driver::run::<Dataset, _>(ctx, reconcile).await;
+    driver::run::<Dataset>(ctx).await;
 }

@@ -26,7 +26,7 @@ use kube::runtime::controller::Action;
 
 use self::decide::{ExportNames, Step};
 use super::Context;
-use super::driver::{self, Error, PlatformObject};
+use super::driver::{self, Error, PlatformObject, Written};
 use crate::api::conditions::{CONNECTION_READY, ConnectionReadyReason, NamedCond, SUBMITTED, Status};
 use crate::api::connection::{S3Connection, Usage};
 use crate::api::export::{
@@ -85,34 +85,46 @@ const FOR_EXPORT: super::platform::Need = super::platform::Need {
     withheld: "nothing is submitted",
 };
 
-pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<Action, Error> {
+impl driver::Hooks for DatasetExport {
+    /// A one-off export that ended is never looked at again (a new export is a new object).
+    fn settled(&self) -> bool {
+        decide::Schedule::of(&self.spec).is_none()
+            && matches!(self.status.as_ref().and_then(|s| s.phase), Some(ExportPhase::Succeeded | ExportPhase::Failed))
+    }
+
+    async fn act(
+        &self,
+        ctx: &Context,
+        namespace: &str,
+        written: &mut Written<DatasetExportStatus>,
+    ) -> Result<driver::Acted<DatasetExportStatus>, Error> {
+        act(ctx, self, namespace, written).await
+    }
+}
+
+/// The export's decision and its platform calls.
+async fn act(
+    ctx: &Context,
+    export: &DatasetExport,
+    namespace: &str,
+    written: &mut Written<DatasetExportStatus>,
+) -> Result<driver::Acted<DatasetExportStatus>, Error> {
+    use driver::Acted;
     let name = export.name_any();
-    let namespace = driver::namespace(export.as_ref())?;
     let uid = export.uid().unwrap_or_default();
     let mut status = export.status.clone().unwrap_or_default();
     let schedule = decide::Schedule::of(&export.spec);
-    if schedule.is_none() && matches!(status.phase, Some(ExportPhase::Succeeded | ExportPhase::Failed)) {
-        return Ok(Action::await_change());
-    }
-    if let Some(wait) = driver::spaced(&ctx, export.as_ref()) {
-        return Ok(wait);
-    }
     let now = Timestamp::now();
-    let started = std::time::Instant::now();
     let conn_name = export.spec.connection_ref.name.to_string();
-    let connection = Api::<S3Connection>::namespaced(ctx.client.clone(), &namespace)
+    let connection = Api::<S3Connection>::namespaced(ctx.client.clone(), namespace)
         .get_opt(&conn_name)
         .await
         .map_err(Error::read(format!("S3Connection {namespace}/{conn_name}")))?;
-    refresh(&mut status, &export, schedule.as_ref(), connection.as_ref(), &uid);
-
-    // What the status says now; every later comparison is against the last write, and
-    // every write is preconditioned on the version it was decided from.
-    let mut written = driver::Written::of(export.as_ref());
+    refresh(&mut status, export, schedule.as_ref(), connection.as_ref(), &uid);
     // The project: given, or an AnnotationProject's once it is Ready.
     let project = super::platform::project_id_of(
-        &ctx,
-        &namespace,
+        ctx,
+        namespace,
         export.spec.project_id.as_deref(),
         export.spec.project_ref.as_ref(),
         CONNECTION_READY,
@@ -132,9 +144,9 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
     let waits_for_project = project_problem.is_some();
     let problem = connection_problem(connection.as_ref(), &conn_name).or(project_problem);
     let run = Run {
-        ctx: &ctx,
-        export: &export,
-        namespace: &namespace,
+        ctx,
+        export,
+        namespace,
         uid: &uid,
         names: &names,
         schedule: schedule.as_ref(),
@@ -142,10 +154,10 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
         now,
     };
     let outcome = match decide::step(&mut status, export.annotations(), problem, schedule.as_ref(), now) {
-        Step::Finished => return Ok(Action::await_change()),
+        Step::Finished => return Ok(Acted::Idle(Action::await_change())),
         Step::Wait(_) => match &schedule {
             Some(s) => decide::between_runs(status, s, &names, now),
-            None => return Ok(Action::await_change()),
+            None => return Ok(Acted::Idle(Action::await_change())),
         },
         // A project being made is looked at again soon (no watch brings the export back).
         Step::Blocked(problem) if waits_for_project => {
@@ -159,10 +171,10 @@ pub async fn reconcile(export: Arc<DatasetExport>, ctx: Arc<Context>) -> Result<
         Step::Follow(report_id) => follow(&run, connection.as_ref(), status, &report_id).await?,
         Step::Submit => {
             let conn = connection.as_ref().expect("a connection without problems exists");
-            submit(&run, conn, status, &mut written).await?
+            submit(&run, conn, status, written).await?
         }
     };
-    driver::finish(&ctx, export.as_ref(), &mut written, outcome, started).await
+    Ok(Acted::Outcome(outcome))
 }
 
 /// The status before this reconcile decides anything: the generation and request seen,
@@ -307,6 +319,7 @@ async fn platform_credentials(
 
 impl PlatformObject for DatasetExport {
     type Status = DatasetExportStatus;
+    type Related = S3Connection;
     const KIND: &'static str = "DatasetExport";
     const TRIGGERS: &'static [&'static str] = &[
         crate::api::annotations::REPORT_ID_ANNOTATION,
@@ -318,13 +331,14 @@ impl PlatformObject for DatasetExport {
         self.status.as_ref()
     }
 
-    fn connection_name(&self) -> &str {
-        &self.spec.connection_ref.name
-    }
-
-    fn waits_for_connection(&self) -> bool {
-        self.spec.schedule.is_some()
-            || !matches!(self.status.as_ref().and_then(|s| s.phase), Some(ExportPhase::Succeeded | ExportPhase::Failed))
+    /// Its connection, while it has runs to make.
+    fn waits_for(&self, connection: &str) -> bool {
+        *self.spec.connection_ref.name == *connection
+            && (self.spec.schedule.is_some()
+                || !matches!(
+                    self.status.as_ref().and_then(|s| s.phase),
+                    Some(ExportPhase::Succeeded | ExportPhase::Failed)
+                ))
     }
 
     fn phase(status: &DatasetExportStatus) -> Option<String> {
@@ -353,7 +367,7 @@ impl PlatformObject for DatasetExport {
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    driver::run::<DatasetExport, _>(ctx, reconcile).await;
+    driver::run::<DatasetExport>(ctx).await;
 }
 
 #[cfg(test)]

@@ -13,18 +13,16 @@
 pub mod decide;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, PartialObjectMeta};
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store};
 use tracing::info;
 
 use self::decide::DatasetState;
 use super::Context;
-use super::driver::{self, Error, PlatformObject};
+use super::driver::{self, Error, PlatformObject, Written};
 use super::finalizer;
 use crate::api::annotations::PROJECT_FINALIZER;
 use crate::api::conditions::{self, NamedCond, READY};
@@ -37,6 +35,7 @@ use crate::platform::{Credentials, ProjectRequest, TemplateQuestion};
 
 impl PlatformObject for AnnotationProject {
     type Status = AnnotationProjectStatus;
+    type Related = Dataset;
     const KIND: &'static str = "AnnotationProject";
     const TRIGGERS: &'static [&'static str] = &[annotations::SKIP_CLEANUP];
 
@@ -45,12 +44,9 @@ impl PlatformObject for AnnotationProject {
     }
 
     /// Projects work through their Datasets' connections; Dataset changes bring them back.
-    fn connection_name(&self) -> &str {
-        ""
-    }
-
-    fn waits_for_connection(&self) -> bool {
-        false
+    /// The Datasets it names.
+    fn waits_for(&self, dataset: &str) -> bool {
+        self.spec.dataset_refs.iter().any(|r| *r.name == *dataset)
     }
 
     fn phase(status: &AnnotationProjectStatus) -> Option<String> {
@@ -130,33 +126,43 @@ async fn read_datasets(
     Ok((found, connection))
 }
 
-pub async fn reconcile(p: Arc<AnnotationProject>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = driver::namespace(p.as_ref())?;
-    if p.metadata.deletion_timestamp.is_some() {
-        crate::telemetry::metrics::METRICS.forget(&p.uid().unwrap_or_default());
-        return clean_up(&ctx, &p, &namespace).await;
+impl driver::Hooks for AnnotationProject {
+    fn finalizer(&self) -> Option<(bool, &'static str)> {
+        Some((self.spec.deletion_policy != ProjectDeletionPolicy::Retain, PROJECT_FINALIZER))
     }
-    let wants = p.spec.deletion_policy != ProjectDeletionPolicy::Retain;
-    if let Some(finalizers) = finalizer::wanted(p.as_ref(), &[(wants, PROJECT_FINALIZER)]) {
-        finalizer::set(&ctx.client, p.as_ref(), finalizers)
-            .await
-            .map_err(|source| Error::Write { name: p.name_any(), source })?;
-        return Ok(Action::requeue(Duration::ZERO));
+
+    async fn clean_up(&self, ctx: &Context, namespace: &str) -> Result<Action, Error> {
+        clean_up(ctx, self, namespace).await
     }
-    if let Some(wait) = driver::spaced(&ctx, p.as_ref()) {
-        return Ok(wait);
+
+    async fn act(
+        &self,
+        ctx: &Context,
+        namespace: &str,
+        written: &mut Written<AnnotationProjectStatus>,
+    ) -> Result<driver::Acted<AnnotationProjectStatus>, Error> {
+        act(ctx, self, namespace, written).await
     }
-    let started = std::time::Instant::now();
+}
+
+/// The project's decision and its platform calls: the datasets first (with the platform
+/// credentials of their connection), then the template, the project and its changes.
+async fn act(
+    ctx: &Context,
+    p: &AnnotationProject,
+    namespace: &str,
+    written: &mut Written<AnnotationProjectStatus>,
+) -> Result<driver::Acted<AnnotationProjectStatus>, Error> {
+    use driver::Acted;
     let mut status = p.status.clone().unwrap_or_default();
     status.observed_generation = p.metadata.generation;
     status.last_handled_reconcile_at = annotations::requested_at(p.annotations());
-    let mut written = driver::Written::of(p.as_ref());
 
-    let (found, connection) = read_datasets(&ctx, &p, &namespace).await?;
+    let (found, connection) = read_datasets(ctx, p, namespace).await?;
     let mut gate = decide::datasets(&p.spec, &found);
     let creds = match (&gate, connection.as_ref()) {
         (Ok(_), Some(conn)) => {
-            match super::platform::credentials_of(&ctx, conn, &namespace, conditions::DATASETS_READY)
+            match super::platform::credentials_of(ctx, conn, namespace, conditions::DATASETS_READY)
                 .await
                 .map_err(|(what, source)| Error::Read { what, source })?
             {
@@ -171,7 +177,7 @@ pub async fn reconcile(p: Arc<AnnotationProject>, ctx: Arc<Context>) -> Result<A
     };
     // Datasets made elsewhere: as the platform has them.
     let extra = match (&mut gate, &creds) {
-        (Ok((ids, data_type)), Some(creds)) => extra_datasets(&ctx, &p, &namespace, creds, ids, data_type).await?,
+        (Ok((ids, data_type)), Some(creds)) => extra_datasets(ctx, p, namespace, creds, ids, data_type).await?,
         _ => Ok(()),
     };
     if let Err(problem) = extra {
@@ -181,7 +187,7 @@ pub async fn reconcile(p: Arc<AnnotationProject>, ctx: Arc<Context>) -> Result<A
         (Ok((ids, t)), Some(c)) => (ids, t, c),
         (Err((problem, retrying)), _) => {
             let outcome = decide::blocked(status, problem, retrying);
-            return driver::finish(&ctx, p.as_ref(), &mut written, outcome, started).await;
+            return Ok(Acted::Outcome(outcome));
         }
         (Ok(_), None) => {
             let problem = NamedCond::new(
@@ -191,12 +197,11 @@ pub async fn reconcile(p: Arc<AnnotationProject>, ctx: Arc<Context>) -> Result<A
                 "The datasets' S3Connection was not found: the project needs its platform credentials.",
             );
             let outcome = decide::blocked(status, problem, false);
-            return driver::finish(&ctx, p.as_ref(), &mut written, outcome, started).await;
+            return Ok(Acted::Outcome(outcome));
         }
     };
-    let run = Run { ctx: &ctx, p: &p, creds: &creds, data_type: &data_type };
-    let outcome = run.step(status, ids, &mut written).await?;
-    driver::finish(&ctx, p.as_ref(), &mut written, outcome, started).await
+    let run = Run { ctx, p, creds: &creds, data_type: &data_type };
+    Ok(Acted::Outcome(run.step(status, ids, written).await?))
 }
 
 /// The datasets of `spec.datasetIds` (made elsewhere), as the platform has them, added to
@@ -578,31 +583,6 @@ async fn clean_up(ctx: &Context, p: &AnnotationProject, namespace: &str) -> Resu
     Ok(Action::await_change())
 }
 
-/// Projects over the Dataset that changed, until they are Ready.
-fn referencing(store: &Store<AnnotationProject>, ds: &PartialObjectMeta<Dataset>) -> Vec<ObjectRef<AnnotationProject>> {
-    store
-        .state()
-        .iter()
-        .filter(|p| p.namespace() == ds.namespace() && p.spec.dataset_refs.iter().any(|r| *r.name == *ds.name_any()))
-        .map(|p| ObjectRef::from_obj(p.as_ref()))
-        .collect()
-}
-
 pub async fn run(ctx: Arc<Context>) {
-    use kube::runtime::{WatchStreamExt, watcher};
-    let datasets = watcher(super::api::<PartialObjectMeta<Dataset>>(&ctx), ctx.config.watch_config())
-        .backoff(super::watch_backoff())
-        .applied_objects();
-    super::run_controller(
-        ctx.clone(),
-        AnnotationProject::KIND,
-        super::api(&ctx),
-        driver::trigger_hash::<AnnotationProject>,
-        datasets,
-        referencing,
-        reconcile,
-        driver::error_policy::<AnnotationProject>,
-        |c, _| c,
-    )
-    .await;
+    driver::run::<AnnotationProject>(ctx).await;
 }
