@@ -29,7 +29,8 @@ use crate::api::conditions::{NamedCond, READY, Status};
 pub struct Outcome<S> {
     pub status: S,
     pub conds: Vec<NamedCond>,
-    pub ready: NamedCond,
+    /// Derived, never set: `Outcome::derived` is the only way to make one.
+    ready: NamedCond,
     pub retrying: bool,
     pub next: Next,
 }
@@ -37,10 +38,25 @@ pub struct Outcome<S> {
 impl<S> Outcome<S> {
     /// Ready from `conds`, by the one rule every kind follows: a False condition makes
     /// Ready False with its reason and message; otherwise one that is Unknown (the platform
-    /// is working on it) makes Ready Unknown with its; otherwise Ready is `done`.
-    pub fn derived(status: S, conds: Vec<NamedCond>, done: NamedCond, retrying: bool, next: Next) -> Self {
-        let ready = ready_of(&conds).unwrap_or(done);
+    /// is working on it) makes Ready Unknown with its; otherwise Ready is the kind's own
+    /// `verdict` (done, or where its platform object stands: being made, in conflict).
+    pub fn derived(status: S, conds: Vec<NamedCond>, verdict: NamedCond, retrying: bool, next: Next) -> Self {
+        let ready = ready_of(&conds).unwrap_or(verdict);
         Outcome { status, conds, ready, retrying, next }
+    }
+
+    /// Stalled on the last of `conds`: Ready False with its reason and message, whatever
+    /// its own status (a connection gone reads Unknown on the condition it stops, but only
+    /// a person can bring it back), and nothing retried by itself.
+    pub fn stalled_on(status: S, conds: Vec<NamedCond>, next: Next) -> Self {
+        let cause = conds.last().expect("stalled on a condition");
+        let ready = NamedCond { type_: READY, status: Status::False, ..cause.clone() };
+        Outcome { status, conds, ready, retrying: false, next }
+    }
+
+    /// Ready, as derived.
+    pub fn ready(&self) -> &NamedCond {
+        &self.ready
     }
 
     /// The condition `type_` of this outcome, Ready included.

@@ -162,7 +162,7 @@ async fn kstatus_and_the_flux_expressions_read_every_kind_in_every_state() {
     let (run_ok, run_failed) = (with_outcome(&export, &run_ok), with_outcome(&export, &run_failed));
     let connection_ready = NamedCond::new("ConnectionReady", Status::True, "ConnectionReady", "ready");
     let processing = dataset::decide::adopted(DatasetStatus::default(), connection_ready, "ds-1".into());
-    for (kind, o) in [("export", &running.ready), ("dataset", &processing.ready)] {
+    for (kind, o) in [("export", running.ready()), ("dataset", processing.ready())] {
         assert_eq!(o.status, Status::Unknown, "{kind}: {o:?}");
     }
     let (running, processing) = (with_outcome(&export, &running), with_outcome(&dataset, &processing));

@@ -94,8 +94,7 @@ pub fn blocked(mut status: DatasetStatus, problem: NamedCond) -> Outcome {
     status.phase = Some(DatasetPhase::Pending);
     // Ready carries the connection's own reason; the S3Connection watch brings the dataset
     // back when the connection changes.
-    let ready = NamedCond { type_: READY, status: Status::False, ..problem.clone() };
-    Outcome { status, conds: vec![problem], ready, retrying: false, next: Next::After(Duration::from_secs(300)) }
+    Outcome::stalled_on(status, vec![problem], Next::After(Duration::from_secs(300)))
 }
 
 /// The intent, as written before the platform hears of the dataset.
@@ -105,7 +104,7 @@ pub fn intent(mut status: DatasetStatus, ready: &NamedCond, name: &str, tracking
     status.creation_tracking_id = Some(tracking_id.to_owned());
     status.platform_name = Some(name.to_owned());
     let creating = not_yet(R::Creating, format!("Creating dataset {name:?} on the platform."));
-    Outcome { status, conds: vec![ready.clone()], ready: creating, retrying: true, next: Next::AwaitChange }
+    Outcome::derived(status, vec![ready.clone()], creating, true, Next::AwaitChange)
 }
 
 fn clear_intent(status: &mut DatasetStatus) {
@@ -119,7 +118,7 @@ pub fn adopted(mut status: DatasetStatus, ready: NamedCond, id: String) -> Outco
     status.phase = Some(DatasetPhase::Creating);
     let processing = not_yet(R::Processing, format!("The platform is processing dataset {id}."));
     status.dataset_id = Some(id);
-    Outcome { status, conds: vec![ready], ready: processing, retrying: true, next: Next::After(Duration::from_secs(2)) }
+    Outcome::derived(status, vec![ready], processing, true, Next::After(Duration::from_secs(2)))
 }
 
 /// A dataset of this name exists on the platform and is someone else's (another namespace's,
@@ -136,7 +135,7 @@ pub fn name_in_use(mut status: DatasetStatus, ready: NamedCond, name: &str) -> O
             "A dataset named {name:?} already exists on the platform and is not this Dataset's (it lacks this Dataset's s3connect identity): set spec.displayName to a name of its own."
         ),
     );
-    Outcome { status, conds: vec![ready], ready: conflict, retrying: false, next: Next::AwaitChange }
+    Outcome::derived(status, vec![ready], conflict, false, Next::AwaitChange)
 }
 
 /// After the one create call.
@@ -156,13 +155,7 @@ pub fn after_create(status: DatasetStatus, ready: NamedCond, result: Result<Stri
                     "The platform did not say whether it created dataset {name:?} ({detail}, tracking id {ids}); the operator looks for it by name before creating anything again."
                 ),
             );
-            Outcome {
-                status,
-                conds: vec![ready],
-                ready: c,
-                retrying: true,
-                next: Next::Retry { cap: Duration::from_secs(60) },
-            }
+            Outcome::derived(status, vec![ready], c, true, Next::Retry { cap: Duration::from_secs(60) })
         }
         Err(e) => {
             let mut status = status;
@@ -173,7 +166,7 @@ pub fn after_create(status: DatasetStatus, ready: NamedCond, result: Result<Stri
             }
             let failed = platform_failure(&format!("creating dataset {name:?}"), &e);
             let next = if rejected { Next::AwaitChange } else { Next::Retry { cap: RETRY_CAP } };
-            Outcome { status, conds: vec![ready], ready: failed, retrying: !rejected, next }
+            Outcome::derived(status, vec![ready], failed, !rejected, next)
         }
     }
 }
@@ -252,15 +245,15 @@ pub fn after_check(
         );
         // A Ready dataset costs nothing until its sync is due.
         let next = Next::Success(sync_due_in(spec, &status, now).map(|d| d.max(Duration::from_secs(1))));
-        return Outcome { status, conds: vec![ready], ready: done, retrying: false, next };
+        return Outcome::derived(status, vec![ready], done, false, next);
     };
-    Outcome { status, conds: vec![ready], ready: readiness, retrying, next }
+    Outcome::derived(status, vec![ready], readiness, retrying, next)
 }
 
 /// The platform could not be asked how the dataset is: retried.
 fn unread(status: DatasetStatus, ready: NamedCond, id: &str, e: &PlatformError) -> Outcome {
     let failed = platform_failure(&format!("reading dataset {id}"), e);
-    Outcome { status, conds: vec![ready], ready: failed, retrying: true, next: Next::Retry { cap: RETRY_CAP } }
+    Outcome::derived(status, vec![ready], failed, true, Next::Retry { cap: RETRY_CAP })
 }
 
 /// The platform no longer knows the dataset: only a person can help.
@@ -274,7 +267,7 @@ fn gone(mut status: DatasetStatus, ready: NamedCond, id: &str) -> Outcome {
             "The platform no longer knows dataset {id} (deleted there?): delete this Dataset, and re-create it to make a new one."
         ),
     );
-    Outcome { status, conds: vec![ready], ready: gone, retrying: false, next: Next::AwaitChange }
+    Outcome::derived(status, vec![ready], gone, false, Next::AwaitChange)
 }
 
 /// `what`, followed by what a re-check of `folder` with the connection's keys found.

@@ -38,7 +38,7 @@ fn info(code: i64, files: i64) -> DatasetInfo {
 }
 
 fn ready_of(o: &Outcome) -> &NamedCond {
-    &o.ready
+    o.ready()
 }
 
 fn assert_ready(o: &Outcome, status: Status, reason: R, words: &[&str]) {
@@ -271,7 +271,7 @@ fn a_new_reconcile_request_looks_at_a_settled_dataset_now_and_a_handled_one_does
 fn a_namesake_is_shown_never_adopted_and_the_next_step_creates_after_a_rename() {
     let looking = intent(DatasetStatus::default(), &ready(), "shared", "t-1", at(0)).status;
     let out = name_in_use(looking, ready(), "shared");
-    let r = &out.ready;
+    let r = out.ready();
     assert_eq!((r.status, r.reason.as_str()), (Status::False, "NameInUse"));
     assert!(r.message.contains("\"shared\"") && r.message.contains("spec.displayName"), "{}", r.message);
     assert!(!out.retrying, "someone must choose a name: Stalled");

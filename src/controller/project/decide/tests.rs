@@ -66,16 +66,16 @@ fn a_lost_answer_is_unconfirmed_never_a_second_create_and_a_refusal_is_shown() {
         Timestamp::now(),
     );
     assert!(s.status.template_creation_started_time.is_some());
-    assert_eq!(s.ready.status, Status::Unknown, "the platform at work: Ready Unknown");
+    assert_eq!(s.ready().status, Status::Unknown, "the platform at work: Ready Unknown");
     let lost = PlatformError::Unknown { detail: "timeout".into(), tracking_id: "t-1".into() };
     let o = after_template(s.status.clone(), datasets_ready(&[], "image"), Err(lost)).unwrap_err();
-    assert_eq!(o.ready.reason, "TemplateUnconfirmed");
+    assert_eq!(o.ready().reason, "TemplateUnconfirmed");
     assert!(o.status.template_creation_started_time.is_some(), "the intent stays, so the next reconcile looks it up");
-    assert!(o.ready.message.contains("t-1"));
+    assert!(o.ready().message.contains("t-1"));
     let refused = PlatformError::Rejected { status: 400, message: "color required".into(), tracking_id: "t-r".into() };
     let o = after_template(s.status.clone(), datasets_ready(&[], "image"), Err(refused)).unwrap_err();
     assert_eq!(
-        (o.ready.reason.as_str(), o.retrying, o.status.phase),
+        (o.ready().reason.as_str(), o.retrying, o.status.phase),
         ("TemplateRejected", false, Some(ProjectPhase::Failed))
     );
     let (status, c) = after_template(s.status, datasets_ready(&[], "image"), Ok("tpl-1".into())).unwrap();
@@ -96,17 +96,17 @@ fn the_project_answers_map_to_created_and_ready() {
     };
     let o = after_get(s.clone(), vec![], Ok(None), 0).unwrap_err();
     assert_eq!(
-        (o.ready.reason.as_str(), o.retrying, o.status.phase),
+        (o.ready().reason.as_str(), o.retrying, o.status.phase),
         ("ProjectNotFound", false, Some(ProjectPhase::Failed))
     );
     let o = after_get(s.clone(), vec![], Ok(Some(info(Some(500)))), 0).unwrap_err();
-    assert_eq!((o.ready.reason.as_str(), o.ready.status), ("ProjectFailed", Status::False));
+    assert_eq!((o.ready().reason.as_str(), o.ready().status), ("ProjectFailed", Status::False));
     let o = after_get(s.clone(), vec![], Ok(Some(info(None))), 0).unwrap_err();
-    assert_eq!((o.ready.reason.as_str(), o.ready.status, o.retrying), ("Processing", Status::Unknown, true));
+    assert_eq!((o.ready().reason.as_str(), o.ready().status, o.retrying), ("Processing", Status::Unknown, true));
     let (s2, conds, _) = after_get(s.clone(), vec![], Ok(Some(info(Some(300)))), 0).unwrap();
     let done = super::ready(s2, conds);
     assert_eq!(
-        (done.ready.status, done.ready.reason.as_str(), done.status.phase),
+        (done.ready().status, done.ready().reason.as_str(), done.status.phase),
         (Status::True, "ProjectReady", Some(ProjectPhase::Ready))
     );
 }
@@ -179,7 +179,7 @@ fn a_project_is_adopted_only_if_no_other_object_provably_owns_it() {
 
     let status = AnnotationProjectStatus::default();
     let out = adoption_refused(status, vec![], "p-a", &owner);
-    let ready = out.ready.clone();
+    let ready = out.ready().clone();
     assert_eq!((ready.status, ready.reason.as_str()), (Status::False, "ProjectOwnedElsewhere"));
     assert!(ready.message.contains("p-a") && ready.message.contains("spec.adopt"), "{}", ready.message);
     assert_eq!(out.status.project_id, None, "nothing of it is recorded, so nothing of it is ever deleted");
