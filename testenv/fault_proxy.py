@@ -14,15 +14,15 @@ instead of an S3 error: what a TLS-inspecting proxy or a misbehaving store might
 "headers" are added to the answer either way (an S3 request id, say).
 
 Query-protocol calls (IAM, STS: POST / with an Action) are under the bucket "" and can be
-narrowed to one action and to one IAM user ("user", the call's UserName: tests run side by
-side, and another test's operator must not take the fault); "lose_answer" passes the
-request on and then hangs up without the answer (the call happened, the caller cannot
-know), "count" limits how many.
+narrowed to one action; "lose_answer" passes the request on and then hangs up without the
+answer (the call happened, the caller cannot know), "count" limits how many. Faults for
+one IAM user's calls go under "iam:<user>" (the call's UserName) and are counted there:
+tests run side by side, and another test's operator must neither take nor clear them.
 
 Control (no auth, loopback only):
   POST /_faults  {"bucket": b, "share": 0.15, "status": 500, "code": "InternalError"}
                  {"bucket": b, "hang": true}      {"bucket": b}  (clears)
-                 {"bucket": "", "action": "CreateAccessKey", "user": u, "lose_answer": true, "count": 1}
+                 {"bucket": "iam:u", "action": "CreateAccessKey", "lose_answer": true, "count": 1}
                  {"bucket": b, "every": 2, "status": 503, "code": "SlowDown"}  (every 2nd request)
                  {"bucket": b, "method": "GET", "query": "cors", "status": 200,
                   "body": "<html>...</html>", "content_type": "text/html"}
@@ -107,6 +107,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         form = urllib.parse.parse_qs(body.decode("latin-1")) if bucket == "" else {}
         action, user = form.get("Action", [None])[0], form.get("UserName", [None])[0]
         with LOCK:
+            if bucket == "" and user and f"iam:{user}" in FAULTS:
+                bucket = f"iam:{user}"
             fault = dict(FAULTS.get(bucket) or {})
             stats = STATS.setdefault(bucket, {"requests": 0, "injected": 0})
             stats["requests"] += 1
@@ -115,8 +117,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
             else:
                 inject = bool(fault) and random.random() < float(fault.get("share", 1.0))
             if fault.get("action") and fault["action"] != action:
-                inject = False
-            if fault.get("user") and fault["user"] != user:
                 inject = False
             if fault.get("method") and fault["method"] != self.command:
                 inject = False

@@ -439,6 +439,12 @@ pub struct ManagedCredentialsStatus {
     /// request at most once per the operator's `--min-rotation-interval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation_waits_until: Option<Time>,
+    /// A digest of the access key id last written to the Secret (never the id): a newer
+    /// key in IAM is one whose answer was lost, replaced at once; a Secret deleted after
+    /// its key was delivered gets a new key only after `--min-rotation-interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub key_digest: Option<String>,
 }
 
 /// One registration of the connection on the platform.

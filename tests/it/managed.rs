@@ -225,16 +225,16 @@ async fn the_operator_makes_rotates_and_deletes_the_iam_user_and_its_keys() {
     // blindly; the next attempt finds a key the Secret does not hold, deletes it, makes one.
     // Only this user's call: other tests' operators send their IAM calls through the proxy.
     let lost_user = format!("{ns}.lost");
-    let fault = json!({"action": "CreateAccessKey", "user": lost_user, "lose_answer": true, "count": 1});
-    faults::set("", fault).await;
+    let slot = format!("iam:{lost_user}");
+    faults::set(&slot, json!({"action": "CreateAccessKey", "lose_answer": true, "count": 1})).await;
     apply(&api, "lost", &bucket, false).await;
     let l = wait(&api, "lost", "Ready", ready).await;
-    faults::set("", json!({})).await;
+    faults::set(&slot, json!({})).await;
     let keys = access_keys(&lost_user).await;
     let lost_secret = Api::<Secret>::namespaced(client.clone(), &ns).get("lost-s3connect-keys").await.unwrap();
     assert_eq!(keys.len(), 1, "the key whose answer was lost is still there: {keys:?}");
     assert_eq!(lost_secret.data.unwrap()["AWS_ACCESS_KEY_ID"].0, keys[0].as_bytes());
-    assert_eq!(faults::stats("").await.1, 1, "the answer was not lost: the test proves nothing");
+    assert_eq!(faults::stats(&slot).await.1, 1, "the answer was not lost: the test proves nothing");
     assert!(ready(&l));
 
     // A bucket no grant covers: refused, and nothing is made in IAM.
@@ -691,14 +691,21 @@ async fn iam_not_what_a_tenant_writes_decides_managed_credentials() {
     // a script would (where the chart's finalizer policy is not in force: chart.rs proves
     // it refuses this): the user and its key are gone within one sweep, and the copied key
     // no longer reads the bucket.
+    // Its first key's answer is lost: a key nobody holds is replaced at once, though a key
+    // was made within --min-rotation-interval (an hour here).
+    let stripped_user = format!("{ns}.stripped");
+    let slot = format!("iam:{stripped_user}");
+    faults::set(&slot, json!({"action": "CreateAccessKey", "lose_answer": true, "count": 1})).await;
     create("stripped", format!("s3://{bucket}/images/")).await;
     wait(&api, "stripped", "Ready", ready).await;
+    faults::set(&slot, json!({})).await;
+    assert_eq!(faults::stats(&slot).await.1, 1, "the answer was not lost");
+    assert_eq!(access_keys(&stripped_user).await.len(), 1, "the key whose answer was lost is still there");
     let copied = keys_in(&secrets.get("stripped-s3connect-keys").await.unwrap());
     assert!(can_read(&copied, &bucket, "images/cat.jpg").await);
     let strip = json!({"metadata": {"finalizers": null}});
     api.patch("stripped", &PatchParams::default(), &Patch::Merge(&strip)).await.unwrap();
     api.delete("stripped", &DeleteParams::default()).await.unwrap();
-    let stripped_user = format!("{ns}.stripped");
     eventually("the orphaned user deleted", || async { !iam_get_user(&stripped_user).await }).await;
     assert!(!can_read(&copied, &bucket, "images/cat.jpg").await, "the orphan's copied key still reads the bucket");
     // The event follows the deletion.

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use super::{env, http::send};
 
 /// Sets the faults for `bucket` (`{}` clears them): `share` or `every`, `status`, `code`, `hang`,
-/// and for IAM calls (bucket "") `action`, `lose_answer`, `count`.
+/// and for IAM calls (bucket "", or "iam:<user>" for one user's) `action`, `lose_answer`,
+/// `count`.
 pub async fn set(bucket: &str, settings: Value) {
     let mut body = settings;
     body["bucket"] = json!(bucket);

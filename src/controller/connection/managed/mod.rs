@@ -280,6 +280,9 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     // Rotation is recorded on the Secret, read fresh from the API server: a reconcile that
     // sees an older copy of the S3Connection never rotates twice for one request.
     let key_id = t.secret.as_ref().and_then(|s| value(s, ACCESS_KEY_ID));
+    let previous = conn.status.as_ref().and_then(|s| s.managed_credentials.as_ref());
+    // The key the Secret holds is delivered; else the one the status last recorded.
+    let delivered = key_id.as_deref().map(plan::key_digest).or_else(|| previous.and_then(|m| m.key_digest.clone()));
     let handled = t.secret.as_ref().and_then(|s| s.annotations().get(ROTATED_FOR_ANNOTATION).cloned());
     let facts = plan::Facts {
         user: &t.user,
@@ -294,6 +297,7 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
         rotation: t.spec.rotation(),
         min_rotation_interval: t.managed.min_rotation_interval,
         rotate_asked: conn.annotations().get(ROTATE_ANNOTATION).map(String::as_str),
+        delivered: delivered.as_deref(),
         now: Timestamp::now(),
     };
     let plan = match plan::plan(&facts) {
@@ -307,14 +311,11 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
         secret_name: t.secret_name.clone(),
         key_created_time: plan.key_created.map(Time),
         // Still true when the previous key could not be deleted yet: tried again.
-        retiring_previous_key: conn
-            .status
-            .as_ref()
-            .and_then(|s| s.managed_credentials.as_ref())
-            .is_some_and(|m| m.retiring_previous_key),
+        retiring_previous_key: previous.is_some_and(|m| m.retiring_previous_key),
         last_handled_rotate_at: plan.handled.clone(),
         grant: Some(coverage.grant.clone()),
         rotation_waits_until: plan.waits_until.map(Time),
+        key_digest: delivered.clone(),
     };
     if plan.steps.is_empty() {
         return Ok(Ok(Ensured { status, secret: t.secret }));
@@ -465,6 +466,7 @@ async fn write_key(
     data.insert(ACCESS_KEY_ID.into(), ByteString(keys.access_key_id.clone().into_bytes()));
     data.insert(SECRET_ACCESS_KEY.into(), ByteString(keys.secret_access_key.clone().into_bytes()));
     status.key_created_time = Some(Time(now));
+    status.key_digest = Some(plan::key_digest(&keys.access_key_id));
     if let Some(h) = &plan.handled {
         annotations.insert(ROTATED_FOR_ANNOTATION.into(), h.clone());
     }

@@ -32,6 +32,8 @@ pub struct Facts<'a> {
     pub min_rotation_interval: Duration,
     /// The connection's rotation request (the annotation), if any.
     pub rotate_asked: Option<&'a str>,
+    /// `key_digest` of the key last written to the Secret, as the status records it.
+    pub delivered: Option<&'a str>,
     pub now: Timestamp,
 }
 
@@ -126,8 +128,12 @@ pub fn plan(f: &Facts) -> Result<Plan, Refusal> {
     if policy {
         steps.push(Step::PutPolicy);
     }
+    // The newest key in IAM never reached the Secret (its answer was lost, or the operator
+    // stopped before writing it): nobody holds it, so replacing it is no new key for anyone.
+    let newest_undelivered =
+        keys.iter().max_by_key(|k| k.created).is_some_and(|k| Some(key_digest(&k.id).as_str()) != f.delivered);
     if key || rotate {
-        if let (true, Some(at)) = (key, next_key_at) {
+        if let (true, Some(at), false) = (key, next_key_at, newest_undelivered) {
             return Err((
                 Reason::IamWritesSpaced,
                 format!(
@@ -150,6 +156,13 @@ pub fn plan(f: &Facts) -> Result<Plan, Refusal> {
         handled: handled.map(str::to_owned),
         waits_until,
     })
+}
+
+/// What the status records of an access key id: a digest, never the id.
+pub fn key_digest(id: &str) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(format!("s3connect-access-key:{id}").as_bytes());
+    hash[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether a key made at `created` is `interval` old. A key of unknown age is not rotated

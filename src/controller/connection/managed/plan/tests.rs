@@ -40,6 +40,7 @@ fn facts<'a>(held: Option<&'a Held>, secret: Option<SecretFacts<'a>>, policy: &'
         rotation: Duration::from_secs(90 * DAY as u64),
         min_rotation_interval: Duration::from_secs(3600),
         rotate_asked: None,
+        delivered: None,
         now: at(DAY),
     }
 }
@@ -178,13 +179,16 @@ fn a_key_due_by_age_is_not_held_back_by_the_interval_between_keys() {
 #[test]
 fn a_secret_deleted_in_a_loop_gets_no_key_before_the_least_interval() {
     let (policy, held) = (wanted(), user(vec![key("AKIA1", DAY - 60)]));
+    // AKIA1 reached the Secret (the status says so), which was deleted since.
+    let delivered = key_digest("AKIA1");
+    let mut f = facts(Some(&held), None, &policy);
+    f.delivered = Some(&delivered);
     refused(
-        plan(&facts(Some(&held), None, &policy)),
+        plan(&f),
         Reason::IamWritesSpaced,
         &["\"images-s3connect-managed\" is gone", "\"team-a.images\"", "no sooner"],
     );
     // An hour after the newest key: the stray key goes and a new one is made.
-    let mut f = facts(Some(&held), None, &policy);
     f.now = at(DAY - 60 + 3600);
     assert_eq!(plan(&f).unwrap().steps, [Step::DeleteKey("AKIA1".into()), Step::CreateKey]);
 }
@@ -196,4 +200,20 @@ fn a_key_of_unknown_age_is_not_rotated_on_age_alone() {
     assert!(rotation_due(Some(at(0)), at(90 * DAY), ninety));
     assert!(!rotation_due(None, at(1000 * DAY), ninety), "unknown age");
     assert!(!rotation_due(Some(at(10 * DAY)), at(0), ninety), "a clock behind the key's date");
+}
+
+#[test]
+fn a_key_whose_answer_was_lost_is_replaced_at_once() {
+    // AKIA2 was made a minute ago and never reached the Secret: nobody holds it.
+    let (policy, held) = (wanted(), user(vec![key("AKIA2", DAY - 60)]));
+    let delivered = key_digest("AKIA1");
+    for delivered in [None, Some(delivered.as_str())] {
+        let mut f = facts(Some(&held), None, &policy);
+        f.delivered = delivered;
+        let p = plan(&f).expect("not spaced: the lost key was nobody's");
+        assert_eq!(p.steps, [Step::DeleteKey("AKIA2".into()), Step::CreateKey], "{delivered:?}");
+    }
+    // The digest names the key, not its value; two ids never share one here.
+    assert_ne!(key_digest("AKIA1"), key_digest("AKIA2"));
+    assert_eq!(key_digest("AKIA1").len(), 16);
 }
