@@ -90,9 +90,10 @@ pub struct S3ConnectionSpec {
 const URI_RULE: &str = r"self.matches('^(s3://)?([a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|arn:aws(-cn|-us-gov)?:s3:[a-z0-9-]{1,32}:[0-9]{12}:accesspoint/[a-z0-9][a-z0-9-]{1,48}[a-z0-9])(/[^/\\x00-\\x1f\\x7f]+)*/?$') && !self.matches('/[.][.]?(/|$)')";
 const URI_MESSAGE: &str = "uri must be s3://bucket/prefix/, bucket/prefix/ or bucket: a bucket name is 3-63 lowercase letters, digits, dots or hyphens, starting and ending with a letter or digit (or an access point ARN, arn:aws:s3:<region>:<account id>:accesspoint/<name>), and the prefix has no empty (//), '.' or '..' segments and no control characters";
 /// An access point ARN is AWS's (no S3-compatible store has one), is addressed by its
-/// own host name, and names no bucket a grant could match.
-const ACCESS_POINT_RULE: &str = "!self.uri.matches('^(s3://)?arn:') || (!has(self.endpoint) && !self.forcePathStyle && has(self.credentials.secretRef))";
-const ACCESS_POINT_MESSAGE: &str = "an access point ARN is AWS's and has its own host name: remove endpoint and forcePathStyle, and give the keys with credentials.secretRef (managed credentials are granted by bucket name)";
+/// own host name, names no bucket a grant could match, and is no `s3://bucket/prefix/`
+/// path the platform's SDK speaks of.
+const ACCESS_POINT_RULE: &str = "!self.uri.matches('^(s3://)?arn:') || (!has(self.endpoint) && !self.forcePathStyle && has(self.credentials.secretRef) && !has(self.platform))";
+const ACCESS_POINT_MESSAGE: &str = "an access point ARN is AWS's and has its own host name: remove endpoint and forcePathStyle, give the keys with credentials.secretRef (managed credentials are granted by bucket name), and leave out platform (the platform reads buckets by name: register the bucket itself)";
 /// S3 answers GetBucketCors through an access point but never PutBucketCors.
 const ACCESS_POINT_CORS_RULE: &str = "!self.uri.matches('^(s3://)?arn:') || self.cors.mode != 'Apply'";
 const ACCESS_POINT_CORS_MESSAGE: &str = "S3 does not change a bucket's CORS through an access point: set cors.mode to Verify (and put the rule on the bucket itself) or Ignore";

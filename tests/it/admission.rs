@@ -114,6 +114,7 @@ async fn an_access_point_arn_stands_for_a_bucket_on_aws_with_keys_given_and_cors
         (json!({"endpoint": "https://s3.example.com"}), "remove endpoint and forcePathStyle"),
         (json!({"forcePathStyle": true}), "remove endpoint and forcePathStyle"),
         (json!({"credentials": {"managed": {}}}), "credentials.secretRef"),
+        (json!({"platform": {"secretRef": {"name": "labellerr"}}}), "leave out platform"),
     ]
     .into_iter()
     .enumerate()
