@@ -92,7 +92,22 @@ pub fn env() -> &'static TestEnv {
 /// disturb it (restart its API server, say). It goes away when the returned launcher's
 /// stdin is closed or this process exits.
 pub fn launch_private(extra: &[&str]) -> (Child, PathBuf) {
+    // A port the launcher picked may be taken by another test's environment before its
+    // server binds it (tests start environments side by side): one more try, then fail.
+    match try_launch_private(extra) {
+        Ok(launched) => launched,
+        Err(first) => {
+            eprintln!("a private environment did not come up, trying once more: {first}");
+            try_launch_private(extra).unwrap_or_else(|again| panic!("the private environment did not come up: {again}"))
+        }
+    }
+}
+
+fn try_launch_private(extra: &[&str]) -> Result<(Child, PathBuf), String> {
     let script = repo_root().join("testenv/launch.py");
+    // What the launcher says goes to a file, shown should it not come up.
+    let said = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("launcher-{}.log", unique("private")));
+    let stderr = std::fs::File::create(&said).expect("a launcher log file");
     let mut child = Command::new("python3")
         .arg(&script)
         .arg("--until-stdin-closes")
@@ -101,13 +116,20 @@ pub fn launch_private(extra: &[&str]) -> (Child, PathBuf) {
         .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()));
     let stdout = child.stdout.take().expect("piped stdout");
-    let line = BufReader::new(stdout).lines().next().expect("a READY line").expect("readable output");
-    let env_file = PathBuf::from(line.strip_prefix("READY ").unwrap_or_else(|| panic!("not ready: {line}")));
-    (child, env_file)
+    let line = BufReader::new(stdout).lines().next().and_then(Result::ok);
+    match line.as_deref().and_then(|l| l.strip_prefix("READY ")) {
+        Some(env_file) => Ok((child, PathBuf::from(env_file))),
+        None => {
+            // Closing its stdin tears down whatever it started.
+            drop(child.stdin.take());
+            let _ = child.wait();
+            Err(format!("{line:?}; the launcher said: {}", std::fs::read_to_string(&said).unwrap_or_default()))
+        }
+    }
 }
 
 /// A private control plane (see `launch_private`) and an admin client for it.
