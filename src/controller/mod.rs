@@ -7,6 +7,7 @@ pub mod decide;
 pub mod driver;
 pub mod export;
 pub mod finalizer;
+pub mod grant;
 pub mod platform;
 pub mod project;
 pub mod slots;

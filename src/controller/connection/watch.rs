@@ -123,7 +123,7 @@ pub async fn run(ctx: Arc<Context>) {
             // every shard's; each shard still re-checks its own managed connections at once
             // when a grant or a namespace's labels change (below).
             if ctx.config.cluster_wide {
-                tokio::spawn(grants::keep_status(ctx.clone(), store.clone()));
+                tokio::spawn(crate::controller::grant::run(ctx.clone(), store.clone()));
                 tokio::spawn(sweep::run(ctx.clone(), recheck));
             }
             let all = store.clone();
