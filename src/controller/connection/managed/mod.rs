@@ -281,8 +281,7 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
     // sees an older copy of the S3Connection never rotates twice for one request.
     let key_id = t.secret.as_ref().and_then(|s| value(s, ACCESS_KEY_ID));
     let previous = conn.status.as_ref().and_then(|s| s.managed_credentials.as_ref());
-    // The key the Secret holds is delivered; else the one the status last recorded.
-    let delivered = key_id.as_deref().map(plan::key_digest).or_else(|| previous.and_then(|m| m.key_digest.clone()));
+    let recorded = previous.and_then(|m| m.key_digest.clone());
     let handled = t.secret.as_ref().and_then(|s| s.annotations().get(ROTATED_FOR_ANNOTATION).cloned());
     let facts = plan::Facts {
         user: &t.user,
@@ -297,7 +296,7 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
         rotation: t.spec.rotation(),
         min_rotation_interval: t.managed.min_rotation_interval,
         rotate_asked: conn.annotations().get(ROTATE_ANNOTATION).map(String::as_str),
-        delivered: delivered.as_deref(),
+        delivered: recorded.as_deref(),
         now: Timestamp::now(),
     };
     let plan = match plan::plan(&facts) {
@@ -315,7 +314,8 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
         last_handled_rotate_at: plan.handled.clone(),
         grant: Some(coverage.grant.clone()),
         rotation_waits_until: plan.waits_until.map(Time),
-        key_digest: delivered.clone(),
+        // The key the Secret holds is the delivered one; else what the status recorded.
+        key_digest: key_id.as_deref().map(plan::key_digest).or(recorded.clone()),
     };
     if plan.steps.is_empty() {
         return Ok(Ok(Ensured { status, secret: t.secret }));

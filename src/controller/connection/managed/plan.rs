@@ -32,7 +32,8 @@ pub struct Facts<'a> {
     pub min_rotation_interval: Duration,
     /// The connection's rotation request (the annotation), if any.
     pub rotate_asked: Option<&'a str>,
-    /// `key_digest` of the key last written to the Secret, as the status records it.
+    /// `key_digest` of the key last written to the Secret, as the status records it (the
+    /// key the Secret holds, when it holds one, counts as delivered whatever this says).
     pub delivered: Option<&'a str>,
     pub now: Timestamp,
 }
@@ -113,8 +114,14 @@ pub fn plan(f: &Facts) -> Result<Plan, Refusal> {
     let handled = f.secret.and_then(|s| s.handled);
     let due = rotation_due(created, f.now, f.rotation);
     let asked = f.rotate_asked.is_some() && f.rotate_asked != handled;
+    // The newest key in IAM never reached the Secret (its answer was lost, or the operator
+    // stopped before writing it): nobody holds it, so replacing it is no new key for anyone.
+    // Delivered: the key the Secret holds, else the one the status last recorded.
+    let delivered = current.map(key_digest).or_else(|| f.delivered.map(str::to_owned));
+    let newest_undelivered =
+        keys.iter().max_by_key(|k| k.created).is_some_and(|k| Some(key_digest(&k.id)) != delivered);
     // Asked-for rotations are spaced: a tenant cannot churn IAM keys toward AWS's quotas.
-    let waits_until = next_key_at.filter(|_| asked && !due);
+    let waits_until = next_key_at.filter(|_| asked && !due && !newest_undelivered);
     let key = f.secret.is_none();
     let rotate = !key && (due || asked) && waits_until.is_none();
     let held_policy = f.held.and_then(|h| h.policy.as_ref());
@@ -128,10 +135,6 @@ pub fn plan(f: &Facts) -> Result<Plan, Refusal> {
     if policy {
         steps.push(Step::PutPolicy);
     }
-    // The newest key in IAM never reached the Secret (its answer was lost, or the operator
-    // stopped before writing it): nobody holds it, so replacing it is no new key for anyone.
-    let newest_undelivered =
-        keys.iter().max_by_key(|k| k.created).is_some_and(|k| Some(key_digest(&k.id).as_str()) != f.delivered);
     if key || rotate {
         if let (true, Some(at), false) = (key, next_key_at, newest_undelivered) {
             return Err((

@@ -217,3 +217,14 @@ fn a_key_whose_answer_was_lost_is_replaced_at_once() {
     assert_ne!(key_digest("AKIA1"), key_digest("AKIA2"));
     assert_eq!(key_digest("AKIA1").len(), 16);
 }
+
+#[test]
+fn an_asked_rotation_whose_answer_was_lost_is_made_again_at_once() {
+    // AKIA1 is in the Secret; AKIA2, made for the request a minute ago, never reached it.
+    let (policy, held) = (wanted(), user(vec![key("AKIA1", 0), key("AKIA2", DAY - 60)]));
+    let mut f = facts(Some(&held), holding("AKIA1"), &policy);
+    f.rotate_asked = Some("now");
+    let p = plan(&f).unwrap();
+    assert_eq!(p.steps, [Step::DeleteKey("AKIA2".into()), Step::CreateKey]);
+    assert_eq!((p.waits_until, p.handled.as_deref()), (None, Some("now")));
+}
