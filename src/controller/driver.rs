@@ -45,12 +45,12 @@ impl<S> Outcome<S> {
         Outcome { status, conds, ready, retrying, next }
     }
 
-    /// Stalled on the last of `conds`: Ready False with its reason and message, whatever
-    /// its own status (a connection gone reads Unknown on the condition it stops, but only
-    /// a person can bring it back), and nothing retried by itself.
-    pub fn stalled_on(status: S, conds: Vec<NamedCond>, next: Next) -> Self {
-        let cause = conds.last().expect("stalled on a condition");
+    /// Stalled on `cause`, written after `conds`: Ready False with its reason and message,
+    /// whatever its own status (a connection gone reads Unknown on the condition it stops,
+    /// but only a person can bring it back), and nothing retried by itself.
+    pub fn stalled_on(status: S, mut conds: Vec<NamedCond>, cause: NamedCond, next: Next) -> Self {
         let ready = NamedCond { type_: READY, status: Status::False, ..cause.clone() };
+        conds.push(cause);
         Outcome { status, conds, ready, retrying: false, next }
     }
 
@@ -182,6 +182,21 @@ pub async fn reconcile<K: Hooks>(object: Arc<K>, ctx: Arc<Context>) -> Result<Ac
         Acted::Idle(action) => Ok(action),
         Acted::Outcome(outcome) => finish(&ctx, object.as_ref(), &mut written, outcome, started).await,
     }
+}
+
+/// The object `name` of kind `R` in `namespace`, read fresh from the API server (never a
+/// cache): what a decision with effects on the platform is made from.
+pub async fn read<R>(ctx: &Context, namespace: &str, name: &str) -> Result<Option<R>, Error>
+where
+    R: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    kube::Api::<R>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(Error::read(format!("{} {namespace}/{name}", R::kind(&()))))
 }
 
 /// Sets the object's finalizers, preconditioned on the version it was read at.

@@ -94,7 +94,7 @@ pub fn blocked(mut status: DatasetStatus, problem: NamedCond) -> Outcome {
     status.phase = Some(DatasetPhase::Pending);
     // Ready carries the connection's own reason; the S3Connection watch brings the dataset
     // back when the connection changes.
-    Outcome::stalled_on(status, vec![problem], Next::After(Duration::from_secs(300)))
+    Outcome::stalled_on(status, Vec::new(), problem, Next::After(Duration::from_secs(300)))
 }
 
 /// The intent, as written before the platform hears of the dataset.

@@ -96,13 +96,13 @@ impl driver::Hooks for Dataset {
     }
 
     async fn clean_up(&self, ctx: &Context, namespace: &str) -> Result<Action, Error> {
-        let connection = read_connection(ctx, namespace, &self.spec.connection_ref.name).await?;
+        let connection = driver::read::<S3Connection>(ctx, namespace, &self.spec.connection_ref.name).await?;
         clean_up(ctx, self, connection.as_ref()).await
     }
 
     async fn act(&self, ctx: &Context, namespace: &str, written: &mut Written<DatasetStatus>) -> Result<Acted, Error> {
         let conn_name = self.spec.connection_ref.name.to_string();
-        let connection = read_connection(ctx, namespace, &conn_name).await?;
+        let connection = driver::read::<S3Connection>(ctx, namespace, &conn_name).await?;
         let mut status = self.status.clone().unwrap_or_default();
         status.observed_generation = self.metadata.generation;
         let problem = super::platform::connection_problem(connection.as_ref(), &conn_name, &FOR_DATASET);
@@ -126,13 +126,6 @@ impl driver::Hooks for Dataset {
 }
 
 type Acted = driver::Acted<DatasetStatus>;
-
-async fn read_connection(ctx: &Context, namespace: &str, name: &str) -> Result<Option<S3Connection>, Error> {
-    Api::<S3Connection>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .map_err(Error::read(format!("S3Connection {namespace}/{name}")))
-}
 
 fn conn_missing(name: &str) -> NamedCond {
     NamedCond::new(

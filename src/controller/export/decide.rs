@@ -536,7 +536,7 @@ pub fn connection_gone(status: DatasetExportStatus, report_id: &str) -> Outcome 
         "Its S3Connection is gone, and with it the platform credentials: re-create the S3Connection to follow the export.",
     );
     // Not the platform at work: a person must bring the connection back (Ready False).
-    Outcome::stalled_on(status, vec![submitted, c], Next::After(std::time::Duration::from_secs(60)))
+    Outcome::stalled_on(status, vec![submitted], c, Next::After(std::time::Duration::from_secs(60)))
 }
 
 /// The platform credentials cannot be read (a missing Secret or key): `c` says which.

@@ -21,7 +21,6 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::Action;
 
 use self::decide::{ExportNames, Step};
@@ -116,10 +115,7 @@ async fn act(
     let schedule = decide::Schedule::of(&export.spec);
     let now = Timestamp::now();
     let conn_name = export.spec.connection_ref.name.to_string();
-    let connection = Api::<S3Connection>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(&conn_name)
-        .await
-        .map_err(Error::read(format!("S3Connection {namespace}/{conn_name}")))?;
+    let connection = driver::read::<S3Connection>(ctx, namespace, &conn_name).await?;
     refresh(&mut status, export, schedule.as_ref(), connection.as_ref(), &uid);
     // The project: given, or an AnnotationProject's once it is Ready.
     let project = super::platform::project_id_of(

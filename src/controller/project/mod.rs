@@ -74,13 +74,11 @@ async fn read_datasets(
     p: &AnnotationProject,
     namespace: &str,
 ) -> Result<(Vec<(String, DatasetState)>, Option<S3Connection>), Error> {
-    let api = Api::<Dataset>::namespaced(ctx.client.clone(), namespace);
-    let connections = Api::<S3Connection>::namespaced(ctx.client.clone(), namespace);
     let mut found = Vec::new();
     let mut seen: Vec<S3Connection> = Vec::new();
     for r in &p.spec.dataset_refs {
         let name = r.name.to_string();
-        let ds = api.get_opt(&name).await.map_err(Error::read(format!("Dataset {namespace}/{name}")))?;
+        let ds = driver::read::<Dataset>(ctx, namespace, &name).await?;
         // The dataset's connection: its platform credentials, and its dataType when the
         // Dataset names none.
         let mut conn = None;
@@ -88,10 +86,7 @@ async fn read_datasets(
             let conn_name = d.spec.connection_ref.name.to_string();
             conn = match seen.iter().find(|c| c.name_any() == conn_name) {
                 Some(c) => Some(c.clone()),
-                None => connections
-                    .get_opt(&conn_name)
-                    .await
-                    .map_err(Error::read(format!("S3Connection {namespace}/{conn_name}")))?,
+                None => driver::read::<S3Connection>(ctx, namespace, &conn_name).await?,
             };
             if let Some(c) = &conn
                 && !seen.iter().any(|s| s.name_any() == c.name_any())
@@ -576,9 +571,7 @@ async fn clean_up(ctx: &Context, p: &AnnotationProject, namespace: &str) -> Resu
         );
         return Ok(driver::deletion_blocked(ctx, p, ProjectReason::DeletionBlocked.as_str(), message).await);
     }
-    finalizer::set(&ctx.client, p, finalizer::without(p, PROJECT_FINALIZER))
-        .await
-        .map_err(|source| Error::Write { name: p.name_any(), source })?;
+    driver::set_finalizers(ctx, p, finalizer::without(p, PROJECT_FINALIZER)).await?;
     info!(project = %format!("{namespace}/{}", p.name_any()), skipped = skip, "platform project released");
     Ok(Action::await_change())
 }
