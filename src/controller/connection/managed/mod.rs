@@ -314,8 +314,7 @@ pub async fn ensure(ctx: &Context, conn: &S3Connection) -> Result<Result<Ensured
         last_handled_rotate_at: plan.handled.clone(),
         grant: Some(coverage.grant.clone()),
         rotation_waits_until: plan.waits_until.map(Time),
-        // The key the Secret holds is the delivered one; else what the status recorded.
-        key_digest: key_id.as_deref().map(plan::key_digest).or(recorded.clone()),
+        key_digest: plan.delivered.clone(),
     };
     if plan.steps.is_empty() {
         return Ok(Ok(Ensured { status, secret: t.secret }));

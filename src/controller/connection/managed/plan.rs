@@ -75,6 +75,8 @@ pub struct Plan {
     /// An asked-for rotation waits until then (keys are made at most once per
     /// `min_rotation_interval`).
     pub waits_until: Option<Timestamp>,
+    /// `key_digest` of the delivered key, for the status.
+    pub delivered: Option<String>,
 }
 
 /// Why nothing is written: the condition's reason and its sentence.
@@ -109,7 +111,8 @@ pub fn plan(f: &Facts) -> Result<Plan, Refusal> {
     let created = held_key.and_then(|k| Timestamp::from_second(k.created).ok());
     // Keys are made at most once per min_rotation_interval whatever asks (a Secret deleted
     // in a loop, a request), from the newest key IAM lists: its dates survive a restart.
-    let newest = keys.iter().map(|k| k.created).max().and_then(|c| Timestamp::from_second(c).ok());
+    let newest_key = keys.iter().max_by_key(|k| k.created);
+    let newest = newest_key.and_then(|k| Timestamp::from_second(k.created).ok());
     let next_key_at = newest.and_then(|c| c.checked_add(f.min_rotation_interval).ok()).filter(|at| *at > f.now);
     let handled = f.secret.and_then(|s| s.handled);
     let due = rotation_due(created, f.now, f.rotation);
@@ -118,8 +121,7 @@ pub fn plan(f: &Facts) -> Result<Plan, Refusal> {
     // stopped before writing it): nobody holds it, so replacing it is no new key for anyone.
     // Delivered: the key the Secret holds, else the one the status last recorded.
     let delivered = current.map(key_digest).or_else(|| f.delivered.map(str::to_owned));
-    let newest_undelivered =
-        keys.iter().max_by_key(|k| k.created).is_some_and(|k| Some(key_digest(&k.id)) != delivered);
+    let newest_undelivered = newest_key.is_some_and(|k| Some(key_digest(&k.id)) != delivered);
     // Asked-for rotations are spaced: a tenant cannot churn IAM keys toward AWS's quotas.
     let waits_until = next_key_at.filter(|_| asked && !due && !newest_undelivered);
     let key = f.secret.is_none();
@@ -158,6 +160,7 @@ pub fn plan(f: &Facts) -> Result<Plan, Refusal> {
         key_created: created,
         handled: handled.map(str::to_owned),
         waits_until,
+        delivered,
     })
 }
 

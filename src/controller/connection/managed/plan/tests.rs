@@ -227,4 +227,5 @@ fn an_asked_rotation_whose_answer_was_lost_is_made_again_at_once() {
     let p = plan(&f).unwrap();
     assert_eq!(p.steps, [Step::DeleteKey("AKIA2".into()), Step::CreateKey]);
     assert_eq!((p.waits_until, p.handled.as_deref()), (None, Some("now")));
+    assert_eq!(p.delivered, Some(key_digest("AKIA1")), "the key the Secret holds is the delivered one");
 }
