@@ -7,9 +7,9 @@ use s3connect::s3::client::{Keys, Target};
 use super::sdk::sdk;
 use super::{env, unique};
 
-/// The test S3 server, in `region`, path style (as S3-compatible stores are used).
+/// The test S3 server (moto), in `region`, path style (as S3-compatible stores are used).
 pub fn target(region: &str) -> Target {
-    Target { region: region.to_owned(), endpoint: Some(env().s3_endpoint.clone()), force_path_style: true }
+    Store::Moto.target(region)
 }
 
 /// A client with `keys` against the test S3 server.
@@ -19,32 +19,17 @@ pub fn client_with(keys: &Keys, region: &str) -> aws_sdk_s3::Client {
 
 /// A client with the admin's keys.
 pub fn admin(region: &str) -> aws_sdk_s3::Client {
-    client_with(&env().s3_admin, region)
+    Store::Moto.admin(region)
 }
 
 /// Creates a new, empty bucket in `region` and returns its name.
 pub async fn bucket(hint: &str, region: &str) -> String {
-    let name = unique(hint);
-    let mut request = admin(region).create_bucket().bucket(&name);
-    if region != "us-east-1" {
-        request = request.create_bucket_configuration(
-            CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(region)).build(),
-        );
-    }
-    request.send().await.unwrap_or_else(|e| panic!("creating bucket {name}: {e:?}"));
-    name
+    Store::Moto.bucket(hint, region).await
 }
 
 /// Writes `body` at `key` in `bucket`.
 pub async fn put(bucket: &str, key: &str, body: &[u8]) {
-    admin("us-east-1")
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from(body.to_vec()))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("writing s3://{bucket}/{key}: {e:?}"));
+    Store::Moto.put(bucket, key, body).await
 }
 
 /// An S3 server the failure-mode tests run against: moto grants per action with IAM user
@@ -71,11 +56,14 @@ impl Store {
         }
     }
 
-    /// A client with the admin's keys, path style.
+    /// This server, in `region`, path style.
+    pub fn target(self, region: &str) -> Target {
+        Target { region: region.to_owned(), endpoint: Some(self.endpoint().to_owned()), force_path_style: true }
+    }
+
+    /// A client with the admin's keys.
     pub fn admin(self, region: &str) -> aws_sdk_s3::Client {
-        let target =
-            Target { region: region.to_owned(), endpoint: Some(self.endpoint().to_owned()), force_path_style: true };
-        sdk(self.admin_keys(), &target)
+        sdk(self.admin_keys(), &self.target(region))
     }
 
     /// Two regions for a bucket and a spec that disagree: versitygw serves one region
@@ -89,19 +77,17 @@ impl Store {
 
     /// Creates a new, empty bucket in `region` and returns its name.
     pub async fn bucket(self, hint: &str, region: &str) -> String {
-        match self {
-            Store::Moto => bucket(hint, region).await,
-            Store::Versitygw => {
-                let name = unique(hint);
-                self.admin(region)
-                    .create_bucket()
-                    .bucket(&name)
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("creating bucket {name} on versitygw: {e:?}"));
-                name
-            }
+        let name = unique(hint);
+        let mut request = self.admin(region).create_bucket().bucket(&name);
+        if region != "us-east-1" {
+            request = request.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(region))
+                    .build(),
+            );
         }
+        request.send().await.unwrap_or_else(|e| panic!("creating bucket {name} on {self:?}: {e:?}"));
+        name
     }
 
     /// Writes `body` at `key` in `bucket`.
