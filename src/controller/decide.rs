@@ -1,6 +1,10 @@
 //! What every kind's pure `decide` shares: how a condition is named, how a platform
 //! failure becomes one, and how long retries after a platform failure may grow. One
 //! definition here, so that the kinds cannot drift apart on them.
+//!
+//! The kinds build a condition on one line (`cond(TYPE, Status::False, R::Reason, message)`)
+//! from a message made just above it: what differs between two outcomes is their words, and
+//! the shape around them stays short enough that a real repetition between kinds shows.
 
 use std::time::Duration;
 

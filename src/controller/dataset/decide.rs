@@ -127,14 +127,10 @@ pub fn adopted(mut status: DatasetStatus, ready: NamedCond, id: String) -> Outco
 pub fn name_in_use(mut status: DatasetStatus, ready: NamedCond, name: &str) -> Outcome {
     clear_intent(&mut status);
     status.phase = Some(DatasetPhase::Pending);
-    let conflict = cond(
-        READY,
-        Status::False,
-        R::NameInUse,
-        format!(
-            "A dataset named {name:?} already exists on the platform and is not this Dataset's (it lacks this Dataset's s3connect identity): set spec.displayName to a name of its own."
-        ),
+    let message = format!(
+        "A dataset named {name:?} already exists on the platform and is not this Dataset's (it lacks this Dataset's s3connect identity): set spec.displayName to a name of its own."
     );
+    let conflict = cond(READY, Status::False, R::NameInUse, message);
     Outcome::derived(status, vec![ready], conflict, false, Next::AwaitChange)
 }
 
@@ -147,14 +143,10 @@ pub fn after_create(status: DatasetStatus, ready: NamedCond, result: Result<Stri
         // The platform may have made it: look for it by name next, never create blindly.
         Err(PlatformError::Unknown { detail, tracking_id: trace }) => {
             let ids = trace.or_recorded(tracking_id);
-            let c = cond(
-                READY,
-                Status::False,
-                R::CreationUnconfirmed,
-                format!(
-                    "The platform did not say whether it created dataset {name:?} ({detail}, tracking id {ids}); the operator looks for it by name before creating anything again."
-                ),
+            let message = format!(
+                "The platform did not say whether it created dataset {name:?} ({detail}, tracking id {ids}); the operator looks for it by name before creating anything again."
             );
+            let c = cond(READY, Status::False, R::CreationUnconfirmed, message);
             Outcome::derived(status, vec![ready], c, true, Next::Retry { cap: Duration::from_secs(60) })
         }
         Err(e) => {
@@ -237,12 +229,8 @@ pub fn after_check(
         (cond(READY, Status::False, R::NoFiles, message + fix), false, next)
     } else {
         status.phase = Some(DatasetPhase::Ready);
-        let done = cond(
-            READY,
-            Status::True,
-            R::DatasetReady,
-            format!("Dataset {id} ({:?}) has {} files from {folder}.", info.name, info.files_count),
-        );
+        let message = format!("Dataset {id} ({:?}) has {} files from {folder}.", info.name, info.files_count);
+        let done = cond(READY, Status::True, R::DatasetReady, message);
         // A Ready dataset costs nothing until its sync is due.
         let next = Next::Success(sync_due_in(spec, &status, now).map(|d| d.max(Duration::from_secs(1))));
         return Outcome::derived(status, vec![ready], done, false, next);
@@ -259,14 +247,10 @@ fn unread(status: DatasetStatus, ready: NamedCond, id: &str, e: &PlatformError) 
 /// The platform no longer knows the dataset: only a person can help.
 fn gone(mut status: DatasetStatus, ready: NamedCond, id: &str) -> Outcome {
     status.phase = Some(DatasetPhase::Failed);
-    let gone = cond(
-        READY,
-        Status::False,
-        R::DatasetFailed,
-        format!(
-            "The platform no longer knows dataset {id} (deleted there?): delete this Dataset, and re-create it to make a new one."
-        ),
+    let message = format!(
+        "The platform no longer knows dataset {id} (deleted there?): delete this Dataset, and re-create it to make a new one."
     );
+    let gone = cond(READY, Status::False, R::DatasetFailed, message);
     Outcome::derived(status, vec![ready], gone, false, Next::AwaitChange)
 }
 
@@ -296,12 +280,9 @@ fn platform_failure(doing: &str, e: &PlatformError) -> NamedCond {
 
 /// Marks that the connection is ready (and so the dataset may go ahead).
 pub fn connection_ready(name: &str, connection_id: &str) -> NamedCond {
-    cond(
-        CONNECTION_READY,
-        Status::True,
-        ConnectionReadyReason::ConnectionReady,
-        format!("S3Connection {name:?} is ready and registered for Import (platform connection {connection_id})."),
-    )
+    let message =
+        format!("S3Connection {name:?} is ready and registered for Import (platform connection {connection_id}).");
+    cond(CONNECTION_READY, Status::True, ConnectionReadyReason::ConnectionReady, message)
 }
 
 #[cfg(test)]

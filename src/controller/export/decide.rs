@@ -196,12 +196,7 @@ pub fn after_submit(
             status.report_id = Some(report_id.clone());
             status.phase = Some(ExportPhase::Submitted);
             status.start_time = Some(Time(now));
-            let accepted = cond(
-                SUBMITTED,
-                Status::True,
-                R::Submitted,
-                format!("The platform accepted the export as report {report_id}."),
-            );
+            let accepted = submitted(&report_id);
             let running = cond(COMPLETE, Status::Unknown, R::ExportRunning, "The export is running.");
             outcome(status, vec![ready, accepted, running], true, Next::After(std::time::Duration::from_secs(1)))
         }
@@ -216,16 +211,12 @@ pub fn after_submit(
             // Refused: nothing was created, so the intent goes and a later try is no duplicate.
             clear_intent(&mut status);
             status.phase = Some(ExportPhase::Pending);
-            let none = cond(
-                COMPLETE,
-                Status::False,
-                R::NoFilesWithStatus,
-                format!(
-                    "No files of project {} are in the statuses {} (\"{message}\"): move files to review, client_review or accepted on the platform (they must be annotated and reviewed first), or re-create this DatasetExport with other statuses. Checking again with backoff.",
-                    export.project_id,
-                    export.statuses.join(", ")
-                ),
+            let message = format!(
+                "No files of project {} are in the statuses {} (\"{message}\"): move files to review, client_review or accepted on the platform (they must be annotated and reviewed first), or re-create this DatasetExport with other statuses. Checking again with backoff.",
+                export.project_id,
+                export.statuses.join(", ")
             );
+            let none = cond(COMPLETE, Status::False, R::NoFilesWithStatus, message);
             let nothing =
                 cond(SUBMITTED, Status::Unknown, R::NoFilesWithStatus, "The platform created no export: see Complete.");
             outcome(status, vec![ready, nothing, none], false, Next::Retry { cap: RETRY_CAP })
@@ -233,14 +224,10 @@ pub fn after_submit(
         Err(PlatformError::Rejected { message, tracking_id: trace, .. }) => {
             clear_intent(&mut status);
             status.phase = Some(ExportPhase::Failed);
-            let refused = cond(
-                SUBMITTED,
-                Status::False,
-                R::PlatformRejected,
-                format!(
-                    "The platform refused the export: {message} (tracking id {trace}). Re-create the DatasetExport with what it asks for."
-                ),
+            let message = format!(
+                "The platform refused the export: {message} (tracking id {trace}). Re-create the DatasetExport with what it asks for."
             );
+            let refused = cond(SUBMITTED, Status::False, R::PlatformRejected, message);
             outcome(status, vec![ready, refused], false, Next::AwaitChange)
         }
         // Never reached the platform, or refused before acting (429): nothing was created.
@@ -272,15 +259,11 @@ pub struct ExportNames<'a> {
 }
 
 fn unconfirmed_cond(export: &ExportNames<'_>, tracking_id: &str, why: &str) -> NamedCond {
-    cond(
-        SUBMITTED,
-        Status::False,
-        R::SubmissionUnconfirmed,
-        format!(
-            "The submission of this export may or may not have reached the platform ({why}; tracking id {tracking_id}), so to never export twice it was not submitted again. Look for export {:?} of project {} on the platform (Labellerr support can find it by the tracking id): annotate this object {REPORT_ID_ANNOTATION}=<its report id> to follow it, or {RESUBMIT_ANNOTATION}=<any new value> if it is not there.",
-            export.name, export.project_id
-        ),
-    )
+    let message = format!(
+        "The submission of this export may or may not have reached the platform ({why}; tracking id {tracking_id}), so to never export twice it was not submitted again. Look for export {:?} of project {} on the platform (Labellerr support can find it by the tracking id): annotate this object {REPORT_ID_ANNOTATION}=<its report id> to follow it, or {RESUBMIT_ANNOTATION}=<any new value> if it is not there.",
+        export.name, export.project_id
+    );
+    cond(SUBMITTED, Status::False, R::SubmissionUnconfirmed, message)
 }
 
 /// An intent without a report id, found at the start of a reconcile: the operator stopped
@@ -322,8 +305,7 @@ pub fn after_check(
             return between_runs(roll(status, result, message, s, now), s, export, now);
         }
     }
-    let submitted =
-        cond(SUBMITTED, Status::True, R::Submitted, format!("The platform accepted the export as report {report_id}."));
+    let accepted = submitted(report_id);
     let (complete, retrying, next) = match state {
         Ok(Some(ExportState::Succeeded)) => {
             status.phase = Some(ExportPhase::Succeeded);
@@ -338,38 +320,26 @@ pub fn after_check(
         Ok(Some(ExportState::Failed(message))) => {
             status.phase = Some(ExportPhase::Failed);
             status.completion_time = Some(Time(now));
-            let failed = cond(
-                COMPLETE,
-                Status::False,
-                R::ExportFailed,
-                format!(
-                    "The platform reports report {report_id} failed: {message}. Check the S3Connection's write permissions, then re-create the DatasetExport."
-                ),
+            let message = format!(
+                "The platform reports report {report_id} failed: {message}. Check the S3Connection's write permissions, then re-create the DatasetExport."
             );
+            let failed = cond(COMPLETE, Status::False, R::ExportFailed, message);
             (failed, false, Next::AwaitChange)
         }
         Ok(Some(ExportState::Running(state))) => {
             status.phase = Some(ExportPhase::Running);
-            let running = cond(
-                COMPLETE,
-                Status::Unknown,
-                R::ExportRunning,
-                format!("The platform is running the export ({state})."),
-            );
+            let message = format!("The platform is running the export ({state}).");
+            let running = cond(COMPLETE, Status::Unknown, R::ExportRunning, message);
             (running, true, Next::Poll)
         }
         Ok(None) => {
-            let unknown = cond(
-                COMPLETE,
-                Status::Unknown,
-                R::ReportNotFound,
-                format!("The platform does not know report {report_id} (yet); checking again with backoff."),
-            );
+            let message = format!("The platform does not know report {report_id} (yet); checking again with backoff.");
+            let unknown = cond(COMPLETE, Status::Unknown, R::ReportNotFound, message);
             (unknown, true, Next::Poll)
         }
         Err(e) => (platform_failure(COMPLETE, "reading the export's status", &e), true, Next::Poll),
     };
-    outcome(status, vec![submitted, complete], retrying, next)
+    outcome(status, vec![accepted, complete], retrying, next)
 }
 
 /// The run in progress ends with `result`: it goes to the front of the history (the
@@ -447,49 +417,33 @@ fn last_run(run: &ExportRun, s: &Schedule, export: &ExportNames<'_>, next: &str)
     match run.result {
         RunResult::Succeeded => {
             let where_ = run.destination.clone().unwrap_or_else(|| "its destination".into());
-            let c = cond(
-                COMPLETE,
-                Status::True,
-                R::ExportSucceeded,
-                format!("The run of {started} is in {where_}; {next}."),
-            );
+            let message = format!("The run of {started} is in {where_}; {next}.");
+            let c = cond(COMPLETE, Status::True, R::ExportSucceeded, message);
             (vec![accepted(), c], false)
         }
         RunResult::NoFiles if s.incremental => {
             let since = run.updated_after.as_ref().map(|t| t.0.to_string()).unwrap_or_else(|| "the start".into());
-            let c = cond(
-                COMPLETE,
-                Status::True,
-                R::NoNewFiles,
-                format!(
-                    "No file in the statuses {} changed since {since}: the run of {started} had nothing to export; {next}.",
-                    export.statuses.join(", ")
-                ),
+            let message = format!(
+                "No file in the statuses {} changed since {since}: the run of {started} had nothing to export; {next}.",
+                export.statuses.join(", ")
             );
+            let c = cond(COMPLETE, Status::True, R::NoNewFiles, message);
             (vec![c], false)
         }
         RunResult::NoFiles => {
-            let c = cond(
-                COMPLETE,
-                Status::False,
-                R::NoFilesWithStatus,
-                format!(
-                    "No files of project {} were in the statuses {} for the run of {started} (\"{said}\"): move files to review, client_review or accepted on the platform, or re-create this DatasetExport with other statuses; {next}.",
-                    export.project_id,
-                    export.statuses.join(", ")
-                ),
+            let message = format!(
+                "No files of project {} were in the statuses {} for the run of {started} (\"{said}\"): move files to review, client_review or accepted on the platform, or re-create this DatasetExport with other statuses; {next}.",
+                export.project_id,
+                export.statuses.join(", ")
             );
+            let c = cond(COMPLETE, Status::False, R::NoFilesWithStatus, message);
             (vec![c], true)
         }
         RunResult::Failed => {
-            let c = cond(
-                COMPLETE,
-                Status::False,
-                R::ExportFailed,
-                format!(
-                    "The run of {started}{report} failed: {said}. Check the S3Connection's write permissions and the export's settings; {next} and tries again."
-                ),
+            let message = format!(
+                "The run of {started}{report} failed: {said}. Check the S3Connection's write permissions and the export's settings; {next} and tries again."
             );
+            let c = cond(COMPLETE, Status::False, R::ExportFailed, message);
             (vec![c], true)
         }
         RunResult::Unconfirmed => {
@@ -499,16 +453,12 @@ fn last_run(run: &ExportRun, s: &Schedule, export: &ExportNames<'_>, next: &str)
             } else {
                 ""
             };
-            let c = cond(
-                SUBMITTED,
-                Status::False,
-                R::RunUnconfirmed,
-                format!(
-                    "The run of {started} may or may not have reached the platform ({said}; tracking id {tracking}), so to never export twice it was not submitted again: look for export {:?} of project {} on the platform; {next}{covered}.",
-                    run_name(export.name, started),
-                    export.project_id
-                ),
+            let message = format!(
+                "The run of {started} may or may not have reached the platform ({said}; tracking id {tracking}), so to never export twice it was not submitted again: look for export {:?} of project {} on the platform; {next}{covered}.",
+                run_name(export.name, started),
+                export.project_id
             );
+            let c = cond(SUBMITTED, Status::False, R::RunUnconfirmed, message);
             (vec![c], true)
         }
     }
@@ -517,26 +467,24 @@ fn last_run(run: &ExportRun, s: &Schedule, export: &ExportNames<'_>, next: &str)
 /// The platform took the run as a report.
 fn run_accepted(run: &ExportRun) -> NamedCond {
     let started = run.start_time.0;
-    cond(
-        SUBMITTED,
-        Status::True,
-        R::Submitted,
-        format!("The platform accepted the run of {started} as report {}.", run.report_id.clone().unwrap_or_default()),
-    )
+    let message =
+        format!("The platform accepted the run of {started} as report {}.", run.report_id.clone().unwrap_or_default());
+    cond(SUBMITTED, Status::True, R::Submitted, message)
+}
+
+/// Submitted: the platform took the export as `report_id`.
+fn submitted(report_id: &str) -> NamedCond {
+    let message = format!("The platform accepted the export as report {report_id}.");
+    cond(SUBMITTED, Status::True, R::Submitted, message)
 }
 
 /// The export's connection is gone while a report is being followed.
 pub fn connection_gone(status: DatasetExportStatus, report_id: &str) -> Outcome {
-    let submitted =
-        cond(SUBMITTED, Status::True, R::Submitted, format!("The platform accepted the export as report {report_id}."));
-    let c = cond(
-        COMPLETE,
-        Status::Unknown,
-        ConnectionReadyReason::ConnectionNotFound,
-        "Its S3Connection is gone, and with it the platform credentials: re-create the S3Connection to follow the export.",
-    );
+    let accepted = submitted(report_id);
+    let message = "Its S3Connection is gone, and with it the platform credentials: re-create the S3Connection to follow the export.";
+    let c = cond(COMPLETE, Status::Unknown, ConnectionReadyReason::ConnectionNotFound, message);
     // Not the platform at work: a person must bring the connection back (Ready False).
-    Outcome::stalled_on(status, vec![submitted], c, Next::After(std::time::Duration::from_secs(60)))
+    Outcome::stalled_on(status, vec![accepted], c, Next::After(std::time::Duration::from_secs(60)))
 }
 
 /// The platform credentials cannot be read (a missing Secret or key): `c` says which.

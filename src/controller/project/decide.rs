@@ -109,12 +109,8 @@ pub fn blocked(mut status: AnnotationProjectStatus, problem: NamedCond, retrying
 
 /// A condition saying the datasets are ready.
 pub fn datasets_ready(ids: &[String], data_type: &str) -> NamedCond {
-    cond(
-        DATASETS_READY,
-        Status::True,
-        R::DatasetsReady,
-        format!("{} dataset(s) of {data_type} files are Ready with files: {}.", ids.len(), ids.join(", ")),
-    )
+    let message = format!("{} dataset(s) of {data_type} files are Ready with files: {}.", ids.len(), ids.join(", "));
+    cond(DATASETS_READY, Status::True, R::DatasetsReady, message)
 }
 
 /// A question's stable id: derived from the object's uid and its number, so the same
@@ -160,38 +156,25 @@ pub fn after_template(
     match result {
         Ok(id) => {
             clear_template_intent(&mut status);
-            let c = cond(
-                TEMPLATE_READY,
-                Status::True,
-                R::TemplateCreated,
-                format!("Template {id} was created from spec.template.questions."),
-            );
+            let c = template_exists(&id);
             status.template_id = Some(id);
             Ok((status, c))
         }
         Err(PlatformError::Unknown { detail, tracking_id: trace }) => {
             let tracking = trace.or_recorded(tracking);
-            let c = cond(
-                TEMPLATE_READY,
-                Status::Unknown,
-                R::TemplateUnconfirmed,
-                format!(
-                    "The platform did not say whether it created the template ({detail}, tracking id {tracking}); the operator looks for it by its name before creating anything again."
-                ),
+            let message = format!(
+                "The platform did not say whether it created the template ({detail}, tracking id {tracking}); the operator looks for it by its name before creating anything again."
             );
+            let c = cond(TEMPLATE_READY, Status::Unknown, R::TemplateUnconfirmed, message);
             Err(Box::new(outcome(status, vec![ready, c], true, Next::Retry { cap: Duration::from_secs(60) })))
         }
         Err(e @ PlatformError::Rejected { .. }) => {
             clear_template_intent(&mut status);
             status.phase = Some(ProjectPhase::Failed);
-            let c = cond(
-                TEMPLATE_READY,
-                Status::False,
-                R::TemplateRejected,
-                format!(
-                    "The platform refused the template ({e}): fix spec.template.questions (delete and re-create the AnnotationProject, as questions are fixed once created)."
-                ),
+            let message = format!(
+                "The platform refused the template ({e}): fix spec.template.questions (delete and re-create the AnnotationProject, as questions are fixed once created)."
             );
+            let c = cond(TEMPLATE_READY, Status::False, R::TemplateRejected, message);
             Err(Box::new(outcome(status, vec![ready, c], false, Next::AwaitChange)))
         }
         Err(e) => {
@@ -233,12 +216,8 @@ pub fn template_adopted(id: Option<&str>, adopting: bool) -> NamedCond {
 }
 
 pub fn template_exists(id: &str) -> NamedCond {
-    cond(
-        TEMPLATE_READY,
-        Status::True,
-        R::TemplateCreated,
-        format!("Template {id} was created from spec.template.questions."),
-    )
+    let message = format!("Template {id} was created from spec.template.questions.");
+    cond(TEMPLATE_READY, Status::True, R::TemplateCreated, message)
 }
 
 pub fn project_intent(
@@ -288,14 +267,10 @@ pub fn after_create(
         }
         Err(PlatformError::Unknown { detail, tracking_id: trace }) => {
             let tracking = trace.or_recorded(tracking);
-            let c = cond(
-                CREATED,
-                Status::False,
-                R::CreationUnconfirmed,
-                format!(
-                    "The platform did not say whether it created project {name:?} ({detail}, tracking id {tracking}); the operator looks for it (by its name and this object's template) before creating anything again."
-                ),
+            let message = format!(
+                "The platform did not say whether it created project {name:?} ({detail}, tracking id {tracking}); the operator looks for it (by its name and this object's template) before creating anything again."
             );
+            let c = cond(CREATED, Status::False, R::CreationUnconfirmed, message);
             let conds = set(conds, c);
             outcome(status, conds, true, Next::Retry { cap: Duration::from_secs(60) })
         }
@@ -320,14 +295,10 @@ pub fn after_create(
 pub fn unconfirmed_with_shared_template(status: AnnotationProjectStatus, conds: Vec<NamedCond>) -> Outcome {
     let tracking = status.creation_tracking_id.clone().unwrap_or_default();
     let name = status.platform_name.clone().unwrap_or_default();
-    let c = cond(
-        CREATED,
-        Status::False,
-        R::CreationUnconfirmed,
-        format!(
-            "The create of project {name:?} may or may not have reached the platform (tracking id {tracking}), and its template is shared, so no project provably is this object's: find it in the platform's UI and set spec.adopt.projectId (re-create the object with it), so that no second project is made."
-        ),
+    let message = format!(
+        "The create of project {name:?} may or may not have reached the platform (tracking id {tracking}), and its template is shared, so no project provably is this object's: find it in the platform's UI and set spec.adopt.projectId (re-create the object with it), so that no second project is made."
     );
+    let c = cond(CREATED, Status::False, R::CreationUnconfirmed, message);
     let conds = set(conds, c);
     outcome(status, conds, false, Next::AwaitChange)
 }
@@ -379,41 +350,29 @@ pub fn project_owner(
 /// nothing of it is changed or deleted through this object.
 pub fn adoption_refused(mut status: AnnotationProjectStatus, conds: Vec<NamedCond>, id: &str, owner: &str) -> Outcome {
     status.phase = Some(ProjectPhase::Failed);
-    let c = cond(
-        CREATED,
-        Status::False,
-        R::ProjectOwnedElsewhere,
-        format!(
-            "Project {id} (spec.adopt.projectId) belongs to {owner}, so this object does not adopt, change or delete it: name a project made in the platform's UI, or remove spec.adopt to create one."
-        ),
+    let message = format!(
+        "Project {id} (spec.adopt.projectId) belongs to {owner}, so this object does not adopt, change or delete it: name a project made in the platform's UI, or remove spec.adopt to create one."
     );
+    let c = cond(CREATED, Status::False, R::ProjectOwnedElsewhere, message);
     outcome(status, set(conds, c), false, Next::AwaitChange)
 }
 
 /// A platform dataset named in spec.datasetIds that was made for a Dataset outside this
 /// namespace (its description carries that Dataset's identity).
 pub fn dataset_owned_elsewhere(id: &str, owner: &str) -> NamedCond {
-    cond(
-        DATASETS_READY,
-        Status::False,
-        R::DatasetOwnedElsewhere,
-        format!(
-            "Platform dataset {id} (spec.datasetIds) was made for a Dataset that is not in this namespace (uid {owner}): a project takes by id only datasets made in the UI or by this namespace's Datasets; remove it, or ask its owners to share it from their namespace. Nothing was created."
-        ),
-    )
+    let message = format!(
+        "Platform dataset {id} (spec.datasetIds) was made for a Dataset that is not in this namespace (uid {owner}): a project takes by id only datasets made in the UI or by this namespace's Datasets; remove it, or ask its owners to share it from their namespace. Nothing was created."
+    );
+    cond(DATASETS_READY, Status::False, R::DatasetOwnedElsewhere, message)
 }
 
 /// The platform no longer knows the adopted or created project.
 pub fn project_gone(mut status: AnnotationProjectStatus, conds: Vec<NamedCond>, id: &str) -> Outcome {
     status.phase = Some(ProjectPhase::Failed);
-    let c = cond(
-        CREATED,
-        Status::False,
-        R::ProjectNotFound,
-        format!(
-            "The platform no longer knows project {id} (deleted outside Git?): delete this AnnotationProject, and re-create it to make a new project."
-        ),
+    let message = format!(
+        "The platform no longer knows project {id} (deleted outside Git?): delete this AnnotationProject, and re-create it to make a new project."
     );
+    let c = cond(CREATED, Status::False, R::ProjectNotFound, message);
     let conds = set(conds, c);
     outcome(status, conds, false, Next::AwaitChange)
 }
@@ -470,14 +429,10 @@ pub fn after_get(
             match info.status_code {
                 Some(code) if code >= 400 => {
                     status.phase = Some(ProjectPhase::Failed);
-                    let c = cond(
-                        CREATED,
-                        Status::False,
-                        R::ProjectFailed,
-                        format!(
-                            "The platform reports project {id} failed (status {code}): check its datasets and template on the platform, then delete and re-create this AnnotationProject."
-                        ),
+                    let message = format!(
+                        "The platform reports project {id} failed (status {code}): check its datasets and template on the platform, then delete and re-create this AnnotationProject."
                     );
+                    let c = cond(CREATED, Status::False, R::ProjectFailed, message);
                     let conds = set(conds, c);
                     Err(Box::new(outcome(status, conds, false, Next::AwaitChange)))
                 }
@@ -490,12 +445,8 @@ pub fn after_get(
                 }
                 _ => {
                     status.phase = Some(ProjectPhase::Creating);
-                    let c = cond(
-                        CREATED,
-                        Status::Unknown,
-                        R::Processing,
-                        format!("The platform is setting up project {id}."),
-                    );
+                    let message = format!("The platform is setting up project {id}.");
+                    let c = cond(CREATED, Status::Unknown, R::Processing, message);
                     let conds = set(conds, c);
                     let after =
                         Duration::from_secs(2u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(60));
@@ -515,12 +466,8 @@ pub fn change_failed(
 ) -> Outcome {
     let rejected = matches!(e, PlatformError::Rejected { .. });
     let c = if rejected && doing.starts_with("setting the rotations") {
-        cond(
-            CREATED,
-            Status::False,
-            R::RotationsRejected,
-            format!("The platform refused {doing} ({e}): your plan may allow only 1/1/1 (spec.rotations)."),
-        )
+        let message = format!("The platform refused {doing} ({e}): your plan may allow only 1/1/1 (spec.rotations).");
+        cond(CREATED, Status::False, R::RotationsRejected, message)
     } else {
         platform_failure(CREATED, doing, e)
     };
