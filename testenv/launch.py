@@ -25,6 +25,7 @@ Standard library only: it must run before any virtualenv exists.
 
 import argparse
 import ctypes
+import hashlib
 import json
 import os
 import selectors
@@ -56,6 +57,15 @@ def versions():
                 k, v = line.split("=", 1)
                 out[k] = v
     return out
+
+
+def go_key():
+    """The key testenv/setup gives its Go builds: the module's go.sum and its own programs."""
+    h = hashlib.sha256()
+    for f in ("go.sum", "etcd/main.go", "kstatus/main.go"):
+        with open(os.path.join(ROOT, "testenv", "go", f), "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()[:12]
 
 
 def free_port():
@@ -399,16 +409,15 @@ def main():
 
     v = versions()
     cache = os.environ.get("S3CONNECT_TESTENV_CACHE", os.path.join(ROOT, ".testenv"))
-    # The optimised builds (`testenv/setup`), or the demo's quicker-to-build ones
-    # (`testenv/setup --demo` on a first start) when those are all there is.
-    def built(name):
-        path = os.path.join(cache, "bin", name)
-        return path if os.path.exists(path) or not os.path.exists(path + "-quick") else path + "-quick"
+    # The binaries as testenv/setup names them: version and the Go module's content, so a
+    # changed pin is "missing: run testenv/setup" rather than an old build.
+    def built(name, version):
+        return os.path.join(cache, "bin", f"{name}-{version}-{go_key()}")
 
-    apiserver = built(f"kube-apiserver-{v['KUBERNETES_VERSION']}")
-    etcd_bin = built(f"etcd-{v['ETCD_VERSION']}")
+    apiserver = built("kube-apiserver", v["KUBERNETES_VERSION"])
+    etcd_bin = built("etcd", v["ETCD_VERSION"])
     venv = os.path.join(cache, "venv")
-    versitygw = os.path.join(cache, "bin", f"versitygw-{v['VERSITYGW_VERSION']}")
+    versitygw = built("versitygw", v["VERSITYGW_VERSION"])
     needed = [apiserver, etcd_bin, os.path.join(venv, "bin", "moto_server")]
     if not args.without_versitygw:
         needed.append(versitygw)

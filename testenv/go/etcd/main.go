@@ -1,6 +1,6 @@
-// Command etcd is etcd's own server entry point (server/main.go upstream),
-// in a module of its own so that `go build` can resolve the published
-// go.etcd.io/etcd modules without their repository-local replace lines.
+// Command etcd is etcd's own server entry point (server/main.go upstream), here so that
+// `go build` resolves the published go.etcd.io/etcd modules without their
+// repository-local replace lines, beside kube-apiserver's.
 package main
 
 import (
