@@ -229,16 +229,11 @@ async fn the_operator_works_with_exactly_the_charts_rbac_and_says_when_it_lacks_
         "resourceAttributes": {"namespace": ns, "verb": "get", "resource": "secrets", "name": "keys2"}}});
     let reviews = Api::<k8s_openapi::api::authorization::v1::SubjectAccessReview>::all(client.clone());
     let review: k8s_openapi::api::authorization::v1::SubjectAccessReview = serde_json::from_value(review).unwrap();
-    let mut allowed = true;
-    for _ in 0..300 {
+    support::wait_for("the narrowed role in force", Duration::from_secs(30), Duration::from_millis(100), || async {
         let answer = reviews.create(&PostParams::default(), &review).await.unwrap();
-        allowed = answer.status.is_some_and(|s| s.allowed);
-        if !allowed {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(!allowed, "the narrowed role was not in force within 30 s");
+        if answer.status.is_some_and(|s| s.allowed) { Err("still allowed") } else { Ok(()) }
+    })
+    .await;
     support::keys_secret(&client, &ns, "keys2", &good).await;
     support::s3_connection(&client, &ns, "c2", &bucket, "keys2", json!({})).await;
     let c = wait_for(&client, &ns, "c2", "SecretForbidden", |c| {
@@ -566,17 +561,13 @@ async fn with_managed_credentials_the_operator_may_write_only_the_secrets_it_own
     // made: dry runs (which admission policies judge too) until both are in force, then
     // the request itself.
     let dry_run = PatchParams { dry_run: true, ..PatchParams::default() };
-    let mut in_force = false;
-    for _ in 0..100 {
+    support::wait_for("the finalizer policy in force", Duration::from_secs(20), Duration::from_millis(200), || async {
         match refusal(tenant.patch("held", &dry_run, &Patch::Merge(&strip)).await) {
-            Some(m) if m.starts_with("403") && m.contains("finalizers") => {
-                in_force = true;
-                break;
-            }
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            Some(m) if m.starts_with("403") && m.contains("finalizers") => Ok(()),
+            other => Err(format!("{other:?}")),
         }
-    }
-    assert!(in_force, "the finalizer policy never took effect");
+    })
+    .await;
     let stripped = refusal(tenant.patch("held", &PatchParams::default(), &Patch::Merge(&strip)).await)
         .expect("a tenant took the operator's finalizer off");
     assert!(stripped.starts_with("403") && stripped.contains("finalizers"), "{stripped}");
@@ -598,14 +589,7 @@ async fn with_managed_credentials_the_operator_may_write_only_the_secrets_it_own
     let unconfined =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-vap-{}.log", std::process::id()));
     let mut refused = crate::support::operator::spawn_with_env(&unconfined, &managed, &aws);
-    let mut said = String::new();
-    for _ in 0..150 {
-        said = std::fs::read_to_string(&unconfined).unwrap_or_default();
-        if said.contains("managed credentials are not switched on") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let said = support::log_says(&unconfined, |l| l.contains("managed credentials are not switched on")).await;
     assert!(said.contains("was admitted") && said.contains("ValidatingAdmissionPolicies"), "{said}");
     drop(refused.stdin.take());
     assert!(!refused.wait().unwrap().success(), "managed credentials without the admission policy");
@@ -620,13 +604,9 @@ async fn with_managed_credentials_the_operator_may_write_only_the_secrets_it_own
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-vap-sa-{}.log", std::process::id()));
     let kubeconfig = impersonating(&format!("system:serviceaccount:{ns}:vap-s3connect"));
     let mut started = crate::support::operator::spawn_env_with(&confined, &kubeconfig, &managed, &aws);
-    for _ in 0..150 {
-        said = std::fs::read_to_string(&confined).unwrap_or_default();
-        if said.contains("managed credentials enabled") || said.contains("not switched on") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let said =
+        support::log_says(&confined, |l| l.contains("managed credentials enabled") || l.contains("not switched on"))
+            .await;
     assert!(said.contains("managed credentials enabled") && !said.contains("not switched on"), "{said}");
     // As that ServiceAccount, under OwnerReferencesPermissionEnforcement, it mints a key
     // into a Secret whose ownerReference blocks the connection's deletion.
@@ -643,25 +623,26 @@ async fn with_managed_credentials_the_operator_may_write_only_the_secrets_it_own
             "endpoint": support::env().s3_endpoint, "forcePathStyle": true}}))
     .unwrap();
     conns.create(&post, &mint).await.unwrap();
-    let mut minted = None;
-    for _ in 0..150 {
-        if let Some(s) = Api::<Secret>::namespaced(client.clone(), &ns).get_opt("mint-s3connect-keys").await.unwrap() {
-            minted = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let minted = minted.unwrap_or_else(|| panic!("no key Secret: {}", std::fs::read_to_string(&confined).unwrap()));
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let minted = support::wait_for("the key Secret", Duration::from_secs(30), Duration::from_millis(200), || async {
+        secrets.get_opt("mint-s3connect-keys").await.unwrap().ok_or_else(|| std::fs::read_to_string(&confined).unwrap())
+    })
+    .await;
     let owner = &minted.metadata.owner_references.unwrap()[0];
     assert_eq!((owner.controller, owner.block_owner_deletion), (Some(true), Some(true)));
     conns.delete("mint", &DeleteParams::default()).await.unwrap();
-    for _ in 0..150 {
-        if conns.get_opt("mint").await.unwrap().is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(conns.get_opt("mint").await.unwrap().is_none(), "the managed connection was not deleted");
+    support::wait_for(
+        "the managed connection deleted",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            match conns.get_opt("mint").await.unwrap() {
+                None => Ok(()),
+                Some(c) => Err(format!("{:?}", c.status)),
+            }
+        },
+    )
+    .await;
     drop(started.stdin.take());
     assert!(started.wait().unwrap().success(), "{}", std::fs::read_to_string(&confined).unwrap_or_default());
 

@@ -97,23 +97,21 @@ async fn crds_are_established_with_status_subresource_and_printer_columns() {
 
 /// `kubectl explain`, retried for a few seconds: right after the CRDs are installed, the
 /// API server may not publish their OpenAPI yet.
-fn explain(what: &str) -> (bool, String) {
-    let mut last = (false, String::new());
-    for _ in 0..50 {
-        last = support::kubectl(&["explain", what]);
-        if last.0 {
-            break;
+async fn explain(what: &str) -> String {
+    let every = std::time::Duration::from_millis(200);
+    support::wait_for(format!("kubectl explain {what}"), std::time::Duration::from_secs(10), every, || async {
+        match support::kubectl(&["explain", what]) {
+            (true, out) => Ok(out),
+            (false, out) => Err(out),
         }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    last
+    })
+    .await
 }
 
-#[test]
-fn kubectl_explain_describes_the_spec() {
+#[tokio::test]
+async fn kubectl_explain_describes_the_spec() {
     let _timer = crate::timed!();
-    let (ok, out) = explain("s3connection.spec");
-    assert!(ok, "kubectl explain failed: {out}");
+    let out = explain("s3connection.spec").await;
     for field in [
         "uri",
         "usage",
@@ -130,12 +128,10 @@ fn kubectl_explain_describes_the_spec() {
     }
     assert!(out.contains("s3://bucket/prefix/"), "the uri field is not described:\n{out}");
 
-    let (ok, out) = explain("datasetexport.spec.statuses");
-    assert!(ok, "kubectl explain failed: {out}");
+    let out = explain("datasetexport.spec.statuses").await;
     assert!(out.contains("workflow statuses"), "statuses is not described:\n{out}");
 
-    let (ok, out) = explain("dataset.spec");
-    assert!(ok, "kubectl explain failed: {out}");
+    let out = explain("dataset.spec").await;
     for field in [
         "connectionRef",
         "path",

@@ -159,24 +159,20 @@ async fn a_lagging_watch_and_an_api_server_restart_never_create_twice_or_lose_an
                 x.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
             })
     };
-    let mut last = String::new();
-    let mut ok = false;
-    for _ in 0..900 {
-        if let (Ok(e), Ok(d)) = (exports.list(&Default::default()).await, datasets.list(&Default::default()).await) {
-            if settled(&e.items, &d.items) {
-                ok = true;
-                break;
-            }
-            last = format!(
+    let every = Duration::from_millis(200);
+    support::wait_for("every export and dataset settled", Duration::from_secs(180), every, || async {
+        match (exports.list(&Default::default()).await, datasets.list(&Default::default()).await) {
+            (Ok(e), Ok(d)) if settled(&e.items, &d.items) => Ok(()),
+            (Ok(e), _) => Err(format!(
                 "{:?}",
                 e.items.iter().map(|x| x.status.as_ref().map(|s| (s.phase, s.report_id.clone()))).collect::<Vec<_>>()
-            );
+            )),
+            (Err(e), _) => Err(e.to_string()),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     sampler.await.unwrap();
-    assert!(ok, "not everything settled within 180 s: {last}");
 
     // The platform's own state: exactly one of each.
     let on_platform = platform::exports(&project).await;

@@ -115,15 +115,17 @@ async fn kstatus_and_the_flux_expressions_read_every_kind_in_every_state() {
     let ds = json!({"apiVersion": "s3connect.io/v1alpha1", "kind": "Dataset", "metadata": {"name": "orphan"},
         "spec": {"connectionRef": {"name": "nowhere"}}});
     datasets.create(&PostParams::default(), &serde_json::from_value(ds).unwrap()).await.unwrap();
-    let (mut export, mut dataset) = (Value::Null, Value::Null);
-    for _ in 0..150 {
-        export = serde_json::to_value(exports.get("orphan").await.unwrap()).unwrap();
-        dataset = serde_json::to_value(datasets.get("orphan").await.unwrap()).unwrap();
+    let every = std::time::Duration::from_millis(200);
+    let (export, dataset) = support::wait_for("both Pending", std::time::Duration::from_secs(30), every, || async {
+        let export = serde_json::to_value(exports.get("orphan").await.unwrap()).unwrap();
+        let dataset = serde_json::to_value(datasets.get("orphan").await.unwrap()).unwrap();
         if export["status"]["phase"] == "Pending" && dataset["status"]["phase"] == "Pending" {
-            break;
+            Ok((export, dataset))
+        } else {
+            Err(format!("{} / {}", export["status"], dataset["status"]))
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     // A finished export, as its status reads once it succeeded.
     let mut succeeded = export.clone();
     succeeded["status"] = json!({"observedGeneration": export["metadata"]["generation"], "phase": "Succeeded", "conditions": [

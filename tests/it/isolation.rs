@@ -700,15 +700,13 @@ async fn validate_with_logging_at(level: &str, purpose: &str) -> (String, Vec<St
     support::s3_connection(&client, &ns, "c", &bucket, "keys", json!({})).await;
     support::s3_connection(&client, &ns, "t", &bucket, "token-keys", json!({})).await;
     let api = Api::<S3Connection>::namespaced(client.clone(), &ns);
-    for _ in 0..300 {
+    let every = Duration::from_millis(200);
+    support::wait_for(format!("c Ready and t judged under {level}"), Duration::from_secs(60), every, || async {
         let c = api.get("c").await.unwrap();
         let t = api.get("t").await.unwrap();
-        if is_ready(&c) && condition(&t, "Ready").is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(is_ready(&api.get("c").await.unwrap()), "the connection never became Ready under {level}");
+        if is_ready(&c) && condition(&t, "Ready").is_some() { Ok(()) } else { Err(format!("{:?}", c.status)) }
+    })
+    .await;
     drop(child.stdin.take());
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap();
@@ -747,15 +745,15 @@ async fn after_an_api_server_restart_new_objects_are_reconciled_within_seconds()
     let ready = |name: &'static str| {
         let api = api.clone();
         async move {
-            for _ in 0..300 {
-                if let Ok(c) = api.get(name).await
-                    && is_ready(&c)
-                {
-                    return;
+            let every = Duration::from_millis(100);
+            support::wait_for(format!("{name} Ready"), Duration::from_secs(30), every, || async {
+                match api.get(name).await {
+                    Ok(c) if is_ready(&c) => Ok(()),
+                    Ok(c) => Err(format!("{:?}", c.status)),
+                    Err(e) => Err(e.to_string()),
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            panic!("{name} was not Ready within 30 s");
+            })
+            .await
         }
     };
     support::s3_connection(&client, &ns, "before", &bucket, "keys", json!({})).await;

@@ -565,12 +565,13 @@ async fn namespaces_get_only_what_a_grant_covers_and_installations_keep_apart() 
         }
     }
     for name in ["b1", "b2", "steal"] {
-        for _ in 0..150 {
-            if api_b.get_opt(name).await.unwrap().is_none() {
-                break;
+        support::wait_for(format!("{name} deleted"), Duration::from_secs(30), Duration::from_millis(200), || async {
+            match api_b.get_opt(name).await.unwrap() {
+                None => Ok(()),
+                Some(c) => Err(format!("{:?}", c.status)),
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        })
+        .await;
     }
     assert!(!iam_get_user(&user_b).await, "B's user outlived its connection");
     for op in [&mut op_b, &mut op_other] {

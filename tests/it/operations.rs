@@ -99,19 +99,16 @@ async fn metrics_and_health_endpoints() {
     let own = format!("s3connect_ready{{kind=\"S3Connection\",namespace=\"{ns}\",name=\"c\",reason=\"Validated\"}} 1");
     let expected: Vec<String> = expected.iter().map(|s| s.to_string()).chain([own.clone()]).collect();
     // A reconcile is counted after its status write: give the scrape a moment.
-    let mut text = String::new();
-    for _ in 0..50 {
-        let (status, body) = get(&format!("http://{addr}/metrics")).await;
+    let every = Duration::from_millis(100);
+    let text = support::wait_for("every series in /metrics", Duration::from_secs(5), every, || async {
+        let (status, text) = get(&format!("http://{addr}/metrics")).await;
         assert_eq!(status, 200);
-        text = body;
-        if expected.iter().all(|s| text.contains(s.as_str())) {
-            break;
+        match expected.iter().find(|s| !text.contains(s.as_str())) {
+            None => Ok(text),
+            Some(missing) => Err(format!("{missing} missing from:\n{text}")),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    for series in &expected {
-        assert!(text.contains(series.as_str()), "{series} missing from /metrics:\n{text}");
-    }
+    })
+    .await;
     // Reconciles did work, and it was measured: some CPU, far less than they took.
     let value = |name: &str| -> f64 {
         let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} missing"));
@@ -124,15 +121,11 @@ async fn metrics_and_health_endpoints() {
     // A deleted object's series goes with it: the gauges name only objects that exist.
     Api::<S3Connection>::namespaced(client.clone(), &ns).delete("c", &Default::default()).await.unwrap();
     let series = format!("namespace=\"{ns}\",name=\"c\"");
-    let mut gone = false;
-    for _ in 0..100 {
-        if !get(&format!("http://{addr}/metrics")).await.1.contains(&series) {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(gone, "the deleted connection's series is still exported");
+    support::wait_for("the deleted connection's series gone", Duration::from_secs(10), every, || async {
+        let text = get(&format!("http://{addr}/metrics")).await.1;
+        if text.contains(&series) { Err(text) } else { Ok(()) }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -113,14 +113,12 @@ async fn argocd_health_checks_read_real_statuses() {
         "connectionRef": {"name": "nowhere"}, "projectId": "p", "format": "json", "statuses": ["review"], "folder": "x/"}});
     let exports = Api::<DatasetExport>::namespaced(client.clone(), &ns);
     exports.create(&PostParams::default(), &serde_json::from_value(dsx).unwrap()).await.unwrap();
-    let mut orphan = Value::Null;
-    for _ in 0..150 {
-        orphan = serde_json::to_value(exports.get("orphan").await.unwrap()).unwrap();
-        if orphan["status"]["phase"] == "Pending" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let every = std::time::Duration::from_millis(200);
+    let orphan = support::wait_for("the orphan export Pending", std::time::Duration::from_secs(30), every, || async {
+        let orphan = serde_json::to_value(exports.get("orphan").await.unwrap()).unwrap();
+        if orphan["status"]["phase"] == "Pending" { Ok(orphan) } else { Err(orphan["status"].to_string()) }
+    })
+    .await;
     let mut done = orphan.clone();
     done["status"] = json!({"phase": "Succeeded", "destination": "s3://b/p/x/", "conditions": []});
     let mut running = orphan.clone();

@@ -514,12 +514,15 @@ async fn adoption_takes_a_project_made_in_the_ui_never_another_namespaces() {
     // A's own project, deletionPolicy Delete: deleted on the platform with its object.
     let patch = json!({"spec": {"deletionPolicy": "Delete"}});
     a.api().patch("labels", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    for _ in 0..300 {
-        if a.api().get("labels").await.unwrap().metadata.finalizers.is_some_and(|f| !f.is_empty()) {
-            break;
+    support::wait_for("the project's finalizer", Duration::from_secs(30), Duration::from_millis(100), || async {
+        let p = a.api().get("labels").await.unwrap();
+        if p.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()) {
+            Ok(())
+        } else {
+            Err(format!("{:?}", p.status))
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     a.api().delete("labels", &Default::default()).await.unwrap();
     gone(&a, "labels").await;
     assert!(project_on_platform(&platform::state().await, &theirs).is_none(), "deleted on the platform");
