@@ -115,7 +115,11 @@ async fn each_shard_serves_its_label_and_a_relabelled_object_is_taken_over_once(
     })
     .await;
     assert!(condition(&c, "Ready").is_some_and(|r| r.status == "True"), "{:?}", c.status);
-    assert!(naming(&log_b, &ca) > before_b, "shard b did not validate it");
+    // Its log line follows the status by a moment.
+    support::wait_for("shard b's log naming ca", Duration::from_secs(10), Duration::from_millis(100), || async {
+        if naming(&log_b, &ca) > before_b { Ok(()) } else { Err("shard b has not logged it") }
+    })
+    .await;
     assert_eq!(naming(&log_a, &ca), before_a, "shard a still acts on an object it no longer serves");
     assert_eq!(platform::registration_creates(&ca).await, 1, "the move registered the connection again");
     assert_eq!(platform::registrations(&ca).await.len(), 1);
