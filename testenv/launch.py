@@ -60,9 +60,9 @@ def versions():
 
 
 def go_key():
-    """The key testenv/setup gives its Go builds: the module's go.sum and its own programs."""
+    """The key testenv/setup gives its Go builds: the module (go.mod, go.sum) and its own programs."""
     h = hashlib.sha256()
-    for f in ("go.sum", "etcd/main.go", "kstatus/main.go"):
+    for f in ("go.mod", "go.sum", "etcd/main.go", "kstatus/main.go"):
         with open(os.path.join(ROOT, "testenv", "go", f), "rb") as fh:
             h.update(fh.read())
     return h.hexdigest()[:12]

@@ -589,7 +589,10 @@ async fn with_managed_credentials_the_operator_may_write_only_the_secrets_it_own
     let unconfined =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-vap-{}.log", std::process::id()));
     let mut refused = crate::support::operator::spawn_with_env(&unconfined, &managed, &aws);
-    let said = support::log_says(&unconfined, |l| l.contains("managed credentials are not switched on")).await;
+    let said = support::log_says(&unconfined, "managed credentials are refused", |l| {
+        l.contains("managed credentials are not switched on")
+    })
+    .await;
     assert!(said.contains("was admitted") && said.contains("ValidatingAdmissionPolicies"), "{said}");
     drop(refused.stdin.take());
     assert!(!refused.wait().unwrap().success(), "managed credentials without the admission policy");
@@ -604,9 +607,10 @@ async fn with_managed_credentials_the_operator_may_write_only_the_secrets_it_own
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-vap-sa-{}.log", std::process::id()));
     let kubeconfig = impersonating(&format!("system:serviceaccount:{ns}:vap-s3connect"));
     let mut started = crate::support::operator::spawn_env_with(&confined, &kubeconfig, &managed, &aws);
-    let said =
-        support::log_says(&confined, |l| l.contains("managed credentials enabled") || l.contains("not switched on"))
-            .await;
+    let said = support::log_says(&confined, "whether managed credentials are on", |l| {
+        l.contains("managed credentials enabled") || l.contains("not switched on")
+    })
+    .await;
     assert!(said.contains("managed credentials enabled") && !said.contains("not switched on"), "{said}");
     // As that ServiceAccount, under OwnerReferencesPermissionEnforcement, it mints a key
     // into a Secret whose ownerReference blocks the connection's deletion.

@@ -704,7 +704,11 @@ async fn validate_with_logging_at(level: &str, purpose: &str) -> (String, Vec<St
     support::wait_for(format!("c Ready and t judged under {level}"), Duration::from_secs(60), every, || async {
         let c = api.get("c").await.unwrap();
         let t = api.get("t").await.unwrap();
-        if is_ready(&c) && condition(&t, "Ready").is_some() { Ok(()) } else { Err(format!("{:?}", c.status)) }
+        if is_ready(&c) && condition(&t, "Ready").is_some() {
+            Ok(())
+        } else {
+            Err(format!("c: {:?}; t: {:?}", c.status, t.status))
+        }
     })
     .await;
     drop(child.stdin.take());

@@ -282,10 +282,10 @@ where
     panic!("{what} did not happen within {} s; last seen: {last}", timeout.as_secs())
 }
 
-/// Waits until the log file at `path` says what `done` looks for (at most 30 s), and
+/// Waits until the log file at `path` says `what` (`done` looks for it; at most 30 s), and
 /// returns all it says.
-pub async fn log_says(path: &std::path::Path, done: impl Fn(&str) -> bool) -> String {
-    let what = format!("{} saying what the test waits for", path.display());
+pub async fn log_says(path: &std::path::Path, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let what = format!("{} saying {what}", path.display());
     wait_for(what, std::time::Duration::from_secs(30), std::time::Duration::from_millis(200), || async {
         let said = std::fs::read_to_string(path).unwrap_or_default();
         if done(&said) { Ok(said) } else { Err(said) }
