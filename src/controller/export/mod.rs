@@ -91,86 +91,78 @@ impl driver::Hooks for DatasetExport {
             && matches!(self.status.as_ref().and_then(|s| s.phase), Some(ExportPhase::Succeeded | ExportPhase::Failed))
     }
 
+    /// The export's decision and its platform calls.
     async fn act(
         &self,
         ctx: &Context,
         namespace: &str,
         written: &mut Written<DatasetExportStatus>,
     ) -> Result<driver::Acted<DatasetExportStatus>, Error> {
-        act(ctx, self, namespace, written).await
+        use driver::Acted;
+        let export = self;
+        let name = export.name_any();
+        let uid = export.uid().unwrap_or_default();
+        let mut status = export.status.clone().unwrap_or_default();
+        let schedule = decide::Schedule::of(&export.spec);
+        let now = Timestamp::now();
+        let conn_name = export.spec.connection_ref.name.to_string();
+        let connection = driver::read::<S3Connection>(ctx, namespace, &conn_name).await?;
+        refresh(&mut status, export, schedule.as_ref(), connection.as_ref(), &uid);
+        // The project: given, or an AnnotationProject's once it is Ready.
+        let project = super::platform::project_id_of(
+            ctx,
+            namespace,
+            export.spec.project_id.as_deref(),
+            export.spec.project_ref.as_ref(),
+            CONNECTION_READY,
+            (R::ProjectNotFound.as_str(), R::ProjectNotReady.as_str()),
+        )
+        .await
+        .map_err(|(what, source)| Error::Read { what, source })?;
+        let (project_id, project_problem) = match project {
+            Ok(id) => (id, None),
+            Err(c) => (String::new(), Some(c)),
+        };
+        let names = ExportNames {
+            name: export.spec.name.as_deref().unwrap_or(&name),
+            project_id: &project_id,
+            statuses: export.spec.statuses.iter().map(|s| status_str(*s)).collect(),
+        };
+        let waits_for_project = project_problem.is_some();
+        let problem = connection_problem(connection.as_ref(), &conn_name).or(project_problem);
+        let run = Run {
+            ctx,
+            export,
+            namespace,
+            uid: &uid,
+            names: &names,
+            schedule: schedule.as_ref(),
+            project_id: &project_id,
+            now,
+        };
+        let outcome = match decide::step(&mut status, export.annotations(), problem, schedule.as_ref(), now) {
+            Step::Finished => return Ok(Acted::Idle(Action::await_change())),
+            Step::Wait(_) => match &schedule {
+                Some(s) => decide::between_runs(status, s, &names, now),
+                None => return Ok(Acted::Idle(Action::await_change())),
+            },
+            // A project being made is looked at again soon (no watch brings the export back).
+            Step::Blocked(problem) if waits_for_project => {
+                let mut outcome = decide::blocked(status, problem);
+                outcome.next = super::status::Next::After(std::time::Duration::from_secs(5));
+                outcome.retrying = true;
+                outcome
+            }
+            Step::Blocked(problem) => decide::blocked(status, problem),
+            Step::Unconfirmed => decide::unconfirmed(status, &names, schedule.as_ref(), now),
+            Step::Follow(report_id) => follow(&run, connection.as_ref(), status, &report_id).await?,
+            Step::Submit => {
+                let conn = connection.as_ref().expect("a connection without problems exists");
+                submit(&run, conn, status, written).await?
+            }
+        };
+        Ok(Acted::Outcome(outcome))
     }
-}
-
-/// The export's decision and its platform calls.
-async fn act(
-    ctx: &Context,
-    export: &DatasetExport,
-    namespace: &str,
-    written: &mut Written<DatasetExportStatus>,
-) -> Result<driver::Acted<DatasetExportStatus>, Error> {
-    use driver::Acted;
-    let name = export.name_any();
-    let uid = export.uid().unwrap_or_default();
-    let mut status = export.status.clone().unwrap_or_default();
-    let schedule = decide::Schedule::of(&export.spec);
-    let now = Timestamp::now();
-    let conn_name = export.spec.connection_ref.name.to_string();
-    let connection = driver::read::<S3Connection>(ctx, namespace, &conn_name).await?;
-    refresh(&mut status, export, schedule.as_ref(), connection.as_ref(), &uid);
-    // The project: given, or an AnnotationProject's once it is Ready.
-    let project = super::platform::project_id_of(
-        ctx,
-        namespace,
-        export.spec.project_id.as_deref(),
-        export.spec.project_ref.as_ref(),
-        CONNECTION_READY,
-        (R::ProjectNotFound.as_str(), R::ProjectNotReady.as_str()),
-    )
-    .await
-    .map_err(|(what, source)| Error::Read { what, source })?;
-    let (project_id, project_problem) = match project {
-        Ok(id) => (id, None),
-        Err(c) => (String::new(), Some(c)),
-    };
-    let names = ExportNames {
-        name: export.spec.name.as_deref().unwrap_or(&name),
-        project_id: &project_id,
-        statuses: export.spec.statuses.iter().map(|s| status_str(*s)).collect(),
-    };
-    let waits_for_project = project_problem.is_some();
-    let problem = connection_problem(connection.as_ref(), &conn_name).or(project_problem);
-    let run = Run {
-        ctx,
-        export,
-        namespace,
-        uid: &uid,
-        names: &names,
-        schedule: schedule.as_ref(),
-        project_id: &project_id,
-        now,
-    };
-    let outcome = match decide::step(&mut status, export.annotations(), problem, schedule.as_ref(), now) {
-        Step::Finished => return Ok(Acted::Idle(Action::await_change())),
-        Step::Wait(_) => match &schedule {
-            Some(s) => decide::between_runs(status, s, &names, now),
-            None => return Ok(Acted::Idle(Action::await_change())),
-        },
-        // A project being made is looked at again soon (no watch brings the export back).
-        Step::Blocked(problem) if waits_for_project => {
-            let mut outcome = decide::blocked(status, problem);
-            outcome.next = super::status::Next::After(std::time::Duration::from_secs(5));
-            outcome.retrying = true;
-            outcome
-        }
-        Step::Blocked(problem) => decide::blocked(status, problem),
-        Step::Unconfirmed => decide::unconfirmed(status, &names, schedule.as_ref(), now),
-        Step::Follow(report_id) => follow(&run, connection.as_ref(), status, &report_id).await?,
-        Step::Submit => {
-            let conn = connection.as_ref().expect("a connection without problems exists");
-            submit(&run, conn, status, written).await?
-        }
-    };
-    Ok(Acted::Outcome(outcome))
 }
 
 /// The status before this reconcile decides anything: the generation and request seen,

@@ -130,73 +130,65 @@ impl driver::Hooks for AnnotationProject {
         clean_up(ctx, self, namespace).await
     }
 
+    /// The project's decision and its platform calls: the datasets first (with the platform
+    /// credentials of their connection), then the template, the project and its changes.
     async fn act(
         &self,
         ctx: &Context,
         namespace: &str,
         written: &mut Written<AnnotationProjectStatus>,
     ) -> Result<driver::Acted<AnnotationProjectStatus>, Error> {
-        act(ctx, self, namespace, written).await
-    }
-}
+        use driver::Acted;
+        let p = self;
+        let mut status = p.status.clone().unwrap_or_default();
+        status.observed_generation = p.metadata.generation;
+        status.last_handled_reconcile_at = annotations::requested_at(p.annotations());
 
-/// The project's decision and its platform calls: the datasets first (with the platform
-/// credentials of their connection), then the template, the project and its changes.
-async fn act(
-    ctx: &Context,
-    p: &AnnotationProject,
-    namespace: &str,
-    written: &mut Written<AnnotationProjectStatus>,
-) -> Result<driver::Acted<AnnotationProjectStatus>, Error> {
-    use driver::Acted;
-    let mut status = p.status.clone().unwrap_or_default();
-    status.observed_generation = p.metadata.generation;
-    status.last_handled_reconcile_at = annotations::requested_at(p.annotations());
-
-    let (found, connection) = read_datasets(ctx, p, namespace).await?;
-    let mut gate = decide::datasets(&p.spec, &found);
-    let creds = match (&gate, connection.as_ref()) {
-        (Ok(_), Some(conn)) => {
-            match super::platform::credentials_of(ctx, conn, namespace, conditions::DATASETS_READY)
-                .await
-                .map_err(|(what, source)| Error::Read { what, source })?
-            {
-                Ok(c) => Some(c),
-                Err(c) => {
-                    gate = Err((c, false));
-                    None
+        let (found, connection) = read_datasets(ctx, p, namespace).await?;
+        let mut gate = decide::datasets(&p.spec, &found);
+        let creds = match (&gate, connection.as_ref()) {
+            (Ok(_), Some(conn)) => {
+                match super::platform::credentials_of(ctx, conn, namespace, conditions::DATASETS_READY)
+                    .await
+                    .map_err(|(what, source)| Error::Read { what, source })?
+                {
+                    Ok(c) => Some(c),
+                    Err(c) => {
+                        gate = Err((c, false));
+                        None
+                    }
                 }
             }
+            _ => None,
+        };
+        // Datasets made elsewhere: as the platform has them.
+        let extra = match (&mut gate, &creds) {
+            (Ok((ids, data_type)), Some(creds)) => extra_datasets(ctx, p, namespace, creds, ids, data_type).await?,
+            _ => Ok(()),
+        };
+        if let Err(problem) = extra {
+            gate = Err(problem);
         }
-        _ => None,
-    };
-    // Datasets made elsewhere: as the platform has them.
-    let extra = match (&mut gate, &creds) {
-        (Ok((ids, data_type)), Some(creds)) => extra_datasets(ctx, p, namespace, creds, ids, data_type).await?,
-        _ => Ok(()),
-    };
-    if let Err(problem) = extra {
-        gate = Err(problem);
+        let (ids, data_type, creds) = match (gate, creds) {
+            (Ok((ids, t)), Some(c)) => (ids, t, c),
+            (Err((problem, retrying)), _) => {
+                let outcome = decide::blocked(status, problem, retrying);
+                return Ok(Acted::Outcome(outcome));
+            }
+            (Ok(_), None) => {
+                let problem = NamedCond::new(
+                    conditions::DATASETS_READY,
+                    conditions::Status::False,
+                    ProjectReason::DatasetNotReady.as_str(),
+                    "The datasets' S3Connection was not found: the project needs its platform credentials.",
+                );
+                let outcome = decide::blocked(status, problem, false);
+                return Ok(Acted::Outcome(outcome));
+            }
+        };
+        let run = Run { ctx, p, creds: &creds, data_type: &data_type };
+        Ok(Acted::Outcome(run.step(status, ids, written).await?))
     }
-    let (ids, data_type, creds) = match (gate, creds) {
-        (Ok((ids, t)), Some(c)) => (ids, t, c),
-        (Err((problem, retrying)), _) => {
-            let outcome = decide::blocked(status, problem, retrying);
-            return Ok(Acted::Outcome(outcome));
-        }
-        (Ok(_), None) => {
-            let problem = NamedCond::new(
-                conditions::DATASETS_READY,
-                conditions::Status::False,
-                ProjectReason::DatasetNotReady.as_str(),
-                "The datasets' S3Connection was not found: the project needs its platform credentials.",
-            );
-            let outcome = decide::blocked(status, problem, false);
-            return Ok(Acted::Outcome(outcome));
-        }
-    };
-    let run = Run { ctx, p, creds: &creds, data_type: &data_type };
-    Ok(Acted::Outcome(run.step(status, ids, written).await?))
 }
 
 /// The datasets of `spec.datasetIds` (made elsewhere), as the platform has them, added to
