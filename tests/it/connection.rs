@@ -664,18 +664,15 @@ async fn a_key_with_control_characters_listed_first_never_freezes_the_status(sto
 /// (bucket policies, every signature checked).
 macro_rules! on_every_store {
     ($($name:ident),* $(,)?) => {
-        mod on_moto {
+        on_every_store!(@on on_moto, Moto; $($name),*);
+        on_every_store!(@on on_versitygw, Versitygw; $($name),*);
+    };
+    (@on $module:ident, $store:ident; $($name:ident),*) => {
+        mod $module {
             $(#[tokio::test]
             async fn $name() {
                 let _timer = crate::timed!();
-                super::$name(crate::support::s3::Store::Moto).await
-            })*
-        }
-        mod on_versitygw {
-            $(#[tokio::test]
-            async fn $name() {
-                let _timer = crate::timed!();
-                super::$name(crate::support::s3::Store::Versitygw).await
+                super::$name(crate::support::s3::Store::$store).await
             })*
         }
     };
