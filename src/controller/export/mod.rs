@@ -84,6 +84,8 @@ const FOR_EXPORT: super::platform::Need = super::platform::Need {
     withheld: "nothing is submitted",
 };
 
+type Acted = driver::Acted<DatasetExportStatus>;
+
 impl driver::Hooks for DatasetExport {
     /// A one-off export that ended is never looked at again (a new export is a new object).
     fn settled(&self) -> bool {
@@ -97,8 +99,7 @@ impl driver::Hooks for DatasetExport {
         ctx: &Context,
         namespace: &str,
         written: &mut Written<DatasetExportStatus>,
-    ) -> Result<driver::Acted<DatasetExportStatus>, Error> {
-        use driver::Acted;
+    ) -> Result<Acted, Error> {
         let export = self;
         let name = export.name_any();
         let uid = export.uid().unwrap_or_default();

@@ -121,6 +121,8 @@ async fn read_datasets(
     Ok((found, connection))
 }
 
+type Acted = driver::Acted<AnnotationProjectStatus>;
+
 impl driver::Hooks for AnnotationProject {
     fn finalizer(&self) -> Option<(bool, &'static str)> {
         Some((self.spec.deletion_policy != ProjectDeletionPolicy::Retain, PROJECT_FINALIZER))
@@ -137,8 +139,7 @@ impl driver::Hooks for AnnotationProject {
         ctx: &Context,
         namespace: &str,
         written: &mut Written<AnnotationProjectStatus>,
-    ) -> Result<driver::Acted<AnnotationProjectStatus>, Error> {
-        use driver::Acted;
+    ) -> Result<Acted, Error> {
         let p = self;
         let mut status = p.status.clone().unwrap_or_default();
         status.observed_generation = p.metadata.generation;
